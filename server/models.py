@@ -1,0 +1,487 @@
+"""The relational model.
+
+Every table that holds a district's data carries ``district_id`` as the first
+column of its primary key, and every foreign key between such tables includes
+it: the shape a distributed PostgreSQL (Citus) needs to shard by district.
+Platform content (assessments, items) and platform staff are reference tables
+without a district.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+DEFAULT_PURPOSES = (
+    "INSTRUCTION",
+    "STUDENT_LEARNING",
+    "REPORTING",
+    "PERSONALIZATION",
+    "COMMUNICATION",
+    "SUPPORT",
+    "PRODUCT_ANALYTICS",
+    "RECORD_ACCESS",
+    "LEGAL_COMPLIANCE",
+)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _uuid_pk() -> Mapped[uuid.UUID]:
+    return mapped_column(UUID(as_uuid=True), primary_key=True)
+
+
+def _district_pk() -> Mapped[uuid.UUID]:
+    return mapped_column(UUID(as_uuid=True), primary_key=True)
+
+
+def _now() -> Mapped[dt.datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class District(Base):
+    __tablename__ = "districts"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    name: Mapped[str] = mapped_column(Text)
+    sourced_id: Mapped[str | None] = mapped_column(Text)
+    authorized_purposes: Mapped[list[str]] = mapped_column(
+        ARRAY(Text),
+        server_default=text("ARRAY['" + "','".join(DEFAULT_PURPOSES) + "']::text[]"),
+    )
+    collect_usage: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    collect_device: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    collect_demographics: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    direct_record_access: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    minimum_group_size: Mapped[int] = mapped_column(Integer, server_default=text("10"))
+    responses_days: Mapped[int] = mapped_column(Integer, server_default=text("1095"))
+    activity_days: Mapped[int] = mapped_column(Integer, server_default=text("365"))
+    device_days: Mapped[int] = mapped_column(Integer, server_default=text("90"))
+    audit_days: Mapped[int] = mapped_column(Integer, server_default=text("2557"))
+    accepted_policy_version: Mapped[str] = mapped_column(Text, server_default="2020-04-01")
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class School(Base):
+    __tablename__ = "schools"
+    __table_args__ = (
+        ForeignKeyConstraint(["district_id"], ["districts.id"], ondelete="CASCADE"),
+        UniqueConstraint("district_id", "sourced_id"),
+    )
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    name: Mapped[str] = mapped_column(Text)
+    sourced_id: Mapped[str | None] = mapped_column(Text)
+
+
+class User(Base):
+    """District people: staff of every district role, students and guardians.
+
+    Student-only columns are null for other roles.
+    """
+
+    __tablename__ = "users"
+    __table_args__ = (
+        ForeignKeyConstraint(["district_id"], ["districts.id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(["district_id", "school_id"], ["schools.district_id", "schools.id"]),
+        UniqueConstraint("district_id", "username"),
+        UniqueConstraint("district_id", "sourced_id"),
+        Index("ix_users_username", "username"),
+        Index("ix_users_school", "district_id", "school_id", "role"),
+    )
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    role: Mapped[str] = mapped_column(String(20))
+    username: Mapped[str] = mapped_column(Text)
+    sourced_id: Mapped[str | None] = mapped_column(Text)
+    disabled: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    school_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    first_name: Mapped[str | None] = mapped_column(Text)
+    last_name: Mapped[str | None] = mapped_column(Text)
+    email: Mapped[str | None] = mapped_column(Text)
+    phone: Mapped[str | None] = mapped_column(Text)
+    preferred_name: Mapped[str | None] = mapped_column(Text)
+    grade_level: Mapped[str | None] = mapped_column(Text)
+    student_number: Mapped[str | None] = mapped_column(Text)
+    state_id: Mapped[str | None] = mapped_column(Text)
+    gender: Mapped[str | None] = mapped_column(Text)
+    birth_date: Mapped[dt.date | None] = mapped_column(Date)
+    ethnicity: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    english_learner: Mapped[bool | None] = mapped_column(Boolean)
+    special_education: Mapped[bool | None] = mapped_column(Boolean)
+    economically_disadvantaged: Mapped[bool | None] = mapped_column(Boolean)
+    learning_level: Mapped[str | None] = mapped_column(Text)
+    last_active_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class PlatformUser(Base):
+    """Internal staff (ANALYST, SUPPORT): no district, no district data of their own."""
+
+    __tablename__ = "platform_users"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    role: Mapped[str] = mapped_column(String(20))
+    username: Mapped[str] = mapped_column(Text, unique=True)
+    first_name: Mapped[str | None] = mapped_column(Text)
+    last_name: Mapped[str | None] = mapped_column(Text)
+    email: Mapped[str | None] = mapped_column(Text)
+    disabled: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+
+
+class GuardianLink(Base):
+    __tablename__ = "guardian_links"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["district_id", "guardian_id"], ["users.district_id", "users.id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(
+            ["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"
+        ),
+        Index("ix_guardian_links_student", "district_id", "student_id"),
+    )
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    guardian_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    student_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    relationship: Mapped[str | None] = mapped_column(Text)
+
+
+class SchoolClass(Base):
+    __tablename__ = "classes"
+    __table_args__ = (
+        ForeignKeyConstraint(["district_id", "school_id"], ["schools.district_id", "schools.id"]),
+        UniqueConstraint("district_id", "sourced_id"),
+        Index("ix_classes_school", "district_id", "school_id"),
+    )
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    school_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    name: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(Text)
+    grade_level: Mapped[str | None] = mapped_column(Text)
+    sourced_id: Mapped[str | None] = mapped_column(Text)
+
+
+class ClassTeacher(Base):
+    __tablename__ = "class_teachers"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["district_id", "class_id"], ["classes.district_id", "classes.id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(
+            ["district_id", "teacher_id"], ["users.district_id", "users.id"], ondelete="CASCADE"
+        ),
+        Index("ix_class_teachers_teacher", "district_id", "teacher_id"),
+    )
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    class_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    teacher_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+
+
+class Enrollment(Base):
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["district_id", "class_id"], ["classes.district_id", "classes.id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(
+            ["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"
+        ),
+        Index("ix_enrollments_student", "district_id", "student_id"),
+    )
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    class_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    student_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    begin_date: Mapped[dt.date] = mapped_column(Date)
+    end_date: Mapped[dt.date | None] = mapped_column(Date)
+    sourced_id: Mapped[str | None] = mapped_column(Text)
+
+
+class Assessment(Base):
+    """Platform content, shared by every district (a reference table)."""
+
+    __tablename__ = "assessments"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    title: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+
+
+class Item(Base):
+    """Platform content. ``answer_key`` and ``explanation`` never leave the server
+    except as grading feedback."""
+
+    __tablename__ = "items"
+    __table_args__ = (
+        ForeignKeyConstraint(["assessment_id"], ["assessments.id"], ondelete="CASCADE"),
+        Index("ix_items_assessment", "assessment_id", "position"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    assessment_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    position: Mapped[int] = mapped_column(Integer)
+    prompt: Mapped[str] = mapped_column(Text)
+    choices: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    skill: Mapped[str] = mapped_column(Text)
+    answer_key: Mapped[str] = mapped_column(Text)
+    explanation: Mapped[str | None] = mapped_column(Text)
+    practice: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+
+
+class Assignment(Base):
+    __tablename__ = "assignments"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["district_id", "class_id"], ["classes.district_id", "classes.id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(["assessment_id"], ["assessments.id"]),
+        Index("ix_assignments_class", "district_id", "class_id"),
+    )
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    class_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    assessment_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    title: Mapped[str] = mapped_column(Text)
+    due_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class Response(Base):
+    __tablename__ = "responses"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(["item_id"], ["items.id"]),
+        ForeignKeyConstraint(
+            ["district_id", "assignment_id"], ["assignments.district_id", "assignments.id"]
+        ),
+        Index("ix_responses_student_time", "district_id", "student_id", "submitted_at"),
+        Index("ix_responses_district_time", "district_id", "submitted_at"),
+        UniqueConstraint("district_id", "student_id", "idempotency_key"),
+    )
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    student_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    item_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    assignment_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    answer: Mapped[str] = mapped_column(Text)
+    correct: Mapped[bool] = mapped_column(Boolean)
+    score: Mapped[float] = mapped_column(Float)
+    feedback: Mapped[str | None] = mapped_column(Text)
+    time_spent_seconds: Mapped[int | None] = mapped_column(Integer)
+    submitted_at: Mapped[dt.datetime] = _now()
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+
+
+class ActivityEvent(Base):
+    __tablename__ = "activity_events"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"
+        ),
+        Index("ix_activity_student_time", "district_id", "student_id", "occurred_at"),
+    )
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    student_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    kind: Mapped[str] = mapped_column(String(20))
+    target: Mapped[str | None] = mapped_column(Text)
+    occurred_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    session_key: Mapped[str | None] = mapped_column(Text)
+
+
+class DeviceSession(Base):
+    __tablename__ = "device_sessions"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"
+        ),
+        Index("ix_device_student_time", "district_id", "student_id", "started_at"),
+        UniqueConstraint("district_id", "student_id", "session_key"),
+    )
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    student_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    session_key: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    ip_address: Mapped[str | None] = mapped_column(Text)
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    browser: Mapped[str | None] = mapped_column(Text)
+    operating_system: Mapped[str | None] = mapped_column(Text)
+    device_type: Mapped[str | None] = mapped_column(Text)
+    referrer: Mapped[str | None] = mapped_column(Text)
+
+
+class Consent(Base):
+    __tablename__ = "consents"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"
+        ),
+    )
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    student_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    analytics_opt_out: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    updated_at: Mapped[dt.datetime] = _now()
+    updated_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+
+
+class SupportGrant(Base):
+    __tablename__ = "support_grants"
+    __table_args__ = (ForeignKeyConstraint(["district_id"], ["districts.id"], ondelete="CASCADE"),)
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    ticket: Mapped[str] = mapped_column(Text)
+    granted_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    user_ids: Mapped[list[uuid.UUID]] = mapped_column(
+        ARRAY(UUID(as_uuid=True)), server_default=text("'{}'::uuid[]")
+    )
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class DataRequest(Base):
+    __tablename__ = "data_requests"
+    __table_args__ = (ForeignKeyConstraint(["district_id"], ["districts.id"], ondelete="CASCADE"),)
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    kind: Mapped[str] = mapped_column(String(20))
+    student_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    requested_by: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[dt.datetime] = _now()
+    due_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(20), server_default="OPEN")
+    fulfilled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Correction(Base):
+    __tablename__ = "corrections"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"
+        ),
+    )
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    student_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    data_request_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    previous: Mapped[dict[str, object]] = mapped_column(JSONB)
+    corrected: Mapped[dict[str, object]] = mapped_column(JSONB)
+    statement_of_disagreement: Mapped[str | None] = mapped_column(Text)
+    corrected_by: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    corrected_at: Mapped[dt.datetime] = _now()
+
+
+class DeletionCertificate(Base):
+    __tablename__ = "deletion_certificates"
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    student_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    deleted_at: Mapped[dt.datetime] = _now()
+    deleted_by: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    reason: Mapped[str] = mapped_column(Text)
+    counts: Mapped[dict[str, int]] = mapped_column(JSONB)
+    digest: Mapped[str] = mapped_column(Text)
+
+
+class AuditEntry(Base):
+    """One hash chain per district; ``seq`` orders the chain.
+
+    Entries about no district (an analyst's cross-district report) are chained
+    under the nil UUID. The application role may only INSERT and SELECT here.
+    """
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (
+        UniqueConstraint("district_id", "id"),
+        Index("ix_audit_subject", "district_id", "subject_student_id", "seq"),
+        Index("ix_audit_at", "district_id", "at"),
+    )
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    request_id: Mapped[str] = mapped_column(Text)
+    trace_id: Mapped[str | None] = mapped_column(Text)
+    actor_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    actor_role: Mapped[str] = mapped_column(String(20))
+    purpose: Mapped[str] = mapped_column(String(30))
+    justification: Mapped[str | None] = mapped_column(Text)
+    operation_name: Mapped[str | None] = mapped_column(Text)
+    subject_student_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    fields: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    categories: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    decision: Mapped[str] = mapped_column(String(5))
+    break_glass: Mapped[bool] = mapped_column(Boolean)
+    prev_hash: Mapped[str] = mapped_column(Text)
+    hash: Mapped[str] = mapped_column(Text)
+
+
+DISTRICT_TABLES = (
+    "schools",
+    "users",
+    "guardian_links",
+    "classes",
+    "class_teachers",
+    "enrollments",
+    "assignments",
+    "responses",
+    "activity_events",
+    "device_sessions",
+    "consents",
+    "support_grants",
+    "data_requests",
+    "corrections",
+    "deletion_certificates",
+    "audit_entries",
+)

@@ -1,0 +1,112 @@
+"""Configuration from the environment (and an optional `.env` file)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_FILE = ".env"
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        values[key.strip()] = value.strip().strip('"').strip("'")
+    return values
+
+
+def _env() -> dict[str, str]:
+    merged = _read_env_file(Path(ENV_FILE))
+    merged.update(os.environ)
+    return merged
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    data_dir: Path = Path(".pledgeql")
+    database_url: str | None = None
+    app_database_url: str | None = None
+    jwt_secret: str | None = None
+    jwt_public_key_file: str | None = None
+    jwks_file: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    trusted_proxy_header: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_depth: int = 12
+    max_aliases: int = 30
+    max_tokens: int = 5000
+    max_cost: int = 50_000
+    max_batch: int = 10
+    max_body_bytes: int = 256 * 1024
+    rate_limit_per_minute: int = 600
+    rate_limit_burst: int = 120
+    pool_size: int = 10
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = _env()
+        mode = env.get("PLEDGEQL_ENV", "development").strip().lower() or "development"
+        if mode not in ("development", "production", "test"):
+            raise SystemExit(f"PLEDGEQL_ENV must be development, production or test, got {mode!r}")
+        origins = tuple(
+            o.strip() for o in env.get("PLEDGEQL_CORS_ORIGINS", "").split(",") if o.strip()
+        )
+        return cls(
+            env=mode,
+            data_dir=Path(env.get("PLEDGEQL_DATA_DIR", ".pledgeql")),
+            database_url=env.get("PLEDGEQL_DATABASE_URL") or None,
+            app_database_url=env.get("PLEDGEQL_APP_DATABASE_URL") or None,
+            jwt_secret=env.get("PLEDGEQL_JWT_SECRET") or None,
+            jwt_public_key_file=env.get("PLEDGEQL_JWT_PUBLIC_KEY_FILE") or None,
+            jwks_file=env.get("PLEDGEQL_JWKS_FILE") or None,
+            jwt_issuer=env.get("PLEDGEQL_JWT_ISSUER") or None,
+            jwt_audience=env.get("PLEDGEQL_JWT_AUDIENCE") or None,
+            trusted_proxy_header=env.get("PLEDGEQL_TRUSTED_PROXY_HEADER") or None,
+            cors_origins=origins,
+            max_depth=_int(env, "PLEDGEQL_MAX_DEPTH", 12),
+            max_aliases=_int(env, "PLEDGEQL_MAX_ALIASES", 30),
+            max_tokens=_int(env, "PLEDGEQL_MAX_TOKENS", 5000),
+            max_cost=_int(env, "PLEDGEQL_MAX_COST", 50_000),
+            max_batch=_int(env, "PLEDGEQL_MAX_BATCH", 10),
+            max_body_bytes=_int(env, "PLEDGEQL_MAX_BODY_BYTES", 256 * 1024),
+            rate_limit_per_minute=_int(env, "PLEDGEQL_RATE_LIMIT_PER_MINUTE", 600),
+            rate_limit_burst=_int(env, "PLEDGEQL_RATE_LIMIT_BURST", 120),
+            pool_size=_int(env, "PLEDGEQL_POOL_SIZE", 10),
+        )
+
+    def development_jwt_secret(self) -> str:
+        """The HS256 secret: configured, or generated once into the data dir."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / "jwt_secret"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+        return path.read_text().strip()
