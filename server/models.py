@@ -117,6 +117,7 @@ class User(Base):
         UniqueConstraint("district_id", "username"),
         UniqueConstraint("district_id", "sourced_id"),
         Index("ix_users_username", "username"),
+        Index("ix_users_id", "id"),
         Index("ix_users_school", "district_id", "school_id", "role"),
     )
 
@@ -164,12 +165,8 @@ class PlatformUser(Base):
 class GuardianLink(Base):
     __tablename__ = "guardian_links"
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["district_id", "guardian_id"], ["users.district_id", "users.id"], ondelete="CASCADE"
-        ),
-        ForeignKeyConstraint(
-            ["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"
-        ),
+        ForeignKeyConstraint(["district_id", "guardian_id"], ["users.district_id", "users.id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"),
         Index("ix_guardian_links_student", "district_id", "student_id"),
     )
 
@@ -199,12 +196,8 @@ class SchoolClass(Base):
 class ClassTeacher(Base):
     __tablename__ = "class_teachers"
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["district_id", "class_id"], ["classes.district_id", "classes.id"], ondelete="CASCADE"
-        ),
-        ForeignKeyConstraint(
-            ["district_id", "teacher_id"], ["users.district_id", "users.id"], ondelete="CASCADE"
-        ),
+        ForeignKeyConstraint(["district_id", "class_id"], ["classes.district_id", "classes.id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(["district_id", "teacher_id"], ["users.district_id", "users.id"], ondelete="CASCADE"),
         Index("ix_class_teachers_teacher", "district_id", "teacher_id"),
     )
 
@@ -216,12 +209,8 @@ class ClassTeacher(Base):
 class Enrollment(Base):
     __tablename__ = "enrollments"
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["district_id", "class_id"], ["classes.district_id", "classes.id"], ondelete="CASCADE"
-        ),
-        ForeignKeyConstraint(
-            ["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"
-        ),
+        ForeignKeyConstraint(["district_id", "class_id"], ["classes.district_id", "classes.id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"),
         Index("ix_enrollments_student", "district_id", "student_id"),
     )
 
@@ -267,9 +256,7 @@ class Item(Base):
 class Assignment(Base):
     __tablename__ = "assignments"
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["district_id", "class_id"], ["classes.district_id", "classes.id"], ondelete="CASCADE"
-        ),
+        ForeignKeyConstraint(["district_id", "class_id"], ["classes.district_id", "classes.id"], ondelete="CASCADE"),
         ForeignKeyConstraint(["assessment_id"], ["assessments.id"]),
         Index("ix_assignments_class", "district_id", "class_id"),
     )
@@ -287,13 +274,9 @@ class Assignment(Base):
 class Response(Base):
     __tablename__ = "responses"
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"
-        ),
+        ForeignKeyConstraint(["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"),
         ForeignKeyConstraint(["item_id"], ["items.id"]),
-        ForeignKeyConstraint(
-            ["district_id", "assignment_id"], ["assignments.district_id", "assignments.id"]
-        ),
+        ForeignKeyConstraint(["district_id", "assignment_id"], ["assignments.district_id", "assignments.id"]),
         Index("ix_responses_student_time", "district_id", "student_id", "submitted_at"),
         Index("ix_responses_district_time", "district_id", "submitted_at"),
         UniqueConstraint("district_id", "student_id", "idempotency_key"),
@@ -316,9 +299,7 @@ class Response(Base):
 class ActivityEvent(Base):
     __tablename__ = "activity_events"
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"
-        ),
+        ForeignKeyConstraint(["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"),
         Index("ix_activity_student_time", "district_id", "student_id", "occurred_at"),
     )
 
@@ -335,9 +316,7 @@ class ActivityEvent(Base):
 class DeviceSession(Base):
     __tablename__ = "device_sessions"
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"
-        ),
+        ForeignKeyConstraint(["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"),
         Index("ix_device_student_time", "district_id", "student_id", "started_at"),
         UniqueConstraint("district_id", "student_id", "session_key"),
     )
@@ -358,9 +337,7 @@ class DeviceSession(Base):
 class Consent(Base):
     __tablename__ = "consents"
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"
-        ),
+        ForeignKeyConstraint(["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"),
     )
 
     district_id: Mapped[uuid.UUID] = _district_pk()
@@ -380,9 +357,7 @@ class SupportGrant(Base):
     granted_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    user_ids: Mapped[list[uuid.UUID]] = mapped_column(
-        ARRAY(UUID(as_uuid=True)), server_default=text("'{}'::uuid[]")
-    )
+    user_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)), server_default=text("'{}'::uuid[]"))
     created_at: Mapped[dt.datetime] = _now()
 
 
@@ -404,9 +379,7 @@ class DataRequest(Base):
 class Correction(Base):
     __tablename__ = "corrections"
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"
-        ),
+        ForeignKeyConstraint(["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"),
     )
 
     district_id: Mapped[uuid.UUID] = _district_pk()

@@ -61,6 +61,7 @@ class Settings:
     rate_limit_per_minute: int = 600
     rate_limit_burst: int = 120
     pool_size: int = 10
+    policy_dirs: tuple[Path, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -73,9 +74,7 @@ class Settings:
         mode = env.get("PLEDGEQL_ENV", "development").strip().lower() or "development"
         if mode not in ("development", "production", "test"):
             raise SystemExit(f"PLEDGEQL_ENV must be development, production or test, got {mode!r}")
-        origins = tuple(
-            o.strip() for o in env.get("PLEDGEQL_CORS_ORIGINS", "").split(",") if o.strip()
-        )
+        origins = tuple(o.strip() for o in env.get("PLEDGEQL_CORS_ORIGINS", "").split(",") if o.strip())
         return cls(
             env=mode,
             data_dir=Path(env.get("PLEDGEQL_DATA_DIR", ".pledgeql")),
@@ -97,6 +96,7 @@ class Settings:
             rate_limit_per_minute=_int(env, "PLEDGEQL_RATE_LIMIT_PER_MINUTE", 600),
             rate_limit_burst=_int(env, "PLEDGEQL_RATE_LIMIT_BURST", 120),
             pool_size=_int(env, "PLEDGEQL_POOL_SIZE", 10),
+            policy_dirs=tuple(Path(d) for d in env.get("PLEDGEQL_POLICY_DIRS", "").split(":") if d.strip()),
         )
 
     def development_jwt_secret(self) -> str:

@@ -87,20 +87,14 @@ def upgrade() -> None:
         ),
         sa.Column("collect_usage", sa.Boolean(), server_default=sa.text("true"), nullable=False),
         sa.Column("collect_device", sa.Boolean(), server_default=sa.text("true"), nullable=False),
-        sa.Column(
-            "collect_demographics", sa.Boolean(), server_default=sa.text("true"), nullable=False
-        ),
-        sa.Column(
-            "direct_record_access", sa.Boolean(), server_default=sa.text("false"), nullable=False
-        ),
+        sa.Column("collect_demographics", sa.Boolean(), server_default=sa.text("true"), nullable=False),
+        sa.Column("direct_record_access", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("minimum_group_size", sa.Integer(), server_default=sa.text("10"), nullable=False),
         sa.Column("responses_days", sa.Integer(), server_default=sa.text("1095"), nullable=False),
         sa.Column("activity_days", sa.Integer(), server_default=sa.text("365"), nullable=False),
         sa.Column("device_days", sa.Integer(), server_default=sa.text("90"), nullable=False),
         sa.Column("audit_days", sa.Integer(), server_default=sa.text("2557"), nullable=False),
-        sa.Column(
-            "accepted_policy_version", sa.Text(), server_default="2020-04-01", nullable=False
-        ),
+        sa.Column("accepted_policy_version", sa.Text(), server_default="2020-04-01", nullable=False),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
@@ -178,9 +172,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("district_id", "id", name=op.f("pk_schools")),
-        sa.UniqueConstraint(
-            "district_id", "sourced_id", name=op.f("uq_schools_district_id_sourced_id")
-        ),
+        sa.UniqueConstraint("district_id", "sourced_id", name=op.f("uq_schools_district_id_sourced_id")),
     )
     op.create_table(
         "support_grants",
@@ -225,9 +217,7 @@ def upgrade() -> None:
             name=op.f("fk_classes_district_id_school_id_schools"),
         ),
         sa.PrimaryKeyConstraint("district_id", "id", name=op.f("pk_classes")),
-        sa.UniqueConstraint(
-            "district_id", "sourced_id", name=op.f("uq_classes_district_id_sourced_id")
-        ),
+        sa.UniqueConstraint("district_id", "sourced_id", name=op.f("uq_classes_district_id_sourced_id")),
     )
     op.create_index("ix_classes_school", "classes", ["district_id", "school_id"], unique=False)
     op.create_table(
@@ -279,9 +269,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("district_id", "id", name=op.f("pk_users")),
-        sa.UniqueConstraint(
-            "district_id", "sourced_id", name=op.f("uq_users_district_id_sourced_id")
-        ),
+        sa.UniqueConstraint("district_id", "sourced_id", name=op.f("uq_users_district_id_sourced_id")),
         sa.UniqueConstraint("district_id", "username", name=op.f("uq_users_district_id_username")),
     )
     op.create_index("ix_users_school", "users", ["district_id", "school_id", "role"], unique=False)
@@ -338,9 +326,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("district_id", "id", name=op.f("pk_assignments")),
     )
-    op.create_index(
-        "ix_assignments_class", "assignments", ["district_id", "class_id"], unique=False
-    )
+    op.create_index("ix_assignments_class", "assignments", ["district_id", "class_id"], unique=False)
     op.create_table(
         "class_teachers",
         sa.Column("district_id", sa.UUID(), nullable=False),
@@ -358,20 +344,14 @@ def upgrade() -> None:
             name=op.f("fk_class_teachers_district_id_teacher_id_users"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint(
-            "district_id", "class_id", "teacher_id", name=op.f("pk_class_teachers")
-        ),
+        sa.PrimaryKeyConstraint("district_id", "class_id", "teacher_id", name=op.f("pk_class_teachers")),
     )
-    op.create_index(
-        "ix_class_teachers_teacher", "class_teachers", ["district_id", "teacher_id"], unique=False
-    )
+    op.create_index("ix_class_teachers_teacher", "class_teachers", ["district_id", "teacher_id"], unique=False)
     op.create_table(
         "consents",
         sa.Column("district_id", sa.UUID(), nullable=False),
         sa.Column("student_id", sa.UUID(), nullable=False),
-        sa.Column(
-            "analytics_opt_out", sa.Boolean(), server_default=sa.text("false"), nullable=False
-        ),
+        sa.Column("analytics_opt_out", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column(
             "updated_at",
             sa.DateTime(timezone=True),
@@ -464,13 +444,9 @@ def upgrade() -> None:
             name=op.f("fk_enrollments_district_id_student_id_users"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint(
-            "district_id", "class_id", "student_id", name=op.f("pk_enrollments")
-        ),
+        sa.PrimaryKeyConstraint("district_id", "class_id", "student_id", name=op.f("pk_enrollments")),
     )
-    op.create_index(
-        "ix_enrollments_student", "enrollments", ["district_id", "student_id"], unique=False
-    )
+    op.create_index("ix_enrollments_student", "enrollments", ["district_id", "student_id"], unique=False)
     op.create_table(
         "guardian_links",
         sa.Column("district_id", sa.UUID(), nullable=False),
@@ -489,13 +465,9 @@ def upgrade() -> None:
             name=op.f("fk_guardian_links_district_id_student_id_users"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint(
-            "district_id", "guardian_id", "student_id", name=op.f("pk_guardian_links")
-        ),
+        sa.PrimaryKeyConstraint("district_id", "guardian_id", "student_id", name=op.f("pk_guardian_links")),
     )
-    op.create_index(
-        "ix_guardian_links_student", "guardian_links", ["district_id", "student_id"], unique=False
-    )
+    op.create_index("ix_guardian_links_student", "guardian_links", ["district_id", "student_id"], unique=False)
     op.create_table(
         "responses",
         sa.Column("district_id", sa.UUID(), nullable=False),
@@ -535,9 +507,7 @@ def upgrade() -> None:
             name=op.f("uq_responses_district_id_student_id_idempotency_key"),
         ),
     )
-    op.create_index(
-        "ix_responses_district_time", "responses", ["district_id", "submitted_at"], unique=False
-    )
+    op.create_index("ix_responses_district_time", "responses", ["district_id", "submitted_at"], unique=False)
     op.create_index(
         "ix_responses_student_time",
         "responses",

@@ -69,8 +69,7 @@ def upgrade() -> None:
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
         op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
         op.execute(
-            f"CREATE POLICY tenant_isolation ON {table} TO {APP_ROLE} "
-            f"USING ({IN_SCOPE}) WITH CHECK ({IN_SCOPE})"
+            f"CREATE POLICY tenant_isolation ON {table} TO {APP_ROLE} USING ({IN_SCOPE}) WITH CHECK ({IN_SCOPE})"
         )
     op.execute("ALTER TABLE districts ENABLE ROW LEVEL SECURITY")
     op.execute(f"CREATE POLICY readable ON districts FOR SELECT TO {APP_ROLE} USING (true)")

@@ -1,0 +1,59 @@
+"""The request's database handle: one connection, one transaction, one
+statement at a time (asyncpg runs one query per connection)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+
+class Params:
+    """Numbered bind parameters for composing SQL fragments."""
+
+    __slots__ = ("values",)
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+class Db:
+    __slots__ = ("_conn", "_lock", "statements")
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+        self.statements = 0
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._lock:
+            self.statements += 1
+            rows: list[asyncpg.Record] = await self._conn.fetch(sql, *args)
+            return rows
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        async with self._lock:
+            self.statements += 1
+            row: asyncpg.Record | None = await self._conn.fetchrow(sql, *args)
+            return row
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._lock:
+            self.statements += 1
+            return await self._conn.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        async with self._lock:
+            self.statements += 1
+            status: str = await self._conn.execute(sql, *args)
+            return status
+
+    async def copy_records(self, table: str, records: list[tuple[Any, ...]], columns: list[str]) -> None:
+        async with self._lock:
+            self.statements += 1
+            await self._conn.copy_records_to_table(table, records=records, columns=columns)

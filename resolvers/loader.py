@@ -1,0 +1,54 @@
+"""A small DataLoader: every ``load`` issued in one tick of the event loop
+becomes one call of the batch function (one SQL statement)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+BatchFn = Callable[[list[K]], Awaitable[Sequence[V]]]
+
+
+class Loader(Generic[K, V]):
+    __slots__ = ("_batch", "_cache", "_fn", "_loop")
+
+    def __init__(self, fn: BatchFn[K, V]) -> None:
+        self._fn = fn
+        self._cache: dict[K, asyncio.Future[V]] = {}
+        self._batch: list[K] = []
+        self._loop = asyncio.get_running_loop()
+
+    def load(self, key: K) -> asyncio.Future[V]:
+        future = self._cache.get(key)
+        if future is not None:
+            return future
+        future = self._loop.create_future()
+        self._cache[key] = future
+        if not self._batch:
+            self._loop.call_soon(self._dispatch)
+        self._batch.append(key)
+        return future
+
+    def _dispatch(self) -> None:
+        keys, self._batch = self._batch, []
+        self._loop.create_task(self._run(keys))
+
+    async def _run(self, keys: list[K]) -> None:
+        try:
+            values = await self._fn(keys)
+            if len(values) != len(keys):
+                raise RuntimeError("A batch function returned a different number of values than keys")
+        except BaseException as error:
+            for key in keys:
+                future = self._cache[key]
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for key, value in zip(keys, values, strict=True):
+            future = self._cache[key]
+            if not future.done():
+                future.set_result(value)

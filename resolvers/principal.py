@@ -1,0 +1,62 @@
+"""Who the caller is and the settings of the districts it touches, read per request."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from permissions.decide import DistrictConditions
+from permissions.enums import Purpose, Role
+from permissions.principal import Principal, SupportScope
+from resolvers.db import Db
+
+
+async def load_principal(
+    db: Db, user_id: uuid.UUID, token_purposes: frozenset[Purpose], now: dt.datetime
+) -> Principal | None:
+    """The caller's standing, or None for an unknown or disabled user."""
+    row = await db.fetchrow("SELECT * FROM pledgeql_principal($1, $2)", user_id, now)
+    if row is None or row["disabled"]:
+        return None
+    grants_raw = row["grants"]
+    grants_data: list[dict[str, Any]] = json.loads(grants_raw) if isinstance(grants_raw, str) else grants_raw or []
+    grants = tuple(
+        SupportScope(
+            district_id=uuid.UUID(g["district_id"]),
+            user_ids=tuple(uuid.UUID(u) for u in g.get("user_ids") or ()),
+        )
+        for g in grants_data
+    )
+    return Principal(
+        user_id=user_id,
+        role=Role(row["role"]),
+        district_id=row["district_id"],
+        school_id=row["school_id"],
+        class_ids=tuple(row["class_ids"] or ()),
+        children_ids=tuple(row["children_ids"] or ()),
+        grants=grants,
+        token_purposes=token_purposes,
+    )
+
+
+def conditions_from_row(row: Any) -> DistrictConditions:
+    return DistrictConditions(
+        district_id=str(row["id"]),
+        authorized_purposes=frozenset(Purpose(p) for p in row["authorized_purposes"] if p in Purpose.__members__),
+        collect_usage=row["collect_usage"],
+        collect_device=row["collect_device"],
+        collect_demographics=row["collect_demographics"],
+        direct_record_access=row["direct_record_access"],
+        accepted_version=row["accepted_policy_version"],
+        minimum_group_size=row["minimum_group_size"],
+    )
+
+
+async def load_conditions(db: Db, district_ids: Sequence[uuid.UUID]) -> dict[str, DistrictConditions]:
+    if not district_ids:
+        return {}
+    rows = await db.fetch("SELECT * FROM districts WHERE id = ANY($1::uuid[])", list(district_ids))
+    return {str(row["id"]): conditions_from_row(row) for row in rows}

@@ -1,0 +1,450 @@
+"""Scoped reads, batched per request: one SQL statement per relationship
+and level of a query, whatever the number of parents."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any, TypeAlias
+
+from resolvers.db import Db, Params
+from resolvers.loader import Loader
+from resolvers.scope import STAFF_ROLES, RowScope
+
+# asyncpg records, read by column name (asyncpg ships no type information for them).
+Row: TypeAlias = Any
+
+ACTIVE = "e.begin_date <= {t} AND (e.end_date IS NULL OR e.end_date >= {t})"
+
+
+def encode_cursor(value: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(b"id:" + value.bytes).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> uuid.UUID | None:
+    """The id after which a page starts; None for the first page. Raises ValueError."""
+    if not cursor:
+        return None
+    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    if not raw.startswith(b"id:") or len(raw) != 19:
+        raise ValueError("not a cursor")
+    return uuid.UUID(bytes=raw[3:])
+
+
+def parse_id(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def _group(rows: Sequence[Row], key: str) -> dict[Any, list[Row]]:
+    grouped: dict[Any, list[Row]] = defaultdict(list)
+    for row in rows:
+        grouped[row[key]].append(row)
+    return grouped
+
+
+class Reads:
+    """Every loader of one request. Created per request; caches per request."""
+
+    def __init__(self, db: Db, scope: RowScope) -> None:
+        self.db = db
+        self.scope = scope
+        self.districts = scope.district_ids
+        self._loaders: dict[str, Loader[Any, Any]] = {}
+
+    def _loader(self, name: str, fn: Callable[[list[Any]], Awaitable[Sequence[Any]]]) -> Loader[Any, Any]:
+        loader = self._loaders.get(name)
+        if loader is None:
+            loader = self._loaders[name] = Loader(fn)
+        return loader
+
+    async def _by_id(self, sql: str, p: Params, ids: list[uuid.UUID]) -> list[Row | None]:
+        rows = await self.db.fetch(sql, *p.values)
+        found = {row["id"]: row for row in rows}
+        return [found.get(i) for i in ids]
+
+    # ------------------------------------------------------------ organisations
+
+    def visible_district_ids(self) -> list[uuid.UUID]:
+        return [d for d in self.districts if isinstance(d, uuid.UUID)]
+
+    async def district(self, district_id: uuid.UUID) -> Row | None:
+        row: Row | None = await self._loader("district", self._districts).load(district_id)
+        return row
+
+    async def _districts(self, ids: list[uuid.UUID]) -> list[Row | None]:
+        p = Params()
+        visible = p(self.visible_district_ids())
+        sql = f"SELECT * FROM districts WHERE id = ANY({p(ids)}::uuid[]) AND id = ANY({visible}::uuid[])"
+        return await self._by_id(sql, p, ids)
+
+    async def school(self, school_id: uuid.UUID) -> Row | None:
+        row: Row | None = await self._loader("school", self._schools).load(school_id)
+        return row
+
+    async def _schools(self, ids: list[uuid.UUID]) -> list[Row | None]:
+        p = Params()
+        sql = (
+            f"SELECT * FROM schools WHERE district_id = ANY({p(self.visible_district_ids())}::uuid[]) "
+            f"AND id = ANY({p(ids)}::uuid[])"
+        )
+        return await self._by_id(sql, p, ids)
+
+    async def schools_of_district(self, district_id: uuid.UUID) -> list[Row]:
+        rows: list[Row] = await self._loader("schools_of_district", self._schools_of_districts).load(district_id)
+        return rows
+
+    async def _schools_of_districts(self, ids: list[uuid.UUID]) -> list[list[Row]]:
+        p = Params()
+        rows = await self.db.fetch(
+            f"SELECT * FROM schools WHERE district_id = ANY({p(ids)}::uuid[]) "
+            f"AND district_id = ANY({p(self.visible_district_ids())}::uuid[]) ORDER BY name, id",
+            *p.values,
+        )
+        grouped = _group(rows, "district_id")
+        return [grouped.get(i, []) for i in ids]
+
+    async def klass(self, class_id: uuid.UUID) -> Row | None:
+        row: Row | None = await self._loader("class", self._classes).load(class_id)
+        return row
+
+    async def _classes(self, ids: list[uuid.UUID]) -> list[Row | None]:
+        p = Params()
+        sql = (
+            f"SELECT * FROM classes WHERE district_id = ANY({p(self.visible_district_ids())}::uuid[]) "
+            f"AND id = ANY({p(ids)}::uuid[])"
+        )
+        return await self._by_id(sql, p, ids)
+
+    async def classes_of_school(self, school_id: uuid.UUID) -> list[Row]:
+        rows: list[Row] = await self._loader("classes_of_school", self._classes_of_schools).load(school_id)
+        return rows
+
+    async def _classes_of_schools(self, ids: list[uuid.UUID]) -> list[list[Row]]:
+        p = Params()
+        rows = await self.db.fetch(
+            f"SELECT * FROM classes WHERE district_id = ANY({p(self.visible_district_ids())}::uuid[]) "
+            f"AND school_id = ANY({p(ids)}::uuid[]) ORDER BY name, id",
+            *p.values,
+        )
+        grouped = _group(rows, "school_id")
+        return [grouped.get(i, []) for i in ids]
+
+    async def classes_of_student(self, student_id: uuid.UUID) -> list[Row]:
+        rows: list[Row] = await self._loader("classes_of_student", self._classes_of_students).load(student_id)
+        return rows
+
+    async def _classes_of_students(self, ids: list[uuid.UUID]) -> list[list[Row]]:
+        p = Params()
+        scope = self.scope.students("u", p)
+        t = p(self.scope.today)
+        rows = await self.db.fetch(
+            "SELECT e.student_id, c.* FROM enrollments e "
+            "JOIN users u ON u.district_id = e.district_id AND u.id = e.student_id "
+            "JOIN classes c ON c.district_id = e.district_id AND c.id = e.class_id "
+            f"WHERE e.student_id = ANY({p(ids)}::uuid[]) AND {ACTIVE.format(t=t)} AND {scope} "
+            "ORDER BY c.name, c.id",
+            *p.values,
+        )
+        grouped = _group(rows, "student_id")
+        return [grouped.get(i, []) for i in ids]
+
+    # ------------------------------------------------------------------ people
+
+    async def student(self, student_id: uuid.UUID) -> Row | None:
+        row: Row | None = await self._loader("student", self._students).load(student_id)
+        return row
+
+    async def _students(self, ids: list[uuid.UUID]) -> list[Row | None]:
+        p = Params()
+        sql = (
+            f"SELECT u.* FROM users u WHERE u.id = ANY({p(ids)}::uuid[]) AND u.role = 'STUDENT' "
+            f"AND {self.scope.students('u', p)}"
+        )
+        return await self._by_id(sql, p, ids)
+
+    async def students_of_class(self, class_id: uuid.UUID) -> list[Row]:
+        rows: list[Row] = await self._loader("students_of_class", self._students_of_classes).load(class_id)
+        return rows
+
+    async def _students_of_classes(self, ids: list[uuid.UUID]) -> list[list[Row]]:
+        p = Params()
+        scope = self.scope.students("u", p)
+        t = p(self.scope.today)
+        rows = await self.db.fetch(
+            "SELECT e.class_id AS enrolled_class_id, u.* FROM enrollments e "
+            "JOIN users u ON u.district_id = e.district_id AND u.id = e.student_id "
+            f"WHERE e.class_id = ANY({p(ids)}::uuid[]) AND {ACTIVE.format(t=t)} "
+            f"AND u.role = 'STUDENT' AND {scope} ORDER BY u.id",
+            *p.values,
+        )
+        grouped = _group(rows, "enrolled_class_id")
+        return [grouped.get(i, []) for i in ids]
+
+    async def students_page(
+        self,
+        *,
+        school_id: uuid.UUID | None,
+        class_id: uuid.UUID | None,
+        search: str | None,
+        first: int,
+        after: uuid.UUID | None,
+    ) -> tuple[list[Row], int]:
+        """A keyset page of scoped students and the scoped total."""
+        p = Params()
+        where = ["u.role = 'STUDENT'", self.scope.students("u", p)]
+        if school_id is not None:
+            where.append(f"u.school_id = {p(school_id)}")
+        if class_id is not None:
+            t = p(self.scope.today)
+            where.append(
+                "EXISTS (SELECT 1 FROM enrollments e WHERE e.district_id = u.district_id "
+                f"AND e.student_id = u.id AND e.class_id = {p(class_id)} AND {ACTIVE.format(t=t)})"
+            )
+        if search:
+            pattern = p("%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+            where.append(
+                f"(u.first_name ILIKE {pattern} OR u.last_name ILIKE {pattern} "
+                f"OR u.preferred_name ILIKE {pattern} OR u.username ILIKE {pattern})"
+            )
+        cond = " AND ".join(where)
+        cond_params = len(p.values)
+        page_cond = cond + (f" AND u.id > {p(after)}" if after is not None else "")
+        limit = p(first + 1)
+        rows = await self.db.fetch(
+            f"SELECT u.*, (SELECT count(*) FROM users u WHERE {cond}) AS total_count "
+            f"FROM users u WHERE {page_cond} ORDER BY u.id LIMIT {limit}",
+            *p.values,
+        )
+        if rows:
+            return list(rows), int(rows[0]["total_count"])
+        total = await self.db.fetchval(f"SELECT count(*) FROM users u WHERE {cond}", *p.values[:cond_params])
+        return [], int(total)
+
+    async def staff(self, staff_id: uuid.UUID) -> Row | None:
+        row: Row | None = await self._loader("staff", self._staff).load(staff_id)
+        return row
+
+    async def _staff(self, ids: list[uuid.UUID]) -> list[Row | None]:
+        p = Params()
+        sql = (
+            f"SELECT u.* FROM users u WHERE u.id = ANY({p(ids)}::uuid[]) "
+            f"AND u.role = ANY({p(list(STAFF_ROLES))}::text[]) AND {self.scope.staff('u', p)}"
+        )
+        return await self._by_id(sql, p, ids)
+
+    async def self_row(self) -> Row | None:
+        """The caller's own row, whatever the purpose: the viewer is never out of scope of itself."""
+        pr = self.scope.principal
+        if pr.district_id is None:
+            return await self.db.fetchrow("SELECT * FROM platform_users WHERE id = $1", pr.user_id)
+        return await self.db.fetchrow(
+            "SELECT * FROM users WHERE district_id = $1 AND id = $2", pr.district_id, pr.user_id
+        )
+
+    async def teachers_of_class(self, class_id: uuid.UUID) -> list[Row]:
+        rows: list[Row] = await self._loader("teachers_of_class", self._teachers_of_classes).load(class_id)
+        return rows
+
+    async def _teachers_of_classes(self, ids: list[uuid.UUID]) -> list[list[Row]]:
+        p = Params()
+        rows = await self.db.fetch(
+            "SELECT ct.class_id AS taught_class_id, u.* FROM class_teachers ct "
+            "JOIN users u ON u.district_id = ct.district_id AND u.id = ct.teacher_id "
+            f"WHERE ct.class_id = ANY({p(ids)}::uuid[]) AND {self.scope.staff('u', p)} ORDER BY u.id",
+            *p.values,
+        )
+        grouped = _group(rows, "taught_class_id")
+        return [grouped.get(i, []) for i in ids]
+
+    async def guardians_of_student(self, student_id: uuid.UUID) -> list[Row]:
+        rows: list[Row] = await self._loader("guardians_of_student", self._guardians_of_students).load(student_id)
+        return rows
+
+    async def _guardians_of_students(self, ids: list[uuid.UUID]) -> list[list[Row]]:
+        p = Params()
+        rows = await self.db.fetch(
+            "SELECT gl.student_id AS child_id, gl.relationship, u.* FROM guardian_links gl "
+            "JOIN users u ON u.district_id = gl.district_id AND u.id = gl.guardian_id "
+            f"WHERE gl.student_id = ANY({p(ids)}::uuid[]) AND {self.scope.guardians('u', p)} ORDER BY u.id",
+            *p.values,
+        )
+        grouped = _group(rows, "child_id")
+        return [grouped.get(i, []) for i in ids]
+
+    # ----------------------------------------------------------------- content
+
+    async def assessments(self, subject: str | None) -> list[Row]:
+        if subject is None:
+            return await self.db.fetch("SELECT * FROM assessments ORDER BY subject, title, id")
+        return await self.db.fetch("SELECT * FROM assessments WHERE subject = $1 ORDER BY title, id", subject)
+
+    async def assessment(self, assessment_id: uuid.UUID) -> Row | None:
+        row: Row | None = await self._loader("assessment", self._assessments).load(assessment_id)
+        return row
+
+    async def _assessments(self, ids: list[uuid.UUID]) -> list[Row | None]:
+        p = Params()
+        return await self._by_id(f"SELECT * FROM assessments WHERE id = ANY({p(ids)}::uuid[])", p, ids)
+
+    async def items_of_assessment(self, assessment_id: uuid.UUID) -> list[Row]:
+        rows: list[Row] = await self._loader("items_of_assessment", self._items_of_assessments).load(assessment_id)
+        return rows
+
+    _ITEM_COLUMNS = "id, assessment_id, position, prompt, choices, skill"
+
+    async def _items_of_assessments(self, ids: list[uuid.UUID]) -> list[list[Row]]:
+        p = Params()
+        rows = await self.db.fetch(
+            f"SELECT {self._ITEM_COLUMNS} FROM items WHERE assessment_id = ANY({p(ids)}::uuid[]) ORDER BY position, id",
+            *p.values,
+        )
+        grouped = _group(rows, "assessment_id")
+        return [grouped.get(i, []) for i in ids]
+
+    async def item(self, item_id: uuid.UUID) -> Row | None:
+        row: Row | None = await self._loader("item", self._items).load(item_id)
+        return row
+
+    async def _items(self, ids: list[uuid.UUID]) -> list[Row | None]:
+        # Never the answer key or the explanation: they reach clients only as grading feedback.
+        p = Params()
+        return await self._by_id(f"SELECT {self._ITEM_COLUMNS} FROM items WHERE id = ANY({p(ids)}::uuid[])", p, ids)
+
+    async def assignment(self, assignment_id: uuid.UUID) -> Row | None:
+        row: Row | None = await self._loader("assignment", self._assignments).load(assignment_id)
+        return row
+
+    async def _assignments(self, ids: list[uuid.UUID]) -> list[Row | None]:
+        p = Params()
+        sql = (
+            f"SELECT * FROM assignments WHERE district_id = ANY({p(self.visible_district_ids())}::uuid[]) "
+            f"AND id = ANY({p(ids)}::uuid[])"
+        )
+        return await self._by_id(sql, p, ids)
+
+    async def assignments_of_class(self, class_id: uuid.UUID) -> list[Row]:
+        rows: list[Row] = await self._loader("assignments_of_class", self._assignments_of_classes).load(class_id)
+        return rows
+
+    async def _assignments_of_classes(self, ids: list[uuid.UUID]) -> list[list[Row]]:
+        p = Params()
+        rows = await self.db.fetch(
+            f"SELECT * FROM assignments WHERE district_id = ANY({p(self.visible_district_ids())}::uuid[]) "
+            f"AND class_id = ANY({p(ids)}::uuid[]) ORDER BY due_at NULLS LAST, id",
+            *p.values,
+        )
+        grouped = _group(rows, "class_id")
+        return [grouped.get(i, []) for i in ids]
+
+    # ----------------------------------------------------- the student's data
+
+    async def _per_student(
+        self,
+        keys: list[tuple[Any, ...]],
+        lateral: Callable[[Params, tuple[Any, ...]], str],
+    ) -> list[list[Row]]:
+        """Rows of a student-owned table for a batch of (student_id, *args) keys:
+        one statement per distinct argument tuple, scoped through the student."""
+        by_args: dict[tuple[Any, ...], list[uuid.UUID]] = defaultdict(list)
+        for key in keys:
+            by_args[key[1:]].append(key[0])
+        found: dict[tuple[Any, ...], list[Row]] = {}
+        for args, student_ids in by_args.items():
+            p = Params()
+            inner = lateral(p, args)
+            rows = await self.db.fetch(
+                f"SELECT u.id AS subject_id, x.* FROM users u CROSS JOIN LATERAL ({inner}) x "
+                f"WHERE u.id = ANY({p(student_ids)}::uuid[]) AND u.role = 'STUDENT' "
+                f"AND {self.scope.students('u', p)}",
+                *p.values,
+            )
+            grouped = _group(rows, "subject_id")
+            for sid in student_ids:
+                found[(sid, *args)] = grouped.get(sid, [])
+        return [found[k] for k in keys]
+
+    async def responses(self, student_id: uuid.UUID, first: int, assignment_id: uuid.UUID | None) -> list[Row]:
+        rows: list[Row] = await self._loader("responses", self._responses).load((student_id, first, assignment_id))
+        return rows
+
+    async def _responses(self, keys: list[tuple[Any, ...]]) -> list[list[Row]]:
+        def lateral(p: Params, args: tuple[Any, ...]) -> str:
+            first, assignment_id = args
+            extra = f" AND r.assignment_id = {p(assignment_id)}" if assignment_id is not None else ""
+            return (
+                "SELECT r.* FROM responses r WHERE r.district_id = u.district_id AND r.student_id = u.id"
+                f"{extra} ORDER BY r.submitted_at DESC, r.id DESC LIMIT {p(first)}"
+            )
+
+        return await self._per_student(keys, lateral)
+
+    async def activity(self, student_id: uuid.UUID, first: int, since: dt.datetime | None) -> list[Row]:
+        rows: list[Row] = await self._loader("activity", self._activity).load((student_id, first, since))
+        return rows
+
+    async def _activity(self, keys: list[tuple[Any, ...]]) -> list[list[Row]]:
+        def lateral(p: Params, args: tuple[Any, ...]) -> str:
+            first, since = args
+            extra = f" AND a.occurred_at >= {p(since)}" if since is not None else ""
+            return (
+                "SELECT a.* FROM activity_events a WHERE a.district_id = u.district_id "
+                f"AND a.student_id = u.id{extra} ORDER BY a.occurred_at DESC, a.id DESC LIMIT {p(first)}"
+            )
+
+        return await self._per_student(keys, lateral)
+
+    async def device_sessions(self, student_id: uuid.UUID, first: int) -> list[Row]:
+        rows: list[Row] = await self._loader("devices", self._devices).load((student_id, first))
+        return rows
+
+    async def _devices(self, keys: list[tuple[Any, ...]]) -> list[list[Row]]:
+        def lateral(p: Params, args: tuple[Any, ...]) -> str:
+            (first,) = args
+            return (
+                "SELECT d.* FROM device_sessions d WHERE d.district_id = u.district_id "
+                f"AND d.student_id = u.id ORDER BY d.started_at DESC, d.id DESC LIMIT {p(first)}"
+            )
+
+        return await self._per_student(keys, lateral)
+
+    async def progress(self, student_id: uuid.UUID) -> Row | None:
+        row: Row | None = await self._loader("progress", self._progress).load(student_id)
+        return row
+
+    async def _progress(self, ids: list[uuid.UUID]) -> list[Row | None]:
+        p = Params()
+        rows = await self.db.fetch(
+            "SELECT u.id, s.responses_submitted, s.average_score, s.percent_correct, "
+            "s.assignments_completed, s.mastery FROM users u CROSS JOIN LATERAL ("
+            "  SELECT count(*) AS responses_submitted, avg(r.score) AS average_score,"
+            "         100.0 * avg(r.correct::int) AS percent_correct,"
+            "         (SELECT count(*) FROM ("
+            "            SELECT a.id FROM assignments a JOIN items i ON i.assessment_id = a.assessment_id"
+            "            LEFT JOIN responses r2 ON r2.district_id = u.district_id AND r2.student_id = u.id"
+            "                 AND r2.assignment_id = a.id AND r2.item_id = i.id"
+            "            WHERE a.district_id = u.district_id AND a.id IN ("
+            "                SELECT DISTINCT r3.assignment_id FROM responses r3"
+            "                WHERE r3.district_id = u.district_id AND r3.student_id = u.id)"
+            "            GROUP BY a.id HAVING bool_and(r2.id IS NOT NULL)) done) AS assignments_completed,"
+            "         (SELECT coalesce(jsonb_agg(jsonb_build_object('skill', m.skill, 'level', m.level)"
+            "                 ORDER BY m.skill), '[]'::jsonb) FROM ("
+            "            SELECT i.skill, avg(r4.score) AS level FROM responses r4"
+            "            JOIN items i ON i.id = r4.item_id"
+            "            WHERE r4.district_id = u.district_id AND r4.student_id = u.id GROUP BY i.skill) m"
+            "         ) AS mastery"
+            "  FROM responses r WHERE r.district_id = u.district_id AND r.student_id = u.id) s "
+            f"WHERE u.id = ANY({p(ids)}::uuid[]) AND u.role = 'STUDENT' AND {self.scope.students('u', p)}",
+            *p.values,
+        )
+        found = {row["id"]: row for row in rows}
+        return [found.get(i) for i in ids]
+
+
+def cache_key(*parts: Hashable) -> tuple[Hashable, ...]:
+    return parts

@@ -1,0 +1,129 @@
+"""Row scope as SQL: whose records a request can reach at all.
+
+Every query that returns people (students, staff, guardians) or their data
+adds one of these predicates, so rows outside the caller's relationship are
+never read: lists leave them out, counts do not include them, and a lookup
+by id finds nothing, exactly as for an id that does not exist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from permissions.enums import Role, Scope
+from permissions.principal import Principal
+from resolvers.db import Params
+
+STAFF_ROLES = ("TEACHER", "SCHOOL_ADMIN", "DISTRICT_ADMIN")
+
+_ACTIVE = "e.begin_date <= {today} AND (e.end_date IS NULL OR e.end_date >= {today})"
+
+
+@dataclass(frozen=True)
+class RowScope:
+    principal: Principal
+    students_scope: Scope
+    staff_scope: Scope
+    guardians_scope: Scope
+    today: dt.date
+
+    @property
+    def district_ids(self) -> tuple[object, ...]:
+        """Districts whose rows this request may touch (the RLS setting)."""
+        p = self.principal
+        if p.district_id is not None:
+            return (p.district_id,)
+        if p.role is Role.SUPPORT:
+            return p.granted_district_ids
+        return ()
+
+    def _grant(self, a: str, p: Params) -> str:
+        whole = list(self.principal.whole_district_grants)
+        users = list(self.principal.granted_user_ids)
+        if not whole and not users:
+            return "false"
+        return f"({a}.district_id = ANY({p(whole)}::uuid[]) OR {a}.id = ANY({p(users)}::uuid[]))"
+
+    def students(self, a: str, p: Params) -> str:
+        """Predicate over a ``users`` alias ``a`` holding students."""
+        pr = self.principal
+        s = self.students_scope
+        if s is Scope.NONE or (pr.district_id is None and s is not Scope.GRANT):
+            return "false"
+        if s is Scope.DISTRICT:
+            return f"{a}.district_id = {p(pr.district_id)}"
+        if s is Scope.SCHOOL:
+            return f"({a}.district_id = {p(pr.district_id)} AND {a}.school_id = ANY({p(list(pr.school_ids))}::uuid[]))"
+        if s is Scope.SELF:
+            return f"({a}.district_id = {p(pr.district_id)} AND {a}.id = {p(pr.user_id)})"
+        if s is Scope.CHILDREN:
+            return f"({a}.district_id = {p(pr.district_id)} AND {a}.id = ANY({p(list(pr.children_ids))}::uuid[]))"
+        if s is Scope.CLASSES:
+            today = p(self.today)
+            return (
+                f"({a}.district_id = {p(pr.district_id)} AND EXISTS (SELECT 1 FROM enrollments e "
+                f"WHERE e.district_id = {a}.district_id AND e.student_id = {a}.id "
+                f"AND e.class_id = ANY({p(list(pr.class_ids))}::uuid[]) AND " + _ACTIVE.format(today=today) + "))"
+            )
+        if s is Scope.GRANT:
+            return self._grant(a, p)
+        return "false"
+
+    def staff(self, a: str, p: Params) -> str:
+        """Predicate over a ``users`` alias ``a`` holding staff."""
+        pr = self.principal
+        s = self.staff_scope
+        if s is Scope.NONE or (pr.district_id is None and s is not Scope.GRANT):
+            return "false"
+        if s is Scope.DISTRICT:
+            return f"{a}.district_id = {p(pr.district_id)}"
+        if s is Scope.SCHOOL:
+            return f"({a}.district_id = {p(pr.district_id)} AND {a}.school_id = ANY({p(list(pr.school_ids))}::uuid[]))"
+        if s is Scope.SELF:
+            return f"({a}.district_id = {p(pr.district_id)} AND {a}.id = {p(pr.user_id)})"
+        if s is Scope.GRANT:
+            return self._grant(a, p)
+        d = p(pr.district_id)
+        if s is Scope.CLASSES:
+            # A teacher's co-teachers, or a student's own teachers.
+            return (
+                f"({a}.district_id = {d} AND {a}.id IN (SELECT ct.teacher_id FROM class_teachers ct "
+                f"WHERE ct.district_id = {d} AND ct.class_id = ANY({p(list(pr.class_ids))}::uuid[])))"
+            )
+        if s is Scope.CHILDREN:
+            # The teachers of a guardian's children.
+            today = p(self.today)
+            return (
+                f"({a}.district_id = {d} AND {a}.id IN (SELECT ct.teacher_id FROM class_teachers ct "
+                f"JOIN enrollments e ON e.district_id = ct.district_id AND e.class_id = ct.class_id "
+                f"WHERE ct.district_id = {d} AND e.student_id = ANY({p(list(pr.children_ids))}::uuid[]) "
+                f"AND " + _ACTIVE.format(today=today) + "))"
+            )
+        return "false"
+
+    def guardians(self, a: str, p: Params) -> str:
+        """Predicate over a ``users`` alias ``a`` holding guardians."""
+        pr = self.principal
+        s = self.guardians_scope
+        if s is Scope.NONE or (pr.district_id is None and s is not Scope.GRANT):
+            return "false"
+        if s is Scope.DISTRICT:
+            return f"{a}.district_id = {p(pr.district_id)}"
+        if s is Scope.SELF:
+            return f"({a}.district_id = {p(pr.district_id)} AND {a}.id = {p(pr.user_id)})"
+        if s is Scope.GRANT:
+            return self._grant(a, p)
+        d = p(pr.district_id)
+        if s is Scope.CHILDREN:
+            return (
+                f"({a}.district_id = {d} AND {a}.id IN (SELECT gl.guardian_id FROM guardian_links gl "
+                f"WHERE gl.district_id = {d} AND gl.student_id = ANY({p(list(pr.children_ids))}::uuid[])))"
+            )
+        # Guardians of the students this request can reach.
+        inner = self.students("su", p)
+        return (
+            f"({a}.district_id = {d} AND {a}.id IN (SELECT gl.guardian_id FROM guardian_links gl "
+            f"JOIN users su ON su.district_id = gl.district_id AND su.id = gl.student_id "
+            f"WHERE gl.district_id = {d} AND {inner}))"
+        )

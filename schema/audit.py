@@ -1,0 +1,178 @@
+"""The audit trail as GraphQL: entries, the district's log and a student's record of disclosures."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import strawberry
+from strawberry.types import Info
+
+from schema.base import Node, PageInfo
+from schema.enums import DataCategoryEnum, Decision, PurposeEnum, RoleEnum
+from server.errors import BadUserInput, Forbidden
+
+if TYPE_CHECKING:
+    from schema.types import Student
+
+
+@strawberry.type
+class AuditEntry(Node):
+    id: strawberry.ID
+    at: dt.datetime
+    request_id: str
+    trace_id: str | None
+    actor_id: strawberry.ID
+    actor_role: RoleEnum
+    purpose: PurposeEnum
+    justification: str | None
+    operation_name: str | None
+    subject_student_id: strawberry.ID | None = strawberry.field(
+        description="Null for entries about no single student (aggregates, staff data)."
+    )
+    fields: list[str] = strawberry.field(description="Type.field names, e.g. Student.firstName.")
+    categories: list[DataCategoryEnum]
+    decision: Decision
+    break_glass: bool
+
+    @classmethod
+    def from_row(cls, row: Any) -> AuditEntry:
+        return cls(
+            id=strawberry.ID(str(row["id"])),
+            at=row["at"],
+            request_id=row["request_id"],
+            trace_id=row["trace_id"],
+            actor_id=strawberry.ID(str(row["actor_id"])),
+            actor_role=RoleEnum(row["actor_role"]),
+            purpose=PurposeEnum(row["purpose"]),
+            justification=row["justification"],
+            operation_name=row["operation_name"],
+            subject_student_id=None
+            if row["subject_student_id"] is None
+            else strawberry.ID(str(row["subject_student_id"])),
+            fields=list(row["fields"]),
+            categories=[DataCategoryEnum(c) for c in row["categories"]],
+            decision=Decision(row["decision"]),
+            break_glass=row["break_glass"],
+        )
+
+
+@strawberry.type
+class AuditConnection:
+    nodes: list[AuditEntry]
+    page_info: PageInfo
+
+
+@strawberry.input
+class AuditFilter:
+    subject_student_id: strawberry.ID | None = None
+    actor_id: strawberry.ID | None = None
+    purpose: PurposeEnum | None = None
+    decision: Decision | None = None
+    from_: dt.datetime | None = strawberry.field(name="from", default=None)
+    to: dt.datetime | None = None
+
+
+def encode_seq(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_seq(cursor: str | None) -> int | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not raw.startswith("seq:"):
+            raise ValueError
+        return int(raw[4:])
+    except (ValueError, UnicodeDecodeError):
+        raise BadUserInput("Argument 'after' is not a cursor this server issued", field="after") from None
+
+
+def _uuid_arg(value: Any, name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise BadUserInput(f"Argument '{name}' is not a valid id", field=name) from None
+
+
+async def read_audit(
+    info: Info, district_id: uuid.UUID, where: list[str], args: list[Any], first: int | None, after: str | None
+) -> AuditConnection:
+    from schema.types import check_first
+
+    size = check_first(first, default=100)
+    seq = decode_seq(after)
+    params: list[Any] = [district_id, *args]
+    clauses = ["district_id = $1", *where]
+    if seq is not None:
+        params.append(seq)
+        clauses.append(f"seq < ${len(params)}")
+    params.append(size + 1)
+    rows = await info.context.db.fetch(
+        f"SELECT * FROM audit_entries WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ${len(params)}",  # noqa: S608
+        *params,
+    )
+    page = rows[:size]
+    info.context.audit.note(
+        info.context.home_district_key,
+        None,
+        f"{info._raw_info.parent_type.name}.{info._raw_info.field_name}",
+        "",
+        True,
+    )
+    return AuditConnection(
+        nodes=[AuditEntry.from_row(r) for r in page],
+        page_info=PageInfo(has_next_page=len(rows) > size, end_cursor=encode_seq(page[-1]["seq"]) if page else None),
+    )
+
+
+def require_operation(info: Info, operation: str) -> None:
+    from permissions.decide import decide_operation
+
+    ctx = info.context
+    conditions = ctx.conditions.get(ctx.home_district_key)
+    decision = decide_operation(ctx.policies, ctx.principal.role, ctx.purpose, operation, conditions)
+    if not decision.allowed:
+        raise Forbidden(
+            f"Operation {operation} is not part of purpose {ctx.purpose.value} for this role",
+            purpose=ctx.purpose.value,
+            reason=decision.reason.value if decision.reason else "OUT_OF_SCOPE_OPERATION",
+        )
+
+
+async def access_log(info: Info, student: Student, first: int | None, after: str | None) -> AuditConnection | None:
+    require_operation(info, "accessLog")
+    return await read_audit(
+        info, uuid.UUID(student.district_key), ["subject_student_id = $2"], [student.subject_id], first, after
+    )
+
+
+async def audit_log(info: Info, filter: AuditFilter | None, first: int | None, after: str | None) -> AuditConnection:
+    require_operation(info, "auditLog")
+    district_id = info.context.principal.district_id
+    if district_id is None:
+        raise Forbidden("The audit log is read by a district's administrators", reason="OUT_OF_SCOPE_OPERATION")
+    where: list[str] = []
+    args: list[Any] = []
+
+    def add(sql: str, value: Any) -> None:
+        args.append(value)
+        where.append(sql.format(f"${len(args) + 1}"))
+
+    if filter is not None:
+        if filter.subject_student_id is not None:
+            add("subject_student_id = {}", _uuid_arg(filter.subject_student_id, "filter.subjectStudentId"))
+        if filter.actor_id is not None:
+            add("actor_id = {}", _uuid_arg(filter.actor_id, "filter.actorId"))
+        if filter.purpose is not None:
+            add("purpose = {}", filter.purpose.value)
+        if filter.decision is not None:
+            add("decision = {}", filter.decision.value)
+        if filter.from_ is not None:
+            add("at >= {}", filter.from_)
+        if filter.to is not None:
+            add("at < {}", filter.to)
+    return await read_audit(info, district_id, where, args, first, after)

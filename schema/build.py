@@ -1,0 +1,140 @@
+"""Build the schema once, and refuse to build one that breaks the policy's rules.
+
+Build-time guarantees:
+- every field of a type that reaches a student, guardian or staff record has
+  a data category, unless it is on the explicit list of non-personal fields;
+- every category a field declares, and every purpose, has its entry (a
+  plain-language description) in every policy document.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+import strawberry
+from strawberry.types.base import get_object_definition
+
+from permissions.enums import DataCategory, Purpose
+from permissions.policy import PolicySet
+from schema.classified import category_of
+from schema.governance import DataRequest
+from schema.mutation import Mutation
+from schema.query import Query
+from schema.types import (
+    ActivityEvent,
+    DeviceSession,
+    Guardian,
+    Response,
+    SkillMastery,
+    Staff,
+    Student,
+    StudentProgress,
+)
+
+
+class SchemaPolicyError(RuntimeError):
+    """The schema and the policy disagree; the message says what to declare."""
+
+
+# Types whose objects are (or belong to) a person's record.
+PERSONAL_TYPES: tuple[type, ...] = (
+    Student,
+    Staff,
+    Guardian,
+    StudentProgress,
+    SkillMastery,
+    Response,
+    ActivityEvent,
+    DeviceSession,
+    DataRequest,
+)
+
+# The only way out of a category: fields of personal types that carry no
+# personal information themselves (ids, links to non-personal objects, and
+# fields with their own checks).
+NON_PERSONAL_FIELDS = frozenset(
+    {
+        "Student.id",
+        "Student.school",
+        "Student.classes",
+        "Student.accessLog",  # checked as the accessLog operation, and audited
+        "Staff.id",
+        "Staff.role",
+        "Guardian.id",
+        "SkillMastery.skill",
+        "Response.id",
+        "Response.item",
+        "Response.assignment",
+        "ActivityEvent.id",
+        "DeviceSession.id",
+        "DataRequest.id",
+        "DataRequest.kind",
+        "DataRequest.studentId",
+        "DataRequest.receivedAt",
+        "DataRequest.dueAt",
+        "DataRequest.status",
+        "DataRequest.fulfilledAt",
+    }
+)
+
+
+PERSONAL_TYPE_NAMES = tuple(get_object_definition(cls, strict=True).name for cls in PERSONAL_TYPES)
+
+
+@functools.cache
+def _graphql_schema() -> strawberry.Schema:
+    return strawberry.Schema(query=Query, mutation=Mutation)
+
+
+def _fields(schema: strawberry.Schema) -> Iterable[tuple[str, DataCategory | None]]:
+    """(Type.field, declared category) for every field of the personal types."""
+    for type_name in PERSONAL_TYPE_NAMES:
+        graphql_type = schema._schema.type_map[type_name]
+        for field_name, field in graphql_type.fields.items():  # type: ignore[attr-defined]
+            yield f"{type_name}.{field_name}", category_of(field.extensions.get("strawberry-definition"))
+
+
+@functools.cache
+def category_fields() -> dict[str, list[str]]:
+    """Category name -> the ``Type.field`` names declared with it."""
+    result: dict[str, list[str]] = {c.value: [] for c in DataCategory}
+    for name, category in _fields(_graphql_schema()):
+        if category is not None:
+            result[category.value].append(name)
+    return result
+
+
+def check_categories(schema: strawberry.Schema) -> None:
+    missing = [name for name, category in _fields(schema) if category is None and name not in NON_PERSONAL_FIELDS]
+    if missing:
+        raise SchemaPolicyError(
+            "Fields "
+            + ", ".join(sorted(missing))
+            + " have no data category; declare one with @classified(...) where the field is defined, "
+            "or list the field in schema.build.NON_PERSONAL_FIELDS if it carries no personal information"
+        )
+
+
+def check_policy(schema: strawberry.Schema, policies: PolicySet) -> None:
+    used = {category for _, category in _fields(schema) if category is not None}
+    for doc in policies:
+        described = {c.category for c in doc.categories}
+        for category in sorted(used - described, key=lambda c: c.value):
+            raise SchemaPolicyError(
+                f"Category {category.value} is declared on fields but policy {doc.version} has no entry for it; "
+                "add it to the policy document's categories"
+            )
+        purposes = {p.purpose for p in doc.purposes}
+        for purpose in Purpose:
+            if purpose not in purposes:
+                raise SchemaPolicyError(
+                    f"Purpose {purpose.value} has no entry in policy {doc.version}; add it to the document's purposes"
+                )
+
+
+def build_schema(policies: PolicySet) -> strawberry.Schema:
+    schema = _graphql_schema()
+    check_categories(schema)
+    check_policy(schema, policies)
+    return schema

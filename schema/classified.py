@@ -1,0 +1,104 @@
+"""``@classified``: a field's data category, declared once where the field is.
+
+The one declaration gives the printed SDL its directive, gives the field its
+permission check (a synchronous lookup in the request's decision table), and
+registers the field for the build-time checks and the notice at /privacy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import strawberry
+from strawberry.permission import BasePermission, PermissionExtension
+from strawberry.schema_directive import Location
+from strawberry.types import Info
+
+from permissions.enums import DataCategory
+from schema.enums import DataCategoryEnum
+from server.errors import Forbidden
+
+
+@strawberry.schema_directive(
+    locations=[Location.FIELD_DEFINITION],
+    name="classified",
+    description=(
+        "Marks a field whose value is personal information and names its category.\n"
+        "Whether it resolves for a request is decided by the policy from the caller's\n"
+        "role, the declared purpose, the caller's relationship to the subject, and the\n"
+        "district's settings. Fields without it carry no personal information."
+    ),
+)
+class Classified:
+    category: DataCategoryEnum
+
+
+class Subject:
+    """What every object with classified fields tells the check: whose data it
+    is (``subject_id``: a student, or None) and in which district."""
+
+    district_key: str
+    subject_id: Any
+
+
+class ClassifiedPermission(BasePermission):
+    """Allows the field when the request's decision for its category allows it.
+
+    Denied: the field is null with a FORBIDDEN error naming the category, the
+    purpose and the reason. Either way the audit collector notes the resolve.
+    """
+
+    category: ClassVar[DataCategory]
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        ctx = info.context
+        decision = ctx.decisions.lookup(source.district_key, self.category)
+        ctx.audit.note(
+            source.district_key,
+            source.subject_id,
+            f"{info._raw_info.parent_type.name}.{info._raw_info.field_name}",
+            self.category.value,
+            decision.allowed,
+        )
+        if decision.allowed is True:
+            return True
+        raise Forbidden(
+            f"The policy does not allow {self.category.value} data for purpose {ctx.purpose.value}",
+            category=self.category.value,
+            purpose=ctx.purpose.value,
+            reason=decision.reason.value if decision.reason is not None else "PURPOSE_NOT_ALLOWED_FOR_CATEGORY",
+        )
+
+
+_PERMISSIONS: dict[DataCategory, type[ClassifiedPermission]] = {
+    category: type(f"May{category.value.title()}", (ClassifiedPermission,), {"category": category})
+    for category in DataCategory
+}
+
+# Filled as types are declared: "Type.field" is added by the schema builder,
+# which reads the directive back from each field.
+CLASSIFIED_ATTRIBUTE = "__pledgeql_category__"
+
+
+def classified(category: DataCategory, **field_args: Any) -> Callable[[Callable[..., Any]], Any]:
+    """Declare a resolver's field personal data of ``category``."""
+
+    def wrap(resolver: Callable[..., Any]) -> Any:
+        return strawberry.field(
+            resolver,
+            directives=[Classified(category=category)],
+            extensions=[PermissionExtension(permissions=[_PERMISSIONS[category]()], use_directives=False)],
+            **field_args,
+        )
+
+    return wrap
+
+
+def category_of(field: Any) -> DataCategory | None:
+    """The category declared on a Strawberry field, or None."""
+    for directive in getattr(field, "directives", ()):
+        if isinstance(directive, Classified):
+            value = directive.category
+            return value if isinstance(value, DataCategory) else DataCategory(value)
+    return None

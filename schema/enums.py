@@ -1,0 +1,68 @@
+"""The policy's enums, exposed to GraphQL under the contract's names."""
+
+from __future__ import annotations
+
+import enum
+
+import strawberry
+
+from permissions.enums import DataCategory, Purpose, Role
+
+DataCategoryEnum = strawberry.enum(DataCategory, name="DataCategory")
+RoleEnum = strawberry.enum(Role, name="Role")
+PurposeEnum = strawberry.enum(Purpose, name="Purpose")
+
+
+@strawberry.enum
+class Decision(enum.Enum):
+    ALLOW = "ALLOW"
+    DENY = "DENY"
+
+
+@strawberry.enum
+class ActivityKind(enum.Enum):
+    SESSION_START = "SESSION_START"
+    SESSION_END = "SESSION_END"
+    VIEW = "VIEW"
+    CLICK = "CLICK"
+    TOUCH = "TOUCH"
+    HOVER = "HOVER"
+    NAVIGATE = "NAVIGATE"
+    ANSWER = "ANSWER"
+
+
+@strawberry.enum
+class Dimension(enum.Enum):
+    DISTRICT = "DISTRICT"
+    SCHOOL = "SCHOOL"
+    CLASS = "CLASS"
+    GRADE_LEVEL = "GRADE_LEVEL"
+    SUBJECT = "SUBJECT"
+    ASSESSMENT = "ASSESSMENT"
+    SKILL = "SKILL"
+    WEEK = "WEEK"
+    GENDER = "GENDER"
+    ETHNICITY = "ETHNICITY"
+    ENGLISH_LEARNER = "ENGLISH_LEARNER"
+    SPECIAL_EDUCATION = "SPECIAL_EDUCATION"
+    ECONOMICALLY_DISADVANTAGED = "ECONOMICALLY_DISADVANTAGED"
+
+
+@strawberry.enum
+class SuppressionReason(enum.Enum):
+    SMALL_GROUP = "SMALL_GROUP"
+    COMPLEMENTARY = "COMPLEMENTARY"
+
+
+@strawberry.enum
+class DataRequestKind(enum.Enum):
+    ACCESS = "ACCESS"
+    CORRECTION = "CORRECTION"
+    DELETION = "DELETION"
+
+
+@strawberry.enum
+class DataRequestStatus(enum.Enum):
+    OPEN = "OPEN"
+    FULFILLED = "FULFILLED"
+    REJECTED = "REJECTED"

@@ -1,0 +1,164 @@
+"""Query: the read API's roots. Each root applies the caller's scope in SQL."""
+
+from __future__ import annotations
+
+import uuid
+
+import strawberry
+from strawberry.types import Info
+
+from schema.audit import AuditConnection, AuditFilter, audit_log
+from schema.enums import DataRequestStatus
+from schema.governance import AggregateReport, DataRequest, ReportInput, SupportGrant
+from schema.policy import PolicyDocument
+from schema.types import (
+    Assessment,
+    Assignment,
+    Class,
+    District,
+    School,
+    Student,
+    StudentConnection,
+    student_connection,
+)
+from schema.viewer import Viewer
+from server.errors import BadUserInput, NotAvailable, NotFound
+
+
+def _lookup_id(value: strawberry.ID, kind: str) -> uuid.UUID:
+    """An id argument; a malformed id is simply not found, like a missing one."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise NotFound(f"{kind} not found") from None
+
+
+def _filter_id(value: strawberry.ID | None, name: str) -> uuid.UUID | None:
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise BadUserInput(f"Argument '{name}' is not a valid id", field=name) from None
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def me(self) -> Viewer:
+        return Viewer()
+
+    @strawberry.field
+    async def district(self, info: Info, id: strawberry.ID) -> District | None:
+        row = await info.context.reads.district(_lookup_id(id, "District"))
+        if row is None:
+            raise NotFound("District not found")
+        return District(row=row)
+
+    @strawberry.field
+    async def school(self, info: Info, id: strawberry.ID) -> School | None:
+        row = await info.context.reads.school(_lookup_id(id, "School"))
+        if row is None:
+            raise NotFound("School not found")
+        return School(row=row)
+
+    @strawberry.field(name="class")
+    async def class_(self, info: Info, id: strawberry.ID) -> Class | None:
+        row = await info.context.reads.klass(_lookup_id(id, "Class"))
+        if row is None:
+            raise NotFound("Class not found")
+        return Class(row=row)
+
+    @strawberry.field
+    async def student(self, info: Info, id: strawberry.ID) -> Student | None:
+        row = await info.context.reads.student(_lookup_id(id, "Student"))
+        if row is None:
+            raise NotFound("Student not found")
+        return Student.of(row)
+
+    @strawberry.field
+    async def students(
+        self,
+        info: Info,
+        school_id: strawberry.ID | None = None,
+        class_id: strawberry.ID | None = None,
+        search: str | None = None,
+        first: int | None = 50,
+        after: str | None = None,
+    ) -> StudentConnection:
+        from permissions.enums import DataCategory
+        from server.errors import Forbidden
+
+        if search is not None:
+            # Matching on names reveals names: searching needs DIRECTORY.
+            ctx = info.context
+            decision = ctx.decisions.lookup(ctx.home_district_key, DataCategory.DIRECTORY)
+            if not decision.allowed:
+                raise Forbidden(
+                    "Searching by name needs DIRECTORY data, which this purpose does not allow",
+                    category="DIRECTORY",
+                    purpose=ctx.purpose.value,
+                    reason=decision.reason.value if decision.reason else "PURPOSE_NOT_ALLOWED_FOR_CATEGORY",
+                )
+            if len(search) > 100:
+                raise BadUserInput("Argument 'search' is longer than 100 characters", field="search")
+        return await student_connection(
+            info,
+            first=first,
+            after=after,
+            school_id=_filter_id(school_id, "schoolId"),
+            class_id=_filter_id(class_id, "classId"),
+            search=search or None,
+        )
+
+    @strawberry.field
+    async def assessments(self, info: Info, subject: str | None = None) -> list[Assessment]:
+        rows = await info.context.reads.assessments(subject)
+        return [Assessment(row=r) for r in rows]
+
+    @strawberry.field
+    async def assignment(self, info: Info, id: strawberry.ID) -> Assignment | None:
+        row = await info.context.reads.assignment(_lookup_id(id, "Assignment"))
+        if row is None:
+            raise NotFound("Assignment not found")
+        return Assignment(row=row)
+
+    @strawberry.field
+    async def performance_report(self, info: Info, input: ReportInput) -> AggregateReport:
+        raise NotAvailable("Aggregate reports are not available in this release")
+
+    @strawberry.field
+    async def usage_report(self, info: Info, input: ReportInput) -> AggregateReport:
+        raise NotAvailable("Aggregate reports are not available in this release")
+
+    @strawberry.field(description="Public: needs no token. The current version unless one is named.")
+    def policy(self, info: Info, version: str | None = None) -> PolicyDocument:
+        from permissions.policy import UnknownPolicyVersion
+        from schema.build import category_fields
+
+        policies = info.context.policies
+        try:
+            doc = policies.latest() if version is None else policies.get(version)
+        except UnknownPolicyVersion:
+            raise BadUserInput(
+                f"Unknown policy version; known versions: {', '.join(policies.versions())}", field="version"
+            ) from None
+        return PolicyDocument.from_data(doc, category_fields())
+
+    @strawberry.field
+    def policy_versions(self, info: Info) -> list[str]:
+        return list(info.context.policies.versions())
+
+    @strawberry.field
+    async def audit_log(
+        self, info: Info, filter: AuditFilter | None = None, first: int | None = 100, after: str | None = None
+    ) -> AuditConnection:
+        return await audit_log(info, filter, first, after)
+
+    @strawberry.field
+    async def data_requests(self, info: Info, status: DataRequestStatus | None = None) -> list[DataRequest]:
+        raise NotAvailable("Data requests are not available in this release")
+
+    @strawberry.field
+    async def support_grants(self, info: Info) -> list[SupportGrant]:
+        raise NotAvailable("Support grants are not available in this release")

@@ -1,0 +1,688 @@
+"""The domain graph: organisations, people, content and the student's data.
+
+Objects wrap database rows. Objects that carry personal data also carry
+``district_key`` and ``subject_id`` (the student the data is about, or None)
+for the permission check and the audit. Relationship fields load through the
+request's scoped loaders, so a row outside the caller's scope never becomes
+an object at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import strawberry
+from strawberry.types import Info
+
+from permissions.enums import DataCategory, Role
+from resolvers.reads import Row, encode_cursor
+from schema.base import Node, PageInfo
+from schema.classified import classified
+from schema.enums import ActivityKind, PurposeEnum, RoleEnum
+from server.errors import BadUserInput, Forbidden
+
+MAX_PAGE = 500
+
+
+def check_first(first: int | None, name: str = "first", maximum: int = MAX_PAGE, default: int = 50) -> int:
+    """A page size argument: null means the default."""
+    if first is None:
+        return default
+    if first < 0 or first > maximum:
+        raise BadUserInput(f"Argument '{name}' must be between 0 and {maximum}", field=name)
+    return first
+
+
+def _id(value: Any) -> strawberry.ID:
+    return strawberry.ID(str(value))
+
+
+# ------------------------------------------------------------- organisations
+
+
+@strawberry.type
+class RetentionSettings:
+    responses_days: int
+    activity_days: int
+    device_days: int
+    audit_days: int
+
+
+@strawberry.type
+class DistrictSettings:
+    authorized_purposes: list[PurposeEnum]
+    collect_usage: bool
+    collect_device: bool
+    collect_demographics: bool
+    direct_record_access: bool
+    retention: RetentionSettings
+
+    @classmethod
+    def from_row(cls, row: Row) -> DistrictSettings:
+        return cls(
+            authorized_purposes=[PurposeEnum(p) for p in row["authorized_purposes"]],
+            collect_usage=row["collect_usage"],
+            collect_device=row["collect_device"],
+            collect_demographics=row["collect_demographics"],
+            direct_record_access=row["direct_record_access"],
+            retention=RetentionSettings(
+                responses_days=row["responses_days"],
+                activity_days=row["activity_days"],
+                device_days=row["device_days"],
+                audit_days=row["audit_days"],
+            ),
+        )
+
+
+@strawberry.type
+class District(Node):
+    row: strawberry.Private[Row]
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return _id(self.row["id"])
+
+    @strawberry.field
+    def name(self) -> str:
+        return str(self.row["name"])
+
+    @strawberry.field(description="k: aggregate groups with fewer students than this are suppressed.")
+    def minimum_group_size(self) -> int:
+        return int(self.row["minimum_group_size"])
+
+    @strawberry.field
+    def accepted_policy_version(self) -> str:
+        return str(self.row["accepted_policy_version"])
+
+    @strawberry.field
+    async def schools(self, info: Info) -> list[School]:
+        rows = await info.context.reads.schools_of_district(self.row["id"])
+        return [School(row=r) for r in rows]
+
+    @strawberry.field(description="DISTRICT_ADMIN only.")
+    def settings(self, info: Info) -> DistrictSettings | None:
+        if info.context.principal.role is not Role.DISTRICT_ADMIN:
+            raise Forbidden(
+                "District settings are for the district's administrators",
+                purpose=info.context.purpose.value,
+                reason="OUT_OF_SCOPE_OPERATION",
+            )
+        return DistrictSettings.from_row(self.row)
+
+
+@strawberry.type
+class School(Node):
+    row: strawberry.Private[Row]
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return _id(self.row["id"])
+
+    @strawberry.field
+    def name(self) -> str:
+        return str(self.row["name"])
+
+    @strawberry.field
+    async def district(self, info: Info) -> District:
+        row = await info.context.reads.district(self.row["district_id"])
+        return District(row=row)
+
+    @strawberry.field
+    async def classes(self, info: Info) -> list[Class]:
+        rows = await info.context.reads.classes_of_school(self.row["id"])
+        return [Class(row=r) for r in rows]
+
+    @strawberry.field
+    async def students(self, info: Info, first: int | None = 50, after: str | None = None) -> StudentConnection:
+        return await student_connection(info, school_id=self.row["id"], first=first, after=after)
+
+
+@strawberry.type
+class Class(Node):
+    row: strawberry.Private[Row]
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return _id(self.row["id"])
+
+    @strawberry.field
+    def name(self) -> str:
+        return str(self.row["name"])
+
+    @strawberry.field
+    def subject(self) -> str | None:
+        value = self.row["subject"]
+        return None if value is None else str(value)
+
+    @strawberry.field
+    def grade_level(self) -> str | None:
+        value = self.row["grade_level"]
+        return None if value is None else str(value)
+
+    @strawberry.field
+    async def school(self, info: Info) -> School:
+        row = await info.context.reads.school(self.row["school_id"])
+        return School(row=row)
+
+    @strawberry.field
+    async def teachers(self, info: Info) -> list[Staff]:
+        rows = await info.context.reads.teachers_of_class(self.row["id"])
+        return [Staff.of(r) for r in rows]
+
+    @strawberry.field
+    async def students(self, info: Info) -> list[Student]:
+        rows = await info.context.reads.students_of_class(self.row["id"])
+        return [Student.of(r) for r in rows]
+
+    @strawberry.field
+    async def assignments(self, info: Info) -> list[Assignment]:
+        rows = await info.context.reads.assignments_of_class(self.row["id"])
+        return [Assignment(row=r) for r in rows]
+
+
+# -------------------------------------------------------------------- people
+
+
+@strawberry.type
+class Staff(Node):
+    row: strawberry.Private[Row]
+    district_key: strawberry.Private[str]
+    subject_id: strawberry.Private[uuid.UUID | None]
+
+    @classmethod
+    def of(cls, row: Row) -> Staff:
+        return cls(row=row, district_key=str(row["district_id"]), subject_id=None)
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return _id(self.row["id"])
+
+    @strawberry.field
+    def role(self) -> RoleEnum:
+        return RoleEnum(self.row["role"])
+
+    @classified(DataCategory.STAFF)
+    def first_name(self) -> str | None:
+        return self.row["first_name"]
+
+    @classified(DataCategory.STAFF)
+    def last_name(self) -> str | None:
+        return self.row["last_name"]
+
+    @classified(DataCategory.STAFF)
+    def email(self) -> str | None:
+        return self.row["email"]
+
+
+@strawberry.type
+class Guardian(Node):
+    row: strawberry.Private[Row]
+    district_key: strawberry.Private[str]
+    subject_id: strawberry.Private[uuid.UUID | None]
+
+    @classmethod
+    def of(cls, row: Row, child_id: uuid.UUID | None) -> Guardian:
+        return cls(row=row, district_key=str(row["district_id"]), subject_id=child_id)
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return _id(self.row["id"])
+
+    @classified(DataCategory.CONTACT)
+    def first_name(self) -> str | None:
+        return self.row["first_name"]
+
+    @classified(DataCategory.CONTACT)
+    def last_name(self) -> str | None:
+        return self.row["last_name"]
+
+    @classified(DataCategory.CONTACT)
+    def email(self) -> str | None:
+        return self.row["email"]
+
+    @classified(DataCategory.CONTACT)
+    def phone(self) -> str | None:
+        return self.row["phone"]
+
+    @classified(DataCategory.CONTACT)
+    def relationship(self) -> str | None:
+        return self.row.get("relationship")
+
+
+@strawberry.type
+class SkillMastery:
+    skill: str
+    district_key: strawberry.Private[str]
+    subject_id: strawberry.Private[uuid.UUID]
+    level_value: strawberry.Private[float | None]
+
+    @classified(DataCategory.PERFORMANCE)
+    def level(self) -> float | None:
+        return self.level_value
+
+
+@strawberry.type
+class StudentProgress:
+    row: strawberry.Private[Row]
+    district_key: strawberry.Private[str]
+    subject_id: strawberry.Private[uuid.UUID]
+
+    @classified(DataCategory.PERFORMANCE)
+    def assignments_completed(self) -> int | None:
+        return int(self.row["assignments_completed"] or 0)
+
+    @classified(DataCategory.PERFORMANCE)
+    def responses_submitted(self) -> int | None:
+        return int(self.row["responses_submitted"] or 0)
+
+    @classified(DataCategory.PERFORMANCE)
+    def average_score(self) -> float | None:
+        value = self.row["average_score"]
+        return None if value is None else round(float(value), 4)
+
+    @classified(DataCategory.PERFORMANCE)
+    def percent_correct(self) -> float | None:
+        value = self.row["percent_correct"]
+        return None if value is None else round(float(value), 2)
+
+    @classified(DataCategory.PERFORMANCE)
+    def mastery(self) -> list[SkillMastery] | None:
+        import json
+
+        raw = self.row["mastery"]
+        items = json.loads(raw) if isinstance(raw, str) else raw
+        return [
+            SkillMastery(
+                skill=m["skill"],
+                district_key=self.district_key,
+                subject_id=self.subject_id,
+                level_value=None if m["level"] is None else round(float(m["level"]), 4),
+            )
+            for m in items
+        ]
+
+
+@strawberry.type
+class Student(Node):
+    row: strawberry.Private[Row]
+    district_key: strawberry.Private[str]
+    subject_id: strawberry.Private[uuid.UUID]
+
+    @classmethod
+    def of(cls, row: Row) -> Student:
+        return cls(row=row, district_key=str(row["district_id"]), subject_id=row["id"])
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return _id(self.row["id"])
+
+    @strawberry.field
+    async def school(self, info: Info) -> School:
+        row = await info.context.reads.school(self.row["school_id"])
+        return School(row=row)
+
+    @strawberry.field
+    async def classes(self, info: Info) -> list[Class]:
+        rows = await info.context.reads.classes_of_student(self.row["id"])
+        return [Class(row=r) for r in rows]
+
+    @classified(DataCategory.DIRECTORY)
+    def first_name(self) -> str | None:
+        return self.row["first_name"]
+
+    @classified(DataCategory.DIRECTORY)
+    def last_name(self) -> str | None:
+        return self.row["last_name"]
+
+    @classified(DataCategory.DIRECTORY)
+    def preferred_name(self) -> str | None:
+        return self.row["preferred_name"]
+
+    @classified(DataCategory.DIRECTORY)
+    def username(self) -> str | None:
+        return self.row["username"]
+
+    @classified(DataCategory.DIRECTORY)
+    def grade_level(self) -> str | None:
+        return self.row["grade_level"]
+
+    @classified(DataCategory.IDENTIFIER)
+    def student_number(self) -> str | None:
+        return self.row["student_number"]
+
+    @classified(DataCategory.IDENTIFIER)
+    def state_id(self) -> str | None:
+        return self.row["state_id"]
+
+    @classified(DataCategory.IDENTIFIER)
+    def email(self) -> str | None:
+        return self.row["email"]
+
+    @classified(DataCategory.DEMOGRAPHIC)
+    def gender(self) -> str | None:
+        return self.row["gender"]
+
+    @classified(DataCategory.DEMOGRAPHIC)
+    def birth_date(self) -> dt.date | None:
+        return self.row["birth_date"]
+
+    @classified(DataCategory.DEMOGRAPHIC)
+    def ethnicity(self) -> list[str] | None:
+        value = self.row["ethnicity"]
+        return None if value is None else list(value)
+
+    @classified(DataCategory.DEMOGRAPHIC)
+    def english_learner(self) -> bool | None:
+        return self.row["english_learner"]
+
+    @classified(DataCategory.DEMOGRAPHIC)
+    def special_education(self) -> bool | None:
+        return self.row["special_education"]
+
+    @classified(DataCategory.DEMOGRAPHIC)
+    def economically_disadvantaged(self) -> bool | None:
+        return self.row["economically_disadvantaged"]
+
+    @classified(DataCategory.PERFORMANCE)
+    def learning_level(self) -> str | None:
+        return self.row["learning_level"]
+
+    @classified(DataCategory.PERFORMANCE)
+    async def progress(self, info: Info) -> StudentProgress | None:
+        row = await info.context.reads.progress(self.row["id"])
+        if row is None:
+            return None
+        return StudentProgress(row=row, district_key=self.district_key, subject_id=self.subject_id)
+
+    @classified(DataCategory.PERFORMANCE, description="Newest first.")
+    async def responses(
+        self, info: Info, first: int | None = 20, assignment_id: strawberry.ID | None = None
+    ) -> list[Response] | None:
+        first = check_first(first, default=20)
+        assignment = None
+        if assignment_id is not None:
+            try:
+                assignment = uuid.UUID(str(assignment_id))
+            except ValueError:
+                raise BadUserInput("Argument 'assignmentId' is not a valid id", field="assignmentId") from None
+        rows = await info.context.reads.responses(self.row["id"], first, assignment)
+        return [Response.of(r) for r in rows]
+
+    @classified(DataCategory.USAGE)
+    def last_active_at(self) -> dt.datetime | None:
+        return self.row["last_active_at"]
+
+    @classified(DataCategory.USAGE, description="Newest first.")
+    async def activity(
+        self, info: Info, first: int | None = 50, since: dt.datetime | None = None
+    ) -> list[ActivityEvent] | None:
+        first = check_first(first, default=50)
+        rows = await info.context.reads.activity(self.row["id"], first, since)
+        return [ActivityEvent.of(r) for r in rows]
+
+    @classified(DataCategory.DEVICE, description="Newest first.")
+    async def device_sessions(self, info: Info, first: int | None = 20) -> list[DeviceSession] | None:
+        first = check_first(first, default=20)
+        rows = await info.context.reads.device_sessions(self.row["id"], first)
+        return [DeviceSession.of(r) for r in rows]
+
+    @classified(DataCategory.CONTACT)
+    async def guardians(self, info: Info) -> list[Guardian] | None:
+        rows = await info.context.reads.guardians_of_student(self.row["id"])
+        return [Guardian.of(r, self.subject_id) for r in rows]
+
+    @strawberry.field(description="Who read or was refused this student's data: the record of disclosures.")
+    async def access_log(self, info: Info, first: int | None = 50, after: str | None = None) -> AuditConnection | None:
+        from schema.audit import access_log
+
+        return await access_log(info, self, first, after)
+
+
+@strawberry.type
+class StudentConnection:
+    nodes: list[Student]
+    page_info: PageInfo
+    total_count: int
+
+
+async def student_connection(
+    info: Info,
+    *,
+    first: int | None,
+    after: str | None,
+    school_id: uuid.UUID | None = None,
+    class_id: uuid.UUID | None = None,
+    search: str | None = None,
+) -> StudentConnection:
+    from resolvers.reads import decode_cursor
+
+    first = check_first(first, default=50)
+    try:
+        after_id = decode_cursor(after)
+    except ValueError:
+        raise BadUserInput("Argument 'after' is not a cursor this server issued", field="after") from None
+    rows, total = await info.context.reads.students_page(
+        school_id=school_id, class_id=class_id, search=search, first=first, after=after_id
+    )
+    page = rows[:first]
+    return StudentConnection(
+        nodes=[Student.of(r) for r in page],
+        page_info=PageInfo(
+            has_next_page=len(rows) > first,
+            end_cursor=encode_cursor(page[-1]["id"]) if page else None,
+        ),
+        total_count=total,
+    )
+
+
+# ------------------------------------------------------------------- content
+
+
+@strawberry.type
+class Item(Node):
+    row: strawberry.Private[Row]
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return _id(self.row["id"])
+
+    @strawberry.field
+    def prompt(self) -> str:
+        return str(self.row["prompt"])
+
+    @strawberry.field
+    def choices(self) -> list[str]:
+        return list(self.row["choices"])
+
+    @strawberry.field
+    def skill(self) -> str:
+        return str(self.row["skill"])
+
+
+@strawberry.type
+class Assessment(Node):
+    row: strawberry.Private[Row]
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return _id(self.row["id"])
+
+    @strawberry.field
+    def title(self) -> str:
+        return str(self.row["title"])
+
+    @strawberry.field
+    def subject(self) -> str:
+        return str(self.row["subject"])
+
+    @strawberry.field
+    async def items(self, info: Info) -> list[Item]:
+        rows = await info.context.reads.items_of_assessment(self.row["id"])
+        return [Item(row=r) for r in rows]
+
+
+@strawberry.type
+class Assignment(Node):
+    row: strawberry.Private[Row]
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return _id(self.row["id"])
+
+    @strawberry.field
+    def title(self) -> str:
+        return str(self.row["title"])
+
+    @strawberry.field(name="class")
+    async def class_(self, info: Info) -> Class:
+        row = await info.context.reads.klass(self.row["class_id"])
+        return Class(row=row)
+
+    @strawberry.field
+    async def assessment(self, info: Info) -> Assessment:
+        row = await info.context.reads.assessment(self.row["assessment_id"])
+        return Assessment(row=row)
+
+    @strawberry.field
+    def due_at(self) -> dt.datetime | None:
+        return self.row["due_at"]
+
+    @strawberry.field
+    async def created_by(self, info: Info) -> Staff | None:
+        if self.row["created_by"] is None:
+            return None
+        row = await info.context.reads.staff(self.row["created_by"])
+        return None if row is None else Staff.of(row)
+
+
+# ------------------------------------------------------- the student's data
+
+
+@strawberry.type
+class Response(Node):
+    row: strawberry.Private[Row]
+    district_key: strawberry.Private[str]
+    subject_id: strawberry.Private[uuid.UUID]
+
+    @classmethod
+    def of(cls, row: Row) -> Response:
+        return cls(row=row, district_key=str(row["district_id"]), subject_id=row["student_id"])
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return _id(self.row["id"])
+
+    @strawberry.field
+    async def item(self, info: Info) -> Item:
+        row = await info.context.reads.item(self.row["item_id"])
+        return Item(row=row)
+
+    @strawberry.field
+    async def assignment(self, info: Info) -> Assignment | None:
+        if self.row["assignment_id"] is None:
+            return None
+        row = await info.context.reads.assignment(self.row["assignment_id"])
+        return None if row is None else Assignment(row=row)
+
+    @classified(DataCategory.WORK)
+    def answer(self) -> str | None:
+        return self.row["answer"]
+
+    @classified(DataCategory.PERFORMANCE)
+    def correct(self) -> bool | None:
+        return self.row["correct"]
+
+    @classified(DataCategory.PERFORMANCE)
+    def score(self) -> float | None:
+        return self.row["score"]
+
+    @classified(DataCategory.PERFORMANCE)
+    def feedback(self) -> str | None:
+        return self.row["feedback"]
+
+    @classified(DataCategory.PERFORMANCE)
+    def submitted_at(self) -> dt.datetime | None:
+        return self.row["submitted_at"]
+
+    @classified(DataCategory.USAGE)
+    def time_spent_seconds(self) -> int | None:
+        return self.row["time_spent_seconds"]
+
+
+@strawberry.type
+class ActivityEvent(Node):
+    row: strawberry.Private[Row]
+    district_key: strawberry.Private[str]
+    subject_id: strawberry.Private[uuid.UUID]
+
+    @classmethod
+    def of(cls, row: Row) -> ActivityEvent:
+        return cls(row=row, district_key=str(row["district_id"]), subject_id=row["student_id"])
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return _id(self.row["id"])
+
+    @classified(DataCategory.USAGE)
+    def kind(self) -> ActivityKind | None:
+        return ActivityKind(self.row["kind"])
+
+    @classified(DataCategory.USAGE)
+    def target(self) -> str | None:
+        return self.row["target"]
+
+    @classified(DataCategory.USAGE)
+    def occurred_at(self) -> dt.datetime | None:
+        return self.row["occurred_at"]
+
+    @classified(DataCategory.USAGE)
+    def duration_ms(self) -> int | None:
+        return self.row["duration_ms"]
+
+
+@strawberry.type
+class DeviceSession(Node):
+    row: strawberry.Private[Row]
+    district_key: strawberry.Private[str]
+    subject_id: strawberry.Private[uuid.UUID]
+
+    @classmethod
+    def of(cls, row: Row) -> DeviceSession:
+        return cls(row=row, district_key=str(row["district_id"]), subject_id=row["student_id"])
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return _id(self.row["id"])
+
+    @classified(DataCategory.DEVICE)
+    def started_at(self) -> dt.datetime | None:
+        return self.row["started_at"]
+
+    @classified(DataCategory.DEVICE)
+    def ip_address(self) -> str | None:
+        return self.row["ip_address"]
+
+    @classified(DataCategory.DEVICE)
+    def user_agent(self) -> str | None:
+        return self.row["user_agent"]
+
+    @classified(DataCategory.DEVICE)
+    def browser(self) -> str | None:
+        return self.row["browser"]
+
+    @classified(DataCategory.DEVICE)
+    def operating_system(self) -> str | None:
+        return self.row["operating_system"]
+
+    @classified(DataCategory.DEVICE)
+    def device_type(self) -> str | None:
+        return self.row["device_type"]
+
+    @classified(DataCategory.DEVICE)
+    def referrer(self) -> str | None:
+        return self.row["referrer"]
+
+
+from schema.audit import AuditConnection  # noqa: E402  (cycle: Student.accessLog)

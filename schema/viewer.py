@@ -1,0 +1,61 @@
+"""The caller: ``me``."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.types import Info
+
+from permissions.decide import allowed_purposes
+from permissions.enums import Role
+from schema.enums import PurposeEnum, RoleEnum
+from schema.types import District, Guardian, Staff, Student
+
+
+@strawberry.type
+class Viewer:
+    @strawberry.field
+    def id(self, info: Info) -> strawberry.ID:
+        return strawberry.ID(str(info.context.principal.user_id))
+
+    @strawberry.field
+    def role(self, info: Info) -> RoleEnum:
+        return info.context.principal.role
+
+    @strawberry.field
+    def purpose(self, info: Info) -> PurposeEnum:
+        return info.context.purpose
+
+    @strawberry.field(description="Purposes this caller may declare: the role's purposes within the token's.")
+    def allowed_purposes(self, info: Info) -> list[PurposeEnum]:
+        ctx = info.context
+        conditions = ctx.conditions.get(ctx.home_district_key)
+        return allowed_purposes(ctx.policies, ctx.principal.role, ctx.principal.token_purposes, conditions)
+
+    @strawberry.field
+    async def district(self, info: Info) -> District | None:
+        district_id = info.context.principal.district_id
+        if district_id is None:
+            return None
+        row = await info.context.reads.district(district_id)
+        return None if row is None else District(row=row)
+
+    @strawberry.field
+    async def staff(self, info: Info) -> Staff | None:
+        if info.context.principal.role not in (Role.TEACHER, Role.SCHOOL_ADMIN, Role.DISTRICT_ADMIN):
+            return None
+        row = await info.context.reads.self_row()
+        return None if row is None else Staff.of(row)
+
+    @strawberry.field
+    async def student(self, info: Info) -> Student | None:
+        if info.context.principal.role is not Role.STUDENT:
+            return None
+        row = await info.context.reads.self_row()
+        return None if row is None else Student.of(row)
+
+    @strawberry.field
+    async def guardian(self, info: Info) -> Guardian | None:
+        if info.context.principal.role is not Role.GUARDIAN:
+            return None
+        row = await info.context.reads.self_row()
+        return None if row is None else Guardian.of(row, None)

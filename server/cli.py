@@ -1,0 +1,220 @@
+"""The ``pledgeql`` command line (API.md section 4)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import uuid
+from collections.abc import Sequence
+
+from server.settings import Settings
+
+
+def _fail(message: str) -> int:
+    print(f"pledgeql: {message}", file=sys.stderr)
+    return 2
+
+
+def _urls(settings: Settings):  # type: ignore[no-untyped-def]
+    from server.db import server_urls
+
+    return server_urls(settings)
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from server.migrate import run_migrate
+
+    run_migrate(_urls(settings))
+    print("Migrations applied.")
+    return 0
+
+
+def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
+    from server.migrate import migrate
+    from server.seed import seed_demo
+
+    if not args.demo:
+        return _fail("say which data set to seed: --demo")
+    urls = _urls(settings)
+
+    async def run() -> None:
+        await migrate(urls)
+        summary = await seed_demo(urls.owner, args.students)
+        if summary.created:
+            print(
+                f"Seeded {summary.districts} districts, {summary.schools} schools, {summary.students} students, "
+                f"{summary.responses} responses in {summary.seconds:.1f}s."
+            )
+        else:
+            print("The demo data is already there; nothing to do.")
+
+    asyncio.run(run())
+    return 0
+
+
+async def _find_user(owner_url: str, username: str) -> uuid.UUID | None:
+    from server.db import connect
+
+    conn = await connect(owner_url)
+    try:
+        value = await conn.fetchval(
+            "SELECT id FROM users WHERE username = $1 UNION ALL SELECT id FROM platform_users WHERE username = $1 "
+            "LIMIT 1",
+            username,
+        )
+        return value if isinstance(value, uuid.UUID) else None
+    finally:
+        await conn.close()
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    from permissions.enums import Purpose
+    from server.auth import mint_token
+
+    if settings.is_production:
+        return _fail("token minting is off in production; tokens come from your identity provider")
+    purposes = [p.strip() for p in args.purposes.split(",") if p.strip()]
+    unknown = [p for p in purposes if p not in Purpose.__members__]
+    if unknown:
+        return _fail(f"unknown purposes {', '.join(unknown)}; choose from {', '.join(Purpose.__members__)}")
+    if args.user_id:
+        try:
+            user_id = uuid.UUID(args.user_id)
+        except ValueError:
+            return _fail("--user-id must be a UUID")
+    else:
+        found = asyncio.run(_find_user(_urls(settings).owner, args.username))
+        if found is None:
+            return _fail(f"no user named {args.username!r}; run 'pledgeql seed --demo' for the demo accounts")
+        user_id = found
+    print(mint_token(settings, user_id, purposes, args.ttl))
+    return 0
+
+
+def cmd_schema(settings: Settings, args: argparse.Namespace) -> int:
+    from permissions.policy import load_policy_set
+    from schema.build import build_schema
+
+    print(build_schema(load_policy_set(settings.policy_dirs)).as_str())
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.migrate import migrate
+
+    urls = _urls(settings)
+
+    async def prepare() -> str | None:
+        await migrate(urls)
+        if not args.demo:
+            return None
+        from server.seed import seed_demo
+
+        await seed_demo(urls.owner)
+        return "teacher1@northwind.example"
+
+    demo_user = asyncio.run(prepare())
+    url = f"http://{args.host}:{args.port}/graphql"
+    print(f"pledgeql serving at {url}  (privacy notice: http://{args.host}:{args.port}/privacy)")
+    if demo_user and not settings.is_production:
+        from server.auth import mint_token
+
+        user_id = asyncio.run(_find_user(urls.owner, demo_user))
+        if user_id is not None:
+            token = mint_token(
+                settings, user_id, ["INSTRUCTION", "REPORTING", "PERSONALIZATION", "COMMUNICATION"], 8 * 3600
+            )
+            print(f"\nA token for {demo_user} (valid 8 hours):\n{token}\n")
+            print(
+                f"Try:\n  curl -s {url} -H 'Content-Type: application/json' -H 'X-Purpose: INSTRUCTION' \\\n"
+                f"    -H 'Authorization: Bearer {token[:12]}...' -d '{{\"query\": \"{{ me {{ role }} }}\"}}'\n",
+                flush=True,
+            )
+    uvicorn.run(
+        "server.asgi:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+        proxy_headers=False,
+        timeout_graceful_shutdown=20,
+    )
+    return 0
+
+
+def not_in_this_release(name: str) -> int:
+    return _fail(f"'{name}' is not available in this release")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pledgeql", description="A GraphQL backend that keeps a privacy policy in code."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="migrate, then serve")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--demo", action="store_true", help="seed the demo data first when the database is empty")
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+
+    seed = sub.add_parser("seed", help="load the deterministic demo data set")
+    seed.add_argument("--demo", action="store_true")
+    seed.add_argument("--students", type=int, default=None)
+    seed.set_defaults(func=cmd_seed)
+
+    token = sub.add_parser("token", help="print a signed development token")
+    who = token.add_mutually_exclusive_group(required=True)
+    who.add_argument("--username")
+    who.add_argument("--user-id")
+    token.add_argument("--purposes", required=True, help="comma-separated Purpose values")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds")
+    token.set_defaults(func=cmd_token)
+
+    sub.add_parser("schema", help="print the GraphQL SDL").set_defaults(func=cmd_schema)
+
+    audit = sub.add_parser("audit", help="audit trail tools")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="verify the audit hash chains")
+    verify.add_argument("--district")
+    verify.set_defaults(func=lambda s, a: not_in_this_release("audit verify"))
+
+    retention = sub.add_parser("retention", help="retention tools")
+    retention_sub = retention.add_subparsers(dest="retention_command", required=True)
+    run = retention_sub.add_parser("run")
+    run.add_argument("--dry-run", action="store_true")
+    run.set_defaults(func=lambda s, a: not_in_this_release("retention run"))
+
+    roster = sub.add_parser("roster", help="OneRoster import")
+    roster_sub = roster.add_subparsers(dest="roster_command", required=True)
+    imp = roster_sub.add_parser("import")
+    imp.add_argument("path")
+    imp.add_argument("--district", required=True)
+    imp.add_argument("--dry-run", action="store_true")
+    imp.set_defaults(func=lambda s, a: not_in_this_release("roster import"))
+
+    export = sub.add_parser("export", help="a district's complete data export")
+    export.add_argument("--district", required=True)
+    export.add_argument("--out", required=True)
+    export.set_defaults(func=lambda s, a: not_in_this_release("export"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    try:
+        result: int = args.func(settings, args)
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The typed per-request context every resolver receives as ``info.context``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+
+from permissions.audit import AuditCollector
+from permissions.decide import DecisionTable, DistrictConditions
+from permissions.enums import Purpose
+from permissions.policy import PolicySet, Rule
+from permissions.principal import Principal
+from resolvers.db import Db
+from resolvers.reads import Reads
+
+
+@dataclass
+class RequestContext:
+    principal: Principal
+    purpose: Purpose
+    rule: Rule
+    policies: PolicySet
+    decisions: DecisionTable
+    conditions: dict[str, DistrictConditions]
+    reads: Reads
+    db: Db
+    request_id: str
+    now: dt.datetime
+    justification: str | None = None
+    operation_name: str | None = None
+    audit: AuditCollector = field(default_factory=AuditCollector)
+
+    @property
+    def home_district_key(self) -> str:
+        """The district that entries about no district's student are chained under."""
+        if self.principal.district_id is not None:
+            return str(self.principal.district_id)
+        return str(uuid.UUID(int=0))
+
+
+@dataclass
+class PublicContext:
+    """For requests without a token: only the public policy fields resolve."""
+
+    policies: PolicySet
+    request_id: str

@@ -1,0 +1,84 @@
+"""Error codes of API.md section 2, and the exceptions that carry them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# code -> HTTP status when the client accepts application/graphql-response+json
+STATUS = {
+    "UNAUTHENTICATED": 401,
+    "PURPOSE_REQUIRED": 400,
+    "PURPOSE_UNKNOWN": 400,
+    "PURPOSE_NOT_ALLOWED": 403,
+    "JUSTIFICATION_REQUIRED": 400,
+    "DIRECT_ACCESS_DISABLED": 403,
+    "FORBIDDEN": 200,
+    "NOT_FOUND": 200,
+    "BAD_USER_INPUT": 400,
+    "QUERY_TOO_COMPLEX": 400,
+    "OPERATION_NOT_ALLOWED": 400,
+    "RATE_LIMITED": 429,
+    "AUDIT_UNAVAILABLE": 503,
+    "DATABASE_UNAVAILABLE": 503,
+    "INTERNAL": 500,
+    "METHOD_NOT_ALLOWED": 405,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
+    "PAYLOAD_TOO_LARGE": 413,
+}
+
+# Statuses every client gets, whatever it accepts: failures of the transport,
+# of authentication, or of the server itself, not of the GraphQL document.
+TRANSPORT_CODES = frozenset(
+    {
+        "UNAUTHENTICATED",
+        "RATE_LIMITED",
+        "AUDIT_UNAVAILABLE",
+        "DATABASE_UNAVAILABLE",
+        "INTERNAL",
+        "METHOD_NOT_ALLOWED",
+        "UNSUPPORTED_MEDIA_TYPE",
+        "PAYLOAD_TOO_LARGE",
+    }
+)
+
+
+class RequestError(Exception):
+    """A request refused before execution: one error, no data."""
+
+    def __init__(self, code: str, message: str, **extensions: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extensions = extensions
+
+    def body(self) -> dict[str, Any]:
+        return {"errors": [{"message": self.message, "extensions": self.extensions_dict()}]}
+
+    def extensions_dict(self) -> dict[str, Any]:
+        return {"code": self.code, **self.extensions}
+
+
+class FieldError(Exception):
+    """An error on one field: the field is null, the rest of the response stands."""
+
+    code = "INTERNAL"
+
+    def __init__(self, message: str, **extensions: Any) -> None:
+        super().__init__(message)
+        self.extensions = {"code": self.code, **extensions}
+
+
+class NotFound(FieldError):
+    code = "NOT_FOUND"
+
+
+class Forbidden(FieldError):
+    code = "FORBIDDEN"
+
+
+class BadUserInput(FieldError):
+    code = "BAD_USER_INPUT"
+
+
+class NotAvailable(FieldError):
+    code = "NOT_IMPLEMENTED"

@@ -1,0 +1,173 @@
+"""Shared fixtures: a real PostgreSQL (embedded, or PLEDGEQL_DATABASE_URL), a
+demo-seeded template database, and a fresh copy of it per test module.
+
+Copying a template database takes a fraction of a second, so every module
+that writes gets its own database and no test sees another module's rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from server.app import create_app
+from server.auth import mint_token
+from server.db import DatabaseUrls, connect, server_urls
+from server.migrate import migrate
+from server.seed import seed_demo
+from server.settings import Settings
+
+TEMPLATE = "pledgeql_template"
+ALL_PURPOSES = [
+    "INSTRUCTION",
+    "STUDENT_LEARNING",
+    "REPORTING",
+    "PERSONALIZATION",
+    "COMMUNICATION",
+    "SUPPORT",
+    "PRODUCT_ANALYTICS",
+    "RECORD_ACCESS",
+    "LEGAL_COMPLIANCE",
+]
+TEST_POLICIES = Path(__file__).with_name("policies")
+
+
+@pytest.fixture(scope="session")
+def base_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    data_dir = Path(os.environ.get("PLEDGEQL_TEST_DATA_DIR") or tmp_path_factory.mktemp("pledgeql"))
+    return dataclasses.replace(
+        Settings.from_env(),
+        env="test",
+        data_dir=data_dir,
+        jwt_secret="test-secret-not-for-production-use-0123456789",
+        rate_limit_per_minute=1_000_000,
+        rate_limit_burst=1_000_000,
+    )
+
+
+@pytest.fixture(scope="session")
+def server(base_settings: Settings) -> DatabaseUrls:
+    return server_urls(base_settings)
+
+
+async def _drop(urls: DatabaseUrls, name: str) -> None:
+    admin = await connect(urls.with_database("postgres").owner)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def template(server: DatabaseUrls) -> DatabaseUrls:
+    urls = server.with_database(TEMPLATE)
+    await _drop(server, TEMPLATE)
+    await migrate(urls)
+    await seed_demo(urls.owner)
+    return urls
+
+
+async def clone(server: DatabaseUrls, template: DatabaseUrls, name: str) -> DatabaseUrls:
+    await _drop(server, name)
+    admin = await connect(server.with_database("postgres").owner)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    finally:
+        await admin.close()
+    return server.with_database(name)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def db(
+    request: pytest.FixtureRequest, server: DatabaseUrls, template: DatabaseUrls
+) -> AsyncIterator[DatabaseUrls]:
+    """A fresh copy of the demo database for this test module."""
+    name = "t_" + re.sub(r"[^a-z0-9_]", "_", request.module.__name__.rsplit(".", 1)[-1].lower())[:50]
+    urls = await clone(server, template, name)
+    yield urls
+    await _drop(server, name)
+
+
+@pytest.fixture(scope="module")
+def settings(base_settings: Settings) -> Settings:
+    return dataclasses.replace(base_settings, policy_dirs=(TEST_POLICIES,))
+
+
+@pytest_asyncio.fixture(scope="module")
+async def app(settings: Settings, db: DatabaseUrls) -> AsyncIterator[Any]:
+    application = create_app(settings, db)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest_asyncio.fixture(scope="module")
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://pledgeql.test") as http:
+        yield http
+
+
+@pytest_asyncio.fixture(scope="module")
+async def users(db: DatabaseUrls) -> dict[str, uuid.UUID]:
+    """username -> id, for every demo account."""
+    conn = await connect(db.owner)
+    try:
+        rows = await conn.fetch("SELECT username, id FROM users UNION ALL SELECT username, id FROM platform_users")
+    finally:
+        await conn.close()
+    return {r["username"]: r["id"] for r in rows}
+
+
+@pytest_asyncio.fixture(scope="module")
+async def owner(db: DatabaseUrls) -> AsyncIterator[Any]:
+    """An owner connection (bypasses row-level security) for checking what is stored."""
+    conn = await connect(db.owner)
+    yield conn
+    await conn.close()
+
+
+Gql = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@pytest.fixture(scope="module")
+def token_for(settings: Settings, users: dict[str, uuid.UUID]) -> Callable[..., str]:
+    def make(username: str, purposes: list[str] | None = None, ttl: int = 600) -> str:
+        return mint_token(settings, users[username], purposes or ALL_PURPOSES, ttl)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def gql(client: httpx.AsyncClient, token_for: Callable[..., str]) -> Gql:
+    """Run one GraphQL request as a demo user under a purpose; return the JSON body."""
+
+    async def run(
+        username: str,
+        purpose: str,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        purposes: list[str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        sent = {"Authorization": f"Bearer {token_for(username, purposes)}", "X-Purpose": purpose}
+        sent.update(headers or {})
+        response = await client.post("/graphql", json={"query": query, "variables": variables}, headers=sent)
+        body: dict[str, Any] = response.json()
+        body["_status"] = response.status_code
+        return body
+
+    return run
+
+
+def error_codes(body: dict[str, Any]) -> list[str]:
+    return [e["extensions"]["code"] for e in body.get("errors", [])]
