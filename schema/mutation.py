@@ -5,6 +5,7 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 
+from schema import governance_ops, practice, rights
 from schema.governance import (
     ActivityEventInput,
     Consent,
@@ -22,63 +23,58 @@ from schema.governance import (
     SupportGrantInput,
 )
 from schema.types import Assignment, District, DistrictSettings, Student
-from server.errors import NotAvailable
-
-
-def _unavailable(name: str) -> NotAvailable:
-    return NotAvailable(f"{name} is not available in this release")
 
 
 @strawberry.type
 class Mutation:
     @strawberry.mutation
     async def submit_response(self, info: Info, input: SubmitResponseInput) -> SubmitResponsePayload:
-        raise _unavailable("submitResponse")
+        return await practice.submit_response(info, input)
 
     @strawberry.mutation
     async def record_activity(self, info: Info, events: list[ActivityEventInput]) -> RecordActivityPayload:
-        raise _unavailable("recordActivity")
+        return await practice.record_activity(info, events)
 
     @strawberry.mutation
     async def create_assignment(self, info: Info, input: CreateAssignmentInput) -> Assignment:
-        raise _unavailable("createAssignment")
+        return await practice.create_assignment(info, input)
 
     @strawberry.mutation
     async def open_data_request(self, info: Info, input: DataRequestInput) -> DataRequest:
-        raise _unavailable("openDataRequest")
+        return await rights.open_data_request(info, input)
 
     @strawberry.mutation
     async def export_student_record(
         self, info: Info, student_id: strawberry.ID, data_request_id: strawberry.ID | None = None
     ) -> StudentExport:
-        raise _unavailable("exportStudentRecord")
+        return await rights.export_student_record(info, student_id, data_request_id)
 
     @strawberry.mutation
     async def correct_student_record(self, info: Info, input: CorrectStudentInput) -> Student:
-        raise _unavailable("correctStudentRecord")
+        return await rights.correct_student_record(info, input)
 
     @strawberry.mutation
     async def delete_student_record(
         self, info: Info, student_id: strawberry.ID, reason: str, data_request_id: strawberry.ID | None = None
     ) -> DeletionCertificate:
-        raise _unavailable("deleteStudentRecord")
+        return await rights.delete_student_record(info, student_id, reason, data_request_id)
 
     @strawberry.mutation
     async def set_analytics_opt_out(self, info: Info, student_id: strawberry.ID, opt_out: bool) -> Consent:
-        raise _unavailable("setAnalyticsOptOut")
+        return await rights.set_analytics_opt_out(info, student_id, opt_out)
 
     @strawberry.mutation
     async def update_district_settings(self, info: Info, input: DistrictSettingsInput) -> DistrictSettings:
-        raise _unavailable("updateDistrictSettings")
+        return await governance_ops.update_district_settings(info, input)
 
     @strawberry.mutation
     async def accept_policy_version(self, info: Info, version: str) -> District:
-        raise _unavailable("acceptPolicyVersion")
+        return await governance_ops.accept_policy_version(info, version)
 
     @strawberry.mutation
     async def open_support_grant(self, info: Info, input: SupportGrantInput) -> SupportGrant:
-        raise _unavailable("openSupportGrant")
+        return await governance_ops.open_support_grant(info, input)
 
     @strawberry.mutation
     async def revoke_support_grant(self, info: Info, id: strawberry.ID) -> SupportGrant:
-        raise _unavailable("revokeSupportGrant")
+        return await governance_ops.revoke_support_grant(info, id)

@@ -7,6 +7,7 @@ import uuid
 import strawberry
 from strawberry.types import Info
 
+from schema import governance_ops, reports, rights
 from schema.audit import AuditConnection, AuditFilter, audit_log
 from schema.enums import DataRequestStatus
 from schema.governance import AggregateReport, DataRequest, ReportInput, SupportGrant
@@ -22,7 +23,7 @@ from schema.types import (
     student_connection,
 )
 from schema.viewer import Viewer
-from server.errors import BadUserInput, NotAvailable, NotFound
+from server.errors import BadUserInput, NotFound
 
 
 def _lookup_id(value: strawberry.ID, kind: str) -> uuid.UUID:
@@ -125,11 +126,11 @@ class Query:
 
     @strawberry.field
     async def performance_report(self, info: Info, input: ReportInput) -> AggregateReport:
-        raise NotAvailable("Aggregate reports are not available in this release")
+        return await reports.performance_report(info, input)
 
     @strawberry.field
     async def usage_report(self, info: Info, input: ReportInput) -> AggregateReport:
-        raise NotAvailable("Aggregate reports are not available in this release")
+        return await reports.usage_report(info, input)
 
     @strawberry.field(description="Public: needs no token. The current version unless one is named.")
     def policy(self, info: Info, version: str | None = None) -> PolicyDocument:
@@ -157,8 +158,8 @@ class Query:
 
     @strawberry.field
     async def data_requests(self, info: Info, status: DataRequestStatus | None = None) -> list[DataRequest]:
-        raise NotAvailable("Data requests are not available in this release")
+        return await rights.data_requests(info, status)
 
     @strawberry.field
     async def support_grants(self, info: Info) -> list[SupportGrant]:
-        raise NotAvailable("Support grants are not available in this release")
+        return await governance_ops.support_grants(info)

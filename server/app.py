@@ -20,6 +20,7 @@ from permissions.enums import DataCategory, Purpose
 from permissions.notice import DistrictNotice, render_privacy_html
 from permissions.policy import PolicySet, load_policy_set
 from schema.build import build_schema, category_fields
+from server.audit_writer import make_audit_writer
 from server.auth import TokenVerifier
 from server.db import DatabaseUrls, create_engine, server_urls
 from server.graphql_http import GraphQLEndpoint
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, urls: DatabaseUrls | None = Non
             verifier=TokenVerifier(settings),
             acquire=lambda: driver_connection(engine),
             production=settings.is_production,
+            audit_writer=make_audit_writer(settings.audit_key()),
         )
         try:
             yield

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from server.settings import Settings
 
@@ -145,8 +146,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def not_in_this_release(name: str) -> int:
-    return _fail(f"'{name}' is not available in this release")
+def _command(module: str) -> Callable[[Settings, argparse.Namespace], int]:
+    """A subcommand implemented in its own module, imported only when run."""
+
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        result: int = importlib.import_module(module).command(settings, args)
+        return result
+
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,13 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="verify the audit hash chains")
     verify.add_argument("--district")
-    verify.set_defaults(func=lambda s, a: not_in_this_release("audit verify"))
+    verify.set_defaults(func=_command("server.audit_cli"))
 
     retention = sub.add_parser("retention", help="retention tools")
     retention_sub = retention.add_subparsers(dest="retention_command", required=True)
     run = retention_sub.add_parser("run")
     run.add_argument("--dry-run", action="store_true")
-    run.set_defaults(func=lambda s, a: not_in_this_release("retention run"))
+    run.set_defaults(func=_command("server.retention"))
 
     roster = sub.add_parser("roster", help="OneRoster import")
     roster_sub = roster.add_subparsers(dest="roster_command", required=True)
@@ -197,12 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("path")
     imp.add_argument("--district", required=True)
     imp.add_argument("--dry-run", action="store_true")
-    imp.set_defaults(func=lambda s, a: not_in_this_release("roster import"))
+    imp.set_defaults(func=_command("server.roster"))
 
     export = sub.add_parser("export", help="a district's complete data export")
     export.add_argument("--district", required=True)
     export.add_argument("--out", required=True)
-    export.set_defaults(func=lambda s, a: not_in_this_release("export"))
+    export.set_defaults(func=_command("server.export"))
     return parser
 
 

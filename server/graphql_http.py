@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,10 @@ REFUSAL_MESSAGES = {
     RequestRefusal.JUSTIFICATION_REQUIRED: "LEGAL_COMPLIANCE needs an X-Justification header saying why",
     RequestRefusal.DIRECT_ACCESS_DISABLED: DIRECT_ACCESS_MESSAGE,
 }
+
+
+class AuditUnavailable(Exception):
+    """The audit entries of a request could not be written."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ class GraphQLEndpoint:
         acquire: Callable[[], Any],
         production: bool,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-        audit_writer: Any = None,
+        audit_writer: Callable[[RequestContext], Awaitable[None]],
     ) -> None:
         self.schema = schema
         self.policies = policies
@@ -231,6 +235,10 @@ class GraphQLEndpoint:
             return await self._handle(request, request_id)
         except RequestError as error:
             return error_response(request, error, request_id)
+        except Exception as error:
+            # Never a traceback and never a value: the type name is all that is logged.
+            log.error("Unexpected error serving a request: %s", type(error).__name__)
+            return error_response(request, RequestError("INTERNAL", "Internal error"), request_id)
 
     async def _handle(self, request: Request, request_id: str) -> Response:
         gql = await self.read_request(request)
@@ -303,10 +311,20 @@ class GraphQLEndpoint:
                     justification=justification.strip() if justification else None,
                     operation_name=gql.operation_name or (operation.name.value if operation.name else None),
                 )
-                response = await self._execute(request, prepared, gql, context, request_id)
-                if self.audit_writer is not None:
+                body, status = await self._run(request, prepared, gql, context)
+                # Fail closed: the response leaves only once its audit entries are
+                # written in this transaction; if they cannot be, nothing is returned.
+                try:
                     await self.audit_writer(context)
-                return response
+                except Exception as error:
+                    log.error("Audit write failed: %s", type(error).__name__)
+                    raise AuditUnavailable from None
+            return _respond(request, body, status, request_id)
+        except AuditUnavailable:
+            raise RequestError(
+                "AUDIT_UNAVAILABLE",
+                "The audit trail cannot be written right now, so no data is returned; retry shortly",
+            ) from None
         except RequestError:
             raise
         except (OSError, ConnectionError) as error:
@@ -316,6 +334,12 @@ class GraphQLEndpoint:
     async def _execute(
         self, request: Request, prepared: Prepared, gql: GraphQLRequest, context: Any, request_id: str
     ) -> Response:
+        body, status = await self._run(request, prepared, gql, context)
+        return _respond(request, body, status, request_id)
+
+    async def _run(
+        self, request: Request, prepared: Prepared, gql: GraphQLRequest, context: Any
+    ) -> tuple[dict[str, Any], int]:
         result = graphql_execute(
             self.schema,
             prepared.document,
@@ -334,4 +358,4 @@ class GraphQLEndpoint:
         if result.data is None and _wants_graphql_response(request):
             codes = {e.get("extensions", {}).get("code") for e in body.get("errors", [])}
             status = 400 if codes <= {"BAD_USER_INPUT"} else 200
-        return _respond(request, body, status, request_id)
+        return body, status

@@ -99,14 +99,27 @@ class Settings:
             policy_dirs=tuple(Path(d) for d in env.get("PLEDGEQL_POLICY_DIRS", "").split(":") if d.strip()),
         )
 
-    def development_jwt_secret(self) -> str:
-        """The HS256 secret: configured, or generated once into the data dir."""
-        if self.jwt_secret:
-            return self.jwt_secret
+    def audit_key(self) -> bytes:
+        """The audit chain's HMAC key: configured, or generated once into the data dir.
+
+        It must never be stored in the database: whoever holds it can forge a chain.
+        """
+        configured = self.extra.get("audit_key") or os.environ.get("PLEDGEQL_AUDIT_KEY")
+        if configured:
+            return configured.encode()
+        return self._secret_file("audit_key").encode()
+
+    def _secret_file(self, name: str) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        path = self.data_dir / "jwt_secret"
+        path = self.data_dir / name
         if not path.exists():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_urlsafe(48))
         return path.read_text().strip()
+
+    def development_jwt_secret(self) -> str:
+        """The HS256 secret: configured, or generated once into the data dir."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        return self._secret_file("jwt_secret")
