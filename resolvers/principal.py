@@ -55,7 +55,11 @@ def conditions_from_row(row: Any) -> DistrictConditions:
     )
 
 
-async def load_conditions(db: Db, district_ids: Sequence[uuid.UUID]) -> dict[str, DistrictConditions]:
+async def load_conditions(db: Db, district_ids: Sequence[uuid.UUID] | None) -> dict[str, DistrictConditions]:
+    """Settings of the given districts (every district when None)."""
+    if district_ids is None:
+        rows = await db.fetch("SELECT * FROM districts ORDER BY id")
+        return {str(row["id"]): conditions_from_row(row) for row in rows}
     if not district_ids:
         return {}
     rows = await db.fetch("SELECT * FROM districts WHERE id = ANY($1::uuid[])", list(district_ids))

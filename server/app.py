@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None, urls: DatabaseUrls | None = Non
             acquire=lambda: driver_connection(engine),
             production=settings.is_production,
             audit_writer=make_audit_writer(settings.audit_key()),
+            trusted_proxy_header=settings.trusted_proxy_header,
         )
         try:
             yield

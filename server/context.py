@@ -15,6 +15,15 @@ from resolvers.db import Db
 from resolvers.reads import Reads
 
 
+@dataclass(frozen=True)
+class ClientInfo:
+    """Where a request came from: for device sessions, never for decisions."""
+
+    ip_address: str | None = None
+    user_agent: str | None = None
+    referrer: str | None = None
+
+
 @dataclass
 class RequestContext:
     principal: Principal
@@ -30,6 +39,7 @@ class RequestContext:
     justification: str | None = None
     operation_name: str | None = None
     audit: AuditCollector = field(default_factory=AuditCollector)
+    client: ClientInfo = field(default_factory=ClientInfo)
 
     @property
     def home_district_key(self) -> str:

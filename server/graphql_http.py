@@ -34,15 +34,16 @@ from graphql.error import GraphQLSyntaxError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from permissions.decide import DecisionTable, Relationship, check_request
+from permissions.decide import DecisionTable, DistrictConditions, Relationship, check_request
 from permissions.enums import Purpose, RequestRefusal, Role
 from permissions.policy import PolicySet
+from permissions.principal import Principal
 from resolvers.db import Db
 from resolvers.principal import load_conditions, load_principal
 from resolvers.reads import Reads
 from resolvers.scope import RowScope
 from server.auth import TokenVerifier
-from server.context import PublicContext, RequestContext
+from server.context import ClientInfo, PublicContext, RequestContext
 from server.errors import STATUS, TRANSPORT_CODES, FieldError, RequestError
 
 log = logging.getLogger("pledgeql.http")
@@ -168,7 +169,9 @@ class GraphQLEndpoint:
         production: bool,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         audit_writer: Callable[[RequestContext], Awaitable[None]],
+        trusted_proxy_header: str | None = None,
     ) -> None:
+        self.trusted_proxy_header = trusted_proxy_header
         self.schema = schema
         self.policies = policies
         self.verifier = verifier
@@ -225,6 +228,28 @@ class GraphQLEndpoint:
             raise RequestError("PURPOSE_UNKNOWN", "X-Purpose must be exactly one Purpose value of the schema")
         return Purpose(value)
 
+    def client_info(self, request: Request) -> ClientInfo:
+        ip = request.client.host if request.client else None
+        if self.trusted_proxy_header:
+            forwarded = request.headers.get(self.trusted_proxy_header)
+            if forwarded:
+                ip = forwarded.split(",")[0].strip() or ip
+        return ClientInfo(
+            ip_address=ip,
+            user_agent=request.headers.get("user-agent"),
+            referrer=request.headers.get("referer"),
+        )
+
+    @staticmethod
+    def rls_districts(
+        principal: Principal, purpose: Purpose, conditions: dict[str, DistrictConditions], scope: RowScope
+    ) -> list[uuid.UUID]:
+        """The districts whose rows the request's transaction may touch at all."""
+        if principal.district_id is not None or principal.role is not Role.ANALYST:
+            return [d for d in scope.district_ids if isinstance(d, uuid.UUID)]
+        # Analysts: only districts that authorize the declared purpose.
+        return [uuid.UUID(key) for key, c in conditions.items() if purpose in c.authorized_purposes]
+
     # ------------------------------------------------------------ execution
 
     async def handle(self, request: Request) -> Response:
@@ -269,12 +294,14 @@ class GraphQLEndpoint:
                 principal = await load_principal(db, claims.user_id, token_purposes, now)
                 if principal is None:
                     raise RequestError("UNAUTHENTICATED", "Sign in again: this account is unknown or disabled")
-                district_ids = (
-                    [principal.district_id]
-                    if principal.district_id is not None
-                    else list(principal.granted_district_ids)
-                )
-                conditions = await load_conditions(db, district_ids)
+                if principal.district_id is not None:
+                    conditions = await load_conditions(db, [principal.district_id])
+                elif principal.role is Role.SUPPORT:
+                    conditions = await load_conditions(db, list(principal.granted_district_ids))
+                else:
+                    # Internal analysts read aggregates across districts: every
+                    # district's settings decide whether it takes part.
+                    conditions = await load_conditions(db, None)
                 home = conditions.get(str(principal.district_id)) if principal.district_id else None
                 refusal = check_request(self.policies, principal.role, purpose, token_purposes, justification, home)
                 if refusal is not None:
@@ -295,7 +322,7 @@ class GraphQLEndpoint:
                     guardians_scope=rule.guardian_scope,
                     today=now.date(),
                 )
-                settable = ",".join(str(d) for d in [*scope.district_ids, NIL])
+                settable = ",".join(str(d) for d in [*self.rls_districts(principal, purpose, conditions, scope), NIL])
                 await db.execute("SELECT set_config('pledgeql.district_ids', $1, true)", settable)
                 context = RequestContext(
                     principal=principal,
@@ -310,6 +337,7 @@ class GraphQLEndpoint:
                     now=now,
                     justification=justification.strip() if justification else None,
                     operation_name=gql.operation_name or (operation.name.value if operation.name else None),
+                    client=self.client_info(request),
                 )
                 body, status = await self._run(request, prepared, gql, context)
                 # Fail closed: the response leaves only once its audit entries are
