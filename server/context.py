@@ -22,6 +22,8 @@ class ClientInfo:
     ip_address: str | None = None
     user_agent: str | None = None
     referrer: str | None = None
+    idempotency_key: str | None = None
+    session_id: str | None = None
 
 
 @dataclass

@@ -238,6 +238,8 @@ class GraphQLEndpoint:
             ip_address=ip,
             user_agent=request.headers.get("user-agent"),
             referrer=request.headers.get("referer"),
+            idempotency_key=request.headers.get("idempotency-key"),
+            session_id=request.headers.get("x-session-id"),
         )
 
     @staticmethod
