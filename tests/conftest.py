@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import pytest_asyncio
 
 from server.app import create_app
 from server.auth import mint_token
-from server.db import DatabaseUrls, connect, server_urls
+from server.db import DatabaseUrls, connect, server_urls, stop_embedded
 from server.migrate import migrate
 from server.seed import seed_demo
 from server.settings import Settings
@@ -42,8 +44,21 @@ TEST_POLICIES = Path(__file__).with_name("policies")
 
 
 @pytest.fixture(scope="session")
-def base_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    data_dir = Path(os.environ.get("PLEDGEQL_TEST_DATA_DIR") or tmp_path_factory.mktemp("pledgeql"))
+def data_dir() -> Iterator[Path]:
+    """The test server's own folder: not pytest's rotating tmp dirs, which a
+    concurrent pytest session may delete under a running server."""
+    configured = os.environ.get("PLEDGEQL_TEST_DATA_DIR")
+    if configured:
+        yield Path(configured)
+        return
+    path = Path(tempfile.mkdtemp(prefix="pledgeql-test-"))
+    yield path
+    stop_embedded()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def base_settings(data_dir: Path) -> Settings:
     return dataclasses.replace(
         Settings.from_env(),
         env="test",
