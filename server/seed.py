@@ -4,7 +4,12 @@ Everything is derived from one ``random.Random(20200401)`` and from fixed
 dates, and every row id is ``demo_id(...)`` (a uuid5 over a fixed namespace),
 so two runs on two fresh databases write identical rows. The whole data set is
 written in one transaction with ``COPY`` (``copy_records_to_table``) over the
-owner connection, which bypasses row-level security.
+owner connection, which bypasses row-level security. When the owner is a
+superuser and the tables carry no triggers of their own, the per-row
+foreign-key checks are skipped for that transaction (``session_replication_role
+= replica``, as ``pg_restore --disable-triggers`` does); CHECK, NOT NULL and
+unique constraints still apply. 20,000 students (600,000 responses) load in
+well under a minute.
 
 Structure of each district (``students=None`` gives 2 schools x 3 classes x
 22 students per district; larger ``students`` counts add classes of about 25
@@ -1104,6 +1109,15 @@ async def seed_demo(owner_url: str, students: int | None = None) -> SeedSummary:
     )
 
 
+SKIP_FOREIGN_KEY_TRIGGERS = """
+SELECT current_setting('is_superuser') = 'on'
+   AND NOT EXISTS (
+       SELECT 1 FROM pg_trigger
+       WHERE NOT tgisinternal AND tgrelid = ANY ($1::text[]::regclass[])
+   )
+"""
+
+
 async def _copy(conn: Any, table: str, rows: Any) -> None:
     await conn.copy_records_to_table(table, records=rows, columns=list(TABLE_COLUMNS[table]))
 
@@ -1112,6 +1126,14 @@ async def _write(conn: Any, total: int) -> None:
     builder = _Builder(total)
     builder.build()
     rows = builder.rows
+    written = [*TABLE_COLUMNS, "responses", "platform_users", "assessments", "items"]
+    if await conn.fetchval(SKIP_FOREIGN_KEY_TRIGGERS, written):
+        # The rows reference each other consistently by construction, so the
+        # per-row foreign-key checks can be skipped for this transaction, as
+        # pg_restore --disable-triggers does: it takes a third off a large seed.
+        # Only a superuser may, and only while the tables have no triggers of
+        # their own (which replica mode would skip too); otherwise just slower.
+        await conn.execute("SET LOCAL session_replication_role = replica")
     await conn.executemany(
         "INSERT INTO platform_users (id, role, username, first_name, last_name, email) "
         "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
