@@ -37,6 +37,10 @@ DISTRICT_TABLES = (
     "audit_entries",
 )
 
+# RLS is enabled but not forced: it binds pledgeql_app (which owns nothing),
+# while the owner that runs migrations and maintenance commands keeps seeing
+# every district, superuser or not.
+#
 # The request's districts, set transaction-locally by the server
 # (``set_config('pledgeql.district_ids', ..., true)``). Wrapped in a scalar
 # subquery so PostgreSQL evaluates it once per statement, not once per row.
@@ -67,7 +71,6 @@ def upgrade() -> None:
         else:
             op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {APP_ROLE}")
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
-        op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
         op.execute(
             f"CREATE POLICY tenant_isolation ON {table} TO {APP_ROLE} USING ({IN_SCOPE}) WITH CHECK ({IN_SCOPE})"
         )
@@ -86,6 +89,5 @@ def downgrade() -> None:
     op.execute("ALTER TABLE districts DISABLE ROW LEVEL SECURITY")
     for table in DISTRICT_TABLES:
         op.execute(f"DROP POLICY IF EXISTS tenant_isolation ON {table}")
-        op.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
         op.execute(f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
     op.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {APP_ROLE}")
