@@ -1,18 +1,67 @@
-"""The audit collector: one request's record of what was resolved about whom.
+"""The audit trail's core: the per-request collector and the keyed hash chain.
 
-Every resolve of a classified field notes (district, subject, decision,
-Type.field, category). Entries are grouped per (subject, decision): a roster
-of 30 students read once is 30 entries, whatever its field count. Values are
+The collector is one request's record of what was resolved about whom. Every
+resolve of a classified field notes (district, subject, Type.field, category,
+decision); notes are grouped per (district, subject, decision), so a roster of
+30 students read once is 30 entries whatever its field count. Values are
 never seen here.
+
+The chain: each district's entries are numbered by ``seq`` and each stores its
+predecessor's hash and its own, an HMAC-SHA256 over a canonical form of every
+other column, under a key the database never holds. Whoever can write the
+table but lacks the key can neither alter an entry nor rewrite the chain from
+that entry on without ``ChainVerifier`` noticing. Everything here is pure: no
+database, no GraphQL.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import hmac
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from permissions.enums import DataCategory
+
+GENESIS = "0" * 64
+NIL_DISTRICT = uuid.UUID(int=0)
+
+# The columns an entry's hash covers, in the order of the canonical form:
+# every stored column but the hash itself.
+HASHED_COLUMNS = (
+    "district_id",
+    "seq",
+    "id",
+    "at",
+    "request_id",
+    "trace_id",
+    "actor_id",
+    "actor_role",
+    "purpose",
+    "justification",
+    "operation_name",
+    "subject_student_id",
+    "fields",
+    "categories",
+    "decision",
+    "break_glass",
+    "prev_hash",
+)
+# AuditEntry.categories is [DataCategory!]!: nothing else may be stored there.
+CATEGORY_VALUES = frozenset(c.value for c in DataCategory)
+_ENTRY_DOMAIN = b"pledgeql.audit.entry.v1\n"
+_ANCHOR_DOMAIN = b"pledgeql.audit.anchor.v1\n"
 
 
-@dataclass(frozen=True)
+# ------------------------------------------------------------------ collector
+
+
+@dataclass(frozen=True, slots=True)
 class PendingEntry:
     district_key: str
     subject_id: uuid.UUID | None
@@ -22,12 +71,21 @@ class PendingEntry:
 
 
 class AuditCollector:
-    __slots__ = ("_groups",)
+    """What one request resolved, grouped per (district, subject, decision).
+
+    ``note`` runs once per resolve of a classified field, so it does as little
+    as it can: one tuple, one dict lookup, two dict stores. Fields and
+    categories keep their first-seen order (dicts as ordered sets).
+    """
+
+    __slots__ = ("_groups", "_separate")
 
     def __init__(self) -> None:
         self._groups: dict[tuple[str, uuid.UUID | None, bool], tuple[dict[str, None], dict[str, None]]] = {}
+        self._separate: list[PendingEntry] = []
 
     def note(self, district_key: str, subject_id: uuid.UUID | None, field: str, category: str, allowed: bool) -> None:
+        """One resolve of ``field`` (``Type.field``) of ``category`` (a DataCategory value, or "" for none)."""
         key = (district_key, subject_id, allowed)
         group = self._groups.get(key)
         if group is None:
@@ -36,11 +94,211 @@ class AuditCollector:
         if category:
             group[1][category] = None
 
+    def record(
+        self,
+        district_key: str,
+        subject_id: uuid.UUID | None,
+        fields: Iterable[str],
+        categories: Iterable[str],
+        allowed: bool,
+    ) -> None:
+        """One entry of its own, never merged with the noted ones: an aggregate
+        report (its dimensions as fields) or a mutation (what it changed)."""
+        kept = tuple(dict.fromkeys(categories))
+        unknown = [c for c in kept if c not in CATEGORY_VALUES]
+        if unknown:
+            raise ValueError(f"Audit categories must be DataCategory values; got {', '.join(unknown)}")
+        self._separate.append(PendingEntry(district_key, subject_id, allowed, tuple(dict.fromkeys(fields)), kept))
+
     def __len__(self) -> int:
-        return len(self._groups)
+        return len(self._groups) + len(self._separate)
 
     def entries(self) -> list[PendingEntry]:
-        return [
+        grouped = [
             PendingEntry(district, subject, allowed, tuple(fields), tuple(categories))
             for (district, subject, allowed), (fields, categories) in self._groups.items()
         ]
+        return grouped + self._separate
+
+
+# ---------------------------------------------------------------------- chain
+
+
+def _canonical_value(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        # Whatever zone the value carries, the form is UTC with microseconds,
+        # exactly as PostgreSQL's timestamptz gives it back.
+        utc = value.astimezone(dt.UTC) if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return value
+
+
+def canonical(entry: Mapping[str, Any]) -> bytes:
+    """The bytes an entry's hash covers: its columns in a fixed order, as JSON.
+
+    Takes the dict the writer builds or a row read back from the database;
+    both give the same bytes."""
+    return _ENTRY_DOMAIN + orjson.dumps([_canonical_value(entry[c]) for c in HASHED_COLUMNS])
+
+
+def entry_hash(key: bytes, entry: Mapping[str, Any]) -> str:
+    return hmac.new(key, canonical(entry), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """Where a district's chain starts after retention removed its oldest
+    entries: the seq and hash of the last removed entry, and its time.
+
+    ``mac`` is an HMAC under the audit key, so only a holder of the key (the
+    retention job) can move the start of a chain."""
+
+    district_id: uuid.UUID
+    seq: int
+    hash: str
+    at: dt.datetime
+    mac: str
+
+
+def anchor_mac(key: bytes, district_id: uuid.UUID, seq: int, last_hash: str, at: dt.datetime) -> str:
+    body = orjson.dumps([str(district_id), seq, last_hash, _canonical_value(at)])
+    return hmac.new(key, _ANCHOR_DOMAIN + body, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    """The first place a chain does not verify."""
+
+    district_id: uuid.UUID
+    seq: int
+    entry_id: uuid.UUID | None
+    kind: str  # altered | deleted | reordered | anchor
+    detail: str
+
+    def describe(self) -> str:
+        entry = f"entry seq {self.seq}" + (f" id {self.entry_id}" if self.entry_id else "")
+        return f"district {self.district_id}: {entry}: {self.kind}: {self.detail}"
+
+
+class ChainVerifier:
+    """Checks one district's chain, fed its entries in seq order.
+
+    Without an anchor the chain must start at seq 1 from GENESIS; with a
+    valid anchor it must continue from the anchor's seq and hash. Every
+    entry's HMAC must match its content, its seq must follow its
+    predecessor's and its prev_hash must be its predecessor's hash.
+    ``feed`` returns the first break and the verifier stops there.
+    """
+
+    def __init__(self, key: bytes, district_id: uuid.UUID, anchor: Anchor | None = None, last_seq: int = 0) -> None:
+        self.key = key
+        self.district_id = district_id
+        self.anchor = anchor
+        self.last_seq = last_seq  # the highest seq stored: bounds the search for a moved entry
+        self.count = 0
+        self.first_seq: int | None = None
+        self.broken: ChainBreak | None = None
+        self._expected_seq = 1
+        self._prev = GENESIS
+
+    def start(self) -> ChainBreak | None:
+        """Check the anchor, if any; call before feeding entries."""
+        anchor = self.anchor
+        if anchor is None:
+            return None
+        expected = anchor_mac(self.key, anchor.district_id, anchor.seq, anchor.hash, anchor.at)
+        if anchor.district_id != self.district_id or not hmac.compare_digest(expected, anchor.mac):
+            self.broken = ChainBreak(
+                self.district_id,
+                anchor.seq,
+                None,
+                "anchor",
+                "the retention anchor (where the chain starts after old entries were removed) does not match its "
+                "key-signed form: it was altered or written without the audit key",
+            )
+            return self.broken
+        self._expected_seq = anchor.seq + 1
+        self._prev = anchor.hash
+        return None
+
+    def feed(self, row: Mapping[str, Any]) -> ChainBreak | None:
+        if self.broken is not None:
+            return self.broken
+        seq = int(row["seq"])
+        if self.first_seq is None:
+            self.first_seq = seq
+        entry_id = row["id"]
+        stored = str(row["hash"])
+        if not hmac.compare_digest(entry_hash(self.key, row), stored):
+            moved_from = self._written_as(row)
+            if moved_from is not None:
+                self.broken = ChainBreak(
+                    self.district_id, seq, entry_id, "reordered", f"this entry was written as seq {moved_from}"
+                )
+            else:
+                self.broken = ChainBreak(
+                    self.district_id,
+                    seq,
+                    entry_id,
+                    "altered",
+                    "its hash does not match its content (changed, or written without the audit key)",
+                )
+        elif seq != self._expected_seq:
+            missing = (
+                f"seq {self._expected_seq}"
+                if seq == self._expected_seq + 1
+                else f"seq {self._expected_seq} to {seq - 1}"
+            )
+            if seq < self._expected_seq:
+                self.broken = ChainBreak(
+                    self.district_id, seq, entry_id, "reordered", f"expected seq {self._expected_seq} here"
+                )
+            elif self._expected_seq == 1 and self.anchor is None:
+                self.broken = ChainBreak(
+                    self.district_id,
+                    seq,
+                    entry_id,
+                    "deleted",
+                    f"entries {missing} are missing at the start of the chain; no retention anchor accounts for them",
+                )
+            else:
+                self.broken = ChainBreak(
+                    self.district_id, seq, entry_id, "deleted", f"entries {missing} before this one are missing"
+                )
+        elif not hmac.compare_digest(str(row["prev_hash"]), self._prev):
+            self.broken = ChainBreak(
+                self.district_id,
+                seq,
+                entry_id,
+                "deleted",
+                "its prev_hash is not the hash of the entry before it: that entry was removed or replaced",
+            )
+        if self.broken is not None:
+            return self.broken
+        self.count += 1
+        self._expected_seq = seq + 1
+        self._prev = stored
+        return None
+
+    def _written_as(self, row: Mapping[str, Any]) -> int | None:
+        """The seq under which this entry's hash does verify, if any: an entry
+        moved to another place in the chain. Runs once, at the first break."""
+        probe = dict(row)
+        stored = str(row["hash"])
+        low = self.anchor.seq + 1 if self.anchor else 1
+        for candidate in range(low, max(self.last_seq, int(row["seq"])) + 1):
+            if candidate == int(row["seq"]):
+                continue
+            probe["seq"] = candidate
+            if hmac.compare_digest(entry_hash(self.key, probe), stored):
+                return candidate
+        return None
+
+    @property
+    def head(self) -> tuple[int, str]:
+        """The seq and hash the next entry must continue from."""
+        return self._expected_seq - 1, self._prev

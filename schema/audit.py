@@ -1,4 +1,11 @@
-"""The audit trail as GraphQL: entries, the district's log and a student's record of disclosures."""
+"""The audit trail as GraphQL: entries, the district's log and a student's record of disclosures.
+
+Both readers are operations of the policy (``auditLog``, ``accessLog`` in the
+rules' ``operations``), newest entry first, paged by ``seq`` cursors, and are
+themselves audited: reading a student's access log is an entry about that
+student, reading the district's log an entry about no one (or about the
+student it was filtered to); a refused read is a DENY entry.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,8 @@ from server.errors import BadUserInput, Forbidden
 
 if TYPE_CHECKING:
     from schema.types import Student
+
+MAX_SEQ = 2**63 - 1
 
 
 @strawberry.type
@@ -84,9 +93,12 @@ def decode_seq(cursor: str | None) -> int | None:
         return None
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("seq:"):
+        if not raw.startswith("seq:") or not raw[4:].isdigit():
             raise ValueError
-        return int(raw[4:])
+        seq = int(raw[4:])
+        if seq > MAX_SEQ:
+            raise ValueError
+        return seq
     except (ValueError, UnicodeDecodeError):
         raise BadUserInput("Argument 'after' is not a cursor this server issued", field="after") from None
 
@@ -98,35 +110,13 @@ def _uuid_arg(value: Any, name: str) -> uuid.UUID:
         raise BadUserInput(f"Argument '{name}' is not a valid id", field=name) from None
 
 
-async def read_audit(
-    info: Info, district_id: uuid.UUID, where: list[str], args: list[Any], first: int | None, after: str | None
-) -> AuditConnection:
-    from schema.types import check_first
+def _utc(value: dt.datetime) -> dt.datetime:
+    """A filter bound without a zone is read as UTC, like every stored time."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
-    size = check_first(first, default=100)
-    seq = decode_seq(after)
-    params: list[Any] = [district_id, *args]
-    clauses = ["district_id = $1", *where]
-    if seq is not None:
-        params.append(seq)
-        clauses.append(f"seq < ${len(params)}")
-    params.append(size + 1)
-    rows = await info.context.db.fetch(
-        f"SELECT * FROM audit_entries WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ${len(params)}",  # noqa: S608
-        *params,
-    )
-    page = rows[:size]
-    info.context.audit.note(
-        info.context.home_district_key,
-        None,
-        f"{info._raw_info.parent_type.name}.{info._raw_info.field_name}",
-        "",
-        True,
-    )
-    return AuditConnection(
-        nodes=[AuditEntry.from_row(r) for r in page],
-        page_info=PageInfo(has_next_page=len(rows) > size, end_cursor=encode_seq(page[-1]["seq"]) if page else None),
-    )
+
+def _field_name(info: Info) -> str:
+    return f"{info._raw_info.parent_type.name}.{info._raw_info.field_name}"
 
 
 def require_operation(info: Info, operation: str) -> None:
@@ -143,18 +133,51 @@ def require_operation(info: Info, operation: str) -> None:
         )
 
 
+def _audited_operation(info: Info, operation: str, district_key: str, subject_id: uuid.UUID | None) -> None:
+    """The operation check of an audit read, itself audited either way."""
+    try:
+        require_operation(info, operation)
+    except Forbidden:
+        info.context.audit.note(district_key, subject_id, _field_name(info), "", False)
+        raise
+    info.context.audit.note(district_key, subject_id, _field_name(info), "", True)
+
+
+async def read_audit(
+    info: Info, district_id: uuid.UUID, where: list[str], args: list[Any], first: int | None, after: str | None
+) -> AuditConnection:
+    """A page of one district's entries, newest first. ``where`` holds SQL
+    fragments over the placeholders $2.. bound to ``args``."""
+    from schema.types import check_first
+
+    size = check_first(first, default=100)
+    seq = decode_seq(after)
+    params: list[Any] = [district_id, *args]
+    clauses = ["district_id = $1", *where]
+    if seq is not None:
+        params.append(seq)
+        clauses.append(f"seq < ${len(params)}")
+    params.append(size + 1)
+    rows = await info.context.db.fetch(
+        f"SELECT * FROM audit_entries WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ${len(params)}",  # noqa: S608
+        *params,
+    )
+    page = rows[:size]
+    return AuditConnection(
+        nodes=[AuditEntry.from_row(r) for r in page],
+        page_info=PageInfo(has_next_page=len(rows) > size, end_cursor=encode_seq(page[-1]["seq"]) if page else None),
+    )
+
+
 async def access_log(info: Info, student: Student, first: int | None, after: str | None) -> AuditConnection | None:
-    require_operation(info, "accessLog")
+    _audited_operation(info, "accessLog", student.district_key, student.subject_id)
     return await read_audit(
         info, uuid.UUID(student.district_key), ["subject_student_id = $2"], [student.subject_id], first, after
     )
 
 
 async def audit_log(info: Info, filter: AuditFilter | None, first: int | None, after: str | None) -> AuditConnection:
-    require_operation(info, "auditLog")
-    district_id = info.context.principal.district_id
-    if district_id is None:
-        raise Forbidden("The audit log is read by a district's administrators", reason="OUT_OF_SCOPE_OPERATION")
+    ctx = info.context
     where: list[str] = []
     args: list[Any] = []
 
@@ -162,9 +185,11 @@ async def audit_log(info: Info, filter: AuditFilter | None, first: int | None, a
         args.append(value)
         where.append(sql.format(f"${len(args) + 1}"))
 
+    subject: uuid.UUID | None = None
     if filter is not None:
         if filter.subject_student_id is not None:
-            add("subject_student_id = {}", _uuid_arg(filter.subject_student_id, "filter.subjectStudentId"))
+            subject = _uuid_arg(filter.subject_student_id, "filter.subjectStudentId")
+            add("subject_student_id = {}", subject)
         if filter.actor_id is not None:
             add("actor_id = {}", _uuid_arg(filter.actor_id, "filter.actorId"))
         if filter.purpose is not None:
@@ -172,7 +197,17 @@ async def audit_log(info: Info, filter: AuditFilter | None, first: int | None, a
         if filter.decision is not None:
             add("decision = {}", filter.decision.value)
         if filter.from_ is not None:
-            add("at >= {}", filter.from_)
+            add("at >= {}", _utc(filter.from_))
         if filter.to is not None:
-            add("at < {}", filter.to)
+            add("at < {}", _utc(filter.to))
+    # Reading the log filtered to one student discloses that student's record
+    # of disclosures: the entry is about them.
+    _audited_operation(info, "auditLog", ctx.home_district_key, subject)
+    district_id = ctx.principal.district_id
+    if district_id is None:
+        raise Forbidden(
+            "The audit log is read by a district's administrators",
+            purpose=ctx.purpose.value,
+            reason="OUT_OF_SCOPE_OPERATION",
+        )
     return await read_audit(info, district_id, where, args, first, after)

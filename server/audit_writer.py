@@ -1,148 +1,173 @@
-"""Writing a request's audit entries: one statement, chained per district, before the response leaves.
+"""Writing a request's audit entries, chained per district, before the response leaves.
 
-Each district has one chain: an entry stores its predecessor's hash and its
-own, an HMAC-SHA256 over its canonical form under a key the database never
-holds, so that whoever can write the table still cannot forge a chain that
-verifies. Concurrent requests of one district serialise on a transaction-level
-advisory lock while they append.
+Two round trips per request, whatever the number of entries and districts:
+``pledgeql_audit_heads`` takes each district's chain lock and reads its head
+(migration 0004), then one multi-row INSERT writes every entry (COPY is
+refused on tables under row-level security). Both run in the request's own
+transaction, so a mutation and its entry commit together and the lock is held
+only from the audit write to the commit. The hashes are HMACs computed here
+(permissions/audit.py) under a key the database never holds, which is why the
+head must come back to the application before the INSERT.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
+from opentelemetry import trace
 
+from permissions.audit import CATEGORY_VALUES, GENESIS, HASHED_COLUMNS, Anchor, PendingEntry, anchor_mac, entry_hash
 from server.context import RequestContext
 
-GENESIS = "0" * 64
 AuditWriter = Callable[[RequestContext], Awaitable[None]]
 
+COLUMNS = (*HASHED_COLUMNS, "hash")
+_ARRAYS = frozenset({"fields", "categories"})
+_TYPES = {
+    "district_id": "uuid",
+    "seq": "bigint",
+    "id": "uuid",
+    "at": "timestamptz",
+    "actor_id": "uuid",
+    "subject_student_id": "uuid",
+    "break_glass": "boolean",
+}
 
-def canonical(entry: dict[str, Any]) -> bytes:
-    """The bytes an entry's hash covers: every stored column but the hash itself."""
-    return orjson.dumps(
-        {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in entry.items() if k != "hash"},
-        option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC,
-    )
-
-
-def entry_hash(key: bytes, entry: dict[str, Any]) -> str:
-    return hmac.new(key, canonical(entry), hashlib.sha256).hexdigest()
-
-
-def lock_id(district_id: uuid.UUID) -> int:
-    """A stable 63-bit advisory lock key per district chain."""
-    return int.from_bytes(hashlib.sha256(b"audit:" + district_id.bytes).digest()[:8], "big") >> 1
-
-
-COLUMNS = (
-    "district_id",
-    "seq",
-    "id",
-    "at",
-    "request_id",
-    "trace_id",
-    "actor_id",
-    "actor_role",
-    "purpose",
-    "justification",
-    "operation_name",
-    "subject_student_id",
-    "fields",
-    "categories",
-    "decision",
-    "break_glass",
-    "prev_hash",
-    "hash",
-)
-
-
-TYPES = (
-    "uuid",
-    "bigint",
-    "uuid",
-    "timestamptz",
-    "text",
-    "text",
-    "uuid",
-    "text",
-    "text",
-    "text",
-    "text",
-    "uuid",
-    "text",  # text[] columns travel as their literal form, unnest cannot take arrays of arrays
-    "text",
-    "text",
-    "boolean",
-    "text",
-    "text",
-)
+HEADS = "SELECT head_district, head_seq, head_hash FROM pledgeql_audit_heads($1::uuid[])"
 # Built at import from the constant column list: no value is ever interpolated.
+# text[] columns travel as their literal form: unnest cannot take arrays of arrays.
 INSERT = (
     f"INSERT INTO audit_entries ({', '.join(COLUMNS)}) SELECT "  # noqa: S608
-    + ", ".join(f"c{i}::text[]" if c in ("fields", "categories") else f"c{i}" for i, c in enumerate(COLUMNS))
+    + ", ".join(f"c{i}::text[]" if c in _ARRAYS else f"c{i}" for i, c in enumerate(COLUMNS))
     + " FROM unnest("
-    + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(TYPES))
+    + ", ".join(f"${i + 1}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(COLUMNS))
     + ") AS t("
     + ", ".join(f"c{i}" for i in range(len(COLUMNS)))
     + ")"
 )
 
 
-def _array_literal(values: list[str]) -> str:
+def _array_literal(values: tuple[str, ...] | list[str]) -> str:
     """A PostgreSQL text[] literal (fields and categories are plain identifiers)."""
     return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
+def current_trace_id() -> str | None:
+    """The active OpenTelemetry span's trace id (32 hex digits), or None."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+def chain_rows(
+    context: RequestContext,
+    entries: list[PendingEntry],
+    key: bytes,
+    heads: dict[uuid.UUID, tuple[int, str]],
+    trace_id: str | None,
+) -> list[tuple[Any, ...]]:
+    """The request's entries as INSERT rows, each chained onto its district's head."""
+    at = context.now if context.now.tzinfo is not None else context.now.replace(tzinfo=dt.UTC)
+    common = {
+        "at": at,
+        "request_id": context.request_id,
+        "trace_id": trace_id,
+        "actor_id": context.principal.user_id,
+        "actor_role": context.principal.role.value,
+        "purpose": context.purpose.value,
+        "justification": context.justification,
+        "operation_name": context.operation_name,
+        "break_glass": bool(context.rule.break_glass),
+    }
+    rows: list[tuple[Any, ...]] = []
+    for entry in entries:
+        if not CATEGORY_VALUES.issuperset(entry.categories):
+            # Fail closed rather than store an entry the log could not show.
+            raise ValueError("An audit entry names a category that is not a DataCategory value")
+        district_id = uuid.UUID(entry.district_key)
+        seq, prev = heads.get(district_id, (0, GENESIS))
+        seq += 1
+        record: dict[str, Any] = {
+            **common,
+            "district_id": district_id,
+            "seq": seq,
+            "id": uuid.uuid4(),
+            "subject_student_id": entry.subject_id,
+            "fields": entry.fields,
+            "categories": entry.categories,
+            "decision": "ALLOW" if entry.allowed else "DENY",
+            "prev_hash": prev,
+        }
+        record["hash"] = entry_hash(key, record)
+        heads[district_id] = (seq, record["hash"])
+        rows.append(tuple(_array_literal(record[c]) if c in _ARRAYS else record[c] for c in COLUMNS))
+    return rows
+
+
 def make_audit_writer(key: bytes) -> AuditWriter:
+    if not key:
+        raise ValueError("The audit key is empty; set PLEDGEQL_AUDIT_KEY or let the data dir hold a generated one")
+
     async def write_audit(context: RequestContext) -> None:
-        pending = context.audit.entries()
-        if not pending:
+        entries = context.audit.entries()
+        if not entries:
             return
-        by_district: dict[uuid.UUID, list[Any]] = {}
-        for entry in pending:
-            by_district.setdefault(uuid.UUID(entry.district_key), []).append(entry)
-        rows: list[tuple[Any, ...]] = []
-        break_glass = bool(context.rule.break_glass)
-        for district_id in sorted(by_district):
-            await context.db.execute("SELECT pg_advisory_xact_lock($1)", lock_id(district_id))
-            head = await context.db.fetchrow(
-                "SELECT seq, hash FROM audit_entries WHERE district_id = $1 ORDER BY seq DESC LIMIT 1", district_id
-            )
-            seq = head["seq"] if head else 0
-            prev = head["hash"] if head else GENESIS
-            for entry in by_district[district_id]:
-                seq += 1
-                record: dict[str, Any] = {
-                    "district_id": district_id,
-                    "seq": seq,
-                    "id": uuid.uuid4(),
-                    "at": context.now,
-                    "request_id": context.request_id,
-                    "trace_id": None,
-                    "actor_id": context.principal.user_id,
-                    "actor_role": context.principal.role.value,
-                    "purpose": context.purpose.value,
-                    "justification": context.justification,
-                    "operation_name": context.operation_name,
-                    "subject_student_id": entry.subject_id,
-                    "fields": list(entry.fields),
-                    "categories": list(entry.categories),
-                    "decision": "ALLOW" if entry.allowed else "DENY",
-                    "break_glass": break_glass,
-                    "prev_hash": prev,
-                }
-                record["hash"] = prev = entry_hash(key, record)
-                rows.append(
-                    tuple(_array_literal(record[c]) if c in ("fields", "categories") else record[c] for c in COLUMNS)
-                )
-        # One multi-row INSERT (COPY is refused on tables under row-level security).
-        columns = list(zip(*rows, strict=True))
-        await context.db.execute(INSERT, *columns)
+        districts = sorted({uuid.UUID(e.district_key) for e in entries})
+        heads = {r["head_district"]: (r["head_seq"], r["head_hash"]) for r in await context.db.fetch(HEADS, districts)}
+        rows = chain_rows(context, entries, key, heads, current_trace_id())
+        await context.db.execute(INSERT, *zip(*rows, strict=True))
 
     return write_audit
+
+
+# ------------------------------------------------------------------ retention
+
+
+async def trim_chain(conn: Any, key: bytes, district_id: uuid.UUID, before: dt.datetime) -> int:
+    """Remove a district's oldest entries written before ``before``; return how many.
+
+    For the retention job, over the owner connection (the app role cannot
+    delete audit rows), inside a transaction the caller holds or one of its
+    own. Only a prefix of the chain goes: from seq 1 (or the current anchor)
+    up to the last entry such that it and every entry before it are older
+    than ``before``. The last removed entry's seq and hash become the
+    district's key-signed anchor, from which ``pledgeql audit verify`` then
+    checks the rest; removing entries any other way breaks the chain.
+    """
+    async with conn.transaction():
+        heads = await conn.fetch(HEADS, [district_id])
+        if not heads:
+            return 0
+        cut = await conn.fetchrow(
+            """
+            SELECT seq, hash, at FROM audit_entries
+            WHERE district_id = $1 AND seq < coalesce(
+                (SELECT min(seq) FROM audit_entries WHERE district_id = $1 AND at >= $2), 9223372036854775807)
+            ORDER BY seq DESC LIMIT 1
+            """,
+            district_id,
+            before,
+        )
+        if cut is None:
+            return 0
+        status: str = await conn.execute(
+            "DELETE FROM audit_entries WHERE district_id = $1 AND seq <= $2", district_id, cut["seq"]
+        )
+        removed = int(status.split()[-1])
+        anchor = Anchor(district_id, cut["seq"], cut["hash"], cut["at"], "")
+        await conn.execute(
+            """
+            INSERT INTO audit_anchors (district_id, seq, hash, at, removed, mac) VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (district_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at = excluded.at,
+                removed = audit_anchors.removed + excluded.removed, removed_at = now(), mac = excluded.mac
+            """,
+            district_id,
+            anchor.seq,
+            anchor.hash,
+            anchor.at,
+            removed,
+            anchor_mac(key, district_id, anchor.seq, anchor.hash, anchor.at),
+        )
+        return removed

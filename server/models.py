@@ -440,6 +440,22 @@ class AuditEntry(Base):
     hash: Mapped[str] = mapped_column(Text)
 
 
+class AuditAnchor(Base):
+    """Where a district's chain starts after retention removed its oldest entries
+    (migration 0004): the last removed entry's seq, hash and time, signed with
+    the audit key. Written by the retention job only; the app role may read it."""
+
+    __tablename__ = "audit_anchors"
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(Text)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    removed_at: Mapped[dt.datetime] = _now()
+    removed: Mapped[int] = mapped_column(BigInteger)
+    mac: Mapped[str] = mapped_column(Text)
+
+
 DISTRICT_TABLES = (
     "schools",
     "users",

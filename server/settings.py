@@ -104,10 +104,16 @@ class Settings:
 
         It must never be stored in the database: whoever holds it can forge a chain.
         """
-        configured = self.extra.get("audit_key") or os.environ.get("PLEDGEQL_AUDIT_KEY")
+        configured = self.extra.get("audit_key") or _env().get("PLEDGEQL_AUDIT_KEY")
         if configured:
             return configured.encode()
         return self._secret_file("audit_key").encode()
+
+    def has_audit_key(self) -> bool:
+        """Whether a key is configured or already generated: a verifier must not mint a new one."""
+        return bool(self.extra.get("audit_key") or _env().get("PLEDGEQL_AUDIT_KEY")) or (
+            self.data_dir / "audit_key"
+        ).is_file()
 
     def _secret_file(self, name: str) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
