@@ -50,8 +50,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("district_id", name=op.f("pk_audit_anchors")),
     )
     op.execute(f"GRANT SELECT ON audit_anchors TO {APP_ROLE}")
+    # Enabled, not forced (as in 0002): it binds the app role; the owner that
+    # runs retention and verify sees every district.
     op.execute("ALTER TABLE audit_anchors ENABLE ROW LEVEL SECURITY")
-    op.execute("ALTER TABLE audit_anchors FORCE ROW LEVEL SECURITY")
     op.execute(f"CREATE POLICY tenant_isolation ON audit_anchors TO {APP_ROLE} USING ({IN_SCOPE})")
     op.execute(
         """

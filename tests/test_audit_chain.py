@@ -1,0 +1,497 @@
+"""Tamper evidence: `pledgeql audit verify` recomputes every chain with the key.
+
+Each tampering test changes the stored chain through the owner connection (the
+app role cannot), checks that verify fails naming the entry, and puts the
+chain back, checking that it verifies again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from permissions.audit import GENESIS, Anchor, ChainVerifier, anchor_mac, entry_hash
+from server.audit_cli import ENTRY_COLUMNS, command
+from server.audit_writer import trim_chain
+from server.db import DatabaseUrls, connect
+from server.settings import Settings
+
+TEACHER_NW = "teacher1@northwind.example"
+TEACHER_RS = "teacher1@riverside.example"
+KEY = b"k" * 32
+
+
+# ------------------------------------------------------- the pure verifier
+
+
+def make_chain(n: int, key: bytes = KEY, district: uuid.UUID | None = None) -> list[dict[str, Any]]:
+    district = district or uuid.uuid4()
+    rows: list[dict[str, Any]] = []
+    prev = GENESIS
+    for seq in range(1, n + 1):
+        row: dict[str, Any] = {
+            "district_id": district,
+            "seq": seq,
+            "id": uuid.uuid4(),
+            "at": dt.datetime(2026, 9, 1, 8, 0, seq, 123456, tzinfo=dt.UTC),
+            "request_id": f"r{seq}",
+            "trace_id": None,
+            "actor_id": uuid.uuid4(),
+            "actor_role": "TEACHER",
+            "purpose": "INSTRUCTION",
+            "justification": None,
+            "operation_name": None,
+            "subject_student_id": uuid.uuid4() if seq % 2 else None,
+            "fields": ["Student.firstName"],
+            "categories": ["DIRECTORY"],
+            "decision": "ALLOW",
+            "break_glass": False,
+            "prev_hash": prev,
+        }
+        row["hash"] = prev = entry_hash(key, row)
+        rows.append(row)
+    return rows
+
+
+def first_break(rows: list[dict[str, Any]], key: bytes = KEY, anchor: Anchor | None = None) -> Any:
+    verifier = ChainVerifier(key, rows[0]["district_id"], anchor, max(r["seq"] for r in rows))
+    broken = verifier.start()
+    for row in rows:
+        broken = broken or verifier.feed(row)
+    return broken
+
+
+def test_an_untouched_chain_verifies_and_reports_its_head() -> None:
+    rows = make_chain(6)
+    verifier = ChainVerifier(KEY, rows[0]["district_id"])
+    assert all(verifier.feed(r) is None for r in rows)
+    assert verifier.count == 6 and verifier.head == (6, rows[-1]["hash"])
+
+
+def test_the_hash_covers_every_column_but_itself() -> None:
+    row = make_chain(1)[0]
+    changed = {
+        "district_id": uuid.uuid4(),
+        "seq": 2,
+        "id": uuid.uuid4(),
+        "at": row["at"] + dt.timedelta(microseconds=1),
+        "request_id": "other",
+        "trace_id": "0" * 32,
+        "actor_id": uuid.uuid4(),
+        "actor_role": "SUPPORT",
+        "purpose": "SUPPORT",
+        "justification": "x",
+        "operation_name": "Op",
+        "subject_student_id": uuid.uuid4(),
+        "fields": ["Student.lastName"],
+        "categories": ["WORK"],
+        "decision": "DENY",
+        "break_glass": True,
+        "prev_hash": "1" * 64,
+    }
+    for column, value in changed.items():
+        assert entry_hash(KEY, {**row, column: value}) != row["hash"], column
+
+
+def test_the_canonical_time_does_not_depend_on_the_zone_it_is_given_in() -> None:
+    row = make_chain(1)[0]
+    shifted = {**row, "at": row["at"].astimezone(dt.timezone(dt.timedelta(hours=-5)))}
+    assert entry_hash(KEY, shifted) == row["hash"]
+
+
+def test_an_altered_entry_is_named() -> None:
+    rows = make_chain(5)
+    rows[2]["purpose"] = "REPORTING"
+    broken = first_break(rows)
+    assert (broken.seq, broken.entry_id, broken.kind) == (3, rows[2]["id"], "altered")
+
+
+def test_a_deleted_entry_is_named_by_its_seq_and_the_entry_after_it() -> None:
+    rows = make_chain(5)
+    del rows[2]
+    broken = first_break(rows)
+    assert (broken.seq, broken.entry_id, broken.kind) == (4, rows[2]["id"], "deleted")
+    assert "seq 3" in broken.detail
+
+
+def test_swapped_entries_are_reported_as_reordered() -> None:
+    rows = make_chain(5)
+    rows[1]["seq"], rows[2]["seq"] = 3, 2
+    rows[1], rows[2] = rows[2], rows[1]
+    broken = first_break(rows)
+    assert (broken.seq, broken.entry_id, broken.kind) == (2, rows[1]["id"], "reordered")
+    assert "written as seq 3" in broken.detail
+
+
+def test_a_chain_rewritten_without_the_key_is_detected() -> None:
+    rows = make_chain(5)
+    forged = make_chain(5, key=b"not the key")
+    assert first_break(forged).kind == "altered" and first_break(forged).seq == 1
+    # Rewriting from the third entry on, relinking every hash, still fails there.
+    prev = rows[1]["hash"]
+    for row in rows[2:]:
+        row["purpose"] = "REPORTING"
+        row["prev_hash"] = prev
+        row["hash"] = prev = entry_hash(b"guessed key", row)
+    broken = first_break(rows)
+    assert (broken.seq, broken.kind) == (3, "altered")
+
+
+def test_missing_first_entries_need_a_key_signed_anchor() -> None:
+    rows = make_chain(6)
+    kept = rows[3:]
+    assert first_break(kept).kind == "deleted"
+    last = rows[2]
+    anchor = Anchor(last["district_id"], 3, last["hash"], last["at"], "")
+    good = dataclasses.replace(anchor, mac=anchor_mac(KEY, anchor.district_id, 3, last["hash"], last["at"]))
+    assert first_break(kept, anchor=good) is None
+    forged = dataclasses.replace(anchor, mac=anchor_mac(b"guess", anchor.district_id, 3, last["hash"], last["at"]))
+    assert first_break(kept, anchor=forged).kind == "anchor"
+    # An anchor cannot excuse more than it signed for.
+    assert first_break(rows[4:], anchor=good).kind == "deleted"
+
+
+# ----------------------------------------------------- against the database
+
+
+@pytest.fixture(scope="module")
+def verify_settings(settings: Settings, db: DatabaseUrls) -> Settings:
+    return dataclasses.replace(settings, database_url=db.owner)
+
+
+@pytest.fixture(scope="module")
+def audit_key(settings: Settings) -> bytes:
+    return settings.audit_key()
+
+
+@pytest.fixture(scope="module")
+async def districts(owner: Any) -> dict[str, uuid.UUID]:
+    rows = await owner.fetch("SELECT name, id FROM districts")
+    return {r["name"].split()[0].lower(): r["id"] for r in rows}
+
+
+async def read_some(gql: Any, users: dict[str, uuid.UUID], owner: Any, times: int = 4) -> None:
+    """A few requests that write entries in both districts."""
+    students = {
+        TEACHER_NW: users["student1@northwind.example"],
+        TEACHER_RS: users["student1@riverside.example"],
+    }
+    for _ in range(times):
+        for teacher, student in students.items():
+            body = await gql(
+                teacher,
+                "INSTRUCTION",
+                "query R($id: ID!) { student(id: $id) { firstName gender } }",
+                {"id": str(student)},
+            )
+            assert body["data"]["student"]["firstName"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def chain(app: Any, gql: Any, users: dict[str, uuid.UUID], owner: Any) -> None:
+    await read_some(gql, users, owner)
+
+
+async def verify(settings: Settings, capsys: pytest.CaptureFixture[str], district: str | None = None) -> Any:
+    code = await asyncio.to_thread(command, settings, argparse.Namespace(district=district))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+async def entry(owner: Any, district: uuid.UUID, seq: int) -> Any:
+    return await owner.fetchrow(
+        f"SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE district_id = $1 AND seq = $2", district, seq
+    )
+
+
+async def reinsert(owner: Any, row: Any) -> None:
+    columns = list(row.keys())
+    placeholders = ", ".join(f"${i + 1}" for i in range(len(columns)))
+    await owner.execute(
+        f"INSERT INTO audit_entries ({', '.join(columns)}) VALUES ({placeholders})", *[row[c] for c in columns]
+    )
+
+
+async def test_an_untouched_chain_passes_with_one_ok_line_per_district(
+    verify_settings: Settings, capsys: pytest.CaptureFixture[str], districts: dict[str, uuid.UUID]
+) -> None:
+    code, out, err = await verify(verify_settings, capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    for district in districts.values():
+        (line,) = [ln for ln in lines if str(district) in ln]
+        assert line.startswith(f"OK district {district}: ") and " entries (seq 1.." in line
+    assert err == ""
+
+
+async def test_an_updated_entry_fails_verify_naming_it(
+    verify_settings: Settings, capsys: pytest.CaptureFixture[str], owner: Any, districts: dict[str, uuid.UUID]
+) -> None:
+    district = districts["northwind"]
+    original = await entry(owner, district, 3)
+    await owner.execute(
+        "UPDATE audit_entries SET fields = ARRAY['Student.lastName'] WHERE district_id = $1 AND seq = 3", district
+    )
+    try:
+        code, out, err = await verify(verify_settings, capsys)
+        assert code == 1
+        assert f"district {district}: entry seq 3 id {original['id']}: altered" in err
+        assert f"OK district {districts['riverside']}" in out  # the other chain still verifies
+    finally:
+        await owner.execute(
+            "UPDATE audit_entries SET fields = $2 WHERE district_id = $1 AND seq = 3", district, original["fields"]
+        )
+    assert (await verify(verify_settings, capsys))[0] == 0
+
+
+async def test_a_deleted_entry_fails_verify_naming_its_seq(
+    verify_settings: Settings, capsys: pytest.CaptureFixture[str], owner: Any, districts: dict[str, uuid.UUID]
+) -> None:
+    district = districts["northwind"]
+    original = await entry(owner, district, 2)
+    after = await entry(owner, district, 3)
+    await owner.execute("DELETE FROM audit_entries WHERE district_id = $1 AND seq = 2", district)
+    try:
+        code, _, err = await verify(verify_settings, capsys)
+        assert code == 1
+        assert f"district {district}: entry seq 3 id {after['id']}: deleted: entries seq 2 before this one" in err
+    finally:
+        await reinsert(owner, original)
+    assert (await verify(verify_settings, capsys))[0] == 0
+
+
+async def test_two_swapped_entries_fail_verify_as_reordered(
+    verify_settings: Settings, capsys: pytest.CaptureFixture[str], owner: Any, districts: dict[str, uuid.UUID]
+) -> None:
+    district = districts["riverside"]
+    fourth = await entry(owner, district, 4)
+
+    async def swap() -> None:
+        async with owner.transaction():
+            await owner.execute("UPDATE audit_entries SET seq = -1 WHERE district_id = $1 AND seq = 4", district)
+            await owner.execute("UPDATE audit_entries SET seq = 4 WHERE district_id = $1 AND seq = 5", district)
+            await owner.execute("UPDATE audit_entries SET seq = 5 WHERE district_id = $1 AND seq = -1", district)
+
+    await swap()
+    try:
+        code, _, err = await verify(verify_settings, capsys, str(district))
+        assert code == 1
+        moved = await entry(owner, district, 4)
+        assert moved["id"] != fourth["id"]
+        assert f"district {district}: entry seq 4 id {moved['id']}: reordered: this entry was written as seq 5" in err
+    finally:
+        await swap()
+    assert (await verify(verify_settings, capsys))[0] == 0
+
+
+async def test_a_rewrite_of_the_chain_without_the_key_fails_verify(
+    verify_settings: Settings, capsys: pytest.CaptureFixture[str], owner: Any, districts: dict[str, uuid.UUID]
+) -> None:
+    district = districts["northwind"]
+    rows = [
+        dict(r)
+        for r in await owner.fetch(
+            f"SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE district_id = $1 ORDER BY seq", district
+        )
+    ]
+    originals = [(r["seq"], r["purpose"], r["prev_hash"], r["hash"]) for r in rows]
+    prev = rows[1]["hash"]
+    async with owner.transaction():
+        for row in rows[2:]:
+            row["purpose"], row["prev_hash"] = "REPORTING", prev
+            row["hash"] = prev = entry_hash(b"a guessed key", row)
+            await owner.execute(
+                "UPDATE audit_entries SET purpose = $3, prev_hash = $4, hash = $5 WHERE district_id = $1 AND seq = $2",
+                district,
+                row["seq"],
+                row["purpose"],
+                row["prev_hash"],
+                row["hash"],
+            )
+    try:
+        code, _, err = await verify(verify_settings, capsys)
+        assert code == 1 and f"district {district}: entry seq 3 id {rows[2]['id']}: altered" in err
+    finally:
+        async with owner.transaction():
+            for seq, purpose, prev_hash, hash_ in originals:
+                await owner.execute(
+                    "UPDATE audit_entries SET purpose = $3, prev_hash = $4, hash = $5 "
+                    "WHERE district_id = $1 AND seq = $2",
+                    district,
+                    seq,
+                    purpose,
+                    prev_hash,
+                    hash_,
+                )
+    assert (await verify(verify_settings, capsys))[0] == 0
+
+
+async def test_verify_of_one_district_prints_only_that_district(
+    verify_settings: Settings, capsys: pytest.CaptureFixture[str], districts: dict[str, uuid.UUID]
+) -> None:
+    code, out, _ = await verify(verify_settings, capsys, str(districts["riverside"]))
+    assert code == 0 and out.count("OK district") == 1 and str(districts["riverside"]) in out
+    code, _, err = await verify(verify_settings, capsys, "not-a-district")
+    assert code == 2 and "--district must be a district id" in err
+
+
+async def test_verify_refuses_to_run_without_the_audit_key(
+    verify_settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PLEDGEQL_AUDIT_KEY", raising=False)
+    keyless = dataclasses.replace(verify_settings, data_dir=tmp_path, extra={})
+    code, _, err = await verify(keyless, capsys)
+    assert code == 2 and "no audit key" in err
+    assert not (tmp_path / "audit_key").exists()
+
+
+async def test_verify_with_another_key_fails_at_the_first_entry(
+    verify_settings: Settings, capsys: pytest.CaptureFixture[str], districts: dict[str, uuid.UUID]
+) -> None:
+    other = dataclasses.replace(verify_settings, extra={"audit_key": "another key entirely, 32+ characters long"})
+    code, _, err = await verify(other, capsys, str(districts["northwind"]))
+    assert code == 1 and "entry seq 1 " in err and "altered" in err
+
+
+def test_the_command_line_verifies_and_fails_with_a_nonzero_status(verify_settings: Settings, db: DatabaseUrls) -> None:
+    env = {
+        **os.environ,
+        "PLEDGEQL_DATABASE_URL": db.owner,
+        "PLEDGEQL_DATA_DIR": str(verify_settings.data_dir),
+    }
+    env.pop("PLEDGEQL_AUDIT_KEY", None)
+    pledgeql = Path(sys.executable).with_name("pledgeql")
+    ok = subprocess.run(  # noqa: S603 (our own console entry point)
+        [pledgeql, "audit", "verify"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.count("OK district") >= 2
+    bad = subprocess.run(  # noqa: S603 (our own console entry point)
+        [pledgeql, "audit", "verify"],
+        env={**env, "PLEDGEQL_AUDIT_KEY": "not the key the server signs with"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and "altered" in bad.stderr
+
+
+async def test_the_app_role_can_neither_change_nor_remove_audit_entries(
+    db: DatabaseUrls, districts: dict[str, uuid.UUID]
+) -> None:
+    app = await connect(db.app)
+    try:
+        async with app.transaction():
+            await app.execute("SELECT set_config('pledgeql.district_ids', $1, true)", str(districts["northwind"]))
+            assert await app.fetchval("SELECT count(*) FROM audit_entries") > 0
+        for statement in (
+            "UPDATE audit_entries SET purpose = 'SUPPORT'",
+            "DELETE FROM audit_entries",
+            "TRUNCATE audit_entries",
+            "INSERT INTO audit_anchors (district_id, seq, hash, at, removed, mac) "
+            "VALUES (gen_random_uuid(), 1, '', now(), 1, '')",
+            "DELETE FROM audit_anchors",
+        ):
+            async with app.transaction():
+                await app.execute("SELECT set_config('pledgeql.district_ids', $1, true)", str(districts["northwind"]))
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await app.execute(statement)
+    finally:
+        await app.close()
+
+
+async def test_entries_survive_the_deletion_of_the_students_record(
+    verify_settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    owner: Any,
+    gql: Any,
+    users: dict[str, uuid.UUID],
+) -> None:
+    student = users["student5@riverside.example"]
+    body = await gql(
+        "admin@riverside.example",
+        "INSTRUCTION",
+        "query S($id: ID!) { student(id: $id) { firstName } }",
+        {"id": str(student)},
+    )
+    assert body["data"]["student"]["firstName"]
+    before = await owner.fetchval("SELECT count(*) FROM audit_entries WHERE subject_student_id = $1", student)
+    assert before > 0
+    foreign_keys = await owner.fetchval(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = 'audit_entries'::regclass AND contype = 'f'"
+    )
+    assert foreign_keys == 0
+    await owner.execute("DELETE FROM users WHERE id = $1", student)
+    assert await owner.fetchval("SELECT count(*) FROM users WHERE id = $1", student) == 0
+    after = await owner.fetchval("SELECT count(*) FROM audit_entries WHERE subject_student_id = $1", student)
+    assert after == before
+    assert (await verify(verify_settings, capsys))[0] == 0
+
+
+# ------------------------------------------------------------------ retention
+
+
+async def test_retention_trim_leaves_a_chain_that_verifies_from_its_signed_anchor(
+    verify_settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    owner: Any,
+    gql: Any,
+    users: dict[str, uuid.UUID],
+    audit_key: bytes,
+    districts: dict[str, uuid.UUID],
+) -> None:
+    district = districts["riverside"]
+    cutoff = dt.datetime.now(dt.UTC)
+    await asyncio.sleep(0.01)
+    await read_some(gql, users, owner, times=2)
+    total = await owner.fetchval("SELECT count(*) FROM audit_entries WHERE district_id = $1", district)
+    older = await owner.fetchval(
+        "SELECT count(*) FROM audit_entries WHERE district_id = $1 AND at < $2", district, cutoff
+    )
+    assert 0 < older < total
+
+    # Removing old entries without the retention job breaks the chain.
+    saved = await owner.fetch(
+        f"SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE district_id = $1 AND seq <= 2", district
+    )
+    await owner.execute("DELETE FROM audit_entries WHERE district_id = $1 AND seq <= 2", district)
+    code, _, err = await verify(verify_settings, capsys, str(district))
+    assert code == 1 and "missing at the start of the chain" in err
+    for row in saved:
+        await reinsert(owner, row)
+
+    removed = await trim_chain(owner, audit_key, district, cutoff)
+    assert removed == older
+    code, out, err = await verify(verify_settings, capsys, str(district))
+    assert code == 0, err
+    assert f"{total - older} entries (seq {older + 1}..{total}, continuing retention anchor at seq {older})" in out
+
+    # A forged anchor (no key) is refused.
+    mac = await owner.fetchval("SELECT mac FROM audit_anchors WHERE district_id = $1", district)
+    await owner.execute("UPDATE audit_anchors SET seq = seq - 1 WHERE district_id = $1", district)
+    code, _, err = await verify(verify_settings, capsys, str(district))
+    assert code == 1 and ": anchor:" in err
+    await owner.execute("UPDATE audit_anchors SET seq = seq + 1, mac = $2 WHERE district_id = $1", district, mac)
+
+    # Everything removed: the next request continues the chain from the anchor.
+    assert await trim_chain(owner, audit_key, district, dt.datetime.now(dt.UTC)) == total - older
+    assert await owner.fetchval("SELECT count(*) FROM audit_entries WHERE district_id = $1", district) == 0
+    await read_some(gql, users, owner, times=1)
+    first = await owner.fetchrow(
+        "SELECT seq, prev_hash FROM audit_entries WHERE district_id = $1 ORDER BY seq LIMIT 1", district
+    )
+    assert first["seq"] == total + 1
+    code, out, err = await verify(verify_settings, capsys)
+    assert code == 0, err
+    assert f"continuing retention anchor at seq {total}" in out
