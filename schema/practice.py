@@ -1,12 +1,27 @@
-"""Student practice and classroom work: submitResponse, recordActivity, createAssignment."""
+"""Student practice and classroom work: submitResponse, recordActivity, createAssignment.
+
+Each mutation checks its operation against the policy data, validates all of
+its input, and only then writes: a field error does not roll the request's
+transaction back, so nothing may be written before the last check has passed.
+Its audit note names the categories written, never the values.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import datetime as dt
+import hashlib
+import ipaddress
+import uuid
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from strawberry.types import Info
 
-from server.errors import NotAvailable
+from permissions.enums import DataCategory, Role
+from resolvers import practice as sql
+from schema.audit import require_operation
+from schema.types import Assignment, Response
+from server.errors import BadUserInput, Forbidden, NotFound
 
 if TYPE_CHECKING:
     from schema.governance import (
@@ -16,16 +31,318 @@ if TYPE_CHECKING:
         SubmitResponseInput,
         SubmitResponsePayload,
     )
-    from schema.types import Assignment
+
+MAX_ANSWER_CHARS = 10_000
+MAX_TIME_SPENT_SECONDS = 86_400
+MAX_EVENTS = 500
+MAX_TARGET_CHARS = 1_000
+MAX_DURATION_MS = 86_400_000
+MAX_TITLE_CHARS = 200
+MAX_KEY_CHARS = 200
+MAX_AGENT_CHARS = 512
+MAX_REFERRER_CHARS = 2_048
+# Clients' clocks drift: an event or a due date this close to now is not "in the future" or "in the past".
+CLOCK_SKEW = dt.timedelta(minutes=5)
+MAX_EVENT_AGE = dt.timedelta(days=30)
+MAX_DUE_AHEAD = dt.timedelta(days=732)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _require(info: Info, operation: str, subject: uuid.UUID | None) -> uuid.UUID:
+    """The policy's word on the operation; the caller's district when allowed.
+
+    A refusal is audited as a denied attempt (no values, no category)."""
+    ctx = info.context
+    try:
+        require_operation(info, operation)
+        if ctx.principal.district_id is None:
+            raise Forbidden(
+                f"Operation {operation} writes a district's data and needs a district account",
+                purpose=ctx.purpose.value,
+                reason="OUT_OF_SCOPE_OPERATION",
+            )
+    except Forbidden:
+        ctx.audit.note(ctx.home_district_key, subject, f"Mutation.{operation}", "", False)
+        raise
+    district_id: uuid.UUID = ctx.principal.district_id
+    return district_id
+
+
+def _student_subject(info: Info) -> uuid.UUID | None:
+    """Whose data a student's write is about: the caller's own, never an argument."""
+    principal = info.context.principal
+    return principal.user_id if principal.role is Role.STUDENT else None
+
+
+def _parse_id(value: Any, field: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise BadUserInput(f"{field} is not a valid id", field=field) from None
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    """A timestamp without a zone is read as UTC."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+def _printable_header(value: str | None, name: str, limit: int) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > limit or not value.isprintable():
+        raise BadUserInput(f"The {name} header must be 1 to {limit} printable characters", field=name)
+    return value
+
+
+def _collects(info: Info, district_id: uuid.UUID) -> tuple[bool, bool]:
+    """(collectUsage, collectDevice) of the district; off when its settings are unknown."""
+    conditions = info.context.conditions.get(str(district_id))
+    if conditions is None:
+        return False, False
+    return bool(conditions.collect_usage), bool(conditions.collect_device)
+
+
+# ------------------------------------------------------------ submitResponse
+
+
+def _payload(row: Any) -> SubmitResponsePayload:
+    from schema.governance import SubmitResponsePayload
+
+    return SubmitResponsePayload(response=Response.of(row), correct=bool(row["correct"]), feedback=row["feedback"])
+
+
+def _replay(row: Any, item_id: uuid.UUID, assignment_id: uuid.UUID | None, answer: str) -> SubmitResponsePayload:
+    """A retry of a stored submission: the stored response, provided it is the same submission."""
+    if row["item_id"] != item_id or row["assignment_id"] != assignment_id or row["answer"] != answer:
+        raise BadUserInput(
+            "This Idempotency-Key was already used for a different submission; send a new key with a new answer",
+            field="Idempotency-Key",
+        )
+    return _payload(row)
 
 
 async def submit_response(info: Info, input: SubmitResponseInput) -> SubmitResponsePayload:
-    raise NotAvailable("submitResponse is not available in this release")
+    ctx = info.context
+    student_id = ctx.principal.user_id
+    district_id = _require(info, "submitResponse", _student_subject(info))
+
+    item_id = _parse_id(input.item_id, "input.itemId")
+    assignment_id = None if input.assignment_id is None else _parse_id(input.assignment_id, "input.assignmentId")
+    answer = input.answer
+    if not answer.strip():
+        raise BadUserInput("input.answer must not be blank", field="input.answer")
+    if len(answer) > MAX_ANSWER_CHARS:
+        raise BadUserInput(f"input.answer must be at most {MAX_ANSWER_CHARS} characters", field="input.answer")
+    time_spent = input.time_spent_seconds
+    if time_spent is not None and not 0 <= time_spent <= MAX_TIME_SPENT_SECONDS:
+        raise BadUserInput(
+            f"input.timeSpentSeconds must be between 0 and {MAX_TIME_SPENT_SECONDS}", field="input.timeSpentSeconds"
+        )
+    key = _printable_header(ctx.client.idempotency_key, "Idempotency-Key", MAX_KEY_CHARS)
+
+    target = await sql.graded_target(ctx.db, district_id, item_id, assignment_id, ctx.principal.class_ids, answer)
+    if target is None:
+        raise NotFound("Item not found")
+    if assignment_id is not None:
+        # Another class's assignment looks exactly like one that does not exist.
+        if target.assignment_id is None:
+            raise NotFound("Assignment not found")
+        if target.assignment_assessment_id != target.assessment_id:
+            raise BadUserInput("This item is not part of the assignment's assessment", field="input.itemId")
+    elif not target.practice:
+        raise BadUserInput(
+            "This item is not open for practice: submit it with the id of its assignment", field="input.assignmentId"
+        )
+
+    collect_usage, _ = _collects(info, district_id)
+    if key is not None:
+        stored = await sql.response_by_key(ctx.db, district_id, student_id, key)
+        if stored is not None:
+            payload = _replay(stored, item_id, assignment_id, answer)
+            ctx.audit.note(str(district_id), student_id, "Mutation.submitResponse", "", True)
+            return payload
+
+    row = await sql.insert_response(
+        ctx.db,
+        district_id=district_id,
+        student_id=student_id,
+        target=target,
+        answer=answer,
+        # Time on task is usage data: not kept where the district does not collect it.
+        time_spent_seconds=time_spent if collect_usage else None,
+        submitted_at=ctx.now,
+        idempotency_key=key,
+        touch_last_active=collect_usage,
+    )
+    if row is None and key is not None:
+        # A concurrent retry with the same key stored it first: answer as a retry.
+        stored = await sql.response_by_key(ctx.db, district_id, student_id, key)
+        if stored is not None:
+            payload = _replay(stored, item_id, assignment_id, answer)
+            ctx.audit.note(str(district_id), student_id, "Mutation.submitResponse", "", True)
+            return payload
+    if row is None:
+        raise RuntimeError("the response was neither stored nor found")
+    for category in (DataCategory.WORK, DataCategory.PERFORMANCE):
+        ctx.audit.note(str(district_id), student_id, "Mutation.submitResponse", category.value, True)
+    if collect_usage:
+        ctx.audit.note(str(district_id), student_id, "Mutation.submitResponse", DataCategory.USAGE.value, True)
+    return _payload(row)
+
+
+# ------------------------------------------------------------ recordActivity
+
+
+def _event(index: int, event: ActivityEventInput, now: dt.datetime) -> sql.EventRow:
+    path = f"events[{index}]"
+    target = event.target
+    if target is not None and (len(target) > MAX_TARGET_CHARS or not target.isprintable()):
+        raise BadUserInput(
+            f"{path}.target must be at most {MAX_TARGET_CHARS} printable characters", field=f"{path}.target"
+        )
+    duration = event.duration_ms
+    if duration is not None and not 0 <= duration <= MAX_DURATION_MS:
+        raise BadUserInput(f"{path}.durationMs must be between 0 and {MAX_DURATION_MS}", field=f"{path}.durationMs")
+    occurred = _aware(event.occurred_at)
+    if occurred > now + CLOCK_SKEW:
+        raise BadUserInput(f"{path}.occurredAt is in the future", field=f"{path}.occurredAt")
+    if occurred < now - MAX_EVENT_AGE:
+        raise BadUserInput(f"{path}.occurredAt is more than {MAX_EVENT_AGE.days} days ago", field=f"{path}.occurredAt")
+    return sql.EventRow(kind=event.kind.value, target=target, occurred_at=occurred, duration_ms=duration)
+
+
+def session_key(student_id: uuid.UUID, client_session: str | None, user_agent: str | None, day: dt.date) -> str:
+    """The session a batch belongs to.
+
+    With an X-Session-Id header, that session (hashed with the student's id,
+    so a client-chosen value can never name another student's session);
+    without one, the student's sessions are one per user agent and UTC day."""
+    if client_session is not None:
+        material = f"client|{student_id}|{client_session}"
+    else:
+        material = f"derived|{student_id}|{user_agent or ''}|{day.isoformat()}"
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def _ip(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
+def _referrer(value: str | None) -> str | None:
+    """Where the student came from, without its query or fragment (they can carry personal data)."""
+    if not value:
+        return None
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))[:MAX_REFERRER_CHARS]
+
+
+def device_from_request(ip_address: str | None, user_agent: str | None, referrer: str | None) -> sql.Device:
+    agent = user_agent[:MAX_AGENT_CHARS] if user_agent else None
+    facts = sql.parse_user_agent(agent)
+    return sql.Device(
+        ip_address=_ip(ip_address),
+        user_agent=agent,
+        browser=facts.browser,
+        operating_system=facts.operating_system,
+        device_type=facts.device_type,
+        referrer=_referrer(referrer),
+    )
 
 
 async def record_activity(info: Info, events: list[ActivityEventInput]) -> RecordActivityPayload:
-    raise NotAvailable("recordActivity is not available in this release")
+    from schema.governance import RecordActivityPayload
+
+    ctx = info.context
+    student_id = ctx.principal.user_id
+    district_id = _require(info, "recordActivity", _student_subject(info))
+
+    if len(events) > MAX_EVENTS:
+        raise BadUserInput(f"Send at most {MAX_EVENTS} events per call (this call has {len(events)})", field="events")
+    rows = [_event(i, e, ctx.now) for i, e in enumerate(events)]
+    client_session = _printable_header(ctx.client.session_id, "X-Session-Id", 128)
+    key = session_key(student_id, client_session, ctx.client.user_agent, ctx.now.date())
+    collect_usage, collect_device = _collects(info, district_id)
+    # Everything is computed before the first write: a failure after it would not roll back.
+    device = device_from_request(ctx.client.ip_address, ctx.client.user_agent, ctx.client.referrer)
+    started = min([r.occurred_at for r in rows if r.occurred_at <= ctx.now], default=ctx.now)
+    latest = min([max(r.occurred_at for r in rows), ctx.now]) if rows else None
+
+    dropped: list[str] = []
+    accepted = 0
+    if collect_usage:
+        accepted = await sql.insert_activity(ctx.db, district_id, student_id, key, rows)
+        if latest is not None:
+            await sql.touch_last_active(ctx.db, district_id, student_id, latest)
+            ctx.audit.note(str(district_id), student_id, "Mutation.recordActivity", DataCategory.USAGE.value, True)
+    else:
+        dropped.append("collectUsage is off for this district, so activity events are not stored")
+    if collect_device:
+        if await sql.insert_device_session(ctx.db, district_id, student_id, key, started, device):
+            ctx.audit.note(str(district_id), student_id, "Mutation.recordActivity", DataCategory.DEVICE.value, True)
+    else:
+        dropped.append("collectDevice is off for this district, so the device session is not stored")
+    # The call itself is audited even when nothing of a category was written.
+    ctx.audit.note(str(district_id), student_id, "Mutation.recordActivity", "", True)
+    return RecordActivityPayload(accepted=accepted, dropped_reason="; ".join(dropped) or None)
+
+
+# ----------------------------------------------------------- createAssignment
 
 
 async def create_assignment(info: Info, input: CreateAssignmentInput) -> Assignment:
-    raise NotAvailable("createAssignment is not available in this release")
+    ctx = info.context
+    district_id = _require(info, "createAssignment", None)
+
+    class_id = _parse_id(input.class_id, "input.classId")
+    assessment_id = _parse_id(input.assessment_id, "input.assessmentId")
+    title = input.title.strip()
+    if not title:
+        raise BadUserInput("input.title must not be blank", field="input.title")
+    if len(title) > MAX_TITLE_CHARS or not title.isprintable():
+        raise BadUserInput(
+            f"input.title must be at most {MAX_TITLE_CHARS} printable characters on one line", field="input.title"
+        )
+    due_at = None if input.due_at is None else _aware(input.due_at)
+    if due_at is not None and due_at < ctx.now - CLOCK_SKEW:
+        raise BadUserInput("input.dueAt must not be in the past", field="input.dueAt")
+    if due_at is not None and due_at > ctx.now + MAX_DUE_AHEAD:
+        raise BadUserInput("input.dueAt must be within two years from now", field="input.dueAt")
+
+    if class_id not in ctx.principal.class_ids:
+        if await sql.class_in_district(ctx.db, district_id, class_id):
+            # The class is the district's, visible by name to its staff: refuse, do not pretend it is missing.
+            ctx.audit.note(str(district_id), None, "Mutation.createAssignment", "", False)
+            raise Forbidden(
+                "You can create assignments only for classes you teach",
+                purpose=ctx.purpose.value,
+                reason="OUT_OF_SCOPE_OPERATION",
+            )
+        raise NotFound("Class not found")
+    if not await sql.assessment_exists(ctx.db, assessment_id):
+        raise BadUserInput("input.assessmentId names no assessment", field="input.assessmentId")
+
+    row = await sql.insert_assignment(
+        ctx.db,
+        district_id=district_id,
+        class_id=class_id,
+        assessment_id=assessment_id,
+        title=title,
+        due_at=due_at,
+        created_by=ctx.principal.user_id,
+        created_at=ctx.now,
+    )
+    ctx.audit.note(str(district_id), None, "Mutation.createAssignment", "", True)
+    return Assignment(row=row)

@@ -15,6 +15,7 @@ import uuid
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     Float,
@@ -259,6 +260,7 @@ class Assignment(Base):
         ForeignKeyConstraint(["district_id", "class_id"], ["classes.district_id", "classes.id"], ondelete="CASCADE"),
         ForeignKeyConstraint(["assessment_id"], ["assessments.id"]),
         Index("ix_assignments_class", "district_id", "class_id"),
+        CheckConstraint("char_length(title) BETWEEN 1 AND 200", name="title_length"),
     )
 
     district_id: Mapped[uuid.UUID] = _district_pk()
@@ -280,6 +282,9 @@ class Response(Base):
         Index("ix_responses_student_time", "district_id", "student_id", "submitted_at"),
         Index("ix_responses_district_time", "district_id", "submitted_at"),
         UniqueConstraint("district_id", "student_id", "idempotency_key"),
+        CheckConstraint("time_spent_seconds BETWEEN 0 AND 86400", name="time_spent_range"),
+        CheckConstraint("char_length(answer) <= 10000", name="answer_length"),
+        CheckConstraint("char_length(idempotency_key) BETWEEN 1 AND 200", name="idempotency_key_length"),
     )
 
     district_id: Mapped[uuid.UUID] = _district_pk()
@@ -301,6 +306,8 @@ class ActivityEvent(Base):
     __table_args__ = (
         ForeignKeyConstraint(["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"),
         Index("ix_activity_student_time", "district_id", "student_id", "occurred_at"),
+        CheckConstraint("duration_ms BETWEEN 0 AND 86400000", name="duration_range"),
+        CheckConstraint("char_length(target) <= 1000", name="target_length"),
     )
 
     district_id: Mapped[uuid.UUID] = _district_pk()
