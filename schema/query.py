@@ -10,7 +10,7 @@ from strawberry.types import Info
 from schema import governance_ops, reports, rights
 from schema.audit import AuditConnection, AuditFilter, audit_log
 from schema.enums import DataRequestStatus
-from schema.governance import AggregateReport, DataRequest, ReportInput, SupportGrant
+from schema.governance import AggregateReport, DataRequest, DeletionCertificate, ReportInput, SupportGrant
 from schema.policy import PolicyDocument
 from schema.types import (
     Assessment,
@@ -159,6 +159,12 @@ class Query:
     @strawberry.field
     async def data_requests(self, info: Info, status: DataRequestStatus | None = None) -> list[DataRequest]:
         return await rights.data_requests(info, status)
+
+    @strawberry.field(description="Certificates of deleted student records (not in the contract; schema/rights.py).")
+    async def deletion_certificates(
+        self, info: Info, student_id: strawberry.ID | None = None
+    ) -> list[DeletionCertificate]:
+        return await rights.deletion_certificates(info, student_id)
 
     @strawberry.field
     async def support_grants(self, info: Info) -> list[SupportGrant]:

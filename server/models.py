@@ -90,6 +90,8 @@ class District(Base):
     audit_days: Mapped[int] = mapped_column(Integer, server_default=text("2557"))
     accepted_policy_version: Mapped[str] = mapped_column(Text, server_default="2020-04-01")
     created_at: Mapped[dt.datetime] = _now()
+    # Set when the district's data was exported and deleted (end of contract).
+    contract_ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class School(Base):
@@ -103,6 +105,7 @@ class School(Base):
     id: Mapped[uuid.UUID] = _uuid_pk()
     name: Mapped[str] = mapped_column(Text)
     sourced_id: Mapped[str | None] = mapped_column(Text)
+    roster_modified_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class User(Base):
@@ -147,6 +150,8 @@ class User(Base):
     last_active_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
+    # OneRoster dateLastModified of the row last imported (older delta rows are skipped).
+    roster_modified_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class PlatformUser(Base):
@@ -192,6 +197,7 @@ class SchoolClass(Base):
     subject: Mapped[str | None] = mapped_column(Text)
     grade_level: Mapped[str | None] = mapped_column(Text)
     sourced_id: Mapped[str | None] = mapped_column(Text)
+    roster_modified_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ClassTeacher(Base):
@@ -213,6 +219,7 @@ class Enrollment(Base):
         ForeignKeyConstraint(["district_id", "class_id"], ["classes.district_id", "classes.id"], ondelete="CASCADE"),
         ForeignKeyConstraint(["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"),
         Index("ix_enrollments_student", "district_id", "student_id"),
+        UniqueConstraint("district_id", "sourced_id"),
     )
 
     district_id: Mapped[uuid.UUID] = _district_pk()
@@ -221,6 +228,7 @@ class Enrollment(Base):
     begin_date: Mapped[dt.date] = mapped_column(Date)
     end_date: Mapped[dt.date | None] = mapped_column(Date)
     sourced_id: Mapped[str | None] = mapped_column(Text)
+    roster_modified_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Assessment(Base):
@@ -306,6 +314,7 @@ class ActivityEvent(Base):
     __table_args__ = (
         ForeignKeyConstraint(["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"),
         Index("ix_activity_student_time", "district_id", "student_id", "occurred_at"),
+        Index("ix_activity_district_time", "district_id", "occurred_at"),
         CheckConstraint("duration_ms BETWEEN 0 AND 86400000", name="duration_range"),
         CheckConstraint("char_length(target) <= 1000", name="target_length"),
     )
@@ -325,6 +334,7 @@ class DeviceSession(Base):
     __table_args__ = (
         ForeignKeyConstraint(["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"),
         Index("ix_device_student_time", "district_id", "student_id", "started_at"),
+        Index("ix_device_district_time", "district_id", "started_at"),
         UniqueConstraint("district_id", "student_id", "session_key"),
     )
 
@@ -370,7 +380,10 @@ class SupportGrant(Base):
 
 class DataRequest(Base):
     __tablename__ = "data_requests"
-    __table_args__ = (ForeignKeyConstraint(["district_id"], ["districts.id"], ondelete="CASCADE"),)
+    __table_args__ = (
+        ForeignKeyConstraint(["district_id"], ["districts.id"], ondelete="CASCADE"),
+        Index("ix_data_requests_student", "district_id", "student_id"),
+    )
 
     district_id: Mapped[uuid.UUID] = _district_pk()
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -387,6 +400,7 @@ class Correction(Base):
     __tablename__ = "corrections"
     __table_args__ = (
         ForeignKeyConstraint(["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"),
+        Index("ix_corrections_student", "district_id", "student_id"),
     )
 
     district_id: Mapped[uuid.UUID] = _district_pk()
@@ -401,16 +415,29 @@ class Correction(Base):
 
 
 class DeletionCertificate(Base):
+    """A student's record deleted (scope STUDENT), or a whole district's data at
+    the end of its contract (scope DISTRICT, no student; migration 0007)."""
+
     __tablename__ = "deletion_certificates"
+    __table_args__ = (
+        CheckConstraint(
+            "(scope = 'STUDENT' AND student_id IS NOT NULL) OR (scope = 'DISTRICT' AND student_id IS NULL)",
+            name="scope",
+        ),
+        Index("ix_deletion_certificates_time", "district_id", "deleted_at"),
+    )
 
     district_id: Mapped[uuid.UUID] = _district_pk()
     id: Mapped[uuid.UUID] = _uuid_pk()
-    student_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    student_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     deleted_at: Mapped[dt.datetime] = _now()
     deleted_by: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     reason: Mapped[str] = mapped_column(Text)
     counts: Mapped[dict[str, int]] = mapped_column(JSONB)
     digest: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(String(10), server_default="STUDENT")
+    data_request_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    operator: Mapped[str | None] = mapped_column(Text)
 
 
 class AuditEntry(Base):
