@@ -1,13 +1,262 @@
-"""The `pledgeql retention` command (not available yet)."""
+"""`pledgeql retention run [--dry-run]`: delete what is past each district's retention periods.
+
+For every district: responses older than ``responses_days`` (by submission
+time), activity events older than ``activity_days``, device sessions older
+than ``device_days``, and audit entries older than ``audit_days``. Chains
+that belong to no district (the nil district of internal analysts'
+aggregate reports) keep the policy's default ``audit_days``. It prints, per
+district and table, how many rows were (or, with ``--dry-run``, would be)
+deleted.
+
+Safe while the server serves: rows go in batches of a few thousand, each in
+its own short transaction, so no lock is held for long and requests keep
+their latency. Safe to run twice: what is already gone is not counted again.
+
+Audit entries: only the oldest part of a chain is ever removed (a prefix),
+through ``server.audit_writer.trim_chain``, which records the last removed
+entry's seq and hash as the district's key-signed anchor in
+``audit_anchors``. ``pledgeql audit verify`` starts each chain from that
+anchor: the oldest remaining entry must link to it. This needs the audit
+key (PLEDGEQL_AUDIT_KEY, or the data dir that holds it), exactly as verify
+does; a dry run does not.
+
+Runs over the owner connection (``server.db.server_urls(settings).owner``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import datetime as dt
+import functools
 import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO, TypeVar
 
 from server.settings import Settings
 
+BATCH = 5000
+NIL = uuid.UUID(int=0)
+# (table, time column, district setting)
+TABLES = (
+    ("responses", "submitted_at", "responses_days"),
+    ("activity_events", "occurred_at", "activity_days"),
+    ("device_sessions", "started_at", "device_days"),
+)
+LOCK_TIMEOUT = "5s"
+RETRIES = 5
+T = TypeVar("T")
+
+CHAINS = """
+WITH RECURSIVE chains AS (
+    (SELECT district_id FROM audit_entries ORDER BY district_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.district_id FROM audit_entries e WHERE e.district_id > c.district_id
+            ORDER BY e.district_id LIMIT 1)
+    FROM chains c WHERE c.district_id IS NOT NULL
+)
+SELECT district_id FROM chains WHERE district_id IS NOT NULL
+"""
+AUDIT_PREFIX = """
+SELECT count(*) FROM audit_entries WHERE district_id = $1 AND seq < coalesce(
+    (SELECT min(seq) FROM audit_entries WHERE district_id = $1 AND at >= $2), 9223372036854775807)
+"""
+
+
+@dataclass
+class TableResult:
+    table: str
+    days: int
+    before: dt.datetime
+    rows: int = 0
+
+
+@dataclass
+class DistrictResult:
+    district_id: uuid.UUID
+    name: str
+    tables: list[TableResult] = field(default_factory=list)
+
+
+@dataclass
+class RetentionReport:
+    at: dt.datetime
+    dry_run: bool
+    districts: list[DistrictResult] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(t.rows for d in self.districts for t in d.tables)
+
+    def counts(self) -> dict[tuple[uuid.UUID, str], int]:
+        return {(d.district_id, t.table): t.rows for d in self.districts for t in d.tables}
+
+
+async def _retrying(step: Callable[[], Awaitable[T]]) -> T:
+    """One short transaction; a lock it cannot get within LOCK_TIMEOUT is tried
+    again a little later, so the job never queues behind requests for long."""
+    import asyncpg
+
+    for attempt in range(RETRIES - 1):
+        try:
+            return await step()
+        except asyncpg.exceptions.LockNotAvailableError:
+            await asyncio.sleep(0.2 * (attempt + 1))
+    return await step()
+
+
+def _affected(status: str) -> int:
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def _delete_old(
+    conn: Any, table: str, column: str, district_id: uuid.UUID, before: dt.datetime, batch: int
+) -> int:
+    # Table and column names come from the constant TABLES above, never from input.
+    sql = (
+        f"WITH doomed AS (SELECT id FROM {table} WHERE district_id = $1 AND {column} < $2 LIMIT $3) "  # noqa: S608
+        f"DELETE FROM {table} t USING doomed WHERE t.district_id = $1 AND t.id = doomed.id"
+    )
+    total = 0
+    while True:
+        removed = _affected(await _retrying(lambda: conn.execute(sql, district_id, before, batch)))
+        total += removed
+        if removed < batch:
+            return total
+
+
+async def _count_old(conn: Any, table: str, column: str, district_id: uuid.UUID, before: dt.datetime) -> int:
+    sql = f"SELECT count(*) FROM {table} WHERE district_id = $1 AND {column} < $2"  # noqa: S608
+    return int(await conn.fetchval(sql, district_id, before))
+
+
+async def _trim_audit(conn: Any, key: bytes, district_id: uuid.UUID, before: dt.datetime, batch: int) -> int:
+    """The chain's prefix older than ``before``, a batch at a time: each step is
+    one short transaction under the chain's lock (``trim_chain``)."""
+    from server.audit_writer import trim_chain
+
+    total = 0
+    while True:
+        step = await conn.fetchval(
+            "SELECT at FROM audit_entries WHERE district_id = $1 ORDER BY seq OFFSET $2 LIMIT 1", district_id, batch
+        )
+        until = before if step is None or step >= before else step
+        removed = await _retrying(functools.partial(trim_chain, conn, key, district_id, until))
+        if removed == 0 and until < before:
+            # Entries out of time order at the batch boundary: take the rest at once.
+            removed = await _retrying(functools.partial(trim_chain, conn, key, district_id, before))
+            total += removed
+            return total
+        total += removed
+        if removed == 0:
+            return total
+
+
+async def run_retention(
+    owner_url: str,
+    *,
+    now: dt.datetime,
+    dry_run: bool,
+    key: bytes | None,
+    default_audit_days: int,
+    batch: int = BATCH,
+) -> RetentionReport:
+    """Apply (or, dry, count) every district's retention as of ``now``."""
+    from server.db import connect
+
+    if not dry_run and key is None:
+        raise ValueError("Removing audit entries needs the audit key")
+    report = RetentionReport(at=now, dry_run=dry_run)
+    conn = await connect(owner_url)
+    try:
+        await conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+        districts = await conn.fetch("SELECT * FROM districts ORDER BY name, id")
+        known = {d["id"] for d in districts}
+        chains = [r["district_id"] for r in await conn.fetch(CHAINS)]
+        targets: list[tuple[uuid.UUID, str, dict[str, int]]] = [
+            (
+                d["id"],
+                d["name"],
+                {name: int(d[name]) for name in ("responses_days", "activity_days", "device_days", "audit_days")},
+            )
+            for d in districts
+        ]
+        for chain in chains:
+            if chain not in known:
+                label = "internal reports (no district)" if chain == NIL else "a district that no longer exists"
+                targets.append((chain, label, {"audit_days": default_audit_days}))
+        for district_id, name, days in targets:
+            result = DistrictResult(district_id, name)
+            for table, column, setting in TABLES:
+                if setting not in days:
+                    continue
+                before = now - dt.timedelta(days=days[setting])
+                rows = (
+                    await _count_old(conn, table, column, district_id, before)
+                    if dry_run
+                    else await _delete_old(conn, table, column, district_id, before, batch)
+                )
+                result.tables.append(TableResult(table, days[setting], before, rows))
+            before = now - dt.timedelta(days=days["audit_days"])
+            if dry_run:
+                rows = int(await conn.fetchval(AUDIT_PREFIX, district_id, before))
+            else:
+                rows = await _trim_audit(conn, key or b"", district_id, before, batch)
+            result.tables.append(TableResult("audit_entries", days["audit_days"], before, rows))
+            report.districts.append(result)
+    finally:
+        await conn.close()
+    return report
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def print_report(report: RetentionReport, out: TextIO) -> None:
+    verb = "would be deleted" if report.dry_run else "deleted"
+    heading = "Retention dry run" if report.dry_run else "Retention run"
+    print(f"{heading} at {_iso(report.at)}" + (" (nothing was deleted)" if report.dry_run else ""), file=out)
+    for district in report.districts:
+        print(f"{district.name} ({district.district_id})", file=out)
+        for t in district.tables:
+            print(
+                f"  {t.table:<16} kept {t.days:>5} days, older than {_iso(t.before)}: {t.rows} {verb}",
+                file=out,
+            )
+    print(f"Total: {report.total} rows {verb}.", file=out)
+
 
 def command(settings: Settings, args: argparse.Namespace) -> int:
-    print("pledgeql: this command is not available in this release", file=sys.stderr)
-    return 2
+    from permissions.policy import load_policy_set
+    from server.db import server_urls
+
+    dry_run = bool(getattr(args, "dry_run", False))
+    key = None
+    if not dry_run:
+        if not settings.has_audit_key():
+            print(
+                "pledgeql retention run: no audit key, so audit entries cannot be removed with a valid anchor; "
+                "set PLEDGEQL_AUDIT_KEY (or PLEDGEQL_DATA_DIR) to the one the server signs with, "
+                "or use --dry-run to see what would be deleted",
+                file=sys.stderr,
+            )
+            return 2
+        key = settings.audit_key()
+    default_days = load_policy_set(settings.policy_dirs).latest().retention_defaults.audit_days
+    try:
+        url = server_urls(settings).owner
+        report = asyncio.run(
+            run_retention(url, now=dt.datetime.now(dt.UTC), dry_run=dry_run, key=key, default_audit_days=default_days)
+        )
+    except (OSError, ConnectionError) as error:
+        print(
+            f"pledgeql retention run: cannot reach the database ({type(error).__name__}); "
+            "check PLEDGEQL_DATABASE_URL and that the server is running",
+            file=sys.stderr,
+        )
+        return 2
+    print_report(report, sys.stdout)
+    return 0
