@@ -1,0 +1,213 @@
+"""The suppression algorithm on plain data: no database, no GraphQL."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from resolvers.suppression import Count, Key, Reason, positions, suppress
+
+S = Reason.SMALL_GROUP
+C = Reason.COMPLEMENTARY
+
+
+def lattice(records: Sequence[tuple[int, Sequence[str | None]]], n: int) -> dict[int, dict[Key, Count]]:
+    """Every table over n dimensions from (student, values) records: distinct students per group."""
+    groups: dict[int, dict[Key, set[int]]] = {m: {} for m in range(1 << n)}
+    for student, values in records:
+        for mask in range(1 << n):
+            key = tuple(values[i] for i in positions(mask, n))
+            groups[mask].setdefault(key, set()).add(student)
+    return {m: {k: Count(len(s)) for k, s in t.items()} for m, t in groups.items()}
+
+
+def people(counts: dict[tuple[str, ...], int]) -> list[tuple[int, tuple[str, ...]]]:
+    """One record per student, ``counts[values]`` students with those values."""
+    out: list[tuple[int, tuple[str, ...]]] = []
+    for values, count in counts.items():
+        out.extend((len(out) + i, values) for i in range(count))
+    return out
+
+
+def one_way(counts: dict[str, int], k: int) -> dict[str, Reason]:
+    tables = lattice(people({(v,): c for v, c in counts.items()}), 1)
+    return {key[0] or "": reason for key, reason in suppress(tables, 1, k)[1].items()}
+
+
+def test_a_single_small_group_is_hidden_with_the_next_smallest_of_its_partition() -> None:
+    assert one_way({"north": 20, "south": 12, "east": 3}, k=5) == {"east": S, "south": C}
+
+
+def test_two_small_groups_hide_each_other_and_nothing_else() -> None:
+    assert one_way({"north": 30, "south": 3, "east": 2}, k=5) == {"south": S, "east": S}
+
+
+def test_groups_at_or_above_k_are_shown() -> None:
+    assert one_way({"north": 5, "south": 6, "east": 50}, k=5) == {}
+
+
+def test_ties_for_the_next_smallest_are_broken_by_the_group_value() -> None:
+    assert one_way({"b": 12, "a": 12, "c": 2, "d": 40}, k=5) == {"c": S, "a": C}
+
+
+def test_a_small_total_is_hidden_and_so_is_every_group_within_it() -> None:
+    tables = lattice(people({("a",): 2, ("b",): 3}), 1)
+    hidden = suppress(tables, 1, 10)
+    assert hidden[0] == {(): S}
+    assert hidden[1] == {("a",): S, ("b",): S}
+
+
+def test_an_empty_total_is_not_a_small_group() -> None:
+    assert suppress({0: {(): Count(0)}}, 1, 10) == {0: {}, 1: {}}
+
+
+def test_a_two_by_two_table_with_one_small_cell_hides_all_four_cells() -> None:
+    # With both margins known, any one shown cell gives the small one back.
+    tables = lattice(people({("P", "F"): 10, ("P", "M"): 3, ("Q", "F"): 12, ("Q", "M"): 11}), 2)
+    hidden = suppress(tables, 2, 5)
+    assert hidden[1] == {} and hidden[2] == {}
+    assert hidden[3] == {("P", "M"): S, ("P", "F"): C, ("Q", "M"): C, ("Q", "F"): C}
+
+
+def test_a_small_cell_alone_in_its_row_and_column_takes_a_partner_in_each() -> None:
+    cells = {
+        ("P", "4"): 10,
+        ("P", "5"): 3,
+        ("P", "6"): 12,
+        ("Q", "4"): 8,
+        ("Q", "5"): 9,
+        ("Q", "6"): 15,
+    }
+    hidden = suppress(lattice(people(cells), 2), 2, 5)
+    assert hidden[3] == {("P", "5"): S, ("P", "4"): C, ("Q", "5"): C, ("Q", "4"): C}
+    # Every row and column now hides none or at least two cells.
+    for row in ("P", "Q"):
+        assert sum((row, g) in hidden[3] for g in "456") in (0, 2, 3)
+    for grade in "456":
+        assert sum((s, grade) in hidden[3] for s in "PQ") in (0, 2)
+
+
+def test_a_hidden_group_is_never_the_sum_of_shown_subgroups() -> None:
+    # east is small and south hidden beside it in the one-way table. In the
+    # two-way table east's cells hide each other and no row or column has
+    # exactly one hidden cell, yet south's two large cells would add back up
+    # to south, and total - north - south gives east. So south's cells go too,
+    # and then north's, which now share their columns with one hidden cell.
+    cells = {
+        ("east", "6"): 2,
+        ("east", "7"): 2,
+        ("south", "4"): 12,
+        ("south", "5"): 14,
+        ("north", "4"): 30,
+        ("north", "5"): 30,
+    }
+    hidden = suppress(lattice(people(cells), 2), 2, 5)
+    assert hidden[1] == {("east",): S, ("south",): C}
+    assert hidden[2] == {("6",): S, ("7",): S}
+    assert hidden[3] == {
+        ("east", "6"): S,
+        ("east", "7"): S,
+        ("south", "4"): C,
+        ("south", "5"): C,
+        ("north", "4"): C,
+        ("north", "5"): C,
+    }
+
+
+def test_hiding_a_cell_repeats_until_no_partition_has_exactly_one_hidden() -> None:
+    cells = {(a, b): 20 for a in "PQR" for b in "xyz"}
+    cells[("P", "x")] = 2
+    hidden = suppress(lattice(people(cells), 2), 2, 5)[3]
+    for a in "PQR":
+        assert sum((a, b) in hidden for b in "xyz") != 1
+    for b in "xyz":
+        assert sum((a, b) in hidden for a in "PQR") != 1
+    assert hidden[("P", "x")] is S
+
+
+def test_k_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        suppress({0: {(): Count(3)}}, 0, 0)
+
+
+# ------------------------------------------------------------ properties
+
+VALUES = st.sampled_from(["a", "b", "c", None])
+
+
+def _records(n: int) -> st.SearchStrategy[list[tuple[int, tuple[str | None, ...]]]]:
+    row = st.tuples(st.integers(0, 40), st.tuples(*[VALUES] * n))
+    return st.lists(row, min_size=1, max_size=80)
+
+
+def _check_partitions(tables: dict[int, dict[Key, Count]], hidden: dict[int, dict[Key, Reason]], n: int) -> None:
+    total_hidden = () in hidden[0]
+    for mask in range(1, 1 << n):
+        shown_cells = tables[mask]
+        h = hidden[mask]
+        for key, count in shown_cells.items():
+            if 0 < count.students < 4:
+                assert h.get(key) is S
+        partitions: list[tuple[bool, list[Key]]] = [(total_hidden, list(shown_cells))]
+        dims = positions(mask, n)
+        for drop, d in enumerate(dims):
+            if len(dims) == 1:
+                break
+            groups: dict[Key, list[Key]] = {}
+            for key in shown_cells:
+                groups.setdefault(key[:drop] + key[drop + 1 :], []).append(key)
+            parents = hidden[mask & ~(1 << d)]
+            partitions.extend((parent in parents, children) for parent, children in groups.items())
+        for parent_hidden, children in partitions:
+            n_hidden = sum(c in h for c in children)
+            if len(children) > 1:
+                assert n_hidden != 1, (mask, children, h)
+            if parent_hidden:
+                assert n_hidden >= min(2, len(children)), (mask, children, h)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_records(2))
+def test_no_partition_of_a_two_way_table_is_left_with_exactly_one_hidden_cell(records: list) -> None:
+    tables = lattice(records, 2)
+    _check_partitions(tables, suppress(tables, 2, 4), 2)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_records(3))
+def test_no_partition_of_a_three_way_table_is_left_with_exactly_one_hidden_cell(records: list) -> None:
+    tables = lattice(records, 3)
+    _check_partitions(tables, suppress(tables, 3, 4), 3)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_records(3))
+def test_a_table_is_suppressed_the_same_way_whichever_report_holds_it(records: list) -> None:
+    # The tables over (A, B) are part of the lattice over (A, B, C): their
+    # hidden cells must not depend on whether C was asked for too.
+    big = lattice(records, 3)
+    small = lattice([(s, v[:2]) for s, v in records], 2)
+    hidden_big = suppress(big, 3, 4)
+    hidden_small = suppress(small, 2, 4)
+    for mask in range(4):
+        assert hidden_big[mask] == hidden_small[mask]
+
+
+@settings(max_examples=60, deadline=None)
+@given(_records(2))
+def test_the_order_of_the_cells_does_not_change_what_is_hidden(records: list) -> None:
+    tables = lattice(records, 2)
+    reversed_tables = {m: dict(reversed(list(t.items()))) for m, t in tables.items()}
+    assert suppress(tables, 2, 4) == suppress(reversed_tables, 2, 4)
+
+
+def test_subtracting_the_shown_groups_from_the_total_never_isolates_one_hidden_group() -> None:
+    # For every one-way table of up to five groups with sizes 1..12 and k = 5:
+    # the hidden groups number zero or at least two.
+    for sizes in itertools.product([1, 4, 5, 12], repeat=4):
+        hidden = one_way({f"g{i}": s for i, s in enumerate(sizes)}, k=5)
+        assert len(hidden) != 1
