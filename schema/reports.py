@@ -1,20 +1,392 @@
-"""Aggregate reports with small-cell and complementary suppression."""
+"""Aggregate reports with small-cell and complementary suppression (POLICY.md section 5).
+
+Who may ask for what follows the rule's ``aggregates`` (POLICY.md section 3):
+
+* CLASSES (TEACHER, REPORTING): a class the teacher teaches;
+* SCHOOL (SCHOOL_ADMIN, REPORTING): the administrator's school or one of its classes;
+* DISTRICT (DISTRICT_ADMIN, REPORTING and LEGAL_COMPLIANCE): the district, or
+  one of its schools or classes;
+* ALL_DISTRICTS (ANALYST, REPORTING) and AUTHORIZING_DISTRICTS (ANALYST,
+  PRODUCT_ANALYTICS): any district, school or class, or ``allDistricts``;
+  only districts that authorize the purpose (and are governed by a policy
+  version that gives the analyst aggregates) take part, and under
+  PRODUCT_ANALYTICS students whose family opted out are left out.
+
+Anything else is FORBIDDEN with reason OUT_OF_SCOPE_OPERATION. District staff
+also need their district to authorize the purpose, and the report's data to
+be a category their purpose allows in their district: PERFORMANCE for
+performanceReport, USAGE for usageReport, DEMOGRAPHIC when grouping by a
+demographic dimension. The decision table gives the reason when not (so a
+teacher under REPORTING, which has no USAGE, gets no usage report, and a
+district that does not collect demographics gives NOT_COLLECTED). Analysts
+read no category at all; their reports are anonymous totals only, which is
+what their rule is for, so they may group by demographics; districts that do
+not collect demographics add their students to the null group, and districts
+that do not collect usage are left out of usage reports.
+
+The universe a report is computed over is the caller's district (district
+staff) or every district that takes part (analysts); a narrower scope and the
+assessment filter are dimensions fixed to one value, so that a school's report
+is the school's slice of the district's tables and suppressed the same way.
+k is the district's minimumGroupSize; for analysts, the largest of the
+districts taking part. Each report is audited as one entry with no subject,
+whose fields name the operation's scope, dimensions and measures.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
 
 from strawberry.types import Info
 
-from server.errors import NotAvailable
+from permissions.decide import DistrictConditions, is_collected, is_purpose_authorized
+from permissions.enums import AggregateScope, DataCategory, DenyReason, Purpose, Role
+from resolvers.reports import (
+    DEMOGRAPHIC_DIMENSIONS,
+    DIMENSIONS,
+    PERFORMANCE_ONLY,
+    Kind,
+    Report,
+    Shown,
+    Universe,
+    run_report,
+)
+from schema.enums import Dimension, SuppressionReason
+from schema.governance import AggregateReport, AggregateRow, GroupValue, ReportInput, ScopeInput
+from server.errors import BadUserInput, Forbidden
 
-if TYPE_CHECKING:
-    from schema.governance import AggregateReport, ReportInput
+DEFAULT_K = 10
+# Every table below the report's own is computed too (2^n grouping sets), and
+# with more dimensions nearly every group falls below k anyway.
+MAX_GROUP_BY = 5
+
+_OPERATION = {Kind.PERFORMANCE: "performanceReport", Kind.USAGE: "usageReport"}
+_MEASURES = {
+    Kind.PERFORMANCE: ("students", "responses", "meanScore", "percentCorrect"),
+    Kind.USAGE: ("students", "activeMinutes", "sessions"),
+}
+_CATEGORY = {Kind.PERFORMANCE: DataCategory.PERFORMANCE, Kind.USAGE: DataCategory.USAGE}
+_INTERNAL = frozenset({AggregateScope.ALL_DISTRICTS, AggregateScope.AUTHORIZING_DISTRICTS})
 
 
 async def performance_report(info: Info, input: ReportInput) -> AggregateReport:
-    raise NotAvailable("performanceReport is not available in this release")
+    return await _report(info, input, Kind.PERFORMANCE)
 
 
 async def usage_report(info: Info, input: ReportInput) -> AggregateReport:
-    raise NotAvailable("usageReport is not available in this release")
+    return await _report(info, input, Kind.USAGE)
+
+
+# ------------------------------------------------------------------ the input
+
+
+@dataclass(frozen=True)
+class Request:
+    scope: str  # CLASS, SCHOOL, DISTRICT or ALL_DISTRICTS
+    scope_id: uuid.UUID | None
+    group_by: tuple[str, ...]
+    start: dt.datetime | None
+    end: dt.datetime | None
+    assessment_id: uuid.UUID | None
+
+
+def _parse_id(value: Any, name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise BadUserInput(f"'{name}' is not a valid id", field=name) from None
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+def _parse_scope(scope: ScopeInput) -> tuple[str, uuid.UUID | None]:
+    given: list[tuple[str, Any]] = [
+        (name, value)
+        for name, value in (
+            ("CLASS", scope.class_id),
+            ("SCHOOL", scope.school_id),
+            ("DISTRICT", scope.district_id),
+        )
+        if value is not None
+    ]
+    if scope.all_districts:
+        given.append(("ALL_DISTRICTS", None))
+    if len(given) != 1:
+        raise BadUserInput(
+            "Give exactly one of scope.classId, scope.schoolId, scope.districtId or scope.allDistricts: true",
+            field="scope",
+        )
+    name, value = given[0]
+    if value is None:
+        return name, None
+    field = {"CLASS": "scope.classId", "SCHOOL": "scope.schoolId", "DISTRICT": "scope.districtId"}[name]
+    return name, _parse_id(value, field)
+
+
+def parse_request(input: ReportInput, kind: Kind) -> Request:
+    scope, scope_id = _parse_scope(input.scope)
+    group_by = tuple(d.value if isinstance(d, Dimension) else str(d) for d in input.group_by)
+    unknown = [d for d in group_by if d not in DIMENSIONS]
+    if unknown:
+        raise BadUserInput("'groupBy' names an unknown dimension", field="groupBy")
+    repeated = sorted({d for d in group_by if group_by.count(d) > 1})
+    if repeated:
+        raise BadUserInput(f"'groupBy' lists {', '.join(repeated)} more than once; list each once", field="groupBy")
+    if len(group_by) > MAX_GROUP_BY:
+        raise BadUserInput(f"'groupBy' takes at most {MAX_GROUP_BY} dimensions", field="groupBy")
+    if kind is Kind.USAGE:
+        wrong = [d for d in group_by if d in PERFORMANCE_ONLY]
+        if wrong:
+            raise BadUserInput(
+                f"usageReport cannot group by {', '.join(wrong)}: activity is not tied to an item", field="groupBy"
+            )
+        if input.assessment_id is not None:
+            raise BadUserInput("usageReport takes no 'assessmentId': activity is not tied to one", field="assessmentId")
+    start, end = _utc(input.from_), _utc(input.to)
+    if start is not None and end is not None and start > end:
+        raise BadUserInput("'from' is after 'to'", field="from")
+    assessment = None if input.assessment_id is None else _parse_id(input.assessment_id, "assessmentId")
+    return Request(scope, scope_id, group_by, start, end, assessment)
+
+
+# ------------------------------------------------------------- who may ask
+
+
+@dataclass(frozen=True)
+class Plan:
+    universe: Universe
+    fixed: dict[str, str]
+    k: int
+
+
+def _refuse(message: str, reason: DenyReason, purpose: Purpose, category: DataCategory | None = None) -> Forbidden:
+    extensions: dict[str, str] = {"purpose": purpose.value, "reason": reason.value}
+    if category is not None:
+        extensions["category"] = category.value
+    return Forbidden(message, **extensions)
+
+
+def _out_of_scope(ctx: Any, what: str) -> Forbidden:
+    return _refuse(
+        f"{what} is outside the aggregates this role may read under purpose {ctx.purpose.value}",
+        DenyReason.OUT_OF_SCOPE_OPERATION,
+        ctx.purpose,
+    )
+
+
+def _analyst_refusal(ctx: Any, conditions: DistrictConditions, kind: Kind) -> DenyReason | None:
+    """Why a district takes no part in an analyst's report, or None."""
+    if not is_purpose_authorized(ctx.purpose, conditions):
+        return DenyReason.PURPOSE_NOT_AUTHORIZED_BY_DISTRICT
+    rule = ctx.policies.governing(conditions.accepted_version).rule(ctx.principal.role, ctx.purpose)
+    if rule is None or rule.aggregates not in _INTERNAL:
+        return DenyReason.POLICY_VERSION_NOT_ACCEPTED
+    if not is_collected(_CATEGORY[kind], conditions):
+        return DenyReason.NOT_COLLECTED
+    return None
+
+
+async def _district_of(db: Any, table: str, row_id: uuid.UUID, districts: list[uuid.UUID]) -> Any:
+    sql = {
+        "schools": "SELECT district_id, id AS school_id FROM schools WHERE id = $1 AND district_id = ANY($2::uuid[])",
+        "classes": "SELECT district_id, school_id FROM classes WHERE id = $1 AND district_id = ANY($2::uuid[])",
+    }[table]
+    return await db.fetchrow(sql, row_id, districts)
+
+
+async def _plan_internal(ctx: Any, request: Request, kind: Kind) -> Plan:
+    principal = ctx.principal
+    if principal.role is not Role.ANALYST or principal.district_id is not None:
+        raise _out_of_scope(ctx, "This report")
+    taking_part = {key: c for key, c in sorted(ctx.conditions.items()) if _analyst_refusal(ctx, c, kind) is None}
+    districts = [uuid.UUID(key) for key in taking_part]
+    fixed: dict[str, str] = {}
+    if request.scope == "DISTRICT":
+        key = str(request.scope_id)
+        conditions = ctx.conditions.get(key)
+        if conditions is None:
+            raise _out_of_scope(ctx, "That district")
+        reason = _analyst_refusal(ctx, conditions, kind)
+        if reason is not None:
+            raise _refuse("That district's data takes no part in this purpose's aggregates", reason, ctx.purpose)
+        fixed["DISTRICT"] = key
+    elif request.scope in ("SCHOOL", "CLASS") and request.scope_id is not None:
+        table = "schools" if request.scope == "SCHOOL" else "classes"
+        if await _district_of(ctx.db, table, request.scope_id, districts) is None:
+            raise _out_of_scope(ctx, "That school" if table == "schools" else "That class")
+        fixed[request.scope] = str(request.scope_id)
+    sizes = [c.minimum_group_size for c in taking_part.values()]
+    opted_out = ctx.rule.aggregates is AggregateScope.AUTHORIZING_DISTRICTS or ctx.purpose is Purpose.PRODUCT_ANALYTICS
+    universe = Universe(
+        kind=kind,
+        district_ids=tuple(districts),
+        start=request.start,
+        end=request.end,
+        exclude_opted_out=opted_out,
+        demographics_from=tuple(uuid.UUID(key) for key, c in taking_part.items() if c.collect_demographics),
+    )
+    return Plan(universe, fixed, max(sizes, default=DEFAULT_K))
+
+
+async def _plan_district(ctx: Any, request: Request, kind: Kind) -> Plan:
+    principal = ctx.principal
+    aggregates = ctx.rule.aggregates
+    home_id = principal.district_id
+    if home_id is None:
+        raise _out_of_scope(ctx, "This report")
+    home: DistrictConditions | None = ctx.conditions.get(str(home_id))
+    if home is None:
+        raise _out_of_scope(ctx, "This report")
+    if not is_purpose_authorized(ctx.purpose, home):
+        raise _refuse(
+            f"Your district has not authorized purpose {ctx.purpose.value} for its data",
+            DenyReason.PURPOSE_NOT_AUTHORIZED_BY_DISTRICT,
+            ctx.purpose,
+        )
+
+    fixed: dict[str, str] = {}
+    scope, scope_id = request.scope, request.scope_id
+    if scope == "ALL_DISTRICTS":
+        raise _out_of_scope(ctx, "A report over all districts")
+    if scope == "DISTRICT":
+        if aggregates is not AggregateScope.DISTRICT or scope_id != home_id:
+            raise _out_of_scope(ctx, "That district")
+    elif scope == "SCHOOL" and scope_id is not None:
+        if aggregates is AggregateScope.SCHOOL:
+            allowed = scope_id in principal.school_ids
+        else:
+            allowed = aggregates is AggregateScope.DISTRICT and (
+                await _district_of(ctx.db, "schools", scope_id, [home_id]) is not None
+            )
+        if not allowed:
+            raise _out_of_scope(ctx, "That school")
+        fixed["SCHOOL"] = str(scope_id)
+    elif scope == "CLASS" and scope_id is not None:
+        if aggregates is AggregateScope.CLASSES:
+            allowed = scope_id in principal.class_ids
+        elif aggregates in (AggregateScope.SCHOOL, AggregateScope.DISTRICT):
+            found = await _district_of(ctx.db, "classes", scope_id, [home_id])
+            allowed = found is not None and (
+                aggregates is AggregateScope.DISTRICT or found["school_id"] in principal.school_ids
+            )
+        else:
+            allowed = False
+        if not allowed:
+            raise _out_of_scope(ctx, "That class")
+        fixed["CLASS"] = str(scope_id)
+    else:
+        raise _out_of_scope(ctx, "This report")
+
+    needed = [_CATEGORY[kind]]
+    if any(d in DEMOGRAPHIC_DIMENSIONS for d in request.group_by):
+        needed.append(DataCategory.DEMOGRAPHIC)
+    for category in needed:
+        decision = ctx.decisions.lookup(str(home_id), category)
+        if not decision.allowed:
+            reason = decision.reason or DenyReason.PURPOSE_NOT_ALLOWED_FOR_CATEGORY
+            raise _refuse(
+                f"A report of {category.value} data is not allowed for purpose {ctx.purpose.value}",
+                reason,
+                ctx.purpose,
+                category,
+            )
+    universe = Universe(
+        kind=kind,
+        district_ids=(home_id,),
+        start=request.start,
+        end=request.end,
+        exclude_opted_out=ctx.purpose is Purpose.PRODUCT_ANALYTICS,
+        demographics_from=(home_id,) if home.collect_demographics else (),
+    )
+    return Plan(universe, fixed, home.minimum_group_size)
+
+
+async def plan_report(ctx: Any, request: Request, kind: Kind) -> Plan:
+    aggregates = ctx.rule.aggregates
+    if aggregates is AggregateScope.NONE:
+        raise _out_of_scope(ctx, "An aggregate report")
+    if aggregates in _INTERNAL:
+        plan = await _plan_internal(ctx, request, kind)
+    else:
+        plan = await _plan_district(ctx, request, kind)
+    if request.assessment_id is not None:
+        plan.fixed["ASSESSMENT"] = str(request.assessment_id)
+    return plan
+
+
+# ----------------------------------------------------------------- the report
+
+
+def audit_fields(kind: Kind, request: Request | None) -> list[str]:
+    operation = _OPERATION[kind]
+    fields = [operation]
+    if request is not None:
+        fields.append(f"{operation}.scope.{request.scope}")
+        fields.extend(f"{operation}.groupBy.{d}" for d in request.group_by)
+        if request.assessment_id is not None:
+            fields.append(f"{operation}.assessmentId")
+    fields.extend(f"{operation}.{m}" for m in _MEASURES[kind])
+    return fields
+
+
+def _record(ctx: Any, kind: Kind, request: Request | None, allowed: bool) -> None:
+    """One audit entry of its own: no subject, no category (no one student's
+    data is disclosed), the scope, dimensions and measures as its fields."""
+    ctx.audit.record(ctx.home_district_key, None, audit_fields(kind, request), (), allowed)
+
+
+def _row(kind: Kind, group_by: tuple[str, ...], shown: Shown) -> AggregateRow:
+    group = [GroupValue(dimension=Dimension(d), value=v) for d, v in zip(group_by, shown.key, strict=True)]
+    m = shown.measures
+    return AggregateRow(
+        group=group,
+        suppressed=shown.reason is not None,
+        suppression_reason=SuppressionReason(shown.reason.value) if shown.reason is not None else None,
+        students=shown.students,
+        responses=_int(m.get("responses")),
+        mean_score=_float(m.get("mean_score")),
+        percent_correct=_float(m.get("percent_correct")),
+        active_minutes=_float(m.get("active_minutes")),
+        sessions=_int(m.get("sessions")),
+    )
+
+
+def _int(value: float | int | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _float(value: float | int | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def to_graphql(kind: Kind, group_by: tuple[str, ...], report: Report) -> AggregateReport:
+    rows = [_row(kind, group_by, r) for r in report.rows]
+    return AggregateReport(
+        minimum_group_size=report.k,
+        rows=rows,
+        total=_row(kind, (), report.total),
+        suppressed_rows=sum(1 for r in rows if r.suppressed),
+    )
+
+
+async def _report(info: Info, input: ReportInput, kind: Kind) -> AggregateReport:
+    ctx = info.context
+    if ctx.rule.aggregates is AggregateScope.NONE:
+        _record(ctx, kind, None, False)
+        raise _out_of_scope(ctx, "An aggregate report")
+    request = parse_request(input, kind)
+    try:
+        plan = await plan_report(ctx, request, kind)
+    except Forbidden:
+        _record(ctx, kind, request, False)
+        raise
+    _record(ctx, kind, request, True)
+    report = await run_report(ctx.db, plan.universe, request.group_by, plan.fixed, plan.k)
+    return to_graphql(kind, request.group_by, report)

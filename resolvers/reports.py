@@ -1,0 +1,484 @@
+"""Aggregate reports in SQL: one grouped statement per report, never a row in Python.
+
+A report is computed over a *universe* (the districts whose students it may
+count) as one lattice of grouped tables (``GROUPING SETS`` over every subset
+of its dimensions; see resolvers/suppression.py for why all of them). Only the
+cells of those tables reach Python, where they are suppressed and sliced to
+the caller's scope. No student id, and no value of a single row, ever leaves
+the database: ``count(DISTINCT student_id)`` is computed there.
+
+What each dimension means (the value is text; null when the attribute is
+missing or, for demographics, not collected by the student's district):
+
+* DISTRICT, SCHOOL, GRADE_LEVEL: the student's district, school and grade
+  level (as rostered now).
+* CLASS: for performance, the class of the assignment the response answered
+  (practice outside an assignment has no class); for usage, every class the
+  student was enrolled in on the day of the event (a student in two classes
+  counts in both).
+* SUBJECT, ASSESSMENT, SKILL (performance only): of the answered item.
+* WEEK: the Monday (UTC, ``YYYY-MM-DD``) of the week the response was
+  submitted or the event occurred.
+* GENDER, ENGLISH_LEARNER, SPECIAL_EDUCATION, ECONOMICALLY_DISADVANTAGED: the
+  student's value (``true``/``false`` for the flags).
+* ETHNICITY: each of the student's ethnicities; a student with two counts in
+  both groups (so groups add up to more than the total), none gives null.
+
+Measures: ``students`` is distinct students; performance adds ``responses``,
+``meanScore`` (mean of the 0..1 scores) and ``percentCorrect`` (0..100);
+usage adds ``activeMinutes`` (the durations of the activity events, without
+the SESSION_START/SESSION_END markers, whose duration is the session's own
+length and would count the same time twice, in minutes) and ``sessions``
+(distinct device sessions with at least one event in the window).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from resolvers.db import Db, Params
+from resolvers.suppression import Count, Key, Reason, positions, suppress
+
+
+class Kind(enum.StrEnum):
+    PERFORMANCE = "PERFORMANCE"
+    USAGE = "USAGE"
+
+
+# Every dimension, in the canonical order of the lattice's keys (the contract's
+# order). A fixed order makes the same table suppress the same way whatever
+# the order of a request's groupBy.
+DIMENSIONS = (
+    "DISTRICT",
+    "SCHOOL",
+    "CLASS",
+    "GRADE_LEVEL",
+    "SUBJECT",
+    "ASSESSMENT",
+    "SKILL",
+    "WEEK",
+    "GENDER",
+    "ETHNICITY",
+    "ENGLISH_LEARNER",
+    "SPECIAL_EDUCATION",
+    "ECONOMICALLY_DISADVANTAGED",
+)
+DEMOGRAPHIC_DIMENSIONS = frozenset(
+    {"GENDER", "ETHNICITY", "ENGLISH_LEARNER", "SPECIAL_EDUCATION", "ECONOMICALLY_DISADVANTAGED"}
+)
+PERFORMANCE_ONLY = frozenset({"SUBJECT", "ASSESSMENT", "SKILL"})
+
+
+@dataclass(frozen=True)
+class _Dim:
+    """How a dimension is computed: per row (grouped in the inner statement,
+    ``inner`` over the fact alias) or per student (``outer`` over ``u``)."""
+
+    inner: str | None = None
+    outer: str | None = None
+    joins: tuple[str, ...] = ()
+    multi: bool = False  # a row may fall in several groups
+
+
+def _demographic(column: str) -> _Dim:
+    return _Dim(outer=f"CASE WHEN u.district_id = ANY({{demo}}::uuid[]) THEN u.{column}::text END")
+
+
+_STUDENT_DIMS = {
+    "DISTRICT": _Dim(outer="u.district_id::text"),
+    "SCHOOL": _Dim(outer="u.school_id::text"),
+    "GRADE_LEVEL": _Dim(outer="u.grade_level"),
+    "GENDER": _demographic("gender"),
+    "ETHNICITY": _Dim(outer="eth.value", multi=True),
+    "ENGLISH_LEARNER": _demographic("english_learner"),
+    "SPECIAL_EDUCATION": _demographic("special_education"),
+    "ECONOMICALLY_DISADVANTAGED": _demographic("economically_disadvantaged"),
+}
+_ITEMS = "JOIN items i ON i.id = r.item_id"
+_PERFORMANCE_DIMS = {
+    **_STUDENT_DIMS,
+    "CLASS": _Dim(
+        inner="asg.class_id",
+        joins=("LEFT JOIN assignments asg ON asg.district_id = r.district_id AND asg.id = r.assignment_id",),
+    ),
+    "SUBJECT": _Dim(inner="a.subject", joins=(_ITEMS, "JOIN assessments a ON a.id = i.assessment_id")),
+    "ASSESSMENT": _Dim(inner="i.assessment_id", joins=(_ITEMS,)),
+    "SKILL": _Dim(inner="i.skill", joins=(_ITEMS,)),
+    "WEEK": _Dim(inner="date_trunc('week', r.submitted_at AT TIME ZONE 'UTC')::date"),
+}
+_EVENT_DAY = "(ev.occurred_at AT TIME ZONE 'UTC')::date"
+_USAGE_DIMS = {
+    **_STUDENT_DIMS,
+    "CLASS": _Dim(
+        inner="en.class_id",
+        joins=(
+            "LEFT JOIN enrollments en ON en.district_id = ev.district_id AND en.student_id = ev.student_id "
+            f"AND en.begin_date <= {_EVENT_DAY} AND (en.end_date IS NULL OR en.end_date >= {_EVENT_DAY})",
+        ),
+        multi=True,
+    ),
+    "WEEK": _Dim(inner="date_trunc('week', ev.occurred_at AT TIME ZONE 'UTC')::date"),
+}
+
+
+@dataclass(frozen=True)
+class _Fact:
+    table: str
+    alias: str
+    at: str
+    measures: str  # per (student, inner dimensions)
+    totals: str  # over a group of those
+
+    def dims(self) -> dict[str, _Dim]:
+        return _PERFORMANCE_DIMS if self.alias == "r" else _USAGE_DIMS
+
+
+_FACTS = {
+    Kind.PERFORMANCE: _Fact(
+        table="responses r",
+        alias="r",
+        at="r.submitted_at",
+        measures="count(*) AS n, sum(r.score) AS score_sum, count(*) FILTER (WHERE r.correct) AS correct_n",
+        totals="sum(b.n)::bigint AS n, sum(b.score_sum)::float8 AS score_sum, sum(b.correct_n)::bigint AS correct_n",
+    ),
+    Kind.USAGE: _Fact(
+        table="activity_events ev",
+        alias="ev",
+        at="ev.occurred_at",
+        measures=(
+            "count(*) AS n, "
+            "coalesce(sum(ev.duration_ms) FILTER (WHERE ev.kind NOT IN ('SESSION_START', 'SESSION_END')), 0) AS ms, "
+            "count(DISTINCT ev.session_key) AS sessions"
+        ),
+        totals="sum(b.n)::bigint AS n, sum(b.ms)::float8 AS ms, sum(b.sessions)::bigint AS sessions",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Universe:
+    """Whose data a report counts, and over which window."""
+
+    kind: Kind
+    district_ids: tuple[uuid.UUID, ...]
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    exclude_opted_out: bool = False
+    # Districts whose demographic values count; others' students have null.
+    demographics_from: tuple[uuid.UUID, ...] = ()
+
+
+@dataclass
+class Cell:
+    students: int
+    rows: int
+    measures: dict[str, float | int | None]
+
+
+@dataclass
+class Lattice:
+    """The grouped tables of one report: ``tables[mask][key]`` (see suppression.py)."""
+
+    dims: tuple[str, ...]
+    tables: dict[int, dict[Key, Cell]] = field(default_factory=dict)
+
+    def counts(self) -> dict[int, dict[Key, Count]]:
+        return {m: {k: Count(c.students) for k, c in t.items()} for m, t in self.tables.items()}
+
+
+def canonical(dims: Sequence[str]) -> tuple[str, ...]:
+    wanted = set(dims)
+    return tuple(d for d in DIMENSIONS if d in wanted)
+
+
+def build_sql(universe: Universe, dims: tuple[str, ...], sets: Sequence[int] | None = None) -> tuple[str, list[Any]]:
+    """One statement: the cells of the given subsets of ``dims`` (bit masks;
+    every subset when None), as GROUPING SETS."""
+    fact = _FACTS[universe.kind]
+    specs = fact.dims()
+    p = Params()
+    districts = p(list(universe.district_ids))
+    alias = fact.alias
+    where = [f"{alias}.district_id = ANY({districts}::uuid[])"]
+    if universe.start is not None:
+        where.append(f"{fact.at} >= {p(universe.start)}")
+    if universe.end is not None:
+        where.append(f"{fact.at} < {p(universe.end)}")
+
+    joins: dict[str, None] = {}
+    inner_exprs: list[str] = []
+    inner_cols: list[str] = []
+    outer_exprs: list[str] = []
+    demo: str | None = None
+    for i, name in enumerate(dims):
+        spec = specs[name]
+        for join in spec.joins:
+            joins[join] = None
+        if spec.inner is not None:
+            inner_exprs.append(spec.inner)
+            inner_cols.append(f"{spec.inner} AS x{i}")
+            outer_exprs.append(f"b.x{i}::text")
+        else:
+            outer = spec.outer or "NULL"
+            if "{demo}" in outer:
+                if demo is None:
+                    demo = p(list(universe.demographics_from))
+                outer = outer.format(demo=demo)
+            outer_exprs.append(outer)
+
+    inner_group = ", ".join([f"{alias}.district_id", f"{alias}.student_id", *inner_exprs])
+    inner = (
+        f"SELECT {alias}.district_id, {alias}.student_id, "
+        + "".join(f"{c}, " for c in inner_cols)
+        + f"{fact.measures} FROM {fact.table} "
+        + " ".join(joins)
+        + f" WHERE {' AND '.join(where)} GROUP BY {inner_group}"
+    )
+    outer_from = "b JOIN users u ON u.district_id = b.district_id AND u.id = b.student_id"
+    if "ETHNICITY" in dims:
+        if demo is None:
+            demo = p(list(universe.demographics_from))
+        outer_from += (
+            f" LEFT JOIN LATERAL unnest(CASE WHEN u.district_id = ANY({demo}::uuid[]) "
+            "THEN u.ethnicity END) AS eth(value) ON true"
+        )
+    outer_where = ""
+    if universe.exclude_opted_out:
+        outer_where = (
+            " WHERE NOT EXISTS (SELECT 1 FROM consents c WHERE c.district_id = u.district_id "
+            "AND c.student_id = u.id AND c.analytics_opt_out)"
+        )
+    select_dims = "".join(f"{e} AS d{i}, " for i, e in enumerate(outer_exprs))
+    grouping = f"GROUPING({', '.join(outer_exprs)})" if outer_exprs else "0"
+    sql = (
+        f"WITH b AS MATERIALIZED ({inner}) "
+        f"SELECT {select_dims}{grouping} AS grouping_bits, count(DISTINCT b.student_id) AS students, {fact.totals} "
+        f"FROM {outer_from}{outer_where}"
+    )
+    if outer_exprs:
+        masks = range(1 << len(dims)) if sets is None else sets
+        listed = ["(" + ", ".join(outer_exprs[i] for i in positions(m, len(dims))) + ")" for m in masks]
+        sql += f" GROUP BY GROUPING SETS ({', '.join(listed)})"
+    return sql, p.values
+
+
+def _measures(kind: Kind, row: Any) -> tuple[int, dict[str, float | int | None]]:
+    n = int(row["n"] or 0)
+    if kind is Kind.PERFORMANCE:
+        score_sum = row["score_sum"]
+        correct = int(row["correct_n"] or 0)
+        return n, {
+            "responses": n,
+            "mean_score": round(float(score_sum) / n, 4) if n and score_sum is not None else None,
+            "percent_correct": round(100.0 * correct / n, 2) if n else None,
+        }
+    ms = row["ms"]
+    return n, {
+        "active_minutes": round(float(ms or 0) / 60000.0, 2),
+        "sessions": int(row["sessions"] or 0),
+    }
+
+
+async def load_lattice(db: Db, universe: Universe, dims: tuple[str, ...], sets: Sequence[int] | None = None) -> Lattice:
+    """The tables of the lattice over ``dims`` (canonical order) for ``universe``:
+    every one, or those whose masks are in ``sets``."""
+    n = len(dims)
+    lattice = Lattice(dims)
+    for mask in range(1 << n) if sets is None else sets:
+        lattice.tables[mask] = {}
+    if not universe.district_ids:
+        return lattice
+    sql, args = build_sql(universe, dims, sets)
+    for row in await db.fetch(sql, *args):
+        bits = int(row["grouping_bits"])
+        # GROUPING() sets the bit of an *aggregated* argument, the first
+        # argument being the most significant bit.
+        mask = sum(1 << i for i in range(n) if not bits >> (n - 1 - i) & 1)
+        key: Key = tuple(row[f"d{i}"] for i in positions(mask, n))
+        rows, measures = _measures(universe.kind, row)
+        lattice.tables[mask][key] = Cell(int(row["students"]), rows, measures)
+    return lattice
+
+
+def has_multi(kind: Kind, dims: Sequence[str]) -> bool:
+    specs = _FACTS[kind].dims()
+    return any(specs[d].multi for d in dims)
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One row of a report: the group's values and its measures, or why not."""
+
+    key: Key
+    reason: Reason | None
+    students: int | None
+    measures: dict[str, float | int | None]
+
+
+@dataclass(frozen=True)
+class Report:
+    k: int
+    rows: list[Shown]
+    total: Shown
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+
+
+def empty_measures(kind: Kind) -> dict[str, float | int | None]:
+    if kind is Kind.PERFORMANCE:
+        return {"responses": 0, "mean_score": None, "percent_correct": None}
+    return {"active_minutes": 0.0, "sessions": 0}
+
+
+def _shown(key: Key, cell: Cell | None, reason: Reason | None, kind: Kind) -> Shown:
+    if reason is not None:
+        return Shown(key, reason, None, {})
+    if cell is None:
+        return Shown(key, None, 0, empty_measures(kind))
+    return Shown(key, None, cell.students, cell.measures)
+
+
+def _sort_key(key: Key) -> tuple[tuple[bool, str], ...]:
+    return tuple((v is None, v or "") for v in key)
+
+
+# ------------------------------------------------------------------ windows
+
+_EPOCH_MONDAY = dt.datetime(1970, 1, 5, tzinfo=dt.UTC)
+_WEEK = dt.timedelta(weeks=1)
+
+
+def week_floor(at: dt.datetime) -> dt.datetime:
+    """The Monday 00:00 UTC at or before ``at``."""
+    weeks = (at.astimezone(dt.UTC) - _EPOCH_MONDAY) // _WEEK
+    return _EPOCH_MONDAY + weeks * _WEEK
+
+
+def week_ceil(at: dt.datetime) -> dt.datetime:
+    """The Monday 00:00 UTC at or after ``at``."""
+    floor = week_floor(at)
+    return floor if floor == at else floor + _WEEK
+
+
+class _Window:
+    """Which WEEK values (``YYYY-MM-DD`` of a Monday) a widened window holds."""
+
+    def __init__(self, start: dt.datetime | None, end: dt.datetime | None) -> None:
+        self.start = None if start is None else start.date().isoformat()
+        self.end = None if end is None else end.date().isoformat()
+
+    def __contains__(self, week: object) -> bool:
+        if not isinstance(week, str):
+            return False  # no event lacks a time
+        return (self.start is None or week >= self.start) and (self.end is None or week < self.end)
+
+
+# ------------------------------------------------------------------ reports
+
+
+def _mask(dims: tuple[str, ...], of: Sequence[str]) -> int:
+    return sum(1 << dims.index(d) for d in of)
+
+
+async def _measured(db: Db, universe: Universe, level: tuple[str, ...], fixed: dict[str, str]) -> dict[Key, Cell]:
+    """The cells of the table grouped by ``level``, counted with only that
+    table's own joins, within the ``fixed`` slice."""
+    table = await load_lattice(db, universe, level, [(1 << len(level)) - 1])
+    cells = table.tables[(1 << len(level)) - 1]
+    at = [(level.index(d), v) for d, v in fixed.items() if d in level]
+    return {key: cell for key, cell in cells.items() if all(key[i] == v for i, v in at)}
+
+
+async def run_report(
+    db: Db,
+    universe: Universe,
+    group_by: Sequence[str],
+    fixed: dict[str, str],
+    k: int,
+) -> Report:
+    """The report: rows grouped by ``group_by`` (in that order) within the slice
+    ``fixed`` (dimension -> value: the scope below the universe and the
+    assessment filter), each shown or suppressed, and the slice's total.
+
+    Without a window, suppression is decided on the lattice over the report's
+    own dimensions. With one, the window is widened to whole UTC weeks and
+    suppression is decided on the lattice over all time with WEEK added: a
+    windowed number is shown only if it follows from the shown cells of that
+    lattice (its line along WEEK has no hidden cell inside the window, or has
+    all of them inside it while its all-time group is shown). So two windows
+    cannot be subtracted to reach a hidden week, nor a window from all time.
+    """
+    windowed = universe.start is not None or universe.end is not None
+    if windowed:
+        universe = Universe(
+            kind=universe.kind,
+            district_ids=universe.district_ids,
+            start=None if universe.start is None else week_floor(universe.start),
+            end=None if universe.end is None else week_ceil(universe.end),
+            exclude_opted_out=universe.exclude_opted_out,
+            demographics_from=universe.demographics_from,
+        )
+    dims = canonical([*fixed, *group_by])
+    level_f = canonical(list(fixed))
+    lattice_dims = canonical([*dims, "WEEK"]) if windowed else dims
+    all_time = Universe(
+        kind=universe.kind,
+        district_ids=universe.district_ids,
+        exclude_opted_out=universe.exclude_opted_out,
+        demographics_from=universe.demographics_from,
+    )
+    lattice = await load_lattice(db, all_time, lattice_dims)
+    hidden = suppress(lattice.counts(), len(lattice_dims), k)
+    window = _Window(universe.start, universe.end)
+
+    def reason(level: tuple[str, ...], key: Key, students: int) -> Reason | None:
+        if 0 < students < k:
+            return Reason.SMALL_GROUP
+        mask = _mask(lattice_dims, level)
+        if not windowed or "WEEK" in level:
+            return hidden[mask].get(key)
+        # The group's line along WEEK in the all-time lattice.
+        week_at = lattice_dims.index("WEEK")
+        line = hidden[mask | 1 << week_at]
+        at = positions(mask | 1 << week_at, len(lattice_dims)).index(week_at)
+        weeks = [cell[at] for cell in line if cell[:at] + cell[at + 1 :] == key]
+        inside = [w for w in weeks if w in window]
+        if not inside:
+            return None
+        if len(inside) == len(weeks) and key not in hidden[mask]:
+            return None
+        return Reason.COMPLEMENTARY
+
+    fixed_key: Key = tuple(fixed[d] for d in level_f)
+    if not windowed and not has_multi(universe.kind, [d for d in dims if d not in fixed]):
+        total_cell = lattice.tables[_mask(lattice_dims, level_f)].get(fixed_key)
+    else:
+        # A dimension with several values per student repeats rows in every
+        # table of its lattice; the slice's own total is counted without it.
+        total_cell = (await _measured(db, universe, level_f, fixed)).get(fixed_key)
+    students = total_cell.students if total_cell is not None else 0
+    total = _shown((), total_cell, reason(level_f, fixed_key, students), universe.kind)
+
+    rows: list[Shown] = []
+    if group_by:
+        cells = (
+            await _measured(db, universe, dims, fixed)
+            if windowed
+            else _slice(lattice.tables[_mask(lattice_dims, dims)], dims, fixed)
+        )
+        order = [dims.index(d) for d in group_by]
+        for key, cell in cells.items():
+            shown_key: Key = tuple(key[i] for i in order)
+            rows.append(_shown(shown_key, cell, reason(dims, key, cell.students), universe.kind))
+        rows.sort(key=lambda r: _sort_key(r.key))
+    return Report(k=k, rows=rows, total=total, start=universe.start, end=universe.end)
+
+
+def _slice(cells: dict[Key, Cell], dims: tuple[str, ...], fixed: dict[str, str]) -> dict[Key, Cell]:
+    at = [(dims.index(d), v) for d, v in fixed.items()]
+    return {key: cell for key, cell in cells.items() if all(key[i] == v for i, v in at)}
