@@ -10,8 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import strawberry
-from sqlalchemy.ext.asyncio import AsyncEngine
+from graphql import GraphQLSchema
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -22,9 +26,13 @@ from permissions.policy import PolicySet, load_policy_set
 from schema.build import build_schema, category_fields
 from server.audit_writer import make_audit_writer
 from server.auth import TokenVerifier
-from server.db import DatabaseUrls, create_engine, server_urls
-from server.graphql_http import GraphQLEndpoint
+from server.db import DatabaseUrls, server_urls, sqlalchemy_url
+from server.errors import RequestError
+from server.graphql_http import REQUEST_ID, DocumentCache, GraphQLEndpoint, is_connection_error
+from server.limits import Limits, OperationAllowList
+from server.ratelimit import RateLimiter
 from server.settings import Settings
+from server.telemetry import Telemetry, TelemetryMiddleware, trace_root_fields
 
 log = logging.getLogger("pledgeql.app")
 
@@ -53,41 +61,152 @@ class AppState:
 
 @contextlib.asynccontextmanager
 async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
-    """A pooled connection as asyncpg's own connection object."""
-    async with engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        yield raw.driver_connection
+    """A pooled connection as asyncpg's own connection object.
+
+    A connection the database closed while it sat in the pool (a restart, a
+    failover) is noticed without a round trip (asyncpg saw its socket close)
+    and replaced; one that fails with a connection error while in use is
+    invalidated, so that the pool never hands it out again. Together they
+    let the server recover from an outage without a restart, at no cost per
+    request (``PLEDGEQL_DB_POOL_PRE_PING`` adds SQLAlchemy's ping, a round
+    trip per checkout, for networks that drop connections silently).
+    """
+    for attempt in range(3):
+        connection = await engine.connect()
+        try:
+            raw = await connection.get_raw_connection()
+            driver = raw.driver_connection
+            if driver is None or driver.is_closed():
+                await connection.invalidate()
+                if attempt < 2:
+                    continue
+                raise ConnectionError("The database closed every pooled connection")
+            try:
+                yield driver
+            except BaseException as error:
+                if is_connection_error(error) or driver.is_closed():
+                    await connection.invalidate()
+                raise
+            return
+        finally:
+            await connection.close()
+
+
+def create_serving_engine(url: str, settings: Settings) -> AsyncEngine:
+    """The app role's pool, with timeouts short enough that an outage fails fast."""
+    return create_async_engine(
+        sqlalchemy_url(url),
+        pool_size=settings.pool_size,
+        max_overflow=settings.pool_size,
+        pool_pre_ping=settings.db_pool_pre_ping,
+        pool_recycle=1800,
+        pool_timeout=settings.db_pool_timeout,
+        connect_args={
+            "server_settings": {"application_name": "pledgeql", "jit": "off"},
+            "timeout": settings.db_connect_timeout,
+            "command_timeout": settings.db_command_timeout,
+        },
+    )
+
+
+class RequestIdMiddleware:
+    """Every response carries X-Request-Id: the client's when well-formed, else a new one."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = ""
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+                break
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if "x-request-id" not in headers:
+                    headers["x-request-id"] = request_id
+                headers.setdefault("x-content-type-options", "nosniff")
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def check_production(settings: Settings, schema: GraphQLSchema) -> OperationAllowList | None:
+    """The operation allow-list, every document of it valid; production refuses to start without one."""
+    if settings.operations_dir is not None:
+        allow_list = OperationAllowList.from_folder(settings.operations_dir)
+        check = DocumentCache(schema, limits=Limits.from_settings(settings), production=settings.is_production)
+        for source, text in allow_list.sources.items():
+            try:
+                errors = [e.message for e in check.get(text).errors]
+            except RequestError as error:
+                errors = [error.message]
+            if errors:
+                raise SystemExit(f"Registered operation {source} is not valid against the schema: {errors[0]}")
+        return allow_list
+    if settings.is_production:
+        raise SystemExit(
+            "Production runs registered operations only: set PLEDGEQL_OPERATIONS_DIR to the folder "
+            "of the .graphql documents the clients ship"
+        )
+    return None
 
 
 def _category_fields() -> dict[DataCategory, list[str]]:
     return {DataCategory(k): v for k, v in category_fields().items()}
 
 
-def create_app(settings: Settings | None = None, urls: DatabaseUrls | None = None) -> Starlette:
+def create_app(
+    settings: Settings | None = None, urls: DatabaseUrls | None = None, *, telemetry: Telemetry | None = None
+) -> Starlette:
     settings = settings or Settings.from_env()
     policies = load_policy_set(settings.policy_dirs)
     schema = build_schema(policies)
     state = AppState(settings=settings, policies=policies, schema=schema)
+    # Configuration errors stop the server here, before it serves anything.
+    verifier = TokenVerifier(settings)
+    allow_list = check_production(settings, schema._schema)
+    if settings.is_production and "*" in settings.cors_origins:
+        raise SystemExit("PLEDGEQL_CORS_ORIGINS may not be '*' in production: list the client origins")
+    telemetry = telemetry or Telemetry.from_env()
+    if telemetry.enabled:
+        trace_root_fields(schema._schema)
+    rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         database = urls or server_urls(settings)
-        engine = create_engine(database.app, pool_size=settings.pool_size)
+        engine = create_serving_engine(database.app, settings)
         state.engine = engine
 
         state.endpoint = GraphQLEndpoint(
             schema=schema._schema,
             policies=policies,
-            verifier=TokenVerifier(settings),
+            verifier=verifier,
             acquire=lambda: driver_connection(engine),
             production=settings.is_production,
             audit_writer=make_audit_writer(settings.audit_key()),
             trusted_proxy_header=settings.trusted_proxy_header,
+            limits=Limits.from_settings(settings),
+            allow_list=allow_list,
+            rate_limiter=rate_limiter,
+            telemetry=telemetry,
+            max_body_bytes=settings.max_body_bytes,
         )
         try:
             yield
         finally:
+            # Runs after the server has finished its in-flight requests (and
+            # their audit writes): uvicorn's graceful shutdown comes first.
             await engine.dispose()
+            telemetry.shutdown()
 
     async def graphql(request: Request) -> Response:
         if (
@@ -130,8 +249,14 @@ def create_app(settings: Settings | None = None, urls: DatabaseUrls | None = Non
             return HTMLResponse("<!doctype html><title>Not found</title><p>No such district.</p>", 404)
         if state.engine is None:
             return HTMLResponse("<!doctype html><title>Starting</title>", 503)
-        async with driver_connection(state.engine) as connection:
-            row = await connection.fetchrow("SELECT * FROM districts WHERE id = $1", district_id)
+        try:
+            async with driver_connection(state.engine) as connection:
+                row = await connection.fetchrow("SELECT * FROM districts WHERE id = $1", district_id)
+        except Exception as error:
+            if not is_connection_error(error):
+                raise
+            log.warning("Privacy page without a database: %s", type(error).__name__)
+            return HTMLResponse("<!doctype html><title>Unavailable</title><p>Try again shortly.</p>", 503)
         if row is None:
             return HTMLResponse("<!doctype html><title>Not found</title><p>No such district.</p>", 404)
         notice = DistrictNotice(
@@ -152,7 +277,30 @@ def create_app(settings: Settings | None = None, urls: DatabaseUrls | None = Non
         doc = policies.governing(row["accepted_policy_version"])
         return HTMLResponse(render_privacy_html(doc, _category_fields(), notice))
 
+    middleware = [
+        Middleware(TelemetryMiddleware, telemetry=telemetry),
+        Middleware(RequestIdMiddleware),
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Accept",
+                "X-Purpose",
+                "X-Justification",
+                "X-Request-Id",
+                "Idempotency-Key",
+                "X-Session-Id",
+            ],
+            expose_headers=["X-Request-Id", "Retry-After"],
+            allow_credentials=False,
+            max_age=600,
+        ),
+    ]
     app = Starlette(
+        middleware=middleware,
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             Route("/healthz", healthz),

@@ -8,6 +8,7 @@ read from the database on every request.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -15,12 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from server.errors import RequestError
 from server.settings import Settings
 
+log = logging.getLogger("pledgeql.auth")
+
 ASYMMETRIC = ("RS256", "ES256")
 LEEWAY_SECONDS = 30
+MAX_TOKEN_BYTES = 8192
 
 
 @dataclass(frozen=True)
@@ -29,70 +35,161 @@ class TokenClaims:
     purposes: frozenset[str]
 
 
+@dataclass(frozen=True)
+class VerificationKey:
+    key: Any
+    algorithm: str
+
+
 def _unauthenticated(
     message: str = "Sign in again: the token is missing or not valid",
 ) -> RequestError:
     return RequestError("UNAUTHENTICATED", message)
 
 
+def _algorithm_of(key: Any) -> str | None:
+    """The one algorithm a public key may verify: RS256 for RSA, ES256 for P-256."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RS256" if key.key_size >= 2048 else None
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "ES256" if isinstance(key.curve, ec.SECP256R1) else None
+    return None
+
+
+def load_public_key(path: str) -> VerificationKey:
+    try:
+        key = serialization.load_pem_public_key(Path(path).read_bytes())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"PLEDGEQL_JWT_PUBLIC_KEY_FILE {path}: not a readable PEM public key ({error})") from None
+    algorithm = _algorithm_of(key)
+    if algorithm is None:
+        raise SystemExit(f"PLEDGEQL_JWT_PUBLIC_KEY_FILE {path}: use an RSA key of 2048 bits or more, or a P-256 EC key")
+    return VerificationKey(key, algorithm)
+
+
+def load_jwks(path: str) -> dict[str, VerificationKey]:
+    """The signing keys of a JWKS file by ``kid``; keys for other uses or algorithms are left out."""
+    try:
+        document = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"PLEDGEQL_JWKS_FILE {path}: not a readable JSON Web Key Set ({error})") from None
+    keys: dict[str, VerificationKey] = {}
+    for jwk in document.get("keys", []) if isinstance(document, dict) else []:
+        if not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str) or jwk.get("use", "sig") != "sig":
+            continue
+        if jwk.get("alg") is not None and jwk.get("alg") not in ASYMMETRIC:
+            continue
+        try:
+            key = jwt.PyJWK(jwk).key
+        except jwt.PyJWTError:
+            continue
+        algorithm = _algorithm_of(key)
+        if algorithm is not None and jwk.get("alg", algorithm) == algorithm:
+            keys[jwk["kid"]] = VerificationKey(key, algorithm)
+    if not keys:
+        raise SystemExit(f"PLEDGEQL_JWKS_FILE {path}: no RS256 or ES256 signing key with a 'kid'")
+    return keys
+
+
 class TokenVerifier:
-    """Verifies bearer tokens with one pinned algorithm family."""
+    """Verifies bearer tokens against one pinned algorithm family.
+
+    Development: HS256 with the configured or generated secret. Production:
+    RS256/ES256 only, against a public key file and/or a JWKS file (one key
+    per ``kid``; the file is read again when a token names a ``kid`` it does
+    not hold and the file has changed, so keys rotate without a restart), with
+    ``iss`` and ``aud`` required and checked. Each key verifies with its own
+    algorithm only, so neither ``alg: none`` nor an HS256 token made with a
+    public key as its secret gets through.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.issuer = settings.jwt_issuer
         self.audience = settings.jwt_audience
-        self._keys: dict[str | None, Any] = {}
+        self._jwks_file = settings.jwks_file
+        self._jwks_mtime = 0.0
+        self._by_kid: dict[str, VerificationKey] = {}
+        self._default: VerificationKey | None = None
         if settings.jwks_file or settings.jwt_public_key_file:
             self.algorithms = list(ASYMMETRIC)
             if settings.jwks_file:
-                jwks = json.loads(Path(settings.jwks_file).read_text())
-                for jwk in jwks.get("keys", []):
-                    key = jwt.PyJWK(jwk)
-                    self._keys[jwk.get("kid")] = key.key
+                self._load_jwks()
             if settings.jwt_public_key_file:
-                self._keys[None] = Path(settings.jwt_public_key_file).read_bytes()
+                self._default = load_public_key(settings.jwt_public_key_file)
         else:
-            if settings.is_production and not settings.jwt_secret:
+            if settings.is_production:
                 raise SystemExit(
-                    "Production needs PLEDGEQL_JWT_PUBLIC_KEY_FILE or PLEDGEQL_JWKS_FILE "
-                    "(or, for HS256, PLEDGEQL_JWT_SECRET)"
+                    "Production verifies RS256/ES256 tokens only: "
+                    "set PLEDGEQL_JWT_PUBLIC_KEY_FILE or PLEDGEQL_JWKS_FILE"
                 )
             self.algorithms = ["HS256"]
-            self._keys[None] = settings.development_jwt_secret()
+            self._default = VerificationKey(settings.development_jwt_secret(), "HS256")
+        if settings.is_production and not (self.issuer and self.audience):
+            raise SystemExit("Production checks who issued a token and for whom: set PLEDGEQL_JWT_ISSUER and _AUDIENCE")
 
-    def _key_for(self, token: str) -> Any:
+    def _load_jwks(self) -> None:
+        if self._jwks_file is None:
+            return
+        path = Path(self._jwks_file)
+        self._jwks_mtime = path.stat().st_mtime if path.exists() else 0.0
+        self._by_kid = load_jwks(self._jwks_file)
+
+    def _reload_if_changed(self) -> None:
+        if self._jwks_file is None:
+            return
+        try:
+            mtime = Path(self._jwks_file).stat().st_mtime
+        except OSError:
+            return
+        if mtime != self._jwks_mtime:
+            try:
+                self._load_jwks()
+            except SystemExit as error:  # a half-written file: keep the keys we have
+                log.warning("JWKS reload failed: %s", error)
+
+    def _key_for(self, token: str) -> VerificationKey:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise _unauthenticated() from None
-        if header.get("alg") not in self.algorithms:
+        algorithm = header.get("alg")
+        if not isinstance(algorithm, str) or algorithm not in self.algorithms:
             raise _unauthenticated()
         kid = header.get("kid")
-        if kid is not None and kid in self._keys:
-            return self._keys[kid]
-        if kid is not None and None not in self._keys:
+        key: VerificationKey | None
+        if kid is not None and self._jwks_file is not None:
+            if not isinstance(kid, str):
+                raise _unauthenticated()
+            key = self._by_kid.get(kid)
+            if key is None:
+                self._reload_if_changed()
+                key = self._by_kid.get(kid)
+        else:
+            key = self._default
+        if key is None or key.algorithm != algorithm:
             raise _unauthenticated()
-        if None in self._keys:
-            return self._keys[None]
-        raise _unauthenticated()
+        return key
 
     def verify(self, authorization: str | None) -> TokenClaims:
         if not authorization:
             raise _unauthenticated("Sign in: this request needs a bearer token")
+        if len(authorization) > MAX_TOKEN_BYTES:
+            raise _unauthenticated()
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise _unauthenticated("Send the token as 'Authorization: Bearer <token>'")
         token = token.strip()
         key = self._key_for(token)
+        required = ["exp", "sub"] + (["iss"] if self.issuer else []) + (["aud"] if self.audience else [])
         try:
             claims = jwt.decode(
                 token,
-                key,
-                algorithms=self.algorithms,
+                key.key,
+                algorithms=[key.algorithm],
                 issuer=self.issuer,
                 audience=self.audience,
                 leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
+                options={"require": required, "verify_aud": self.audience is not None},
             )
         except jwt.PyJWTError:
             raise _unauthenticated() from None

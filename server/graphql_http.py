@@ -1,36 +1,55 @@
 """POST/GET /graphql: from an HTTP request to a GraphQL result, fail-closed.
 
-Order of checks: transport (method, content type, size, JSON), the document
-(parse, validate: both cached), the token, the purpose, the caller read from
-the database, the request-level policy refusals; then execution inside one
-transaction whose settings carry the request's districts for row-level
-security; then the audit, before the response leaves.
+Order of checks, cheapest and least trusting first: transport (method,
+content type, body size, JSON shape; batches are refused), the caller's
+identity (the bearer token, verified without the database) and its rate limit,
+the production allow-list, the document (parse with the token limit, the
+abuse limits, then full validation: all cached per document text), the
+operation (GET mutations refused; page sizes from variables measured), the
+purpose, the caller read from the database, the request-level policy
+refusals; then execution inside one transaction whose settings carry the
+request's districts for row-level security; then the audit, before the
+response leaves.
+
+Statuses: a client that accepts application/graphql-response+json gets the
+API.md table's status for every error. A legacy application/json client gets
+200 for GraphQL-level failures (document validation, variables, policy
+refusals: the GraphQL-over-HTTP convention), and the real status for
+failures of the transport, of authentication, of the abuse limits and of the
+server (400 for malformed requests, 401, 405, 413, 415, 429, 503, 500, and
+400 for QUERY_TOO_COMPLEX and OPERATION_NOT_ALLOWED).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+import re
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import orjson
+import sqlalchemy.exc
 from graphql import (
+    ASTValidationRule,
     DocumentNode,
     GraphQLError,
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
-    parse,
+    specified_rules,
     validate,
 )
 from graphql import (
     execute as graphql_execute,
 )
 from graphql.error import GraphQLSyntaxError
+from graphql.execution.values import get_variable_values
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -38,19 +57,35 @@ from permissions.decide import DecisionTable, DistrictConditions, Relationship, 
 from permissions.enums import Purpose, RequestRefusal, Role
 from permissions.policy import PolicySet
 from permissions.principal import Principal
-from resolvers.db import Db
 from resolvers.principal import load_conditions, load_principal
 from resolvers.reads import Reads
 from resolvers.scope import RowScope
-from server.auth import TokenVerifier
+from server.auth import TokenClaims, TokenVerifier
 from server.context import ClientInfo, PublicContext, RequestContext
 from server.errors import STATUS, TRANSPORT_CODES, FieldError, RequestError
+from server.limits import (
+    Limits,
+    OperationAllowList,
+    canonical_hash,
+    introspection_off_rule,
+    limits_rule,
+    measure_operation,
+    parse_limited,
+    sha256_hex,
+    sized_by_variables,
+    violations,
+)
+from server.ratelimit import RateLimiter, retry_after_header
+from server.telemetry import Telemetry, operation_label
 
 log = logging.getLogger("pledgeql.http")
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 PUBLIC_ROOTS = frozenset({"policy", "policyVersions", "__typename", "__schema", "__type"})
 NIL = uuid.UUID(int=0)
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# Codes whose status every client gets, beside the transport codes.
+ALWAYS_STATUS = TRANSPORT_CODES | {"QUERY_TOO_COMPLEX", "OPERATION_NOT_ALLOWED"}
 
 DIRECT_ACCESS_MESSAGE = (
     "Your school district has not turned on direct access to student records. "
@@ -61,24 +96,82 @@ REFUSAL_MESSAGES = {
     RequestRefusal.JUSTIFICATION_REQUIRED: "LEGAL_COMPLIANCE needs an X-Justification header saying why",
     RequestRefusal.DIRECT_ACCESS_DISABLED: DIRECT_ACCESS_MESSAGE,
 }
+UNAVAILABLE_MESSAGE = "The database cannot be reached; try again shortly"
 
 
 class AuditUnavailable(Exception):
     """The audit entries of a request could not be written."""
 
 
+class MalformedRequest(RequestError):
+    """Not a GraphQL-over-HTTP request at all: 400 for every client."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("BAD_USER_INPUT", message)
+
+
+class RateLimited(RequestError):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("RATE_LIMITED", "Too many requests; retry after the number of seconds in Retry-After")
+        self.retry_after = retry_after
+
+
+def is_connection_error(error: BaseException | None) -> bool:
+    """Whether ``error`` means the database cannot be reached (as opposed to a bug or a refusal)."""
+    while error is not None:
+        if isinstance(
+            error,
+            OSError
+            | asyncio.TimeoutError
+            | asyncpg.exceptions.PostgresConnectionError
+            | asyncpg.exceptions.CannotConnectNowError
+            | asyncpg.exceptions.AdminShutdownError
+            | asyncpg.exceptions.CrashShutdownError
+            | asyncpg.exceptions.TooManyConnectionsError
+            | sqlalchemy.exc.TimeoutError,
+        ):
+            return True
+        if isinstance(error, asyncpg.exceptions.InterfaceError) and "connection" in str(error).lower():
+            return True
+        if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
+            return True
+        error = error.__cause__ or getattr(error, "orig", None)
+    return False
+
+
 @dataclass(frozen=True)
 class Prepared:
     document: DocumentNode
     errors: tuple[GraphQLError, ...]
+    digest: str = ""
+    variable_sizes: bool = False
 
 
 class DocumentCache:
-    """Parsed and validated documents by their text: parse and validate once."""
+    """Parsed and validated documents by their text: parse, measure and validate once.
 
-    def __init__(self, schema: GraphQLSchema, size: int = 512) -> None:
+    The rules (the abuse limits first, alone, so that an abusive document never
+    reaches the costlier standard rules; then the standard rules) are built
+    once, here, not per request.
+    """
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        size: int = 512,
+        *,
+        limits: Limits | None = None,
+        production: bool = False,
+        allow_list: OperationAllowList | None = None,
+    ) -> None:
         self.schema = schema
         self.size = size
+        self.limits = limits or Limits()
+        self.production = production
+        self.allow_list = allow_list
+        self.limit_rules: tuple[type[ASTValidationRule], ...] = (limits_rule(self.limits),)
+        extra = (introspection_off_rule(),) if production else ()
+        self.rules: tuple[type[ASTValidationRule], ...] = (*specified_rules, *extra)
         self._entries: OrderedDict[str, Prepared] = OrderedDict()
 
     def get(self, query: str) -> Prepared:
@@ -86,12 +179,26 @@ class DocumentCache:
         if entry is not None:
             self._entries.move_to_end(query)
             return entry
+        registered = self.allow_list is not None and self.allow_list.text_for_hash(sha256_hex(query)) is not None
         try:
-            document = parse(query)
+            document = parse_limited(query, self.limits)
         except GraphQLSyntaxError as error:
             raise RequestError("BAD_USER_INPUT", f"The query does not parse: {error.message}") from None
-        errors = tuple(validate(self.schema, document))
-        entry = Prepared(document, errors)
+        except GraphQLError as error:
+            raise RequestError("QUERY_TOO_COMPLEX", error.message) from None
+        digest = canonical_hash(document)
+        if self.allow_list is not None and not registered and not self.allow_list.allows(digest):
+            # Not cached: unregistered documents must not push registered ones out.
+            raise RequestError("OPERATION_NOT_ALLOWED", "This operation is not registered with the server")
+        errors = validate(self.schema, document, self.limit_rules, hide_suggestions=self.production)
+        if not errors:
+            errors = validate(self.schema, document, self.rules, hide_suggestions=self.production)
+        variable_sizes = not errors and any(
+            sized_by_variables(self.schema, document, d)
+            for d in document.definitions
+            if isinstance(d, OperationDefinitionNode)
+        )
+        entry = Prepared(document, tuple(errors), digest, variable_sizes)
         self._entries[query] = entry
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)
@@ -103,6 +210,14 @@ class GraphQLRequest:
     query: str
     operation_name: str | None
     variables: dict[str, Any] | None
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Reply:
+    body: dict[str, Any]
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _select_operation(document: DocumentNode, name: str | None) -> OperationDefinitionNode:
@@ -125,16 +240,32 @@ def _wants_graphql_response(request: Request) -> bool:
     return GRAPHQL_RESPONSE in request.headers.get("accept", "")
 
 
-def _respond(request: Request, body: dict[str, Any], status: int, request_id: str) -> Response:
+def request_id_of(request: Request) -> str:
+    """The request's id: the one the middleware settled on, the client's when well-formed, else a new one."""
+    settled = getattr(request.state, "request_id", None)
+    if isinstance(settled, str):
+        return settled
+    given = request.headers.get("x-request-id", "")
+    return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+def _respond(request: Request, reply: Reply, request_id: str) -> Response:
     media = GRAPHQL_RESPONSE if _wants_graphql_response(request) else "application/json"
-    return Response(orjson.dumps(body), status_code=status, media_type=media, headers={"x-request-id": request_id})
+    headers = {"x-request-id": request_id, "cache-control": "no-store", **reply.headers}
+    return Response(orjson.dumps(reply.body), status_code=reply.status, media_type=media, headers=headers)
+
+
+def error_reply(request: Request, error: RequestError) -> Reply:
+    status = STATUS.get(error.code, 400)
+    legacy = not _wants_graphql_response(request)
+    if legacy and error.code not in ALWAYS_STATUS and not isinstance(error, MalformedRequest):
+        status = 200 if status < 500 else status
+    headers = {"retry-after": retry_after_header(error.retry_after)} if isinstance(error, RateLimited) else {}
+    return Reply(error.body(), status, headers)
 
 
 def error_response(request: Request, error: RequestError, request_id: str) -> Response:
-    status = STATUS.get(error.code, 400)
-    if not _wants_graphql_response(request) and error.code not in TRANSPORT_CODES:
-        status = 200 if status < 500 else status
-    return _respond(request, error.body(), status, request_id)
+    return _respond(request, error_reply(request, error), request_id)
 
 
 def format_error(error: GraphQLError, mask: bool) -> dict[str, Any]:
@@ -146,9 +277,10 @@ def format_error(error: GraphQLError, mask: bool) -> dict[str, Any]:
         out["path"] = list(error.path)
     if isinstance(original, FieldError):
         out["extensions"] = dict(original.extensions)
-    elif original is None:
-        # A GraphQL-level error: validation or variable coercion.
-        out["extensions"] = {"code": "BAD_USER_INPUT"}
+    elif original is None or isinstance(original, GraphQLError):
+        # A GraphQL-level error: validation, limits or variable coercion.
+        code = (error.extensions or {}).get("code") or "BAD_USER_INPUT"
+        out["extensions"] = {"code": code}
     else:
         log.error("Unexpected error in a resolver: %s", type(original).__name__)
         out["message"] = "Internal error" if mask else f"Internal error: {type(original).__name__}"
@@ -170,6 +302,11 @@ class GraphQLEndpoint:
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         audit_writer: Callable[[RequestContext], Awaitable[None]],
         trusted_proxy_header: str | None = None,
+        limits: Limits | None = None,
+        allow_list: OperationAllowList | None = None,
+        rate_limiter: RateLimiter | None = None,
+        telemetry: Telemetry | None = None,
+        max_body_bytes: int = 256 * 1024,
     ) -> None:
         self.trusted_proxy_header = trusted_proxy_header
         self.schema = schema
@@ -179,45 +316,94 @@ class GraphQLEndpoint:
         self.production = production
         self.clock = clock
         self.audit_writer = audit_writer
-        self.documents = DocumentCache(schema)
+        self.limits = limits or Limits()
+        self.allow_list = allow_list
+        self.rate_limiter = rate_limiter
+        self.telemetry = telemetry or Telemetry()
+        self.max_body_bytes = max_body_bytes
+        self.documents = DocumentCache(schema, limits=self.limits, production=production, allow_list=allow_list)
 
     # ------------------------------------------------------------ transport
+
+    async def _body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+            raise RequestError("PAYLOAD_TOO_LARGE", f"The request body is over {self.max_body_bytes} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_body_bytes:
+                raise RequestError("PAYLOAD_TOO_LARGE", f"The request body is over {self.max_body_bytes} bytes")
+        return bytes(body)
+
+    @staticmethod
+    def _json_param(raw: str | None, name: str) -> Any:
+        if not raw:
+            return None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise MalformedRequest(f"'{name}' is not valid JSON") from None
 
     async def read_request(self, request: Request) -> GraphQLRequest:
         if request.method == "GET":
             params = request.query_params
-            query = params.get("query")
-            variables_raw = params.get("variables")
-            variables = None
-            if variables_raw:
-                try:
-                    variables = orjson.loads(variables_raw)
-                except orjson.JSONDecodeError:
-                    raise RequestError("BAD_USER_INPUT", "'variables' is not valid JSON") from None
-            payload: Any = {"query": query, "operationName": params.get("operationName"), "variables": variables}
+            if len(str(request.url.query)) > self.max_body_bytes:
+                raise RequestError("PAYLOAD_TOO_LARGE", f"The query string is over {self.max_body_bytes} bytes")
+            payload: Any = {
+                "query": params.get("query"),
+                "operationName": params.get("operationName"),
+                "variables": self._json_param(params.get("variables"), "variables"),
+                "extensions": self._json_param(params.get("extensions"), "extensions"),
+            }
         else:
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type != "application/json":
                 raise RequestError("UNSUPPORTED_MEDIA_TYPE", "Send the request as Content-Type: application/json")
-            body = await request.body()
+            body = await self._body(request)
             try:
                 payload = orjson.loads(body)
             except orjson.JSONDecodeError:
-                raise RequestError("BAD_USER_INPUT", "The request body is not valid JSON") from None
+                raise MalformedRequest("The request body is not valid JSON") from None
         if isinstance(payload, list):
-            raise RequestError("BAD_USER_INPUT", "Batched requests are not accepted: send one operation per request")
+            # Batching is off: one operation, one transaction, one audit per request.
+            raise RequestError("QUERY_TOO_COMPLEX", "Batched requests are not accepted: send one operation per request")
         if not isinstance(payload, dict):
-            raise RequestError("BAD_USER_INPUT", "The request body must be a JSON object with a 'query'")
+            raise MalformedRequest("The request body must be a JSON object with a 'query'")
+        extensions = payload.get("extensions")
+        if extensions is not None and not isinstance(extensions, dict):
+            raise MalformedRequest("'extensions' must be a JSON object")
         query = payload.get("query")
-        if not isinstance(query, str) or not query.strip():
-            raise RequestError("BAD_USER_INPUT", "The request has no 'query'")
+        if query is not None and not isinstance(query, str):
+            raise MalformedRequest("'query' must be a string")
         operation_name = payload.get("operationName")
         if operation_name is not None and not isinstance(operation_name, str):
-            raise RequestError("BAD_USER_INPUT", "'operationName' must be a string")
+            raise MalformedRequest("'operationName' must be a string")
         variables = payload.get("variables")
         if variables is not None and not isinstance(variables, dict):
-            raise RequestError("BAD_USER_INPUT", "'variables' must be a JSON object")
-        return GraphQLRequest(query, operation_name, variables)
+            raise MalformedRequest("'variables' must be a JSON object")
+        return GraphQLRequest(query or "", operation_name, variables, extensions or {})
+
+    def resolve_persisted(self, gql: GraphQLRequest) -> str:
+        """The document's text: sent, or named by its sha256 (Automatic Persisted Queries)."""
+        persisted = gql.extensions.get("persistedQuery")
+        digest = persisted.get("sha256Hash") if isinstance(persisted, dict) else None
+        if persisted is not None and not isinstance(digest, str):
+            raise MalformedRequest("'extensions.persistedQuery' needs a 'sha256Hash' string")
+        if isinstance(digest, str):
+            if gql.query.strip():
+                if sha256_hex(gql.query) != digest.lower():
+                    raise MalformedRequest("'persistedQuery.sha256Hash' is not the sha256 of 'query'")
+                return gql.query
+            text = self.allow_list.text_for_hash(digest) if self.allow_list is not None else None
+            if text is None:
+                if self.allow_list is not None:
+                    raise RequestError("OPERATION_NOT_ALLOWED", "This operation is not registered with the server")
+                raise MalformedRequest("No document is registered under that hash: send the query text")
+            return text
+        if not gql.query.strip():
+            raise MalformedRequest("The request has no 'query'")
+        return gql.query
 
     @staticmethod
     def parse_purpose(raw: str | None) -> Purpose:
@@ -252,38 +438,105 @@ class GraphQLEndpoint:
         # Analysts: only districts that authorize the declared purpose.
         return [uuid.UUID(key) for key, c in conditions.items() if purpose in c.authorized_purposes]
 
+    def _limit(self, key: str) -> None:
+        if self.rate_limiter is None:
+            return
+        wait = self.rate_limiter.take(key)
+        if wait > 0:
+            raise RateLimited(wait)
+
+    def identify(self, request: Request, client: ClientInfo) -> TokenClaims | None:
+        """The verified token's claims (None without a token), charging the caller's rate limit.
+
+        A caller is keyed by the token's subject once verified, and by its
+        address without a token or with one that fails verification.
+        """
+        authorization = request.headers.get("authorization")
+        by_address = f"ip:{client.ip_address or 'unknown'}"
+        if authorization is None:
+            self._limit(by_address)
+            return None
+        try:
+            claims = self.verifier.verify(authorization)
+        except RequestError:
+            self._limit(by_address)
+            raise
+        self._limit(f"sub:{claims.user_id}")
+        return claims
+
     # ------------------------------------------------------------ execution
 
     async def handle(self, request: Request) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        if len(request_id) > 128 or not request_id.isprintable():
-            request_id = uuid.uuid4().hex
+        request_id = request_id_of(request)
+        self.telemetry.activate()
         try:
-            return await self._handle(request, request_id)
+            reply = await self._handle(request, request_id)
         except RequestError as error:
-            return error_response(request, error, request_id)
+            reply = error_reply(request, error)
         except Exception as error:
             # Never a traceback and never a value: the type name is all that is logged.
             log.error("Unexpected error serving a request: %s", type(error).__name__)
-            return error_response(request, RequestError("INTERNAL", "Internal error"), request_id)
+            reply = error_reply(request, RequestError("INTERNAL", "Internal error"))
+        if "errors" in reply.body:
+            self.telemetry.record_errors(reply.body["errors"])
+        return _respond(request, reply, request_id)
 
-    async def _handle(self, request: Request, request_id: str) -> Response:
+    async def _handle(self, request: Request, request_id: str) -> Reply:
         gql = await self.read_request(request)
-        prepared = self.documents.get(gql.query)
+        client = self.client_info(request)
+        claims = self.identify(request, client)
+        query = self.resolve_persisted(gql)
+        prepared = self.documents.get(query)
         if prepared.errors:
             body = {"errors": [format_error(e, self.production) for e in prepared.errors]}
-            status = 400 if _wants_graphql_response(request) else 200
-            return _respond(request, body, status, request_id)
+            codes = {e["extensions"]["code"] for e in body["errors"]}
+            status = 400 if _wants_graphql_response(request) or codes & ALWAYS_STATUS else 200
+            return Reply(body, status)
         operation = _select_operation(prepared.document, gql.operation_name)
         if request.method == "GET" and operation.operation is not OperationType.QUERY:
             raise RequestError("METHOD_NOT_ALLOWED", "Mutations are accepted over POST only")
+        if operation.variable_definitions:
+            coerced = get_variable_values(
+                self.schema,
+                operation.variable_definitions,
+                gql.variables or {},
+                max_errors=20,
+                hide_suggestions=self.production,
+            )
+            if isinstance(coerced, list):
+                body = {"errors": [format_error(e, self.production) for e in coerced]}
+                return Reply(body, 400 if _wants_graphql_response(request) else 200)
+            if prepared.variable_sizes:
+                measure = measure_operation(self.schema, prepared.document, operation, self.limits, coerced.coerced)
+                for message in violations(measure, self.limits):
+                    raise RequestError("QUERY_TOO_COMPLEX", message)
 
-        authorization = request.headers.get("authorization")
-        if authorization is None and _root_fields(operation) <= PUBLIC_ROOTS:
-            public = PublicContext(policies=self.policies, request_id=request_id)
-            return await self._execute(request, prepared, gql, public, request_id)
+        attributes = {
+            "graphql.operation.name": operation_label(operation.name.value if operation.name else None),
+            "graphql.operation.type": operation.operation.value,
+            "graphql.document.sha256": prepared.digest,
+        }
+        with self.telemetry.span(f"graphql {operation.operation.value}", attributes) as span:
+            if claims is None:
+                if _root_fields(operation) <= PUBLIC_ROOTS:
+                    public = PublicContext(policies=self.policies, request_id=request_id)
+                    return await self._run(request, prepared, gql, public)
+                raise RequestError("UNAUTHENTICATED", "Sign in: this request needs a bearer token")
+            reply = await self._authenticated(request, request_id, gql, prepared, operation, claims, client)
+            if span is not None:
+                span.set_attribute("http.response.status_code", reply.status)
+            return reply
 
-        claims = self.verifier.verify(authorization)
+    async def _authenticated(
+        self,
+        request: Request,
+        request_id: str,
+        gql: GraphQLRequest,
+        prepared: Prepared,
+        operation: OperationDefinitionNode,
+        claims: TokenClaims,
+        client: ClientInfo,
+    ) -> Reply:
         purpose = self.parse_purpose(request.headers.get("x-purpose"))
         token_purposes = frozenset(Purpose(p) for p in claims.purposes if p in Purpose.__members__)
         justification = request.headers.get("x-justification")
@@ -292,7 +545,7 @@ class GraphQLEndpoint:
         try:
             connection = self.acquire()
             async with connection as raw, raw.transaction():
-                db = Db(raw)
+                db = self.telemetry.database(raw)
                 principal = await load_principal(db, claims.user_id, token_purposes, now)
                 if principal is None:
                     raise RequestError("UNAUTHENTICATED", "Sign in again: this account is unknown or disabled")
@@ -339,17 +592,21 @@ class GraphQLEndpoint:
                     now=now,
                     justification=justification.strip() if justification else None,
                     operation_name=gql.operation_name or (operation.name.value if operation.name else None),
-                    client=self.client_info(request),
+                    client=client,
                 )
-                body, status = await self._run(request, prepared, gql, context)
+                reply = await self._run(request, prepared, gql, context)
                 # Fail closed: the response leaves only once its audit entries are
                 # written in this transaction; if they cannot be, nothing is returned.
+                entries = len(context.audit)
+                started = asyncio.get_running_loop().time()
                 try:
-                    await self.audit_writer(context)
+                    with self.telemetry.span("audit write", {"pledgeql.audit.entries": entries}):
+                        await self.audit_writer(context)
                 except Exception as error:
                     log.error("Audit write failed: %s", type(error).__name__)
                     raise AuditUnavailable from None
-            return _respond(request, body, status, request_id)
+                self.telemetry.record_audit(entries, asyncio.get_running_loop().time() - started)
+            return reply
         except AuditUnavailable:
             raise RequestError(
                 "AUDIT_UNAVAILABLE",
@@ -357,19 +614,13 @@ class GraphQLEndpoint:
             ) from None
         except RequestError:
             raise
-        except (OSError, ConnectionError) as error:
+        except Exception as error:
+            if not is_connection_error(error):
+                raise
             log.warning("Database unreachable: %s", type(error).__name__)
-            raise RequestError("DATABASE_UNAVAILABLE", "The database cannot be reached; try again shortly") from None
+            raise RequestError("DATABASE_UNAVAILABLE", UNAVAILABLE_MESSAGE) from None
 
-    async def _execute(
-        self, request: Request, prepared: Prepared, gql: GraphQLRequest, context: Any, request_id: str
-    ) -> Response:
-        body, status = await self._run(request, prepared, gql, context)
-        return _respond(request, body, status, request_id)
-
-    async def _run(
-        self, request: Request, prepared: Prepared, gql: GraphQLRequest, context: Any
-    ) -> tuple[dict[str, Any], int]:
+    async def _run(self, request: Request, prepared: Prepared, gql: GraphQLRequest, context: Any) -> Reply:
         result = graphql_execute(
             self.schema,
             prepared.document,
@@ -382,10 +633,13 @@ class GraphQLEndpoint:
             result = await result
         body: dict[str, Any] = {}
         if result.errors:
+            if any(is_connection_error(e.original_error) for e in result.errors):
+                # A statement failed because the database went away: no partial data.
+                raise RequestError("DATABASE_UNAVAILABLE", UNAVAILABLE_MESSAGE)
             body["errors"] = [format_error(e, self.production) for e in result.errors]
         body["data"] = result.data
         status = 200
         if result.data is None and _wants_graphql_response(request):
             codes = {e.get("extensions", {}).get("code") for e in body.get("errors", [])}
             status = 400 if codes <= {"BAD_USER_INPUT"} else 200
-        return body, status
+        return Reply(body, status)

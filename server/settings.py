@@ -61,6 +61,14 @@ class Settings:
     rate_limit_per_minute: int = 600
     rate_limit_burst: int = 120
     pool_size: int = 10
+    # Hardening (issue 8): the cost model's size of a list without `first`, the
+    # production allow-list folder, and how fast a database outage is noticed.
+    default_list_size: int = 20
+    operations_dir: Path | None = None
+    db_connect_timeout: float = 3.0
+    db_command_timeout: float = 30.0
+    db_pool_timeout: float = 3.0
+    db_pool_pre_ping: bool = False
     policy_dirs: tuple[Path, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -96,6 +104,12 @@ class Settings:
             rate_limit_per_minute=_int(env, "PLEDGEQL_RATE_LIMIT_PER_MINUTE", 600),
             rate_limit_burst=_int(env, "PLEDGEQL_RATE_LIMIT_BURST", 120),
             pool_size=_int(env, "PLEDGEQL_POOL_SIZE", 10),
+            default_list_size=_int(env, "PLEDGEQL_DEFAULT_LIST_SIZE", 20),
+            operations_dir=Path(env["PLEDGEQL_OPERATIONS_DIR"]) if env.get("PLEDGEQL_OPERATIONS_DIR") else None,
+            db_connect_timeout=float(_int(env, "PLEDGEQL_DB_CONNECT_TIMEOUT", 3)),
+            db_command_timeout=float(_int(env, "PLEDGEQL_DB_COMMAND_TIMEOUT", 30)),
+            db_pool_timeout=float(_int(env, "PLEDGEQL_DB_POOL_TIMEOUT", 3)),
+            db_pool_pre_ping=env.get("PLEDGEQL_DB_POOL_PRE_PING", "").strip().lower() in ("1", "true", "yes", "on"),
             policy_dirs=tuple(Path(d) for d in env.get("PLEDGEQL_POLICY_DIRS", "").split(":") if d.strip()),
         )
 

@@ -1,0 +1,332 @@
+"""Abuse limits on GraphQL documents, and the production operation allow-list.
+
+A document is refused before anything executes when it is too big to parse
+(tokens, comments), nested too deep, uses too many aliases, or would cost too
+much. Cost counts every field once per object it is resolved on: a field with a
+``first`` argument multiplies what is below it by that page size (its default
+when absent), a list of objects without ``first`` by ``default_list_size``.
+
+The rules are built once per app and run inside the cached validation, so a
+document is measured once, however often it is sent. Only a document whose page
+sizes come from variables is measured again with each request's values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from graphql import (
+    ASTValidationRule,
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLList,
+    GraphQLNamedType,
+    GraphQLNonNull,
+    GraphQLSchema,
+    InlineFragmentNode,
+    IntValueNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    ValidationContext,
+    VariableNode,
+    get_named_type,
+    is_composite_type,
+    is_list_type,
+    parse,
+    print_ast,
+    type_from_ast,
+    value_from_ast,
+)
+from graphql.error import GraphQLSyntaxError
+
+from server.settings import Settings
+
+log = logging.getLogger("pledgeql.limits")
+
+TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
+PAGE_ARGUMENT = "first"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_depth: int = 12
+    max_aliases: int = 30
+    max_tokens: int = 5000
+    max_cost: int = 50_000
+    default_list_size: int = 20
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            max_depth=settings.max_depth,
+            max_aliases=settings.max_aliases,
+            max_tokens=settings.max_tokens,
+            max_cost=settings.max_cost,
+            default_list_size=settings.default_list_size,
+        )
+
+
+def too_complex(message: str, nodes: Any = None) -> GraphQLError:
+    return GraphQLError(message, nodes, extensions={"code": TOO_COMPLEX})
+
+
+def parse_limited(query: str, limits: Limits) -> DocumentNode:
+    """Parse with the token limit; a document over a parser limit is too complex, not malformed."""
+    try:
+        return parse(query, max_lexical_tokens=limits.max_tokens, max_comments=limits.max_tokens, no_location=False)
+    except GraphQLSyntaxError as error:
+        if error.message.endswith("Parsing aborted."):
+            raise too_complex(
+                f"The document is over the parser's limits ({limits.max_tokens} tokens, or nested too deeply)"
+            ) from None
+        raise
+
+
+# ------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Measure:
+    depth: int = 0
+    aliases: int = 0
+    cost: int = 0
+    visits: int = 0
+    sized_by_variables: bool = False
+
+
+class _Budget(Exception):
+    """The walk stopped: the document expands past the cost limit."""
+
+
+class Measurer:
+    """Walks one operation with its fragments expanded, stopping once past the limits."""
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        fragments: Mapping[str, FragmentDefinitionNode],
+        limits: Limits,
+        variables: Mapping[str, Any] | None,
+        variable_defaults: Mapping[str, Any],
+    ) -> None:
+        self.schema = schema
+        self.fragments = fragments
+        self.limits = limits
+        self.variables = variables
+        self.variable_defaults = variable_defaults
+        self.measure = Measure()
+
+    def operation(self, operation: OperationDefinitionNode) -> Measure:
+        root = self.schema.get_root_type(operation.operation)
+        if root is None:
+            return self.measure
+        try:
+            self.measure.cost = self._selections(operation.selection_set, root, 1, ())
+        except _Budget:
+            self.measure.cost = self.limits.max_cost + 1
+        return self.measure
+
+    def _fields(
+        self, selection_set: SelectionSetNode, parent: GraphQLNamedType, seen: tuple[str, ...]
+    ) -> Iterator[tuple[FieldNode, GraphQLNamedType]]:
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                yield selection, parent
+            elif isinstance(selection, InlineFragmentNode):
+                condition = selection.type_condition
+                inner = self.schema.get_type(condition.name.value) if condition else parent
+                yield from self._fields(selection.selection_set, inner or parent, seen)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                fragment = self.fragments.get(name)
+                if fragment is None or name in seen:  # unknown or cyclic: validation reports it
+                    continue
+                inner = self.schema.get_type(fragment.type_condition.name.value)
+                yield from self._fields(fragment.selection_set, inner or parent, (*seen, name))
+
+    def _selections(
+        self, selection_set: SelectionSetNode, parent: GraphQLNamedType, depth: int, seen: tuple[str, ...]
+    ) -> int:
+        measure = self.measure
+        measure.depth = max(measure.depth, depth)
+        if depth > self.limits.max_depth:
+            return 0  # reported; no need to go deeper
+        total = 0
+        for node, owner in self._fields(selection_set, parent, seen):
+            measure.visits += 1
+            if measure.visits > self.limits.max_cost:
+                raise _Budget
+            if node.alias is not None:
+                measure.aliases += 1
+            name = node.name.value
+            fields = getattr(owner, "fields", None)
+            if name.startswith("__") or fields is None:
+                total += 1  # introspection (bounded by its own rule) and unions' __typename
+                continue
+            definition = fields.get(name)
+            if definition is None:
+                continue  # validation reports unknown fields
+            size = self._size(node, definition, owner)
+            below = 0
+            if node.selection_set is not None:
+                below = self._selections(node.selection_set, get_named_type(definition.type), depth + 1, seen)
+            total += size * (1 + below)
+            if total > self.limits.max_cost:
+                raise _Budget
+        return total
+
+    def _size(self, node: FieldNode, definition: Any, owner: GraphQLNamedType) -> int:
+        argument = definition.args.get(PAGE_ARGUMENT)
+        if argument is not None:
+            value: Any = None
+            for given in node.arguments or ():
+                if given.name.value != PAGE_ARGUMENT:
+                    continue
+                if isinstance(given.value, VariableNode):
+                    self.measure.sized_by_variables = True
+                    name = given.value.name.value
+                    if self.variables is not None and name in self.variables:
+                        value = self.variables[name]
+                    else:
+                        value = self.variable_defaults.get(name)
+                elif isinstance(given.value, IntValueNode):
+                    value = int(given.value.value)
+            if value is None:
+                value = argument.default_value
+            return max(value, 0) if isinstance(value, int) else self.limits.default_list_size
+        unwrapped = definition.type.of_type if isinstance(definition.type, GraphQLNonNull) else definition.type
+        if (
+            is_list_type(unwrapped)
+            and isinstance(unwrapped, GraphQLList)
+            and is_composite_type(get_named_type(unwrapped))
+            and not owner.name.endswith("Connection")  # a connection's page is sized where it was asked for
+        ):
+            return self.limits.default_list_size
+        return 1
+
+
+def _variable_defaults(schema: GraphQLSchema, operation: OperationDefinitionNode) -> dict[str, Any]:
+    defaults: dict[str, Any] = {}
+    for definition in operation.variable_definitions or ():
+        if definition.default_value is not None:
+            input_type = type_from_ast(schema, definition.type)
+            if input_type is not None:
+                defaults[definition.variable.name.value] = value_from_ast(definition.default_value, input_type)  # type: ignore[arg-type]
+    return defaults
+
+
+def measure_operation(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation: OperationDefinitionNode,
+    limits: Limits,
+    variables: Mapping[str, Any] | None = None,
+) -> Measure:
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    return Measurer(schema, fragments, limits, variables, _variable_defaults(schema, operation)).operation(operation)
+
+
+def violations(measure: Measure, limits: Limits) -> list[str]:
+    found = []
+    if measure.depth > limits.max_depth:
+        found.append(f"The query is nested more than {limits.max_depth} levels deep")
+    if measure.aliases > limits.max_aliases:
+        found.append(f"The query uses {measure.aliases} aliases; the limit is {limits.max_aliases}")
+    if measure.cost > limits.max_cost:
+        found.append(
+            f"The query would resolve more than {limits.max_cost} fields (page sizes multiply); ask for smaller pages"
+        )
+    return found
+
+
+def limits_rule(limits: Limits) -> type[ASTValidationRule]:
+    """A validation rule measuring each operation against ``limits`` (build it once per app)."""
+
+    class LimitsRule(ASTValidationRule):
+        def enter_operation_definition(self, node: OperationDefinitionNode, *_args: Any) -> None:
+            context = self.context
+            if not isinstance(context, ValidationContext):
+                return
+            measure = measure_operation(context.schema, context.document, node, limits)
+            for message in violations(measure, limits):
+                context.report_error(too_complex(message, node))
+
+    return LimitsRule
+
+
+def introspection_off_rule() -> type[ASTValidationRule]:
+    class IntrospectionOff(ASTValidationRule):
+        def enter_field(self, node: FieldNode, *_args: Any) -> None:
+            if node.name.value in INTROSPECTION_FIELDS:
+                self.report_error(
+                    GraphQLError(
+                        "Introspection is off in production; the schema is published with the API documentation",
+                        node,
+                        extensions={"code": "BAD_USER_INPUT"},
+                    )
+                )
+
+    return IntrospectionOff
+
+
+def sized_by_variables(schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode) -> bool:
+    return measure_operation(schema, document, operation, Limits(max_cost=10**9, max_depth=10**6)).sized_by_variables
+
+
+# ------------------------------------------------------------ the allow-list
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def canonical_hash(document: DocumentNode) -> str:
+    """The document's identity whatever its whitespace and comments: sha256 of its printed form."""
+    return sha256_hex(print_ast(document))
+
+
+class OperationAllowList:
+    """The documents the clients ship: ``.graphql`` files under a folder.
+
+    A request names one by its text (compared by its canonical form, so
+    whitespace and comments do not matter) or by the sha256 of its text
+    (Automatic Persisted Queries: ``extensions.persistedQuery.sha256Hash``).
+    """
+
+    def __init__(self, documents: Mapping[str, str]) -> None:
+        self.sources = dict(documents)
+        self.by_hash: dict[str, str] = {}
+        self.canonical: set[str] = set()
+        for source, text in documents.items():
+            try:
+                document = parse(text)
+            except GraphQLSyntaxError as error:
+                raise SystemExit(f"Registered operation {source} does not parse: {error.message}") from None
+            self.by_hash[sha256_hex(text)] = text
+            self.canonical.add(canonical_hash(document))
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> OperationAllowList:
+        if not folder.is_dir():
+            raise SystemExit(f"PLEDGEQL_OPERATIONS_DIR {folder} is not a folder of .graphql documents")
+        files = sorted(folder.rglob("*.graphql"))
+        log.info("Operation allow-list: %d documents from %s", len(files), folder)
+        return cls({str(path): path.read_text(encoding="utf-8") for path in files})
+
+    def __len__(self) -> int:
+        return len(self.by_hash)
+
+    def text_for_hash(self, digest: str) -> str | None:
+        return self.by_hash.get(digest.lower())
+
+    def allows(self, canonical: str) -> bool:
+        return canonical in self.canonical
