@@ -144,21 +144,39 @@ class EventRow:
     duration_ms: int | None
 
 
+async def stored_events(db: Db, district_id: uuid.UUID, student_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> list[Row]:
+    """Events of the student already stored under these ids (a retried batch)."""
+    return await db.fetch(
+        "SELECT id, kind, target, occurred_at, duration_ms FROM activity_events "
+        "WHERE district_id = $1 AND student_id = $2 AND id = ANY($3::uuid[])",
+        district_id,
+        student_id,
+        list(ids),
+    )
+
+
 async def insert_activity(
-    db: Db, district_id: uuid.UUID, student_id: uuid.UUID, session_key: str, events: Sequence[EventRow]
+    db: Db,
+    district_id: uuid.UUID,
+    student_id: uuid.UUID,
+    session_key: str,
+    events: Sequence[EventRow],
+    ids: Sequence[uuid.UUID],
 ) -> int:
-    """Store a batch of events in one statement; the number stored."""
+    """Store a batch of events in one statement; the number newly stored.
+
+    An event whose id is already stored (a retry of the same batch) is skipped."""
     if not events:
         return 0
     status = await db.execute(
         "INSERT INTO activity_events (district_id, id, student_id, kind, target, occurred_at, duration_ms, "
         "session_key) SELECT $1, e.id, $2, e.kind, e.target, e.occurred_at, e.duration_ms, $3 "
         "FROM unnest($4::uuid[], $5::text[], $6::text[], $7::timestamptz[], $8::int[]) "
-        "AS e(id, kind, target, occurred_at, duration_ms)",
+        "AS e(id, kind, target, occurred_at, duration_ms) ON CONFLICT (district_id, id) DO NOTHING",
         district_id,
         student_id,
         session_key,
-        [uuid.uuid4() for _ in events],
+        list(ids),
         [e.kind for e in events],
         [e.target for e in events],
         [e.occurred_at for e in events],

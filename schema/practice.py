@@ -45,6 +45,7 @@ MAX_REFERRER_CHARS = 2_048
 CLOCK_SKEW = dt.timedelta(minutes=5)
 MAX_EVENT_AGE = dt.timedelta(days=30)
 MAX_DUE_AHEAD = dt.timedelta(days=732)
+EVENT_NAMESPACE = uuid.UUID("5d0c7a52-7a3e-4c55-9a43-6f1f1d2b9e11")
 
 
 # ------------------------------------------------------------------ helpers
@@ -158,13 +159,8 @@ async def submit_response(info: Info, input: SubmitResponseInput) -> SubmitRespo
         )
 
     collect_usage, _ = _collects(info, district_id)
-    if key is not None:
-        stored = await sql.response_by_key(ctx.db, district_id, student_id, key)
-        if stored is not None:
-            payload = _replay(stored, item_id, assignment_id, answer)
-            ctx.audit.note(str(district_id), student_id, "Mutation.submitResponse", "", True)
-            return payload
-
+    # With a key, the insert does nothing when the key was used before (by an
+    # earlier try or a concurrent one): then the stored response answers.
     row = await sql.insert_response(
         ctx.db,
         district_id=district_id,
@@ -178,7 +174,6 @@ async def submit_response(info: Info, input: SubmitResponseInput) -> SubmitRespo
         touch_last_active=collect_usage,
     )
     if row is None and key is not None:
-        # A concurrent retry with the same key stored it first: answer as a retry.
         stored = await sql.response_by_key(ctx.db, district_id, student_id, key)
         if stored is not None:
             payload = _replay(stored, item_id, assignment_id, answer)
@@ -212,6 +207,30 @@ def _event(index: int, event: ActivityEventInput, now: dt.datetime) -> sql.Event
     if occurred < now - MAX_EVENT_AGE:
         raise BadUserInput(f"{path}.occurredAt is more than {MAX_EVENT_AGE.days} days ago", field=f"{path}.occurredAt")
     return sql.EventRow(kind=event.kind.value, target=target, occurred_at=occurred, duration_ms=duration)
+
+
+def event_ids(student_id: uuid.UUID, key: str | None, count: int) -> list[uuid.UUID]:
+    """Ids for a batch's events: derived from the Idempotency-Key when there is one,
+    so that a retried batch names the same events and is stored once."""
+    if key is None:
+        return [uuid.uuid4() for _ in range(count)]
+    return [uuid.uuid5(EVENT_NAMESPACE, f"{student_id}|{key}|{i}") for i in range(count)]
+
+
+def _check_retried_batch(stored: list[Any], ids: list[uuid.UUID], rows: list[sql.EventRow]) -> None:
+    by_id = {row["id"]: row for row in stored}
+    for event_id, row in zip(ids, rows, strict=True):
+        earlier = by_id.get(event_id)
+        if earlier is not None and (
+            earlier["kind"],
+            earlier["target"],
+            earlier["occurred_at"],
+            earlier["duration_ms"],
+        ) != (row.kind, row.target, row.occurred_at, row.duration_ms):
+            raise BadUserInput(
+                "This Idempotency-Key was already used for a different batch; send a new key with new events",
+                field="Idempotency-Key",
+            )
 
 
 def session_key(student_id: uuid.UUID, client_session: str | None, user_agent: str | None, day: dt.date) -> str:
@@ -273,8 +292,13 @@ async def record_activity(info: Info, events: list[ActivityEventInput]) -> Recor
         raise BadUserInput(f"Send at most {MAX_EVENTS} events per call (this call has {len(events)})", field="events")
     rows = [_event(i, e, ctx.now) for i, e in enumerate(events)]
     client_session = _printable_header(ctx.client.session_id, "X-Session-Id", 128)
-    key = session_key(student_id, client_session, ctx.client.user_agent, ctx.now.date())
+    session = session_key(student_id, client_session, ctx.client.user_agent, ctx.now.date())
     collect_usage, collect_device = _collects(info, district_id)
+    key = _printable_header(ctx.client.idempotency_key, "Idempotency-Key", MAX_KEY_CHARS)
+    ids = event_ids(student_id, key, len(rows))
+    if key is not None and collect_usage and rows:
+        stored = await sql.stored_events(ctx.db, district_id, student_id, ids)
+        _check_retried_batch(stored, ids, rows)
     # Everything is computed before the first write: a failure after it would not roll back.
     device = device_from_request(ctx.client.ip_address, ctx.client.user_agent, ctx.client.referrer)
     started = min([r.occurred_at for r in rows if r.occurred_at <= ctx.now], default=ctx.now)
@@ -283,14 +307,16 @@ async def record_activity(info: Info, events: list[ActivityEventInput]) -> Recor
     dropped: list[str] = []
     accepted = 0
     if collect_usage:
-        accepted = await sql.insert_activity(ctx.db, district_id, student_id, key, rows)
+        stored_now = await sql.insert_activity(ctx.db, district_id, student_id, session, rows, ids)
+        # A retried batch (same Idempotency-Key) is all stored, once: by this call or the first.
+        accepted = len(rows) if key is not None else stored_now
         if latest is not None:
             await sql.touch_last_active(ctx.db, district_id, student_id, latest)
             ctx.audit.note(str(district_id), student_id, "Mutation.recordActivity", DataCategory.USAGE.value, True)
     else:
         dropped.append("collectUsage is off for this district, so activity events are not stored")
     if collect_device:
-        if await sql.insert_device_session(ctx.db, district_id, student_id, key, started, device):
+        if await sql.insert_device_session(ctx.db, district_id, student_id, session, started, device):
             ctx.audit.note(str(district_id), student_id, "Mutation.recordActivity", DataCategory.DEVICE.value, True)
     else:
         dropped.append("collectDevice is off for this district, so the device session is not stored")

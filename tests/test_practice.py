@@ -614,6 +614,20 @@ async def test_without_a_session_header_a_session_is_the_students_agent_and_day(
     )
 
 
+async def test_a_retried_batch_with_the_same_idempotency_key_is_stored_once(gql: Gql, owner: Any, demo: Demo) -> None:
+    headers = {"Idempotency-Key": f"batch-{uuid.uuid4()}", "X-Session-Id": f"s-{uuid.uuid4()}"}
+    batch = {"events": [event(target="/retry/1"), event(kind="CLICK", target="/retry/2")]}
+    before = await counts(owner)
+    for _ in range(2):
+        body = await gql(STUDENT, "STUDENT_LEARNING", RECORD, batch, headers=headers)
+        assert body["data"]["recordActivity"] == {"accepted": 2, "droppedReason": None}, body
+    assert (await counts(owner))["activity"] == before["activity"] + 2
+    changed = {"events": [event(target="/retry/1"), event(kind="CLICK", target="/retry/other")]}
+    body = await gql(STUDENT, "STUDENT_LEARNING", RECORD, changed, headers=headers)
+    assert bad_input_field(body) == "Idempotency-Key"
+    assert (await counts(owner))["activity"] == before["activity"] + 2
+
+
 async def test_activity_moves_last_activity_forward(gql: Gql, owner: Any, demo: Demo) -> None:
     await owner.execute("UPDATE users SET last_active_at = now() - interval '2 days' WHERE id = $1", demo.student)
     at = now() - dt.timedelta(seconds=5)
