@@ -671,6 +671,21 @@ async def test_invalid_events_refuse_the_whole_batch_naming_the_field(
     assert await counts(owner) == before
 
 
+async def test_a_timestamp_that_is_not_a_time_is_bad_user_input(gql: Gql, owner: Any, demo: Demo) -> None:
+    before = await counts(owner)
+    body = await gql(STUDENT, "STUDENT_LEARNING", RECORD, {"events": [event(occurredAt="yesterday-ish")]})
+    assert error_codes(body) == ["BAD_USER_INPUT"]
+    submitted = {
+        "classId": str(demo.teacher_class),
+        "assessmentId": str(demo.assessment),
+        "title": "t",
+        "dueAt": "soon",
+    }
+    body = await gql(TEACHER, "INSTRUCTION", CREATE, {"input": submitted})
+    assert error_codes(body) == ["BAD_USER_INPUT"]
+    assert await counts(owner) == before
+
+
 async def test_an_event_a_little_ahead_of_the_server_clock_is_accepted(gql: Gql) -> None:
     body = await gql(
         STUDENT, "STUDENT_LEARNING", RECORD, {"events": [event(occurredAt=iso(now() + dt.timedelta(minutes=2)))]}
