@@ -137,9 +137,8 @@ async def trim_chain(conn: Any, key: bytes, district_id: uuid.UUID, before: dt.d
     checks the rest; removing entries any other way breaks the chain.
     """
     async with conn.transaction():
-        heads = await conn.fetch(HEADS, [district_id])
-        if not heads:
-            return 0
+        # The chain's lock, as the writer takes it: no request appends meanwhile.
+        await conn.execute("SELECT pg_advisory_xact_lock(pledgeql_audit_lock_key($1))", district_id)
         cut = await conn.fetchrow(
             """
             SELECT seq, hash, at FROM audit_entries

@@ -407,6 +407,14 @@ async def test_the_app_role_can_neither_change_nor_remove_audit_entries(
                 await app.execute("SELECT set_config('pledgeql.district_ids', $1, true)", str(districts["northwind"]))
                 with pytest.raises(asyncpg.InsufficientPrivilegeError):
                     await app.execute(statement)
+        # The chain heads (read as the owner, for a plan that never sorts a chain) are
+        # given only for the request's own districts.
+        async with app.transaction():
+            await app.execute("SELECT set_config('pledgeql.district_ids', $1, true)", str(districts["northwind"]))
+            own = await app.fetch("SELECT * FROM pledgeql_audit_heads($1::uuid[])", [districts["northwind"]])
+            assert [r["head_district"] for r in own] == [districts["northwind"]] and own[0]["head_seq"] > 0
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await app.fetch("SELECT * FROM pledgeql_audit_heads($1::uuid[])", [districts["riverside"]])
     finally:
         await app.close()
 

@@ -8,6 +8,12 @@ snapshot, so the head is read after the lock is held and sees the entries of
 the transaction that held it before. (The same lock and read in one plain SQL
 statement would share a snapshot taken before the lock, and could read a
 stale head.) Lock and head cost the writer one round trip instead of two.
+It runs as the owner (SECURITY DEFINER) so that reading a head is always one
+backward step on the primary key: under the app role's row-level security
+policy, a table without statistics yet gets a plan that sorts the whole
+chain. It answers only for the request's own districts (the
+``pledgeql.district_ids`` setting that row-level security reads), and only
+with heads: a seq and a hash, no personal data.
 
 ``audit_anchors`` holds, per district, where the chain starts once retention
 has removed its oldest entries: the seq and hash of the last removed entry,
@@ -65,17 +71,23 @@ def upgrade() -> None:
         """
         CREATE FUNCTION pledgeql_audit_heads(p_districts uuid[])
         RETURNS TABLE (head_district uuid, head_seq bigint, head_hash text)
-        LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp
+        LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
         AS $$
         DECLARE
             d uuid;
+            allowed uuid[] := coalesce(string_to_array(
+                nullif(current_setting('pledgeql.district_ids', true), ''), ',')::uuid[], '{}');
         BEGIN
+            IF EXISTS (SELECT 1 FROM unnest(p_districts) AS x WHERE x <> ALL (allowed)) THEN
+                RAISE EXCEPTION 'audit chain heads are read only for the request''s own districts'
+                    USING ERRCODE = 'insufficient_privilege';
+            END IF;
             FOR d IN SELECT DISTINCT x FROM unnest(p_districts) AS x ORDER BY x LOOP
                 PERFORM pg_advisory_xact_lock(pledgeql_audit_lock_key(d));
             END LOOP;
             -- A new statement: a new snapshot, taken with every lock held.
             RETURN QUERY
-                SELECT x, h.seq, h.hash
+                SELECT ds.x, h.seq, h.hash
                 FROM (SELECT DISTINCT y AS x FROM unnest(p_districts) AS y) AS ds
                 CROSS JOIN LATERAL (
                     (SELECT e.seq, e.hash FROM audit_entries e

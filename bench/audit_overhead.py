@@ -1,0 +1,290 @@
+"""What the audit trail costs. A benchmark, not a test.
+
+    .venv/bin/python bench/audit_overhead.py [--requests 300] [--data-dir DIR] [--skip-roster]
+
+Three measurements, one run:
+
+1. **collector**: nanoseconds per ``AuditCollector.note()`` call, in the
+   pattern of the roster below (30 students x 63 classified resolves);
+2. **writer**: milliseconds to chain and write N entries in one request's
+   transaction, as the server does it (``pledgeql_audit_heads``, one call that
+   locks and reads the heads, then one multi-row INSERT) and, for comparison,
+   as it did before (lock, head SELECT, INSERT: three round trips);
+3. **roster**: the teacher's roster query (a class of 30 students, each with
+   their last 20 responses: answer, correct, score) over ASGI in-process,
+   alternating between the production app and the same build whose audit
+   writer is replaced by a no-op, and the ratio of the medians.
+
+The no-op writer exists only here: this script starts ``create_app`` and then
+swaps the writer on its own endpoint object. Nothing in the server reads a
+setting or variable that could turn the audit off.
+
+The database is an embedded PostgreSQL under a fresh temporary data dir (or
+``--data-dir``), migrated and seeded with the demo data; teacher1's first
+class is topped up to 30 students with active enrollments of its school.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from permissions.audit import AuditCollector
+from server.audit_writer import INSERT, chain_rows, current_trace_id, make_audit_writer
+
+ROSTER = """
+query Roster($id: ID!) {
+  class(id: $id) {
+    students { id firstName lastName responses(first: 20) { answer correct score } }
+  }
+}
+"""
+CLASS_SIZE = 30
+
+
+# ------------------------------------------------------------------ collector
+
+
+def bench_collector(rounds: int = 400) -> float:
+    """ns per note(), a roster's worth of notes per fresh collector."""
+    district = str(uuid.uuid4())
+    students = [uuid.uuid4() for _ in range(CLASS_SIZE)]
+    calls: list[tuple[str, uuid.UUID | None, str, str, bool]] = []
+    for s in students:
+        calls += [
+            (district, s, "Student.firstName", "DIRECTORY", True),
+            (district, s, "Student.lastName", "DIRECTORY", True),
+            (district, s, "Student.responses", "PERFORMANCE", True),
+        ]
+        for _ in range(20):
+            calls += [
+                (district, s, "Response.answer", "WORK", True),
+                (district, s, "Response.correct", "PERFORMANCE", True),
+                (district, s, "Response.score", "PERFORMANCE", True),
+            ]
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter_ns()
+        for _ in range(rounds):
+            note = AuditCollector().note
+            for c in calls:
+                note(*c)
+        best = min(best, (time.perf_counter_ns() - started) / (rounds * len(calls)))
+    return best
+
+
+# --------------------------------------------------------------------- writer
+
+
+def _context(conn: Any, n: int, district: uuid.UUID, actor: uuid.UUID) -> Any:
+    from permissions.enums import Purpose, Role
+    from resolvers.db import Db
+
+    audit = AuditCollector()
+    for _ in range(n):
+        audit.note(str(district), uuid.uuid4(), "Student.firstName", "DIRECTORY", True)
+    return SimpleNamespace(
+        audit=audit,
+        db=Db(conn),
+        now=dt.datetime.now(dt.UTC),
+        request_id=uuid.uuid4().hex,
+        principal=SimpleNamespace(user_id=actor, role=Role.TEACHER),
+        purpose=Purpose.INSTRUCTION,
+        justification=None,
+        operation_name="Bench",
+        rule=SimpleNamespace(break_glass=False),
+    )
+
+
+async def three_round_trips(context: Any, key: bytes) -> None:
+    """The writer as it was: lock, then read the head, then insert."""
+    from server.audit_writer import GENESIS
+
+    entries = context.audit.entries()
+    heads: dict[uuid.UUID, tuple[int, str]] = {}
+    for district in sorted({uuid.UUID(e.district_key) for e in entries}):
+        await context.db.execute("SELECT pg_advisory_xact_lock(pledgeql_audit_lock_key($1))", district)
+        row = await context.db.fetchrow(
+            "SELECT seq, hash FROM audit_entries WHERE district_id = $1 ORDER BY seq DESC LIMIT 1", district
+        )
+        heads[district] = (row["seq"], row["hash"]) if row else (0, GENESIS)
+    rows = chain_rows(context, entries, key, heads, current_trace_id())
+    await context.db.execute(INSERT, *zip(*rows, strict=True))
+
+
+async def bench_writer(urls: Any, key: bytes, sizes: tuple[int, ...], repeat: int = 60) -> dict[str, dict[int, float]]:
+    from server.db import connect
+
+    writer = make_audit_writer(key)
+    conn = await connect(urls.app)
+    results: dict[str, dict[int, float]] = {
+        "heads function + INSERT (2 round trips)": {},
+        "lock, SELECT, INSERT (3)": {},
+    }
+    district = await conn.fetchval("SELECT id FROM districts ORDER BY name LIMIT 1")
+    actor = uuid.uuid4()
+    try:
+        for n in sizes:
+            timings: dict[str, list[float]] = {k: [] for k in results}
+            for i in range(repeat):
+                for label, write in (
+                    ("heads function + INSERT (2 round trips)", writer),
+                    ("lock, SELECT, INSERT (3)", lambda c: three_round_trips(c, key)),
+                ):
+                    async with conn.transaction():
+                        await conn.execute("SELECT set_config('pledgeql.district_ids', $1, true)", str(district))
+                        context = _context(conn, n, district, actor)
+                        started = time.perf_counter()
+                        await write(context)
+                        if i >= 5:
+                            timings[label].append((time.perf_counter() - started) * 1000)
+            for label, values in timings.items():
+                results[label][n] = statistics.median(values)
+    finally:
+        await conn.close()
+    return results
+
+
+# --------------------------------------------------------------------- roster
+
+
+async def _prepare(settings: Any) -> tuple[Any, uuid.UUID, uuid.UUID]:
+    from server.db import connect, ensure_database, server_urls
+    from server.migrate import migrate
+    from server.seed import seed_demo
+
+    urls = server_urls(settings)
+    await ensure_database(urls)
+    await migrate(urls)
+    owner = await connect(urls.owner)
+    try:
+        if not await owner.fetchval("SELECT count(*) FROM districts"):
+            await seed_demo(urls.owner)
+        teacher = await owner.fetchval("SELECT id FROM users WHERE username = 'teacher1@northwind.example'")
+        klass = await owner.fetchrow(
+            "SELECT c.district_id, c.id, c.school_id FROM class_teachers ct JOIN classes c ON c.id = ct.class_id "
+            "WHERE ct.teacher_id = $1 ORDER BY c.name LIMIT 1",
+            teacher,
+        )
+        active = "e.begin_date <= current_date AND (e.end_date IS NULL OR e.end_date >= current_date)"
+        enrolled = await owner.fetchval(
+            f"SELECT count(DISTINCT e.student_id) FROM enrollments e WHERE e.class_id = $1 AND {active}", klass["id"]
+        )
+        if enrolled < CLASS_SIZE:
+            await owner.execute(
+                "INSERT INTO enrollments (district_id, class_id, student_id, begin_date) "
+                "SELECT u.district_id, $2, u.id, current_date - 1 FROM users u "
+                "WHERE u.district_id = $1 AND u.school_id = $3 AND u.role = 'STUDENT' AND NOT EXISTS "
+                "(SELECT 1 FROM enrollments e WHERE e.class_id = $2 AND e.student_id = u.id) "
+                "ORDER BY u.id LIMIT $4",
+                klass["district_id"],
+                klass["id"],
+                klass["school_id"],
+                CLASS_SIZE - enrolled,
+            )
+    finally:
+        await owner.close()
+    return urls, teacher, klass["id"]
+
+
+async def bench_roster(settings: Any, urls: Any, teacher: uuid.UUID, klass: uuid.UUID, requests: int) -> None:
+    import httpx
+
+    from server.app import create_app
+    from server.auth import mint_token
+
+    async def write_nothing(context: Any) -> None:
+        return None
+
+    audited = create_app(settings, urls)
+    unaudited = create_app(settings, urls)
+    token = mint_token(settings, teacher, ["INSTRUCTION"], 3600)
+    headers = {"Authorization": f"Bearer {token}", "X-Purpose": "INSTRUCTION"}
+    payload = {"query": ROSTER, "variables": {"id": str(klass)}}
+    times: dict[str, list[float]] = {"audit on": [], "audit writer no-op": []}
+    async with audited.router.lifespan_context(audited), unaudited.router.lifespan_context(unaudited):
+        unaudited.state.pledgeql.endpoint.audit_writer = write_nothing  # this build only
+        clients = {
+            "audit on": httpx.AsyncClient(transport=httpx.ASGITransport(app=audited), base_url="http://bench"),
+            "audit writer no-op": httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=unaudited), base_url="http://bench"
+            ),
+        }
+        try:
+            check = (await clients["audit on"].post("/graphql", json=payload, headers=headers)).json()
+            students = check["data"]["class"]["students"]
+            answers = sum(len(s["responses"]) for s in students)
+            if "errors" in check or len(students) != CLASS_SIZE or answers != CLASS_SIZE * 20:
+                raise SystemExit(f"unexpected roster: {len(students)} students, {answers} responses")
+            for i in range(requests + 20):
+                order = list(clients.items()) if i % 2 else list(reversed(clients.items()))
+                for label, client in order:
+                    started = time.perf_counter()
+                    response = await client.post("/graphql", json=payload, headers=headers)
+                    elapsed = (time.perf_counter() - started) * 1000
+                    if response.status_code != 200:
+                        raise SystemExit(f"{label}: HTTP {response.status_code}")
+                    if i >= 20:  # warm-up
+                        times[label].append(elapsed)
+        finally:
+            for client in clients.values():
+                await client.aclose()
+    on, off = statistics.median(times["audit on"]), statistics.median(times["audit writer no-op"])
+    print(f"roster ({CLASS_SIZE} students x 20 responses, {requests} requests each, alternating):")
+    for label, values in times.items():
+        q = statistics.quantiles(values, n=10)
+        print(f"  {label:20s} median {statistics.median(values):7.2f} ms   p10 {q[0]:7.2f}   p90 {q[-1]:7.2f}")
+    print(f"  audit overhead: median ratio {on / off:.3f} ({(on / off - 1) * 100:+.1f}%), {on - off:+.2f} ms")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--skip-roster", action="store_true")
+    args = parser.parse_args()
+
+    ns = bench_collector()
+    print(f"collector: {ns:.0f} ns per note() (best of 5, {CLASS_SIZE * 63} notes per roster)")
+    if args.skip_roster and args.data_dir is None:
+        return
+
+    from server.settings import Settings
+
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="pledgeql-audit-bench-"))
+    settings = dataclasses.replace(
+        Settings.from_env(),
+        data_dir=data_dir,
+        database_url=None,
+        extra={"audit_key": "bench-audit-key-" + "x" * 32},
+        rate_limit_per_minute=10**9,
+        rate_limit_burst=10**9,
+    )
+    from server.db import stop_embedded
+
+    try:
+        urls, teacher, klass = await _prepare(settings)
+        results = await bench_writer(urls, settings.audit_key(), (1, 30, 50, 200))
+        print("writer (median ms per request's write, in its transaction):")
+        for label, by_size in results.items():
+            print(f"  {label:42s} " + "   ".join(f"{n:3d} entries {ms:6.3f}" for n, ms in by_size.items()))
+        if not args.skip_roster:
+            await bench_roster(settings, urls, teacher, klass, args.requests)
+    finally:
+        stop_embedded()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
