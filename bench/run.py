@@ -1,0 +1,838 @@
+"""The benchmark: one command, a fresh database, pledgeql against PostGraphile and the limit.
+
+    .venv/bin/python bench/run.py [--students 68000] [--duration 10] [--warmup 3]
+                                  [--concurrency 16] [--workers 1,N] [--quick] [--reuse]
+
+1. builds a fresh database: an embedded PostgreSQL under ``bench/.work/``
+   (or the server of ``PLEDGEQL_DATABASE_URL``), database ``pledgeql_bench``
+   dropped and created, migrated, seeded with ``server.seed.seed_demo``
+   (30 responses per student) and analysed;
+2. picks the scenarios' users and subjects (bench/scenarios.py);
+3. serves pledgeql with uvicorn (``server.asgi:app``) in its own process, one
+   worker and then one per core, and drives S1-S5 from a separate
+   load-generator process (wrk when installed, else bench/loadgen.py): a
+   warm-up, then a counted run at fixed concurrency;
+4. side by side, on the same database: pledgeql built without permission
+   checks and audit writes (bench/unenforced_app.py), PostGraphile 4
+   (bench/postgraphile/, skipped when node or the package is absent) and the
+   physical limit (bench/limit.py), each with the S1 query;
+5. prints the table and the ratios and writes them to ``bench/RESULTS.md``.
+
+Each server runs alone: nothing else is served while one is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import limit, scenarios  # noqa: E402
+from bench.loadgen import Call, LoadResult, LoadSpec, run_load, wrk_available  # noqa: E402
+from server.auth import mint_token  # noqa: E402
+from server.db import (  # noqa: E402
+    APP_ROLE,
+    DatabaseUrls,
+    _replace_database,
+    _replace_user,
+    asyncpg_dsn,
+    connect,
+    start_embedded,
+)
+from server.settings import Settings  # noqa: E402
+
+BENCH = ROOT / "bench"
+POSTGRAPHILE_DIR = BENCH / "postgraphile"
+DEFAULT_STUDENTS = 68_000  # 34,000 a district: a district report reads 1,020,000 responses
+MARK = "pledgeql bench: {students} students"
+
+PLEDGEQL = "pledgeql"
+UNENFORCED = "pledgeql unenforced"
+POSTGRAPHILE = "PostGraphile 4"
+LIMIT = "limit (asyncpg+orjson)"
+SYSTEMS = ("pledgeql", "unenforced", "limit", "postgraphile")
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ options
+
+
+@dataclass(frozen=True)
+class Options:
+    students: int = DEFAULT_STUDENTS
+    duration: float = 10.0
+    warmup: float = 3.0
+    concurrency: int = 16
+    workers: tuple[int, ...] = (1, os.cpu_count() or 1)
+    quick: bool = False
+    reuse: bool = False
+    engine: str = "wrk"
+    postgraphile: bool = True
+    database: str = "pledgeql_bench"
+    work_dir: Path = BENCH / ".work"
+    out: Path = BENCH / "RESULTS.md"
+    latency_runs: bool = True
+    scenarios: tuple[str, ...] = ("S1", "S2", "S3", "S4", "S5")
+    systems: tuple[str, ...] = SYSTEMS
+    limit_calls: int = 200
+
+
+def parse_options(argv: list[str] | None) -> Options:
+    cores = os.cpu_count() or 1
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--students", type=int, default=None, help=f"seeded students (default {DEFAULT_STUDENTS})")
+    parser.add_argument("--duration", type=float, default=None, help="seconds of each counted run (default 10)")
+    parser.add_argument("--warmup", type=float, default=None, help="seconds of warm-up before each (default 3)")
+    parser.add_argument("--concurrency", type=int, default=None, help="open connections of the load (default 16)")
+    parser.add_argument("--workers", default=None, help=f"comma-separated worker counts (default 1,{cores})")
+    parser.add_argument("--quick", action="store_true", help="tiny settings: 240 students, 1 s runs, one worker")
+    parser.add_argument("--reuse", action="store_true", help="keep the bench database when it has the same seed")
+    parser.add_argument("--engine", choices=("wrk", "asyncio"), default=None, help="load generator (default wrk)")
+    parser.add_argument("--no-postgraphile", action="store_true", help="skip PostGraphile")
+    parser.add_argument("--scenarios", default="S1,S2,S3,S4,S5", help="pledgeql's scenarios to run (default all)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"systems to run (default {','.join(SYSTEMS)})")
+    parser.add_argument("--no-latency", action="store_true", help="skip the concurrency-1 latency runs")
+    parser.add_argument("--database", default="pledgeql_bench", help="database name (dropped and created)")
+    parser.add_argument("--work-dir", type=Path, default=BENCH / ".work", help="embedded server, logs (git-ignored)")
+    parser.add_argument("--out", type=Path, default=BENCH / "RESULTS.md", help="where the table is written")
+    args = parser.parse_args(argv)
+    quick = bool(args.quick)
+    if args.workers:
+        try:
+            workers = tuple(int(w) for w in args.workers.split(",") if w.strip())
+        except ValueError:
+            parser.error("--workers takes comma-separated integers, e.g. 1,2")
+        if not workers or min(workers) < 1:
+            parser.error("--workers takes counts of 1 or more")
+    else:
+        workers = (1,) if quick else tuple(sorted({1, cores}))
+    engine = args.engine or ("wrk" if wrk_available() else "asyncio")
+    if engine == "wrk" and not wrk_available():
+        parser.error("wrk is not installed (apt-get install -y wrk); or use --engine asyncio")
+    if args.concurrency is not None and args.concurrency < 1:
+        parser.error("--concurrency must be 1 or more")
+    chosen = tuple(x.strip().upper() for x in args.scenarios.split(",") if x.strip())
+    if not chosen or set(chosen) - {"S1", "S2", "S3", "S4", "S5"}:
+        parser.error("--scenarios takes a comma-separated subset of S1,S2,S3,S4,S5")
+    systems = tuple(x.strip().lower() for x in args.systems.split(",") if x.strip())
+    if not systems or set(systems) - set(SYSTEMS):
+        parser.error(f"--systems takes a comma-separated subset of {','.join(SYSTEMS)}")
+    if args.no_postgraphile:
+        systems = tuple(x for x in systems if x != "postgraphile")
+    return Options(
+        students=args.students or (240 if quick else DEFAULT_STUDENTS),
+        duration=args.duration if args.duration is not None else (2.0 if quick else 10.0),
+        warmup=args.warmup if args.warmup is not None else (1.0 if quick else 3.0),
+        concurrency=args.concurrency if args.concurrency is not None else (4 if quick else 16),
+        workers=workers,
+        quick=quick,
+        reuse=bool(args.reuse),
+        engine=engine,
+        postgraphile="postgraphile" in systems,
+        database=args.database,
+        work_dir=args.work_dir.resolve(),
+        out=args.out.resolve(),
+        latency_runs=not quick and not args.no_latency,
+        scenarios=chosen,
+        systems=systems,
+        limit_calls=20 if quick else 200,
+    )
+
+
+# ----------------------------------------------------------------- database
+
+
+def database_urls(options: Options) -> DatabaseUrls:
+    configured = os.environ.get("PLEDGEQL_DATABASE_URL")
+    if configured:
+        owner = _replace_database(asyncpg_dsn(configured.replace("+asyncpg", "")), options.database)
+    else:
+        owner = _replace_database(start_embedded(options.work_dir), options.database)
+    app_configured = os.environ.get("PLEDGEQL_APP_DATABASE_URL")
+    app = (
+        _replace_database(asyncpg_dsn(app_configured.replace("+asyncpg", "")), options.database)
+        if app_configured
+        else _replace_user(owner, APP_ROLE)
+    )
+    return DatabaseUrls(owner=owner, app=app)
+
+
+async def _database_mark(urls: DatabaseUrls) -> str | None:
+    admin = await connect(_replace_database(urls.owner, "postgres"))
+    try:
+        mark: str | None = await admin.fetchval(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1", urls.database
+        )
+        return mark
+    finally:
+        await admin.close()
+
+
+async def build_database(urls: DatabaseUrls, options: Options) -> dict[str, Any]:
+    from server.migrate import migrate
+    from server.seed import seed_demo
+
+    mark = MARK.format(students=options.students)
+    if options.reuse and await _database_mark(urls) == mark:
+        log(f"reusing database {urls.database} ({mark})")
+        await migrate(urls)
+        return {"reused": True, "seconds": 0.0}
+    admin = await connect(_replace_database(urls.owner, "postgres"))
+    try:
+        quoted = '"' + urls.database.replace('"', '""') + '"'
+        await admin.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+    finally:
+        await admin.close()
+    started = time.perf_counter()
+    log(f"migrating a fresh database {urls.database}")
+    await migrate(urls)
+    log(f"seeding {options.students} students (30 responses each)")
+    summary = await seed_demo(urls.owner, options.students)
+    conn = await connect(urls.owner)
+    try:
+        await conn.execute("ANALYZE")
+        quoted = '"' + urls.database.replace('"', '""') + '"'
+        await conn.execute(f"COMMENT ON DATABASE {quoted} IS '{mark}'")
+    finally:
+        await conn.close()
+    seconds = time.perf_counter() - started
+    log(f"seeded {summary.students} students, {summary.responses} responses in {seconds:.0f} s")
+    return {"reused": False, "seconds": seconds}
+
+
+# ------------------------------------------------------------------ servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+
+def _http(url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST" if body else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as error:
+        return int(error.code), error.read()
+
+
+@contextlib.contextmanager
+def serve(
+    name: str, command: list[str], env: dict[str, str], port: int, ready: Callable[[str], bool], options: Options
+) -> Iterator[Server]:
+    """Start ``command`` in a session of its own; yield once ``ready(base_url)``; stop it and its workers."""
+    logs = options.work_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / (name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "_") + ".log")
+    with log_path.open("wb") as output:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = Server(name, process, f"http://127.0.0.1:{port}", log_path)
+    began = time.monotonic()
+    try:
+        deadline = began + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}; see {log_path}:\n{_tail(log_path)}")
+            try:
+                if ready(server.base_url):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} was not ready within 120 s; see {log_path}")
+            time.sleep(0.1)
+        log(f"{name} ready in {time.monotonic() - began:.1f} s")
+        yield server
+    finally:
+        stopping = time.monotonic()
+        _stop(process)
+        log(f"{name} stopped in {time.monotonic() - stopping:.1f} s")
+
+
+def answers(path: str) -> Callable[[str], bool]:
+    """Ready when GET ``path`` is 200."""
+    return lambda base: _http(base + path)[0] == 200
+
+
+def answers_graphql(base: str) -> bool:
+    return _http(base + "/graphql", b'{"query": "{ __typename }"}', {"Content-Type": "application/json"})[0] == 200
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    # The server runs in a session of its own: its group is it and its workers.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def server_env(urls: DatabaseUrls, options: Options, secret: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLEDGEQL_")}
+    env.update(
+        {
+            "PLEDGEQL_DATABASE_URL": urls.owner,
+            "PLEDGEQL_APP_DATABASE_URL": urls.app,
+            "PLEDGEQL_DATA_DIR": str(options.work_dir / "server"),
+            "PLEDGEQL_ENV": "development",
+            "PLEDGEQL_JWT_SECRET": secret,
+            # The load comes from one address and a few users: no request budget applies.
+            "PLEDGEQL_RATE_LIMIT_PER_MINUTE": "1000000000",
+            "PLEDGEQL_RATE_LIMIT_BURST": "1000000000",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    return env
+
+
+def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+
+
+def uvicorn_stack() -> str:
+    parts = []
+    for module, role in (("uvloop", "loop"), ("httptools", "http")):
+        try:
+            __import__(module)
+            parts.append(f"{role} {module}")
+        except ImportError:
+            parts.append(f"{role} {'asyncio' if role == 'loop' else 'h11'}")
+    return "uvicorn (" + ", ".join(parts) + ")"
+
+
+# ---------------------------------------------------------------- the runs
+
+
+@dataclass
+class Row:
+    system: str
+    scenario: str
+    workers: int
+    concurrency: int
+    status: str = "ok"
+    result: LoadResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and self.result is not None
+
+
+@dataclass
+class Report:
+    options: Options
+    rows: list[Row] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    limit_call: limit.CallLatency | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def find(self, system: str, scenario: str, workers: int, concurrency: int) -> Row | None:
+        for row in self.rows:
+            if (row.system, row.scenario, row.workers, row.concurrency) == (system, scenario, workers, concurrency):
+                return row
+        return None
+
+
+def graphql_call(label: str, request: scenarios.Request, token: str) -> Call:
+    return Call(
+        label=label,
+        method="POST",
+        path="/graphql",
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {token}",
+            "X-Purpose": request.purpose,
+        },
+        body=request.body.decode(),
+    )
+
+
+Checker = Callable[[dict[str, Any]], "str | None"]
+
+
+def check_calls(server: Server, scenario: str, calls: list[Call], checker: Checker | None = None) -> str:
+    """ "ok", "not available" (NOT_IMPLEMENTED) or what is wrong, from a few of the calls."""
+    for call in calls[:3]:
+        status, raw = _http(server.base_url + call.path, call.body.encode() or None, call.headers)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return f"failed: HTTP {status}, not JSON"
+        if scenarios.is_not_implemented(body):
+            return "not available"
+        problem = checker(body) if checker else scenarios.check_body(scenario, body)
+        if status != 200 or problem:
+            return f"failed: HTTP {status}" + (f", {problem}" if problem else "")
+    return "ok"
+
+
+def measure(
+    report: Report, server: Server, system: str, scenario: str, calls: list[Call], workers: int, concurrency: int
+) -> Row:
+    options = report.options
+    row = Row(system, scenario, workers, concurrency)
+    spec = LoadSpec(
+        base_url=server.base_url,
+        calls=calls,
+        concurrency=concurrency,
+        duration=options.duration,
+        warmup=options.warmup,
+        threads=min(2, concurrency),
+    )
+    log(f"{system} {scenario} workers={workers} c={concurrency}: {options.warmup:g} s warm-up, {options.duration:g} s")
+    try:
+        result = run_load(spec, options.engine)
+        if result.requests == 0:
+            row.status = "no request completed within the run"
+        else:
+            row.result = result
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
+        row.status = f"failed: {error}"[:200]
+    report.rows.append(row)
+    if row.result is not None:
+        r = row.result
+        log(f"  {r.rps:.1f} req/s, p50 {r.p50_ms:.1f} ms, p95 {r.p95_ms:.1f} ms, {r.failures} failed")
+    return row
+
+
+def run_pledgeql(report: Report, calls: dict[str, list[Call]], env: dict[str, str]) -> None:
+    options = report.options
+    for workers in options.workers:
+        port = free_port()
+        with serve(
+            f"pledgeql-{workers}w",
+            uvicorn_command("server.asgi:app", port, workers),
+            env,
+            port,
+            answers("/readyz"),
+            options,
+        ) as server:
+            available: dict[str, list[Call]] = {}
+            for scenario in ("S1", "S2", "S3", "S4"):
+                status = check_calls(server, scenario, calls[scenario])
+                if status == "ok":
+                    available[scenario] = calls[scenario]
+                    if scenario in options.scenarios:
+                        measure(report, server, PLEDGEQL, scenario, calls[scenario], workers, options.concurrency)
+                elif scenario in options.scenarios:
+                    log(f"{PLEDGEQL} {scenario}: {status}")
+                    report.rows.append(Row(PLEDGEQL, scenario, workers, options.concurrency, status=status))
+            mixed = [
+                dataclasses.replace(c, weight=scenarios.MIX[s])
+                for s in scenarios.MIX
+                if s in available
+                for c in available[s]
+            ]
+            if "S5" not in options.scenarios:
+                pass
+            elif mixed:
+                measure(report, server, PLEDGEQL, "S5", mixed, workers, options.concurrency)
+                missing = [s for s in scenarios.MIX if s not in available]
+                if missing:
+                    report.notes.append(f"S5 ran without {', '.join(missing)} (not available), reweighted")
+            else:
+                report.rows.append(Row(PLEDGEQL, "S5", workers, options.concurrency, status="not available"))
+            if options.latency_runs and workers == 1:
+                for scenario in ("S1", "S3"):
+                    if scenario in available and scenario in options.scenarios:
+                        measure(report, server, PLEDGEQL, scenario, available[scenario], workers, 1)
+
+
+def run_s1_system(
+    report: Report, system: str, start: Callable[[int], Any], calls: list[Call], checker: Checker | None = None
+) -> None:
+    """S1 on another system, at each worker count, then at concurrency 1."""
+    options = report.options
+    for workers in options.workers:
+        with start(workers) as server:
+            status = check_calls(server, "S1", calls, checker)
+            if status != "ok":
+                log(f"{system} S1: {status}")
+                report.rows.append(Row(system, "S1", workers, options.concurrency, status=status))
+                continue
+            measure(report, server, system, "S1", calls, workers, options.concurrency)
+            if options.latency_runs and workers == 1:
+                measure(report, server, system, "S1", calls, workers, 1)
+
+
+# ------------------------------------------------------------- PostGraphile
+
+
+def postgraphile_missing() -> str | None:
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (POSTGRAPHILE_DIR / "node_modules" / "postgraphile" / "cli.js").exists():
+        return "the package is not installed (cd bench/postgraphile && npm install)"
+    return None
+
+
+POSTGRAPHILE_S1 = """query ClassView($districtId: UUID!, $id: UUID!) {
+  classByDistrictIdAndId(districtId: $districtId, id: $id) {
+    id
+    name
+    enrollmentsByDistrictIdAndClassIdList(orderBy: STUDENT_ID_ASC) {
+      userByDistrictIdAndStudentId {
+        id
+        firstName
+        lastName
+        responsesByDistrictIdAndStudentIdList(orderBy: [SUBMITTED_AT_DESC, ID_DESC], first: 20) {
+          answer
+          correct
+          score
+        }
+      }
+    }
+  }
+}"""
+
+
+def check_postgraphile_s1(body: dict[str, Any]) -> str | None:
+    if body.get("errors"):
+        return "errors " + "; ".join(str(e.get("message"))[:120] for e in body["errors"])
+    enrollments = ((body.get("data") or {}).get("classByDistrictIdAndId") or {}).get(
+        "enrollmentsByDistrictIdAndClassIdList"
+    ) or []
+    if len(enrollments) != scenarios.CLASS_SIZE:
+        return f"{len(enrollments)} students instead of {scenarios.CLASS_SIZE}"
+    for e in enrollments:
+        if len(e["userByDistrictIdAndStudentId"]["responsesByDistrictIdAndStudentIdList"]) != 20:
+            return "a student with fewer than 20 responses"
+    return None
+
+
+# -------------------------------------------------------------------- main
+
+
+async def _prepare(options: Options) -> tuple[DatabaseUrls, scenarios.Subjects, dict[str, Any]]:
+    urls = database_urls(options)
+    built = await build_database(urls, options)
+    subjects = await scenarios.prepare_subjects(urls.owner)
+    conn = await connect(urls.owner)
+    try:
+        built["postgres"] = await conn.fetchval("SHOW server_version")
+    finally:
+        await conn.close()
+    return urls, subjects, built
+
+
+def run(options: Options) -> Report:
+    report = Report(options)
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    urls, subjects, built = asyncio.run(_prepare(options))
+    report.facts.update(
+        {
+            "students": options.students,
+            "district_responses": subjects.district_responses,
+            "total_responses": subjects.total_responses,
+            "class": "created (no class of exactly 30)" if subjects.class_created else "an existing class of 30",
+            "postgres": built.get("postgres"),
+            "seed_seconds": built.get("seconds"),
+            "reused": built.get("reused"),
+        }
+    )
+    secret = secrets.token_urlsafe(32)
+    settings = dataclasses.replace(Settings(), env="development", jwt_secret=secret)
+    tokens: dict[tuple[Any, str], str] = {}
+
+    def token(user_id: Any, purpose: str) -> str:
+        key = (user_id, purpose)
+        if key not in tokens:
+            tokens[key] = mint_token(settings, user_id, [purpose], 4 * 3600)
+        return tokens[key]
+
+    requests = scenarios.scenario_requests(subjects)
+    calls = {s: [graphql_call(s, r, token(r.user_id, r.purpose)) for r in rs] for s, rs in requests.items() if rs}
+    for s in ("S1", "S2", "S3", "S4"):
+        calls.setdefault(s, [])
+    env = server_env(urls, options, secret)
+
+    if "pledgeql" in options.systems:
+        run_pledgeql(report, calls, env)
+
+    # (c) the same server without permission checks and audit writes.
+    def unenforced(workers: int) -> Any:
+        port = free_port()
+        command = uvicorn_command("bench.unenforced_app:app", port, workers)
+        return serve(f"unenforced-{workers}w", command, env, port, answers("/readyz"), options)
+
+    if "unenforced" in options.systems:
+        run_s1_system(report, UNENFORCED, unenforced, calls["S1"])
+
+    # (b) the physical limit.
+    if "limit" in options.systems:
+        report.limit_call = asyncio.run(
+            limit.measure(urls.owner, subjects.district_id, subjects.class_id, options.limit_calls)
+        )
+    limit_env = dict(env, **{limit.DSN_VARIABLE: urls.owner})
+    limit_call = Call(
+        "S1",
+        "GET",
+        f"/s1?district={subjects.district_id}&class={subjects.class_id}",
+        {"Accept": "application/json"},
+    )
+
+    def limit_server(workers: int) -> Any:
+        port = free_port()
+        return serve(
+            f"limit-{workers}w",
+            uvicorn_command("bench.limit:app", port, workers),
+            limit_env,
+            port,
+            answers("/healthz"),
+            options,
+        )
+
+    if "limit" in options.systems:
+        run_s1_system(report, LIMIT, limit_server, [limit_call])
+
+    # (a) PostGraphile 4.
+    missing = postgraphile_missing() if options.postgraphile else "not run (--no-postgraphile or --systems)"
+    if missing:
+        report.notes.append(f"PostGraphile: {missing}")
+        log(f"PostGraphile: {missing}")
+    else:
+        pg_body = json.dumps(
+            {
+                "query": POSTGRAPHILE_S1,
+                "variables": {"districtId": str(subjects.district_id), "id": str(subjects.class_id)},
+            }
+        )
+        pg_call = Call("S1", "POST", "/graphql", {"Content-Type": "application/json"}, pg_body)
+
+        def postgraphile(workers: int) -> Any:
+            port = free_port()
+            command = [
+                "node",
+                str(POSTGRAPHILE_DIR / "node_modules" / "postgraphile" / "cli.js"),
+                "--connection",
+                urls.owner,
+                "--schema",
+                "public",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--simple-collections",
+                "only",
+                "--disable-default-mutations",
+                "--disable-graphiql",
+                "--disable-query-log",
+            ]
+            if workers > 1:
+                command += ["--cluster-workers", str(workers)]
+            return serve(f"postgraphile-{workers}w", command, env, port, answers_graphql, options)
+
+        run_s1_system(report, POSTGRAPHILE, postgraphile, [pg_call], check_postgraphile_s1)
+
+    report.facts["load_before"] = load_before
+    report.facts["load_after"] = os.getloadavg()
+    report.facts["minutes"] = (time.monotonic() - started) / 60
+    return report
+
+
+# -------------------------------------------------------------- the table
+
+
+def _ms(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else (f"{value:.1f}" if value < 100 else f"{value:.0f}")
+
+
+def table(report: Report) -> str:
+    lines = [
+        "| system | scenario | workers | conc. | req/s | p50 ms | p95 ms | failed | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in report.rows:
+        r = row.result
+        title = scenarios.SCENARIO_TITLES.get(row.scenario, "")
+        if r is None:
+            lines.append(
+                f"| {row.system} | {row.scenario} {title} | {row.workers} | {row.concurrency} | - | - | - | - | "
+                f"{row.status} |"
+            )
+            continue
+        note = "" if row.status == "ok" else row.status
+        if r.socket_errors:
+            note = (note + f" {r.socket_errors} socket errors").strip()
+        lines.append(
+            f"| {row.system} | {row.scenario} {title} | {row.workers} | {row.concurrency} | {r.rps:.1f} | "
+            f"{_ms(r.p50_ms)} | {_ms(r.p95_ms)} | {r.failures} | {note} |"
+        )
+    return "\n".join(lines)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0 or math.isnan(a) or math.isnan(b):
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def ratios(report: Report) -> list[str]:
+    options = report.options
+    c = options.concurrency
+    out: list[str] = []
+
+    def rps(system: str, w: int) -> float | None:
+        row = report.find(system, "S1", w, c)
+        return row.result.rps if row and row.ok and row.result else None
+
+    def p50(system: str, scenario: str, w: int, conc: int) -> float | None:
+        row = report.find(system, scenario, w, conc)
+        return row.result.p50_ms if row and row.ok and row.result else None
+
+    for w in options.workers:
+        out.append(
+            f"- S1 throughput pledgeql/PostGraphile, {w} worker(s) each, concurrency {c}: "
+            f"**{_ratio(rps(PLEDGEQL, w), rps(POSTGRAPHILE, w))}** (target >= 1.0x)"
+        )
+    lat = 1 if options.latency_runs else c
+    for w in (1,) if 1 in options.workers else options.workers[:1]:
+        out.append(
+            f"- S1 p50 latency pledgeql/limit over HTTP, concurrency {lat}: "
+            f"**{_ratio(p50(PLEDGEQL, 'S1', w, lat), p50(LIMIT, 'S1', w, lat))}**"
+        )
+        if report.limit_call is not None:
+            in_process = report.limit_call.p50_ms
+            out.append(
+                f"- S1 p50 latency pledgeql (HTTP, concurrency {lat}) / limit in-process call "
+                f"({in_process:.2f} ms): **{_ratio(p50(PLEDGEQL, 'S1', w, lat), in_process)}**"
+            )
+        out.append(
+            f"- S1 p50 latency enforced/unenforced, concurrency {lat}: "
+            f"**{_ratio(p50(PLEDGEQL, 'S1', w, lat), p50(UNENFORCED, 'S1', w, lat))}** (target <= 1.3x)"
+        )
+        if lat != c:
+            out.append(
+                f"- S1 p50 latency enforced/unenforced, concurrency {c}: "
+                f"**{_ratio(p50(PLEDGEQL, 'S1', w, c), p50(UNENFORCED, 'S1', w, c))}**"
+            )
+        s3 = p50(PLEDGEQL, "S3", w, lat)
+        if s3 is not None:
+            verdict = "met" if s3 < 500 else "missed"
+            out.append(f"- S3 p50 at concurrency {lat}: **{s3:.0f} ms** (target < 500 ms: {verdict})")
+    return out
+
+
+def markdown(report: Report) -> str:
+    o, f = report.options, report.facts
+    lc = report.limit_call
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `bench/run.py` on {when}; `nproc` = {os.cpu_count()}; {platform.python_implementation()} "
+        f"{platform.python_version()}; PostgreSQL {f.get('postgres')}; load generator {o.engine}; pledgeql served by "
+        f"{uvicorn_stack()}.",
+        "",
+        f"Data: {f.get('students'):,} students, {f.get('total_responses'):,} responses "
+        f"({f.get('district_responses'):,} in the reporting district); S1 class: {f.get('class')}.",
+        f"Runs: {o.warmup:g} s warm-up, then {o.duration:g} s counted, {o.concurrency} connections "
+        f"(and 1 for the latency rows); workers {', '.join(map(str, o.workers))}.",
+        f"Load average before/after: {' '.join(f'{x:.2f}' for x in f.get('load_before', ()))} / "
+        f"{' '.join(f'{x:.2f}' for x in f.get('load_after', ()))} (the load generator shares the machine).",
+        "",
+        table(report),
+        "",
+        "## Ratios",
+        "",
+        *ratios(report),
+        "",
+    ]
+    if lc is not None:
+        lines += [
+            "## The limit in-process",
+            "",
+            f"S1 in one SQL statement + orjson, {lc.calls} calls on one connection: p50 {lc.p50_ms:.2f} ms, "
+            f"p95 {lc.p95_ms:.2f} ms (SQL p50 {lc.sql_p50_ms:.2f} ms, orjson p50 {lc.encode_p50_ms:.3f} ms), "
+            f"{lc.response_bytes:,} bytes.",
+            "",
+        ]
+    if report.notes:
+        lines += ["## Notes", "", *(f"- {n}" for n in report.notes), ""]
+    lines += [
+        "Scenarios: " + "; ".join(f"{k} {v}" for k, v in scenarios.SCENARIO_TITLES.items()) + ".",
+        "A request counts as failed when its status is not 200 or its body has GraphQL errors.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_options(argv)
+    options.work_dir.mkdir(parents=True, exist_ok=True)
+    report = run(options)
+    text = markdown(report)
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    options.out.write_text(text)
+    print(text)
+    log(f"written to {options.out} in {report.facts['minutes']:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
