@@ -215,11 +215,22 @@ class ChainVerifier:
     ``feed`` returns the first break and the verifier stops there.
     """
 
-    def __init__(self, key: bytes, district_id: uuid.UUID, anchor: Anchor | None = None, last_seq: int = 0) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        district_id: uuid.UUID,
+        anchor: Anchor | None = None,
+        last_seq: int = 0,
+        known_head: tuple[int, str] | None = None,
+    ) -> None:
         self.key = key
         self.district_id = district_id
         self.anchor = anchor
         self.last_seq = last_seq  # the highest seq stored: bounds the search for a moved entry
+        # A head an earlier verify saw (kept outside the database): the chain
+        # must still reach it, with the same hash, unless retention moved past it.
+        self.known_head = known_head
+        self._known_seen = False
         self.count = 0
         self.first_seq: int | None = None
         self.broken: ChainBreak | None = None
@@ -298,12 +309,51 @@ class ChainVerifier:
                 "deleted",
                 "its prev_hash is not the hash of the entry before it: that entry was removed or replaced",
             )
+        elif self.known_head is not None and seq == self.known_head[0]:
+            self._known_seen = True
+            if not hmac.compare_digest(stored, self.known_head[1]):
+                self.broken = ChainBreak(
+                    self.district_id,
+                    seq,
+                    entry_id,
+                    "altered",
+                    "its hash differs from the one an earlier verify recorded for this seq: the chain was rewritten",
+                )
         if self.broken is not None:
             return self.broken
         self.count += 1
         self._expected_seq = seq + 1
         self._prev = stored
         return None
+
+    def finish(self) -> ChainBreak | None:
+        """After the last entry: does the chain still reach the known head?"""
+        if self.broken is not None or self.known_head is None or self._known_seen:
+            return self.broken
+        seq, known = self.known_head
+        anchor = self.anchor
+        if anchor is not None and anchor.seq >= seq:
+            if anchor.seq == seq and not hmac.compare_digest(anchor.hash, known):
+                self.broken = ChainBreak(
+                    self.district_id,
+                    seq,
+                    None,
+                    "anchor",
+                    "the retention anchor's hash differs from the one an earlier verify recorded for this seq",
+                )
+            return self.broken  # retention removed the entries up to and past it
+        if seq == 0:
+            return None
+        end = self._expected_seq - 1
+        self.broken = ChainBreak(
+            self.district_id,
+            seq,
+            None,
+            "deleted",
+            f"an earlier verify saw the chain reach seq {seq}; it now ends at seq {end}: "
+            f"{'its newest entries were' if end < seq else 'entries were'} removed",
+        )
+        return self.broken
 
     def _written_as(self, row: Mapping[str, Any]) -> int | None:
         """The seq under which this entry's hash does verify, if any: an entry

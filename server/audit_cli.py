@@ -10,15 +10,24 @@ the first entry altered, deleted or reordered, and exits 1.
 Retention: a chain may start after seq 1 only from its key-signed anchor in
 ``audit_anchors`` (written by ``server.audit_writer.trim_chain``); entries
 removed any other way are reported as deleted.
+
+The newest entries of a chain are the one thing a keyed chain cannot vouch
+for by itself: removing them leaves a shorter chain that verifies. With
+``--heads FILE`` (kept outside the database, e.g. on the host that runs
+verify from cron) each run checks that every chain still reaches the head the
+previous run recorded, with the same hash, and records the new heads.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import sys
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from permissions.audit import Anchor, ChainBreak, ChainVerifier
@@ -62,14 +71,16 @@ class ChainReport:
         return f"OK district {self.district_id}: {self.entries} entries ({span}{start}), head {self.head_hash}"
 
 
-async def verify_district(conn: Any, key: bytes, district_id: uuid.UUID) -> ChainReport:
+async def verify_district(
+    conn: Any, key: bytes, district_id: uuid.UUID, known_head: tuple[int, str] | None = None
+) -> ChainReport:
     """One district's chain, inside the caller's snapshot."""
     anchor_row = await conn.fetchrow(
         "SELECT district_id, seq, hash, at, mac FROM audit_anchors WHERE district_id = $1", district_id
     )
     anchor = None if anchor_row is None else Anchor(**dict(anchor_row))
     last_seq = await conn.fetchval("SELECT max(seq) FROM audit_entries WHERE district_id = $1", district_id)
-    verifier = ChainVerifier(key, district_id, anchor, last_seq or 0)
+    verifier = ChainVerifier(key, district_id, anchor, last_seq or 0, known_head)
     broken = verifier.start()
     if broken is None:
         query = f"SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE district_id = $1 ORDER BY seq"  # noqa: S608
@@ -77,6 +88,7 @@ async def verify_district(conn: Any, key: bytes, district_id: uuid.UUID) -> Chai
             broken = verifier.feed(row)
             if broken is not None:
                 break
+        broken = verifier.finish()
     head_seq, head_hash = verifier.head
     return ChainReport(
         district_id=district_id,
@@ -89,17 +101,63 @@ async def verify_district(conn: Any, key: bytes, district_id: uuid.UUID) -> Chai
     )
 
 
-async def verify_chains(conn: Any, key: bytes, district_id: uuid.UUID | None = None) -> list[ChainReport]:
+async def verify_chains(
+    conn: Any,
+    key: bytes,
+    district_id: uuid.UUID | None = None,
+    known_heads: dict[uuid.UUID, tuple[int, str]] | None = None,
+) -> list[ChainReport]:
     """Every chain (or one district's) from one consistent snapshot."""
+    known = known_heads or {}
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        districts = [district_id] if district_id is not None else [r[0] for r in await conn.fetch(DISTRICTS)]
-        return [await verify_district(conn, key, d) for d in districts]
+        if district_id is not None:
+            districts = [district_id]
+        else:
+            districts = sorted({r[0] for r in await conn.fetch(DISTRICTS)} | set(known))
+        return [await verify_district(conn, key, d, known.get(d)) for d in districts]
 
 
-async def run_verify(url: str, key: bytes, district_id: uuid.UUID | None, out: TextIO, err: TextIO) -> int:
+class HeadsFileError(Exception):
+    """The --heads file cannot be used; the message says why."""
+
+
+def read_heads(path: Path, database: str) -> dict[uuid.UUID, tuple[int, str]]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("database") != database:
+            raise HeadsFileError(
+                f"{path} records the heads of database {data.get('database')!r}, not {database!r}; "
+                "use one heads file per database"
+            )
+        return {uuid.UUID(k): (int(v["seq"]), str(v["hash"])) for k, v in data["heads"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise HeadsFileError(f"{path} is not a heads file written by pledgeql audit verify") from None
+
+
+def write_heads(path: Path, database: str, heads: dict[uuid.UUID, tuple[int, str]]) -> None:
+    data = {
+        "database": database,
+        "heads": {str(d): {"seq": seq, "hash": h} for d, (seq, h) in sorted(heads.items())},
+    }
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+async def run_verify(
+    url: str, key: bytes, district_id: uuid.UUID | None, out: TextIO, err: TextIO, heads_file: Path | None = None
+) -> int:
     conn = await connect(url)
     try:
-        reports = await verify_chains(conn, key, district_id)
+        database = await conn.fetchval("SELECT current_database()")
+        try:
+            known = read_heads(heads_file, database) if heads_file else {}
+        except HeadsFileError as error:
+            print(f"pledgeql audit verify: {error}", file=err)
+            return 2
+        reports = await verify_chains(conn, key, district_id, known)
     finally:
         await conn.close()
     failed = False
@@ -116,6 +174,8 @@ async def run_verify(url: str, key: bytes, district_id: uuid.UUID | None, out: T
             file=err,
         )
         return 1
+    if heads_file is not None:
+        write_heads(heads_file, database, {**known, **{r.district_id: (r.head_seq, r.head_hash) for r in reports}})
     return 0
 
 
@@ -138,7 +198,8 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
     key = settings.audit_key()
     try:
         url = server_urls(settings).owner
-        return asyncio.run(run_verify(url, key, district_id, sys.stdout, sys.stderr))
+        heads = getattr(args, "heads", None)
+        return asyncio.run(run_verify(url, key, district_id, sys.stdout, sys.stderr, Path(heads) if heads else None))
     except (OSError, ConnectionError) as error:
         print(
             f"pledgeql audit verify: cannot reach the database ({type(error).__name__}); "

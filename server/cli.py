@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="verify the audit hash chains")
     verify.add_argument("--district")
+    verify.add_argument(
+        "--heads", help="a file outside the database: check the chains still reach the heads it holds, then update it"
+    )
     verify.set_defaults(func=_command("server.audit_cli"))
 
     retention = sub.add_parser("retention", help="retention tools")

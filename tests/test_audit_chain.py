@@ -162,6 +162,19 @@ def test_missing_first_entries_need_a_key_signed_anchor() -> None:
     assert first_break(rows[4:], anchor=good).kind == "deleted"
 
 
+def test_a_chain_cut_short_after_an_earlier_verify_recorded_its_head_is_detected() -> None:
+    rows = make_chain(6)
+    assert first_break(rows[:4]) is None  # by itself, a shorter chain verifies
+    verifier = ChainVerifier(KEY, rows[0]["district_id"], None, 4, known_head=(6, rows[5]["hash"]))
+    assert all(verifier.feed(r) is None for r in rows[:4])
+    broken = verifier.finish()
+    assert (broken.seq, broken.kind) == (6, "deleted") and "now ends at seq 4" in broken.detail
+    whole = ChainVerifier(KEY, rows[0]["district_id"], None, 6, known_head=(5, rows[4]["hash"]))
+    assert all(whole.feed(r) is None for r in rows) and whole.finish() is None
+    rewritten = ChainVerifier(KEY, rows[0]["district_id"], None, 6, known_head=(5, "f" * 64))
+    assert [rewritten.feed(r) for r in rows][4].kind == "altered"
+
+
 # ----------------------------------------------------- against the database
 
 
@@ -203,8 +216,11 @@ async def chain(app: Any, gql: Any, users: dict[str, uuid.UUID], owner: Any) -> 
     await read_some(gql, users, owner)
 
 
-async def verify(settings: Settings, capsys: pytest.CaptureFixture[str], district: str | None = None) -> Any:
-    code = await asyncio.to_thread(command, settings, argparse.Namespace(district=district))
+async def verify(
+    settings: Settings, capsys: pytest.CaptureFixture[str], district: str | None = None, heads: Path | None = None
+) -> Any:
+    args = argparse.Namespace(district=district, heads=str(heads) if heads else None)
+    code = await asyncio.to_thread(command, settings, args)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -335,6 +351,39 @@ async def test_a_rewrite_of_the_chain_without_the_key_fails_verify(
                     hash_,
                 )
     assert (await verify(verify_settings, capsys))[0] == 0
+
+
+async def test_removing_the_newest_entries_is_detected_against_a_heads_file_kept_outside_the_database(
+    verify_settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    owner: Any,
+    districts: dict[str, uuid.UUID],
+    tmp_path: Path,
+) -> None:
+    heads = tmp_path / "audit-heads.json"
+    code, _, err = await verify(verify_settings, capsys, heads=heads)
+    assert code == 0, err
+    district = districts["northwind"]
+    last = await owner.fetchval("SELECT max(seq) FROM audit_entries WHERE district_id = $1", district)
+    assert f'"{district}"' in heads.read_text() and f'"seq": {last}' in heads.read_text()
+    newest = await entry(owner, district, last)
+    await owner.execute("DELETE FROM audit_entries WHERE district_id = $1 AND seq = $2", district, last)
+    try:
+        # The keyed chain alone cannot tell: the shorter chain is a valid chain.
+        assert (await verify(verify_settings, capsys))[0] == 0
+        code, _, err = await verify(verify_settings, capsys, heads=heads)
+        assert code == 1
+        assert (
+            f"district {district}: entry seq {last}: deleted: an earlier verify saw the chain reach seq {last}" in err
+        )
+        assert f'"seq": {last}' in heads.read_text()  # a failed run does not move the recorded heads
+    finally:
+        await reinsert(owner, newest)
+    assert (await verify(verify_settings, capsys, heads=heads))[0] == 0
+    other = tmp_path / "other.json"
+    other.write_text('{"database": "another", "heads": {}}')
+    code, _, err = await verify(verify_settings, capsys, heads=other)
+    assert code == 2 and "use one heads file per database" in err
 
 
 async def test_verify_of_one_district_prints_only_that_district(
