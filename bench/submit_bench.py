@@ -4,8 +4,8 @@
 
 What it does:
 
-1. starts the embedded PostgreSQL under a fresh temporary data dir (or
-   ``--data-dir``), migrates it and seeds the demo data;
+1. starts the embedded PostgreSQL under a fresh temporary data dir (removed
+   afterwards) or ``--data-dir`` (kept), migrates it and seeds the demo data;
 2. starts ``uvicorn server.asgi:app --workers 1`` as a subprocess on that
    database (the app role, row-level security, the audit writer: the
    production request path), with the rate limit lifted;
@@ -34,6 +34,7 @@ import dataclasses
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -303,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         from server.db import stop_embedded
 
         stop_embedded()
+        if args.data_dir is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
     print(
         f"submitResponse, 1 worker, audit on: {result['rps']:.1f} requests/s; "
