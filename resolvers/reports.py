@@ -72,6 +72,7 @@ DEMOGRAPHIC_DIMENSIONS = frozenset(
     {"GENDER", "ETHNICITY", "ENGLISH_LEARNER", "SPECIAL_EDUCATION", "ECONOMICALLY_DISADVANTAGED"}
 )
 PERFORMANCE_ONLY = frozenset({"SUBJECT", "ASSESSMENT", "SKILL"})
+WORK_MEM = "32MB"  # for the report's own statements (transaction-local)
 
 
 @dataclass(frozen=True)
@@ -247,17 +248,21 @@ def build_sql(universe: Universe, dims: tuple[str, ...], sets: Sequence[int] | N
             f" LEFT JOIN LATERAL unnest(CASE WHEN u.district_id = ANY({demo}::uuid[]) "
             "THEN u.ethnicity END) AS eth(value) ON true"
         )
-    outer_where = ""
+    outer_where = f" WHERE u.district_id = ANY({districts}::uuid[])"
     if universe.exclude_opted_out:
-        outer_where = (
-            " WHERE NOT EXISTS (SELECT 1 FROM consents c WHERE c.district_id = u.district_id "
+        outer_where += (
+            " AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.district_id = u.district_id "
             "AND c.student_id = u.id AND c.analytics_opt_out)"
         )
     select_dims = "".join(f"{e} AS d{i}, " for i, e in enumerate(outer_exprs))
     grouping = f"GROUPING({', '.join(outer_exprs)})" if outer_exprs else "0"
+    # One row of b per student unless a dimension is counted per row or has
+    # several values: then a student may repeat within a group.
+    once = not inner_exprs and not any(specs[d].multi for d in dims)
+    students = "count(*)" if once else "count(DISTINCT b.student_id)"
     sql = (
         f"WITH b AS MATERIALIZED ({inner}) "
-        f"SELECT {select_dims}{grouping} AS grouping_bits, count(DISTINCT b.student_id) AS students, {fact.totals} "
+        f"SELECT {select_dims}{grouping} AS grouping_bits, {students} AS students, {fact.totals} "
         f"FROM {outer_from}{outer_where}"
     )
     if outer_exprs:
@@ -413,6 +418,8 @@ async def run_report(
     all of them inside it while its all-time group is shown). So two windows
     cannot be subtracted to reach a hidden week, nor a window from all time.
     """
+    # Grouping sets with DISTINCT counts sort: let them sort in memory.
+    await db.execute("SELECT set_config('work_mem', $1, true)", WORK_MEM)
     windowed = universe.start is not None or universe.end is not None
     if windowed:
         universe = Universe(

@@ -289,6 +289,14 @@ class Response(Base):
         ForeignKeyConstraint(["district_id", "assignment_id"], ["assignments.district_id", "assignments.id"]),
         Index("ix_responses_student_time", "district_id", "student_id", "submitted_at"),
         Index("ix_responses_district_time", "district_id", "submitted_at"),
+        # Aggregate reports (migration 0008): an index-only scan per student.
+        Index(
+            "ix_responses_report",
+            "district_id",
+            "student_id",
+            "submitted_at",
+            postgresql_include=["score", "correct"],
+        ),
         UniqueConstraint("district_id", "student_id", "idempotency_key"),
         CheckConstraint("time_spent_seconds BETWEEN 0 AND 86400", name="time_spent_range"),
         CheckConstraint("char_length(answer) <= 10000", name="answer_length"),
