@@ -1,0 +1,148 @@
+"""Benchmark (not a test): a district's performanceReport grouped by SCHOOL x GRADE_LEVEL.
+
+Seeds the demo data set scaled up (``--students``, 30 responses each, split
+over two districts) into its own database of its own embedded server, then
+runs the report as Northwind's district admin N times in-process over ASGI
+(httpx -> Starlette -> GraphQL -> SQL -> suppression -> audit write -> JSON)
+and prints the median. The default 68,000 students give Northwind
+1,020,000 responses. Seeding takes a few minutes the first time; later runs
+reuse the database (``--reseed`` builds it again).
+
+    .venv/bin/python bench/report_bench.py [--students 68000] [--runs 21]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from server.app import create_app
+from server.auth import mint_token
+from server.db import connect, server_urls
+from server.migrate import migrate
+from server.seed import seed_demo
+from server.settings import Settings
+
+DATABASE = "pledgeql_report_bench"
+QUERY = """
+query Bench($input: ReportInput!) {
+  performanceReport(input: $input) {
+    minimumGroupSize suppressedRows
+    rows { group { dimension value } suppressed suppressionReason students responses meanScore percentCorrect }
+    total { students responses meanScore percentCorrect }
+  }
+}"""
+
+
+async def prepare(settings: Settings, students: int, reseed: bool) -> Any:
+    server = server_urls(settings)
+    urls = server.with_database(DATABASE)
+    admin = await connect(server.with_database("postgres").owner)
+    try:
+        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
+        if reseed and exists:
+            await admin.execute(f'DROP DATABASE "{DATABASE}" WITH (FORCE)')
+            exists = None
+    finally:
+        await admin.close()
+    await migrate(urls)
+    if not exists:
+        started = time.perf_counter()
+        summary = await seed_demo(urls.owner, students=students)
+        seconds = time.perf_counter() - started
+        print(f"seeded {summary.students} students, {summary.responses} responses in {seconds:.0f} s")
+        owner = await connect(urls.owner)
+        try:
+            await owner.execute("VACUUM ANALYZE")
+        finally:
+            await owner.close()
+    return urls
+
+
+async def run(args: argparse.Namespace) -> None:
+    settings = dataclasses.replace(
+        Settings.from_env(),
+        env="test",
+        data_dir=Path(args.data_dir),
+        jwt_secret="report-bench-secret-not-for-production-0123456789",
+        rate_limit_per_minute=1_000_000,
+        rate_limit_burst=1_000_000,
+    )
+    urls = await prepare(settings, args.students, args.reseed)
+    owner = await connect(urls.owner)
+    try:
+        admin_id, district_id = await owner.fetchrow(
+            "SELECT id, district_id FROM users WHERE username = 'admin@northwind.example'"
+        )
+        responses = await owner.fetchval("SELECT count(*) FROM responses WHERE district_id = $1", district_id)
+        schools = await owner.fetchval("SELECT count(*) FROM schools WHERE district_id = $1", district_id)
+        # How busy the machine is: the same fixed piece of work in PostgreSQL
+        # takes about 0.3 s on one idle core; the figures scale with it.
+        started = time.perf_counter()
+        await owner.fetchval("SELECT count(*) FROM generate_series(1, 3000000)")
+        calibration = time.perf_counter() - started
+    finally:
+        await owner.close()
+    print(f"Northwind: {responses} responses, {schools} schools")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"machine: load average {load} on {os.cpu_count()} cores; calibration count(3M) {calibration * 1000:.0f} ms")
+
+    group_by = args.group_by.split(",") if args.group_by else []
+    variables = {"input": {"scope": {"districtId": str(district_id)}, "groupBy": group_by}}
+    app = create_app(settings, urls)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench.test", timeout=120) as client:
+            token = mint_token(settings, admin_id, ["REPORTING"], 3600)
+            headers = {"Authorization": f"Bearer {token}", "X-Purpose": "REPORTING"}
+
+            async def once() -> tuple[float, dict[str, Any]]:
+                started = time.perf_counter()
+                response = await client.post("/graphql", json={"query": QUERY, "variables": variables}, headers=headers)
+                elapsed = time.perf_counter() - started
+                body: dict[str, Any] = response.json()
+                if response.status_code != 200 or "errors" in body:
+                    raise SystemExit(f"the report failed: {response.status_code} {body.get('errors')}")
+                return elapsed, body
+
+            for _ in range(args.warmup):
+                await once()
+            times: list[float] = []
+            body: dict[str, Any] = {}
+            for _ in range(args.runs):
+                elapsed, body = await once()
+                times.append(elapsed * 1000)
+    report = body["data"]["performanceReport"]
+    times.sort()
+    print(
+        f"performanceReport district x groupBy {group_by}: {len(report['rows'])} rows, "
+        f"{report['suppressedRows']} suppressed, total {report['total']['students']} students / "
+        f"{report['total']['responses']} responses"
+    )
+    print(
+        f"{args.runs} runs: median {statistics.median(times):.1f} ms, min {times[0]:.1f} ms, "
+        f"p90 {times[int(0.9 * (len(times) - 1))]:.1f} ms, max {times[-1]:.1f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--students", type=int, default=68_000, help="total over both districts (30 responses each)")
+    parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--group-by", default="SCHOOL,GRADE_LEVEL")
+    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parent / ".work" / "report-bench"))
+    parser.add_argument("--reseed", action="store_true")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
