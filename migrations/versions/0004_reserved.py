@@ -7,13 +7,16 @@ function on purpose: in READ COMMITTED each statement inside it takes a new
 snapshot, so the head is read after the lock is held and sees the entries of
 the transaction that held it before. (The same lock and read in one plain SQL
 statement would share a snapshot taken before the lock, and could read a
-stale head.) Lock and head cost the writer one round trip instead of two.
-It runs as the owner (SECURITY DEFINER) so that reading a head is always one
-backward step on the primary key: under the app role's row-level security
-policy, a table without statistics yet gets a plan that sorts the whole
-chain. It answers only for the request's own districts (the
-``pledgeql.district_ids`` setting that row-level security reads), and only
-with heads: a seq and a hash, no personal data.
+stale head.) Lock and head cost the writer one round trip instead of two,
+and the function costs no more than those two statements did over a local
+socket (0.26 ms against 0.26 ms, bench/audit_overhead.py's machine). It runs
+as the owner (SECURITY DEFINER) so that reading a head is always one backward
+step on the primary key: under the app role's row-level security policy, a
+table without statistics yet got a plan that sorted the district's whole
+chain (21 ms at 7,000 entries, and growing). It answers only for the
+request's own districts (the ``pledgeql.district_ids`` setting that
+row-level security reads), and only with heads: a seq and a hash, no
+personal data.
 
 ``audit_anchors`` holds, per district, where the chain starts once retention
 has removed its oldest entries: the seq and hash of the last removed entry,
@@ -73,22 +76,20 @@ def upgrade() -> None:
         RETURNS TABLE (head_district uuid, head_seq bigint, head_hash text)
         LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
         AS $$
-        DECLARE
-            d uuid;
-            allowed uuid[] := coalesce(string_to_array(
-                nullif(current_setting('pledgeql.district_ids', true), ''), ',')::uuid[], '{}');
         BEGIN
-            IF EXISTS (SELECT 1 FROM unnest(p_districts) AS x WHERE x <> ALL (allowed)) THEN
-                RAISE EXCEPTION 'audit chain heads are read only for the request''s own districts'
-                    USING ERRCODE = 'insufficient_privilege';
-            END IF;
-            FOR d IN SELECT DISTINCT x FROM unnest(p_districts) AS x ORDER BY x LOOP
-                PERFORM pg_advisory_xact_lock(pledgeql_audit_lock_key(d));
-            END LOOP;
+            -- The request's own districts only (the setting row-level security
+            -- reads): another district gets neither lock nor head, and row-level
+            -- security then refuses its INSERT. The lock calls are volatile, so
+            -- they run after the sort: always in district order.
+            PERFORM pg_advisory_xact_lock(pledgeql_audit_lock_key(ds.x))
+            FROM (SELECT DISTINCT y AS x FROM unnest(p_districts) AS y
+                  WHERE y = ANY (string_to_array(current_setting('pledgeql.district_ids', true), ',')::uuid[])) AS ds
+            ORDER BY ds.x;
             -- A new statement: a new snapshot, taken with every lock held.
             RETURN QUERY
                 SELECT ds.x, h.seq, h.hash
-                FROM (SELECT DISTINCT y AS x FROM unnest(p_districts) AS y) AS ds
+                FROM (SELECT DISTINCT y AS x FROM unnest(p_districts) AS y
+                      WHERE y = ANY (string_to_array(current_setting('pledgeql.district_ids', true), ',')::uuid[])) AS ds
                 CROSS JOIN LATERAL (
                     (SELECT e.seq, e.hash FROM audit_entries e
                      WHERE e.district_id = ds.x ORDER BY e.seq DESC LIMIT 1)
