@@ -151,23 +151,29 @@ _AT = HASHED_COLUMNS.index("at")
 _JSON = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
-def canonical(entry: Mapping[str, Any]) -> bytes:
-    """The bytes an entry's hash covers: its columns in a fixed order, as JSON.
+def canonical_values(values: list[Any]) -> bytes:
+    """The bytes an entry's hash covers, from its values in HASHED_COLUMNS order.
 
-    Takes the dict the writer builds or a row read back from the database;
-    both give the same bytes: UUIDs in their hyphenated form (asyncpg's own
-    UUID type through ``str``), the time in UTC as PostgreSQL gives it back,
-    arrays as lists."""
-    values = [entry[c] for c in HASHED_COLUMNS]
+    UUIDs (uuid's or asyncpg's, or already strings) in their hyphenated form,
+    the time in UTC as PostgreSQL gives it back, arrays as lists."""
     at = values[_AT]
     if isinstance(at, dt.datetime) and at.tzinfo is not None and at.tzinfo is not dt.UTC:
-        values[_AT] = at.astimezone(dt.UTC)
+        values = [*values[:_AT], at.astimezone(dt.UTC), *values[_AT + 1 :]]
     return _ENTRY_DOMAIN + orjson.dumps(values, default=str, option=_JSON)
 
 
-def entry_hash(key: bytes, entry: Mapping[str, Any]) -> str:
+def canonical(entry: Mapping[str, Any]) -> bytes:
+    """The same bytes from a mapping: the dict of a new entry or a row read back."""
+    return canonical_values([entry[c] for c in HASHED_COLUMNS])
+
+
+def values_hash(key: bytes, values: list[Any]) -> str:
     # hmac.digest: the one-shot C implementation, several times faster than hmac.new.
-    return hmac.digest(key, canonical(entry), "sha256").hex()
+    return hmac.digest(key, canonical_values(values), "sha256").hex()
+
+
+def entry_hash(key: bytes, entry: Mapping[str, Any]) -> str:
+    return values_hash(key, [entry[c] for c in HASHED_COLUMNS])
 
 
 @dataclass(frozen=True)

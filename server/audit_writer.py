@@ -19,7 +19,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from permissions.audit import CATEGORY_VALUES, GENESIS, HASHED_COLUMNS, Anchor, PendingEntry, anchor_mac, entry_hash
+from permissions.audit import CATEGORY_VALUES, GENESIS, HASHED_COLUMNS, Anchor, PendingEntry, anchor_mac, values_hash
 from server.context import RequestContext
 
 AuditWriter = Callable[[RequestContext], Awaitable[None]]
@@ -61,6 +61,30 @@ def current_trace_id() -> str | None:
     return format(context.trace_id, "032x") if context.is_valid else None
 
 
+# chain_rows builds each entry's values positionally, in this order.
+_ORDER = (
+    "district_id",
+    "seq",
+    "id",
+    "at",
+    "request_id",
+    "trace_id",
+    "actor_id",
+    "actor_role",
+    "purpose",
+    "justification",
+    "operation_name",
+    "subject_student_id",
+    "fields",
+    "categories",
+    "decision",
+    "break_glass",
+    "prev_hash",
+)
+if HASHED_COLUMNS != _ORDER:
+    raise RuntimeError("permissions.audit.HASHED_COLUMNS changed: update server.audit_writer.chain_rows to match")
+
+
 def chain_rows(
     context: RequestContext,
     entries: list[PendingEntry],
@@ -68,41 +92,50 @@ def chain_rows(
     heads: dict[uuid.UUID, tuple[int, str]],
     trace_id: str | None,
 ) -> list[tuple[Any, ...]]:
-    """The request's entries as INSERT rows, each chained onto its district's head."""
-    at = context.now if context.now.tzinfo is not None else context.now.replace(tzinfo=dt.UTC)
-    common = {
-        "at": at,
-        "request_id": context.request_id,
-        "trace_id": trace_id,
-        "actor_id": context.principal.user_id,
-        "actor_role": context.principal.role.value,
-        "purpose": context.purpose.value,
-        "justification": context.justification,
-        "operation_name": context.operation_name,
-        "break_glass": bool(context.rule.break_glass),
-    }
+    """The request's entries as INSERT rows (COLUMNS order), each chained onto its district's head."""
+    at = context.now.astimezone(dt.UTC) if context.now.tzinfo is not None else context.now.replace(tzinfo=dt.UTC)
+    actor, role, purpose = context.principal.user_id, context.principal.role.value, context.purpose.value
+    justification, operation, break_glass = (
+        context.justification,
+        context.operation_name,
+        bool(context.rule.break_glass),
+    )
+    districts: dict[str, uuid.UUID] = {}
     rows: list[tuple[Any, ...]] = []
     for entry in entries:
         if not CATEGORY_VALUES.issuperset(entry.categories):
             # Fail closed rather than store an entry the log could not show.
             raise ValueError("An audit entry names a category that is not a DataCategory value")
-        district_id = uuid.UUID(entry.district_key)
+        district_id = districts.get(entry.district_key)
+        if district_id is None:
+            district_id = districts[entry.district_key] = uuid.UUID(entry.district_key)
         seq, prev = heads.get(district_id, (0, GENESIS))
         seq += 1
-        record: dict[str, Any] = {
-            **common,
-            "district_id": district_id,
-            "seq": seq,
-            "id": uuid.uuid4(),
-            "subject_student_id": entry.subject_id,
-            "fields": entry.fields,
-            "categories": entry.categories,
-            "decision": "ALLOW" if entry.allowed else "DENY",
-            "prev_hash": prev,
-        }
-        record["hash"] = entry_hash(key, record)
-        heads[district_id] = (seq, record["hash"])
-        rows.append(tuple(_array_literal(record[c]) if c in _ARRAYS else record[c] for c in COLUMNS))
+        values = [
+            district_id,
+            seq,
+            uuid.uuid4(),
+            at,
+            context.request_id,
+            trace_id,
+            actor,
+            role,
+            purpose,
+            justification,
+            operation,
+            entry.subject_id,
+            entry.fields,
+            entry.categories,
+            "ALLOW" if entry.allowed else "DENY",
+            break_glass,
+            prev,
+        ]
+        digest = values_hash(key, values)
+        heads[district_id] = (seq, digest)
+        values[12] = _array_literal(entry.fields)
+        values[13] = _array_literal(entry.categories)
+        values.append(digest)
+        rows.append(tuple(values))
     return rows
 
 
