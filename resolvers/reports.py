@@ -1,4 +1,4 @@
-"""Aggregate reports in SQL: one grouped statement per report, never a row in Python.
+"""Aggregate reports in SQL: grouped statements only, never a row in Python.
 
 A report is computed over a *universe* (the districts whose students it may
 count) as one lattice of grouped tables (``GROUPING SETS`` over every subset
@@ -442,6 +442,18 @@ async def run_report(
     lattice = await load_lattice(db, all_time, lattice_dims)
     hidden = suppress(lattice.counts(), len(lattice_dims), k)
     window = _Window(universe.start, universe.end)
+    hidden_weeks: dict[int, dict[Key, list[str | None]]] = {}
+
+    def weeks_hidden(mask: int) -> dict[Key, list[str | None]]:
+        """Per group of the table ``mask``: the hidden cells of its line along WEEK."""
+        if mask not in hidden_weeks:
+            week_bit = 1 << lattice_dims.index("WEEK")
+            at = positions(mask | week_bit, len(lattice_dims)).index(lattice_dims.index("WEEK"))
+            lines: dict[Key, list[str | None]] = {}
+            for cell in hidden[mask | week_bit]:
+                lines.setdefault(cell[:at] + cell[at + 1 :], []).append(cell[at])
+            hidden_weeks[mask] = lines
+        return hidden_weeks[mask]
 
     def reason(level: tuple[str, ...], key: Key, students: int) -> Reason | None:
         if 0 < students < k:
@@ -449,11 +461,7 @@ async def run_report(
         mask = _mask(lattice_dims, level)
         if not windowed or "WEEK" in level:
             return hidden[mask].get(key)
-        # The group's line along WEEK in the all-time lattice.
-        week_at = lattice_dims.index("WEEK")
-        line = hidden[mask | 1 << week_at]
-        at = positions(mask | 1 << week_at, len(lattice_dims)).index(week_at)
-        weeks = [cell[at] for cell in line if cell[:at] + cell[at + 1 :] == key]
+        weeks = weeks_hidden(mask).get(key, [])
         inside = [w for w in weeks if w in window]
         if not inside:
             return None

@@ -575,10 +575,20 @@ async def test_a_time_window_cannot_be_subtracted_from_all_time(ask: Ask, world:
     # A window is widened to whole weeks: ending mid-week 2 is all of week 2.
     midweek = await report(ask, "AdminA", scope, to="2026-09-15T09:00:00Z")
     assert (midweek["total"]["students"], midweek["total"]["responses"]) == (35, 108)
-    # Windows that hold all or none of the hidden weeks show what they can.
+    # Windows that hold all or none of a group's hidden weeks show what they can.
     grouped = await report(ask, "AdminA", scope, ["SCHOOL"], **{"from": "2026-09-01T00:00:00Z"})
     assert grouped["total"]["students"] == 35
     assert hidden(by(grouped["rows"], world)) == {"S3": "SMALL_GROUP", "S2": "COMPLEMENTARY"}
+    # In the all-time school x week table every cell is hidden (S3's week is
+    # small, and S1's and S2's cells go with it). S1 answered only in week 1,
+    # so its week-1 figure is its all-time figure: shown. S2 is hidden all
+    # time, so its week-1 figure (equally all of it) stays hidden.
+    first_week = await report(ask, "AdminA", scope, ["SCHOOL"], to="2026-09-14T00:00:00Z")
+    rows = by(first_week["rows"], world)
+    assert set(rows) == {"S1", "S2"}
+    assert rows["S1"]["students"] == 20 and rows["S1"]["responses"] == 60
+    assert hidden(rows) == {"S2": "COMPLEMENTARY"}
+    assert first_week["total"]["suppressionReason"] == "COMPLEMENTARY"
 
 
 async def test_a_schools_total_cannot_be_subtracted_from_the_districts(ask: Ask, world: World) -> None:
