@@ -212,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="a district's complete data export")
     export.add_argument("--district", required=True)
     export.add_argument("--out", required=True)
+    export.add_argument(
+        "--delete-after", action="store_true", help="then delete the district's data and print a deletion certificate"
+    )
     export.set_defaults(func=_command("server.export"))
     return parser
 
