@@ -50,29 +50,41 @@ class ClassifiedPermission(BasePermission):
     """
 
     category: ClassVar[DataCategory]
+    # The category's name, read once: an enum's ``.value`` is a descriptor
+    # call, and this check runs for every resolve of every classified field.
+    category_value: ClassVar[str]
+
+    def __init__(self) -> None:
+        super().__init__()
+        # "Type.field" per parent type (one instance per field; a field may be
+        # inherited by more than one type).
+        self._names: dict[Any, str] = {}
 
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         ctx = info.context
-        decision = ctx.decisions.lookup(source.district_key, self.category)
-        ctx.audit.note(
-            source.district_key,
-            source.subject_id,
-            f"{info._raw_info.parent_type.name}.{info._raw_info.field_name}",
-            self.category.value,
-            decision.allowed,
-        )
+        district = source.district_key
+        decision = ctx.decisions.lookup(district, self.category)
+        raw = info._raw_info
+        name = self._names.get(raw.parent_type)
+        if name is None:
+            name = self._names[raw.parent_type] = f"{raw.parent_type.name}.{raw.field_name}"
+        ctx.audit.note(district, source.subject_id, name, self.category_value, decision.allowed)
         if decision.allowed is True:
             return True
         raise Forbidden(
-            f"The policy does not allow {self.category.value} data for purpose {ctx.purpose.value}",
-            category=self.category.value,
+            f"The policy does not allow {self.category_value} data for purpose {ctx.purpose.value}",
+            category=self.category_value,
             purpose=ctx.purpose.value,
             reason=decision.reason.value if decision.reason is not None else "PURPOSE_NOT_ALLOWED_FOR_CATEGORY",
         )
 
 
 _PERMISSIONS: dict[DataCategory, type[ClassifiedPermission]] = {
-    category: type(f"May{category.value.title()}", (ClassifiedPermission,), {"category": category})
+    category: type(
+        f"May{category.value.title()}",
+        (ClassifiedPermission,),
+        {"category": category, "category_value": category.value},
+    )
     for category in DataCategory
 }
 
