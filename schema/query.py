@@ -20,6 +20,7 @@ from schema.types import (
     School,
     Student,
     StudentConnection,
+    directory_decision,
     student_connection,
 )
 from schema.viewer import Viewer
@@ -87,13 +88,12 @@ class Query:
         first: int | None = 50,
         after: str | None = None,
     ) -> StudentConnection:
-        from permissions.enums import DataCategory
         from server.errors import Forbidden
 
         if search is not None:
             # Matching on names reveals names: searching needs DIRECTORY.
             ctx = info.context
-            decision = ctx.decisions.lookup(ctx.home_district_key, DataCategory.DIRECTORY)
+            decision = directory_decision(ctx)
             if not decision.allowed:
                 raise Forbidden(
                     "Searching by name needs DIRECTORY data, which this purpose does not allow",

@@ -16,7 +16,8 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
-from permissions.enums import DataCategory, Role
+from permissions.decide import Decision
+from permissions.enums import DataCategory, DenyReason, Role
 from resolvers.reads import Row, encode_cursor
 from schema.base import Node, PageInfo
 from schema.classified import classified
@@ -24,6 +25,21 @@ from schema.enums import ActivityKind, PurposeEnum, RoleEnum
 from server.errors import BadUserInput, Forbidden
 
 MAX_PAGE = 500
+
+
+def directory_decision(ctx: Any) -> Decision:
+    """Whether this request may match students by name: DIRECTORY in every
+    district whose rows it reaches (or, reaching none, what its rule says)."""
+    keys = [str(d) for d in ctx.reads.visible_district_ids()]
+    if not keys:
+        if DataCategory.DIRECTORY in ctx.rule.categories:
+            return Decision.ALLOW
+        return Decision.deny(DenyReason.PURPOSE_NOT_ALLOWED_FOR_CATEGORY)
+    for key in keys:
+        decision: Decision = ctx.decisions.lookup(key, DataCategory.DIRECTORY)
+        if not decision.allowed:
+            return decision
+    return Decision.ALLOW
 
 
 def check_first(first: int | None, name: str = "first", maximum: int = MAX_PAGE, default: int = 50) -> int:

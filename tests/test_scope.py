@@ -392,3 +392,39 @@ async def test_analyst_lists_nobody_and_has_no_district(gql: Gql, purpose: str) 
     assert body["data"]["me"] == {"district": None, "staff": None, "student": None, "guardian": None}
     grants = await gql(ANALYST, purpose, "{ supportGrants { id } }")
     assert error_codes(grants) == ["FORBIDDEN"]
+
+
+@pytest.mark.parametrize("purpose", ["PRODUCT_ANALYTICS", "REPORTING"])
+async def test_analyst_cannot_search_students_by_name(gql: Gql, purpose: str) -> None:
+    body = await gql(ANALYST, purpose, '{ students(search: "a") { totalCount } }')
+    assert body["data"] is None
+    [error] = body["errors"]
+    assert error["extensions"] == {
+        "code": "FORBIDDEN",
+        "category": "DIRECTORY",
+        "purpose": purpose,
+        "reason": "PURPOSE_NOT_ALLOWED_FOR_CATEGORY",
+    }
+
+
+async def test_support_searches_names_only_within_its_grant(gql: Gql, owner: Any, ids: dict[str, Any]) -> None:
+    search = '{ students(search: "an", first: 500) { totalCount nodes { id } } }'
+    without = await gql(SUPPORT, "SUPPORT", search)
+    assert "errors" not in without, without
+    assert without["data"]["students"] == {"totalCount": 0, "nodes": []}
+
+    grant = await open_grant(gql, dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    try:
+        body = await gql(SUPPORT, "SUPPORT", search)
+        assert "errors" not in body, body
+        want = await expected(
+            owner,
+            "SELECT id FROM users WHERE role = 'STUDENT' AND district_id = $1 AND (first_name ILIKE '%an%' "
+            "OR last_name ILIKE '%an%' OR preferred_name ILIKE '%an%' OR username ILIKE '%an%')",
+            ids["northwind"],
+        )
+        assert want
+        assert {n["id"] for n in body["data"]["students"]["nodes"]} == want
+        assert body["data"]["students"]["totalCount"] == len(want)
+    finally:
+        await revoke_grant(gql, grant)
