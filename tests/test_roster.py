@@ -822,6 +822,9 @@ def test_demographics_are_imported_only_where_the_district_collects_them(
     assert student["birth_date"] == dt.date(2011, 4, 17) and student["gender"] == "female"
     assert student["ethnicity"] == ["Asian", "Hispanic or Latino", "White"]
     assert "pledgeql keeps demographics of students only" in out
+    # A demographic value is never quoted in the report ('TRUE' above is the race column of line 2).
+    assert "demographics.csv line 2, column 12 (hispanicOrLatinoEthnicity): not the OneRoster spelling" in out
+    assert "TRUE" not in out.split("demographics.csv", 1)[1]
     assert _user(db, collecting, "tch-1")["birth_date"] is None
 
     not_collecting = _new_district(db, collect_demographics=False)

@@ -174,6 +174,8 @@ class _File:
         self.name = file.name
         self.problems = problems
         self.delta = file.mode == "delta"
+        # Values of this file are personal (sex, race): messages never quote them.
+        self.private = file.name == "demographics.csv"
         self.seen: dict[str, int] = {}
         self._times: dict[str, dt.datetime] = {}  # well-formed dateLastModified values, parsed once
         self._dates: dict[str, dt.date | None] = {}
@@ -276,15 +278,18 @@ class _File:
                 self.error(rec, column, "required and empty; the line is not imported", kind="required and empty")
             return None
         value = _lower_map(allowed).get(raw.lower())
+        shown = "the value" if self.private else repr(raw)
+        kind = f"{column} value" if self.private else f"{column} {raw}"
         if value is None:
-            message = f"{raw!r} is not one of {', '.join(allowed)}"
+            message = f"{shown} is not one of {', '.join(allowed)}"
             if required:
-                self.error(rec, column, message + "; the line is not imported", kind=f"{column} {raw}")
+                self.error(rec, column, message + "; the line is not imported", kind=kind)
             else:
-                self.warn(rec, column, message + "; read as empty", kind=f"{column} {raw}")
+                self.warn(rec, column, message + "; read as empty", kind=kind)
             return None
         if value != raw:
-            self.warn(rec, column, f"{raw!r} is not the OneRoster spelling; read as {value!r}", kind=f"{column} {raw}")
+            read = "by its lower-case spelling" if self.private else f"as {value!r}"
+            self.warn(rec, column, f"{shown} is not the OneRoster spelling; read {read}", kind=kind)
         return value
 
     def boolean(self, rec: Record, column: str) -> bool | None:
@@ -294,11 +299,20 @@ class _File:
         if raw in ("true", "false"):
             return raw == "true"
         if raw.lower() in ("true", "false"):
-            self.warn(
-                rec, column, f"{raw!r} is not the OneRoster spelling; read as {raw.lower()!r}", kind=f"bool {raw}"
-            )
+            if self.private:
+                self.warn(
+                    rec,
+                    column,
+                    "not the OneRoster spelling of true or false; read by its lower-case spelling",
+                    kind="bool case",
+                )
+            else:
+                self.warn(
+                    rec, column, f"{raw!r} is not the OneRoster spelling; read as {raw.lower()!r}", kind=f"bool {raw}"
+                )
             return raw.lower() == "true"
-        self.warn(rec, column, f"{raw!r} is not true or false; read as empty", kind=f"bool {column}")
+        shown = "the value" if self.private else repr(raw)
+        self.warn(rec, column, f"{shown} is not true or false; read as empty", kind=f"bool {column}")
         return None
 
     def date(self, rec: Record, column: str) -> tuple[bool, dt.date | None]:
@@ -345,6 +359,7 @@ class Planner:
         self.user_lines: dict[str, int] = {}  # every users.csv row by sourcedId, imported or not
         self.not_accounts: set[str] = set()  # users of roles pledgeql has no account for
         self.courses: dict[str, list[str]] = {}
+        self.closed_classes: set[str] = set()  # tobedeleted in the package
         self.sessions: set[str] = set()
 
     def _file(self, name: str) -> _File | None:
@@ -523,6 +538,8 @@ class Planner:
                 for term in f.items(rec, "termSourcedIds"):
                     if term not in self.sessions:
                         f.warn(rec, "termSourcedIds", f"term {term!r} is not in academicSessions.csv", kind="term")
+            if status == "tobedeleted":
+                self.closed_classes.add(sid)
             if title is None or school_ref is None:
                 continue
             if status == "tobedeleted" and not f.delta:
@@ -876,6 +893,15 @@ class Planner:
             if role not in ("student", "teacher"):
                 f.report(
                     NOTE, rec, "role", f"{role} enrollments are not used by pledgeql; ignored", kind=f"role {role}"
+                )
+                continue
+            if class_ref in self.closed_classes:
+                f.report(
+                    NOTE,
+                    rec,
+                    "classSourcedId",
+                    "the class is tobedeleted: its enrollments end with it; not imported",
+                    kind="class tobedeleted",
                 )
                 continue
             klass = self.classes.get(class_ref)
