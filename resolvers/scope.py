@@ -39,11 +39,20 @@ class RowScope:
         return ()
 
     def _grant(self, a: str, p: Params) -> str:
+        """Users of districts with a whole-district grant, and the users a narrowed
+        grant names, each in the district of the grant that names them."""
         whole = list(self.principal.whole_district_grants)
-        users = list(self.principal.granted_user_ids)
-        if not whole and not users:
+        named = [(g.district_id, u) for g in self.principal.grants if g.user_ids for u in g.user_ids]
+        parts = []
+        if whole:
+            parts.append(f"{a}.district_id = ANY({p(whole)}::uuid[])")
+        if named:
+            districts = p([d for d, _ in named])
+            users = p([u for _, u in named])
+            parts.append(f"({a}.district_id, {a}.id) IN (SELECT * FROM unnest({districts}::uuid[], {users}::uuid[]))")
+        if not parts:
             return "false"
-        return f"({a}.district_id = ANY({p(whole)}::uuid[]) OR {a}.id = ANY({p(users)}::uuid[]))"
+        return "(" + " OR ".join(parts) + ")"
 
     def students(self, a: str, p: Params) -> str:
         """Predicate over a ``users`` alias ``a`` holding students."""

@@ -428,3 +428,48 @@ async def test_support_searches_names_only_within_its_grant(gql: Gql, owner: Any
         assert body["data"]["students"]["totalCount"] == len(want)
     finally:
         await revoke_grant(gql, grant)
+
+
+async def test_a_narrowed_grant_names_users_of_its_own_district_only(gql: Gql, owner: Any, ids: dict[str, Any]) -> None:
+    # A Riverside row that reuses the id of a Northwind student (ids are unique per district only).
+    school = await owner.fetchval("SELECT id FROM schools WHERE district_id = $1 LIMIT 1", ids["riverside"])
+    await owner.execute(
+        "INSERT INTO users (district_id, id, role, username, school_id, first_name) "
+        "VALUES ($1, $2, 'STUDENT', 'twin@riverside.example', $3, 'Twin')",
+        ids["riverside"],
+        ids["student"],
+        school,
+    )
+    grants = []
+    try:
+        grants.append(await open_grant(gql, dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), [ids["student"]]))
+        body = await gql(
+            "admin@riverside.example",
+            "REPORTING",
+            "mutation($i: SupportGrantInput!) { openSupportGrant(input: $i) { id } }",
+            {
+                "i": {
+                    "ticket": "SCOPE-R",
+                    "expiresAt": (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat(),
+                    "userIds": [str(ids["riverside_student"])],
+                }
+            },
+        )
+        assert "errors" not in body, body
+        riverside_grant = body["data"]["openSupportGrant"]["id"]
+
+        listing = await gql(SUPPORT, "SUPPORT", "{ students(first: 500) { totalCount nodes { id firstName } } }")
+        assert "errors" not in listing, listing
+        nodes = listing["data"]["students"]["nodes"]
+        assert sorted(n["id"] for n in nodes) == sorted([str(ids["student"]), str(ids["riverside_student"])])
+        assert "Twin" not in {n["firstName"] for n in nodes}
+        assert listing["data"]["students"]["totalCount"] == 2
+    finally:
+        for grant in grants:
+            await revoke_grant(gql, grant)
+        await owner.execute(
+            "UPDATE support_grants SET revoked_at = now() WHERE district_id = $1 AND revoked_at IS NULL",
+            ids["riverside"],
+        )
+        await owner.execute("DELETE FROM users WHERE district_id = $1 AND id = $2", ids["riverside"], ids["student"])
+    assert riverside_grant
