@@ -71,6 +71,13 @@ def _now() -> Mapped[dt.datetime]:
 
 class District(Base):
     __tablename__ = "districts"
+    __table_args__ = (
+        CheckConstraint("minimum_group_size BETWEEN 5 AND 30", name="minimum_group_size_range"),
+        CheckConstraint(
+            "responses_days > 0 AND activity_days > 0 AND device_days > 0 AND audit_days > 0",
+            name="retention_days_positive",
+        ),
+    )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     name: Mapped[str] = mapped_column(Text)
@@ -374,7 +381,11 @@ class Consent(Base):
 
 class SupportGrant(Base):
     __tablename__ = "support_grants"
-    __table_args__ = (ForeignKeyConstraint(["district_id"], ["districts.id"], ondelete="CASCADE"),)
+    __table_args__ = (
+        ForeignKeyConstraint(["district_id"], ["districts.id"], ondelete="CASCADE"),
+        CheckConstraint("char_length(btrim(ticket)) BETWEEN 1 AND 200", name="ticket_present"),
+        CheckConstraint("expires_at > created_at", name="expires_after_creation"),
+    )
 
     district_id: Mapped[uuid.UUID] = _district_pk()
     id: Mapped[uuid.UUID] = _uuid_pk()
