@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -213,21 +214,26 @@ end
 function response(status, headers, body)
   if status ~= 200 or (body ~= nil and string.find(body, '"errors"', 1, true)) then
     failures = failures + 1
+    if failures == 1 then
+      first_failure = "HTTP " .. status .. " " .. (body and string.match(body, '"code":%s*"([A-Z_]+)"') or "")
+    end
   end
 end
 
 function done(summary, latency, requests)
   local failed = 0
+  local example = ""
   for _, t in ipairs(threads) do
     failed = failed + (t:get("failures") or 0)
+    if example == "" then example = t:get("first_failure") or "" end
   end
   local e = summary.errors
   io.write(string.format(
     'BENCHJSON {"requests": %d, "duration_us": %d, "failures": %d, "socket_errors": %d, '
-    .. '"p50_us": %d, "p95_us": %d, "p99_us": %d, "mean_us": %f}\\n',
+    .. '"p50_us": %d, "p95_us": %d, "p99_us": %d, "mean_us": %f, "example": "%s"}\\n',
     summary.requests, summary.duration, failed,
     e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.mean))
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.mean, example))
 end
 """
     )
@@ -275,6 +281,7 @@ def run_wrk(spec: LoadSpec) -> LoadResult:
         p99_ms=raw["p99_us"] / 1000,
         mean_ms=raw["mean_us"] / 1000,
         socket_errors=int(raw["socket_errors"]),
+        notes=[f"first failure: {raw['example']}"] if raw.get("example") else [],
     )
 
 
@@ -339,11 +346,12 @@ def _payloads(spec: LoadSpec) -> list[bytes]:
     return out
 
 
-async def _drive(spec: LoadSpec, seconds: float, record: bool) -> tuple[list[float], int, int, float]:
+async def _drive(spec: LoadSpec, seconds: float, record: bool) -> tuple[list[float], int, int, float, list[str]]:
     parts = urlsplit(spec.base_url)
     payloads = _payloads(spec)
     latencies: list[float] = []
     failures = 0
+    examples: list[str] = []
     socket_errors = 0
     started = time.perf_counter()
     deadline = started + seconds
@@ -366,17 +374,20 @@ async def _drive(spec: LoadSpec, seconds: float, record: bool) -> tuple[list[flo
                     latencies.append(time.perf_counter() - t0)
                     if status != 200 or b'"errors"' in body:
                         failures += 1
+                        if not examples:
+                            code = re.search(rb'"code":\s*"([A-Z_]+)"', body)
+                            examples.append(f"HTTP {status} {code.group(1).decode() if code else ''}".strip())
         finally:
             await connection.close()
 
     await asyncio.gather(*(worker(i) for i in range(spec.concurrency)))
-    return latencies, failures, socket_errors, time.perf_counter() - started
+    return latencies, failures, socket_errors, time.perf_counter() - started, examples
 
 
 async def run_client(spec: LoadSpec) -> LoadResult:
     if spec.warmup > 0:
         await _drive(spec, spec.warmup, record=False)
-    latencies, failures, socket_errors, elapsed = await _drive(spec, spec.duration, record=True)
+    latencies, failures, socket_errors, elapsed, examples = await _drive(spec, spec.duration, record=True)
     latencies.sort()
     ms = [v * 1000 for v in latencies]
     return LoadResult(
@@ -389,6 +400,7 @@ async def run_client(spec: LoadSpec) -> LoadResult:
         p99_ms=percentile(ms, 99),
         mean_ms=sum(ms) / len(ms) if ms else math.nan,
         socket_errors=socket_errors,
+        notes=[f"first failure: {examples[0]}"] if examples else [],
     )
 
 

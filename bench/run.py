@@ -118,7 +118,9 @@ def parse_options(argv: list[str] | None) -> Options:
     parser.add_argument("--scenarios", default="S1,S2,S3,S4,S5", help="pledgeql's scenarios to run (default all)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"systems to run (default {','.join(SYSTEMS)})")
     parser.add_argument("--no-latency", action="store_true", help="skip the concurrency-1 latency runs")
-    parser.add_argument("--database", default="pledgeql_bench", help="database name (dropped and created)")
+    parser.add_argument(
+        "--database", default=None, help="database name, dropped and created (pledgeql_bench; --quick: _quick)"
+    )
     parser.add_argument("--work-dir", type=Path, default=BENCH / ".work", help="embedded server, logs (git-ignored)")
     parser.add_argument("--out", type=Path, default=BENCH / "RESULTS.md", help="where the table is written")
     args = parser.parse_args(argv)
@@ -155,7 +157,7 @@ def parse_options(argv: list[str] | None) -> Options:
         reuse=bool(args.reuse),
         engine=engine,
         postgraphile="postgraphile" in systems,
-        database=args.database,
+        database=args.database or ("pledgeql_bench_quick" if quick else "pledgeql_bench"),
         work_dir=args.work_dir.resolve(),
         out=args.out.resolve(),
         latency_runs=not quick and not args.no_latency,
@@ -226,6 +228,16 @@ async def build_database(urls: DatabaseUrls, options: Options) -> dict[str, Any]
     return {"reused": False, "seconds": seconds}
 
 
+def embedded_postmaster(options: Options) -> int | None:
+    """The embedded server's postmaster, whose backends' CPU the rows report; None for a configured server."""
+    if os.environ.get("PLEDGEQL_DATABASE_URL"):
+        return None
+    try:
+        return int((options.work_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 # ------------------------------------------------------------------ servers
 
 
@@ -255,9 +267,17 @@ def _http(url: str, body: bytes | None = None, headers: dict[str, str] | None = 
 
 @contextlib.contextmanager
 def serve(
-    name: str, command: list[str], env: dict[str, str], port: int, ready: Callable[[str], bool], options: Options
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    ready: Callable[[str], bool],
+    options: Options,
+    started: tuple[str, int] | None = None,
 ) -> Iterator[Server]:
-    """Start ``command`` in a session of its own; yield once ``ready(base_url)``; stop it and its workers."""
+    """Start ``command`` in a session of its own; yield once ``ready(base_url)`` and,
+    with ``started=(line, n)``, once its log shows ``line`` n times (every worker
+    up, not just the first); then stop it and its workers."""
     logs = options.work_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / (name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "_") + ".log")
@@ -273,7 +293,9 @@ def serve(
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited with {process.returncode}; see {log_path}:\n{_tail(log_path)}")
             try:
-                if ready(server.base_url):
+                if ready(server.base_url) and (
+                    started is None or log_path.read_text(errors="replace").count(started[0]) >= started[1]
+                ):
                     break
             except OSError:
                 pass
@@ -350,8 +372,12 @@ def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
         str(workers),
         "--no-access-log",
         "--log-level",
-        "warning",
+        "info",
     ]
+
+
+def uvicorn_started(workers: int) -> tuple[str, int]:
+    return ("Application startup complete", workers)
 
 
 def uvicorn_stack() -> str:
@@ -376,6 +402,8 @@ class Row:
     concurrency: int
     status: str = "ok"
     result: LoadResult | None = None
+    app_cpu_ms: float | None = None  # the server's processes' CPU time per counted request
+    db_cpu_ms: float | None = None  # PostgreSQL's, when the bench started it
 
     @property
     def ok(self) -> bool:
@@ -389,6 +417,7 @@ class Report:
     facts: dict[str, Any] = field(default_factory=dict)
     limit_call: limit.CallLatency | None = None
     notes: list[str] = field(default_factory=list)
+    postmaster_pid: int | None = None
 
     def find(self, system: str, scenario: str, workers: int, concurrency: int) -> Row | None:
         for row in self.rows:
@@ -444,19 +473,67 @@ def measure(
         threads=min(2, concurrency),
     )
     log(f"{system} {scenario} workers={workers} c={concurrency}: {options.warmup:g} s warm-up, {options.duration:g} s")
+    postmaster = report.postmaster_pid
     try:
-        result = run_load(spec, options.engine)
+        if spec.warmup > 0:
+            run_load(dataclasses.replace(spec, duration=spec.warmup, warmup=0), options.engine)
+        app_before, db_before = session_cpu(server.process.pid), children_cpu(postmaster)
+        result = run_load(dataclasses.replace(spec, warmup=0), options.engine)
+        app_after, db_after = session_cpu(server.process.pid), children_cpu(postmaster)
         if result.requests == 0:
             row.status = "no request completed within the run"
         else:
             row.result = result
+            row.app_cpu_ms = (app_after - app_before) * 1000 / result.requests
+            if postmaster is not None:
+                row.db_cpu_ms = (db_after - db_before) * 1000 / result.requests
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
         row.status = f"failed: {error}"[:200]
     report.rows.append(row)
     if row.result is not None:
         r = row.result
-        log(f"  {r.rps:.1f} req/s, p50 {r.p50_ms:.1f} ms, p95 {r.p95_ms:.1f} ms, {r.failures} failed")
+        log(
+            f"  {r.rps:.1f} req/s, p50 {r.p50_ms:.1f} ms, p95 {r.p95_ms:.1f} ms, {r.failures} failed; "
+            f"CPU/request: server {_ms(row.app_cpu_ms)} ms, PostgreSQL {_ms(row.db_cpu_ms)} ms"
+        )
     return row
+
+
+# CPU time, which other processes on a shared machine do not inflate the way
+# they inflate wall time: read from /proc (Linux); 0 elsewhere.
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat(pid: str) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # After the command name in parentheses: state ppid pgrp session ... utime(14) stime(15).
+    return raw[raw.rfind(")") + 2 :].split()
+
+
+def _cpu_where(match: Callable[[list[str]], bool]) -> float:
+    total = 0
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat(entry.name)
+        if fields is not None and match(fields):
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
+def session_cpu(session: int) -> float:
+    """CPU seconds of every live process in ``session`` (a server and its workers)."""
+    return _cpu_where(lambda f: f[3] == str(session))
+
+
+def children_cpu(parent: int | None) -> float:
+    """CPU seconds of ``parent``'s live children (PostgreSQL's backends)."""
+    if parent is None:
+        return 0.0
+    return _cpu_where(lambda f: f[1] == str(parent))
 
 
 def run_pledgeql(report: Report, calls: dict[str, list[Call]], env: dict[str, str]) -> None:
@@ -470,6 +547,7 @@ def run_pledgeql(report: Report, calls: dict[str, list[Call]], env: dict[str, st
             port,
             answers("/readyz"),
             options,
+            uvicorn_started(workers),
         ) as server:
             available: dict[str, list[Call]] = {}
             for scenario in ("S1", "S2", "S3", "S4"):
@@ -581,9 +659,11 @@ async def _prepare(options: Options) -> tuple[DatabaseUrls, scenarios.Subjects, 
 
 def run(options: Options) -> Report:
     report = Report(options)
+    report.facts["code"] = code_version()
     load_before = os.getloadavg()
     started = time.monotonic()
     urls, subjects, built = asyncio.run(_prepare(options))
+    report.postmaster_pid = embedded_postmaster(options)
     report.facts.update(
         {
             "students": options.students,
@@ -618,7 +698,9 @@ def run(options: Options) -> Report:
     def unenforced(workers: int) -> Any:
         port = free_port()
         command = uvicorn_command("bench.unenforced_app:app", port, workers)
-        return serve(f"unenforced-{workers}w", command, env, port, answers("/readyz"), options)
+        return serve(
+            f"unenforced-{workers}w", command, env, port, answers("/readyz"), options, uvicorn_started(workers)
+        )
 
     if "unenforced" in options.systems:
         run_s1_system(report, UNENFORCED, unenforced, calls["S1"])
@@ -645,6 +727,7 @@ def run(options: Options) -> Report:
             port,
             answers("/healthz"),
             options,
+            uvicorn_started(workers),
         )
 
     if "limit" in options.systems:
@@ -685,7 +768,9 @@ def run(options: Options) -> Report:
             ]
             if workers > 1:
                 command += ["--cluster-workers", str(workers)]
-            return serve(f"postgraphile-{workers}w", command, env, port, answers_graphql, options)
+            return serve(
+                f"postgraphile-{workers}w", command, env, port, answers_graphql, options, ("listening on port", workers)
+            )
 
         run_s1_system(report, POSTGRAPHILE, postgraphile, [pg_call], check_postgraphile_s1)
 
@@ -698,30 +783,34 @@ def run(options: Options) -> Report:
 # -------------------------------------------------------------- the table
 
 
-def _ms(value: float) -> str:
+def _ms(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else (f"{value:.1f}" if value < 100 else f"{value:.0f}")
 
 
 def table(report: Report) -> str:
     lines = [
-        "| system | scenario | workers | conc. | req/s | p50 ms | p95 ms | failed | note |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| system | scenario | workers | conc. | req/s | p50 ms | p95 ms | failed "
+        "| CPU ms/req server | CPU ms/req PostgreSQL | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in report.rows:
         r = row.result
         title = scenarios.SCENARIO_TITLES.get(row.scenario, "")
         if r is None:
             lines.append(
-                f"| {row.system} | {row.scenario} {title} | {row.workers} | {row.concurrency} | - | - | - | - | "
-                f"{row.status} |"
+                f"| {row.system} | {row.scenario} {title} | {row.workers} | {row.concurrency} | "
+                f"- | - | - | - | - | - | {row.status} |"
             )
             continue
         note = "" if row.status == "ok" else row.status
         if r.socket_errors:
             note = (note + f" {r.socket_errors} socket errors").strip()
+        if r.failures and r.notes:
+            note = (note + " " + "; ".join(r.notes)).strip()
         lines.append(
             f"| {row.system} | {row.scenario} {title} | {row.workers} | {row.concurrency} | {r.rps:.1f} | "
-            f"{_ms(r.p50_ms)} | {_ms(r.p95_ms)} | {r.failures} | {note} |"
+            f"{_ms(r.p50_ms)} | {_ms(r.p95_ms)} | {r.failures} | "
+            f"{_ms(row.app_cpu_ms)} | {_ms(row.db_cpu_ms)} | {note} |"
         )
     return "\n".join(lines)
 
@@ -778,6 +867,24 @@ def ratios(report: Report) -> list[str]:
     return out
 
 
+def code_version() -> str:
+    """The commit measured, and whether the working tree differed from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"commit {commit}" + (" with uncommitted changes in the working tree" if dirty else "")
+
+
 def markdown(report: Report) -> str:
     o, f = report.options, report.facts
     lc = report.limit_call
@@ -787,7 +894,7 @@ def markdown(report: Report) -> str:
         "",
         f"Written by `bench/run.py` on {when}; `nproc` = {os.cpu_count()}; {platform.python_implementation()} "
         f"{platform.python_version()}; PostgreSQL {f.get('postgres')}; load generator {o.engine}; pledgeql served by "
-        f"{uvicorn_stack()}.",
+        f"{uvicorn_stack()}; code at {report.facts.get('code', code_version())}.",
         "",
         f"Data: {f.get('students'):,} students, {f.get('total_responses'):,} responses "
         f"({f.get('district_responses'):,} in the reporting district); S1 class: {f.get('class')}.",
@@ -816,7 +923,10 @@ def markdown(report: Report) -> str:
         lines += ["## Notes", "", *(f"- {n}" for n in report.notes), ""]
     lines += [
         "Scenarios: " + "; ".join(f"{k} {v}" for k, v in scenarios.SCENARIO_TITLES.items()) + ".",
-        "A request counts as failed when its status is not 200 or its body has GraphQL errors.",
+        "A request counts as failed when its status is not 200 or its body has GraphQL errors. "
+        "CPU ms/req: the CPU time of the server's processes (and of PostgreSQL's backends, when the bench "
+        "started PostgreSQL) during the counted run, divided by the requests completed: steadier than wall "
+        "time on a shared machine.",
         "",
     ]
     return "\n".join(lines)
