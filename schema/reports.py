@@ -59,6 +59,9 @@ from schema.governance import AggregateReport, AggregateRow, GroupValue, ReportI
 from server.errors import BadUserInput, Forbidden
 
 DEFAULT_K = 10
+# Windows are widened to whole weeks: keep them where a week more or less exists.
+EARLIEST = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(9000, 12, 31, tzinfo=dt.UTC)
 # Every table below the report's own is computed too (2^n grouping sets), and
 # with more dimensions nearly every group falls below k anyway.
 MAX_GROUP_BY = 5
@@ -150,6 +153,9 @@ def parse_request(input: ReportInput, kind: Kind) -> Request:
         if input.assessment_id is not None:
             raise BadUserInput("usageReport takes no 'assessmentId': activity is not tied to one", field="assessmentId")
     start, end = _utc(input.from_), _utc(input.to)
+    for name, value in (("from", start), ("to", end)):
+        if value is not None and not EARLIEST <= value <= LATEST:
+            raise BadUserInput(f"'{name}' must fall between the years {EARLIEST.year} and {LATEST.year}", field=name)
     if start is not None and end is not None and start > end:
         raise BadUserInput("'from' is after 'to'", field="from")
     assessment = None if input.assessment_id is None else _parse_id(input.assessment_id, "assessmentId")

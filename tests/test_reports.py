@@ -714,6 +714,8 @@ async def test_analysts_read_no_row_level_field_and_reports_hold_no_student_id(a
         ),
         ({"scope": {"districtId": "Alder"}, "from": "2026-09-10T00:00:00Z", "to": "2026-09-01T00:00:00Z"}, "from"),
         ({"scope": {"districtId": "Alder"}, "assessmentId": "nope"}, "assessmentId"),
+        ({"scope": {"districtId": "Alder"}, "to": "9999-12-31T23:59:59Z"}, "to"),
+        ({"scope": {"districtId": "Alder"}, "from": "0001-01-01T00:00:00Z"}, "from"),
     ],
 )
 async def test_bad_report_input_names_the_argument(
