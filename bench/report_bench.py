@@ -84,8 +84,8 @@ async def run(args: argparse.Namespace) -> None:
         )
         responses = await owner.fetchval("SELECT count(*) FROM responses WHERE district_id = $1", district_id)
         schools = await owner.fetchval("SELECT count(*) FROM schools WHERE district_id = $1", district_id)
-        # How busy the machine is: the same fixed piece of work in PostgreSQL
-        # takes about 0.3 s on one idle core; the figures scale with it.
+        # How busy the machine is: a fixed piece of PostgreSQL work, timed
+        # just before the runs, so figures from a shared machine can be read.
         started = time.perf_counter()
         await owner.fetchval("SELECT count(*) FROM generate_series(1, 3000000)")
         calibration = time.perf_counter() - started
