@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -377,6 +379,22 @@ class Consent(Base):
     analytics_opt_out: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     updated_at: Mapped[dt.datetime] = _now()
     updated_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+
+
+class ReportStudentTotal(Base):
+    """A student's all-time response totals for aggregate reports, kept exact
+    by statement-level triggers on responses (migration 0008)."""
+
+    __tablename__ = "report_student_totals"
+    __table_args__ = (
+        ForeignKeyConstraint(["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"),
+    )
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    student_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    responses: Mapped[int] = mapped_column(BigInteger)
+    score_sum: Mapped[Decimal] = mapped_column(Numeric)
+    correct: Mapped[int] = mapped_column(BigInteger)
 
 
 class SupportGrant(Base):

@@ -779,3 +779,65 @@ async def test_each_report_is_one_audit_entry_with_no_subject(ask: Ask, world: W
     )
     analyst = await owner.fetch("SELECT district_id FROM audit_entries WHERE request_id = $1", analyst_id)
     assert [r["district_id"] for r in analyst] == [uuid.UUID(int=0)]
+
+
+# ----------------------------------------------------- the kept totals
+
+TOTALS_DRIFT = """
+WITH raw AS (
+    SELECT district_id, student_id, count(*) AS responses, sum(score::numeric) AS score_sum,
+           count(*) FILTER (WHERE correct) AS correct
+    FROM responses GROUP BY district_id, student_id
+), kept AS (
+    SELECT district_id, student_id, responses, score_sum, correct FROM report_student_totals
+)
+SELECT (SELECT count(*) FROM (SELECT * FROM raw EXCEPT SELECT * FROM kept) a)
+     + (SELECT count(*) FROM (SELECT * FROM kept EXCEPT SELECT * FROM raw) b)
+"""
+
+
+async def test_the_kept_student_totals_follow_every_insert_update_and_delete(owner: Any, world: World) -> None:
+    assert await owner.fetchval(TOTALS_DRIFT) == 0
+    b = Builder(owner, world)
+    await b.setup()
+    x1 = world.assessments[0]
+    fir = await b.district("Fir", 5)
+    school = await b.school(fir, "SF1")
+    klass = await b.klass(fir, school, "CF1", "4", x1)
+    students = await b.students(fir, school, klass, x1, "CF1", 4, grade="4", responses=5)
+    assert await owner.fetchval("SELECT count(*) FROM report_student_totals WHERE district_id = $1", fir) == 4
+    # One statement touching several students: rescore, move, delete some, delete all of one.
+    await owner.execute(
+        "UPDATE responses SET score = 0.25, correct = false WHERE student_id = ANY($1::uuid[])", students[:2]
+    )
+    await owner.execute(
+        "UPDATE responses SET student_id = $1 WHERE id IN (SELECT id FROM responses WHERE student_id = $2 LIMIT 2)",
+        students[0],
+        students[2],
+    )
+    await owner.execute(
+        "DELETE FROM responses WHERE id IN (SELECT id FROM responses WHERE student_id = $1 LIMIT 1)", students[1]
+    )
+    await owner.execute("DELETE FROM responses WHERE student_id = $1", students[3])
+    assert await owner.fetchval(TOTALS_DRIFT) == 0
+    kept = await owner.fetch(
+        "SELECT student_id, responses FROM report_student_totals WHERE district_id = $1 ORDER BY responses", fir
+    )
+    assert sorted(r["responses"] for r in kept) == [3, 4, 7]
+    # A student's totals go with the student.
+    await owner.execute("DELETE FROM users WHERE district_id = $1 AND id = $2", fir, students[0])
+    assert await owner.fetchval("SELECT count(*) FROM report_student_totals WHERE student_id = $1", students[0]) == 0
+    assert await owner.fetchval(TOTALS_DRIFT) == 0
+
+
+async def test_all_time_reports_from_the_kept_totals_equal_the_responses_themselves(ask: Ask, world: World) -> None:
+    # Without a window the report reads the kept totals; with one that holds
+    # everything it reads the responses. The figures must be the same.
+    for district in ("Alder", "Elm"):
+        scope = {"districtId": str(world[district])}
+        kept = await report(ask, f"Admin{district[0]}", scope, ["SCHOOL", "GRADE_LEVEL"])
+        raw = await report(
+            ask, f"Admin{district[0]}", scope, ["SCHOOL", "GRADE_LEVEL"], **{"from": "2000-01-03T00:00:00Z"}
+        )
+        assert kept["total"] == raw["total"]
+        assert kept["rows"] == raw["rows"]

@@ -1,0 +1,131 @@
+"""What aggregate reports read instead of every response.
+
+A report first sums each student's responses (count, score, correct), then
+groups the students. Two structures make that first step cheap:
+
+* ``report_student_totals``: each student's all-time totals, kept exact by
+  statement-level triggers on ``responses`` (insert, update, delete and
+  truncate, each one set-based over its transition table). A report over all
+  time grouped by student attributes (district, school, grade level,
+  demographics) reads one row per student instead of every response. The
+  triggers run as the owner (SECURITY DEFINER): the app role may read the
+  totals of its request's districts (row-level security) and never write them.
+  A student's totals go with the student (ON DELETE CASCADE).
+* ``ix_responses_report``: for windowed reports, the same first step as an
+  index-only scan in the order it groups by, without touching the table's wide
+  rows (answers and feedback). It has the key of ``ix_responses_student_time``,
+  which it could replace; that one is left to its owners.
+
+Bulk loads that switch triggers off (``session_replication_role = replica``)
+would leave the totals stale; the demo seed switches them off only when the
+tables have no triggers of their own, so it keeps them.
+
+Revision ID: 0008
+Revises: 0007
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+APP_ROLE = "pledgeql_app"
+IN_SCOPE = (
+    "district_id = ANY ((SELECT string_to_array("
+    "nullif(current_setting('pledgeql.district_ids', true), ''), ','))::uuid[])"
+)
+
+# Per (district, student) of a transition table: what it adds to the totals.
+_SUMS = """
+    SELECT district_id, student_id, count(*) AS responses, sum(score::numeric) AS score_sum,
+           count(*) FILTER (WHERE correct) AS correct
+    FROM {rows} GROUP BY district_id, student_id ORDER BY district_id, student_id
+"""
+_ADD = (
+    "INSERT INTO report_student_totals AS t (district_id, student_id, responses, score_sum, correct) "
+    + _SUMS.format(rows="new_rows")
+    + " ON CONFLICT (district_id, student_id) DO UPDATE SET responses = t.responses + excluded.responses, "
+    "score_sum = t.score_sum + excluded.score_sum, correct = t.correct + excluded.correct;"
+)
+_SUBTRACT = (
+    "UPDATE report_student_totals AS t SET responses = t.responses - o.responses, "
+    "score_sum = t.score_sum - o.score_sum, correct = t.correct - o.correct FROM ("
+    + _SUMS.format(rows="old_rows")
+    + ") AS o WHERE t.district_id = o.district_id AND t.student_id = o.student_id;"
+    " DELETE FROM report_student_totals AS t USING (SELECT DISTINCT district_id, student_id FROM old_rows) AS o"
+    " WHERE t.district_id = o.district_id AND t.student_id = o.student_id AND t.responses <= 0;"
+)
+_FUNCTIONS = {
+    "pledgeql_report_totals_insert": _ADD,
+    "pledgeql_report_totals_delete": _SUBTRACT,
+    "pledgeql_report_totals_update": _SUBTRACT + " " + _ADD,
+    "pledgeql_report_totals_truncate": "TRUNCATE report_student_totals;",
+}
+
+
+def upgrade() -> None:
+    op.execute(
+        "CREATE INDEX ix_responses_report ON responses (district_id, student_id, submitted_at) INCLUDE (score, correct)"
+    )
+    op.create_table(
+        "report_student_totals",
+        sa.Column("district_id", sa.UUID(), nullable=False),
+        sa.Column("student_id", sa.UUID(), nullable=False),
+        sa.Column("responses", sa.BigInteger(), nullable=False),
+        sa.Column("score_sum", sa.Numeric(), nullable=False),
+        sa.Column("correct", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["district_id", "student_id"],
+            ["users.district_id", "users.id"],
+            name=op.f("fk_report_student_totals_district_id_student_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("district_id", "student_id", name=op.f("pk_report_student_totals")),
+    )
+    op.execute(
+        "INSERT INTO report_student_totals (district_id, student_id, responses, score_sum, correct) "
+        + _SUMS.format(rows="responses")
+    )
+    op.execute(f"GRANT SELECT ON report_student_totals TO {APP_ROLE}")
+    # Enabled, not forced (as in 0002): it binds the app role, not the owner
+    # whose triggers keep the totals.
+    op.execute("ALTER TABLE report_student_totals ENABLE ROW LEVEL SECURITY")
+    op.execute(f"CREATE POLICY tenant_isolation ON report_student_totals TO {APP_ROLE} USING ({IN_SCOPE})")
+
+    for name, body in _FUNCTIONS.items():
+        op.execute(
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
+            f"SET search_path = public, pg_temp AS $$ BEGIN {body} RETURN NULL; END $$"
+        )
+        op.execute(f"REVOKE ALL ON FUNCTION {name}() FROM PUBLIC")
+    op.execute(
+        "CREATE TRIGGER report_totals_insert AFTER INSERT ON responses REFERENCING NEW TABLE AS new_rows "
+        "FOR EACH STATEMENT EXECUTE FUNCTION pledgeql_report_totals_insert()"
+    )
+    op.execute(
+        "CREATE TRIGGER report_totals_delete AFTER DELETE ON responses REFERENCING OLD TABLE AS old_rows "
+        "FOR EACH STATEMENT EXECUTE FUNCTION pledgeql_report_totals_delete()"
+    )
+    op.execute(
+        "CREATE TRIGGER report_totals_update AFTER UPDATE ON responses "
+        "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
+        "FOR EACH STATEMENT EXECUTE FUNCTION pledgeql_report_totals_update()"
+    )
+    op.execute(
+        "CREATE TRIGGER report_totals_truncate AFTER TRUNCATE ON responses "
+        "FOR EACH STATEMENT EXECUTE FUNCTION pledgeql_report_totals_truncate()"
+    )
+
+
+def downgrade() -> None:
+    for trigger in ("insert", "delete", "update", "truncate"):
+        op.execute(f"DROP TRIGGER IF EXISTS report_totals_{trigger} ON responses")
+    for name in _FUNCTIONS:
+        op.execute(f"DROP FUNCTION IF EXISTS {name}()")
+    op.drop_table("report_student_totals")
+    op.execute("DROP INDEX IF EXISTS ix_responses_report")
