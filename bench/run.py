@@ -101,6 +101,7 @@ class Options:
     scenarios: tuple[str, ...] = ("S1", "S2", "S3", "S4", "S5")
     systems: tuple[str, ...] = SYSTEMS
     limit_calls: int = 200
+    rounds: int = 3
 
 
 def parse_options(argv: list[str] | None) -> Options:
@@ -118,6 +119,7 @@ def parse_options(argv: list[str] | None) -> Options:
     parser.add_argument("--scenarios", default="S1,S2,S3,S4,S5", help="pledgeql's scenarios to run (default all)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"systems to run (default {','.join(SYSTEMS)})")
     parser.add_argument("--no-latency", action="store_true", help="skip the concurrency-1 latency runs")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds of the S1 comparison (3)")
     parser.add_argument(
         "--database", default=None, help="database name, dropped and created (pledgeql_bench; --quick: _quick)"
     )
@@ -137,6 +139,8 @@ def parse_options(argv: list[str] | None) -> Options:
     engine = args.engine or ("wrk" if wrk_available() else "asyncio")
     if engine == "wrk" and not wrk_available():
         parser.error("wrk is not installed (apt-get install -y wrk); or use --engine asyncio")
+    if args.rounds is not None and args.rounds < 1:
+        parser.error("--rounds must be 1 or more")
     if args.concurrency is not None and args.concurrency < 1:
         parser.error("--concurrency must be 1 or more")
     chosen = tuple(x.strip().upper() for x in args.scenarios.split(",") if x.strip())
@@ -164,6 +168,7 @@ def parse_options(argv: list[str] | None) -> Options:
         scenarios=chosen,
         systems=systems,
         limit_calls=20 if quick else 200,
+        rounds=args.rounds if args.rounds is not None else (1 if quick else 3),
     )
 
 
@@ -404,6 +409,7 @@ class Row:
     result: LoadResult | None = None
     app_cpu_ms: float | None = None  # the server's processes' CPU time per counted request
     db_cpu_ms: float | None = None  # PostgreSQL's, when the bench started it
+    round: int = 1
 
     @property
     def ok(self) -> bool:
@@ -418,9 +424,36 @@ class Report:
     limit_call: limit.CallLatency | None = None
     notes: list[str] = field(default_factory=list)
     postmaster_pid: int | None = None
+    owner_url: str = ""
+
+    def summary(self) -> list[tuple[Row, str]]:
+        """One row per (system, scenario, workers, concurrency): of several rounds, the
+        round with the median throughput, and a note of the spread."""
+        groups: dict[tuple[str, str, int, int], list[Row]] = {}
+        for row in self.rows:
+            groups.setdefault((row.system, row.scenario, row.workers, row.concurrency), []).append(row)
+        out: list[tuple[Row, str]] = []
+        for rows in groups.values():
+            measured = sorted((r for r in rows if r.ok and r.result), key=lambda r: r.result.rps if r.result else 0)
+            if not measured:
+                out.append((rows[0], ""))
+                continue
+            median = measured[(len(measured) - 1) // 2]
+            spread = ""
+            if len(rows) > 1:
+                low, high = measured[0].result, measured[-1].result
+                spread = f"median of {len(rows)} rounds"
+                if low and high:
+                    spread += f" ({low.rps:.1f}-{high.rps:.1f} req/s)"
+                if len(measured) < len(rows):
+                    spread += f"; {len(rows) - len(measured)} round(s) without a result"
+            out.append((median, spread))
+        order = {name: i for i, name in enumerate((PLEDGEQL, UNENFORCED, POSTGRAPHILE, LIMIT))}
+        out.sort(key=lambda rs: (order.get(rs[0].system, 9), rs[0].workers, -rs[0].concurrency, rs[0].scenario))
+        return out
 
     def find(self, system: str, scenario: str, workers: int, concurrency: int) -> Row | None:
-        for row in self.rows:
+        for row, _ in self.summary():
             if (row.system, row.scenario, row.workers, row.concurrency) == (system, scenario, workers, concurrency):
                 return row
         return None
@@ -490,6 +523,7 @@ def measure(
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
         row.status = f"failed: {error}"[:200]
     report.rows.append(row)
+    drain(report)
     if row.result is not None:
         r = row.result
         log(
@@ -513,7 +547,9 @@ def _stat(pid: str) -> list[str] | None:
     return raw[raw.rfind(")") + 2 :].split()
 
 
-def _cpu_where(match: Callable[[list[str]], bool]) -> float:
+def _cpu_where(match: Callable[[list[str]], bool], reaped: bool = False) -> float:
+    """CPU seconds of the live processes ``match`` selects; with ``reaped``, also
+    of the children they have waited for (so that exited children still count)."""
     total = 0
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
         if not entry.name.isdigit():
@@ -521,42 +557,80 @@ def _cpu_where(match: Callable[[list[str]], bool]) -> float:
         fields = _stat(entry.name)
         if fields is not None and match(fields):
             total += int(fields[11]) + int(fields[12])
+            if reaped:
+                total += int(fields[13]) + int(fields[14])
     return total / _TICK
 
 
 def session_cpu(session: int) -> float:
-    """CPU seconds of every live process in ``session`` (a server and its workers)."""
-    return _cpu_where(lambda f: f[3] == str(session))
+    """CPU seconds of a server and its workers (every process in its session)."""
+    return _cpu_where(lambda f: f[3] == str(session), reaped=True)
 
 
 def children_cpu(parent: int | None) -> float:
-    """CPU seconds of ``parent``'s live children (PostgreSQL's backends)."""
+    """CPU seconds of PostgreSQL: the postmaster with the children it reaped
+    (backends that closed, parallel workers) and its live children."""
     if parent is None:
         return 0.0
-    return _cpu_where(lambda f: f[1] == str(parent))
+    own = 0.0
+    fields = _stat(str(parent))
+    if fields is not None:
+        own = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / _TICK
+    return own + _cpu_where(lambda f: f[1] == str(parent))
 
 
-def run_pledgeql(report: Report, calls: dict[str, list[Call]], env: dict[str, str]) -> None:
-    options = report.options
-    for workers in options.workers:
+DRAIN = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active' AND backend_type = 'client backend'
+"""
+
+
+def drain(report: Report, limit_seconds: float = 180.0) -> None:
+    """Wait until the database runs none of the last load's statements: a server
+    keeps executing what was in flight when the load generator stopped (16 district
+    reports, say), which would otherwise weigh on the next measurement."""
+
+    async def wait() -> float:
+        started = time.monotonic()
+        conn = await connect(report.owner_url)
+        try:
+            while await conn.fetchval(DRAIN) and time.monotonic() - started < limit_seconds:
+                await asyncio.sleep(0.2)
+        finally:
+            await conn.close()
+        return time.monotonic() - started
+
+    if report.owner_url:
+        waited = asyncio.run(wait())
+        if waited > 1:
+            log(f"  waited {waited:.0f} s for the database to finish the statements still running")
+
+
+def pledgeql_server(env: dict[str, str], options: Options) -> Callable[[int], Any]:
+    def start(workers: int) -> Any:
         port = free_port()
-        with serve(
-            f"pledgeql-{workers}w",
-            uvicorn_command("server.asgi:app", port, workers),
-            env,
-            port,
-            answers("/readyz"),
-            options,
-            uvicorn_started(workers),
-        ) as server:
+        command = uvicorn_command("server.asgi:app", port, workers)
+        return serve(f"pledgeql-{workers}w", command, env, port, answers("/readyz"), options, uvicorn_started(workers))
+
+    return start
+
+
+def run_pledgeql(report: Report, calls: dict[str, list[Call]], start: Callable[[int], Any]) -> None:
+    """S2-S5 on pledgeql at each worker count (S1 runs side by side with the other systems)."""
+    options = report.options
+    wanted = [s for s in ("S2", "S3", "S4", "S5") if s in options.scenarios]
+    if not wanted:
+        return
+    for workers in options.workers:
+        with start(workers) as server:
             available: dict[str, list[Call]] = {}
             for scenario in ("S1", "S2", "S3", "S4"):
                 status = check_calls(server, scenario, calls[scenario])
                 if status == "ok":
                     available[scenario] = calls[scenario]
-                    if scenario in options.scenarios:
+                    if scenario in wanted:
                         measure(report, server, PLEDGEQL, scenario, calls[scenario], workers, options.concurrency)
-                elif scenario in options.scenarios:
+                elif scenario in wanted:
                     log(f"{PLEDGEQL} {scenario}: {status}")
                     report.rows.append(Row(PLEDGEQL, scenario, workers, options.concurrency, status=status))
             mixed = [
@@ -565,36 +639,56 @@ def run_pledgeql(report: Report, calls: dict[str, list[Call]], env: dict[str, st
                 if s in available
                 for c in available[s]
             ]
-            if "S5" not in options.scenarios:
+            if "S5" not in wanted:
                 pass
             elif mixed:
                 measure(report, server, PLEDGEQL, "S5", mixed, workers, options.concurrency)
                 missing = [s for s in scenarios.MIX if s not in available]
-                if missing:
+                if missing and workers == options.workers[0]:
                     report.notes.append(f"S5 ran without {', '.join(missing)} (not available), reweighted")
             else:
                 report.rows.append(Row(PLEDGEQL, "S5", workers, options.concurrency, status="not available"))
-            if options.latency_runs and workers == 1:
-                for scenario in ("S1", "S3"):
-                    if scenario in available and scenario in options.scenarios:
-                        measure(report, server, PLEDGEQL, scenario, available[scenario], workers, 1)
+            if options.latency_runs and workers == 1 and "S3" in available and "S3" in wanted:
+                measure(report, server, PLEDGEQL, "S3", available["S3"], workers, 1)
 
 
-def run_s1_system(
-    report: Report, system: str, start: Callable[[int], Any], calls: list[Call], checker: Checker | None = None
-) -> None:
-    """S1 on another system, at each worker count, then at concurrency 1."""
+@dataclass(frozen=True)
+class System:
+    name: str
+    start: Callable[[int], Any]
+    calls: list[Call]
+    checker: Checker | None = None
+
+
+def run_side_by_side(report: Report, systems: list[System]) -> None:
+    """S1 on every system, at each worker count: all of them started at once (an
+    idle server costs nothing), then measured one at a time in interleaved rounds,
+    so that whatever else runs on the machine weighs on each system alike."""
     options = report.options
     for workers in options.workers:
-        with start(workers) as server:
-            status = check_calls(server, "S1", calls, checker)
-            if status != "ok":
-                log(f"{system} S1: {status}")
-                report.rows.append(Row(system, "S1", workers, options.concurrency, status=status))
-                continue
-            measure(report, server, system, "S1", calls, workers, options.concurrency)
-            if options.latency_runs and workers == 1:
-                measure(report, server, system, "S1", calls, workers, 1)
+        with contextlib.ExitStack() as stack:
+            ready: list[tuple[System, Server]] = []
+            for system in systems:
+                try:
+                    server = stack.enter_context(system.start(workers))
+                except RuntimeError as error:
+                    log(f"{system.name}: {error}")
+                    report.rows.append(Row(system.name, "S1", workers, options.concurrency, status=f"failed: {error}"))
+                    continue
+                status = check_calls(server, "S1", system.calls, system.checker)
+                if status == "ok":
+                    ready.append((system, server))
+                else:
+                    log(f"{system.name} S1: {status}")
+                    report.rows.append(Row(system.name, "S1", workers, options.concurrency, status=status))
+            concurrencies = [options.concurrency]
+            if options.latency_runs and workers == 1 and options.concurrency != 1:
+                concurrencies.append(1)
+            for concurrency in concurrencies:
+                for round_number in range(1, options.rounds + 1):
+                    for system, server in ready:
+                        row = measure(report, server, system.name, "S1", system.calls, workers, concurrency)
+                        row.round = round_number
 
 
 # ------------------------------------------------------------- PostGraphile
@@ -664,6 +758,7 @@ def run(options: Options) -> Report:
     started = time.monotonic()
     urls, subjects, built = asyncio.run(_prepare(options))
     report.postmaster_pid = embedded_postmaster(options)
+    report.owner_url = urls.owner
     report.facts.update(
         {
             "students": options.students,
@@ -691,8 +786,18 @@ def run(options: Options) -> Report:
         calls.setdefault(s, [])
     env = server_env(urls, options, secret)
 
+    start_pledgeql = pledgeql_server(env, options)
     if "pledgeql" in options.systems:
-        run_pledgeql(report, calls, env)
+        run_pledgeql(report, calls, start_pledgeql)
+    if "S1" not in options.scenarios:
+        report.facts["load_before"] = load_before
+        report.facts["load_after"] = os.getloadavg()
+        report.facts["minutes"] = (time.monotonic() - started) / 60
+        return report
+
+    side: list[System] = []
+    if "pledgeql" in options.systems:
+        side.append(System(PLEDGEQL, start_pledgeql, calls["S1"]))
 
     # (c) the same server without permission checks and audit writes.
     def unenforced(workers: int) -> Any:
@@ -703,35 +808,24 @@ def run(options: Options) -> Report:
         )
 
     if "unenforced" in options.systems:
-        run_s1_system(report, UNENFORCED, unenforced, calls["S1"])
+        side.append(System(UNENFORCED, unenforced, calls["S1"]))
 
-    # (b) the physical limit.
+    # (b) the physical limit: in-process, then behind a minimal endpoint.
+    limit_env = dict(env, **{limit.DSN_VARIABLE: urls.owner})
+
+    def limit_server(workers: int) -> Any:
+        port = free_port()
+        command = uvicorn_command("bench.limit:app", port, workers)
+        return serve(
+            f"limit-{workers}w", command, limit_env, port, answers("/healthz"), options, uvicorn_started(workers)
+        )
+
     if "limit" in options.systems:
         report.limit_call = asyncio.run(
             limit.measure(urls.owner, subjects.district_id, subjects.class_id, options.limit_calls)
         )
-    limit_env = dict(env, **{limit.DSN_VARIABLE: urls.owner})
-    limit_call = Call(
-        "S1",
-        "GET",
-        f"/s1?district={subjects.district_id}&class={subjects.class_id}",
-        {"Accept": "application/json"},
-    )
-
-    def limit_server(workers: int) -> Any:
-        port = free_port()
-        return serve(
-            f"limit-{workers}w",
-            uvicorn_command("bench.limit:app", port, workers),
-            limit_env,
-            port,
-            answers("/healthz"),
-            options,
-            uvicorn_started(workers),
-        )
-
-    if "limit" in options.systems:
-        run_s1_system(report, LIMIT, limit_server, [limit_call])
+        path = f"/s1?district={subjects.district_id}&class={subjects.class_id}"
+        side.append(System(LIMIT, limit_server, [Call("S1", "GET", path, {"Accept": "application/json"})]))
 
     # (a) PostGraphile 4.
     missing = postgraphile_missing() if options.postgraphile else "not run (--no-postgraphile or --systems)"
@@ -739,13 +833,8 @@ def run(options: Options) -> Report:
         report.notes.append(f"PostGraphile: {missing}")
         log(f"PostGraphile: {missing}")
     else:
-        pg_body = json.dumps(
-            {
-                "query": POSTGRAPHILE_S1,
-                "variables": {"districtId": str(subjects.district_id), "id": str(subjects.class_id)},
-            }
-        )
-        pg_call = Call("S1", "POST", "/graphql", {"Content-Type": "application/json"}, pg_body)
+        variables = {"districtId": str(subjects.district_id), "id": str(subjects.class_id)}
+        pg_body = json.dumps({"query": POSTGRAPHILE_S1, "variables": variables})
 
         def postgraphile(workers: int) -> Any:
             port = free_port()
@@ -772,7 +861,10 @@ def run(options: Options) -> Report:
                 f"postgraphile-{workers}w", command, env, port, answers_graphql, options, ("listening on port", workers)
             )
 
-        run_s1_system(report, POSTGRAPHILE, postgraphile, [pg_call], check_postgraphile_s1)
+        pg_call = Call("S1", "POST", "/graphql", {"Content-Type": "application/json"}, pg_body)
+        side.append(System(POSTGRAPHILE, postgraphile, [pg_call], check_postgraphile_s1))
+
+    run_side_by_side(report, side)
 
     report.facts["load_before"] = load_before
     report.facts["load_after"] = os.getloadavg()
@@ -793,7 +885,7 @@ def table(report: Report) -> str:
         "| CPU ms/req server | CPU ms/req PostgreSQL | note |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for row in report.rows:
+    for row, spread in report.summary():
         r = row.result
         title = scenarios.SCENARIO_TITLES.get(row.scenario, "")
         if r is None:
@@ -807,6 +899,8 @@ def table(report: Report) -> str:
             note = (note + f" {r.socket_errors} socket errors").strip()
         if r.failures and r.notes:
             note = (note + " " + "; ".join(r.notes)).strip()
+        if spread:
+            note = (note + " " + spread).strip()
         lines.append(
             f"| {row.system} | {row.scenario} {title} | {row.workers} | {row.concurrency} | {r.rps:.1f} | "
             f"{_ms(r.p50_ms)} | {_ms(r.p95_ms)} | {r.failures} | "
@@ -834,6 +928,13 @@ def ratios(report: Report) -> list[str]:
         row = report.find(system, scenario, w, conc)
         return row.result.p50_ms if row and row.ok and row.result else None
 
+    def cpu(system: str, w: int, conc: int) -> float | None:
+        """Server plus PostgreSQL CPU per S1 request."""
+        row = report.find(system, "S1", w, conc)
+        if row is None or not row.ok or row.app_cpu_ms is None:
+            return None
+        return row.app_cpu_ms + (row.db_cpu_ms or 0.0)
+
     for w in options.workers:
         out.append(
             f"- S1 throughput pledgeql/PostGraphile, {w} worker(s) each, concurrency {c}: "
@@ -860,10 +961,20 @@ def ratios(report: Report) -> list[str]:
                 f"- S1 p50 latency enforced/unenforced, concurrency {c}: "
                 f"**{_ratio(p50(PLEDGEQL, 'S1', w, c), p50(UNENFORCED, 'S1', w, c))}**"
             )
+        out.append(
+            f"- S1 CPU per request (server + PostgreSQL), concurrency {lat}: enforced/unenforced "
+            f"**{_ratio(cpu(PLEDGEQL, w, lat), cpu(UNENFORCED, w, lat))}**, pledgeql/PostGraphile "
+            f"**{_ratio(cpu(PLEDGEQL, w, lat), cpu(POSTGRAPHILE, w, lat))}**, pledgeql/limit "
+            f"**{_ratio(cpu(PLEDGEQL, w, lat), cpu(LIMIT, w, lat))}** (steadier than wall time on a shared machine)"
+        )
         s3 = p50(PLEDGEQL, "S3", w, lat)
         if s3 is not None:
-            verdict = "met" if s3 < 500 else "missed"
-            out.append(f"- S3 p50 at concurrency {lat}: **{s3:.0f} ms** (target < 500 ms: {verdict})")
+            responses = int(report.facts.get("district_responses") or 0)
+            if responses >= 1_000_000:
+                verdict = "target < 500 ms: " + ("met" if s3 < 500 else "missed")
+            else:
+                verdict = f"the < 500 ms target is for >= 1,000,000 responses; this district has {responses:,}"
+            out.append(f"- S3 p50 at concurrency {lat}: **{s3:.0f} ms** ({verdict})")
     return out
 
 
@@ -899,7 +1010,9 @@ def markdown(report: Report) -> str:
         f"Data: {f.get('students'):,} students, {f.get('total_responses'):,} responses "
         f"({f.get('district_responses'):,} in the reporting district); S1 class: {f.get('class')}.",
         f"Runs: {o.warmup:g} s warm-up, then {o.duration:g} s counted, {o.concurrency} connections "
-        f"(and 1 for the latency rows); workers {', '.join(map(str, o.workers))}.",
+        f"(and 1 for the latency rows); workers {', '.join(map(str, o.workers))}. S1 runs on every system "
+        f"side by side: all started together, measured one at a time in {o.rounds} interleaved round(s); "
+        "the table shows the median round.",
         f"Load average before/after: {' '.join(f'{x:.2f}' for x in f.get('load_before', ()))} / "
         f"{' '.join(f'{x:.2f}' for x in f.get('load_after', ()))} (the load generator shares the machine).",
         "",
