@@ -125,9 +125,10 @@ class Settings:
 
     def has_audit_key(self) -> bool:
         """Whether a key is configured or already generated: a verifier must not mint a new one."""
-        return bool(self.extra.get("audit_key") or _env().get("PLEDGEQL_AUDIT_KEY")) or (
-            self.data_dir / "audit_key"
-        ).is_file()
+        return (
+            bool(self.extra.get("audit_key") or _env().get("PLEDGEQL_AUDIT_KEY"))
+            or (self.data_dir / "audit_key").is_file()
+        )
 
     def _secret_file(self, name: str) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
