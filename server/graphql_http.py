@@ -57,6 +57,7 @@ from permissions.decide import DecisionTable, DistrictConditions, Relationship, 
 from permissions.enums import Purpose, RequestRefusal, Role
 from permissions.policy import PolicySet
 from permissions.principal import Principal
+from resolvers.db import Db
 from resolvers.principal import load_conditions, load_principal
 from resolvers.reads import Reads
 from resolvers.scope import RowScope
@@ -97,6 +98,29 @@ REFUSAL_MESSAGES = {
     RequestRefusal.DIRECT_ACCESS_DISABLED: DIRECT_ACCESS_MESSAGE,
 }
 UNAVAILABLE_MESSAGE = "The database cannot be reached; try again shortly"
+
+
+class ExecutionOver(Exception):
+    """A statement was attempted after its request finished."""
+
+
+class _Retired:
+    """Stands in for a request's connection once the request is over."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ExecutionOver("This request is over; its connection is no longer available")
+
+
+async def retire(db: Db) -> None:
+    """Wait for the statement in flight, then refuse every later one on ``db``.
+
+    graphql-core cancels the sibling fields of a failed non-null field, but a
+    DataLoader batch runs in a task of its own and can still be waiting to run
+    its statement; it must fail rather than run on a connection that another
+    request may hold by then.
+    """
+    async with db._lock:
+        db._conn = _Retired()
 
 
 class AuditUnavailable(Exception):
@@ -546,66 +570,73 @@ class GraphQLEndpoint:
             connection = self.acquire()
             async with connection as raw, raw.transaction():
                 db = self.telemetry.database(raw)
-                principal = await load_principal(db, claims.user_id, token_purposes, now)
-                if principal is None:
-                    raise RequestError("UNAUTHENTICATED", "Sign in again: this account is unknown or disabled")
-                if principal.district_id is not None:
-                    conditions = await load_conditions(db, [principal.district_id])
-                elif principal.role is Role.SUPPORT:
-                    conditions = await load_conditions(db, list(principal.granted_district_ids))
-                else:
-                    # Internal analysts read aggregates across districts: every
-                    # district's settings decide whether it takes part.
-                    conditions = await load_conditions(db, None)
-                home = conditions.get(str(principal.district_id)) if principal.district_id else None
-                refusal = check_request(self.policies, principal.role, purpose, token_purposes, justification, home)
-                if refusal is not None:
-                    raise RequestError(refusal.value, REFUSAL_MESSAGES[refusal])
-                document = self.policies.governing(home.accepted_version) if home else self.policies.latest()
-                rule = document.rule(principal.role, purpose)
-                if rule is None:
-                    raise RequestError("PURPOSE_NOT_ALLOWED", REFUSAL_MESSAGES[RequestRefusal.PURPOSE_NOT_ALLOWED])
-                granted = set(map(str, principal.granted_district_ids))
-                relationships = {
-                    key: Relationship(support_grant_active=principal.role is Role.SUPPORT and key in granted)
-                    for key in conditions
-                }
-                scope = RowScope(
-                    principal=principal,
-                    students_scope=rule.student_scope,
-                    staff_scope=rule.staff_scope,
-                    guardians_scope=rule.guardian_scope,
-                    today=now.date(),
-                )
-                settable = ",".join(str(d) for d in [*self.rls_districts(principal, purpose, conditions, scope), NIL])
-                await db.execute("SELECT set_config('pledgeql.district_ids', $1, true)", settable)
-                context = RequestContext(
-                    principal=principal,
-                    purpose=purpose,
-                    rule=rule,
-                    policies=self.policies,
-                    decisions=DecisionTable(self.policies, principal.role, purpose, relationships, conditions),
-                    conditions=conditions,
-                    reads=Reads(db, scope),
-                    db=db,
-                    request_id=request_id,
-                    now=now,
-                    justification=justification.strip() if justification else None,
-                    operation_name=gql.operation_name or (operation.name.value if operation.name else None),
-                    client=client,
-                )
-                reply = await self._run(request, prepared, gql, context)
-                # Fail closed: the response leaves only once its audit entries are
-                # written in this transaction; if they cannot be, nothing is returned.
-                entries = len(context.audit)
-                started = asyncio.get_running_loop().time()
                 try:
-                    with self.telemetry.span("audit write", {"pledgeql.audit.entries": entries}):
-                        await self.audit_writer(context)
-                except Exception as error:
-                    log.error("Audit write failed: %s", type(error).__name__)
-                    raise AuditUnavailable from None
-                self.telemetry.record_audit(entries, asyncio.get_running_loop().time() - started)
+                    principal = await load_principal(db, claims.user_id, token_purposes, now)
+                    if principal is None:
+                        raise RequestError("UNAUTHENTICATED", "Sign in again: this account is unknown or disabled")
+                    if principal.district_id is not None:
+                        conditions = await load_conditions(db, [principal.district_id])
+                    elif principal.role is Role.SUPPORT:
+                        conditions = await load_conditions(db, list(principal.granted_district_ids))
+                    else:
+                        # Internal analysts read aggregates across districts: every
+                        # district's settings decide whether it takes part.
+                        conditions = await load_conditions(db, None)
+                    home = conditions.get(str(principal.district_id)) if principal.district_id else None
+                    refusal = check_request(self.policies, principal.role, purpose, token_purposes, justification, home)
+                    if refusal is not None:
+                        raise RequestError(refusal.value, REFUSAL_MESSAGES[refusal])
+                    document = self.policies.governing(home.accepted_version) if home else self.policies.latest()
+                    rule = document.rule(principal.role, purpose)
+                    if rule is None:
+                        raise RequestError("PURPOSE_NOT_ALLOWED", REFUSAL_MESSAGES[RequestRefusal.PURPOSE_NOT_ALLOWED])
+                    granted = set(map(str, principal.granted_district_ids))
+                    relationships = {
+                        key: Relationship(support_grant_active=principal.role is Role.SUPPORT and key in granted)
+                        for key in conditions
+                    }
+                    scope = RowScope(
+                        principal=principal,
+                        students_scope=rule.student_scope,
+                        staff_scope=rule.staff_scope,
+                        guardians_scope=rule.guardian_scope,
+                        today=now.date(),
+                    )
+                    settable = ",".join(
+                        str(d) for d in [*self.rls_districts(principal, purpose, conditions, scope), NIL]
+                    )
+                    await db.execute("SELECT set_config('pledgeql.district_ids', $1, true)", settable)
+                    context = RequestContext(
+                        principal=principal,
+                        purpose=purpose,
+                        rule=rule,
+                        policies=self.policies,
+                        decisions=DecisionTable(self.policies, principal.role, purpose, relationships, conditions),
+                        conditions=conditions,
+                        reads=Reads(db, scope),
+                        db=db,
+                        request_id=request_id,
+                        now=now,
+                        justification=justification.strip() if justification else None,
+                        operation_name=gql.operation_name or (operation.name.value if operation.name else None),
+                        client=client,
+                    )
+                    reply = await self._run(request, prepared, gql, context)
+                    # Fail closed: the response leaves only once its audit entries are
+                    # written in this transaction; if they cannot be, nothing is returned.
+                    entries = len(context.audit)
+                    started = asyncio.get_running_loop().time()
+                    try:
+                        with self.telemetry.span("audit write", {"pledgeql.audit.entries": entries}):
+                            await self.audit_writer(context)
+                    except Exception as error:
+                        log.error("Audit write failed: %s", type(error).__name__)
+                        raise AuditUnavailable from None
+                    self.telemetry.record_audit(entries, asyncio.get_running_loop().time() - started)
+                finally:
+                    # Nothing touches this connection once it goes back to the pool, not even a
+                    # resolver task still running after its field was cancelled (a DataLoader batch).
+                    await retire(db)
             return reply
         except AuditUnavailable:
             raise RequestError(
