@@ -255,7 +255,7 @@ def build_sql(universe: Universe, dims: tuple[str, ...], sets: Sequence[int] | N
             f" LEFT JOIN LATERAL unnest(CASE WHEN u.district_id = ANY({demo}::uuid[]) "
             "THEN u.ethnicity END) AS eth(value) ON true"
         )
-    outer_where = f" WHERE u.district_id = ANY({districts}::uuid[])"
+    outer_where = f" WHERE u.district_id = ANY({districts}::uuid[]) AND u.role = 'STUDENT'"
     if universe.exclude_opted_out:
         outer_where += (
             " AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.district_id = u.district_id "
@@ -268,7 +268,7 @@ def build_sql(universe: Universe, dims: tuple[str, ...], sets: Sequence[int] | N
     once = not inner_exprs and not any(specs[d].multi for d in dims)
     students = "count(*)" if once else "count(DISTINCT b.student_id)"
     sql = (
-        f"WITH b AS MATERIALIZED ({inner}) "
+        f"WITH b AS ({inner}) "
         f"SELECT {select_dims}{grouping} AS grouping_bits, {students} AS students, {fact.totals} "
         f"FROM {outer_from}{outer_where}"
     )

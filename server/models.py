@@ -132,6 +132,22 @@ class User(Base):
         Index("ix_users_username", "username"),
         Index("ix_users_id", "id"),
         Index("ix_users_school", "district_id", "school_id", "role"),
+        # Aggregate reports (migration 0008): the students' report attributes.
+        Index(
+            "ix_users_report",
+            "district_id",
+            "id",
+            postgresql_include=[
+                "school_id",
+                "grade_level",
+                "gender",
+                "ethnicity",
+                "english_learner",
+                "special_education",
+                "economically_disadvantaged",
+            ],
+            postgresql_where=text("role = 'STUDENT'"),
+        ),
     )
 
     district_id: Mapped[uuid.UUID] = _district_pk()
