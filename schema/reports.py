@@ -29,8 +29,15 @@ staff) or every district that takes part (analysts); a narrower scope and the
 assessment filter are dimensions fixed to one value, so that a school's report
 is the school's slice of the district's tables and suppressed the same way.
 k is the district's minimumGroupSize; for analysts, the largest of the
-districts taking part. Each report is audited as one entry with no subject,
-whose fields name the operation's scope, dimensions and measures.
+districts taking part (also when they ask for one district: their reports
+are all slices of the same tables). A window (from inclusive, to exclusive)
+is widened to whole UTC weeks, Monday to Monday, so that it is a set of WEEK
+cells (see resolvers/reports.py for what that protects). groupBy takes at
+most five distinct dimensions. ``suppressedRows`` counts the hidden rows, not
+the total. Each report is audited as one entry with no subject and no
+category (it discloses no one student's data), whose fields name the
+operation's scope, dimensions and measures; a refused report is audited the
+same way as a DENY entry.
 """
 
 from __future__ import annotations
