@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import dataclasses
 import datetime as dt
+import shutil
 import statistics
 import sys
 import tempfile
@@ -327,6 +328,8 @@ async def main() -> None:
             await bench_roster(settings, urls, teacher, klass, args.requests)
     finally:
         stop_embedded()
+        if args.data_dir is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
