@@ -22,38 +22,59 @@ class Params:
         return f"${len(self.values)}"
 
 
+class DbClosed(RuntimeError):
+    """A statement after the request's transaction was closed to further work."""
+
+
 class Db:
-    __slots__ = ("_conn", "_lock", "statements")
+    __slots__ = ("_closed", "_conn", "_lock", "statements")
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
         self._lock = asyncio.Lock()
+        self._closed = False
         self.statements = 0
+
+    async def close(self) -> None:
+        """Wait for the statement in flight, then refuse any other: the request
+        is about to commit, and a resolver graphql-core abandoned must not
+        reach its connection afterwards."""
+        async with self._lock:
+            self._closed = True
+
+    def _check(self) -> None:
+        if self._closed:
+            raise DbClosed("This request's transaction is closed")
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async with self._lock:
+            self._check()
             self.statements += 1
             rows: list[asyncpg.Record] = await self._conn.fetch(sql, *args)
             return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         async with self._lock:
+            self._check()
             self.statements += 1
             row: asyncpg.Record | None = await self._conn.fetchrow(sql, *args)
             return row
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         async with self._lock:
+            self._check()
             self.statements += 1
             return await self._conn.fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> str:
         async with self._lock:
+            self._check()
             self.statements += 1
             status: str = await self._conn.execute(sql, *args)
             return status
 
     async def copy_records(self, table: str, records: list[tuple[Any, ...]], columns: list[str]) -> None:
         async with self._lock:
+            self._check()
             self.statements += 1
             await self._conn.copy_records_to_table(table, records=records, columns=columns)
