@@ -14,6 +14,7 @@ class SupportScope:
 
     district_id: uuid.UUID
     user_ids: tuple[uuid.UUID, ...]
+    ticket: str = ""
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,12 @@ class Principal:
     @property
     def whole_district_grants(self) -> tuple[uuid.UUID, ...]:
         return tuple(dict.fromkeys(g.district_id for g in self.grants if not g.user_ids))
+
+    @property
+    def support_justification(self) -> str | None:
+        """SUPPORT works under its grants' tickets: they are its justification in the audit."""
+        tickets = sorted({g.ticket for g in self.grants if g.ticket})
+        return "support ticket " + ", ".join(tickets) if tickets else None
 
     @property
     def granted_user_ids(self) -> tuple[uuid.UUID, ...]:

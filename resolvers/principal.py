@@ -27,6 +27,7 @@ async def load_principal(
         SupportScope(
             district_id=uuid.UUID(g["district_id"]),
             user_ids=tuple(uuid.UUID(u) for u in g.get("user_ids") or ()),
+            ticket=str(g.get("ticket") or ""),
         )
         for g in grants_data
     )

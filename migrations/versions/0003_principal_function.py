@@ -67,7 +67,8 @@ def upgrade() -> None:
                        WHEN 'SUPPORT' THEN (
                            SELECT coalesce(jsonb_agg(jsonb_build_object(
                                       'district_id', g.district_id,
-                                      'user_ids', g.user_ids)
+                                      'user_ids', g.user_ids,
+                                      'ticket', g.ticket)
                                       ORDER BY g.district_id, g.id), '[]'::jsonb)
                            FROM support_grants g
                            WHERE g.revoked_at IS NULL AND g.expires_at > p_now
