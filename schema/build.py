@@ -18,6 +18,7 @@ from strawberry.types.base import get_object_definition
 from permissions.enums import DataCategory, Purpose
 from permissions.policy import PolicySet
 from schema.classified import category_of
+from schema.direct import install_direct_resolvers
 from schema.governance import DataRequest
 from schema.mutation import Mutation
 from schema.query import Query
@@ -164,4 +165,5 @@ def build_schema(policies: PolicySet, schema: strawberry.Schema | None = None) -
     schema = schema if schema is not None else _graphql_schema()
     check_categories(schema)
     check_policy(schema, policies)
+    install_direct_resolvers(schema)
     return schema

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import strawberry
+from graphql import GraphQLResolveInfo
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema_directive import Location
 from strawberry.types import Info
@@ -61,10 +62,13 @@ class ClassifiedPermission(BasePermission):
         self._names: dict[Any, str] = {}
 
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
-        ctx = info.context
+        return self.check(source, info._raw_info)
+
+    def check(self, source: Any, raw: GraphQLResolveInfo[Any]) -> bool:
+        """The check itself, on graphql-core's resolve info: True, or FORBIDDEN raised."""
+        ctx = raw.context
         district = source.district_key
         decision = ctx.decisions.lookup(district, self.category)
-        raw = info._raw_info
         name = self._names.get(raw.parent_type)
         if name is None:
             name = self._names[raw.parent_type] = f"{raw.parent_type.name}.{raw.field_name}"
