@@ -186,16 +186,28 @@ def test_the_leak_check_finds_a_planted_value(personal_values: dict[str, set[str
 
 
 async def test_each_request_has_an_http_span_an_operation_span_root_field_spans_and_database_spans(
-    traced_client: httpx.AsyncClient, exporter: InMemorySpanExporter, settings: Settings, users: dict[str, uuid.UUID]
+    traced_client: httpx.AsyncClient,
+    exporter: InMemorySpanExporter,
+    settings: Settings,
+    users: dict[str, uuid.UUID],
+    owner: Any,
 ) -> None:
     exporter.clear()
     token = mint_token(settings, users[ADMIN], ALL_PURPOSES)
     query = "query Roster { students(first: 3) { nodes { firstName } } me { role } }"
+    request_id = "traced-" + uuid.uuid4().hex
     response = await traced_client.post(
-        "/graphql", json={"query": query}, headers={"Authorization": f"Bearer {token}", "X-Purpose": "REPORTING"}
+        "/graphql",
+        json={"query": query},
+        headers={"Authorization": f"Bearer {token}", "X-Purpose": "REPORTING", "X-Request-Id": request_id},
     )
     assert response.status_code == 200
     spans = {span.name: span for span in exporter.get_finished_spans()}
+    # The audit entries of the request name its trace.
+    trace_ids = {
+        r["trace_id"] for r in await owner.fetch("SELECT trace_id FROM audit_entries WHERE request_id = $1", request_id)
+    }
+    assert trace_ids == {format(spans["POST /graphql"].context.trace_id, "032x")}
     http = spans["POST /graphql"]
     operation = spans["graphql query"]
     assert http.attributes is not None and http.attributes["http.response.status_code"] == 200
