@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -67,7 +68,7 @@ from server.settings import Settings  # noqa: E402
 BENCH = ROOT / "bench"
 POSTGRAPHILE_DIR = BENCH / "postgraphile"
 DEFAULT_STUDENTS = 68_000  # 34,000 a district: a district report reads 1,020,000 responses
-MARK = "pledgeql bench: {students} students"
+MARK = "pledgeql bench: {students} students, migrations {migrations}"
 
 PLEDGEQL = "pledgeql"
 UNENFORCED = "pledgeql unenforced"
@@ -190,6 +191,15 @@ def database_urls(options: Options) -> DatabaseUrls:
     return DatabaseUrls(owner=owner, app=app)
 
 
+def migrations_digest() -> str:
+    """A digest of the migration files: a reused database must have been built by
+    the same migrations (a reserved migration may change in place while an area is built)."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "migrations" / "versions").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 async def _database_mark(urls: DatabaseUrls) -> str | None:
     admin = await connect(_replace_database(urls.owner, "postgres"))
     try:
@@ -205,7 +215,7 @@ async def build_database(urls: DatabaseUrls, options: Options) -> dict[str, Any]
     from server.migrate import migrate
     from server.seed import seed_demo
 
-    mark = MARK.format(students=options.students)
+    mark = MARK.format(students=options.students, migrations=migrations_digest())
     if options.reuse and await _database_mark(urls) == mark:
         log(f"reusing database {urls.database} ({mark})")
         await migrate(urls)
