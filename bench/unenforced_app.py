@@ -6,8 +6,11 @@ on there. It is constructed by this module's own code from the same types:
 
 * a second Strawberry schema over the same ``Query`` and ``Mutation`` whose
   ``@classified`` fields are converted without their ``PermissionExtension``
-  (so no decision lookup and no audit note per field), the extension being
-  put back on the shared field definitions as soon as the schema is built;
+  (so no decision lookup and no audit note per field), put through the same
+  ``build_schema`` as production's (its checks, and what it installs, such as
+  direct resolvers: a plain read where production reads after the check), the
+  extension being put back on the shared field definitions as soon as the
+  schema is built;
 * the production app (``create_app``) whose endpoint, once started, executes
   that schema and has an audit writer that writes nothing; everything else
   (token, purpose, principal, limits, row scope in SQL, row-level security,
@@ -28,6 +31,8 @@ from starlette.applications import Starlette
 from strawberry.permission import PermissionExtension
 from strawberry.types.base import StrawberryObjectDefinition, get_object_definition
 
+from permissions.policy import PolicySet, load_policy_set
+from schema.build import build_schema
 from schema.classified import category_of
 from schema.mutation import Mutation
 from schema.query import Query
@@ -85,11 +90,15 @@ def _without_permission_extensions() -> Iterator[int]:
             field.extensions = extensions
 
 
-def build_unenforced_schema() -> strawberry.Schema:
+def build_unenforced_schema(policies: PolicySet | None = None) -> strawberry.Schema:
+    """The same build as production's (``schema.build.build_schema``: its checks and
+    whatever it installs, such as direct resolvers), over a Strawberry schema whose
+    classified fields carry no permission extension."""
     with _without_permission_extensions() as count:
         if count == 0:
             raise RuntimeError("no classified field carried a permission extension: the unenforced build is wrong")
-        return strawberry.Schema(query=Query, mutation=Mutation)
+        schema = strawberry.Schema(query=Query, mutation=Mutation)
+        return build_schema(policies or load_policy_set(()), schema)
 
 
 async def _no_audit(context: RequestContext) -> None:
@@ -105,8 +114,9 @@ def create_unenforced_app(settings: Settings | None = None, urls: DatabaseUrls |
     production construction, so the enforced/unenforced ratio isolates the
     per-field permission checks and the audit write.
     """
+    settings = settings or Settings.from_env()
     app = create_app(settings, urls)
-    schema = build_unenforced_schema()
+    schema = build_unenforced_schema(load_policy_set(settings.policy_dirs))
     started = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
