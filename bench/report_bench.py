@@ -96,12 +96,27 @@ async def run(args: argparse.Namespace) -> None:
     print(f"machine: load average {load} on {os.cpu_count()} cores; calibration count(3M) {calibration * 1000:.0f} ms")
 
     group_by = args.group_by.split(",") if args.group_by else []
-    variables = {"input": {"scope": {"districtId": str(district_id)}, "groupBy": group_by}}
+    scope: dict[str, Any] = {"districtId": str(district_id)}
+    caller = admin_id
+    if args.as_teacher:
+        # teacher1's first class: the class's slice of the district's tables.
+        owner = await connect(urls.owner)
+        try:
+            caller, class_id = await owner.fetchrow(
+                "SELECT u.id, ct.class_id FROM users u JOIN class_teachers ct ON ct.district_id = u.district_id "
+                "AND ct.teacher_id = u.id WHERE u.username = 'teacher1@northwind.example' ORDER BY ct.class_id LIMIT 1"
+            )
+        finally:
+            await owner.close()
+        scope = {"classId": str(class_id)}
+    variables: dict[str, Any] = {"input": {"scope": scope, "groupBy": group_by}}
+    if args.start:
+        variables["input"]["from"] = args.start
     app = create_app(settings, urls)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench.test", timeout=120) as client:
-            token = mint_token(settings, admin_id, ["REPORTING"], 3600)
+            token = mint_token(settings, caller, ["REPORTING"], 3600)
             headers = {"Authorization": f"Bearer {token}", "X-Purpose": "REPORTING"}
 
             async def once() -> tuple[float, dict[str, Any]]:
@@ -123,7 +138,7 @@ async def run(args: argparse.Namespace) -> None:
     report = body["data"]["performanceReport"]
     times.sort()
     print(
-        f"performanceReport district x groupBy {group_by}: {len(report['rows'])} rows, "
+        f"performanceReport {next(iter(scope))} x groupBy {group_by}: {len(report['rows'])} rows, "
         f"{report['suppressedRows']} suppressed, total {report['total']['students']} students / "
         f"{report['total']['responses']} responses"
     )
@@ -141,6 +156,8 @@ def main() -> None:
     parser.add_argument("--group-by", default="SCHOOL,GRADE_LEVEL")
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parent / ".work" / "report-bench"))
     parser.add_argument("--reseed", action="store_true")
+    parser.add_argument("--as-teacher", action="store_true", help="teacher1's class report instead of the district's")
+    parser.add_argument("--from", dest="start", help="a window's start (ISO 8601), to time a windowed report")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -205,6 +205,9 @@ TABLE_MEANINGS = {
     ("classes", "grade_level"): "Grade levels of the class.",
     ("data_requests", "kind"): "ACCESS, CORRECTION or DELETION.",
     ("deletion_certificates", "student_id"): "The student whose record was deleted (empty: the whole district).",
+    ("report_student_totals", "responses"): "How many answers the student has submitted (kept for reports).",
+    ("report_student_totals", "score_sum"): "The sum of the scores of those answers (kept for reports).",
+    ("report_student_totals", "correct"): "How many of those answers were correct (kept for reports).",
 }
 
 CATALOG = """

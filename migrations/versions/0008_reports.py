@@ -9,8 +9,10 @@ groups the students. Two structures make that first step cheap:
   time grouped by student attributes (district, school, grade level,
   demographics) reads one row per student instead of every response. The
   triggers run as the owner (SECURITY DEFINER): the app role may read the
-  totals of its request's districts (row-level security) and never write them.
-  A student's totals go with the student (ON DELETE CASCADE).
+  totals of its request's districts (row-level security) and delete them with
+  a student's record, never add to or change them. They are part of the
+  student's record (exported and deleted with it) and go with the student's
+  row too (ON DELETE CASCADE).
 * ``ix_users_report``: the students' report attributes (school, grade level,
   demographics) by (district, id), so that grouping the students is an
   index-only scan too, not a read of every user's wide row.
@@ -98,7 +100,10 @@ def upgrade() -> None:
         "INSERT INTO report_student_totals (district_id, student_id, responses, score_sum, correct) "
         + _SUMS.format(rows="responses")
     )
-    op.execute(f"GRANT SELECT ON report_student_totals TO {APP_ROLE}")
+    # The app reads the totals to report, and deletes them with a student's
+    # record (resolvers/rights.py deletes from every table naming a student);
+    # only the triggers add to them.
+    op.execute(f"GRANT SELECT, DELETE ON report_student_totals TO {APP_ROLE}")
     # Enabled, not forced (as in 0002): it binds the app role, not the owner
     # whose triggers keep the totals.
     op.execute("ALTER TABLE report_student_totals ENABLE ROW LEVEL SECURITY")
