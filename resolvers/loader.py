@@ -13,43 +13,13 @@ V = TypeVar("V")
 BatchFn = Callable[[list[K]], Awaitable[Sequence[V]]]
 
 
-class LoadsClosed(RuntimeError):
-    """A load after the request's reads were settled: its transaction is ending."""
-
-
-class Batches:
-    """The batch tasks of one request, so the request can wait for every one of
-    them before it writes its audit and commits: graphql-core stops awaiting
-    sibling fields when a non-null field fails, but their queries still run on
-    the request's connection."""
-
-    __slots__ = ("closed", "tasks")
-
-    def __init__(self) -> None:
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.closed = False
-
-    def add(self, task: asyncio.Task[None]) -> None:
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def settle(self) -> None:
-        """Let running batches finish, then refuse new loads."""
-        for _ in range(100):
-            await asyncio.sleep(0)
-            pending = [t for t in self.tasks if not t.done()]
-            if not pending:
-                break
-            await asyncio.gather(*pending, return_exceptions=True)
-        self.closed = True
-
-
 class Loader(Generic[K, V]):
-    __slots__ = ("_batch", "_batches", "_cache", "_fn", "_loop")
+    __slots__ = ("_batch", "_cache", "_fn", "_loop", "_tasks")
 
-    def __init__(self, fn: BatchFn[K, V], batches: Batches | None = None) -> None:
+    def __init__(self, fn: BatchFn[K, V]) -> None:
         self._fn = fn
-        self._batches = batches or Batches()
+        # Strong references to running batches (the loop keeps only weak ones).
+        self._tasks: set[asyncio.Task[None]] = set()
         self._cache: dict[K, asyncio.Future[V]] = {}
         self._batch: list[K] = []
         self._loop = asyncio.get_running_loop()
@@ -59,9 +29,6 @@ class Loader(Generic[K, V]):
         if future is not None:
             return future
         future = self._loop.create_future()
-        if self._batches.closed:
-            future.set_exception(LoadsClosed("This request's reads are finished"))
-            return future
         self._cache[key] = future
         if not self._batch:
             self._loop.call_soon(self._dispatch)
@@ -70,11 +37,9 @@ class Loader(Generic[K, V]):
 
     def _dispatch(self) -> None:
         keys, self._batch = self._batch, []
-        if self._batches.closed:
-            for key in keys:
-                self._cache[key].set_exception(LoadsClosed("This request's reads are finished"))
-            return
-        self._batches.add(self._loop.create_task(self._run(keys)))
+        task = self._loop.create_task(self._run(keys))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _run(self, keys: list[K]) -> None:
         try:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeAlias
 
 from resolvers.db import Db, Params
-from resolvers.loader import Batches, Loader
+from resolvers.loader import Loader
 from resolvers.scope import STAFF_ROLES, RowScope
 
 # asyncpg records, read by column name (asyncpg ships no type information for them).
@@ -56,17 +56,12 @@ class Reads:
         self.scope = scope
         self.districts = scope.district_ids
         self._loaders: dict[str, Loader[Any, Any]] = {}
-        self.batches = Batches()
 
     def _loader(self, name: str, fn: Callable[[list[Any]], Awaitable[Sequence[Any]]]) -> Loader[Any, Any]:
         loader = self._loaders.get(name)
         if loader is None:
-            loader = self._loaders[name] = Loader(fn, self.batches)
+            loader = self._loaders[name] = Loader(fn)
         return loader
-
-    async def settle(self) -> None:
-        """Wait for every batch still running, then refuse further loads."""
-        await self.batches.settle()
 
     async def _by_id(self, sql: str, p: Params, ids: list[uuid.UUID]) -> list[Row | None]:
         rows = await self.db.fetch(sql, *p.values)

@@ -57,7 +57,6 @@ from permissions.decide import DecisionTable, DistrictConditions, Relationship, 
 from permissions.enums import Purpose, RequestRefusal, Role
 from permissions.policy import PolicySet
 from permissions.principal import Principal
-from resolvers.db import Db
 from resolvers.principal import load_conditions, load_principal
 from resolvers.reads import Reads
 from resolvers.scope import RowScope
@@ -98,29 +97,6 @@ REFUSAL_MESSAGES = {
     RequestRefusal.DIRECT_ACCESS_DISABLED: DIRECT_ACCESS_MESSAGE,
 }
 UNAVAILABLE_MESSAGE = "The database cannot be reached; try again shortly"
-
-
-class ExecutionOver(Exception):
-    """A statement was attempted after its request finished."""
-
-
-class _Retired:
-    """Stands in for a request's connection once the request is over."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise ExecutionOver("This request is over; its connection is no longer available")
-
-
-async def retire(db: Db) -> None:
-    """Wait for the statement in flight, then refuse every later one on ``db``.
-
-    graphql-core cancels the sibling fields of a failed non-null field, but a
-    DataLoader batch runs in a task of its own and can still be waiting to run
-    its statement; it must fail rather than run on a connection that another
-    request may hold by then.
-    """
-    async with db._lock:
-        db._conn = _Retired()
 
 
 class AuditUnavailable(Exception):
@@ -617,7 +593,11 @@ class GraphQLEndpoint:
                         db=db,
                         request_id=request_id,
                         now=now,
-                        justification=justification.strip() if justification else None,
+                        justification=(
+                            justification.strip()
+                            if justification and justification.strip()
+                            else principal.support_justification
+                        ),
                         operation_name=gql.operation_name or (operation.name.value if operation.name else None),
                         client=client,
                     )
@@ -635,8 +615,9 @@ class GraphQLEndpoint:
                     self.telemetry.record_audit(entries, asyncio.get_running_loop().time() - started)
                 finally:
                     # Nothing touches this connection once it goes back to the pool, not even a
-                    # resolver task still running after its field was cancelled (a DataLoader batch).
-                    await retire(db)
+                    # resolver task still running after its field was cancelled (a DataLoader batch):
+                    # wait for the statement in flight, then refuse every later one.
+                    await db.close()
             return reply
         except AuditUnavailable:
             raise RequestError(
