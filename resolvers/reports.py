@@ -72,7 +72,7 @@ DEMOGRAPHIC_DIMENSIONS = frozenset(
     {"GENDER", "ETHNICITY", "ENGLISH_LEARNER", "SPECIAL_EDUCATION", "ECONOMICALLY_DISADVANTAGED"}
 )
 PERFORMANCE_ONLY = frozenset({"SUBJECT", "ASSESSMENT", "SKILL"})
-WORK_MEM = "32MB"  # for the report's own statements (transaction-local)
+WORK_MEM = "64MB"  # for the report's own statements (transaction-local)
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,12 @@ class _Dim:
 
 
 def _demographic(column: str) -> _Dim:
-    return _Dim(outer=f"CASE WHEN u.district_id = ANY({{demo}}::uuid[]) THEN u.{column}::text END")
+    return _Dim(outer=f"CASE WHEN u.district_id = ANY({{demo}}::uuid[]) THEN u.{column} END")
 
 
 _STUDENT_DIMS = {
-    "DISTRICT": _Dim(outer="u.district_id::text"),
-    "SCHOOL": _Dim(outer="u.school_id::text"),
+    "DISTRICT": _Dim(outer="u.district_id"),
+    "SCHOOL": _Dim(outer="u.school_id"),
     "GRADE_LEVEL": _Dim(outer="u.grade_level"),
     "GENDER": _demographic("gender"),
     "ETHNICITY": _Dim(outer="eth.value", multi=True),
@@ -223,7 +223,7 @@ def build_sql(universe: Universe, dims: tuple[str, ...], sets: Sequence[int] | N
         if spec.inner is not None:
             inner_exprs.append(spec.inner)
             inner_cols.append(f"{spec.inner} AS x{i}")
-            outer_exprs.append(f"b.x{i}::text")
+            outer_exprs.append(f"b.x{i}")
         else:
             outer = spec.outer or "NULL"
             if "{demo}" in outer:
@@ -261,7 +261,9 @@ def build_sql(universe: Universe, dims: tuple[str, ...], sets: Sequence[int] | N
             " AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.district_id = u.district_id "
             "AND c.student_id = u.id AND c.analytics_opt_out)"
         )
-    select_dims = "".join(f"{e} AS d{i}, " for i, e in enumerate(outer_exprs))
+    # Grouped by the columns' own types (uuid, date, boolean: cheaper to sort
+    # and hash than text under a collation), turned into text on the way out.
+    select_dims = "".join(f"({e})::text AS d{i}, " for i, e in enumerate(outer_exprs))
     grouping = f"GROUPING({', '.join(outer_exprs)})" if outer_exprs else "0"
     # One row of b per student unless a dimension is counted per row or has
     # several values: then a student may repeat within a group.
