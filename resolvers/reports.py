@@ -73,6 +73,7 @@ DEMOGRAPHIC_DIMENSIONS = frozenset(
 )
 PERFORMANCE_ONLY = frozenset({"SUBJECT", "ASSESSMENT", "SKILL"})
 WORK_MEM = "64MB"  # for the report's own statements (transaction-local)
+NO_CLASS = "00000000-0000-0000-0000-000000000000"  # report_student_totals.class_id of practice
 
 
 @dataclass(frozen=True)
@@ -240,13 +241,24 @@ def build_sql(universe: Universe, dims: tuple[str, ...], sets: Sequence[int] | N
         + " ".join(joins)
         + f" WHERE {' AND '.join(where)} GROUP BY {inner_group}"
     )
-    if universe.kind is Kind.PERFORMANCE and not inner_exprs and universe.start is None and universe.end is None:
-        # All time, grouped by the students' own attributes: each student's
-        # totals, kept by triggers (migration 0008), stand for their responses.
-        inner = (
-            "SELECT t.district_id, t.student_id, t.responses AS n, t.score_sum::float8 AS score_sum, "
-            f"t.correct AS correct_n FROM report_student_totals t WHERE t.district_id = ANY({districts}::uuid[])"
-        )
+    inner_dims = [d for d in dims if specs[d].inner is not None]
+    all_time = universe.start is None and universe.end is None
+    if universe.kind is Kind.PERFORMANCE and all_time and set(inner_dims) <= {"CLASS"}:
+        # All time, by class or by the students' own attributes: the totals
+        # per student and class that triggers keep (migration 0008) stand for
+        # the responses themselves.
+        kept = f"FROM report_student_totals t WHERE t.district_id = ANY({districts}::uuid[])"
+        if inner_dims:
+            inner = (
+                f"SELECT t.district_id, t.student_id, nullif(t.class_id, '{NO_CLASS}'::uuid) AS "
+                f"x{dims.index('CLASS')}, t.responses AS n, t.score_sum::float8 AS score_sum, "
+                f"t.correct AS correct_n {kept}"
+            )
+        else:
+            inner = (
+                "SELECT t.district_id, t.student_id, sum(t.responses) AS n, sum(t.score_sum)::float8 AS score_sum, "
+                f"sum(t.correct) AS correct_n {kept} GROUP BY t.district_id, t.student_id"
+            )
     outer_from = "b JOIN users u ON u.district_id = b.district_id AND u.id = b.student_id"
     if "ETHNICITY" in dims:
         if demo is None:

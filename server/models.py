@@ -398,8 +398,9 @@ class Consent(Base):
 
 
 class ReportStudentTotal(Base):
-    """A student's all-time response totals for aggregate reports, kept exact
-    by statement-level triggers on responses (migration 0008)."""
+    """A student's all-time response totals per class for aggregate reports,
+    kept exact by statement-level triggers on responses and assignments
+    (migration 0008)."""
 
     __tablename__ = "report_student_totals"
     __table_args__ = (
@@ -408,6 +409,8 @@ class ReportStudentTotal(Base):
 
     district_id: Mapped[uuid.UUID] = _district_pk()
     student_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    # The answered assignment's class; the nil uuid for practice outside one.
+    class_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     responses: Mapped[int] = mapped_column(BigInteger)
     score_sum: Mapped[Decimal] = mapped_column(Numeric)
     correct: Mapped[int] = mapped_column(BigInteger)
