@@ -131,7 +131,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             print(f"\nA token for {demo_user} (valid 8 hours):\n{token}\n")
             print(
                 f"Try:\n  curl -s {url} -H 'Content-Type: application/json' -H 'X-Purpose: INSTRUCTION' \\\n"
-                f"    -H 'Authorization: Bearer {token[:12]}...' -d '{{\"query\": \"{{ me {{ role }} }}\"}}'\n",
+                f"    -H 'Authorization: Bearer {token}' -d '{{\"query\": \"{{ me {{ role }} }}\"}}'\n",
                 flush=True,
             )
     uvicorn.run(
