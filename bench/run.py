@@ -1055,8 +1055,20 @@ def markdown(report: Report) -> str:
     return "\n".join(lines)
 
 
+def _stop_on_signal() -> None:
+    """SIGTERM and SIGINT unwind the stack, so that every server started is stopped
+    (a background job may have inherited SIGINT ignored)."""
+
+    def leave(number: int, frame: Any) -> None:
+        raise SystemExit(128 + number)
+
+    signal.signal(signal.SIGTERM, leave)
+    signal.signal(signal.SIGINT, leave)
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
+    _stop_on_signal()
     options.work_dir.mkdir(parents=True, exist_ok=True)
     report = run(options)
     text = markdown(report)
