@@ -33,12 +33,14 @@ import json
 import math
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -420,6 +422,7 @@ class Row:
     app_cpu_ms: float | None = None  # the server's processes' CPU time per counted request
     db_cpu_ms: float | None = None  # PostgreSQL's, when the bench started it
     round: int = 1
+    connections: str = ""  # how the load's connections were spread over the workers, mid-run
 
     @property
     def ok(self) -> bool:
@@ -521,7 +524,10 @@ def measure(
         if spec.warmup > 0:
             run_load(dataclasses.replace(spec, duration=spec.warmup, warmup=0), options.engine)
         app_before, db_before = session_cpu(server.process.pid), children_cpu(postmaster)
+        spread = ConnectionSpread(server, options.duration / 2) if workers > 1 else None
         result = run_load(dataclasses.replace(spec, warmup=0), options.engine)
+        if spread is not None:
+            row.connections = spread.result()
         app_after, db_after = session_cpu(server.process.pid), children_cpu(postmaster)
         if result.requests == 0:
             row.status = "no request completed within the run"
@@ -541,6 +547,37 @@ def measure(
             f"CPU/request: server {_ms(row.app_cpu_ms)} ms, PostgreSQL {_ms(row.db_cpu_ms)} ms"
         )
     return row
+
+
+class ConnectionSpread:
+    """The load's established connections per server process, sampled once mid-run
+    (``ss``): workers sharing one listening socket do not always share the load."""
+
+    def __init__(self, server: Server, after: float) -> None:
+        self.port = int(server.base_url.rsplit(":", 1)[1])
+        self.counts: dict[str, int] = {}
+        self.timer = threading.Timer(after, self._sample)
+        self.timer.daemon = True
+        if shutil.which("ss"):
+            self.timer.start()
+
+    def _sample(self) -> None:
+        try:
+            done = subprocess.run(
+                ["ss", "-tnpH", "state", "established", f"( sport = :{self.port} )"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return
+        for pid in re.findall(r"pid=(\d+)", done.stdout):
+            self.counts[pid] = self.counts.get(pid, 0) + 1
+
+    def result(self) -> str:
+        self.timer.cancel()
+        return "+".join(str(n) for n in sorted(self.counts.values(), reverse=True))
 
 
 # CPU time, which other processes on a shared machine do not inflate the way
@@ -909,6 +946,8 @@ def table(report: Report) -> str:
             note = (note + f" {r.socket_errors} socket errors").strip()
         if r.failures and r.notes:
             note = (note + " " + "; ".join(r.notes)).strip()
+        if row.connections:
+            note = (note + f" connections per worker mid-run: {row.connections}").strip()
         if spread:
             note = (note + " " + spread).strip()
         lines.append(
