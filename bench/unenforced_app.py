@@ -34,6 +34,7 @@ from strawberry.types.base import StrawberryObjectDefinition, get_object_definit
 from permissions.policy import PolicySet, load_policy_set
 from schema.build import build_schema
 from schema.classified import category_of
+from schema.compiled import CompiledReads, Plan, Planner, Statement
 from schema.mutation import Mutation
 from schema.query import Query
 from server.app import create_app
@@ -105,9 +106,20 @@ async def _no_audit(context: RequestContext) -> None:
     """The unenforced build writes no audit entry."""
 
 
+class UnenforcedCompiledReads(CompiledReads):
+    """The compiled path without its decision lookups and audit notes."""
+
+    def authorize(self, plan: Plan, ctx: Any) -> bool:
+        return True
+
+    def note(self, ctx: Any, statement: Statement, row: Any) -> None:
+        return None
+
+
 def create_unenforced_app(settings: Settings | None = None, urls: DatabaseUrls | None = None) -> Starlette:
-    """The production app with exactly two parts replaced once it has started:
-    the schema its endpoint executes, and its audit writer.
+    """The production app with exactly three parts replaced once it has started:
+    the schema its endpoint executes, its audit writer, and its compiled reads
+    (which then neither look up decisions nor note the audit).
 
     Everything else (middleware, token, purpose, principal, limits, rate limit,
     row scope in SQL, row-level security, the transaction, orjson) is the
@@ -130,6 +142,8 @@ def create_unenforced_app(settings: Settings | None = None, urls: DatabaseUrls |
                 )
             endpoint.schema = schema._schema
             endpoint.audit_writer = _no_audit
+            endpoint.compiled = UnenforcedCompiledReads()
+            endpoint.planner = Planner(schema._schema)
             yield value
 
     app.router.lifespan_context = lifespan

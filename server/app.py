@@ -24,6 +24,7 @@ from permissions.enums import DataCategory, Purpose
 from permissions.notice import DistrictNotice, render_privacy_html
 from permissions.policy import PolicySet, load_policy_set
 from schema.build import build_schema, category_fields
+from schema.compiled import CompiledReads
 from server.audit_writer import make_audit_writer
 from server.auth import TokenVerifier
 from server.db import DatabaseUrls, server_urls, sqlalchemy_url
@@ -199,6 +200,7 @@ def create_app(
             rate_limiter=rate_limiter,
             telemetry=telemetry,
             max_body_bytes=settings.max_body_bytes,
+            compiled=CompiledReads(),
         )
         try:
             yield

@@ -49,7 +49,7 @@ from graphql import (
     execute as graphql_execute,
 )
 from graphql.error import GraphQLSyntaxError
-from graphql.execution.values import get_variable_values
+from graphql.execution.values import VariableValues, get_variable_values
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -60,6 +60,7 @@ from permissions.principal import Principal
 from resolvers.principal import load_conditions, load_principal
 from resolvers.reads import Reads
 from resolvers.scope import RowScope
+from schema.compiled import CompiledReads, Plan, Planner
 from server.auth import TokenClaims, TokenVerifier
 from server.context import ClientInfo, PublicContext, RequestContext
 from server.errors import STATUS, TRANSPORT_CODES, FieldError, RequestError
@@ -145,6 +146,8 @@ class Prepared:
     errors: tuple[GraphQLError, ...]
     digest: str = ""
     variable_sizes: bool = False
+    # Compiled plans by operation name (None: the operation takes the resolver path).
+    plans: dict[str | None, Plan | None] = field(default_factory=dict)
 
 
 class DocumentCache:
@@ -307,6 +310,7 @@ class GraphQLEndpoint:
         rate_limiter: RateLimiter | None = None,
         telemetry: Telemetry | None = None,
         max_body_bytes: int = 256 * 1024,
+        compiled: CompiledReads | None = None,
     ) -> None:
         self.trusted_proxy_header = trusted_proxy_header
         self.schema = schema
@@ -322,6 +326,8 @@ class GraphQLEndpoint:
         self.telemetry = telemetry or Telemetry()
         self.max_body_bytes = max_body_bytes
         self.documents = DocumentCache(schema, limits=self.limits, production=production, allow_list=allow_list)
+        self.compiled = compiled
+        self.planner = Planner(schema)
 
     # ------------------------------------------------------------ transport
 
@@ -495,6 +501,7 @@ class GraphQLEndpoint:
         operation = _select_operation(prepared.document, gql.operation_name)
         if request.method == "GET" and operation.operation is not OperationType.QUERY:
             raise RequestError("METHOD_NOT_ALLOWED", "Mutations are accepted over POST only")
+        variables: VariableValues | None = None
         if operation.variable_definitions:
             coerced = get_variable_values(
                 self.schema,
@@ -506,6 +513,7 @@ class GraphQLEndpoint:
             if isinstance(coerced, list):
                 body = {"errors": [format_error(e, self.production) for e in coerced]}
                 return Reply(body, 400 if _wants_graphql_response(request) else 200)
+            variables = coerced
             if prepared.variable_sizes:
                 measure = measure_operation(self.schema, prepared.document, operation, self.limits, coerced.coerced)
                 for message in violations(measure, self.limits):
@@ -522,7 +530,7 @@ class GraphQLEndpoint:
                     public = PublicContext(policies=self.policies, request_id=request_id)
                     return await self._run(request, prepared, gql, public)
                 raise RequestError("UNAUTHENTICATED", "Sign in: this request needs a bearer token")
-            reply = await self._authenticated(request, request_id, gql, prepared, operation, claims, client)
+            reply = await self._authenticated(request, request_id, gql, prepared, operation, variables, claims, client)
             if span is not None:
                 span.set_attribute("http.response.status_code", reply.status)
             return reply
@@ -534,6 +542,7 @@ class GraphQLEndpoint:
         gql: GraphQLRequest,
         prepared: Prepared,
         operation: OperationDefinitionNode,
+        variables: VariableValues | None,
         claims: TokenClaims,
         client: ClientInfo,
     ) -> Reply:
@@ -601,7 +610,9 @@ class GraphQLEndpoint:
                         operation_name=gql.operation_name or (operation.name.value if operation.name else None),
                         client=client,
                     )
-                    reply = await self._run(request, prepared, gql, context)
+                    reply = await self._compiled(prepared, operation, variables, context)
+                    if reply is None:
+                        reply = await self._run(request, prepared, gql, context)
                     # Fail closed: the response leaves only once its audit entries are
                     # written in this transaction; if they cannot be, nothing is returned.
                     entries = len(context.audit)
@@ -631,6 +642,28 @@ class GraphQLEndpoint:
                 raise
             log.warning("Database unreachable: %s", type(error).__name__)
             raise RequestError("DATABASE_UNAVAILABLE", UNAVAILABLE_MESSAGE) from None
+
+    async def _compiled(
+        self,
+        prepared: Prepared,
+        operation: OperationDefinitionNode,
+        variables: VariableValues | None,
+        context: RequestContext,
+    ) -> Reply | None:
+        """The reply from the operation's compiled plan, or None for the resolver path."""
+        if self.compiled is None:
+            return None
+        name = operation.name.value if operation.name else None
+        plans = prepared.plans
+        if name in plans:
+            plan = plans[name]
+        else:
+            plan = plans[name] = self.planner.plan(prepared.document, operation)
+        if plan is None:
+            return None
+        with self.telemetry.span(f"resolve Query.{plan.root.name.split('.')[-1]}", {"pledgeql.compiled": True}):
+            data = await self.compiled.run(plan, context, variables)
+        return None if data is None else Reply({"data": data}, 200)
 
     async def _run(self, request: Request, prepared: Prepared, gql: GraphQLRequest, context: Any) -> Reply:
         result = graphql_execute(

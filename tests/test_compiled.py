@@ -1,0 +1,327 @@
+"""The compiled path answers exactly as the resolver path: same body, same audit entries.
+
+Each request is sent twice, once with the endpoint's compiled reads and once
+without (the resolver path alone), and the two bodies and the two requests'
+audit entries (subject, decision, fields in order, categories, district) must
+be equal. Every case also says which path must have served it, so a plan that
+silently stopped compiling, or a request that should have been refused to the
+compiled path and was not, both fail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from schema.compiled import CompiledReads, Plan
+from tests.conftest import ALL_PURPOSES
+
+TEACHER = "teacher1@northwind.example"
+OTHER_TEACHER = "teacher2@northwind.example"
+STUDENT = "student1@northwind.example"
+GUARDIAN = "guardian1@northwind.example"
+PRINCIPAL = "principal1@northwind.example"
+ADMIN = "admin@northwind.example"
+RIVERSIDE_ADMIN = "admin@riverside.example"
+SUPPORT = "support@pledgeql.example"
+ANALYST = "analyst@pledgeql.example"
+
+ROSTER = """query Roster($id: ID!) {
+  class(id: $id) {
+    id
+    name
+    students {
+      id
+      firstName
+      lastName
+      responses(first: 20) { answer correct score }
+    }
+  }
+}"""
+
+WIDE = """query Wide($id: ID!, $n: Int) {
+  __typename
+  class(id: $id) {
+    __typename
+    klass: id
+    name subject gradeLevel
+    pupils: students {
+      ...Person
+      ... on Student { preferredName username gradeLevel studentNumber stateId email }
+      ... { gender birthDate ethnicity englishLearner specialEducation economicallyDisadvantaged }
+      learningLevel lastActiveAt
+      recent: responses(first: $n) { __typename id answer correct score feedback submittedAt timeSpentSeconds }
+    }
+  }
+}
+fragment Person on Student { id firstName lastName }"""
+
+STUDENT_RECORD = """query Record($id: ID!, $assignment: ID) {
+  student(id: $id) {
+    id firstName lastName
+    responses(first: 5, assignmentId: $assignment) { id score submittedAt }
+  }
+}"""
+
+RECORD_WITH_USAGE = """query Usage($id: ID!) {
+  student(id: $id) { id studentNumber lastActiveAt responses { submittedAt timeSpentSeconds } }
+}"""
+
+ONLY_RESPONSES = """query Work($id: ID!) {
+  class(id: $id) { students { responses(first: 3) { answer submittedAt } } }
+}"""
+
+TYPENAME_ONLY = """query Ids($id: ID!) { class(id: $id) { id students { id __typename } } }"""
+
+NOT_COMPILED = """query Mixed($id: ID!) {
+  class(id: $id) { name teachers { firstName } students { id firstName } }
+}"""
+
+
+class Recording(CompiledReads):
+    """The production compiled reads, recording whether each request was served by them."""
+
+    def __init__(self) -> None:
+        self.served: list[bool] = []
+
+    async def run(self, plan: Plan, ctx: Any, variables: Any) -> dict[str, Any] | None:
+        data = await super().run(plan, ctx, variables)
+        self.served.append(data is not None)
+        return data
+
+
+@pytest.fixture(scope="module")
+async def ids(owner: Any, users: dict[str, uuid.UUID]) -> dict[str, Any]:
+    roster = await owner.fetchval(
+        "SELECT ct.class_id FROM class_teachers ct JOIN enrollments e ON e.class_id = ct.class_id "
+        "WHERE ct.teacher_id = $1 AND e.student_id = $2 LIMIT 1",
+        users[TEACHER],
+        users[STUDENT],
+    )
+    other = await owner.fetchval(
+        "SELECT class_id FROM class_teachers WHERE teacher_id = $1 AND class_id <> $2 LIMIT 1",
+        users[OTHER_TEACHER],
+        roster,
+    )
+    riverside_class = await owner.fetchval(
+        "SELECT c.id FROM classes c JOIN districts d ON d.id = c.district_id WHERE d.name = 'Riverside Unified' LIMIT 1"
+    )
+    assignment = await owner.fetchval(
+        "SELECT assignment_id FROM responses WHERE student_id = $1 AND assignment_id IS NOT NULL LIMIT 1",
+        users[STUDENT],
+    )
+    child = await owner.fetchval("SELECT student_id FROM guardian_links WHERE guardian_id = $1", users[GUARDIAN])
+    return {
+        "roster": str(roster),
+        "other": str(other),
+        "riverside": str(riverside_class),
+        "assignment": str(assignment),
+        "student": str(users[STUDENT]),
+        "child": str(child),
+    }
+
+
+@pytest.fixture(scope="module")
+def recording(app: Any) -> Recording:
+    endpoint = app.state.pledgeql.endpoint
+    if not isinstance(endpoint.compiled, CompiledReads):
+        raise RuntimeError("the app's endpoint has no compiled reads")
+    recorder = Recording()
+    endpoint.compiled = recorder
+    return recorder
+
+
+@asynccontextmanager
+async def resolver_path_only(app: Any) -> AsyncIterator[None]:
+    endpoint = app.state.pledgeql.endpoint
+    kept = endpoint.compiled
+    endpoint.compiled = None
+    try:
+        yield
+    finally:
+        endpoint.compiled = kept
+
+
+async def send(
+    client: httpx.AsyncClient, token: str, purpose: str, query: str, variables: dict[str, Any]
+) -> tuple[Any, str]:
+    request_id = uuid.uuid4().hex
+    response = await client.post(
+        "/graphql",
+        json={"query": query, "variables": variables},
+        headers={"Authorization": f"Bearer {token}", "X-Purpose": purpose, "X-Request-Id": request_id},
+    )
+    return (response.status_code, response.json()), request_id
+
+
+async def entries(owner: Any, request_id: str) -> list[tuple[Any, ...]]:
+    rows = await owner.fetch(
+        "SELECT district_id, subject_student_id, decision, fields, categories, purpose, actor_role "
+        "FROM audit_entries WHERE request_id = $1 ORDER BY seq",
+        request_id,
+    )
+    return [tuple(r) for r in rows]
+
+
+async def both_paths(
+    app: Any,
+    client: httpx.AsyncClient,
+    owner: Any,
+    recording: Recording,
+    token: str,
+    purpose: str,
+    query: str,
+    variables: dict[str, Any],
+) -> tuple[Any, list[tuple[Any, ...]], bool]:
+    """The compiled path's answer and entries, checked equal to the resolver path's; and whether compiled served."""
+    before = len(recording.served)
+    compiled, compiled_id = await send(client, token, purpose, query, variables)
+    served = len(recording.served) > before and recording.served[-1]
+    async with resolver_path_only(app):
+        resolved, resolved_id = await send(client, token, purpose, query, variables)
+    assert compiled == resolved
+    compiled_entries = await entries(owner, compiled_id)
+    assert compiled_entries == await entries(owner, resolved_id)
+    return compiled, compiled_entries, served
+
+
+CASES = [
+    # (user, purpose, query, variables (names resolved from ids), served by the compiled path)
+    (TEACHER, "INSTRUCTION", ROSTER, {"id": "roster"}, True),
+    (TEACHER, "INSTRUCTION", WIDE, {"id": "roster", "n": 3}, False),  # DEMOGRAPHIC is not INSTRUCTION's
+    (TEACHER, "INSTRUCTION", ONLY_RESPONSES, {"id": "roster"}, True),
+    (TEACHER, "INSTRUCTION", TYPENAME_ONLY, {"id": "roster"}, True),
+    (TEACHER, "INSTRUCTION", ROSTER, {"id": "other"}, True),  # another teacher's class: no students reach
+    (TEACHER, "INSTRUCTION", ROSTER, {"id": "riverside"}, False),  # another district: not found
+    (TEACHER, "INSTRUCTION", ROSTER, {"id": "not-an-id"}, False),
+    (TEACHER, "INSTRUCTION", NOT_COMPILED, {"id": "roster"}, False),
+    (TEACHER, "STUDENT_LEARNING", ROSTER, {"id": "roster"}, False),
+    (PRINCIPAL, "INSTRUCTION", ROSTER, {"id": "roster"}, True),
+    (ADMIN, "REPORTING", ROSTER, {"id": "roster"}, False),  # WORK is not REPORTING's
+    (ADMIN, "INSTRUCTION", ROSTER, {"id": "roster"}, True),
+    (ADMIN, "RECORD_ACCESS", WIDE, {"id": "roster", "n": 2}, True),
+    (ADMIN, "RECORD_ACCESS", WIDE, {"id": "roster", "n": 0}, True),
+    (ADMIN, "RECORD_ACCESS", WIDE, {"id": "roster", "n": 501}, False),  # out of range: the resolver path's error
+    (PRINCIPAL, "REPORTING", RECORD_WITH_USAGE, {"id": "student"}, True),
+    (PRINCIPAL, "REPORTING", RECORD_WITH_USAGE, {"id": "child"}, True),
+    (STUDENT, "STUDENT_LEARNING", RECORD_WITH_USAGE, {"id": "student"}, False),  # USAGE is not the student's
+    (ADMIN, "PRODUCT_ANALYTICS", ROSTER, {"id": "roster"}, False),
+    (RIVERSIDE_ADMIN, "REPORTING", ROSTER, {"id": "roster"}, False),
+    (STUDENT, "STUDENT_LEARNING", STUDENT_RECORD, {"id": "student"}, True),
+    (STUDENT, "STUDENT_LEARNING", STUDENT_RECORD, {"id": "student", "assignment": "assignment"}, True),
+    (STUDENT, "STUDENT_LEARNING", ROSTER, {"id": "roster"}, True),
+    (GUARDIAN, "REPORTING", STUDENT_RECORD, {"id": "child"}, True),
+    (GUARDIAN, "REPORTING", STUDENT_RECORD, {"id": "student"}, None),  # only if student1 is the child
+    (SUPPORT, "SUPPORT", STUDENT_RECORD, {"id": "student"}, False),
+    (ANALYST, "PRODUCT_ANALYTICS", ROSTER, {"id": "roster"}, False),
+]
+
+
+@pytest.mark.parametrize(("user", "purpose", "query", "variables", "compiled"), CASES)
+async def test_compiled_equals_resolver_path(
+    app: Any,
+    client: httpx.AsyncClient,
+    owner: Any,
+    recording: Recording,
+    token_for: Any,
+    ids: dict[str, Any],
+    user: str,
+    purpose: str,
+    query: str,
+    variables: dict[str, Any],
+    compiled: bool | None,
+) -> None:
+    values = {k: ids.get(v, v) if isinstance(v, str) else v for k, v in variables.items()}
+    (status, body), written, served = await both_paths(
+        app, client, owner, recording, token_for(user, ALL_PURPOSES), purpose, query, values
+    )
+    if compiled is None:
+        compiled = ids["child"] == ids["student"]
+    assert served is compiled
+    if served:
+        assert status == 200 and "errors" not in body
+        assert body["data"] is not None
+        # What the compiled path read is audited: a teacher's roster names its students.
+        if "firstName" in query and "students" in str(body["data"]):
+            subjects = {str(e[1]) for e in written}
+            assert {s["id"] for s in _students(body["data"]) if "id" in s} <= subjects
+
+
+def _students(data: Any) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key in ("students", "pupils", "student") and isinstance(value, (list, dict)):
+                found.extend(value if isinstance(value, list) else [value])
+            else:
+                found.extend(_students(value))
+    elif isinstance(data, list):
+        for item in data:
+            found.extend(_students(item))
+    return found
+
+
+async def test_roster_is_one_statement_and_audited_per_student(
+    app: Any, client: httpx.AsyncClient, owner: Any, recording: Recording, token_for: Any, ids: dict[str, Any]
+) -> None:
+    (status, body), written, served = await both_paths(
+        app, client, owner, recording, token_for(TEACHER), "INSTRUCTION", ROSTER, {"id": ids["roster"]}
+    )
+    assert served and status == 200
+    students = body["data"]["class"]["students"]
+    assert students, "the roster class has students"
+    assert [s["id"] for s in students] == sorted(s["id"] for s in students)
+    by_subject = {str(e[1]): e for e in written}
+    assert set(by_subject) == {s["id"] for s in students}
+    for student in students:
+        _, _, decision, fields, categories, purpose, role = by_subject[student["id"]]
+        assert decision == "ALLOW" and purpose == "INSTRUCTION" and role == "TEACHER"
+        expected = ["Student.firstName", "Student.lastName", "Student.responses"]
+        if student["responses"]:
+            expected += ["Response.answer", "Response.correct", "Response.score"]
+        assert list(fields) == expected
+        assert set(categories) == (
+            {"DIRECTORY", "PERFORMANCE", "WORK"} if student["responses"] else {"DIRECTORY", "PERFORMANCE"}
+        )
+        times = [r for r in student["responses"]]
+        assert len(times) <= 20
+
+
+async def test_responses_newest_first_with_timestamps_as_the_resolver_path_formats_them(
+    app: Any,
+    client: httpx.AsyncClient,
+    owner: Any,
+    recording: Recording,
+    token_for: Any,
+    ids: dict[str, Any],
+    users: dict[str, uuid.UUID],
+) -> None:
+    # A response at a whole second and one with microseconds: both forms of Python's isoformat.
+    student = users[STUDENT]
+    row = await owner.fetchrow("SELECT district_id, item_id FROM responses WHERE student_id = $1 LIMIT 1", student)
+    for stamp in (
+        dt.datetime(2031, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+        dt.datetime(2031, 1, 2, 3, 4, 5, 500000, tzinfo=dt.UTC),
+    ):
+        await owner.execute(
+            "INSERT INTO responses (district_id, id, student_id, item_id, answer, correct, score, submitted_at) "
+            "VALUES ($1, $2, $3, $4, 'B', true, 0.75, $5)",
+            row["district_id"],
+            uuid.uuid4(),
+            student,
+            row["item_id"],
+            stamp,
+        )
+    (status, body), _, served = await both_paths(
+        app, client, owner, recording, token_for(STUDENT), "STUDENT_LEARNING", STUDENT_RECORD, {"id": str(student)}
+    )
+    assert served and status == 200
+    stamps = [r["submittedAt"] for r in body["data"]["student"]["responses"]]
+    assert stamps[:2] == ["2031-01-02T03:04:05.500000+00:00", "2031-01-02T03:04:05+00:00"]
+    assert stamps == sorted(stamps, reverse=True)
