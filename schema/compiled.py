@@ -290,14 +290,38 @@ class Statement:
     audited: list[tuple[Member, ...]]
 
 
+COLUMN = re.compile(r"\{a\}\.([a-z_]+)")
+
+
+def _columns(node: Node, relation: str) -> list[str]:
+    """The table columns a level reads: its keys, its order, and its members' columns."""
+    wanted = ["district_id", "id", *COLUMN.findall(ORDER[relation])]
+    for m in node.members:
+        if m.sql is not None:
+            wanted += COLUMN.findall(m.sql)
+    return list(dict.fromkeys(wanted))
+
+
 class _Builder:
+    """Writes the statement: each relationship a correlated LATERAL subquery of
+    its parent row (index lookups, one pass), aggregated into a JSON array.
+
+    Whose rows were read is aggregated where the students are: a student's own
+    row, and a response's student (the parent row, where its array is not
+    empty). Those arrays travel up as extra columns of the root's row.
+    """
+
     def __init__(self, scope: RowScope, variables: VariableValues | None) -> None:
         self.scope = scope
         self.variables = variables
         self.p = Params()
-        self.ctes: list[str] = []
-        self.audit_columns: list[str] = []
+        self.aliases = 0
         self.audited: list[tuple[Member, ...]] = []
+        self.audit_columns: dict[str, int] = {}  # per LATERAL list: how many audit columns it has
+
+    def alias(self) -> str:
+        self.aliases += 1
+        return f"x{self.aliases}"
 
     def arguments(self, member: Member) -> dict[str, Any]:
         if member.field_def is None or member.field_node is None:
@@ -307,38 +331,30 @@ class _Builder:
         except Exception:
             raise NotCompiled from None
 
-    def relation(self, member: Member, parent: str | None, columns: list[str]) -> str:
-        """The CTE of a relationship's rows (``parent_district``, ``parent_id``, then the row); its name."""
+    def rows(self, member: Member, a: str, parent: str | None) -> tuple[str, str]:
+        """FROM and WHERE of a relationship's rows, as alias ``a``, for the parent row ``parent``."""
+        if member.child is None or member.relation is None:
+            raise NotCompiled
         p = self.p
         args = self.arguments(member)
-        if member.relation in ("class", "student"):
+        columns = _columns(member.child, member.relation)
+        if member.relation in ("class", "student") and parent is None:
             try:
                 wanted = uuid.UUID(str(args.get("id")))
             except ValueError:
                 raise NotCompiled from None  # not found, with its message, on the resolver path
             if member.relation == "class":
                 visible = [d for d in self.scope.district_ids if isinstance(d, uuid.UUID)]
-                body = (
-                    "SELECT NULL::uuid AS parent_district, NULL::uuid AS parent_id, "
-                    f"{_select('c', columns)} FROM classes c "
-                    f"WHERE c.district_id = ANY({p(visible)}::uuid[]) AND c.id = {p(wanted)}"
-                )
-            else:
-                body = (
-                    "SELECT NULL::uuid AS parent_district, NULL::uuid AS parent_id, "
-                    f"{_select('u', columns)} FROM users u "
-                    f"WHERE u.id = {p(wanted)} AND u.role = 'STUDENT' AND {self.scope.students('u', p)}"
-                )
-        elif member.relation == "class_students" and parent is not None:
+                return f"classes {a}", f"{a}.district_id = ANY({p(visible)}::uuid[]) AND {a}.id = {p(wanted)}"
+            return f"users {a}", f"{a}.id = {p(wanted)} AND {a}.role = 'STUDENT' AND {self.scope.students(a, p)}"
+        if member.relation == "class_students" and parent is not None:
             t = p(self.scope.today)
-            body = (
-                f"SELECT k.district_id AS parent_district, k.id AS parent_id, {_select('u', columns)} "
-                f"FROM (SELECT DISTINCT district_id, id FROM {parent}) k "
-                "JOIN enrollments e ON e.district_id = k.district_id AND e.class_id = k.id "
-                "JOIN users u ON u.district_id = e.district_id AND u.id = e.student_id "
-                f"WHERE {ACTIVE.format(t=t)} AND u.role = 'STUDENT' AND {self.scope.students('u', p)}"
+            return (
+                f"enrollments e JOIN users {a} ON {a}.district_id = e.district_id AND {a}.id = e.student_id",
+                f"e.district_id = {parent}.district_id AND e.class_id = {parent}.id AND {ACTIVE.format(t=t)} "
+                f"AND {a}.role = 'STUDENT' AND {self.scope.students(a, p)}",
             )
-        elif member.relation == "student_responses" and parent is not None:
+        if member.relation == "student_responses" and parent is not None:
             first = args.get("first")
             first = 20 if first is None else first
             if not isinstance(first, int) or first < 0 or first > MAX_PAGE:
@@ -351,100 +367,84 @@ class _Builder:
                 except ValueError:
                     raise NotCompiled from None
                 extra = f" AND r.assignment_id = {p(assignment)}"
-            body = (
-                "SELECT k.district_id AS parent_district, k.id AS parent_id, x.* "
-                f"FROM (SELECT DISTINCT district_id, id FROM {parent}) k CROSS JOIN LATERAL ("
-                f"SELECT {_select('r', columns)} FROM responses r "
-                "WHERE r.district_id = k.district_id AND r.student_id = k.id"
-                f"{extra} ORDER BY r.submitted_at DESC, r.id DESC LIMIT {p(first)}) x"
+            return (
+                f"(SELECT {', '.join('r.' + c for c in columns)} FROM responses r "
+                f"WHERE r.district_id = {parent}.district_id AND r.student_id = {parent}.id{extra} "
+                f"ORDER BY r.submitted_at DESC, r.id DESC LIMIT {p(first)}) {a}",
+                "true",
             )
-        else:
-            raise NotCompiled
-        name = f"n{len(self.ctes)}"
-        self.ctes.append(f"{name} AS MATERIALIZED ({body})")
-        return name
+        raise NotCompiled
 
-    def level(self, member: Member, parent: str | None) -> tuple[str, str]:
-        """A relationship's rows: its CTE, and the audit columns of whose rows they are; returns (cte, alias)."""
-        if member.child is None or member.relation is None:
-            raise NotCompiled
-        cte = self.relation(member, parent, _columns(member))
-        alias = "x" + cte[1:]
-        noted = member.child.noted
-        if noted:
-            self.audited.append(noted)
-            if member.relation == "student_responses":
-                # A response is about its student: the parents that have any
-                # (one row each in the relationship's arrays, "j" + its number).
-                arrays = "j" + cte[1:]
-                self.audit_columns.append(f"(SELECT array_agg(parent_district ORDER BY parent_id) FROM {arrays})")
-                self.audit_columns.append(f"(SELECT array_agg(parent_id ORDER BY parent_id) FROM {arrays})")
-            else:
-                order = ORDER[member.relation].format(a=alias)
-                rows = f"{cte} {alias}"
-                self.audit_columns.append(f"(SELECT array_agg({alias}.district_id ORDER BY {order}) FROM {rows})")
-                self.audit_columns.append(f"(SELECT array_agg({alias}.id ORDER BY {order}) FROM {rows})")
-        return cte, alias
-
-    def items(self, member: Member, parent: str) -> str:
-        """A relationship's JSON arrays, one per parent row, as a CTE grouped by
-        parent (one pass over the rows, joined to the parents by hash); its name."""
-        if member.child is None or member.relation is None:
-            raise NotCompiled
-        cte, alias = self.level(member, parent)
-        inner, joins = self.obj(member.child, alias)
-        order = ORDER[member.relation].format(a=alias)
-        name = "j" + cte[1:]
-        self.ctes.append(
-            f"{name} AS (SELECT {alias}.parent_district, {alias}.parent_id, "
-            f"json_agg({inner} ORDER BY {order}) AS items FROM {cte} {alias}{joins} "
-            f"GROUP BY {alias}.parent_district, {alias}.parent_id)"
-        )
-        return name
-
-    def obj(self, node: Node, alias: str) -> tuple[str, str]:
-        """An object's JSON over the row alias, and the joins of its relationships' arrays."""
+    def obj(self, node: Node, a: str) -> tuple[str, str, Member | None, str]:
+        """An object's JSON over the row alias ``a``; the LATERAL join of its
+        relationship (at most one), that relationship's member and join alias."""
         parts: list[str] = []
-        joins = ""
+        join = ""
+        related: Member | None = None
+        joined = ""
         for m in node.members:
             parts.append(f"'{m.key}'")
             if m.typename is not None:
                 parts.append(f"'{m.typename}'::text")
             elif m.sql is not None:
-                parts.append(m.sql.format(a=alias))
-            elif m.child is not None:
-                items = self.items(m, alias_cte(alias))
-                joins += (
-                    f" LEFT JOIN {items} ON {items}.parent_district = {alias}.district_id "
-                    f"AND {items}.parent_id = {alias}.id"
-                )
-                parts.append(f"COALESCE({items}.items, '[]'::json)")
+                parts.append(m.sql.format(a=a))
+            elif m.child is not None and related is None:
+                related, joined = m, self.alias()
+                join = f" LEFT JOIN LATERAL ({self.items(m, a, joined)}) {joined} ON true"
+                parts.append(f"COALESCE({joined}.items, '[]'::json)")
             else:
                 raise NotCompiled
-        return "json_build_object(" + ", ".join(parts) + ")", joins
+        return "json_build_object(" + ", ".join(parts) + ")", join, related, joined
+
+    def subjects(self, node: Node, a: str, related: Member | None, joined: str, many: bool) -> list[str]:
+        """Audit columns over the rows of ``node`` (alias ``a``): its own
+        subjects when it is a student, then its relationship's when those are
+        responses (about the student: this row, where the array is not empty).
+        ``many``: aggregated over a list's rows, else of the one root row."""
+
+        def pair(condition: str | None) -> list[str]:
+            if many:
+                where = f" FILTER (WHERE {condition})" if condition else ""
+                return [f"array_agg({a}.{c} ORDER BY {a}.id){where}" for c in ("district_id", "id")]
+            if condition:
+                return [f"CASE WHEN {condition} THEN ARRAY[{a}.{c}] END" for c in ("district_id", "id")]
+            return [f"ARRAY[{a}.{c}]" for c in ("district_id", "id")]
+
+        out: list[str] = []
+        if node.noted and node.type_name != "Response":  # a response's subject is noted by its parent
+            if node.type_name != "Student":
+                raise NotCompiled
+            self.audited.append(node.noted)
+            out += pair(None)
+        child = related.child if related is not None else None
+        if child is not None and child.noted and child.type_name != "Student":  # students note their own
+            if node.type_name != "Student" or child.type_name != "Response":
+                raise NotCompiled
+            self.audited.append(child.noted)
+            out += pair(f"{joined}.items IS NOT NULL")
+        return out
+
+    def items(self, member: Member, parent: str, name: str) -> str:
+        """A list relationship of the parent row, as the LATERAL subquery ``name``:
+        its JSON array (null when empty), then its audit columns c0, c1, ..."""
+        if member.child is None or member.relation is None:
+            raise NotCompiled
+        a = self.alias()
+        source = self.rows(member, a, parent)
+        inner, join, related, joined = self.obj(member.child, a)
+        if self.audit_columns.get(joined):
+            raise NotCompiled  # subjects two levels down would have to travel up twice
+        audit = self.subjects(member.child, a, related, joined, many=True)
+        self.audit_columns[name] = len(audit)
+        order = ORDER[member.relation].format(a=a)
+        columns = [f"json_agg({inner} ORDER BY {order}) AS items", *[f"{c} AS c{i}" for i, c in enumerate(audit)]]
+        return f"SELECT {', '.join(columns)} FROM {_joined(source, join)}"
 
 
-COLUMN = re.compile(r"\{a\}\.([a-z_]+)")
-
-
-def _columns(member: Member) -> list[str]:
-    """The table columns a level reads: its keys, its order, and its members' columns."""
-    if member.child is None or member.relation is None:
-        raise NotCompiled
-    wanted = ["district_id", "id", *COLUMN.findall(ORDER[member.relation])]
-    for m in member.child.members:
-        if m.sql is not None:
-            wanted += COLUMN.findall(m.sql)
-    return list(dict.fromkeys(wanted))
-
-
-def _select(table: str, columns: list[str]) -> str:
-    return ", ".join(f"{table}.{c}" for c in columns)
-
-
-def alias_cte(alias: str) -> str:
-    """The rows CTE a row alias reads (x3 reads n3)."""
-    return "n" + alias[1:]
+def _joined(source: tuple[str, str], join: str) -> str:
+    """FROM (with the LATERAL join of a relationship, if any) and WHERE."""
+    tables, where = source
+    return f"{tables}{join} WHERE {where}"
 
 
 def statement(plan: Plan, scope: RowScope, variables: VariableValues | None) -> Statement:
@@ -453,18 +453,22 @@ def statement(plan: Plan, scope: RowScope, variables: VariableValues | None) -> 
     root = plan.root
     if root.child is None:
         raise NotCompiled
-    cte, alias = b.level(root, None)
-    inner, joins = b.obj(root.child, alias)
+    a = b.alias()
+    source = b.rows(root, a, None)
+    inner, join, related, joined = b.obj(root.child, a)
+    audit = b.subjects(root.child, a, related, joined, many=False)
+    # A class's student list carries its audit columns up to the root's row.
+    audit += [f"{joined}.c{i}" for i in range(b.audit_columns.get(joined, 0))]
+    root_columns = ", ".join([f"{inner} AS data", *[f"{c} AS c{i}" for i, c in enumerate(audit)]])
     parts: list[str] = []
     for member in plan.members:
-        if member.typename is not None:
-            value = f"'{member.typename}'::text"
-        else:
-            value = f"(SELECT {inner} FROM {cte} {alias}{joins} LIMIT 1)"
-        parts += [f"'{member.key}'", value]
+        parts += [f"'{member.key}'", f"'{member.typename}'::text" if member.typename is not None else "r.data"]
     # As text: the pool's connections decode json with the standard library; orjson is quicker.
-    columns = ["json_build_object(" + ", ".join(parts) + ")::text", *b.audit_columns]
-    sql = "WITH " + ", ".join(b.ctes) + " SELECT " + ", ".join(columns)
+    columns = ["json_build_object(" + ", ".join(parts) + ")::text", *[f"r.c{i}" for i in range(len(audit))]]
+    sql = (
+        f"SELECT {', '.join(columns)} FROM (SELECT 1) one "
+        f"LEFT JOIN LATERAL (SELECT {root_columns} FROM {_joined(source, join)} LIMIT 1) r ON true"
+    )
     return Statement(sql, b.p.values, b.audited)
 
 
