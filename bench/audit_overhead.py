@@ -43,7 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from permissions.audit import AuditCollector
-from server.audit_writer import INSERT, chain_rows, current_trace_id, make_audit_writer
+from server.audit_writer import INSERT, chain_rows, current_trace_id, insert_args, make_audit_writer
 
 ROSTER = """
 query Roster($id: ID!) {
@@ -146,7 +146,7 @@ async def three_round_trips(context: Any, key: bytes) -> None:
         )
         heads[district] = (row["seq"], row["hash"]) if row else (0, GENESIS)
     rows = chain_rows(context, entries, key, heads, current_trace_id())
-    await context.db.execute(INSERT, *zip(*rows, strict=True))
+    await context.db.execute(INSERT, *insert_args(rows))
 
 
 async def bench_writer(urls: Any, key: bytes, sizes: tuple[int, ...], repeat: int = 60) -> dict[str, dict[int, float]]:
