@@ -9,7 +9,8 @@
    (30 responses per student) and analysed;
 2. picks the scenarios' users and subjects (bench/scenarios.py);
 3. serves pledgeql with uvicorn (``server.asgi:app``) in its own process, one
-   worker and then one per core, and drives S1-S5 from a separate
+   worker and then one per core, each worker on a socket of its own
+   (server/workers.py, as ``pledgeql serve``), and drives S1-S5 from a separate
    load-generator process (wrk when installed, else bench/loadgen.py): a
    warm-up, then a counted run at fixed concurrency;
 4. side by side, on the same database: pledgeql built without permission
@@ -66,6 +67,7 @@ from server.db import (  # noqa: E402
     start_embedded,
 )
 from server.settings import Settings  # noqa: E402
+from server.workers import READY  # noqa: E402
 
 BENCH = ROOT / "bench"
 POSTGRAPHILE_DIR = BENCH / "postgraphile"
@@ -271,6 +273,7 @@ class Server:
     process: subprocess.Popen[bytes]
     base_url: str
     log_path: Path
+    stacks: frozenset[tuple[str, str]] = frozenset()  # (loop, http) as its workers logged them
 
 
 def _http(url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -320,6 +323,7 @@ def serve(
                 raise RuntimeError(f"{name} was not ready within 120 s; see {log_path}")
             time.sleep(0.1)
         log(f"{name} ready in {time.monotonic() - began:.1f} s")
+        server.stacks = served_with(log_path)
         yield server
     finally:
         stopping = time.monotonic()
@@ -376,10 +380,13 @@ def server_env(urls: DatabaseUrls, options: Options, secret: str) -> dict[str, s
 
 
 def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
+    """``app`` under uvicorn the way ``pledgeql serve`` runs it (server/workers.py):
+    more than one worker, each with a socket of its own, so that the kernel
+    spreads the load's connections over them."""
     return [
         sys.executable,
         "-m",
-        "uvicorn",
+        "server.workers",
         app,
         "--host",
         "127.0.0.1",
@@ -393,19 +400,28 @@ def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
     ]
 
 
+# server.workers.READY as a pattern: each worker's line once it listens.
+_READY = re.compile(re.escape(READY).replace("%d", r"\d+").replace("%s", r"([\w.-]+)"))
+
+
 def uvicorn_started(workers: int) -> tuple[str, int]:
-    return ("Application startup complete", workers)
+    """Every worker listening, not just started."""
+    return (READY.split("%s")[0].split("] ", 1)[1], workers)
 
 
-def uvicorn_stack() -> str:
-    parts = []
-    for module, role in (("uvloop", "loop"), ("httptools", "http")):
-        try:
-            __import__(module)
-            parts.append(f"{role} {module}")
-        except ImportError:
-            parts.append(f"{role} {'asyncio' if role == 'loop' else 'h11'}")
-    return "uvicorn (" + ", ".join(parts) + ")"
+def served_with(log_path: Path) -> frozenset[tuple[str, str]]:
+    """The (event loop, HTTP parser) pairs a server's workers said they run."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    return frozenset((m.group(1), m.group(2)) for m in _READY.finditer(text))
+
+
+def uvicorn_stack(stacks: set[tuple[str, str]]) -> str:
+    if not stacks:
+        return "uvicorn (its workers did not say which loop and HTTP parser they ran)"
+    return " / ".join(f"uvicorn (loop {loop}, http {http})" for loop, http in sorted(stacks))
 
 
 # ---------------------------------------------------------------- the runs
@@ -438,6 +454,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     postmaster_pid: int | None = None
     owner_url: str = ""
+    stacks: dict[str, set[tuple[str, str]]] = field(default_factory=dict)  # per system, as measured
 
     def summary(self) -> list[tuple[Row, str]]:
         """One row per (system, scenario, workers, concurrency): of several rounds, the
@@ -510,6 +527,7 @@ def measure(
 ) -> Row:
     options = report.options
     row = Row(system, scenario, workers, concurrency)
+    report.stacks.setdefault(system, set()).update(server.stacks)
     spec = LoadSpec(
         base_url=server.base_url,
         calls=calls,
@@ -1045,6 +1063,17 @@ def code_version() -> str:
     return f"commit {commit}" + (" with uncommitted changes in the working tree" if dirty else "")
 
 
+def other_stacks(report: Report) -> str:
+    """The Python servers that ran on another loop or parser than pledgeql, if any."""
+    ours = report.stacks.get(PLEDGEQL, set())
+    others = [
+        f"{system} by {uvicorn_stack(stacks)}"
+        for system, stacks in report.stacks.items()
+        if system in (UNENFORCED, LIMIT) and stacks != ours
+    ]
+    return (" (" + "; ".join(others) + ")") if others else ""
+
+
 def markdown(report: Report) -> str:
     o, f = report.options, report.facts
     lc = report.limit_call
@@ -1054,7 +1083,8 @@ def markdown(report: Report) -> str:
         "",
         f"Written by `bench/run.py` on {when}; `nproc` = {os.cpu_count()}; {platform.python_implementation()} "
         f"{platform.python_version()}; PostgreSQL {f.get('postgres')}; load generator {o.engine}; pledgeql served by "
-        f"{uvicorn_stack()}; code at {report.facts.get('code', code_version())}.",
+        f"{uvicorn_stack(report.stacks.get(PLEDGEQL, set()))}{other_stacks(report)}; "
+        f"code at {report.facts.get('code', code_version())}.",
         "",
         f"Data: {f.get('students'):,} students, {f.get('total_responses'):,} responses "
         f"({f.get('district_responses'):,} in the reporting district); S1 class: {f.get('class')}.",

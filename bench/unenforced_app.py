@@ -16,8 +16,9 @@ on there. It is constructed by this module's own code from the same types:
   (token, purpose, principal, limits, row scope in SQL, row-level security,
   one transaction, orjson) is the production construction.
 
-bench/run.py serves it with ``uvicorn bench.unenforced_app:app`` on the same
-database as the enforced server, to measure what enforcement costs.
+bench/run.py serves it with ``python -m server.workers bench.unenforced_app:app``
+(uvicorn, with the workers of ``pledgeql serve``) on the same database as the
+enforced server, to measure what enforcement costs.
 """
 
 from __future__ import annotations

@@ -102,9 +102,11 @@ def cmd_schema(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
     from server.migrate import migrate
+    from server.workers import serve
+
+    if args.workers < 1:
+        return _fail("--workers takes 1 or more")
 
     urls = _urls(settings)
 
@@ -134,16 +136,21 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 f"    -H 'Authorization: Bearer {token}' -d '{{\"query\": \"{{ me {{ role }} }}\"}}'\n",
                 flush=True,
             )
-    uvicorn.run(
+    # The database is up and migrated once, here; each worker process builds
+    # its app from the same environment (server/asgi.py), finding the same
+    # database (the embedded one this process started, or the configured URL).
+    return serve(
         "server.asgi:app",
         host=args.host,
         port=args.port,
         workers=args.workers,
         log_level="info",
+        # No access log: each line would carry a client's address. Requests are
+        # counted and traced by telemetry, which records no address.
+        access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=20,
     )
-    return 0
 
 
 def _command(module: str) -> Callable[[Settings, argparse.Namespace], int]:
