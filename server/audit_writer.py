@@ -12,6 +12,7 @@ head must come back to the application before the INSERT.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
@@ -124,20 +125,119 @@ def chain_rows(
     return rows
 
 
-def make_audit_writer(key: bytes) -> AuditWriter:
-    if not key:
-        raise ValueError("The audit key is empty; set PLEDGEQL_AUDIT_KEY or let the data dir hold a generated one")
+async def write_batch(db: Any, batch: list[tuple[RequestContext, list[PendingEntry], str | None]], key: bytes) -> None:
+    """Chain and insert the entries of one or more requests, in order: two statements in ``db``'s transaction."""
+    districts = sorted({uuid.UUID(e.district_key) for _, entries, _ in batch for e in entries})
+    heads = {r["head_district"]: (r["head_seq"], r["head_hash"]) for r in await db.fetch(HEADS, districts)}
+    rows: list[tuple[Any, ...]] = []
+    for context, entries, trace_id in batch:
+        rows += chain_rows(context, entries, key, heads, trace_id)
+    await db.execute(INSERT, *insert_args(rows))
 
-    async def write_audit(context: RequestContext) -> None:
+
+class _Waiting:
+    """A query's entries waiting for a leader's transaction to write them."""
+
+    __slots__ = ("context", "entries", "future", "trace_id")
+
+    def __init__(self, context: RequestContext, entries: list[PendingEntry], trace_id: str | None) -> None:
+        self.context = context
+        self.entries = entries
+        self.trace_id = trace_id
+        self.future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+
+class _Group:
+    __slots__ = ("busy", "queue")
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.queue: list[_Waiting] = []
+
+
+LEAD, WRITTEN = True, False
+
+
+class AuditWriterGroups:
+    """The audit writer, with group commit for queries.
+
+    A mutation writes its entries in its own transaction, which commits them
+    with its change. A query's entries join a queue (per worker, per set of
+    districts its transaction may touch): the first query to reach an idle
+    queue leads, writing its own entries and every waiting query's in its own
+    transaction; the others wait. Each waiting query is released only once
+    the leader's transaction has committed (``RequestContext.after_commit``),
+    or fails with it: no response leaves before its entries are durable, as
+    when each request wrote its own. Under load a district's chain is locked,
+    appended to and committed once per batch rather than once per request;
+    alone, a query leads at once and costs what it did before.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if not key:
+            raise ValueError("The audit key is empty; set PLEDGEQL_AUDIT_KEY or let the data dir hold a generated one")
+        self.key = key
+        self._groups: dict[str, _Group] = {}
+
+    async def __call__(self, context: RequestContext) -> None:
         entries = context.audit.entries()
         if not entries:
             return
-        districts = sorted({uuid.UUID(e.district_key) for e in entries})
-        heads = {r["head_district"]: (r["head_seq"], r["head_hash"]) for r in await context.db.fetch(HEADS, districts)}
-        rows = chain_rows(context, entries, key, heads, current_trace_id())
-        await context.db.execute(INSERT, *insert_args(rows))
+        if not context.read_only:
+            await write_batch(context.db, [(context, entries, current_trace_id())], self.key)
+            return
+        group = self._groups.get(context.rls_key)
+        if group is None:
+            group = self._groups[context.rls_key] = _Group()
+        mine = _Waiting(context, entries, current_trace_id())
+        group.queue.append(mine)
+        if group.busy:
+            try:
+                role = await mine.future
+            except asyncio.CancelledError:
+                if mine.future.done() and not mine.future.cancelled() and mine.future.result() is LEAD:
+                    self._hand_on(group)  # the lead came, but this request is gone
+                raise
+            if role is WRITTEN:
+                return
+        # Lead: write everything waiting, in this request's transaction.
+        group.busy = True
+        batch, group.queue = group.queue, []
+        try:
+            await write_batch(context.db, [(w.context, w.entries, w.trace_id) for w in batch], self.key)
+        except BaseException as error:
+            self._release(group, batch, mine, error)
+            raise
+        context.after_commit.append(lambda error: self._release(group, batch, mine, error))
 
-    return write_audit
+    @classmethod
+    def _release(cls, group: _Group, batch: list[_Waiting], leader: _Waiting, error: BaseException | None) -> None:
+        """The leader's transaction ended: release its followers, hand the lead on."""
+        for waiting in batch:
+            if waiting is leader or waiting.future.done():
+                continue
+            if error is None:
+                waiting.future.set_result(WRITTEN)
+            else:
+                waiting.future.set_exception(AuditBatchFailed())
+        cls._hand_on(group)
+
+    @staticmethod
+    def _hand_on(group: _Group) -> None:
+        """The first request still waiting leads next (the group stays busy), or the group is idle."""
+        for waiting in group.queue:
+            if not waiting.future.done():
+                waiting.future.set_result(LEAD)
+                return
+        group.busy = False
+
+
+class AuditBatchFailed(Exception):
+    """The transaction that was to write this request's entries did not commit."""
+
+
+def make_audit_writer(key: bytes) -> AuditWriter:
+    return AuditWriterGroups(key)
 
 
 # ------------------------------------------------------------------ retention

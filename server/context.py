@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from permissions.audit import AuditCollector
@@ -42,6 +43,14 @@ class RequestContext:
     operation_name: str | None = None
     audit: AuditCollector = field(default_factory=AuditCollector)
     client: ClientInfo = field(default_factory=ClientInfo)
+    # A query (reads only): its audit entries may be written by another
+    # query's transaction (server/audit_writer.py, group commit).
+    read_only: bool = False
+    # The districts its transaction may touch (the row-level security setting).
+    rls_key: str = ""
+    # Run once the request's transaction has ended: with None once it has
+    # committed, with the error otherwise.
+    after_commit: list[Callable[[BaseException | None], None]] = field(default_factory=list)
 
     @property
     def home_district_key(self) -> str:

@@ -98,10 +98,15 @@ REFUSAL_MESSAGES = {
     RequestRefusal.DIRECT_ACCESS_DISABLED: DIRECT_ACCESS_MESSAGE,
 }
 UNAVAILABLE_MESSAGE = "The database cannot be reached; try again shortly"
+AUDIT_UNAVAILABLE_MESSAGE = "The audit trail cannot be written right now, so no data is returned; retry shortly"
 
 
 class AuditUnavailable(Exception):
     """The audit entries of a request could not be written."""
+
+
+class TransactionEnded(Exception):
+    """A request's transaction ended without committing."""
 
 
 class MalformedRequest(RequestError):
@@ -115,6 +120,18 @@ class RateLimited(RequestError):
     def __init__(self, retry_after: float) -> None:
         super().__init__("RATE_LIMITED", "Too many requests; retry after the number of seconds in Retry-After")
         self.retry_after = retry_after
+
+
+def _during(error: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``error`` was raised while handling (or because of) an error of ``kind``."""
+    seen: BaseException | None = error
+    for _ in range(10):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+    return False
 
 
 def is_connection_error(error: BaseException | None) -> bool:
@@ -551,6 +568,8 @@ class GraphQLEndpoint:
         justification = request.headers.get("x-justification")
         now = self.clock()
 
+        context: RequestContext | None = None
+        committed = False
         try:
             connection = self.acquire()
             async with connection as raw, raw.transaction():
@@ -609,12 +628,16 @@ class GraphQLEndpoint:
                         ),
                         operation_name=gql.operation_name or (operation.name.value if operation.name else None),
                         client=client,
+                        read_only=operation.operation is OperationType.QUERY,
+                        rls_key=settable,
                     )
                     reply = await self._compiled(prepared, operation, variables, context)
                     if reply is None:
                         reply = await self._run(request, prepared, gql, context)
                     # Fail closed: the response leaves only once its audit entries are
-                    # written in this transaction; if they cannot be, nothing is returned.
+                    # written, in this transaction or (a query's, under load) in the
+                    # transaction of the query leading its group, once that has
+                    # committed; if they cannot be, nothing is returned.
                     entries = len(context.audit)
                     started = asyncio.get_running_loop().time()
                     try:
@@ -629,19 +652,27 @@ class GraphQLEndpoint:
                     # resolver task still running after its field was cancelled (a DataLoader batch):
                     # wait for the statement in flight, then refuse every later one.
                     await db.close()
+            committed = True
             return reply
         except AuditUnavailable:
-            raise RequestError(
-                "AUDIT_UNAVAILABLE",
-                "The audit trail cannot be written right now, so no data is returned; retry shortly",
-            ) from None
+            raise RequestError("AUDIT_UNAVAILABLE", AUDIT_UNAVAILABLE_MESSAGE) from None
         except RequestError:
             raise
         except Exception as error:
+            if _during(error, AuditUnavailable):
+                # Ending the transaction failed too (the database went away while
+                # the request was failing for want of its audit).
+                raise RequestError("AUDIT_UNAVAILABLE", AUDIT_UNAVAILABLE_MESSAGE) from None
             if not is_connection_error(error):
                 raise
             log.warning("Database unreachable: %s", type(error).__name__)
             raise RequestError("DATABASE_UNAVAILABLE", UNAVAILABLE_MESSAGE) from None
+        finally:
+            if context is not None:
+                # Queries whose audit entries this transaction wrote wait for it to end.
+                outcome = None if committed else TransactionEnded()
+                for callback in context.after_commit:
+                    callback(outcome)
 
     async def _compiled(
         self,
