@@ -472,6 +472,13 @@ def statement(plan: Plan, scope: RowScope, variables: VariableValues | None) -> 
     return Statement(sql, b.p.values, b.audited)
 
 
+def _noted_sets(members: tuple[Member, ...]) -> tuple[dict[str, None], dict[str, None]]:
+    """A level's noted fields and their categories, as the collector keeps them (ordered sets)."""
+    fields = dict.fromkeys(m.name for m in members)
+    categories = dict.fromkeys(m.category.value for m in members if m.category is not None)
+    return fields, categories
+
+
 class CompiledReads:
     """Runs a plan for one request: decisions first, then the statement, then the audit notes."""
 
@@ -486,21 +493,18 @@ class CompiledReads:
         return all(lookup(key, category).allowed is True for category in plan.categories)
 
     def note(self, ctx: Any, statement: Statement, row: Any) -> None:
-        note = ctx.audit.note
+        """Note every classified field of each level for each subject the statement read there."""
+        audit = ctx.audit
         keys: dict[Any, str] = {}
         for index, members in enumerate(statement.audited):
             districts = row[1 + 2 * index] or ()
             subjects = row[2 + 2 * index] or ()
-            pairs = []
+            fields, categories = _noted_sets(members)
             for district, subject in zip(districts, subjects, strict=True):
                 key = keys.get(district)
                 if key is None:
                     key = keys[district] = str(district)
-                pairs.append((key, subject))
-            for member in members:
-                category = member.category.value if member.category is not None else ""
-                for key, subject in pairs:
-                    note(key, subject, member.name, category, True)
+                audit.note_fields(key, subject, fields, categories, True)
 
     async def run(self, plan: Plan, ctx: Any, variables: VariableValues | None) -> dict[str, Any] | None:
         """The response's ``data``, or None for the resolver path. Nothing is noted unless data is returned."""

@@ -556,3 +556,15 @@ async def test_retention_trim_leaves_a_chain_that_verifies_from_its_signed_ancho
     code, out, err = await verify(verify_settings, capsys)
     assert code == 0, err
     assert f"continuing retention anchor at seq {total}" in out
+
+
+@pytest.mark.parametrize("key_length", [1, 32, 64, 65, 200])
+def test_the_entry_mac_is_hmac_sha256(key_length: int) -> None:
+    import hmac
+    import os
+
+    from permissions.audit import _mac
+
+    key = os.urandom(key_length)
+    for message in (b"", b"pledgeql", os.urandom(700)):
+        assert _mac(key, message) == hmac.digest(key, message, "sha256").hex()
