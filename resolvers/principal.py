@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from permissions.decide import DistrictConditions
@@ -13,12 +14,43 @@ from permissions.enums import Purpose, Role
 from permissions.principal import Principal, SupportScope
 from resolvers.db import Db
 
+# The caller, its home district's settings, and the row-level security setting
+# a district user's request runs under (its district, and the nil district),
+# in one round trip. Other callers' settings are read and set afterwards.
+PRINCIPAL = (
+    "SELECT p.*, d AS home, set_config('pledgeql.district_ids', "
+    "coalesce(p.district_id::text || ',', '') || $3, true) AS district_ids{generic} "
+    "FROM pledgeql_principal($1, $2) p LEFT JOIN districts d ON d.id = p.district_id"
+)
+# With generic_plans: the rest of the transaction uses each prepared
+# statement's generic plan instead of planning it again for its values.
+_STATEMENTS = {
+    False: PRINCIPAL.format(generic=""),
+    True: PRINCIPAL.format(generic=", set_config('plan_cache_mode', 'force_generic_plan', true)"),
+}
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What ``load_principal`` read: the caller, its home district's settings
+    (district users only) and the row-level security setting now in force."""
+
+    principal: Principal
+    home: DistrictConditions | None
+    district_ids: str
+
 
 async def load_principal(
-    db: Db, user_id: uuid.UUID, token_purposes: frozenset[Purpose], now: dt.datetime
-) -> Principal | None:
+    db: Db,
+    user_id: uuid.UUID,
+    token_purposes: frozenset[Purpose],
+    now: dt.datetime,
+    nil: uuid.UUID,
+    *,
+    generic_plans: bool = False,
+) -> Standing | None:
     """The caller's standing, or None for an unknown or disabled user."""
-    row = await db.fetchrow("SELECT * FROM pledgeql_principal($1, $2)", user_id, now)
+    row = await db.fetchrow(_STATEMENTS[generic_plans], user_id, now, str(nil))
     if row is None or row["disabled"]:
         return None
     grants_raw = row["grants"]
@@ -31,7 +63,7 @@ async def load_principal(
         )
         for g in grants_data
     )
-    return Principal(
+    principal = Principal(
         user_id=user_id,
         role=Role(row["role"]),
         district_id=row["district_id"],
@@ -41,6 +73,8 @@ async def load_principal(
         grants=grants,
         token_purposes=token_purposes,
     )
+    home = conditions_from_row(row["home"]) if row["home"] is not None else None
+    return Standing(principal, home, row["district_ids"])
 
 
 def conditions_from_row(row: Any) -> DistrictConditions:

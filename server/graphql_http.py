@@ -570,16 +570,22 @@ class GraphQLEndpoint:
 
         context: RequestContext | None = None
         committed = False
+        plan = self._plan(prepared, operation)
         try:
             connection = self.acquire()
             async with connection as raw, raw.transaction():
                 db = self.telemetry.database(raw)
                 try:
-                    principal = await load_principal(db, claims.user_id, token_purposes, now)
-                    if principal is None:
+                    # A compiled statement is planned once, generically, not again for each
+                    # request's values (which cost as much as running it).
+                    standing = await load_principal(
+                        db, claims.user_id, token_purposes, now, NIL, generic_plans=plan is not None
+                    )
+                    if standing is None:
                         raise RequestError("UNAUTHENTICATED", "Sign in again: this account is unknown or disabled")
+                    principal = standing.principal
                     if principal.district_id is not None:
-                        conditions = await load_conditions(db, [principal.district_id])
+                        conditions = {str(principal.district_id): standing.home} if standing.home else {}
                     elif principal.role is Role.SUPPORT:
                         conditions = await load_conditions(db, list(principal.granted_district_ids))
                     else:
@@ -609,7 +615,8 @@ class GraphQLEndpoint:
                     settable = ",".join(
                         str(d) for d in [*self.rls_districts(principal, purpose, conditions, scope), NIL]
                     )
-                    await db.execute("SELECT set_config('pledgeql.district_ids', $1, true)", settable)
+                    if settable != standing.district_ids:  # set with the principal for district users
+                        await db.execute("SELECT set_config('pledgeql.district_ids', $1, true)", settable)
                     context = RequestContext(
                         principal=principal,
                         purpose=purpose,
@@ -631,7 +638,7 @@ class GraphQLEndpoint:
                         read_only=operation.operation is OperationType.QUERY,
                         rls_key=settable,
                     )
-                    reply = await self._compiled(prepared, operation, variables, context)
+                    reply = await self._compiled(plan, variables, context)
                     if reply is None:
                         reply = await self._run(request, prepared, gql, context)
                     # Fail closed: the response leaves only once its audit entries are
@@ -674,23 +681,22 @@ class GraphQLEndpoint:
                 for callback in context.after_commit:
                     callback(outcome)
 
-    async def _compiled(
-        self,
-        prepared: Prepared,
-        operation: OperationDefinitionNode,
-        variables: VariableValues | None,
-        context: RequestContext,
-    ) -> Reply | None:
-        """The reply from the operation's compiled plan, or None for the resolver path."""
+    def _plan(self, prepared: Prepared, operation: OperationDefinitionNode) -> Plan | None:
+        """The operation's compiled plan (made once per document), or None for the resolver path."""
         if self.compiled is None:
             return None
         name = operation.name.value if operation.name else None
         plans = prepared.plans
         if name in plans:
-            plan = plans[name]
-        else:
-            plan = plans[name] = self.planner.plan(prepared.document, operation)
-        if plan is None:
+            return plans[name]
+        plan = plans[name] = self.planner.plan(prepared.document, operation)
+        return plan
+
+    async def _compiled(
+        self, plan: Plan | None, variables: VariableValues | None, context: RequestContext
+    ) -> Reply | None:
+        """The reply from the operation's compiled plan, or None for the resolver path."""
+        if plan is None or self.compiled is None:
             return None
         with self.telemetry.span(f"resolve Query.{plan.root.name.split('.')[-1]}", {"pledgeql.compiled": True}):
             data = await self.compiled.run(plan, context, variables)
