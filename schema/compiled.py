@@ -285,8 +285,9 @@ class Planner:
 class Statement:
     sql: str
     params: list[Any]
-    # Per audited level: its noted members (the result's columns 1.. hold
-    # each level's district ids and subject ids, in this order).
+    # Per audited level: its noted members. The result's column 0 is the
+    # data, 1 whether the root was found, and from 2 on each level's district
+    # ids and subject ids, in this order.
     audited: list[tuple[Member, ...]]
 
 
@@ -464,7 +465,11 @@ def statement(plan: Plan, scope: RowScope, variables: VariableValues | None) -> 
     for member in plan.members:
         parts += [f"'{member.key}'", f"'{member.typename}'::text" if member.typename is not None else "r.data"]
     # As text: the pool's connections decode json with the standard library; orjson is quicker.
-    columns = ["json_build_object(" + ", ".join(parts) + ")::text", *[f"r.c{i}" for i in range(len(audit))]]
+    columns = [
+        "json_build_object(" + ", ".join(parts) + ")::text",
+        "r.data IS NOT NULL",
+        *[f"r.c{i}" for i in range(len(audit))],
+    ]
     sql = (
         f"SELECT {', '.join(columns)} FROM (SELECT 1) one "
         f"LEFT JOIN LATERAL (SELECT {root_columns} FROM {_joined(source, join)} LIMIT 1) r ON true"
@@ -497,8 +502,8 @@ class CompiledReads:
         audit = ctx.audit
         keys: dict[Any, str] = {}
         for index, members in enumerate(statement.audited):
-            districts = row[1 + 2 * index] or ()
-            subjects = row[2 + 2 * index] or ()
+            districts = row[2 + 2 * index] or ()
+            subjects = row[3 + 2 * index] or ()
             fields, categories = _noted_sets(members)
             for district, subject in zip(districts, subjects, strict=True):
                 key = keys.get(district)
@@ -506,8 +511,9 @@ class CompiledReads:
                     key = keys[district] = str(district)
                 audit.note_fields(key, subject, fields, categories, True)
 
-    async def run(self, plan: Plan, ctx: Any, variables: VariableValues | None) -> dict[str, Any] | None:
-        """The response's ``data``, or None for the resolver path. Nothing is noted unless data is returned."""
+    async def run(self, plan: Plan, ctx: Any, variables: VariableValues | None) -> orjson.Fragment | None:
+        """The response's ``data`` (JSON, passed through as PostgreSQL wrote it), or
+        None for the resolver path. Nothing is noted unless data is returned."""
         if not self.authorize(plan, ctx):
             return None
         try:
@@ -515,8 +521,7 @@ class CompiledReads:
         except NotCompiled:
             return None
         row = await ctx.db.fetchrow(built.sql, *built.params)
-        data: dict[str, Any] = orjson.loads(row[0]) if row is not None else {}
-        if data.get(plan.root.key) is None:
+        if row is None or not row[1]:
             return None  # nothing found: the resolver path says so, with its error
         self.note(ctx, built, row)
-        return data
+        return orjson.Fragment(row[0])

@@ -700,6 +700,7 @@ class GraphQLEndpoint:
             return None
         with self.telemetry.span(f"resolve Query.{plan.root.name.split('.')[-1]}", {"pledgeql.compiled": True}):
             data = await self.compiled.run(plan, context, variables)
+        # The data is JSON already (orjson.Fragment): the response carries it as it is.
         return None if data is None else Reply({"data": data}, 200)
 
     async def _run(self, request: Request, prepared: Prepared, gql: GraphQLRequest, context: Any) -> Reply:

@@ -90,7 +90,7 @@ class Recording(CompiledReads):
     def __init__(self) -> None:
         self.served: list[bool] = []
 
-    async def run(self, plan: Plan, ctx: Any, variables: Any) -> dict[str, Any] | None:
+    async def run(self, plan: Plan, ctx: Any, variables: Any) -> Any:
         data = await super().run(plan, ctx, variables)
         self.served.append(data is not None)
         return data
