@@ -9,7 +9,10 @@ mutation still writes its entry in its own transaction, with its change.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -47,12 +50,30 @@ def roster_request(client: httpx.AsyncClient, token: str, klass: uuid.UUID, requ
     )
 
 
-async def waiting_for_lock(owner: Any, count: int) -> None:
-    for _ in range(200):
-        if await owner.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") >= count:
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError("no request came to wait for the audit chain lock")
+def _roster_numbered(client: httpx.AsyncClient, token: str, klass: uuid.UUID, prefix: str, n: int) -> Any:
+    return roster_request(client, token, klass, f"{prefix}-{n}")
+
+
+@contextlib.asynccontextmanager
+async def queued_behind_the_chain_lock(
+    owner: Any, district: uuid.UUID, send: Callable[[int], Any], count: int
+) -> AsyncIterator[list[asyncio.Task[Any]]]:
+    """``count`` queries sent while the district's audit chain lock is held here:
+    the first waits for it in its audit write, the others queue behind it.
+    The lock is released when the block ends."""
+    await owner.execute("SELECT pg_advisory_lock(pledgeql_audit_lock_key($1))", district)
+    try:
+        tasks = [asyncio.create_task(send(n)) for n in range(count)]
+        for _ in range(200):
+            if await owner.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
+                break
+            await asyncio.sleep(0.025)
+        else:
+            raise AssertionError("no request came to wait for the audit chain lock")
+        await asyncio.sleep(0.3)
+        yield tasks
+    finally:
+        await owner.execute("SELECT pg_advisory_unlock(pledgeql_audit_lock_key($1))", district)
 
 
 async def test_concurrent_queries_share_a_transaction_and_each_is_answered_after_it_commits(
@@ -66,19 +87,12 @@ async def test_concurrent_queries_share_a_transaction_and_each_is_answered_after
     )
     tag = uuid.uuid4().hex[:8]
     # Hold Northwind's chain: the first query waits for it in its audit write, the rest queue behind it.
-    await owner.execute("SELECT pg_advisory_lock(pledgeql_audit_lock_key($1))", subjects["northwind"])
-    try:
-        tasks = [
-            asyncio.create_task(roster_request(client, token, subjects["class"], f"group-{tag}-{n}")) for n in range(12)
-        ]
-        await waiting_for_lock(owner, 1)
-        await asyncio.sleep(0.3)
+    send = functools.partial(_roster_numbered, client, token, subjects["class"], f"group-{tag}")
+    async with queued_behind_the_chain_lock(owner, subjects["northwind"], send, 12) as tasks:
         assert not any(t.done() for t in tasks), "no query may be answered before its entries are written"
         assert (
             await owner.fetchval("SELECT count(*) FROM audit_entries WHERE request_id LIKE $1", f"group-{tag}-%") == 0
         )
-    finally:
-        await owner.execute("SELECT pg_advisory_unlock(pledgeql_audit_lock_key($1))", subjects["northwind"])
     responses = await asyncio.gather(*tasks)
     assert [r.status_code for r in responses] == [200] * 12
     assert all(len(r.json()["data"]["class"]["students"]) == size for r in responses)
@@ -105,16 +119,9 @@ async def test_when_the_shared_write_fails_every_query_in_it_fails_without_data(
     token = token_for(TEACHER, ALL_PURPOSES)
     tag = uuid.uuid4().hex[:8]
     before = await owner.fetchval("SELECT count(*) FROM audit_entries")
-    await owner.execute("SELECT pg_advisory_lock(pledgeql_audit_lock_key($1))", subjects["northwind"])
-    try:
-        tasks = [
-            asyncio.create_task(roster_request(client, token, subjects["class"], f"fail-{tag}-{n}")) for n in range(6)
-        ]
-        await waiting_for_lock(owner, 1)
-        await asyncio.sleep(0.3)
+    send = functools.partial(_roster_numbered, client, token, subjects["class"], f"fail-{tag}")
+    async with queued_behind_the_chain_lock(owner, subjects["northwind"], send, 6) as tasks:
         await owner.execute("REVOKE INSERT ON audit_entries FROM pledgeql_app")
-    finally:
-        await owner.execute("SELECT pg_advisory_unlock(pledgeql_audit_lock_key($1))", subjects["northwind"])
     try:
         responses = await asyncio.gather(*tasks)
     finally:

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.scenarios import CLASS_VIEW as ROSTER  # the benchmark's S1, exactly
 from schema.compiled import CompiledReads, Plan
 from tests.conftest import ALL_PURPOSES
 
@@ -31,19 +32,6 @@ ADMIN = "admin@northwind.example"
 RIVERSIDE_ADMIN = "admin@riverside.example"
 SUPPORT = "support@pledgeql.example"
 ANALYST = "analyst@pledgeql.example"
-
-ROSTER = """query Roster($id: ID!) {
-  class(id: $id) {
-    id
-    name
-    students {
-      id
-      firstName
-      lastName
-      responses(first: 20) { answer correct score }
-    }
-  }
-}"""
 
 WIDE = """query Wide($id: ID!, $n: Int) {
   __typename
