@@ -120,6 +120,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         return "teacher1@northwind.example"
 
     demo_user = asyncio.run(prepare())
+    # Secrets generated into the data dir are made here, once, before any worker starts.
+    settings.audit_key()
+    if not settings.is_production:
+        settings.development_jwt_secret()
     url = f"http://{args.host}:{args.port}/graphql"
     print(f"pledgeql serving at {url}  (privacy notice: http://{args.host}:{args.port}/privacy)")
     if demo_user and not settings.is_production:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -131,12 +132,26 @@ class Settings:
         )
 
     def _secret_file(self, name: str) -> str:
+        """A secret generated once into the data dir, whichever process gets there first.
+
+        Several workers start at once on a fresh data dir: each writes its
+        candidate to a file of its own, then links it into place, which only
+        one can do; the others read the winner's, whole (a link appears with
+        its content, never half-written)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         path = self.data_dir / name
         if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(48))
+            candidate = self.data_dir / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_urlsafe(48))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                with contextlib.suppress(FileExistsError):
+                    os.link(candidate, path)
+            finally:
+                candidate.unlink(missing_ok=True)
         return path.read_text().strip()
 
     def development_jwt_secret(self) -> str:

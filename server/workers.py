@@ -163,6 +163,7 @@ class _Supervisor:
         self.app = app
         self.options = options
         self.processes: list[SpawnProcess] = []
+        self.ended: set[int] = set()  # id() of the workers whose sentinel said they exited
         self.stopping = False
 
     def on_signal(self, number: int, frame: FrameType | None) -> None:
@@ -176,7 +177,8 @@ class _Supervisor:
 
     def send(self, number: int) -> None:
         for process in self.processes:
-            if process.pid is not None and process.exitcode is None:
+            # Never a process known to have ended: its pid may be another's by now.
+            if process.pid is not None and process.exitcode is None and id(process) not in self.ended:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, number)
 
@@ -207,15 +209,24 @@ class _Supervisor:
                 signal.signal(number, handler)
 
     def wait(self) -> int:
-        """Until every worker has exited; stops the others when one exits unasked."""
+        """Until every worker has exited; stops the others when one exits unasked.
+
+        A worker has exited when its sentinel (a pipe it holds open) is ready,
+        even if its exit status cannot be read back: a process reaped by
+        something else leaves ``exitcode`` at None for ever, and waiting for
+        that alone would wait for ever."""
         failed: int | None = None
+        ended = self.ended
         while True:
-            running = [p for p in self.processes if p.exitcode is None]
+            running = [p for p in self.processes if p.exitcode is None and id(p) not in ended]
             if not running:
                 break
-            multiprocessing.connection.wait([p.sentinel for p in running], timeout=1.0)
+            ready = multiprocessing.connection.wait([p.sentinel for p in running], timeout=1.0)
             for process in running:
-                if process.exitcode is None or self.stopping:
+                if process.sentinel not in ready and process.exitcode is None:
+                    continue
+                ended.add(id(process))
+                if self.stopping:
                     continue
                 log.error(
                     "Worker [%s] exited with status %s; stopping the others and exiting",
@@ -227,7 +238,9 @@ class _Supervisor:
                 self.send(signal.SIGTERM)
         if failed is not None:
             return failed
-        stopped = (0, -signal.SIGTERM, -signal.SIGINT)
+        # Asked to stop: a worker whose status could not be read back (None) has
+        # exited all the same, its sentinel said so.
+        stopped = (0, -signal.SIGTERM, -signal.SIGINT, None)
         return 0 if all(p.exitcode in stopped for p in self.processes) else 1
 
 

@@ -173,7 +173,11 @@ def test_a_worker_that_dies_stops_the_others_and_the_supervisor_exits_non_zero(
     with serve(db, tmp_path, workers=2) as serving:
         first, second = serving.wait_until_listening(2)[:2]
         os.kill(first, signal.SIGKILL)
-        assert serving.process.wait(timeout=15) != 0
+        try:
+            status = serving.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"serve did not exit after its worker died:\n{serving.output()}") from None
+        assert status != 0
         assert f"Worker [{first}] exited" in serving.output()
         assert f"Finished server process [{second}]" in serving.output()  # stopped gracefully
         assert _gone_within(serving.process.pid, 5) == []
