@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -109,6 +110,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         return _fail("--workers takes 1 or more")
 
     urls = _urls(settings)
+    # The workers connect with these URLs rather than each attaching to the
+    # embedded server: only this process registers with it (and stops it), so
+    # a worker that dies, even by SIGKILL, leaves nothing registered behind.
+    os.environ.setdefault("PLEDGEQL_DATABASE_URL", urls.owner)
+    os.environ.setdefault("PLEDGEQL_APP_DATABASE_URL", urls.app)
 
     async def prepare() -> str | None:
         await migrate(urls)
