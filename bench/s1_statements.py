@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import dataclasses
-import secrets
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,6 @@ import asyncpg  # noqa: E402
 
 from bench import scenarios  # noqa: E402
 from bench.run import Options, database_urls  # noqa: E402
-from server.auth import mint_token  # noqa: E402
-from server.settings import Settings  # noqa: E402
 
 Timings = dict[tuple[str, str], list[float]]
 
@@ -58,12 +55,9 @@ def wrap_asyncpg(timings: Timings) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    import httpx
-
     import schema.compiled as compiled
     from bench.limit import S1_SQL
-    from bench.unenforced_app import create_unenforced_app
-    from server.app import create_app
+    from bench.profile_s1 import serve_s1
     from server.db import connect
 
     last: dict[str, Any] = {}
@@ -75,38 +69,17 @@ async def main(args: argparse.Namespace) -> None:
 
     compiled.statement = keep  # the compiled reads look it up in their module at each request
     timings: Timings = collections.defaultdict(list)
-    options = Options(database=args.database, work_dir=args.work_dir.resolve())
-    urls = database_urls(options)
-    subjects = await scenarios.prepare_subjects(urls.owner)
-    settings = dataclasses.replace(
-        Settings.from_env(),
-        env="development",
-        jwt_secret=secrets.token_urlsafe(32),
-        data_dir=options.work_dir / "server",
-        rate_limit_per_minute=1_000_000_000,
-        rate_limit_burst=1_000_000_000,
-    )
-    app = create_unenforced_app(settings, urls) if args.unenforced else create_app(settings, urls)
-    request = scenarios.scenario_requests(subjects)["S1"][0]
-    headers = {
-        "Content-Type": "application/json",
-        "Authorization": f"Bearer {mint_token(settings, request.user_id, [request.purpose], 3600)}",
-        "X-Purpose": request.purpose,
-    }
     wrap_asyncpg(timings)
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://b") as client:
+    walls: list[float] = []
+
+    async def body(once: Callable[[], Awaitable[float]]) -> None:
         for _ in range(args.warmup):
-            await client.post("/graphql", content=request.body, headers=headers)
+            await once()
         timings.clear()
-        walls = []
         for _ in range(args.requests):
-            started = time.perf_counter()
-            response = await client.post("/graphql", content=request.body, headers=headers)
-            walls.append(time.perf_counter() - started)
-            problem = scenarios.check_body("S1", response.json())
-            if problem:
-                raise SystemExit(f"S1 did not answer in full: {problem}")
+            walls.append(await once())
+
+    await serve_s1(args, body)  # the profiler's S1 loop: same app, token and response check
     build_name = "unenforced build" if args.unenforced else "production app"
     print(f"S1 in-process, {build_name}: {args.requests} requests, p50 {statistics.median(walls) * 1000:.2f} ms")
     for (method, text), values in sorted(timings.items(), key=lambda kv: -sum(kv[1])):
@@ -117,6 +90,8 @@ async def main(args: argparse.Namespace) -> None:
     if built is None:
         print("No compiled statement ran: S1 took the resolver path")
         return
+    urls = database_urls(Options(database=args.database, work_dir=args.work_dir.resolve()))
+    subjects = await scenarios.prepare_subjects(urls.owner)
     conn = await connect(urls.owner)
     try:
         runs: dict[str, list[float]] = {"compiled": [], "limit": []}
