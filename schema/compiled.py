@@ -34,6 +34,7 @@ compares the two paths' bodies and audit entries.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass
@@ -122,10 +123,8 @@ RELATIONS: dict[str, dict[str, str]] = {
     "Class": {"students": "class_students"},
     "Student": {"responses": "student_responses"},
 }
-# How each relation's rows are ordered in the response, over the row's alias.
+# How each list relation's rows are ordered in the response, over the row's alias.
 ORDER = {
-    "class": "{a}.id",
-    "student": "{a}.id",
     "class_students": "{a}.id",
     "student_responses": "{a}.submitted_at DESC, {a}.id DESC",
 }
@@ -155,7 +154,7 @@ class Node:
     type_name: str
     members: tuple[Member, ...]
 
-    @property
+    @functools.cached_property
     def noted(self) -> tuple[Member, ...]:
         """The classified members, in the order the resolver path notes them:
         the plain fields as each object completes, then the relationships,
@@ -163,6 +162,13 @@ class Node:
         plain = [m for m in self.members if m.category is not None and m.child is None]
         related = [m for m in self.members if m.category is not None and m.child is not None]
         return (*plain, *related)
+
+    @functools.cached_property
+    def noted_sets(self) -> tuple[dict[str, None], dict[str, None]]:
+        """The noted fields and their categories, as the audit collector keeps them (ordered sets)."""
+        fields = dict.fromkeys(m.name for m in self.noted)
+        categories = dict.fromkeys(m.category.value for m in self.noted if m.category is not None)
+        return fields, categories
 
 
 @dataclass(frozen=True)
@@ -285,10 +291,10 @@ class Planner:
 class Statement:
     sql: str
     params: list[Any]
-    # Per audited level: its noted members. The result's column 0 is the
-    # data, 1 whether the root was found, and from 2 on each level's district
-    # ids and subject ids, in this order.
-    audited: list[tuple[Member, ...]]
+    # The audited levels (their nodes). The result's column 0 is the data, 1
+    # whether the root was found, and from 2 on each level's district ids and
+    # subject ids, in this order.
+    audited: list[Node]
 
 
 COLUMN = re.compile(r"\{a\}\.([a-z_]+)")
@@ -317,7 +323,7 @@ class _Builder:
         self.variables = variables
         self.p = Params()
         self.aliases = 0
-        self.audited: list[tuple[Member, ...]] = []
+        self.audited: list[Node] = []
         self.audit_columns: dict[str, int] = {}  # per LATERAL list: how many audit columns it has
 
     def alias(self) -> str:
@@ -338,7 +344,6 @@ class _Builder:
             raise NotCompiled
         p = self.p
         args = self.arguments(member)
-        columns = _columns(member.child, member.relation)
         if member.relation in ("class", "student") and parent is None:
             try:
                 wanted = uuid.UUID(str(args.get("id")))
@@ -368,6 +373,7 @@ class _Builder:
                 except ValueError:
                     raise NotCompiled from None
                 extra = f" AND r.assignment_id = {p(assignment)}"
+            columns = _columns(member.child, member.relation)
             return (
                 f"(SELECT {', '.join('r.' + c for c in columns)} FROM responses r "
                 f"WHERE r.district_id = {parent}.district_id AND r.student_id = {parent}.id{extra} "
@@ -415,13 +421,13 @@ class _Builder:
         if node.noted and node.type_name != "Response":  # a response's subject is noted by its parent
             if node.type_name != "Student":
                 raise NotCompiled
-            self.audited.append(node.noted)
+            self.audited.append(node)
             out += pair(None)
         child = related.child if related is not None else None
         if child is not None and child.noted and child.type_name != "Student":  # students note their own
             if node.type_name != "Student" or child.type_name != "Response":
                 raise NotCompiled
-            self.audited.append(child.noted)
+            self.audited.append(child)
             out += pair(f"{joined}.items IS NOT NULL")
         return out
 
@@ -477,13 +483,6 @@ def statement(plan: Plan, scope: RowScope, variables: VariableValues | None) -> 
     return Statement(sql, b.p.values, b.audited)
 
 
-def _noted_sets(members: tuple[Member, ...]) -> tuple[dict[str, None], dict[str, None]]:
-    """A level's noted fields and their categories, as the collector keeps them (ordered sets)."""
-    fields = dict.fromkeys(m.name for m in members)
-    categories = dict.fromkeys(m.category.value for m in members if m.category is not None)
-    return fields, categories
-
-
 class CompiledReads:
     """Runs a plan for one request: decisions first, then the statement, then the audit notes."""
 
@@ -501,10 +500,10 @@ class CompiledReads:
         """Note every classified field of each level for each subject the statement read there."""
         audit = ctx.audit
         keys: dict[Any, str] = {}
-        for index, members in enumerate(statement.audited):
+        for index, node in enumerate(statement.audited):
             districts = row[2 + 2 * index] or ()
             subjects = row[3 + 2 * index] or ()
-            fields, categories = _noted_sets(members)
+            fields, categories = node.noted_sets
             for district, subject in zip(districts, subjects, strict=True):
                 key = keys.get(district)
                 if key is None:
