@@ -7,6 +7,7 @@ that writes gets its own database and no test sees another module's rows.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import re
@@ -15,7 +16,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -186,3 +187,19 @@ def gql(client: httpx.AsyncClient, token_for: Callable[..., str]) -> Gql:
 
 def error_codes(body: dict[str, Any]) -> list[str]:
     return [e["extensions"]["code"] for e in body.get("errors", [])]
+
+
+T = TypeVar("T")
+
+
+def run_as_owner(db: DatabaseUrls, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work`` on a fresh owner connection, from a synchronous test."""
+
+    async def run() -> T:
+        conn = await connect(db.owner)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())

@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from server.audit_cli import verify_chains
 from server.cli import main as cli_main
-from server.db import DatabaseUrls, connect
+from server.db import DatabaseUrls
 from server.export import COMPUTED_FIELDS, FILE_TYPES, UNDOCUMENTED, delete_district, field_categories
 from server.settings import Settings
-from tests.conftest import Gql, error_codes
+from tests.conftest import Gql, error_codes, run_as_owner
 
-T = TypeVar("T")
 ROSTER = "{ me { district { schools { classes { students { id firstName } } } } } }"
-
-
-def _owner(db: DatabaseUrls, work: Callable[[Any], Awaitable[T]]) -> T:
-    async def run() -> T:
-        conn = await connect(db.owner)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 def _export(
@@ -45,7 +31,7 @@ def _export(
 
 
 def _district(db: DatabaseUrls, name: str) -> str:
-    return str(_owner(db, lambda c: c.fetchval("SELECT id FROM districts WHERE name = $1", name)))
+    return str(run_as_owner(db, lambda c: c.fetchval("SELECT id FROM districts WHERE name = $1", name)))
 
 
 async def _district_tables(conn: Any) -> list[str]:
@@ -82,7 +68,7 @@ def test_the_export_holds_every_table_of_the_district_with_a_dictionary_of_every
         counts["districts"] = 1
         return counts
 
-    counts = _owner(db, expected)
+    counts = run_as_owner(db, expected)
     exported: dict[str, int] = {}
     for name, entry in manifest["files"].items():
         path = out / name
@@ -164,8 +150,8 @@ def test_export_then_delete_removes_the_district_data_keeps_the_audit_and_certif
             for t in await _district_tables(conn)
         }
 
-    northwind_before = _owner(db, lambda c: counts(c, northwind))
-    riverside_before = _owner(db, lambda c: counts(c, riverside))
+    northwind_before = run_as_owner(db, lambda c: counts(c, northwind))
+    riverside_before = run_as_owner(db, lambda c: counts(c, riverside))
     out = tmp_path / "riverside"
     status, report, err = _export(db, riverside, out, monkeypatch, capsys, "--delete-after")
     assert status == 0, err
@@ -181,7 +167,7 @@ def test_export_then_delete_removes_the_district_data_keeps_the_audit_and_certif
         if table not in kept:
             assert certificate["counts"].get(table, 0) == rows, table
 
-    after = _owner(db, lambda c: counts(c, riverside))
+    after = run_as_owner(db, lambda c: counts(c, riverside))
     for table, rows in after.items():
         if table == "deletion_certificates":
             assert rows == riverside_before[table] + 1
@@ -189,8 +175,8 @@ def test_export_then_delete_removes_the_district_data_keeps_the_audit_and_certif
             assert rows == riverside_before[table], table
         else:
             assert rows == 0, table
-    assert _owner(db, lambda c: counts(c, northwind)) == northwind_before
-    stored = _owner(
+    assert run_as_owner(db, lambda c: counts(c, northwind)) == northwind_before
+    stored = run_as_owner(
         db,
         lambda c: c.fetchrow(
             "SELECT d.contract_ended_at, c.digest FROM districts d JOIN deletion_certificates c "
@@ -202,7 +188,7 @@ def test_export_then_delete_removes_the_district_data_keeps_the_audit_and_certif
     assert "Certificate" in report
 
     # The chains still verify, including Riverside's, whose entries were kept.
-    reports = _owner(db, lambda c: verify_chains(c, settings.audit_key()))
+    reports = run_as_owner(db, lambda c: verify_chains(c, settings.audit_key()))
     assert [r.describe() for r in reports if r.broken is not None] == []
 
 

@@ -11,36 +11,21 @@ import asyncio
 import datetime as dt
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from server.audit_cli import verify_chains
 from server.cli import main as cli_main
-from server.db import DatabaseUrls, connect
+from server.db import DatabaseUrls
 from server.retention import run_retention
 from server.settings import Settings
-from tests.conftest import Gql, error_codes
+from tests.conftest import Gql, error_codes, run_as_owner
 
-T = TypeVar("T")
 NORTHWIND = "Northwind Unified"
 RIVERSIDE = "Riverside Unified"
 ROSTER = "{ me { district { schools { classes { students { id firstName } } } } } }"
-
-
-def _owner(db: DatabaseUrls, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run ``work`` on a fresh owner connection, from a synchronous test."""
-
-    async def run() -> T:
-        conn = await connect(db.owner)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 def _cli(
@@ -135,8 +120,8 @@ async def _exists(conn: Any, ids: list[uuid.UUID]) -> int:
 def test_dry_run_prints_per_district_counts_and_deletes_nothing(
     db: DatabaseUrls, settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
-    planted = _owner(db, _plant_old_rows)
-    expected = {name: _owner(db, lambda c, n=name: _past_retention(c, n)) for name in (NORTHWIND, RIVERSIDE)}
+    planted = run_as_owner(db, _plant_old_rows)
+    expected = {name: run_as_owner(db, lambda c, n=name: _past_retention(c, n)) for name in (NORTHWIND, RIVERSIDE)}
     assert all(n >= 2 for n in expected[NORTHWIND].values())
 
     status, out, err = _cli(["retention", "run", "--dry-run"], db, settings.data_dir, monkeypatch, capsys)
@@ -146,25 +131,25 @@ def test_dry_run_prints_per_district_counts_and_deletes_nothing(
         for table in COLUMNS:
             assert _reported(out, name, table) == expected[name][table], (name, table)
         assert _reported(out, name, "audit_entries") == 0
-    assert _owner(db, lambda c: _exists(c, planted["old"])) == len(planted["old"])
+    assert run_as_owner(db, lambda c: _exists(c, planted["old"])) == len(planted["old"])
 
 
 def test_run_deletes_only_what_is_past_retention_and_a_second_run_deletes_nothing(
     db: DatabaseUrls, settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     settings.audit_key()  # the key the server signs its chains with (made on its first start)
-    planted = _owner(db, _plant_old_rows)
-    expected = _owner(db, lambda c: _past_retention(c, NORTHWIND))
-    before_total = _owner(db, lambda c: c.fetchval("SELECT count(*) FROM responses"))
+    planted = run_as_owner(db, _plant_old_rows)
+    expected = run_as_owner(db, lambda c: _past_retention(c, NORTHWIND))
+    before_total = run_as_owner(db, lambda c: c.fetchval("SELECT count(*) FROM responses"))
 
     status, out, err = _cli(["retention", "run"], db, settings.data_dir, monkeypatch, capsys)
     assert status == 0, err
     for table in COLUMNS:
         assert _reported(out, NORTHWIND, table) == expected[table], table
-    assert _owner(db, lambda c: _exists(c, planted["old"])) == 0
-    assert _owner(db, lambda c: _exists(c, planted["fresh"])) == len(planted["fresh"])
-    assert _owner(db, lambda c: _past_retention(c, NORTHWIND)) == dict.fromkeys(COLUMNS, 0)
-    after_total = _owner(db, lambda c: c.fetchval("SELECT count(*) FROM responses"))
+    assert run_as_owner(db, lambda c: _exists(c, planted["old"])) == 0
+    assert run_as_owner(db, lambda c: _exists(c, planted["fresh"])) == len(planted["fresh"])
+    assert run_as_owner(db, lambda c: _past_retention(c, NORTHWIND)) == dict.fromkeys(COLUMNS, 0)
+    after_total = run_as_owner(db, lambda c: c.fetchval("SELECT count(*) FROM responses"))
     assert before_total - after_total == sum(_reported(out, name, "responses") for name in (NORTHWIND, RIVERSIDE))
 
     status, out, err = _cli(["retention", "run"], db, settings.data_dir, monkeypatch, capsys)
@@ -175,11 +160,11 @@ def test_run_deletes_only_what_is_past_retention_and_a_second_run_deletes_nothin
 def test_a_run_without_the_audit_key_is_refused_and_deletes_nothing(
     db: DatabaseUrls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
-    planted = _owner(db, _plant_old_rows)
+    planted = run_as_owner(db, _plant_old_rows)
     status, out, err = _cli(["retention", "run"], db, tmp_path / "elsewhere", monkeypatch, capsys)
     assert status == 2 and "audit key" in err and "--dry-run" in err
     assert not (tmp_path / "elsewhere" / "audit_key").exists()
-    assert _owner(db, lambda c: _exists(c, planted["old"])) == len(planted["old"])
+    assert run_as_owner(db, lambda c: _exists(c, planted["old"])) == len(planted["old"])
     status, out, err = _cli(["retention", "run", "--dry-run"], db, tmp_path / "elsewhere", monkeypatch, capsys)
     assert status == 0 and "would be deleted" in out
 

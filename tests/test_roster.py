@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import datetime as dt
 import io
 import uuid
 import zipfile
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -19,8 +17,8 @@ from server.cli import main as cli_main
 from server.db import DatabaseUrls, connect
 from server.roster import import_package
 from server.settings import Settings
+from tests.conftest import run_as_owner
 
-T = TypeVar("T")
 STAMP = "2025-08-01T10:00:00.000Z"
 LATER = "2025-09-01T10:00:00.000Z"
 EARLIER = "2025-07-01T10:00:00.000Z"
@@ -186,28 +184,17 @@ def write_package(
     return where
 
 
-def _owner(db: DatabaseUrls, work: Callable[[Any], Awaitable[T]]) -> T:
-    async def run() -> T:
-        conn = await connect(db.owner)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
 def _fetch(db: DatabaseUrls, sql: str, *args: Any) -> list[Any]:
-    return _owner(db, lambda c: c.fetch(sql, *args))
+    return run_as_owner(db, lambda c: c.fetch(sql, *args))
 
 
 def _val(db: DatabaseUrls, sql: str, *args: Any) -> Any:
-    return _owner(db, lambda c: c.fetchval(sql, *args))
+    return run_as_owner(db, lambda c: c.fetchval(sql, *args))
 
 
 def _new_district(db: DatabaseUrls, collect_demographics: bool = True) -> str:
     district = uuid.uuid4()
-    _owner(
+    run_as_owner(
         db,
         lambda c: c.execute(
             "INSERT INTO districts (id, name, collect_demographics) VALUES ($1, $2, $3)",
