@@ -13,6 +13,9 @@ class Role(enum.StrEnum):
     GUARDIAN = "GUARDIAN"
     ANALYST = "ANALYST"
     SUPPORT = "SUPPORT"
+    # A person running pledgeql's commands on the server: never a GraphQL
+    # caller (no policy rule names it), it appears only as an audit actor.
+    OPERATOR = "OPERATOR"
 
 
 class Purpose(enum.StrEnum):
@@ -82,3 +85,7 @@ class RequestRefusal(enum.StrEnum):
     PURPOSE_NOT_ALLOWED = "PURPOSE_NOT_ALLOWED"
     JUSTIFICATION_REQUIRED = "JUSTIFICATION_REQUIRED"
     DIRECT_ACCESS_DISABLED = "DIRECT_ACCESS_DISABLED"
+
+
+# The roles a request can be made as: every role but OPERATOR.
+CALLER_ROLES: tuple[Role, ...] = tuple(r for r in Role if r is not Role.OPERATOR)

@@ -154,6 +154,30 @@ class Reads:
         grouped = _group(rows, "student_id")
         return [grouped.get(i, []) for i in ids]
 
+    async def classes_of_viewer(self) -> list[Row]:
+        """The caller's own classes: a teacher's and a student's (the principal's
+        class ids), a guardian's children's; none for other roles."""
+        pr = self.scope.principal
+        p = Params()
+        if pr.district_id is None:
+            return []
+        if pr.children_ids:
+            t = p(self.scope.today)
+            sql = (
+                "SELECT c.* FROM classes c WHERE c.district_id = "
+                f"{p(pr.district_id)} AND EXISTS (SELECT 1 FROM enrollments e WHERE e.district_id = c.district_id "
+                f"AND e.class_id = c.id AND e.student_id = ANY({p(list(pr.children_ids))}::uuid[]) "
+                f"AND {ACTIVE.format(t=t)}) ORDER BY c.name, c.id"
+            )
+        elif pr.class_ids:
+            sql = (
+                f"SELECT * FROM classes WHERE district_id = {p(pr.district_id)} "
+                f"AND id = ANY({p(list(pr.class_ids))}::uuid[]) ORDER BY name, id"
+            )
+        else:
+            return []
+        return list(await self.db.fetch(sql, *p.values))
+
     # ------------------------------------------------------------------ people
 
     async def student(self, student_id: uuid.UUID) -> Row | None:

@@ -31,7 +31,10 @@ MAX_SEQ = 2**63 - 1
 class AuditEntry(Node):
     id: strawberry.ID
     at: dt.datetime
-    request_id: str
+    request_id: str = strawberry.field(
+        description="The server's own id for the request: unique, never taken from the client."
+    )
+    client_request_id: str | None = strawberry.field(description="The X-Request-Id the client sent, if any, as sent.")
     trace_id: str | None
     actor_id: strawberry.ID
     actor_role: RoleEnum
@@ -52,6 +55,7 @@ class AuditEntry(Node):
             id=strawberry.ID(str(row["id"])),
             at=row["at"],
             request_id=row["request_id"],
+            client_request_id=row.get("client_request_id"),
             trace_id=row["trace_id"],
             actor_id=strawberry.ID(str(row["actor_id"])),
             actor_role=RoleEnum(row["actor_role"]),

@@ -22,6 +22,7 @@ from schema.direct import install_direct_resolvers
 from schema.governance import DataRequest
 from schema.mutation import Mutation
 from schema.query import Query
+from schema.subscription import ClassActivity, Subscription
 from schema.types import (
     ActivityEvent,
     DeviceSession,
@@ -49,6 +50,7 @@ PERSONAL_TYPES: tuple[type, ...] = (
     ActivityEvent,
     DeviceSession,
     DataRequest,
+    ClassActivity,
 )
 
 # The only way out of a category: fields of personal types that carry no
@@ -76,6 +78,8 @@ NON_PERSONAL_FIELDS = frozenset(
         "DataRequest.dueAt",
         "DataRequest.status",
         "DataRequest.fulfilledAt",
+        "ClassActivity.student",
+        "ClassActivity.response",
     }
 )
 
@@ -85,7 +89,7 @@ PERSONAL_TYPE_NAMES = tuple(get_object_definition(cls, strict=True).name for cls
 
 @functools.cache
 def _graphql_schema() -> strawberry.Schema:
-    return strawberry.Schema(query=Query, mutation=Mutation)
+    return strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription)
 
 
 def _fields(schema: strawberry.Schema) -> Iterable[tuple[str, DataCategory | None]]:

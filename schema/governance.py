@@ -77,6 +77,11 @@ class Consent:
 class GroupValue:
     dimension: Dimension
     value: str | None
+    label: str | None = strawberry.field(
+        default=None,
+        description="What a person reads for the value: a school's, class's, district's or assessment's name, "
+        "a week's first day; never personal data.",
+    )
 
 
 @strawberry.type

@@ -8,7 +8,7 @@ from strawberry.types import Info
 from permissions.decide import allowed_purposes
 from permissions.enums import Role
 from schema.enums import PurposeEnum, RoleEnum
-from schema.types import District, Guardian, Staff, Student
+from schema.types import Class, District, Guardian, Staff, Student
 
 
 @strawberry.type
@@ -59,3 +59,12 @@ class Viewer:
             return None
         row = await info.context.reads.self_row()
         return None if row is None else Guardian.of(row, None)
+
+    @strawberry.field(
+        description="The caller's own classes: those a teacher teaches, a student is enrolled in, "
+        "a guardian's children are enrolled in. Empty for other roles."
+    )
+    async def classes(self, info: Info) -> list[Class]:
+        if info.context.principal.role not in (Role.TEACHER, Role.STUDENT, Role.GUARDIAN):
+            return []
+        return [Class(row=row) for row in await info.context.reads.classes_of_viewer()]

@@ -516,6 +516,11 @@ class GraphQLEndpoint:
             status = 400 if _wants_graphql_response(request) or codes & ALWAYS_STATUS else 200
             return Reply(body, status)
         operation = _select_operation(prepared.document, gql.operation_name)
+        if operation.operation is OperationType.SUBSCRIPTION:
+            raise RequestError(
+                "BAD_USER_INPUT",
+                "Subscriptions are served over WebSocket (graphql-transport-ws) or Server-Sent Events (graphql-sse)",
+            )
         if request.method == "GET" and operation.operation is not OperationType.QUERY:
             raise RequestError("METHOD_NOT_ALLOWED", "Mutations are accepted over POST only")
         variables: VariableValues | None = None
