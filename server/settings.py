@@ -40,6 +40,19 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise SystemExit(f"{name} must be more than 0 seconds, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     env: str = "development"
@@ -70,6 +83,12 @@ class Settings:
     db_command_timeout: float = 30.0
     db_pool_timeout: float = 3.0
     db_pool_pre_ping: bool = False
+    # Faults (issue 19): how long a request may wait for its district's audit
+    # chain lock, and the read timeouts and connection cap of each worker.
+    audit_lock_timeout: float = 1.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 1000
     policy_dirs: tuple[Path, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -111,6 +130,10 @@ class Settings:
             db_command_timeout=float(_int(env, "PLEDGEQL_DB_COMMAND_TIMEOUT", 30)),
             db_pool_timeout=float(_int(env, "PLEDGEQL_DB_POOL_TIMEOUT", 3)),
             db_pool_pre_ping=env.get("PLEDGEQL_DB_POOL_PRE_PING", "").strip().lower() in ("1", "true", "yes", "on"),
+            audit_lock_timeout=_seconds(env, "PLEDGEQL_AUDIT_LOCK_TIMEOUT", 1.0),
+            header_timeout=_seconds(env, "PLEDGEQL_HEADER_TIMEOUT", 10.0),
+            body_timeout=_seconds(env, "PLEDGEQL_BODY_TIMEOUT", 30.0),
+            max_connections=_int(env, "PLEDGEQL_MAX_CONNECTIONS", 1000),
             policy_dirs=tuple(Path(d) for d in env.get("PLEDGEQL_POLICY_DIRS", "").split(":") if d.strip()),
         )
 

@@ -1,17 +1,24 @@
-"""Serve an ASGI app from N worker processes, each listening on a socket of its own.
+"""Serve an ASGI app from N supervised worker processes, each listening on a socket of its own.
 
 uvicorn's multi-process mode shares one listening socket between its workers,
 and the kernel does not share that socket's connections out: whichever worker
 is in accept() when a burst of connections arrives takes the whole burst. A
 load generator's 16 keep-alive connections all landed on one of two workers
-(bench/RESULTS.md), so the second worker added nothing. Here every worker
-binds the same address with SO_REUSEPORT, and Linux hashes each new connection
-to one of the sockets: connections spread over the workers.
+(bench/RESULTS.md), so the second worker added nothing. Here the supervisor
+binds one socket per worker to the same address with SO_REUSEPORT, Linux
+hashes each new connection to one of them, and each worker serves its socket.
 
-The supervisor restarts nothing. A worker that dies takes the others down and
-the supervisor exits non-zero, for whatever runs it (systemd, Kubernetes) to
-restart the whole. SIGINT and SIGTERM reach the workers as SIGTERM: each one
-finishes its requests in flight, then exits; a second SIGINT forces them.
+The supervisor keeps the sockets open and the workers inherit them. A worker
+that dies (a crash, the OOM killer, ``kill -9``) is replaced at once by a new
+one on the same socket, while the others keep serving: connections hashed to
+its socket meanwhile wait in the socket's queue for the replacement instead of
+being refused. Workers that keep dying (CRASH_LIMIT deaths within
+CRASH_WINDOW seconds) are a crash loop: the supervisor stops everything and
+exits non-zero, saying so. SIGHUP is a rolling restart: for each socket in
+turn a new worker starts, and only once it listens does the old one get
+SIGTERM and finish its requests in flight. SIGINT and SIGTERM reach the
+workers as SIGTERM: each one finishes its requests in flight, then exits; a
+second SIGINT forces them.
 
     python -m server.workers server.asgi:app --port 8000 --workers 2 [--no-access-log]
 
@@ -31,8 +38,11 @@ import os
 import signal
 import socket
 import sys
+import time
+from collections import deque
 from collections.abc import Sequence
-from multiprocessing.context import SpawnProcess
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
@@ -45,6 +55,9 @@ log = logging.getLogger("uvicorn.error")
 READY = "Worker [%d] ready: loop %s, http %s"
 
 _PR_SET_PDEATHSIG = 1
+# A crash loop: this many unasked worker deaths within this many seconds stop the server.
+CRASH_LIMIT = 5
+CRASH_WINDOW = 60.0
 
 
 def spreads_connections() -> bool:
@@ -59,17 +72,30 @@ def loop_name() -> str:
 
 
 def http_name(config: uvicorn.Config) -> str:
-    """The HTTP parser a loaded config serves with: ``httptools`` or ``h11``."""
-    return config.http_protocol_class.__module__.rpartition(".")[2].removesuffix("_impl")
+    """The HTTP parser a loaded config serves with: ``httptools`` or ``h11`` (that of the
+    uvicorn protocol class it is or extends)."""
+    for cls in config.http_protocol_class.__mro__:
+        if cls.__module__.startswith("uvicorn.protocols.http."):
+            return cls.__module__.rpartition(".")[2].removesuffix("_impl")
+    return config.http_protocol_class.__name__
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, saying once it listens which event loop and HTTP parser it runs."""
+    """uvicorn's server, saying once it listens which event loop and HTTP parser it runs
+    (and telling the supervisor, through ``ready``)."""
+
+    def __init__(self, config: uvicorn.Config, ready: multiprocessing.connection.Connection | None = None) -> None:
+        super().__init__(config)
+        self.ready = ready
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
             log.info(READY, os.getpid(), loop_name(), http_name(self.config))
+            if self.ready is not None:
+                with contextlib.suppress(OSError):
+                    self.ready.send_bytes(b"ready")
+                    self.ready.close()
 
 
 class _Stopped(BaseException):
@@ -80,7 +106,11 @@ def _stopped(number: int, frame: FrameType | None) -> None:
     raise _Stopped
 
 
-def _run(config: uvicorn.Config, sockets: list[socket.socket] | None = None) -> int:
+def _run(
+    config: uvicorn.Config,
+    sockets: list[socket.socket] | None = None,
+    ready: multiprocessing.connection.Connection | None = None,
+) -> int:
     """Serve in this process until a signal stops it; the exit status.
 
     uvicorn ends by raising the signal it stopped for again, under the handler
@@ -89,7 +119,7 @@ def _run(config: uvicorn.Config, sockets: list[socket.socket] | None = None) -> 
     then outlives the server. Under this handler the process ends the ordinary
     way, as it does after Ctrl-C.
     """
-    server = _Server(config)
+    server = _Server(config, ready)
     previous = signal.signal(signal.SIGTERM, _stopped)
     try:
         server.run(sockets=sockets)
@@ -135,127 +165,274 @@ def _bind_each(host: str, port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
-def _stop_with_parent(parent: int) -> None:
-    """Have Linux send this worker SIGTERM when the supervisor dies, however it
-    dies (SIGKILL, the OOM killer): a worker left behind would keep its socket
-    in the port's group and take a share of the connections of the next server
-    bound to the port."""
+def _stop_with_parent(supervisor: int) -> None:
+    """Have Linux send this worker SIGTERM when its parent dies, however it dies
+    (SIGKILL, the OOM killer): a worker left behind would keep its socket in
+    the port's group and take a share of the connections of the next server
+    bound to the port. The parent is the fork server, which exits as soon as
+    the supervisor does."""
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # it died before the request took effect
+    try:  # it died before the request took effect
+        os.kill(supervisor, 0)
+    except ProcessLookupError:
+        raise SystemExit(0) from None
+    if os.getppid() == 1:
         raise SystemExit(0)
 
 
-def _worker(app: str, options: dict[str, Any], sock: socket.socket, parent: int) -> None:
-    """A worker process: the app behind its own socket."""
+def _worker(
+    app: str,
+    options: dict[str, Any],
+    sock: socket.socket,
+    supervisor: int,
+    ready: multiprocessing.connection.Connection | None = None,
+) -> None:
+    """A worker process: the app behind its socket."""
     try:
-        _stop_with_parent(parent)
-        status = _run(uvicorn.Config(app, **options), [sock])
+        _stop_with_parent(supervisor)
+        status = _run(uvicorn.Config(app, **options), [sock], ready)
     except KeyboardInterrupt:  # Ctrl-C reached the worker before uvicorn was listening for it
         status = 0
     sys.exit(status)
 
 
+@dataclass
+class _Slot:
+    """One listening socket and the worker serving it (and, during a rolling restart, its successor)."""
+
+    index: int
+    sock: socket.socket
+    process: BaseProcess | None = None
+    ready: multiprocessing.connection.Connection | None = None  # readable once the worker listens
+    successor: BaseProcess | None = None
+    successor_ready: multiprocessing.connection.Connection | None = None
+
+
 class _Supervisor:
-    def __init__(self, app: str, options: dict[str, Any]) -> None:
+    """Starts a worker per socket, replaces one that dies, and restarts them one at a time on SIGHUP.
+
+    The sockets stay open here for the supervisor's whole life: a worker only
+    ever holds a copy. Connections the kernel hashes to a dead worker's socket
+    wait in its queue until the replacement accepts them, rather than being
+    refused. Workers are forked from a fork server that has imported the
+    server's modules once, so a replacement listens a fraction of a second
+    after its predecessor died.
+    """
+
+    def __init__(
+        self,
+        app: str,
+        options: dict[str, Any],
+        *,
+        preload: Sequence[str] = (),
+        crash_limit: int = CRASH_LIMIT,
+        crash_window: float = CRASH_WINDOW,
+    ) -> None:
         self.app = app
         self.options = options
-        self.processes: list[SpawnProcess] = []
-        self.ended: set[int] = set()  # id() of the workers whose sentinel said they exited
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(["uvicorn", *preload])
+        self.crash_limit = crash_limit
+        self.crash_window = crash_window
+        self.slots: list[_Slot] = []
+        self.retiring: list[BaseProcess] = []  # replaced during a rolling restart, draining
+        self.deaths: deque[float] = deque()
         self.stopping = False
+        self.forced = False
+        self.rolling: deque[int] = deque()  # slots still to restart (SIGHUP)
+        self.status = 0
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    # -------------------------------------------------------------- signals
 
     def on_signal(self, number: int, frame: FrameType | None) -> None:
+        if number == signal.SIGHUP:
+            if not self.stopping:
+                log.info("Received SIGHUP: restarting the %d worker(s) one at a time", len(self.slots))
+                self.rolling.extend(s.index for s in self.slots if s.index not in self.rolling)
+            return
         # SIGTERM is uvicorn's graceful stop whichever signal came; a repeated
         # SIGINT is its forced one.
-        forced = self.stopping and number == signal.SIGINT
-        if not self.stopping:
-            log.info("Received %s: stopping %d worker(s)", signal.Signals(number).name, len(self.processes))
+        if self.stopping and number == signal.SIGINT:
+            self.forced = True
+        elif not self.stopping:
+            log.info("Received %s: stopping %d worker(s)", signal.Signals(number).name, len(self.slots))
         self.stopping = True
-        self.send(signal.SIGINT if forced else signal.SIGTERM)
+
+    def _processes(self) -> list[BaseProcess]:
+        found = [p for s in self.slots for p in (s.process, s.successor) if p is not None]
+        return found + self.retiring
 
     def send(self, number: int) -> None:
-        for process in self.processes:
-            # Never a process known to have ended: its pid may be another's by now.
-            if process.pid is not None and process.exitcode is None and id(process) not in self.ended:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, number)
+        for process in self._processes():
+            _kill(process, number)
+
+    # -------------------------------------------------------------- workers
+
+    def _start(self, slot: _Slot) -> tuple[BaseProcess, multiprocessing.connection.Connection]:
+        reader, writer = self.context.Pipe(duplex=False)
+        process = self.context.Process(
+            target=_worker,
+            args=(self.app, self.options, slot.sock, os.getpid(), writer),
+            name=f"pledgeql-worker-{slot.index + 1}",
+        )
+        process.start()
+        writer.close()
+        return process, reader
+
+    def _died(self, slot: _Slot, process: BaseProcess, *, successor: bool = False) -> None:
+        """A worker exited unasked: replace it, unless workers keep dying.
+
+        A successor that dies before it listens (a rolling restart) is not
+        replaced here: its predecessor still serves, and the rolling restart
+        starts another."""
+        now = time.monotonic()
+        self.deaths.append(now)
+        while self.deaths and self.deaths[0] < now - self.crash_window:
+            self.deaths.popleft()
+        if len(self.deaths) >= self.crash_limit:
+            log.error(
+                "Worker [%s] exited with status %s: %d worker deaths within %d s is a crash loop, "
+                "so the server stops (the messages above say why the workers died)",
+                process.pid,
+                process.exitcode,
+                len(self.deaths),
+                self.crash_window,
+            )
+            self.status = 1
+            self.stopping = True
+            return
+        if successor:
+            log.error("Worker [%s] exited with status %s before it listened", process.pid, process.exitcode)
+            return
+        log.error("Worker [%s] exited with status %s; starting a replacement", process.pid, process.exitcode)
+        slot.process, slot.ready = self._start(slot)
+
+    def _step_rolling(self) -> None:
+        """The rolling restart's next step: a successor for the first slot in line,
+        then, once it listens, the predecessor's graceful stop."""
+        if not self.rolling or self.stopping:
+            return
+        slot = self.slots[self.rolling[0]]
+        if slot.successor is None:
+            slot.successor, slot.successor_ready = self._start(slot)
+            return
+        if slot.successor_ready is not None and slot.successor_ready.poll():
+            old = slot.process
+            slot.process, slot.ready = slot.successor, None
+            slot.successor, slot.successor_ready = None, None
+            if old is not None:
+                log.info("Worker [%s] replaced by [%s]; stopping it gracefully", old.pid, slot.process.pid)
+                _kill(old, signal.SIGTERM)
+                self.retiring.append(old)
+            self.rolling.popleft()
+            if not self.rolling:
+                log.info("Rolling restart done")
+            self._step_rolling()
+
+    # -------------------------------------------------------------- the loop
 
     def run(self, sockets: list[socket.socket]) -> int:
-        context = multiprocessing.get_context("spawn")
-        handled = (signal.SIGINT, signal.SIGTERM)
+        handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         previous = {number: signal.signal(number, self.on_signal) for number in handled}
+        previous_wakeup = signal.set_wakeup_fd(self._wake_w)
         try:
             for index, sock in enumerate(sockets):
                 if self.stopping:
                     break
-                process = context.Process(
-                    target=_worker,
-                    args=(self.app, self.options, sock, os.getpid()),
-                    name=f"pledgeql-worker-{index + 1}",
-                )
-                process.start()
-                self.processes.append(process)
-            if self.stopping:  # a signal came while they were starting
-                self.send(signal.SIGTERM)
+                slot = _Slot(index, sock)
+                slot.process, slot.ready = self._start(slot)
+                self.slots.append(slot)
+            self._supervise()
+            return self._drain()
         finally:
-            for sock in sockets:  # each worker holds its own copy now
-                sock.close()
-        try:
-            return self.wait()
-        finally:
+            signal.set_wakeup_fd(previous_wakeup)
             for number, handler in previous.items():
                 signal.signal(number, handler)
+            for sock in sockets:
+                sock.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
-    def wait(self) -> int:
-        """Until every worker has exited; stops the others when one exits unasked.
+    def _wait(self, timeout: float) -> list[Any]:
+        waitables: list[Any] = [self._wake_r]
+        waitables += [p.sentinel for p in self._processes()]
+        waitables += [s.successor_ready for s in self.slots if s.successor_ready is not None]
+        ready = multiprocessing.connection.wait(waitables, timeout=timeout)
+        if self._wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 512)
+        return ready
 
-        A worker has exited when its sentinel (a pipe it holds open) is ready,
-        even if its exit status cannot be read back: a process reaped by
-        something else leaves ``exitcode`` at None for ever, and waiting for
-        that alone would wait for ever."""
-        failed: int | None = None
-        ended = self.ended
-        while True:
-            running = [p for p in self.processes if p.exitcode is None and id(p) not in ended]
-            if not running:
-                break
-            ready = multiprocessing.connection.wait([p.sentinel for p in running], timeout=1.0)
-            for process in running:
-                if process.sentinel not in ready and process.exitcode is None:
-                    continue
-                ended.add(id(process))
-                if self.stopping:
-                    continue
-                log.error(
-                    "Worker [%s] exited with status %s; stopping the others and exiting",
-                    process.pid,
-                    process.exitcode,
-                )
-                failed = process.exitcode if process.exitcode and process.exitcode > 0 else 1
-                self.stopping = True
-                self.send(signal.SIGTERM)
-        if failed is not None:
-            return failed
+    def _supervise(self) -> None:
+        """Keep every slot served until asked to stop (or a crash loop stops it)."""
+        while not self.stopping:
+            self._wait(1.0)
+            for process in [p for p in self.retiring if _ended(p)]:
+                self.retiring.remove(process)
+            for slot in self.slots:
+                if slot.successor is not None and _ended(slot.successor):
+                    failed, slot.successor, slot.successor_ready = slot.successor, None, None
+                    if not self.stopping:
+                        self._died(slot, failed, successor=True)
+                if slot.process is not None and _ended(slot.process) and not self.stopping:
+                    self._died(slot, slot.process)
+            self._step_rolling()
+
+    def _drain(self) -> int:
+        """SIGTERM to every worker; wait until each has exited (a repeated Ctrl-C forces them)."""
+        self.send(signal.SIGTERM)
+        forced = False
+        while running := [p for p in self._processes() if not _ended(p)]:
+            if self.forced and not forced:
+                forced = True
+                self.send(signal.SIGINT)
+            multiprocessing.connection.wait([self._wake_r] + [p.sentinel for p in running], timeout=1.0)
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 512)
+        if self.status:
+            return self.status
         # Asked to stop: a worker whose status could not be read back (None) has
         # exited all the same, its sentinel said so.
         stopped = (0, -signal.SIGTERM, -signal.SIGINT, None)
-        return 0 if all(p.exitcode in stopped for p in self.processes) else 1
+        return 0 if all(s.process is None or s.process.exitcode in stopped for s in self.slots) else 1
 
 
-def serve(app: str, *, host: str, port: int, workers: int = 1, **options: Any) -> int:
+def _ended(process: BaseProcess) -> bool:
+    """Whether a worker has exited: its sentinel (a pipe it holds open) is ready, even
+    if its exit status cannot be read back (a process reaped by something else leaves
+    ``exitcode`` at None for ever)."""
+    if process.exitcode is not None:
+        return True
+    return bool(multiprocessing.connection.wait([process.sentinel], timeout=0))
+
+
+def _kill(process: BaseProcess, number: int) -> None:
+    # Never a process known to have ended: its pid may be another's by now.
+    if process.pid is not None and not _ended(process):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, number)
+
+
+def serve(app: str, *, host: str, port: int, workers: int = 1, preload: Sequence[str] = (), **options: Any) -> int:
     """Serve ``app`` (an import string) until SIGINT or SIGTERM; the exit status.
 
-    One worker serves in this process. More are processes of their own, each
-    with its own socket (on Linux; elsewhere uvicorn's shared socket). Each
-    worker imports ``app``, and so builds its own app from the environment.
-    ``options`` are uvicorn.Config's.
+    On Linux every worker is a process of its own with its own socket, under a
+    supervisor that replaces a worker that dies and restarts them one at a time
+    on SIGHUP (elsewhere: one worker in this process, or uvicorn's shared
+    socket). Each worker imports ``app``, and so builds its own app from the
+    environment; ``preload`` names modules to import once, before any worker
+    starts. ``options`` are uvicorn.Config's.
     """
     config = uvicorn.Config(app, host=host, port=port, **options)  # also sets up logging
-    if workers <= 1:
-        return _run(config)
     if not spreads_connections():
+        if workers <= 1:
+            return _run(config)
         log.warning("No SO_REUSEPORT balancing here: the %d workers share one socket (uvicorn's own mode)", workers)
         uvicorn.run(app, host=host, port=port, workers=workers, **options)
         return 0
@@ -266,12 +443,13 @@ def serve(app: str, *, host: str, port: int, workers: int = 1, **options: Any) -
         return STARTUP_FAILURE
     bound = sockets[0].getsockname()
     log.info(
-        "Listening on http://%s:%d with %d workers, each on a socket of its own (SO_REUSEPORT) (Press CTRL+C to quit)",
+        "Listening on http://%s:%d with %d worker(s), each on a socket of its own (SO_REUSEPORT) "
+        "(Press CTRL+C to quit; SIGHUP restarts the workers one at a time)",
         bound[0],
         bound[1],
         workers,
     )
-    status = _Supervisor(app, options).run(sockets)
+    status = _Supervisor(app, options, preload=preload).run(sockets)
     log.info("Stopped %d worker(s)", workers)
     return status
 

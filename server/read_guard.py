@@ -1,0 +1,124 @@
+"""Read timeouts and a connection cap for uvicorn's httptools protocol.
+
+uvicorn closes a keep-alive connection that stays silent after a response
+(``timeout_keep_alive``), but nothing else: a client that opens a connection
+and sends nothing, or sends its headers a byte at a time (slowloris), or
+announces a body and never finishes it, holds a descriptor and a connection
+slot for as long as it likes. This protocol adds three limits:
+
+* the request line and headers must arrive within ``header_timeout`` seconds
+  of the connection opening (or, on a kept-alive connection, of the request's
+  first byte); else the client gets ``408 Request Timeout`` and the
+  connection is closed;
+* the body must arrive within ``body_timeout`` seconds of the headers; else
+  the connection is closed (the app sees the client disconnect, and answers
+  nothing);
+* a worker holds at most ``max_connections`` open connections: one more is
+  closed as soon as it is accepted.
+
+The limits come from the settings (``PLEDGEQL_HEADER_TIMEOUT``,
+``PLEDGEQL_BODY_TIMEOUT``, ``PLEDGEQL_MAX_CONNECTIONS``) the first time a
+connection is made in a worker; ``guarded_protocol`` makes a class with
+limits of its own (tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("pledgeql.http")
+
+TIMEOUT_RESPONSE = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with header and body read timeouts and a connection cap."""
+
+    header_timeout: ClassVar[float | None] = None  # None: read from the settings on first use
+    body_timeout: ClassVar[float] = 30.0
+    max_connections: ClassVar[int] = 1000
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cls = type(self)
+        if cls.header_timeout is None:
+            cls.configure_from_settings()
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._reading_headers = False
+
+    @classmethod
+    def configure_from_settings(cls) -> None:
+        from server.settings import Settings
+
+        settings = Settings.from_env()
+        cls.header_timeout = settings.header_timeout
+        cls.body_timeout = settings.body_timeout
+        cls.max_connections = settings.max_connections
+
+    # ------------------------------------------------------------ timers
+
+    def _arm(self, seconds: float, headers: bool) -> None:
+        self._disarm()
+        self._reading_headers = headers
+        self._read_timer = self.loop.call_later(seconds, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _timed_out(self) -> None:
+        self._read_timer = None
+        if self.transport.is_closing():
+            return
+        if self._reading_headers and (self.cycle is None or self.cycle.response_complete):
+            # Nothing has reached the app: say why before closing.
+            self.transport.write(TIMEOUT_RESPONSE)
+            self.transport.close()
+        else:
+            # The app has the request and waits for its body: closing tells it the client is gone.
+            self.transport.abort()
+
+    # ------------------------------------------------------------ protocol hooks
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= type(self).max_connections:
+            transport.abort()
+            return
+        super().connection_made(transport)
+        self._arm(float(type(self).header_timeout or 0), headers=True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self.transport is None:  # refused in connection_made: uvicorn never saw it
+            return
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._reading_headers or self._read_timer is None:
+            # A kept-alive connection's next request: its headers' time starts now.
+            self._arm(float(type(self).header_timeout or 0), headers=True)
+
+    def on_headers_complete(self) -> None:
+        self._arm(type(self).body_timeout, headers=False)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._reading_headers = False
+        super().on_message_complete()
+
+
+def guarded_protocol(header_timeout: float, body_timeout: float, max_connections: int) -> type[HttpToolsProtocol]:
+    """A protocol class with these limits rather than the settings' (module level classes only pickle,
+    so this serves in-process servers: tests)."""
+    return type(
+        "GuardedHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
+        {"header_timeout": header_timeout, "body_timeout": body_timeout, "max_connections": max_connections},
+    )
