@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import strawberry
 from graphql import GraphQLSchema
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
@@ -60,37 +63,86 @@ class AppState:
     endpoint: GraphQLEndpoint | None = None
 
 
-@contextlib.asynccontextmanager
-async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
-    """A pooled connection as asyncpg's own connection object.
+# Per engine: when a pooled connection last failed with a connection error.
+# Every connection the pool held before then is pinged at its next checkout.
+_SUSPECT: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+PING_TIMEOUT = 2.0
 
-    A connection the database closed while it sat in the pool (a restart, a
-    failover) is noticed without a round trip (asyncpg saw its socket close)
-    and replaced; one that fails with a connection error while in use is
-    invalidated, so that the pool never hands it out again. Together they
-    let the server recover from an outage without a restart, at no cost per
-    request (``PLEDGEQL_DB_POOL_PRE_PING`` adds SQLAlchemy's ping, a round
-    trip per checkout, for networks that drop connections silently).
+
+def _mark_suspect(engine: AsyncEngine) -> None:
+    _SUSPECT[engine.sync_engine] = time.monotonic()
+
+
+async def _checkout(engine: AsyncEngine, begin: bool) -> tuple[AsyncConnection, Any, Any]:
+    """A pooled connection known to be alive (and its transaction begun, with ``begin``).
+
+    A connection whose socket asyncpg saw close is discarded without a round
+    trip. After any connection error, every connection the pool held before it
+    is suspect, whatever its socket says (one that received the backend's
+    FATAL while idle still reads as open, and fails at its next statement with
+    InternalClientError): each is pinged once before use and discarded if it
+    fails. A BEGIN that fails with a connection error is retried on another
+    connection: nothing has run yet. So the first request after the database
+    returns gets a live connection, however many dead ones the pool held.
     """
-    for attempt in range(3):
+    pool = engine.sync_engine.pool
+    size = pool.size() if hasattr(pool, "size") else 10
+    for _ in range(2 * size + 2):
         connection = await engine.connect()
         try:
             raw = await connection.get_raw_connection()
             driver = raw.driver_connection
-            if driver is None or driver.is_closed():
-                await connection.invalidate()
-                if attempt < 2:
-                    continue
-                raise ConnectionError("The database closed every pooled connection")
-            try:
-                yield driver
-            except BaseException as error:
-                if is_connection_error(error) or driver.is_closed():
-                    await connection.invalidate()
-                raise
-            return
-        finally:
+            checked = raw.info.setdefault("pledgeql_checked", time.monotonic())
+            if driver is not None and not driver.is_closed():
+                try:
+                    if checked < _SUSPECT.get(engine.sync_engine, -math.inf):
+                        await driver.execute("SELECT 1", timeout=PING_TIMEOUT)
+                        raw.info["pledgeql_checked"] = time.monotonic()
+                    transaction = driver.transaction() if begin else None
+                    if transaction is not None:
+                        await transaction.start()
+                    return connection, driver, transaction
+                except Exception as error:
+                    if not (is_connection_error(error) or driver.is_closed()):
+                        raise
+                    _mark_suspect(engine)
+            await connection.invalidate()
+        except BaseException:
             await connection.close()
+            raise
+        await connection.close()
+    raise ConnectionError("The database closed every pooled connection")
+
+
+@contextlib.asynccontextmanager
+async def driver_connection(engine: AsyncEngine, *, transaction: bool = False) -> AsyncIterator[Any]:
+    """A pooled connection as asyncpg's own connection object (in a transaction, with ``transaction``:
+    committed when the block ends, rolled back when it raises).
+
+    A connection that fails with a connection error while in use is
+    invalidated, so that the pool never hands it out again, and makes the
+    rest of the pool suspect (``_checkout``). Together they let the server
+    recover from an outage without a restart, at no cost per request while
+    nothing fails (``PLEDGEQL_DB_POOL_PRE_PING`` adds SQLAlchemy's ping, a
+    round trip per checkout, for networks that drop connections silently).
+    """
+    connection, driver, begun = await _checkout(engine, transaction)
+    try:
+        try:
+            yield driver
+        except BaseException:
+            if begun is not None:
+                await begun.rollback()
+            raise
+        if begun is not None:
+            await begun.commit()
+    except BaseException as error:
+        if is_connection_error(error) or driver.is_closed():
+            _mark_suspect(engine)
+            await connection.invalidate()
+        raise
+    finally:
+        await connection.close()
 
 
 def create_serving_engine(url: str, settings: Settings) -> AsyncEngine:
@@ -191,9 +243,9 @@ def create_app(
             schema=schema._schema,
             policies=policies,
             verifier=verifier,
-            acquire=lambda: driver_connection(engine),
+            acquire=lambda: driver_connection(engine, transaction=True),
             production=settings.is_production,
-            audit_writer=make_audit_writer(settings.audit_key()),
+            audit_writer=make_audit_writer(settings.audit_key(), settings.audit_lock_timeout),
             trusted_proxy_header=settings.trusted_proxy_header,
             limits=Limits.from_settings(settings),
             allow_list=allow_list,

@@ -28,7 +28,17 @@ from server.context import RequestContext
 AuditWriter = Callable[[RequestContext], Awaitable[None]]
 
 COLUMNS = (*HASHED_COLUMNS, "hash")
-HEADS = "SELECT head_district, head_seq, head_hash FROM pledgeql_audit_heads($1::uuid[])"
+# The chain locks are waited for at most the lock_timeout set first, in the same
+# statement (the function's argument depends on it, so it is set before any
+# lock is asked for), for the rest of the transaction: a district whose chain
+# lock is held (retention's trim, a stuck transaction) fails its own requests
+# with AUDIT_UNAVAILABLE after that long, and they give their pooled
+# connections back rather than starve every other district's requests.
+HEADS = (
+    "SELECT h.head_district, h.head_seq, h.head_hash FROM (SELECT set_config('lock_timeout', $2, true) AS t) s "
+    "CROSS JOIN LATERAL pledgeql_audit_heads(CASE WHEN s.t IS NULL THEN NULL ELSE $1::uuid[] END) h"
+)
+LOCK_TIMEOUT = 1.0  # seconds; PLEDGEQL_AUDIT_LOCK_TIMEOUT
 # Built at import from the constant column list: no value is ever interpolated.
 # The rows travel as one JSON text, read back into the table's own row type:
 # one parameter, where an array per column cost asyncpg about 30 µs a row to
@@ -141,10 +151,16 @@ def chain_rows(
     return rows
 
 
-async def write_batch(db: Any, batch: list[tuple[RequestContext, list[PendingEntry], str | None]], key: bytes) -> None:
+async def write_batch(
+    db: Any,
+    batch: list[tuple[RequestContext, list[PendingEntry], str | None]],
+    key: bytes,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> None:
     """Chain and insert the entries of one or more requests, in order: two statements in ``db``'s transaction."""
     districts = sorted(uuid.UUID(k) for k in {e.district_key for _, entries, _ in batch for e in entries})
-    heads = {r["head_district"]: (r["head_seq"], r["head_hash"]) for r in await db.fetch(HEADS, districts)}
+    wait = f"{max(1, round(lock_timeout * 1000))}ms"
+    heads = {r["head_district"]: (r["head_seq"], r["head_hash"]) for r in await db.fetch(HEADS, districts, wait)}
     rows: list[tuple[Any, ...]] = []
     for context, entries, trace_id in batch:
         rows += chain_rows(context, entries, key, heads, trace_id)
@@ -189,10 +205,11 @@ class AuditWriterGroups:
     alone, a query leads at once and costs what it did before.
     """
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, lock_timeout: float = LOCK_TIMEOUT) -> None:
         if not key:
             raise ValueError("The audit key is empty; set PLEDGEQL_AUDIT_KEY or let the data dir hold a generated one")
         self.key = key
+        self.lock_timeout = lock_timeout
         self._groups: dict[str, _Group] = {}
 
     async def __call__(self, context: RequestContext) -> None:
@@ -200,7 +217,7 @@ class AuditWriterGroups:
         if not entries:
             return
         if not context.read_only:
-            await write_batch(context.db, [(context, entries, current_trace_id())], self.key)
+            await write_batch(context.db, [(context, entries, current_trace_id())], self.key, self.lock_timeout)
             return
         group = self._groups.get(context.rls_key)
         if group is None:
@@ -220,7 +237,9 @@ class AuditWriterGroups:
         group.busy = True
         batch, group.queue = group.queue, []
         try:
-            await write_batch(context.db, [(w.context, w.entries, w.trace_id) for w in batch], self.key)
+            await write_batch(
+                context.db, [(w.context, w.entries, w.trace_id) for w in batch], self.key, self.lock_timeout
+            )
         except BaseException as error:
             self._release(group, batch, mine, error)
             raise
@@ -252,8 +271,8 @@ class AuditBatchFailed(Exception):
     """The transaction that was to write this request's entries did not commit."""
 
 
-def make_audit_writer(key: bytes) -> AuditWriter:
-    return AuditWriterGroups(key)
+def make_audit_writer(key: bytes, lock_timeout: float = LOCK_TIMEOUT) -> AuditWriter:
+    return AuditWriterGroups(key, lock_timeout)
 
 
 # ------------------------------------------------------------------ retention

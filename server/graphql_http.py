@@ -151,6 +151,11 @@ def is_connection_error(error: BaseException | None) -> bool:
             return True
         if isinstance(error, asyncpg.exceptions.InterfaceError) and "connection" in str(error).lower():
             return True
+        if isinstance(error, asyncpg.exceptions.InternalClientError):
+            # The protocol is in a state no statement can leave (for one, "cannot switch to
+            # state 15; another operation (2) is in progress": the backend's FATAL arrived
+            # while the connection sat idle): the connection is gone, whatever is_closed() says.
+            return True
         if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
             return True
         error = error.__cause__ or getattr(error, "orig", None)
@@ -578,7 +583,7 @@ class GraphQLEndpoint:
         plan = self._plan(prepared, operation)
         try:
             connection = self.acquire()
-            async with connection as raw, raw.transaction():
+            async with connection as raw:  # in its transaction (server.app.driver_connection)
                 db = self.telemetry.database(raw)
                 try:
                     # A compiled statement is planned once, generically, not again for each
