@@ -278,8 +278,31 @@ def make_audit_writer(key: bytes, lock_timeout: float = LOCK_TIMEOUT) -> AuditWr
 # ------------------------------------------------------------------ retention
 
 
-async def trim_chain(conn: Any, key: bytes, district_id: uuid.UUID, before: dt.datetime) -> int:
+CUT = """
+SELECT seq, hash, at FROM audit_entries
+WHERE district_id = $1 AND seq < coalesce(
+    (SELECT min(seq) FROM audit_entries WHERE district_id = $1 AND at >= $2), 9223372036854775807)
+ORDER BY seq DESC LIMIT 1
+"""
+# The same cut among the chain's first $3 entries only: an index range of the
+# primary key, so the lock is held for a bounded, short time whatever the
+# chain's length.
+CUT_STEP = """
+WITH first AS (SELECT seq, hash, at FROM audit_entries WHERE district_id = $1 ORDER BY seq LIMIT $3)
+SELECT seq, hash, at FROM first
+WHERE seq < coalesce((SELECT min(seq) FROM first WHERE at >= $2), 9223372036854775807)
+ORDER BY seq DESC LIMIT 1
+"""
+
+
+async def trim_chain(
+    conn: Any, key: bytes, district_id: uuid.UUID, before: dt.datetime, step: int | None = None
+) -> int:
     """Remove a district's oldest entries written before ``before``; return how many.
+
+    With ``step``, at most that many, the first of the chain: retention trims
+    in such steps, each a short transaction, so that the chain's lock is never
+    held for long (requests wait for it at most PLEDGEQL_AUDIT_LOCK_TIMEOUT).
 
     For the retention job, over the owner connection (the app role cannot
     delete audit rows), inside a transaction the caller holds or one of its
@@ -292,16 +315,10 @@ async def trim_chain(conn: Any, key: bytes, district_id: uuid.UUID, before: dt.d
     async with conn.transaction():
         # The chain's lock, as the writer takes it: no request appends meanwhile.
         await conn.execute("SELECT pg_advisory_xact_lock(pledgeql_audit_lock_key($1))", district_id)
-        cut = await conn.fetchrow(
-            """
-            SELECT seq, hash, at FROM audit_entries
-            WHERE district_id = $1 AND seq < coalesce(
-                (SELECT min(seq) FROM audit_entries WHERE district_id = $1 AND at >= $2), 9223372036854775807)
-            ORDER BY seq DESC LIMIT 1
-            """,
-            district_id,
-            before,
-        )
+        if step is None:
+            cut = await conn.fetchrow(CUT, district_id, before)
+        else:
+            cut = await conn.fetchrow(CUT_STEP, district_id, before, step)
         if cut is None:
             return 0
         status: str = await conn.execute(

@@ -46,6 +46,10 @@ TABLES = (
     ("device_sessions", "started_at", "device_days"),
 )
 LOCK_TIMEOUT = "5s"
+# The audit chain is trimmed AUDIT_STEP entries per transaction, and its lock is
+# waited for at most TRIM_LOCK_WAIT each time (requests hold it for milliseconds).
+AUDIT_STEP = 1000
+TRIM_LOCK_WAIT = "200ms"
 RETRIES = 5
 T = TypeVar("T")
 
@@ -132,26 +136,21 @@ async def _count_old(conn: Any, table: str, column: str, district_id: uuid.UUID,
     return int(await conn.fetchval(sql, district_id, before))
 
 
-async def _trim_audit(conn: Any, key: bytes, district_id: uuid.UUID, before: dt.datetime, batch: int) -> int:
-    """The chain's prefix older than ``before``, a batch at a time: each step is
-    one short transaction under the chain's lock (``trim_chain``)."""
+async def _trim_audit(conn: Any, key: bytes, district_id: uuid.UUID, before: dt.datetime, step: int) -> int:
+    """The chain's prefix older than ``before``, ``step`` entries at a time: each
+    step is one short transaction under the chain's lock (``trim_chain``), and
+    the lock is asked for with a short wait (TRIM_LOCK_WAIT, retried), so that
+    requests never queue behind the trim for long either."""
     from server.audit_writer import trim_chain
 
     total = 0
-    while True:
-        step = await conn.fetchval(
-            "SELECT at FROM audit_entries WHERE district_id = $1 ORDER BY seq OFFSET $2 LIMIT 1", district_id, batch
-        )
-        until = before if step is None or step >= before else step
-        removed = await _retrying(functools.partial(trim_chain, conn, key, district_id, until))
-        if removed == 0 and until < before:
-            # Entries out of time order at the batch boundary: take the rest at once.
-            removed = await _retrying(functools.partial(trim_chain, conn, key, district_id, before))
+    await conn.execute(f"SET lock_timeout = '{TRIM_LOCK_WAIT}'")
+    try:
+        while removed := await _retrying(functools.partial(trim_chain, conn, key, district_id, before, step)):
             total += removed
-            return total
-        total += removed
-        if removed == 0:
-            return total
+    finally:
+        await conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+    return total
 
 
 async def run_retention(
@@ -203,7 +202,7 @@ async def run_retention(
             if dry_run:
                 rows = int(await conn.fetchval(AUDIT_PREFIX, district_id, before))
             else:
-                rows = await _trim_audit(conn, key or b"", district_id, before, batch)
+                rows = await _trim_audit(conn, key or b"", district_id, before, min(batch, AUDIT_STEP))
             result.tables.append(TableResult("audit_entries", days["audit_days"], before, rows))
             report.districts.append(result)
     finally:
