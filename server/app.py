@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy.exc
 import strawberry
 from graphql import GraphQLSchema
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -88,7 +89,12 @@ async def _checkout(engine: AsyncEngine, begin: bool) -> tuple[AsyncConnection, 
     pool = engine.sync_engine.pool
     size = pool.size() if hasattr(pool, "size") else 10
     for _ in range(2 * size + 2):
-        connection = await engine.connect()
+        try:
+            connection = await engine.connect()
+        except sqlalchemy.exc.DBAPIError as error:
+            # A new connection refused by the server (too many connections, the role
+            # or database not accepting logins): unreachable for this request.
+            raise ConnectionError("The database refused a new connection") from error
         try:
             raw = await connection.get_raw_connection()
             driver = raw.driver_connection
@@ -283,7 +289,7 @@ def create_app(
         if state.engine is None:
             return JSONResponse({"status": "starting"}, 503)
         try:
-            async with driver_connection(state.engine) as connection:
+            async with driver_connection(state.engine, transaction=True) as connection:
                 current = await connection.fetchval("SELECT version_num FROM alembic_version")
         except Exception as error:  # any failure to reach the database means not ready
             log.warning("Readiness check failed: %s", type(error).__name__)
@@ -304,7 +310,7 @@ def create_app(
         if state.engine is None:
             return HTMLResponse("<!doctype html><title>Starting</title>", 503)
         try:
-            async with driver_connection(state.engine) as connection:
+            async with driver_connection(state.engine, transaction=True) as connection:
                 row = await connection.fetchrow("SELECT * FROM districts WHERE id = $1", district_id)
         except Exception as error:
             if not is_connection_error(error):

@@ -271,8 +271,60 @@ class AuditBatchFailed(Exception):
     """The transaction that was to write this request's entries did not commit."""
 
 
+class ChainLockBusy(Exception):
+    """A district's chain lock is held by someone else and another request is already waiting for it."""
+
+
+class StuckChainGuard:
+    """Fails a district's requests at once while its chain lock is known to be stuck.
+
+    Each wait for a chain lock is bounded (``LOCK_TIMEOUT``), but a request
+    waiting holds a pooled connection, and a busy district has many requests:
+    all of them waiting the full bound would still take the pool from the
+    other districts. Once a wait has timed out for a set of districts
+    (``RequestContext.rls_key``), one request at a time waits for the lock
+    again (a probe) and the others get AUDIT_UNAVAILABLE without waiting, until
+    a request gets the lock. So a stuck chain costs its district its audited
+    requests and every other district nothing.
+    """
+
+    def __init__(self, writer: AuditWriter) -> None:
+        self.writer = writer
+        self._stuck: set[str] = set()
+        self._probing: set[str] = set()
+
+    async def __call__(self, context: RequestContext) -> None:
+        key = context.rls_key
+        probe = key in self._stuck
+        if probe:
+            if key in self._probing:
+                raise ChainLockBusy
+            self._probing.add(key)
+        try:
+            await self.writer(context)
+        except Exception as error:
+            if _lock_timed_out(error):
+                self._stuck.add(key)
+            raise
+        else:
+            self._stuck.discard(key)
+        finally:
+            if probe:
+                self._probing.discard(key)
+
+
+def _lock_timed_out(error: BaseException | None) -> bool:
+    import asyncpg
+
+    while error is not None:
+        if isinstance(error, asyncpg.exceptions.LockNotAvailableError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def make_audit_writer(key: bytes, lock_timeout: float = LOCK_TIMEOUT) -> AuditWriter:
-    return AuditWriterGroups(key, lock_timeout)
+    return StuckChainGuard(AuditWriterGroups(key, lock_timeout))
 
 
 # ------------------------------------------------------------------ retention

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -20,13 +21,20 @@ import pytest
 
 from server.audit_cli import verify_chains
 from server.settings import Settings
-from tests.conftest import ALL_PURPOSES
+from tests.conftest import ALL_PURPOSES, TEST_POLICIES
 
 TEACHER = "teacher1@northwind.example"
 ROSTER = """query Roster($id: ID!) {
   class(id: $id) { id students { id firstName responses(first: 3) { score } } }
 }"""
 CREATE = """mutation Create($input: CreateAssignmentInput!) { createAssignment(input: $input) { id } }"""
+
+
+@pytest.fixture(scope="module")
+def settings(base_settings: Settings) -> Settings:
+    # These tests hold a chain lock while requests queue behind it: far longer than
+    # the default bounded wait (1 s) on a loaded machine.
+    return dataclasses.replace(base_settings, policy_dirs=(TEST_POLICIES,), audit_lock_timeout=60.0)
 
 
 @pytest.fixture(scope="module")

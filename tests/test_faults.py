@@ -85,7 +85,9 @@ async def outage_urls(embedded: Embedded) -> DatabaseUrls:
 
 @pytest_asyncio.fixture(scope="module")
 async def outage_app(settings: Settings, outage_urls: DatabaseUrls) -> AsyncIterator[Any]:
-    application = create_app(dataclasses.replace(settings, db_connect_timeout=2.0, db_pool_timeout=2.0), outage_urls)
+    application = create_app(
+        dataclasses.replace(settings, db_connect_timeout=2.0, db_pool_timeout=2.0, audit_lock_timeout=60.0), outage_urls
+    )
     async with application.router.lifespan_context(application):
         yield application
 
@@ -197,7 +199,7 @@ def free_port() -> int:
 async def test_a_graceful_shutdown_finishes_in_flight_requests_and_their_audit_writes(
     settings: Settings, db: DatabaseUrls, users: dict[str, uuid.UUID], owner: Any
 ) -> None:
-    application = create_app(settings, db)
+    application = create_app(dataclasses.replace(settings, audit_lock_timeout=60.0), db)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
