@@ -1,0 +1,156 @@
+"""Read timeouts and the connection cap (server/read_guard.py), on a live uvicorn.
+
+A connection that sends nothing, headers a byte at a time (slowloris) or a
+body that never ends is closed once its limit passes; a connection beyond the
+cap is closed at once; ordinary requests are served meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest_asyncio
+import uvicorn
+
+from server.read_guard import GuardedHttpToolsProtocol, guarded_protocol
+
+HEADER_TIMEOUT = 1.0
+BODY_TIMEOUT = 1.5
+MAX_CONNECTIONS = 20
+
+
+@pytest_asyncio.fixture(scope="module")
+async def port(app: Any) -> AsyncIterator[int]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free: int = probe.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=free,
+        lifespan="off",  # the app fixture runs its lifespan
+        log_level="warning",
+        http=guarded_protocol(HEADER_TIMEOUT, BODY_TIMEOUT, MAX_CONNECTIONS),
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.025)
+    assert server.started
+    yield free
+    server.should_exit = True
+    await asyncio.wait_for(serving, timeout=15)
+
+
+async def _until_closed(reader: asyncio.StreamReader, limit: float) -> tuple[bytes, float]:
+    """What the server sent before closing, and after how many seconds it closed."""
+    began = time.monotonic()
+    received = b""
+    while True:
+        try:
+            chunk = await asyncio.wait_for(reader.read(4096), timeout=max(0.1, limit - (time.monotonic() - began)))
+        except ConnectionResetError:
+            break
+        except TimeoutError:
+            raise AssertionError(f"the connection was still open after {limit} s") from None
+        if not chunk:
+            break
+        received += chunk
+    return received, time.monotonic() - began
+
+
+async def test_a_silent_connection_gets_408_and_is_closed_after_the_header_timeout(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    received, took = await _until_closed(reader, HEADER_TIMEOUT + 5)
+    writer.close()
+    assert received.startswith(b"HTTP/1.1 408 ")
+    assert took >= HEADER_TIMEOUT * 0.8
+
+
+async def test_slowloris_headers_sent_a_byte_at_a_time_are_cut_off_by_the_header_timeout(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    began = time.monotonic()
+    request = b"GET /healthz HTTP/1.1\r\nHost: pledgeql.test\r\n" + b"X-Padding: " + b"a" * 200
+
+    async def trickle() -> None:
+        for byte in request:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    dripping = asyncio.create_task(trickle())
+    try:
+        received, _ = await _until_closed(reader, HEADER_TIMEOUT + 5)
+    finally:
+        dripping.cancel()
+        writer.close()
+    took = time.monotonic() - began
+    assert received.startswith(b"HTTP/1.1 408 ")
+    assert took < HEADER_TIMEOUT + 4  # kept busy, but not kept open
+
+
+async def test_a_body_that_never_ends_is_closed_after_the_body_timeout_without_a_response(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /graphql HTTP/1.1\r\nHost: pledgeql.test\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 1000\r\n\r\n{"query": "'
+    )
+    await writer.drain()
+    received, took = await _until_closed(reader, BODY_TIMEOUT + 5)
+    writer.close()
+    assert received == b""
+    assert took >= BODY_TIMEOUT * 0.8
+
+
+async def test_connections_over_the_cap_are_closed_at_once_while_ordinary_requests_are_served(port: int) -> None:
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(MAX_CONNECTIONS)]
+    try:
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        received, took = await _until_closed(reader, 1.0)
+        writer.close()
+        assert received == b"" and took < 1.0
+    finally:
+        for _, w in held:
+            w.close()
+    # The held ones gone, requests are served again; and a kept-alive connection serves several.
+    await asyncio.sleep(0.2)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        for _ in range(3):
+            assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_ordinary_requests_are_served_while_slow_connections_wait_for_their_timeouts(port: int) -> None:
+    slow = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            for _ in range(5):
+                assert (await client.get("/healthz")).status_code == 200
+                await asyncio.sleep(0.3)  # across the header timeout of the slow ones
+    finally:
+        for _, w in slow:
+            w.close()
+
+
+def test_the_settings_give_the_documented_defaults_and_read_the_environment(monkeypatch: Any) -> None:
+    from server.settings import Settings
+
+    defaults = Settings()
+    assert (defaults.header_timeout, defaults.body_timeout, defaults.max_connections) == (10.0, 30.0, 1000)
+    monkeypatch.setenv("PLEDGEQL_HEADER_TIMEOUT", "2.5")
+    monkeypatch.setenv("PLEDGEQL_BODY_TIMEOUT", "7")
+    monkeypatch.setenv("PLEDGEQL_MAX_CONNECTIONS", "50")
+    read = Settings.from_env()
+    assert (read.header_timeout, read.body_timeout, read.max_connections) == (2.5, 7.0, 50)
+    monkeypatch.setattr(GuardedHttpToolsProtocol, "header_timeout", None)
+    GuardedHttpToolsProtocol.configure_from_settings()
+    assert GuardedHttpToolsProtocol.header_timeout == 2.5
+    assert GuardedHttpToolsProtocol.body_timeout == 7.0
+    assert GuardedHttpToolsProtocol.max_connections == 50
