@@ -530,6 +530,7 @@ async def summarise(bench: Bench, phase: Phase) -> None:
         if r.status != 200 or r.codes:
             by_district[r.district]["failed"] += 1
     phase.summary = {
+        "full_throughput": full_throughput(phase),
         "requests": len(results),
         "with_data": sum(1 for r in results if r.with_data),
         "missing_audit": missing,
@@ -542,6 +543,23 @@ async def summarise(bench: Bench, phase: Phase) -> None:
         "verify": bench.audit_verify(),
     }
     print(f"\n## {phase.name}\n{render_phase(phase)}", flush=True)
+
+
+def full_throughput(phase: Phase) -> float | None:
+    """Seconds from the fault until a one-second window serves 90% of the rate before it (None: never)."""
+    served = sorted(r.ended for r in phase.results if r.status == 200 and not r.codes)
+    before = [t for t in served if t < phase.injected]
+    if not before or phase.injected - before[0] < 1.0:
+        return None
+    rate = len(before) / (phase.injected - before[0])
+    start = phase.injected
+    end = served[-1] if served else start
+    while start + 1.0 <= end:
+        count = sum(1 for t in served if start <= t < start + 1.0)
+        if count >= 0.9 * rate:
+            return start - phase.injected
+        start += 0.1
+    return None
 
 
 def render_phase(phase: Phase) -> str:
@@ -557,10 +575,15 @@ def render_phase(phase: Phase) -> str:
             f"{s['missing_audit']}, submissions answered 200 but not stored {s['unstored']}",
             f"- failures by status and code: {failures} (500s: {s['five_hundreds']})",
             f"- by district: {districts}",
-            f"- seconds from the fault to the last failure: {s['recovered']:.2f}",
+            f"- seconds from the fault to the last failure: {s['recovered']:.2f}; to a second at 90% of the "
+            f"throughput before it: {_seconds(s['full_throughput'])}",
             f"- audit verify: {s['verify']}",
         ]
     )
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def render_table(all_phases: list[Phase]) -> str:
@@ -603,6 +626,12 @@ async def main_async(args: argparse.Namespace) -> int:
     if args.out:
         command = "python bench/faults.py " + " ".join(sys.argv[1:])
         text = [
+            "# The fault suite (bench/faults.py)",
+            "",
+            "Written by `bench/faults.py --out` (the module's docstring says what each fault does and how each "
+            "figure is counted). A failure is any response other than a 200 without errors, or no response "
+            '(`conn:`). "s to recover" is from the fault to the last failure.',
+            "",
             f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores: `{command}` "
             f"({args.workers} workers, {args.teachers} teachers' class views and {args.students} students' "
             "submissions, each a keep-alive connection sending one request after the other, no retries).",
