@@ -132,7 +132,15 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             return None
         from server.seed import seed_demo
 
-        await seed_demo(urls.owner)
+        if (await seed_demo(urls.owner)).created and watch is not None:
+            # A crash of the embedded server replays the WAL since its last checkpoint: not the seed's.
+            from server.db import connect
+
+            conn = await connect(urls.owner)
+            try:
+                await conn.execute("CHECKPOINT")
+            finally:
+                await conn.close()
         return "teacher1@northwind.example"
 
     demo_user = asyncio.run(prepare())

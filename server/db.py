@@ -137,7 +137,7 @@ class EmbeddedWatch:
         if server is None:
             return False
         info = server._postmaster_info
-        if info is not None and info.is_running():
+        if info is not None and info.is_running() and not _zombie(info.pid):
             return False
         if self._down_since is None:
             self._down_since = time.monotonic()
@@ -165,6 +165,15 @@ class EmbeddedWatch:
         if server.get_uri() != before:
             log.error("The restarted PostgreSQL listens elsewhere than before: restart pledgeql serve")
         return True
+
+
+def _zombie(pid: int | None) -> bool:
+    """Whether a process has exited but not been reaped (its pid still looks alive)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] == "Z"
 
 
 def server_urls(settings: Settings) -> DatabaseUrls:

@@ -107,6 +107,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._arm(type(self).body_timeout, headers=False)
         super().on_headers_complete()
+        if getattr(self.server_state, "draining", False) and self.cycle is not None:
+            # The worker is stopping (server.workers._Server.shutdown): this response ends the connection.
+            self.cycle.keep_alive = False
 
     def on_message_complete(self) -> None:
         self._disarm()

@@ -58,6 +58,8 @@ _PR_SET_PDEATHSIG = 1
 # A crash loop: this many unasked worker deaths within this many seconds stop the server.
 CRASH_LIMIT = 5
 CRASH_WINDOW = 60.0
+# How long a stopping worker keeps its open connections for their next request (see _Server.shutdown).
+DRAIN_SECONDS = 1.0
 
 
 def spreads_connections() -> bool:
@@ -87,6 +89,31 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, ready: multiprocessing.connection.Connection | None = None) -> None:
         super().__init__(config)
         self.ready = ready
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's graceful shutdown, after a drain that spares keep-alive clients a failed request.
+
+        uvicorn closes every idle keep-alive connection at once, and a client
+        whose next request is already on its way gets a reset instead of a
+        response. So first: stop accepting (a worker sharing the socket takes
+        the new connections), and answer each open connection's next request
+        with ``Connection: close`` (``draining``, read by
+        ``server.read_guard``), for up to DRAIN_SECONDS or until every
+        connection has closed. Only connections that sent nothing meanwhile
+        are then closed by uvicorn.
+        """
+        for server in self.servers:
+            server.close()
+        state = self.server_state
+        state.draining = True  # type: ignore[attr-defined]
+        for connection in list(state.connections):
+            cycle = getattr(connection, "cycle", None)
+            if cycle is not None and not cycle.response_complete:
+                cycle.keep_alive = False
+        deadline = asyncio.get_running_loop().time() + DRAIN_SECONDS
+        while state.connections and not self.force_exit and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        await super().shutdown(sockets=sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)

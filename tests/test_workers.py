@@ -171,12 +171,16 @@ def test_two_workers_each_answer_some_of_sixteen_keep_alive_connections_and_sigt
 
 
 class Load:
-    """Requests in a thread, each on a connection of its own (so that each one meets the
-    kernel's choice of socket afresh), until stopped; what each got back."""
+    """Requests in a thread until stopped, and what each got back: each on a connection of its
+    own (so that each one meets the kernel's choice of socket afresh), or with ``keep_alive`` one
+    after the other on one connection, opened again only when the server said it closes it."""
 
-    def __init__(self, port: int, paths: tuple[str, ...] = ("/healthz", "/readyz")) -> None:
+    def __init__(
+        self, port: int, paths: tuple[str, ...] = ("/healthz", "/readyz"), *, keep_alive: bool = False
+    ) -> None:
         self.port = port
         self.paths = paths
+        self.keep_alive = keep_alive
         self.statuses: list[int] = []
         self.failures: list[str] = []
         self._stop = threading.Event()
@@ -184,21 +188,28 @@ class Load:
 
     def _run(self) -> None:
         index = 0
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
         while not self._stop.is_set():
             path = self.paths[index % len(self.paths)]
             index += 1
-            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+            if not self.keep_alive:
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
             try:
-                connection.request("GET", path, headers={"Connection": "close"})
+                # http.client opens the connection again once a response said "Connection: close".
+                connection.request("GET", path, headers={} if self.keep_alive else {"Connection": "close"})
                 response = connection.getresponse()
                 response.read()
                 self.statuses.append(response.status)
             except OSError as error:  # refused, reset, timed out
                 self.failures.append(f"{path}: {type(error).__name__}")
+                connection.close()
             except http.client.HTTPException as error:  # closed before a response
                 self.failures.append(f"{path}: {type(error).__name__}")
-            finally:
                 connection.close()
+            finally:
+                if not self.keep_alive:
+                    connection.close()
+        connection.close()
 
     def __enter__(self) -> Load:
         self._thread.start()
@@ -280,7 +291,8 @@ def test_sighup_restarts_the_workers_one_at_a_time_under_load_without_a_failed_r
 ) -> None:
     with serve(db, tmp_path, workers=2) as serving:
         old = serving.wait_until_listening(2)[:2]
-        with Load(serving.port) as load:
+        kept = [Load(serving.port, keep_alive=True) for _ in range(4)]  # whose connections the old workers hold
+        with Load(serving.port) as load, kept[0], kept[1], kept[2], kept[3]:
             _wait_for(lambda: len(load.statuses) >= 20, 30, "the load was not served", serving)
             serving.process.send_signal(signal.SIGHUP)
             new = serving.wait_until_listening(4)[2:]
@@ -293,6 +305,9 @@ def test_sighup_restarts_the_workers_one_at_a_time_under_load_without_a_failed_r
         output = serving.output()
         assert load.failures == []
         assert set(load.statuses) == {200}
+        # Keep-alive clients too: each old worker answered their next request with "Connection: close".
+        assert [k.failures for k in kept] == [[]] * 4
+        assert all(set(k.statuses) == {200} and len(k.statuses) > 20 for k in kept)
         assert all(_alive(pid) for pid in new) and set(new).isdisjoint(old)
         # One at a time: the first old worker was told to stop before the second new one started.
         replaced = re.findall(r"Worker \[(\d+)\] replaced by \[(\d+)\]", output)
