@@ -200,6 +200,16 @@ def _stop_with_parent(supervisor: int) -> None:
     the supervisor does."""
     if not sys.platform.startswith("linux"):
         return
+    # The fork server hands each child the write end of the pipe whose end
+    # tells it the supervisor is gone: a worker holding it would keep the fork
+    # server, and so itself, alive after the supervisor died.
+    from multiprocessing import forkserver
+
+    alive = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
+    if alive is not None:
+        with contextlib.suppress(OSError):
+            os.close(alive)
+        forkserver._forkserver._forkserver_alive_fd = None  # type: ignore[attr-defined]
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     try:  # it died before the request took effect

@@ -317,3 +317,16 @@ def test_sighup_restarts_the_workers_one_at_a_time_under_load_without_a_failed_r
         assert "exited with status" not in output
         serving.process.send_signal(signal.SIGTERM)
         assert serving.process.wait(timeout=30) == 0, output
+
+
+def test_when_the_supervisor_is_killed_its_workers_and_their_fork_server_exit_too(
+    db: DatabaseUrls, tmp_path: Path
+) -> None:
+    with serve(db, tmp_path, workers=2) as serving:
+        workers = serving.wait_until_listening(2)[:2]
+        os.kill(serving.process.pid, signal.SIGKILL)
+        serving.process.wait(timeout=10)
+        # A worker left behind would keep its socket in the port's group, and take a share of
+        # the connections of the next server bound to the port.
+        assert _gone_within(serving.process.pid, 15) == [], "processes left after the supervisor was killed"
+        assert not any(_alive(pid) for pid in workers)
