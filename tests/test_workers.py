@@ -12,10 +12,12 @@ import contextlib
 import http.client
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -61,17 +63,18 @@ class Serving:
 
 
 @contextlib.contextmanager
-def serve(db: DatabaseUrls, tmp_path: Path, workers: int, **extra_env: str) -> Iterator[Serving]:
+def serve(db: DatabaseUrls | None, tmp_path: Path, workers: int, **extra_env: str) -> Iterator[Serving]:
+    """``pledgeql serve`` on the test database, or (``db`` None) on an embedded PostgreSQL of its own."""
     port = _free_port()
     log = tmp_path / "serve.log"
     env = {
-        **os.environ,
-        "PLEDGEQL_DATABASE_URL": db.owner,
-        "PLEDGEQL_APP_DATABASE_URL": db.app,
+        **{k: v for k, v in os.environ.items() if not k.startswith("PLEDGEQL_")},
         "PLEDGEQL_DATA_DIR": str(tmp_path),
         "PLEDGEQL_JWT_SECRET": "workers-test-secret-of-enough-length-0123456789",
         **extra_env,
     }
+    if db is not None:
+        env |= {"PLEDGEQL_DATABASE_URL": db.owner, "PLEDGEQL_APP_DATABASE_URL": db.app}
     with log.open("wb") as output:
         process = subprocess.Popen(  # noqa: S603 (our own console entry point)
             [sys.executable, "-m", "server.cli", "serve", "--workers", str(workers), "--port", str(port)],
@@ -330,3 +333,44 @@ def test_when_the_supervisor_is_killed_its_workers_and_their_fork_server_exit_to
         # the connections of the next server bound to the port.
         assert _gone_within(serving.process.pid, 15) == [], "processes left after the supervisor was killed"
         assert not any(_alive(pid) for pid in workers)
+
+
+def test_serve_restarts_its_embedded_postgresql_after_a_kill_9_of_the_postmaster_and_serves_again() -> None:
+    # A folder of its own, not pytest's rotating tmp dirs (another session may delete those).
+    folder = Path(tempfile.mkdtemp(prefix="pledgeql-watch-"))
+    try:
+        with serve(None, folder, workers=1) as serving:
+            serving.wait_until_listening(1, timeout=180)
+            assert _get(serving.port, "/readyz") == 200
+            postmaster = int((folder / "pgdata" / "postmaster.pid").read_text().split()[0])
+            os.kill(postmaster, signal.SIGKILL)
+            _wait_for(
+                lambda: "The embedded PostgreSQL restarted" in serving.output(),
+                60,
+                "the embedded PostgreSQL was not restarted",
+                serving,
+            )
+            assert f"The embedded PostgreSQL (pid {postmaster}) is gone; restarting it" in serving.output()
+            _wait_for(lambda: _get(serving.port, "/readyz") == 200, 30, "the app did not recover", serving)
+            restarted = int((folder / "pgdata" / "postmaster.pid").read_text().split()[0])
+            assert restarted != postmaster and _alive(restarted)
+            serving.process.send_signal(signal.SIGTERM)
+            assert serving.process.wait(timeout=60) == 0, serving.output()
+            # serve stopped the server it restarted, as it stops the one it started.
+            assert _gone_within(serving.process.pid, 15) == []
+            assert not _alive(restarted)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _get(port: int, path: str) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    except (OSError, http.client.HTTPException):
+        return 0
+    finally:
+        connection.close()
