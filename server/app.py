@@ -18,7 +18,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from permissions.enums import DataCategory, Purpose
 from permissions.notice import DistrictNotice, render_privacy_html
@@ -33,6 +34,9 @@ from server.graphql_http import REQUEST_ID, DocumentCache, GraphQLEndpoint, is_c
 from server.limits import Limits, OperationAllowList
 from server.ratelimit import RateLimiter
 from server.settings import Settings
+from server.subscriptions import LiveHub, LiveLimits, LiveService
+from server.subscriptions_sse import serve_sse, wants_event_stream
+from server.subscriptions_ws import serve_websocket
 from server.telemetry import Telemetry, TelemetryMiddleware, trace_root_fields
 
 log = logging.getLogger("pledgeql.app")
@@ -58,6 +62,7 @@ class AppState:
     schema: strawberry.Schema
     engine: AsyncEngine | None = None
     endpoint: GraphQLEndpoint | None = None
+    live: LiveService | None = None
 
 
 @contextlib.asynccontextmanager
@@ -180,6 +185,7 @@ def create_app(
     if telemetry.enabled:
         trace_root_fields(schema._schema)
     rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    live_limits = LiveLimits.from_env(settings.extra)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -202,9 +208,11 @@ def create_app(
             max_body_bytes=settings.max_body_bytes,
             compiled=CompiledReads(),
         )
+        state.live = LiveService(state.endpoint, LiveHub(database.app), live_limits)
         try:
             yield
         finally:
+            await state.live.close()
             # Runs after the server has finished its in-flight requests (and
             # their audit writes): uvicorn's graceful shutdown comes first.
             await engine.dispose()
@@ -218,9 +226,14 @@ def create_app(
             and "query" not in request.query_params
         ):
             return HTMLResponse(GRAPHIQL)
-        if state.endpoint is None:
+        if state.endpoint is None or state.live is None:
             return JSONResponse({"errors": [{"message": "Starting", "extensions": {"code": "INTERNAL"}}]}, 503)
+        if wants_event_stream(request):
+            return await serve_sse(state.live, request)
         return await state.endpoint.handle(request)
+
+    async def graphql_ws(websocket: WebSocket) -> None:
+        await serve_websocket(state.live, websocket)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -305,6 +318,7 @@ def create_app(
         middleware=middleware,
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql_ws),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/privacy", privacy),

@@ -569,7 +569,6 @@ class GraphQLEndpoint:
         client: ClientInfo,
     ) -> Reply:
         purpose = self.parse_purpose(request.headers.get("x-purpose"))
-        token_purposes = frozenset(Purpose(p) for p in claims.purposes if p in Purpose.__members__)
         justification = request.headers.get("x-justification")
         now = self.clock()
 
@@ -583,65 +582,17 @@ class GraphQLEndpoint:
                 try:
                     # A compiled statement is planned once, generically, not again for each
                     # request's values (which cost as much as running it).
-                    standing = await load_principal(
-                        db, claims.user_id, token_purposes, now, NIL, generic_plans=plan is not None
-                    )
-                    if standing is None:
-                        raise RequestError("UNAUTHENTICATED", "Sign in again: this account is unknown or disabled")
-                    principal = standing.principal
-                    if principal.district_id is not None:
-                        conditions = {str(principal.district_id): standing.home} if standing.home else {}
-                    elif principal.role is Role.SUPPORT:
-                        conditions = await load_conditions(db, list(principal.granted_district_ids))
-                    else:
-                        # Internal analysts read aggregates across districts: every
-                        # district's settings decide whether it takes part.
-                        conditions = await load_conditions(db, None)
-                    home = conditions.get(str(principal.district_id)) if principal.district_id else None
-                    refusal = check_request(self.policies, principal.role, purpose, token_purposes, justification, home)
-                    if refusal is not None:
-                        raise RequestError(refusal.value, REFUSAL_MESSAGES[refusal])
-                    document = self.policies.governing(home.accepted_version) if home else self.policies.latest()
-                    rule = document.rule(principal.role, purpose)
-                    if rule is None:
-                        raise RequestError("PURPOSE_NOT_ALLOWED", REFUSAL_MESSAGES[RequestRefusal.PURPOSE_NOT_ALLOWED])
-                    granted = set(map(str, principal.granted_district_ids))
-                    relationships = {
-                        key: Relationship(support_grant_active=principal.role is Role.SUPPORT and key in granted)
-                        for key in conditions
-                    }
-                    scope = RowScope(
-                        principal=principal,
-                        students_scope=rule.student_scope,
-                        staff_scope=rule.staff_scope,
-                        guardians_scope=rule.guardian_scope,
-                        today=now.date(),
-                    )
-                    settable = ",".join(
-                        str(d) for d in [*self.rls_districts(principal, purpose, conditions, scope), NIL]
-                    )
-                    if settable != standing.district_ids:  # set with the principal for district users
-                        await db.execute("SELECT set_config('pledgeql.district_ids', $1, true)", settable)
-                    context = RequestContext(
-                        principal=principal,
-                        purpose=purpose,
-                        rule=rule,
-                        policies=self.policies,
-                        decisions=DecisionTable(self.policies, principal.role, purpose, relationships, conditions),
-                        conditions=conditions,
-                        reads=Reads(db, scope),
-                        db=db,
+                    context = await self.admit(
+                        db,
+                        claims,
+                        purpose,
+                        justification,
+                        now,
                         request_id=request_id,
-                        now=now,
-                        justification=(
-                            justification.strip()
-                            if justification and justification.strip()
-                            else principal.support_justification
-                        ),
                         operation_name=gql.operation_name or (operation.name.value if operation.name else None),
                         client=client,
                         read_only=operation.operation is OperationType.QUERY,
-                        rls_key=settable,
+                        generic_plans=plan is not None,
                     )
                     reply = await self._compiled(plan, variables, context)
                     if reply is None:
@@ -685,6 +636,82 @@ class GraphQLEndpoint:
                 outcome = None if committed else TransactionEnded()
                 for callback in context.after_commit:
                     callback(outcome)
+
+    async def admit(
+        self,
+        db: Any,
+        claims: TokenClaims,
+        purpose: Purpose,
+        justification: str | None,
+        now: dt.datetime,
+        *,
+        request_id: str,
+        operation_name: str | None,
+        client: ClientInfo,
+        read_only: bool,
+        generic_plans: bool = False,
+    ) -> RequestContext:
+        """The caller read from the database and admitted under ``purpose``: the context its reads run in.
+
+        Raises the refusal (UNAUTHENTICATED for an unknown or disabled user,
+        PURPOSE_NOT_ALLOWED, JUSTIFICATION_REQUIRED, DIRECT_ACCESS_DISABLED).
+        Every transport admits through here: a request over HTTP, and each
+        event of a subscription (server/subscriptions.py)."""
+        token_purposes = frozenset(Purpose(p) for p in claims.purposes if p in Purpose.__members__)
+        standing = await load_principal(db, claims.user_id, token_purposes, now, NIL, generic_plans=generic_plans)
+        if standing is None:
+            raise RequestError("UNAUTHENTICATED", "Sign in again: this account is unknown or disabled")
+        principal = standing.principal
+        if principal.district_id is not None:
+            conditions = {str(principal.district_id): standing.home} if standing.home else {}
+        elif principal.role is Role.SUPPORT:
+            conditions = await load_conditions(db, list(principal.granted_district_ids))
+        else:
+            # Internal analysts read aggregates across districts: every
+            # district's settings decide whether it takes part.
+            conditions = await load_conditions(db, None)
+        home = conditions.get(str(principal.district_id)) if principal.district_id else None
+        refusal = check_request(self.policies, principal.role, purpose, token_purposes, justification, home)
+        if refusal is not None:
+            raise RequestError(refusal.value, REFUSAL_MESSAGES[refusal])
+        document = self.policies.governing(home.accepted_version) if home else self.policies.latest()
+        rule = document.rule(principal.role, purpose)
+        if rule is None:
+            raise RequestError("PURPOSE_NOT_ALLOWED", REFUSAL_MESSAGES[RequestRefusal.PURPOSE_NOT_ALLOWED])
+        granted = set(map(str, principal.granted_district_ids))
+        relationships = {
+            key: Relationship(support_grant_active=principal.role is Role.SUPPORT and key in granted)
+            for key in conditions
+        }
+        scope = RowScope(
+            principal=principal,
+            students_scope=rule.student_scope,
+            staff_scope=rule.staff_scope,
+            guardians_scope=rule.guardian_scope,
+            today=now.date(),
+        )
+        settable = ",".join(str(d) for d in [*self.rls_districts(principal, purpose, conditions, scope), NIL])
+        if settable != standing.district_ids:  # set with the principal for district users
+            await db.execute("SELECT set_config('pledgeql.district_ids', $1, true)", settable)
+        return RequestContext(
+            principal=principal,
+            purpose=purpose,
+            rule=rule,
+            policies=self.policies,
+            decisions=DecisionTable(self.policies, principal.role, purpose, relationships, conditions),
+            conditions=conditions,
+            reads=Reads(db, scope),
+            db=db,
+            request_id=request_id,
+            now=now,
+            justification=(
+                justification.strip() if justification and justification.strip() else principal.support_justification
+            ),
+            operation_name=operation_name,
+            client=client,
+            read_only=read_only,
+            rls_key=settable,
+        )
 
     def _plan(self, prepared: Prepared, operation: OperationDefinitionNode) -> Plan | None:
         """The operation's compiled plan (made once per document), or None for the resolver path."""

@@ -1,0 +1,107 @@
+"""Subscriptions over Server-Sent Events: the ``graphql-sse`` protocol, distinct connections mode.
+
+What the ``graphql-sse`` client does by default: one ``POST /graphql`` per
+subscription with ``Accept: text/event-stream`` and the usual JSON body,
+``Authorization`` and ``X-Purpose`` as request headers, checked as for any
+request. A refusal before the stream starts is an ordinary GraphQL-over-HTTP
+error response (JSON, with its status); after that, each event is ``event:
+next`` with the execution result as data, and the stream ends with ``event:
+complete`` (after a ``next`` carrying the errors when the subscription ended
+with one). A comment line keeps an idle stream open through proxies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from server.errors import RequestError
+from server.graphql_http import error_response, request_id_of
+from server.subscriptions import LiveService, OperationErrors, error_payload
+
+log = logging.getLogger("pledgeql.live.sse")
+
+COMPLETE = b"event: complete\ndata:\n\n"
+
+
+def wants_event_stream(request: Request) -> bool:
+    return request.method == "POST" and "text/event-stream" in request.headers.get("accept", "")
+
+
+def _next(body: dict[str, Any]) -> bytes:
+    return b"event: next\ndata: " + orjson.dumps(body) + b"\n\n"
+
+
+async def serve_sse(service: LiveService, request: Request) -> Response:
+    endpoint = service.endpoint
+    request_id = request_id_of(request)
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1)
+
+    async def deliver(body: dict[str, Any]) -> None:
+        await outbox.put(body)  # waits while the client reads slowly
+
+    try:
+        gql = await endpoint.read_request(request)
+        client = endpoint.client_info(request)
+        caller = service.caller(
+            request.headers.get("authorization"),
+            request.headers.get("x-purpose"),
+            request.headers.get("x-justification"),
+            client,
+        )
+        subscription = await service.start(caller, gql, deliver)
+    except OperationErrors as errors:
+        return Response(
+            orjson.dumps({"errors": errors.errors}),
+            status_code=400,
+            media_type="application/json",
+            headers={"x-request-id": request_id, "cache-control": "no-store"},
+        )
+    except RequestError as error:
+        return error_response(request, error, request_id)
+
+    async def stream() -> AsyncIterator[bytes]:
+        runner = asyncio.create_task(subscription.run())
+        try:
+            while True:
+                getter = asyncio.ensure_future(outbox.get())
+                done, _ = await asyncio.wait({getter, runner}, timeout=service.limits.ping_seconds)
+                if getter in done:
+                    yield _next(getter.result())
+                    continue
+                getter.cancel()
+                if runner in done:
+                    while not outbox.empty():
+                        yield _next(outbox.get_nowait())
+                    try:
+                        ended = runner.result()
+                    except Exception as error:
+                        log.error("Unexpected error in a subscription: %s", type(error).__name__)
+                        ended = RequestError("INTERNAL", "Internal error")
+                    if ended is not None:
+                        yield _next({"errors": error_payload(ended)})
+                    yield COMPLETE
+                    return
+                yield b":\n\n"
+        finally:
+            runner.cancel()
+            with contextlib.suppress(BaseException):
+                await runner
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={
+            "x-request-id": request_id,
+            "cache-control": "no-store",
+            "connection": "keep-alive",
+            "x-accel-buffering": "no",
+        },
+    )
