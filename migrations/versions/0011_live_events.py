@@ -47,11 +47,15 @@ def upgrade() -> None:
             IF current_setting('pledgeql.live_events', true) = 'off' THEN
                 RETURN NULL;
             END IF;
-            IF TG_TABLE_NAME = 'responses' AND NEW.assignment_id IS NOT NULL THEN
-                classes := ARRAY(
-                    SELECT a.class_id FROM assignments a
-                    WHERE a.district_id = NEW.district_id AND a.id = NEW.assignment_id);
-            ELSE
+            IF TG_TABLE_NAME = 'responses' THEN
+                -- NEW.assignment_id exists only on responses: read it in a branch of its own.
+                IF NEW.assignment_id IS NOT NULL THEN
+                    classes := ARRAY(
+                        SELECT a.class_id FROM assignments a
+                        WHERE a.district_id = NEW.district_id AND a.id = NEW.assignment_id);
+                END IF;
+            END IF;
+            IF classes IS NULL THEN
                 classes := ARRAY(
                     SELECT e.class_id FROM enrollments e
                     WHERE e.district_id = NEW.district_id AND e.student_id = NEW.student_id
