@@ -42,7 +42,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from graphql import FieldNode, GraphQLError, OperationDefinitionNode, OperationType
@@ -78,6 +78,7 @@ log = logging.getLogger("pledgeql.live")
 
 CHANNEL_PREFIX = "pledgeql_live_"
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,22 @@ class LiveEvent:
             classes=None if classes is None else frozenset(uuid.UUID(c) for c in classes),
             received=time.time(),
         )
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: an orphaned transaction's failure is not logged as never retrieved
+
+
+async def shielded(work: Awaitable[T]) -> T:
+    """``work`` (a transaction) run to its end even if the subscription is cancelled meanwhile.
+
+    A cancellation delivered inside a transaction's rollback or commit would
+    hand the connection back to the pool still in a transaction: a client that
+    goes away only stops what comes after."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(_retrieved)
+    return await asyncio.shield(task)
 
 
 def channel(district_id: uuid.UUID) -> str:
@@ -304,9 +321,13 @@ class LiveService:
 
     async def check_connection(self, caller: Caller) -> None:
         """A WebSocket's connection_init: the caller admitted once, before anything is subscribed."""
-        try:
+
+        async def admitted() -> None:
             async with self.transaction() as db:
                 await self.admit(db, caller, uuid.uuid4().hex, None)
+
+        try:
+            await shielded(admitted())
         except RequestError:
             raise
         except Exception as error:
@@ -357,10 +378,14 @@ class LiveService:
             )
         operation_name = gql.operation_name or (operation.name.value if operation.name else None)
         subscription = LiveSubscription(self, caller, gql, operation_name, class_id, send)
-        try:
+
+        async def admitted() -> uuid.UUID:
             async with self.transaction() as db:
                 context = await self.admit(db, caller, subscription.id, operation_name)
-                district = await subscription.check_class(context)
+                return await subscription.check_class(context)
+
+        try:
+            district = await shielded(admitted())
         except RequestError:
             raise
         except Exception as error:
@@ -502,10 +527,14 @@ class LiveSubscription:
 
     async def recheck(self) -> None:
         """The caller's standing read again while no events come: it must still reach the class."""
-        try:
+
+        async def admitted() -> None:
             async with self.service.transaction() as db:
                 context = await self.service.admit(db, self.caller, f"{self.id}.check", self.operation_name)
                 await self.check_class(context)
+
+        try:
+            await shielded(admitted())
         except RequestError as error:
             raise Ended(error) from None
         except Exception as error:
@@ -544,6 +573,15 @@ class LiveSubscription:
 
     async def deliver(self, event: LiveEvent) -> None:
         """Read the event back under the caller's decisions, audit it, then send it; or end."""
+        body = await shielded(self.decide(event))
+        self._next_check = time.monotonic() + self.service.limits.recheck_seconds
+        if body is None or self._ended:
+            return
+        await self.send(body)
+        self.delivered += 1
+
+    async def decide(self, event: LiveEvent) -> dict[str, Any] | None:
+        """The event as this subscriber may see it, its audit entries written; None when it is not theirs."""
         self.sequence += 1
         context: RequestContext | None = None
         committed = False
@@ -583,11 +621,7 @@ class LiveSubscription:
                 outcome = None if committed else TransactionEnded()
                 for callback in context.after_commit:
                     callback(outcome)
-        self._next_check = time.monotonic() + self.service.limits.recheck_seconds
-        if body is None or self._ended:
-            return
-        await self.send(body)
-        self.delivered += 1
+        return body
 
     async def read_event(self, context: RequestContext, event: LiveEvent) -> ClassActivity | None:
         """The event as the root value, or None when it is not this subscriber's to see.

@@ -29,6 +29,8 @@ from server.subscriptions import LiveService, OperationErrors, error_payload
 log = logging.getLogger("pledgeql.live.sse")
 
 COMPLETE = b"event: complete\ndata:\n\n"
+# Refusals of the subscription itself, once the request is admitted: sent in the stream, as a result.
+IN_STREAM = frozenset({"NOT_FOUND", "FORBIDDEN"})
 
 
 def wants_event_stream(request: Request) -> bool:
@@ -65,7 +67,11 @@ async def serve_sse(service: LiveService, request: Request) -> Response:
             headers={"x-request-id": request_id, "cache-control": "no-store"},
         )
     except RequestError as error:
-        return error_response(request, error, request_id)
+        if error.code not in IN_STREAM:
+            return error_response(request, error, request_id)
+        # The request was admitted but the class is not the caller's to watch: a result, as graphql-sse sends one.
+        refusal = _next({"errors": error_payload(error)}) + COMPLETE
+        return Response(refusal, media_type="text/event-stream", headers={"x-request-id": request_id})
 
     async def stream() -> AsyncIterator[bytes]:
         runner = asyncio.create_task(subscription.run())

@@ -9,12 +9,16 @@ PostgreSQL's NOTIFY, as between workers or nodes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
+import shutil
 import socket
+import subprocess
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -450,3 +454,122 @@ async def test_graphql_sse_delivers_the_event_and_refuses_a_request_without_a_to
                         data = orjson.loads(line[6:])
                         assert data["data"]["classActivity"]["response"]["id"] == response_id
                         break
+
+
+# ------------------------------------------------------------ the real clients
+
+CLIENTS = Path(__file__).parent / "clients" / "live"
+
+
+@pytest.fixture(scope="module")
+def node_clients() -> Path:
+    """tests/clients/live with its node_modules installed (npm install on first use)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip(
+            "node and npm are not installed, so the graphql-ws and graphql-sse clients cannot run (Node.js 18+)"
+        )
+    if not (CLIENTS / "node_modules" / "graphql-sse").is_dir():
+        installed = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund"],  # noqa: S607
+            cwd=CLIENTS,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        if installed.returncode != 0:
+            pytest.fail(f"npm install in {CLIENTS} failed: {installed.stderr.decode()[-500:]}")
+    return CLIENTS
+
+
+class NodeClient:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    async def line(self, timeout: float = 20.0) -> dict[str, Any]:
+        if self.process.stdout is None:
+            raise RuntimeError("no stdout")
+        raw = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+        if not raw:
+            stderr = await self.process.stderr.read() if self.process.stderr else b""
+            raise AssertionError(f"the node client exited: {stderr.decode()[-800:]}")
+        parsed: dict[str, Any] = orjson.loads(raw)
+        return parsed
+
+
+@pytest_asyncio.fixture
+async def node_client(node_clients: Path, address: str) -> AsyncIterator[Callable[..., Any]]:
+    started: list[asyncio.subprocess.Process] = []
+
+    async def start(transport: str, token: str, purpose: str, klass: uuid.UUID, query: str) -> NodeClient:
+        url = f"{'ws' if transport == 'ws' else 'http'}://{address}/graphql"
+        process = await asyncio.create_subprocess_exec(
+            "node",
+            str(node_clients / "live.mjs"),
+            transport,
+            url,
+            token,
+            purpose,
+            str(klass),
+            "1",
+            query,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        started.append(process)
+        return NodeClient(process)
+
+    yield start
+    for process in started:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+@pytest.mark.parametrize("purpose", ["INSTRUCTION", "REPORTING"])
+async def test_the_real_client_receives_a_submitted_response_decided_by_purpose(
+    node_client: Callable[..., Any],
+    token_for: Callable[..., str],
+    gql: Gql,
+    facts: Facts,
+    transport: str,
+    purpose: str,
+) -> None:
+    client = await node_client(transport, token_for(TEACHER), purpose, facts.klass, WITH_ANSWER)
+    assert await client.line() == {"ready": True}
+    # Submit until the event arrives: the client subscribes asynchronously after it says it is ready.
+    submitted: set[str] = set()
+    message: dict[str, Any] = {}
+    async with asyncio.timeout(30):
+        while "next" not in message:
+            submitted.add(await submit(gql, facts, answer="C"))
+            with contextlib.suppress(TimeoutError):
+                message = await client.line(0.7)
+            assert "error" not in message, message
+    result = message["next"]
+    event = result["data"]["classActivity"]
+    assert event["student"]["id"] == str(facts.student) and event["student"]["firstName"]
+    assert event["response"]["id"] in submitted
+    if purpose == "INSTRUCTION":
+        assert event["response"]["answer"] == "C" and "errors" not in result
+    else:
+        assert event["response"]["answer"] is None
+        assert {e["extensions"]["code"] for e in result["errors"]} == {"FORBIDDEN"}
+        paths = sorted(e["path"] for e in result["errors"])
+        assert paths == [["classActivity", "kind"], ["classActivity", "response", "answer"]]
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+async def test_the_real_client_is_refused_another_districts_class_like_a_missing_one(
+    node_client: Callable[..., Any], token_for: Callable[..., str], facts: Facts, transport: str
+) -> None:
+    answers = []
+    for klass in (facts.riverside_class, uuid.uuid4()):
+        client = await node_client(transport, token_for(TEACHER), "INSTRUCTION", klass, LIVE)
+        assert await client.line() == {"ready": True}
+        message = await client.line()
+        if "next" in message:  # graphql-sse: the errors as a result, then complete
+            message = {"error": message["next"]["errors"]}
+        answers.append(message)
+    assert answers[0] == answers[1]
+    assert answers[0]["error"][0]["extensions"]["code"] == "NOT_FOUND"
