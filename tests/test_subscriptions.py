@@ -99,6 +99,7 @@ def live_settings(settings: Settings) -> Settings:
             "PLEDGEQL_LIVE_RECHECK_SECONDS": "1",
             "PLEDGEQL_LIVE_PER_CONNECTION": "3",
             "PLEDGEQL_LIVE_INIT_TIMEOUT_SECONDS": "1",
+            "PLEDGEQL_LIVE_QUEUE": "20",
         },
     )
 
@@ -373,6 +374,37 @@ async def test_a_failed_audit_write_sends_nothing_and_ends_the_subscription(
     await no_message(ws)
     written = await owner.fetchval("SELECT count(*) FROM audit_entries WHERE operation_name = 'LiveAuditFails'")
     assert written == 0
+
+
+async def test_a_burst_past_the_queue_ends_the_subscription_and_what_waited_is_never_audited(
+    socket_for: Callable[..., Any], gql: Gql, facts: Facts, owner: Any
+) -> None:
+    ws = await socket_for(TEACHER, "INSTRUCTION")
+    await subscribed(ws, "q", LIVE.replace("LiveClass", "LiveBurst"), facts.klass)
+    response_id = await submit(gql, facts)
+    await receive(ws)  # the submission's own event
+    # 200 notifications of that response at once (each payload distinct, so none is folded), past the 20 queued.
+    district = await owner.fetchval("SELECT district_id FROM classes WHERE id = $1", facts.klass)
+    await owner.execute(
+        "SELECT pg_notify($1, json_build_object('t', 'r', 'id', $2::uuid, 's', $3::uuid, 'c', ARRAY[$4::uuid], "
+        "'n', n)::text) FROM generate_series(1, 200) AS n",
+        "pledgeql_live_" + district.hex,
+        uuid.UUID(response_id),
+        facts.student,
+        facts.klass,
+    )
+    delivered = 1
+    while True:
+        message = await receive(ws)
+        if message["type"] != "next":
+            break
+        delivered += 1
+    assert message["type"] == "error", message
+    assert message["payload"][0]["extensions"] == {"code": "SLOW_CONSUMER", "limit": "subscriptionQueue", "value": 20}
+    assert delivered < 200
+    # Exactly the events sent were audited: none of those dropped from the queue.
+    audited = await owner.fetchval("SELECT count(*) FROM audit_entries WHERE operation_name = 'LiveBurst'")
+    assert audited == delivered
 
 
 async def test_the_websocket_protocol_refuses_what_graphql_transport_ws_refuses(
