@@ -209,9 +209,11 @@ def create_app(
             compiled=CompiledReads(),
         )
         state.live = LiveService(state.endpoint, LiveHub(database.app), live_limits)
+        undo_signals = state.live.on_shutdown_signal()
         try:
             yield
         finally:
+            undo_signals()
             await state.live.close()
             # Runs after the server has finished its in-flight requests (and
             # their audit writes): uvicorn's graceful shutdown comes first.

@@ -38,6 +38,8 @@ import collections
 import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -428,10 +430,38 @@ class LiveService:
                 del self.per_user[user]
 
     def shutdown(self) -> None:
-        """Stop taking subscriptions and end the running ones (the transports close with their codes)."""
+        """Stop taking subscriptions and end the running ones, uncompleted: the transports close
+        their connections (WebSocket 1012) so that the clients reconnect and subscribe again."""
         self.closing = True
         for subscription in list(self.active):
             subscription.end(None)
+
+    def on_shutdown_signal(self) -> Callable[[], None]:
+        """Chain onto the server's SIGTERM and SIGINT handlers: end subscriptions as uvicorn starts
+        its graceful shutdown, instead of holding it until its timeout. Returns the undo.
+
+        Only from the main thread (a worker process); elsewhere (a server in a test's thread) nothing
+        is installed and subscriptions end when the app's lifespan closes."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        loop = asyncio.get_running_loop()
+        previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+
+        def handler(number: int, frame: Any) -> None:
+            loop.call_soon_threadsafe(self.shutdown)
+            chained = previous[signal.Signals(number)]
+            if callable(chained):
+                chained(number, frame)
+
+        for number in previous:
+            signal.signal(number, handler)
+
+        def undo() -> None:
+            for number, chained in previous.items():
+                if signal.getsignal(number) is handler:
+                    signal.signal(number, chained)
+
+        return undo
 
     async def close(self) -> None:
         self.shutdown()

@@ -73,29 +73,33 @@ async def serve_sse(service: LiveService, request: Request) -> Response:
         refusal = _next({"errors": error_payload(error)}) + COMPLETE
         return Response(refusal, media_type="text/event-stream", headers={"x-request-id": request_id})
 
+    async def produce() -> None:
+        try:
+            ended = await subscription.run()
+        except Exception as error:
+            log.error("Unexpected error in a subscription: %s", type(error).__name__)
+            ended = RequestError("INTERNAL", "Internal error")
+        await outbox.put({"ended": ended})
+
     async def stream() -> AsyncIterator[bytes]:
-        runner = asyncio.create_task(subscription.run())
+        runner = asyncio.create_task(produce())
         try:
             while True:
-                getter = asyncio.ensure_future(outbox.get())
-                done, _ = await asyncio.wait({getter, runner}, timeout=service.limits.ping_seconds)
-                if getter in done:
-                    yield _next(getter.result())
+                try:
+                    item = await asyncio.wait_for(outbox.get(), service.limits.ping_seconds)
+                except TimeoutError:
+                    yield b":\n\n"
                     continue
-                getter.cancel()
-                if runner in done:
-                    while not outbox.empty():
-                        yield _next(outbox.get_nowait())
-                    try:
-                        ended = runner.result()
-                    except Exception as error:
-                        log.error("Unexpected error in a subscription: %s", type(error).__name__)
-                        ended = RequestError("INTERNAL", "Internal error")
-                    if ended is not None:
-                        yield _next({"errors": error_payload(ended)})
-                    yield COMPLETE
-                    return
-                yield b":\n\n"
+                if "ended" not in item:
+                    yield _next(item)
+                    continue
+                ended = item["ended"]
+                if ended is not None:
+                    yield _next({"errors": error_payload(ended)})
+                elif service.closing:
+                    return  # no complete: the client reconnects and subscribes again
+                yield COMPLETE
+                return
         finally:
             runner.cancel()
             with contextlib.suppress(BaseException):

@@ -191,6 +191,13 @@ class Connection:
             await self._finish(sid, {"type": "error", "id": sid, "payload": error_payload(failure)})
             return
         if ended is None:
+            if self.service.closing:
+                # Shutting down: no complete (the client would not subscribe again); the socket closes
+                # with 1012, on which graphql-ws reconnects and resubscribes.
+                self.tasks.pop(sid, None)
+                with contextlib.suppress(Exception):
+                    await self.websocket.close(1012, "Service restart")
+                return
             await self._finish(sid, {"type": "complete", "id": sid})
         else:
             await self._finish(sid, {"type": "error", "id": sid, "payload": error_payload(ended)})

@@ -77,8 +77,7 @@ def upgrade() -> None:
         """
     )
     op.execute(
-        "CREATE TRIGGER responses_live AFTER INSERT ON responses "
-        "FOR EACH ROW EXECUTE FUNCTION pledgeql_live_notify()"
+        "CREATE TRIGGER responses_live AFTER INSERT ON responses FOR EACH ROW EXECUTE FUNCTION pledgeql_live_notify()"
     )
     op.execute(
         "CREATE TRIGGER activity_events_live AFTER INSERT ON activity_events "
