@@ -297,6 +297,10 @@ class LiveService:
         self.endpoint._limit(f"sub:{claims.user_id}")
         return Caller(claims, self.endpoint.parse_purpose(purpose), justification, client)
 
+    def charge(self, caller: Caller) -> None:
+        """One more request against the caller's rate limit (each subscribe on a WebSocket is one)."""
+        self.endpoint._limit(f"sub:{caller.claims.user_id}")
+
     async def admit(self, db: Db, caller: Caller, request_id: str, operation_name: str | None) -> RequestContext:
         if caller.claims.expires_at is not None and time.time() >= caller.claims.expires_at:
             raise RequestError("UNAUTHENTICATED", "Sign in again: the token has expired")
@@ -399,8 +403,10 @@ class LiveService:
         self.active.add(subscription)
         try:
             await self.hub.add(subscription)
-        except BaseException:
+        except BaseException as error:
             self.release(subscription)
+            if isinstance(error, Exception) and is_connection_error(error):
+                raise RequestError("DATABASE_UNAVAILABLE", UNAVAILABLE_MESSAGE) from None
             raise
         return subscription
 
@@ -495,6 +501,7 @@ class LiveSubscription:
         self._ending: RequestError | None = None
         self._ended = False
         self._next_check = time.monotonic() + service.limits.recheck_seconds
+        self._class_row: Row | None = None
 
     # ---------------------------------------------------------------- input
 
@@ -573,11 +580,16 @@ class LiveSubscription:
             raise Ended(RequestError("DATABASE_UNAVAILABLE", UNAVAILABLE_MESSAGE)) from None
         self._next_check = time.monotonic() + self.service.limits.recheck_seconds
 
-    async def check_class(self, context: RequestContext) -> uuid.UUID:
-        """The class's district when the caller reaches the class as reading it would; else NOT_FOUND."""
-        row = await context.reads.klass(self.class_id)
+    async def check_class(self, context: RequestContext, *, read: bool = True) -> uuid.UUID:
+        """The class's district when the caller reaches the class as reading it would; else NOT_FOUND.
+
+        At an event (``read=False``) the class's row read at the last check is
+        used again (a class does not change district or school); whether the
+        caller, just read again, still reaches it is decided anew."""
+        row = self._class_row if not read and self._class_row is not None else await context.reads.klass(self.class_id)
         if row is None or not await self._covers(context, row):
             raise RequestError("NOT_FOUND", "Class not found")
+        self._class_row = row
         district: uuid.UUID = row["district_id"]
         return district
 
@@ -605,8 +617,9 @@ class LiveSubscription:
         """Read the event back under the caller's decisions, audit it, then send it; or end."""
         body = await shielded(self.decide(event))
         self._next_check = time.monotonic() + self.service.limits.recheck_seconds
-        if body is None or self._ended:
+        if body is None:
             return
+        # Sent even if the subscription ended meanwhile (its queue overflowed): it is audited already.
         await self.send(body)
         self.delivered += 1
 
@@ -624,7 +637,7 @@ class LiveSubscription:
                     context = await self.service.admit(
                         db, self.caller, f"{self.id}.{self.sequence}", self.operation_name
                     )
-                    await self.check_class(context)
+                    await self.check_class(context, read=False)
                     root = await self.read_event(context, event)
                     if root is not None:
                         body = await self.execute(context, root)

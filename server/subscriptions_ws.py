@@ -51,7 +51,7 @@ def _header(payload: dict[str, Any], name: str) -> str | None:
     return None
 
 
-def _client(websocket: WebSocket, payload: dict[str, Any]) -> ClientInfo:
+def _client(websocket: WebSocket) -> ClientInfo:
     return ClientInfo(
         ip_address=websocket.client.host if websocket.client else None,
         user_agent=websocket.headers.get("user-agent"),
@@ -116,7 +116,7 @@ class Connection:
         payload = message.get("payload") or {}
         if not isinstance(payload, dict):
             raise Closed(4400, "Invalid message received: connection_init payload must be an object")
-        client = _client(self.websocket, payload)
+        client = _client(self.websocket)
         try:
             caller = self.service.caller(
                 _header(payload, "authorization"),
@@ -170,6 +170,7 @@ class Connection:
         if self.caller is None:
             raise RuntimeError("subscribe before connection_init was handled")
         try:
+            self.service.charge(self.caller)
             gql = _request(payload)
 
             async def deliver(body: dict[str, Any]) -> None:
