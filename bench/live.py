@@ -123,6 +123,7 @@ async def _submit(spec: dict[str, Any]) -> dict[str, Any]:
     rate: float = spec["rate"]
     duration: float = spec["duration"]
     answered: dict[str, float] = {}
+    durations: list[float] = []
     failures = 0
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
@@ -130,10 +131,12 @@ async def _submit(spec: dict[str, Any]) -> dict[str, Any]:
         async def send(call: dict[str, Any]) -> None:
             nonlocal failures
             headers = {**call["headers"], "Idempotency-Key": os.urandom(12).hex()}
+            began = time.perf_counter()
             try:
                 response = await client.post(spec["url"], content=call["body"], headers=headers)
                 body = response.json()
                 answered[body["data"]["submitResponse"]["response"]["id"]] = time.time()
+                durations.append(time.perf_counter() - began)
             except (httpx.HTTPError, KeyError, TypeError, ValueError):
                 failures += 1
 
@@ -146,7 +149,14 @@ async def _submit(spec: dict[str, Any]) -> dict[str, Any]:
                 await asyncio.sleep(delay)
             pending.append(asyncio.create_task(send(calls[i % len(calls)])))
         await asyncio.gather(*pending)
-    return {"answered": answered, "failures": failures, "sent": total}
+    durations.sort()
+    return {
+        "answered": answered,
+        "failures": failures,
+        "sent": total,
+        "p50_ms": 1000 * _percentile(durations, 0.5),
+        "p95_ms": 1000 * _percentile(durations, 0.95),
+    }
 
 
 # ----------------------------------------------------------------- orchestrator
@@ -166,12 +176,15 @@ async def _prepare(settings: Any, students: int, subscribers: int) -> tuple[Any,
     _, calls = await submissions(settings)
     owner = await connect(urls.owner)
     try:
+        await owner.execute("VACUUM ANALYZE")
         pairs = await owner.fetch(
             "SELECT DISTINCT ON (ct.class_id) ct.class_id, ct.teacher_id FROM class_teachers ct "
             "ORDER BY ct.class_id, ct.teacher_id"
         )
     finally:
         await owner.close()
+    watched = len({str(p["class_id"]) for p in pairs[:subscribers]})
+    print(f"{len(pairs)} classes, {watched} of them watched; {len(calls)} students with an assignment", flush=True)
     watchers = []
     for i in range(subscribers):
         pair = pairs[i % len(pairs)]
@@ -272,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     env.pop("PLEDGEQL_DATABASE_URL", None)
     settings = dataclasses.replace(Settings.from_env(), data_dir=data_dir, jwt_secret=BENCH_SECRET, database_url=None)
+    print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (nproc {os.cpu_count()})")
     print(f"seeding {args.students} students under {data_dir} ...", flush=True)
     urls, watchers, calls = asyncio.run(_prepare(settings, args.students, args.subscribers))
     from server.db import server_urls, stop_embedded
@@ -348,10 +362,13 @@ def main(argv: list[str] | None = None) -> int:
     def ms(values: list[float], q: float) -> str:
         return f"{1000 * _percentile(values, q):.1f}"
 
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (nproc {os.cpu_count()})")
     print(f"subscribed {ready}/{len(watchers)}; subscriber errors {outcome['error_count']} {outcome['errors'][:3]}")
     print(
-        f"submissions: phase 1 {baseline['sent'] - baseline['failures']}/{baseline['sent']} ok, "
-        f"phase 2 {loaded['sent'] - loaded['failures']}/{loaded['sent']} ok"
+        f"submissions: phase 1 {baseline['sent'] - baseline['failures']}/{baseline['sent']} ok "
+        f"(p50 {baseline['p50_ms']:.1f} ms, p95 {baseline['p95_ms']:.1f} ms), "
+        f"phase 2 {loaded['sent'] - loaded['failures']}/{loaded['sent']} ok "
+        f"(p50 {loaded['p50_ms']:.1f} ms, p95 {loaded['p95_ms']:.1f} ms)"
     )
     print(
         f"deliveries {deliveries} ({len(from_commit)} with a commit time); commit to delivery: "
