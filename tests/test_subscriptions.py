@@ -334,6 +334,49 @@ async def test_a_disabled_teacher_is_ended_unauthenticated_at_the_next_event(
         await owner.execute("UPDATE users SET disabled = false WHERE id = $1", users[TEACHER])
 
 
+async def test_a_district_that_stops_authorizing_the_purpose_ends_the_subscription_at_the_next_event(
+    socket_for: Callable[..., Any], gql: Gql, facts: Facts, owner: Any
+) -> None:
+    ws = await socket_for(TEACHER, "INSTRUCTION")
+    await subscribed(ws, "p", LIVE, facts.klass)
+    district = await owner.fetchval("SELECT district_id FROM classes WHERE id = $1", facts.klass)
+    before = await owner.fetchval("SELECT authorized_purposes FROM districts WHERE id = $1", district)
+    await owner.execute(
+        "UPDATE districts SET authorized_purposes = array_remove(authorized_purposes, 'INSTRUCTION') WHERE id = $1",
+        district,
+    )
+    try:
+        await submit(gql, facts)
+        message = await receive(ws, 5.0)
+    finally:
+        await owner.execute("UPDATE districts SET authorized_purposes = $2 WHERE id = $1", district, before)
+    assert message["type"] == "error", message
+    assert message["payload"][0]["extensions"] == {
+        "code": "FORBIDDEN",
+        "purpose": "INSTRUCTION",
+        "reason": "PURPOSE_NOT_AUTHORIZED_BY_DISTRICT",
+    }
+
+
+async def test_a_guardian_watching_the_class_hears_only_about_their_own_child(
+    socket_for: Callable[..., Any], gql: Gql, facts: Facts, owner: Any, users: dict[str, uuid.UUID]
+) -> None:
+    classmate = await owner.fetchval(
+        "SELECT u.username FROM enrollments e JOIN users u ON u.id = e.student_id "
+        "WHERE e.class_id = $1 AND e.student_id <> $2 ORDER BY u.username LIMIT 1",
+        facts.klass,
+        facts.student,
+    )
+    assert classmate in users
+    ws = await socket_for("guardian1@northwind.example", "REPORTING")
+    await subscribed(ws, "k", LIVE, facts.klass)
+    await submit(gql, facts, classmate)
+    await no_message(ws)
+    await submit(gql, facts, STUDENT)
+    event = (await receive(ws))["payload"]["data"]["classActivity"]
+    assert event["student"]["id"] == str(facts.student) and event["student"]["firstName"]
+
+
 async def test_an_expired_token_ends_the_subscription_with_unauthenticated(
     socket_for: Callable[..., Any], token_for: Callable[..., str], facts: Facts
 ) -> None:
