@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -256,6 +257,30 @@ async def _audit_count(owner_url: str) -> int:
         await owner.close()
 
 
+def _sample_waits(owner_url: str, stop: Any, counts: dict[str, int]) -> None:
+    """What PostgreSQL's backends wait for, sampled every 50 ms (``--sample-waits``)."""
+
+    async def sample() -> None:
+        from server.db import connect
+
+        owner = await connect(owner_url)
+        try:
+            while not stop.is_set():
+                rows = await owner.fetch(
+                    "SELECT coalesce(wait_event_type, '-') || ':' || coalesce(wait_event, '-') || ' ' || "
+                    "coalesce(state, '-') || ' ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 50) AS what "
+                    "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "
+                    "AND state <> 'idle'"
+                )
+                for row in rows:
+                    counts[row["what"]] = counts.get(row["what"], 0) + 1
+                await asyncio.sleep(0.05)
+        finally:
+            await owner.close()
+
+    asyncio.run(sample())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--students", type=int, default=5000)
@@ -263,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--sample-waits", action="store_true", help="print what PostgreSQL waited for in phase 2")
     parser.add_argument("--subscribe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--submit", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -326,7 +352,17 @@ def main(argv: list[str] | None = None) -> int:
         ready = json.loads(subscriber.stdout.readline())["ready"]
         audit0 = asyncio.run(_audit_count(urls.owner))
         app2, pg2 = _tree_ticks(server.pid), _pg_ticks(pgdata)
+        waits: dict[str, int] = {}
+        stop_sampling = threading.Event()
+        sampler = threading.Thread(target=_sample_waits, args=(urls.owner, stop_sampling, waits))
+        if args.sample_waits:
+            sampler.start()
         loaded = _run_submitter({**spec, "duration": args.duration})
+        stop_sampling.set()
+        if args.sample_waits:
+            sampler.join()
+            for what, count in sorted(waits.items(), key=lambda kv: -kv[1])[:15]:
+                print(f"  {count:6d}  {what}")
         time.sleep(2.0)  # the last deliveries
         app3, pg3 = _tree_ticks(server.pid), _pg_ticks(pgdata)
         audit1 = asyncio.run(_audit_count(urls.owner))
