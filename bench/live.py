@@ -363,7 +363,13 @@ def main(argv: list[str] | None = None) -> int:
             sampler.join()
             for what, count in sorted(waits.items(), key=lambda kv: -kv[1])[:15]:
                 print(f"  {count:6d}  {what}")
-        time.sleep(2.0)  # the last deliveries
+        # The last deliveries: until no audit entry has been added for 2 s (at most 60 s).
+        seen, quiet_since, deadline = -1, time.monotonic(), time.monotonic() + 60
+        while time.monotonic() - quiet_since < 2.0 and time.monotonic() < deadline:
+            count = asyncio.run(_audit_count(urls.owner))
+            if count != seen:
+                seen, quiet_since = count, time.monotonic()
+            time.sleep(0.5)
         app3, pg3 = _tree_ticks(server.pid), _pg_ticks(pgdata)
         audit1 = asyncio.run(_audit_count(urls.owner))
         subscriber.send_signal(signal.SIGTERM)

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 import orjson
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from server.context import ClientInfo
 from server.errors import RequestError
@@ -186,6 +186,9 @@ class Connection:
             return
         except asyncio.CancelledError:
             raise
+        except (WebSocketDisconnect, WebSocketDisconnected, OSError):
+            self.tasks.pop(sid, None)  # the client is gone: nothing to tell it
+            return
         except Exception as error:
             log.error("Unexpected error in a subscription: %s", type(error).__name__)
             failure = RequestError("INTERNAL", "Internal error")
