@@ -9,8 +9,10 @@ Who may ask for what follows the rule's ``aggregates`` (POLICY.md section 3):
 * ALL_DISTRICTS (ANALYST, REPORTING) and AUTHORIZING_DISTRICTS (ANALYST,
   PRODUCT_ANALYTICS): any district, school or class, or ``allDistricts``;
   only districts that authorize the purpose (and are governed by a policy
-  version that gives the analyst aggregates) take part, and under
-  PRODUCT_ANALYTICS students whose family opted out are left out.
+  version that gives the analyst aggregates) take part, and students whose
+  family opted out are left out whatever the purpose (POLICY.md 4.4), so that
+  the same report under two purposes cannot be subtracted to single them out.
+  The district's own staff count every student.
 
 Anything else is FORBIDDEN with reason OUT_OF_SCOPE_OPERATION. District staff
 also need their district to authorize the purpose, and the report's data to
@@ -236,13 +238,14 @@ async def _plan_internal(ctx: Any, request: Request, kind: Kind) -> Plan:
             raise _out_of_scope(ctx, "That school" if table == "schools" else "That class")
         fixed[request.scope] = str(request.scope_id)
     sizes = [c.minimum_group_size for c in taking_part.values()]
-    opted_out = ctx.rule.aggregates is AggregateScope.AUTHORIZING_DISTRICTS or ctx.purpose is Purpose.PRODUCT_ANALYTICS
     universe = Universe(
         kind=kind,
         district_ids=tuple(districts),
         start=request.start,
         end=request.end,
-        exclude_opted_out=opted_out,
+        # POLICY.md 4.4: whatever the purpose, so that two analysts' reports
+        # cannot be subtracted to single out who opted out.
+        exclude_opted_out=True,
         demographics_from=tuple(uuid.UUID(key) for key, c in taking_part.items() if c.collect_demographics),
     )
     return Plan(universe, fixed, max(sizes, default=DEFAULT_K))
@@ -315,7 +318,8 @@ async def _plan_district(ctx: Any, request: Request, kind: Kind) -> Plan:
         district_ids=(home_id,),
         start=request.start,
         end=request.end,
-        exclude_opted_out=ctx.purpose is Purpose.PRODUCT_ANALYTICS,
+        # The district's own staff count every student (POLICY.md 4.4).
+        exclude_opted_out=False,
         demographics_from=(home_id,) if home.collect_demographics else (),
     )
     return Plan(universe, fixed, home.minimum_group_size)
