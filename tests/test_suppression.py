@@ -211,3 +211,39 @@ def test_subtracting_the_shown_groups_from_the_total_never_isolates_one_hidden_g
     for sizes in itertools.product([1, 4, 5, 12], repeat=4):
         hidden = one_way({f"g{i}": s for i, s in enumerate(sizes)}, k=5)
         assert len(hidden) != 1
+
+
+def test_a_small_group_counted_twice_hides_two_cells_of_its_partition() -> None:
+    # 30 students; A has 20 and B 15: 5 students are in both, so A + B - total
+    # would describe them. With k = 10 that group is small.
+    tables = {0: {(): Count(30)}, 1: {("A",): Count(20), ("B",): Count(15)}}
+    assert suppress(tables, 1, 10) == {0: {}, 1: {}}
+    hidden = suppress(tables, 1, 10, {1: {0: {(): 5}}})
+    assert hidden[1] == {("A",): Reason.COMPLEMENTARY, ("B",): Reason.COMPLEMENTARY}
+
+
+def test_a_group_counted_twice_of_at_least_k_students_hides_nothing() -> None:
+    tables = {0: {(): Count(30)}, 1: {("A",): Count(20), ("B",): Count(20)}}
+    assert suppress(tables, 1, 10, {1: {0: {(): 10}}}) == {0: {}, 1: {}}
+
+
+def test_no_one_counted_twice_is_no_group_to_protect() -> None:
+    tables = {0: {(): Count(30)}, 1: {("A",): Count(20), ("B",): Count(10)}}
+    assert suppress(tables, 1, 10, {1: {0: {(): 0}}}) == {0: {}, 1: {}}
+
+
+def test_the_groups_counted_twice_of_one_line_cannot_be_subtracted_from_their_sum() -> None:
+    # By CLASS x GENDER with k = 5: 8 students are in both classes, 3 girls and
+    # 5 boys. The girls' partition hides two cells; unless a boys' cell is
+    # hidden too, 8 - 5 gives the 3 girls back.
+    tables = {
+        0: {(): Count(40)},
+        1: {("A",): Count(24), ("B",): Count(24)},
+        2: {("F",): Count(20), ("M",): Count(20)},
+        3: {("A", "F"): Count(12), ("B", "F"): Count(11), ("A", "M"): Count(12), ("B", "M"): Count(13)},
+    }
+    overlaps = {1: {0: {(): 8}}, 3: {0: {("F",): 3, ("M",): 5}}}
+    hidden = suppress(tables, 2, 5, overlaps)
+    assert hidden[1] == {} and hidden[2] == {}
+    assert {key for key, _ in hidden[3].items() if key[1] == "F"} == {("A", "F"), ("B", "F")}
+    assert any(key[1] == "M" for key in hidden[3])
