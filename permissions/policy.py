@@ -189,6 +189,7 @@ class PolicySet:
 
         self._documents = tuple(docs)
         self._by_version = by_version
+        self._in_effect: dict[datetime.date, PolicySet] = {}
         self._governing: dict[str, PolicyDocument] = {}
         self._newer: dict[str, tuple[PolicyDocument, ...]] = {}
         for index, doc in enumerate(docs):
@@ -222,6 +223,32 @@ class PolicySet:
 
     def latest(self) -> PolicyDocument:
         return self._documents[-1]
+
+    def in_effect(self, on: datetime.date) -> PolicySet:
+        """The versions in effect on ``on``: no version applies before its
+        effective date (POLICY.md 4.7), so each request decides with the set
+        of its own day. A district that accepted a version not yet in effect
+        (only possible if the clock went back) is governed by the newest one
+        that is."""
+        view = self._in_effect.get(on)
+        if view is None:
+            docs = [d for d in self._documents if d.effective_date <= on]
+            if len(docs) == len(self._documents):
+                view = self
+            else:
+                if not docs:
+                    raise PolicyError(
+                        f"No policy version is in effect on {on.isoformat()}; the earliest is "
+                        f"{self._documents[0].version}, effective {self._documents[0].effective_date.isoformat()}"
+                    )
+                view = PolicySet(docs)
+                for doc in self._documents[len(docs) :]:
+                    view._governing[doc.version] = view._documents[-1]
+                    view._newer[doc.version] = ()
+            if len(self._in_effect) > 64:
+                self._in_effect.clear()
+            self._in_effect[on] = view
+        return view
 
     def governing(self, accepted_version: str) -> PolicyDocument:
         """The terms a district that accepted ``accepted_version`` is governed by:

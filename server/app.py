@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -240,8 +241,13 @@ def create_app(
             return JSONResponse({"status": "migrations pending"}, 503)
         return JSONResponse({"status": "ready"})
 
+    def _policies_today() -> PolicySet:
+        """The versions in effect by the requests' clock (no version applies before its date)."""
+        today = state.endpoint.clock().date() if state.endpoint is not None else dt.datetime.now(dt.UTC).date()
+        return policies.in_effect(today)
+
     async def privacy(request: Request) -> Response:
-        doc = policies.latest()
+        doc = _policies_today().latest()
         return HTMLResponse(render_privacy_html(doc, _category_fields()))
 
     async def privacy_district(request: Request) -> Response:
@@ -276,7 +282,7 @@ def create_app(
             device_days=row["device_days"],
             audit_days=row["audit_days"],
         )
-        doc = policies.governing(row["accepted_policy_version"])
+        doc = _policies_today().governing(row["accepted_policy_version"])
         return HTMLResponse(render_privacy_html(doc, _category_fields(), notice))
 
     middleware = [

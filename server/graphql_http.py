@@ -549,7 +549,7 @@ class GraphQLEndpoint:
         with self.telemetry.span(f"graphql {operation.operation.value}", attributes) as span:
             if claims is None:
                 if _root_fields(operation) <= PUBLIC_ROOTS:
-                    public = PublicContext(policies=self.policies, request_id=request_id)
+                    public = PublicContext(policies=self.policies.in_effect(self.clock().date()), request_id=request_id)
                     return await self._run(request, prepared, gql, public)
                 raise RequestError("UNAUTHENTICATED", "Sign in: this request needs a bearer token")
             reply = await self._authenticated(request, request_id, gql, prepared, operation, variables, claims, client)
@@ -598,10 +598,12 @@ class GraphQLEndpoint:
                         # district's settings decide whether it takes part.
                         conditions = await load_conditions(db, None)
                     home = conditions.get(str(principal.district_id)) if principal.district_id else None
-                    refusal = check_request(self.policies, principal.role, purpose, token_purposes, justification, home)
+                    # No version applies before its effective date: decide with today's.
+                    policies = self.policies.in_effect(now.date())
+                    refusal = check_request(policies, principal.role, purpose, token_purposes, justification, home)
                     if refusal is not None:
                         raise RequestError(refusal.value, REFUSAL_MESSAGES[refusal])
-                    document = self.policies.governing(home.accepted_version) if home else self.policies.latest()
+                    document = policies.governing(home.accepted_version) if home else policies.latest()
                     rule = document.rule(principal.role, purpose)
                     if rule is None:
                         raise RequestError("PURPOSE_NOT_ALLOWED", REFUSAL_MESSAGES[RequestRefusal.PURPOSE_NOT_ALLOWED])
@@ -626,8 +628,8 @@ class GraphQLEndpoint:
                         principal=principal,
                         purpose=purpose,
                         rule=rule,
-                        policies=self.policies,
-                        decisions=DecisionTable(self.policies, principal.role, purpose, relationships, conditions),
+                        policies=policies,
+                        decisions=DecisionTable(policies, principal.role, purpose, relationships, conditions),
                         conditions=conditions,
                         reads=Reads(db, scope),
                         db=db,

@@ -8,7 +8,9 @@ that writes gets its own database and no test sees another module's rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import datetime as dt
 import os
 import re
 import shutil
@@ -203,3 +205,16 @@ def run_as_owner(db: DatabaseUrls, work: Callable[[Any], Awaitable[T]]) -> T:
             await conn.close()
 
     return asyncio.run(run())
+
+
+@contextlib.contextmanager
+def clock_at(app: Any, moment: dt.datetime) -> Iterator[None]:
+    """Serve requests as if at ``moment``: the request clock decides grant expiry,
+    enrollment dates and which policy versions are in effect."""
+    endpoint = app.state.pledgeql.endpoint
+    before = endpoint.clock
+    endpoint.clock = lambda: moment
+    try:
+        yield
+    finally:
+        endpoint.clock = before
