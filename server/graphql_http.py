@@ -619,9 +619,10 @@ class GraphQLEndpoint:
                         guardians_scope=rule.guardian_scope,
                         today=now.date(),
                     )
-                    settable = ",".join(
-                        str(d) for d in [*self.rls_districts(principal, purpose, conditions, scope), NIL]
-                    )
+                    # Only internal users write entries about no district (the nil
+                    # district's chain); a district user's request touches its district alone.
+                    rls = self.rls_districts(principal, purpose, conditions, scope)
+                    settable = ",".join(str(d) for d in (rls if principal.district_id is not None else [*rls, NIL]))
                     if settable != standing.district_ids:  # set with the principal for district users
                         await db.execute("SELECT set_config('pledgeql.district_ids', $1, true)", settable)
                     context = RequestContext(
