@@ -113,3 +113,40 @@ async def test_audit_log_under_legal_compliance_is_read_with_the_justification_a
     assert body["data"]["auditLog"]["nodes"]
     entries = await owner.fetch("SELECT fields, break_glass FROM audit_entries WHERE justification = $1", reason)
     assert [(list(e["fields"]), e["break_glass"]) for e in entries] == [(["Query.auditLog"], True)]
+
+
+async def test_collection_switched_off_the_export_still_discloses_what_was_collected_before(
+    gql: Gql, owner: Any, users: dict[str, uuid.UUID]
+) -> None:
+    settings = "mutation($i: DistrictSettingsInput!) { updateDistrictSettings(input: $i) { collectUsage } }"
+    off = {"collectUsage": False, "collectDevice": False, "collectDemographics": False}
+    body = await gql(ADMIN, "REPORTING", settings, {"i": off})
+    assert "errors" not in body, body
+    try:
+        student = users[STUDENT]
+        # The fields themselves now answer NOT_COLLECTED...
+        read = await gql(
+            ADMIN, "RECORD_ACCESS", "query($s: ID!) { student(id: $s) { gender lastActiveAt } }", {"s": str(student)}
+        )
+        assert {e["extensions"]["reason"] for e in read["errors"]} == {"NOT_COLLECTED"}
+        # ...but the right of access covers everything held.
+        export = await gql(
+            ADMIN,
+            "RECORD_ACCESS",
+            "mutation($s: ID!) { exportStudentRecord(studentId: $s) { document } }",
+            {"s": str(student)},
+        )
+        assert "errors" not in export, export
+        document = export["data"]["exportStudentRecord"]["document"]
+        assert document["withheld"] == {}
+        held = await owner.fetchrow(
+            "SELECT (SELECT count(*) FROM activity_events WHERE student_id = $1) AS events, "
+            "(SELECT count(*) FROM device_sessions WHERE student_id = $1) AS sessions",
+            student,
+        )
+        assert held["events"] > 0 and held["sessions"] > 0
+        assert document["recordsHeld"]["activity_events"] == held["events"]
+        assert document["recordsHeld"]["device_sessions"] == held["sessions"]
+    finally:
+        on = {"collectUsage": True, "collectDevice": True, "collectDemographics": True}
+        await gql(ADMIN, "REPORTING", settings, {"i": on})
