@@ -38,7 +38,7 @@ MAX_EVENTS = 500
 MAX_TARGET_CHARS = 1_000
 MAX_DURATION_MS = 86_400_000
 MAX_TITLE_CHARS = 200
-MAX_KEY_CHARS = 200
+MAX_KEY_CHARS = 128
 MAX_AGENT_CHARS = 512
 MAX_REFERRER_CHARS = 2_048
 # Clients' clocks drift: an event or a due date this close to now is not "in the future" or "in the past".

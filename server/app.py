@@ -27,7 +27,9 @@ from schema.build import build_schema, category_fields
 from schema.compiled import CompiledReads
 from server.audit_writer import make_audit_writer
 from server.auth import TokenVerifier
+from server.cors import cors_options
 from server.db import DatabaseUrls, server_urls, sqlalchemy_url
+from server.graphiql import PREFIX, graphiql_asset, graphiql_page
 from server.graphql_http import REQUEST_ID, GraphQLEndpoint, is_connection_error
 from server.limits import Limits
 from server.operations import Checker, OperationRegistry, OperationsError
@@ -36,19 +38,6 @@ from server.settings import Settings
 from server.telemetry import Telemetry, TelemetryMiddleware, trace_root_fields
 
 log = logging.getLogger("pledgeql.app")
-
-GRAPHIQL = """<!doctype html>
-<html><head><meta charset="utf-8"><title>pledgeql GraphiQL</title>
-<link rel="stylesheet" href="https://unpkg.com/graphiql@3/graphiql.min.css"></head>
-<body style="margin:0"><div id="g" style="height:100vh"></div>
-<script src="https://unpkg.com/react@18/umd/react.production.min.js"></script>
-<script src="https://unpkg.com/react-dom@18/umd/react-dom.production.min.js"></script>
-<script src="https://unpkg.com/graphiql@3/graphiql.min.js"></script>
-<script>
-const fetcher = GraphiQL.createFetcher({url: location.pathname});
-ReactDOM.createRoot(document.getElementById('g')).render(React.createElement(GraphiQL, {
-  fetcher, defaultHeaders: '{"Authorization": "Bearer <token>", "X-Purpose": "INSTRUCTION"}'}));
-</script></body></html>"""
 
 
 @dataclass
@@ -172,8 +161,7 @@ def create_app(
     # Configuration errors stop the server here, before it serves anything.
     verifier = TokenVerifier(settings)
     registry = load_registry(settings, schema._schema)
-    if settings.is_production and "*" in settings.cors_origins:
-        raise SystemExit("PLEDGEQL_CORS_ORIGINS may not be '*' in production: list the client origins")
+    cors = cors_options(settings)
     telemetry = telemetry or Telemetry.from_env()
     if telemetry.enabled:
         trace_root_fields(schema._schema)
@@ -215,7 +203,7 @@ def create_app(
             and "text/html" in request.headers.get("accept", "")
             and "query" not in request.query_params
         ):
-            return HTMLResponse(GRAPHIQL)
+            return graphiql_page(settings.graphiql_token)
         if state.endpoint is None:
             return JSONResponse({"errors": [{"message": "Starting", "extensions": {"code": "INTERNAL"}}]}, 503)
         return await state.endpoint.handle(request)
@@ -280,29 +268,13 @@ def create_app(
     middleware = [
         Middleware(TelemetryMiddleware, telemetry=telemetry),
         Middleware(RequestIdMiddleware),
-        Middleware(
-            CORSMiddleware,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST"],
-            allow_headers=[
-                "Authorization",
-                "Content-Type",
-                "Accept",
-                "X-Purpose",
-                "X-Justification",
-                "X-Request-Id",
-                "Idempotency-Key",
-                "X-Session-Id",
-            ],
-            expose_headers=["X-Request-Id", "Retry-After"],
-            allow_credentials=False,
-            max_age=600,
-        ),
+        Middleware(CORSMiddleware, **cors),
     ]
     app = Starlette(
         middleware=middleware,
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            *(() if settings.is_production else (Route(f"{PREFIX}{{name}}", graphiql_asset),)),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/privacy", privacy),

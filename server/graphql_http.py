@@ -38,6 +38,7 @@ import sqlalchemy.exc
 from graphql import (
     ASTValidationRule,
     DocumentNode,
+    FieldNode,
     GraphQLError,
     GraphQLSchema,
     OperationDefinitionNode,
@@ -86,6 +87,9 @@ GRAPHQL_RESPONSE = "application/graphql-response+json"
 PUBLIC_ROOTS = frozenset({"policy", "policyVersions", "__typename", "__schema", "__type"})
 NIL = uuid.UUID(int=0)
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# API.md: "printable" means no control characters (U+0000 to U+001F and U+007F).
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_CLIENT_HEADER = 128
 SHA256 = re.compile(r"[0-9A-Fa-f]{64}")
 # Texts learned under the hash they were sent with (development's Automatic Persisted Queries).
 LEARNED_SIZE = 1000
@@ -302,6 +306,30 @@ def _respond(request: Request, reply: Reply, request_id: str) -> Response:
     return Response(orjson.dumps(reply.body), status_code=reply.status, media_type=media, headers=headers)
 
 
+def client_header(request: Request, name: str) -> str | None:
+    """An optional client header of API.md: at most 128 printable characters, once; empty counts as absent."""
+    values = request.headers.getlist(name)
+    if len(values) > 1:
+        raise MalformedRequest(f"Send the {name} header once")
+    value = values[0].strip() if values else ""
+    if not value:
+        return None
+    if len(value) > MAX_CLIENT_HEADER or CONTROL.search(value):
+        raise MalformedRequest(f"The {name} header must be at most {MAX_CLIENT_HEADER} printable characters")
+    return value
+
+
+def with_purpose(request: Request, reply: Reply) -> None:
+    """Every response to an authenticated request carries its declared purpose, for client caches to key on."""
+    if not request.headers.get("authorization", "").strip():
+        return
+    declared = request.headers.get("x-purpose", "").strip()
+    if declared in Purpose.__members__:
+        extensions = reply.body.setdefault("extensions", {})
+        if isinstance(extensions, dict):
+            extensions["purpose"] = declared
+
+
 def error_reply(request: Request, error: RequestError) -> Reply:
     status = STATUS.get(error.code, 400)
     legacy = not _wants_graphql_response(request)
@@ -315,6 +343,16 @@ def error_response(request: Request, error: RequestError, request_id: str) -> Re
     return _respond(request, error_reply(request, error), request_id)
 
 
+def _refusal_extensions(error: GraphQLError, original: FieldError) -> dict[str, Any]:
+    """A field error's extensions; a FORBIDDEN that denied no category names the operation refused."""
+    extensions = dict(original.extensions)
+    if extensions.get("code") == "FORBIDDEN" and "category" not in extensions and "operation" not in extensions:
+        node = error.nodes[0] if error.nodes else None
+        if isinstance(node, FieldNode):
+            extensions["operation"] = node.name.value
+    return extensions
+
+
 def format_error(error: GraphQLError, mask: bool) -> dict[str, Any]:
     original = error.original_error
     out: dict[str, Any] = {"message": error.message}
@@ -323,7 +361,7 @@ def format_error(error: GraphQLError, mask: bool) -> dict[str, Any]:
     if error.path:
         out["path"] = list(error.path)
     if isinstance(original, FieldError):
-        out["extensions"] = dict(original.extensions)
+        out["extensions"] = _refusal_extensions(error, original)
     elif original is None or isinstance(original, GraphQLError):
         # A GraphQL-level error: validation, limits or variable coercion.
         extensions = dict(error.extensions or {})
@@ -498,8 +536,8 @@ class GraphQLEndpoint:
             ip_address=ip,
             user_agent=request.headers.get("user-agent"),
             referrer=request.headers.get("referer"),
-            idempotency_key=request.headers.get("idempotency-key"),
-            session_id=request.headers.get("x-session-id"),
+            idempotency_key=client_header(request, "Idempotency-Key"),
+            session_id=client_header(request, "X-Session-Id"),
         )
 
     @staticmethod
@@ -525,7 +563,8 @@ class GraphQLEndpoint:
         A caller is keyed by the token's subject once verified, and by its
         address without a token or with one that fails verification.
         """
-        authorization = request.headers.get("authorization")
+        # An empty header counts as absent (GraphiQL starts with one).
+        authorization = request.headers.get("authorization", "").strip() or None
         by_address = f"ip:{client.ip_address or 'unknown'}"
         if authorization is None:
             self._limit(by_address)
@@ -553,6 +592,7 @@ class GraphQLEndpoint:
             reply = error_reply(request, RequestError("INTERNAL", "Internal error"))
         if "errors" in reply.body:
             self.telemetry.record_errors(reply.body["errors"])
+        with_purpose(request, reply)
         return _respond(request, reply, request_id)
 
     async def _handle(self, request: Request, request_id: str) -> Reply:

@@ -175,6 +175,8 @@ class _Candidate:
     texts: list[str]
     # Hashes a file gives for it (a manifest id, a JSON key), with the text they name.
     given: dict[str, str] = field(default_factory=dict)
+    # A manifest's id or a JSON map's key is what clients send: it comes first.
+    given_first: bool = False
 
     @property
     def name(self) -> str:
@@ -294,7 +296,7 @@ def _from_json(folder: Path, paths: list[Path], problems: list[str]) -> list[_Ca
                     texts = [print_ast(standalone(operation, fragments))]
                 else:
                     texts = [text]
-                candidates.append(_Candidate(source, operation, fragments, texts, given))
+                candidates.append(_Candidate(source, operation, fragments, texts, given, given_first=True))
     return candidates
 
 
@@ -375,7 +377,8 @@ def _register(candidate: _Candidate, checker: Checker, problems: list[str]) -> R
         return None
     operation = operations_of(document)[0] if len(operations_of(document)) == 1 else candidate.operation
     measure = measure_operation(checker.schema, document, operation, checker.limits)
-    hashes = [*candidate.given, *(sha256_hex(t) for t in candidate.texts)]
+    own = [sha256_hex(t) for t in candidate.texts]
+    hashes = [*candidate.given, *own] if candidate.given_first else [*own, *candidate.given]
     return RegisteredOperation(
         name=candidate.name,
         source=candidate.source,
