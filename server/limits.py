@@ -13,6 +13,7 @@ sizes come from variables is measured again with each request's values.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Iterator, Mapping
@@ -25,6 +26,7 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLEnumType,
     GraphQLError,
     GraphQLList,
     GraphQLNamedType,
@@ -53,6 +55,14 @@ log = logging.getLogger("pledgeql.limits")
 
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 TYPENAME = "__typename"
+# Lists the database caps (migrations/versions/0012_list_caps.py enforces these
+# numbers with triggers; tests/test_list_bounds.py proves the two agree): the
+# cost model counts a list at its cap rather than at the default list size.
+DATABASE_CAPS: dict[str, int] = {
+    "Class.teachers": 10,
+    "Student.guardians": 10,
+    "Assessment.items": 100,
+}
 INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
 PAGE_ARGUMENT = "first"
 
@@ -153,6 +163,21 @@ class _Budget(Exception):
     """The walk stopped: the document expands past the cost limit."""
 
 
+@functools.lru_cache(maxsize=8)
+def list_bounds(schema: GraphQLSchema) -> dict[str, int]:
+    """``Type.field`` -> the most items the list can hold: known to the schema (one per value of an
+    enum) or capped by the database (``DATABASE_CAPS``)."""
+    sizes = {name: len(t.values) for name, t in schema.type_map.items() if isinstance(t, GraphQLEnumType)}
+    known = {
+        "PolicyDocument.purposes": sizes.get("Purpose"),
+        "PolicyDocument.categories": sizes.get("DataCategory"),
+        "PolicyDocument.rules": (sizes.get("Role") or 0) * (sizes.get("Purpose") or 0) or None,
+        # groupBy takes each Dimension at most once.
+        "AggregateRow.group": sizes.get("Dimension"),
+    }
+    return {**{k: v for k, v in known.items() if v}, **DATABASE_CAPS}
+
+
 class Measurer:
     """Walks one operation with its fragments expanded, stopping once past the limits."""
 
@@ -169,6 +194,7 @@ class Measurer:
         self.limits = limits
         self.variables = variables
         self.variable_defaults = variable_defaults
+        self.bounds = list_bounds(schema)
         self.measure = Measure()
 
     def operation(self, operation: OperationDefinitionNode) -> Measure:
@@ -258,7 +284,7 @@ class Measurer:
             and is_composite_type(get_named_type(unwrapped))
             and not owner.name.endswith("Connection")  # a connection's page is sized where it was asked for
         ):
-            return self.limits.default_list_size
+            return self.bounds.get(f"{owner.name}.{node.name.value}", self.limits.default_list_size)
         return 1
 
 
