@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 
 import { ApolloClient, ApolloLink, HttpLink, InMemoryCache, gql } from "@apollo/client";
 import { PersistedQueryLink } from "@apollo/client/link/persisted-queries";
-import { Client, fetchExchange, cacheExchange } from "@urql/core";
+import { Client, CombinedError, cacheExchange, fetchExchange, mapExchange } from "@urql/core";
 import { persistedExchange } from "@urql/exchange-persisted";
 import { map } from "rxjs";
 
@@ -88,18 +88,31 @@ async function apolloRun(client, step) {
 
 // --------------------------------------------------------------------- urql
 
+// The README's setup: one client (one cache) per purpose; a result served
+// under another purpose does not reach the cache.
 function urqlClient(purpose) {
+  const samePurpose = mapExchange({
+    onResult: (result) =>
+      result.extensions && result.extensions.purpose === purpose
+        ? result
+        : {
+            ...result,
+            data: undefined,
+            error: new CombinedError({ networkError: new Error(`served under ${result.extensions?.purpose}`) }),
+          },
+  });
   return new Client({
     url: scenario.url,
     fetch: recordingFetch,
     preferGetMethod: false,
     fetchOptions: () => ({ headers: { authorization: `Bearer ${scenario.token}`, "x-purpose": purpose } }),
-    exchanges: [cacheExchange, persistedExchange({ preferGetForPersistedQueries: true }), fetchExchange],
+    exchanges: [cacheExchange, samePurpose, persistedExchange({ preferGetForPersistedQueries: true }), fetchExchange],
   });
 }
 
 async function urqlRun(client, step) {
-  const result = await client.query(step.query, step.variables || {}, { requestPolicy: "network-only" }).toPromise();
+  const policy = step.fetchPolicy || "network-only";
+  const result = await client.query(step.query, step.variables || {}, { requestPolicy: policy }).toPromise();
   return { data: result.data ?? null, error: result.error ? result.error.message : null };
 }
 
