@@ -241,3 +241,14 @@ def test_graphiql_under_serve_demo_starts_with_the_demo_token(settings: Settings
     assert "Bearer header.payload.signature" in page and "query Me" in page
     hostile = graphiql_page("</script><script>alert(1)</script>").body.decode()
     assert "</script><script>alert" not in hostile
+
+
+async def test_an_open_cors_in_development_admits_any_origin_without_credentials(
+    settings: Settings, db: DatabaseUrls
+) -> None:
+    async with cors_client(settings, db, cors_origins=("*",)) as http:
+        response = await preflight(http, "http://localhost:5173", BROWSER_HEADERS)
+        assert response.status_code == 200
+        assert "access-control-allow-credentials" not in response.headers
+        simple = await http.get("/healthz", headers={"Origin": "http://localhost:5173"})
+        assert simple.headers["access-control-allow-origin"] == "*"
