@@ -195,7 +195,11 @@ def _graphql_files(
     fragment_sources: dict[str, str] = {}
     for path in paths:
         source = str(path.relative_to(folder))
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            problems.append(f"{source}: cannot be read as UTF-8 text: {type(error).__name__}")
+            continue
         try:
             document = parse(text)
         except GraphQLSyntaxError as error:
@@ -228,11 +232,11 @@ def _from_graphql(folder: Path, paths: list[Path], problems: list[str]) -> list[
     for source, text, document in parsed:
         operations = operations_of(document)
         own = _fragments_of(document)
-        # The whole file names its operations too when it stands alone (the
-        # way a file with one operation was registered before).
-        whole = all(set(_fragment_names(o)) <= own.keys() for o in operations) and own.keys() <= {
-            f.name.value for o in operations for f in used_fragments(o, own)
-        }
+        # The whole file names its operations too when it stands alone (every
+        # fragment it uses defined in it, none unused): the way a file with one
+        # operation was registered before.
+        used = {f.name.value for o in operations for f in used_fragments(o, fragments)}
+        whole = used == own.keys()
         for operation in operations:
             printed = print_ast(standalone(operation, fragments))
             texts = [printed]
@@ -276,8 +280,8 @@ def _from_json(folder: Path, paths: list[Path], problems: list[str]) -> list[_Ca
         source = str(path.relative_to(folder))
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as error:
-            problems.append(f"{source}: is not valid JSON: {error}")
+        except (OSError, ValueError) as error:
+            problems.append(f"{source}: is not valid JSON text: {type(error).__name__}")
             continue
         for given_hash, text in _documents_of_json(source, data, problems):
             try:
@@ -392,10 +396,19 @@ def _register(candidate: _Candidate, checker: Checker, problems: list[str]) -> R
 
 
 def _fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """What the folder holds, as cheaply as it can be told: each file's path, modification time and size."""
     try:
-        return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in operation_files(folder))
+        paths = operation_files(folder)
     except OSError:
         return ()
+    entries = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:  # removed while we looked
+            continue
+        entries.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(entries)
 
 
 # ------------------------------------------------------------------ registry
@@ -445,6 +458,10 @@ class OperationRegistry:
                 self._refused = current
                 for problem in error.problems:
                     log.error("Persisted operations not reloaded, the ones in use stay: %s", problem)
+                return False
+            except Exception as error:  # a request must never fail because the folder could not be read
+                self._refused = current
+                log.error("Persisted operations not reloaded, the ones in use stay: %s", type(error).__name__)
                 return False
             self.snapshot = snapshot
             self._fingerprint = current

@@ -192,6 +192,23 @@ def test_a_folder_with_a_bad_operation_is_refused_naming_its_file_and_operation(
         load_folder(tmp_path, schema_checker())
 
 
+def test_a_file_that_is_not_utf8_is_a_problem_naming_it(tmp_path: Path) -> None:
+    write(tmp_path / "fine.graphql", "query Fine { me { id } }")
+    (tmp_path / "latin.graphql").write_bytes("query Caf\xe9 { me { id } }".encode("latin-1"))
+    with pytest.raises(OperationsError, match=r"latin\.graphql: cannot be read as UTF-8 text"):
+        load_folder(tmp_path, schema_checker())
+
+
+def test_a_file_that_stands_alone_is_named_by_its_whole_text_and_one_that_does_not_is_not(tmp_path: Path) -> None:
+    alone = "fragment Who on Viewer { id role }\nquery A { me { ...Who } }\nquery B { me { id } }\n"
+    write(tmp_path / "alone.graphql", alone)
+    write(tmp_path / "names.graphql", NAMES)
+    write(tmp_path / "screen.graphql", SCREEN)
+    snapshot = load_folder(tmp_path, schema_checker())
+    assert snapshot.by_hash[sha256(alone)] == alone and snapshot.by_hash[sha256(alone.rstrip())] == alone
+    assert sha256(SCREEN) not in snapshot.by_hash and sha256(NAMES) not in snapshot.by_hash
+
+
 def test_a_changed_folder_is_read_again_and_a_bad_change_keeps_the_operations_in_use(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
