@@ -191,6 +191,7 @@ async def test_graphiql_is_not_served_in_production(prod_client: httpx.AsyncClie
     response = await prod_client.get("/graphql", headers={"Accept": "text/html,application/xhtml+xml"})
     assert "GraphiQL" not in response.text and "<script" not in response.text
     assert response.status_code == 400
+    assert (await prod_client.get("/graphiql/graphiql.min.js")).status_code == 404
 
 
 def test_unexpected_errors_are_masked_in_production() -> None:
