@@ -36,6 +36,14 @@ async def test_every_response_to_an_authenticated_request_carries_its_purpose(gq
     assert error_codes(denied) == ["FORBIDDEN"] and denied["extensions"]["purpose"] == purpose
 
 
+async def test_a_response_built_by_the_compiled_path_carries_its_purpose_too(gql: Gql) -> None:
+    classes = await gql(TEACHER, "INSTRUCTION", "{ me { classes { id } } }")
+    class_id = classes["data"]["me"]["classes"][0]["id"]
+    query = "query Roster($id: ID!) { class(id: $id) { id students { id firstName } } }"
+    body = await gql(TEACHER, "INSTRUCTION", query, {"id": class_id})
+    assert body["data"]["class"]["students"] and body["extensions"] == {"purpose": "INSTRUCTION"}
+
+
 async def test_a_refused_request_carries_its_declared_purpose_and_an_anonymous_one_none(
     gql: Gql, client: httpx.AsyncClient
 ) -> None:
