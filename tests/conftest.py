@@ -14,7 +14,9 @@ import datetime as dt
 import os
 import re
 import shutil
+import socket
 import tempfile
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -192,6 +194,33 @@ def error_codes(body: dict[str, Any]) -> list[str]:
 
 
 T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def live_server_of(application: Any) -> Iterator[str]:
+    """``application`` served by uvicorn in a thread, on a free port of the loopback interface."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(application, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(400):
+        if server.started:
+            break
+        threading.Event().wait(0.05)
+    if not server.started:
+        server.should_exit = True
+        raise RuntimeError("uvicorn did not start within 20 seconds")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
 
 
 def run_as_owner(db: DatabaseUrls, work: Callable[[Any], Awaitable[T]]) -> T:
