@@ -55,7 +55,7 @@ log = logging.getLogger("pledgeql.limits")
 
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 TYPENAME = "__typename"
-# Lists the database caps (migrations/versions/0012_list_caps.py enforces these
+# Lists the database caps (migrations/versions/0009_list_caps.py enforces these
 # numbers with triggers; tests/test_list_bounds.py proves the two agree): the
 # cost model counts a list at its cap rather than at the default list size.
 DATABASE_CAPS: dict[str, int] = {

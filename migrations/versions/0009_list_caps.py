@@ -7,7 +7,7 @@ really cost, and these triggers make sure no row ever breaks them (whoever
 writes: the API, a roster import, the seed). Statement-level, over the
 statement's new rows, so that a bulk load checks each list once.
 
-Revision ID: 0012
+Revision ID: 0009
 Revises: 0008
 """
 
