@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
-from graphql import FieldNode, GraphQLError, OperationDefinitionNode, OperationType
+from graphql import DocumentNode, FieldNode, GraphQLError, OperationDefinitionNode, OperationType
 from graphql import execute as graphql_execute
 from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
 
@@ -70,6 +70,7 @@ from server.graphql_http import (
     GraphQLRequest,
     TransactionEnded,
     _during,
+    _limit_extensions,
     _select_operation,
     format_error,
     is_connection_error,
@@ -372,8 +373,8 @@ class LiveService:
                 measure = measure_operation(
                     endpoint.schema, prepared.document, operation, endpoint.limits, values.coerced
                 )
-                for message in violations(measure, endpoint.limits):
-                    raise RequestError("QUERY_TOO_COMPLEX", message)
+                for violation in violations(measure, endpoint.limits):
+                    raise RequestError("QUERY_TOO_COMPLEX", violation.message, **_limit_extensions(violation))
         class_id = self._class_argument(operation, variables)
         if self.per_user[caller.claims.user_id] >= self.limits.per_user:
             raise RequestError(
@@ -383,7 +384,7 @@ class LiveService:
                 value=self.limits.per_user,
             )
         operation_name = gql.operation_name or (operation.name.value if operation.name else None)
-        subscription = LiveSubscription(self, caller, gql, operation_name, class_id, send)
+        subscription = LiveSubscription(self, caller, gql, prepared.document, operation_name, class_id, send)
 
         async def admitted() -> uuid.UUID:
             async with self.transaction() as db:
@@ -482,6 +483,7 @@ class LiveSubscription:
         service: LiveService,
         caller: Caller,
         gql: GraphQLRequest,
+        document: DocumentNode,
         operation_name: str | None,
         class_id: uuid.UUID,
         send: Send,
@@ -489,6 +491,7 @@ class LiveSubscription:
         self.service = service
         self.caller = caller
         self.gql = gql
+        self.document = document
         self.operation_name = operation_name
         self.class_id = class_id
         self.district_id = uuid.UUID(int=0)
@@ -700,10 +703,9 @@ class LiveSubscription:
     async def execute(self, context: RequestContext, root: ClassActivity) -> dict[str, Any]:
         """The selection executed with the event as root value: every field decided and noted as in a query."""
         endpoint = self.service.endpoint
-        prepared = endpoint.documents.get(endpoint.resolve_persisted(self.gql))
         result = graphql_execute(
             endpoint.schema,
-            prepared.document,
+            self.document,
             root_value=root,
             context_value=context,
             variable_values=self.gql.variables,
@@ -717,4 +719,6 @@ class LiveSubscription:
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
             body["errors"] = [format_error(e, endpoint.production) for e in result.errors]
+        # As on every authenticated response: the declared purpose, for client caches to key on.
+        body["extensions"] = {"purpose": self.caller.purpose.value}
         return body

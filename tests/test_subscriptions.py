@@ -262,6 +262,7 @@ async def test_under_reporting_the_same_event_arrives_with_answer_forbidden(
     message = await receive(ws)
     assert message["type"] == "next", message
     payload = message["payload"]
+    assert payload["extensions"] == {"purpose": "REPORTING"}
     event = payload["data"]["classActivity"]
     assert event["response"]["answer"] is None
     assert isinstance(event["response"]["correct"], bool)
