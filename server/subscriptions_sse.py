@@ -22,8 +22,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from server.errors import RequestError
-from server.graphql_http import error_response, request_id_of
+from server.errors import STATUS, RequestError
+from server.graphql_http import RateLimited, request_id_of
+from server.ratelimit import retry_after_header
 from server.subscriptions import LiveService, OperationErrors, error_payload
 
 log = logging.getLogger("pledgeql.live.sse")
@@ -68,7 +69,17 @@ async def serve_sse(service: LiveService, request: Request) -> Response:
         )
     except RequestError as error:
         if error.code not in IN_STREAM:
-            return error_response(request, error, request_id)
+            # The status API.md gives the code, whatever the Accept header: an event-stream client
+            # (which accepts no JSON type at all) must not read a refusal as a 200.
+            headers = {"x-request-id": request_id, "cache-control": "no-store"}
+            if isinstance(error, RateLimited):
+                headers["retry-after"] = retry_after_header(error.retry_after)
+            return Response(
+                orjson.dumps(error.body()),
+                status_code=STATUS.get(error.code, 400),
+                media_type="application/json",
+                headers=headers,
+            )
         # The request was admitted but the class is not the caller's to watch: a result, as graphql-sse sends one.
         refusal = _next({"errors": error_payload(error)}) + COMPLETE
         return Response(refusal, media_type="text/event-stream", headers={"x-request-id": request_id})

@@ -510,6 +510,16 @@ async def test_graphql_sse_delivers_the_event_and_refuses_a_request_without_a_to
         refused = await http.post(url, json=body, headers={"Accept": "text/event-stream"})
         assert refused.status_code == 401
         assert refused.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        # Refusals keep API.md's status for an event-stream client too (never a 200 it would misread).
+        for purpose, status, code in (("", 400, "PURPOSE_REQUIRED"), ("RECORD_ACCESS", 403, "PURPOSE_NOT_ALLOWED")):
+            sent = {
+                "Accept": "text/event-stream",
+                "Authorization": f"Bearer {token_for(TEACHER)}",
+                "X-Purpose": purpose,
+            }
+            refused = await http.post(url, json=body, headers=sent)
+            assert refused.status_code == status
+            assert refused.json()["errors"][0]["extensions"]["code"] == code
         headers = {
             "Accept": "text/event-stream",
             "Authorization": f"Bearer {token_for(TEACHER)}",
