@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import math
 import time
@@ -22,7 +23,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from permissions.enums import DataCategory, Purpose
 from permissions.notice import DistrictNotice, render_privacy_html
@@ -31,28 +33,20 @@ from schema.build import build_schema, category_fields
 from schema.compiled import CompiledReads
 from server.audit_writer import make_audit_writer
 from server.auth import TokenVerifier
+from server.cors import cors_options
 from server.db import DatabaseUrls, server_urls, sqlalchemy_url
-from server.errors import RequestError
-from server.graphql_http import REQUEST_ID, DocumentCache, GraphQLEndpoint, is_connection_error
-from server.limits import Limits, OperationAllowList
+from server.graphiql import PREFIX, graphiql_asset, graphiql_page
+from server.graphql_http import REQUEST_ID, GraphQLEndpoint, is_connection_error
+from server.limits import Limits
+from server.operations import Checker, OperationRegistry, OperationsError
 from server.ratelimit import RateLimiter
 from server.settings import Settings
+from server.subscriptions import LiveHub, LiveLimits, LiveService
+from server.subscriptions_sse import serve_sse, wants_event_stream
+from server.subscriptions_ws import serve_websocket
 from server.telemetry import Telemetry, TelemetryMiddleware, trace_root_fields
 
 log = logging.getLogger("pledgeql.app")
-
-GRAPHIQL = """<!doctype html>
-<html><head><meta charset="utf-8"><title>pledgeql GraphiQL</title>
-<link rel="stylesheet" href="https://unpkg.com/graphiql@3/graphiql.min.css"></head>
-<body style="margin:0"><div id="g" style="height:100vh"></div>
-<script src="https://unpkg.com/react@18/umd/react.production.min.js"></script>
-<script src="https://unpkg.com/react-dom@18/umd/react-dom.production.min.js"></script>
-<script src="https://unpkg.com/graphiql@3/graphiql.min.js"></script>
-<script>
-const fetcher = GraphiQL.createFetcher({url: location.pathname});
-ReactDOM.createRoot(document.getElementById('g')).render(React.createElement(GraphiQL, {
-  fetcher, defaultHeaders: '{"Authorization": "Bearer <token>", "X-Purpose": "INSTRUCTION"}'}));
-</script></body></html>"""
 
 
 @dataclass
@@ -62,6 +56,7 @@ class AppState:
     schema: strawberry.Schema
     engine: AsyncEngine | None = None
     endpoint: GraphQLEndpoint | None = None
+    live: LiveService | None = None
 
 
 # Per engine: when a pooled connection last failed with a connection error.
@@ -197,19 +192,17 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def check_production(settings: Settings, schema: GraphQLSchema) -> OperationAllowList | None:
-    """The operation allow-list, every document of it valid; production refuses to start without one."""
+def load_registry(settings: Settings, schema: GraphQLSchema) -> OperationRegistry | None:
+    """The persisted operations, every one valid and within the limits; production refuses to start without."""
     if settings.operations_dir is not None:
-        allow_list = OperationAllowList.from_folder(settings.operations_dir)
-        check = DocumentCache(schema, limits=Limits.from_settings(settings), production=settings.is_production)
-        for source, text in allow_list.sources.items():
-            try:
-                errors = [e.message for e in check.get(text).errors]
-            except RequestError as error:
-                errors = [error.message]
-            if errors:
-                raise SystemExit(f"Registered operation {source} is not valid against the schema: {errors[0]}")
-        return allow_list
+        checker = Checker(schema, Limits.from_settings(settings), settings.is_production)
+        try:
+            return OperationRegistry(settings.operations_dir, checker)
+        except OperationsError as error:
+            raise SystemExit(
+                "PLEDGEQL_OPERATIONS_DIR holds operations that are not valid against the schema and the limits; "
+                "fix them (nothing is served until every one is):\n" + "\n".join(error.problems)
+            ) from None
     if settings.is_production:
         raise SystemExit(
             "Production runs registered operations only: set PLEDGEQL_OPERATIONS_DIR to the folder "
@@ -231,13 +224,13 @@ def create_app(
     state = AppState(settings=settings, policies=policies, schema=schema)
     # Configuration errors stop the server here, before it serves anything.
     verifier = TokenVerifier(settings)
-    allow_list = check_production(settings, schema._schema)
-    if settings.is_production and "*" in settings.cors_origins:
-        raise SystemExit("PLEDGEQL_CORS_ORIGINS may not be '*' in production: list the client origins")
+    registry = load_registry(settings, schema._schema)
+    cors = cors_options(settings)
     telemetry = telemetry or Telemetry.from_env()
     if telemetry.enabled:
         trace_root_fields(schema._schema)
     rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    live_limits = LiveLimits.from_env(settings.extra)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -254,15 +247,19 @@ def create_app(
             audit_writer=make_audit_writer(settings.audit_key(), settings.audit_lock_timeout),
             trusted_proxy_header=settings.trusted_proxy_header,
             limits=Limits.from_settings(settings),
-            allow_list=allow_list,
+            registry=registry,
             rate_limiter=rate_limiter,
             telemetry=telemetry,
             max_body_bytes=settings.max_body_bytes,
             compiled=CompiledReads(),
         )
+        state.live = LiveService(state.endpoint, LiveHub(database.app), live_limits)
+        undo_signals = state.live.on_shutdown_signal()
         try:
             yield
         finally:
+            undo_signals()
+            await state.live.close()
             # Runs after the server has finished its in-flight requests (and
             # their audit writes): uvicorn's graceful shutdown comes first.
             await engine.dispose()
@@ -275,10 +272,15 @@ def create_app(
             and "text/html" in request.headers.get("accept", "")
             and "query" not in request.query_params
         ):
-            return HTMLResponse(GRAPHIQL)
-        if state.endpoint is None:
+            return graphiql_page(settings.graphiql_token)
+        if state.endpoint is None or state.live is None:
             return JSONResponse({"errors": [{"message": "Starting", "extensions": {"code": "INTERNAL"}}]}, 503)
+        if wants_event_stream(request):
+            return await serve_sse(state.live, request)
         return await state.endpoint.handle(request)
+
+    async def graphql_ws(websocket: WebSocket) -> None:
+        await serve_websocket(state.live, websocket)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -298,8 +300,13 @@ def create_app(
             return JSONResponse({"status": "migrations pending"}, 503)
         return JSONResponse({"status": "ready"})
 
+    def _policies_today() -> PolicySet:
+        """The versions in effect by the requests' clock (no version applies before its date)."""
+        today = state.endpoint.clock().date() if state.endpoint is not None else dt.datetime.now(dt.UTC).date()
+        return policies.in_effect(today)
+
     async def privacy(request: Request) -> Response:
-        doc = policies.latest()
+        doc = _policies_today().latest()
         return HTMLResponse(render_privacy_html(doc, _category_fields()))
 
     async def privacy_district(request: Request) -> Response:
@@ -334,35 +341,20 @@ def create_app(
             device_days=row["device_days"],
             audit_days=row["audit_days"],
         )
-        doc = policies.governing(row["accepted_policy_version"])
+        doc = _policies_today().governing(row["accepted_policy_version"])
         return HTMLResponse(render_privacy_html(doc, _category_fields(), notice))
 
     middleware = [
         Middleware(TelemetryMiddleware, telemetry=telemetry),
         Middleware(RequestIdMiddleware),
-        Middleware(
-            CORSMiddleware,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST"],
-            allow_headers=[
-                "Authorization",
-                "Content-Type",
-                "Accept",
-                "X-Purpose",
-                "X-Justification",
-                "X-Request-Id",
-                "Idempotency-Key",
-                "X-Session-Id",
-            ],
-            expose_headers=["X-Request-Id", "Retry-After"],
-            allow_credentials=False,
-            max_age=600,
-        ),
+        Middleware(CORSMiddleware, **cors),
     ]
     app = Starlette(
         middleware=middleware,
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql_ws),
+            *(() if settings.is_production else (Route(f"{PREFIX}{{name}}", graphiql_asset),)),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/privacy", privacy),

@@ -33,6 +33,8 @@ MAX_TOKEN_BYTES = 8192
 class TokenClaims:
     user_id: uuid.UUID
     purposes: frozenset[str]
+    # `exp` as a POSIX time: a subscription ends when its token does.
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,12 @@ class TokenVerifier:
             raw = [p for p in raw.replace(",", " ").split() if p]
         if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
             raise _unauthenticated()
-        return TokenClaims(user_id=user_id, purposes=frozenset(raw))
+        expires = claims.get("exp")
+        return TokenClaims(
+            user_id=user_id,
+            purposes=frozenset(raw),
+            expires_at=float(expires) if isinstance(expires, int | float) else None,
+        )
 
 
 def mint_token(settings: Settings, user_id: uuid.UUID, purposes: list[str], ttl_seconds: int = 3600) -> str:

@@ -111,6 +111,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # The worker is stopping (server.workers._Server.shutdown): this response ends the connection.
             self.cycle.keep_alive = False
 
+    def handle_websocket_upgrade(self) -> None:
+        # The connection becomes a WebSocket, served by another protocol object: no read timer of
+        # this one may close it later.
+        self._disarm()
+        super().handle_websocket_upgrade()
+
     def on_message_complete(self) -> None:
         self._disarm()
         self._reading_headers = False

@@ -1087,6 +1087,8 @@ async def seed_demo(owner_url: str, students: int | None = None) -> SeedSummary:
     try:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+            # Nobody watches a seed: no live-activity notifications (migration 0011).
+            await conn.execute("SET LOCAL pledgeql.live_events = 'off'")
             exists = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM districts WHERE id = $1)", district_ids[0])
             created = not exists
             if created:

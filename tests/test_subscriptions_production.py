@@ -1,0 +1,74 @@
+"""Production serves registered subscriptions only, over SSE as over WebSocket (the same document checks)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import pytest_asyncio
+
+from server.app import create_app
+from server.db import DatabaseUrls
+from server.settings import Settings
+from tests.test_tokens import Keys, claims_for, make_keys, production, sign
+
+TEACHER = "teacher1@northwind.example"
+# What the teacher app ships (the copy of the shared operations in tests/operations), registered as it is.
+REGISTERED = Path(__file__).with_name("operations") / "teacher-app" / "live.graphql"
+LIVE = """subscription LiveClass($classId: ID!) {
+  classActivity(classId: $classId) {
+    kind
+    at
+    student { id firstName lastName }
+    response { id correct score item { id skill } }
+  }
+}
+"""
+UNREGISTERED = "subscription Other($classId: ID!) { classActivity(classId: $classId) { response { answer } } }"
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    keys = make_keys(tmp_path_factory.mktemp("live-production"))
+    (keys.operations_dir / "live.graphql").write_text(REGISTERED.read_text())
+    return keys
+
+
+@pytest_asyncio.fixture(scope="module")
+async def prod_client(settings: Settings, keys: Keys, db: DatabaseUrls) -> AsyncIterator[httpx.AsyncClient]:
+    application = create_app(production(settings, keys), db)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://pledgeql.test") as http:
+            yield http
+
+
+def test_the_document_sent_is_the_teacher_apps_live_operation() -> None:
+    assert " ".join(LIVE.split()) in " ".join(REGISTERED.read_text().split())
+
+
+async def test_production_refuses_an_unregistered_subscription_and_admits_the_registered_one(
+    prod_client: httpx.AsyncClient, keys: Keys, users: dict[str, uuid.UUID]
+) -> None:
+    token = sign(keys.rsa_private, claims_for(users[TEACHER], purposes=["INSTRUCTION"], exp=int(time.time()) + 600))
+    headers = {"Authorization": f"Bearer {token}", "X-Purpose": "INSTRUCTION", "Accept": "text/event-stream"}
+    variables = {"classId": str(uuid.uuid4())}
+
+    refused = await prod_client.post("/graphql", json={"query": UNREGISTERED, "variables": variables}, headers=headers)
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["extensions"]["code"] == "OPERATION_NOT_ALLOWED"
+
+    # Registered: admitted, and then refused for the class (which does not exist) inside the stream.
+    admitted = await prod_client.post("/graphql", json={"query": LIVE, "variables": variables}, headers=headers)
+    assert admitted.status_code == 200
+    assert admitted.headers["content-type"].startswith("text/event-stream")
+    events = admitted.text.split("\n\n")
+    assert events[0].startswith("event: next\ndata: ")
+    errors = orjson.loads(events[0].split("data: ", 1)[1])["errors"]
+    assert errors[0]["extensions"]["code"] == "NOT_FOUND"
+    assert events[1] == "event: complete\ndata:"
