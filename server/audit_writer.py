@@ -294,7 +294,9 @@ class StuckChainGuard:
         self._probing: set[str] = set()
 
     async def __call__(self, context: RequestContext) -> None:
-        key = context.rls_key
+        # The districts whose chain locks the write takes: the request's row-level security
+        # setting, or (a context without one: a subscription's event) its entries' districts.
+        key = context.rls_key or ",".join(sorted({e.district_key for e in context.audit.entries()}))
         probe = key in self._stuck
         if probe:
             if key in self._probing:
