@@ -165,5 +165,5 @@ async def test_a_mutation_writes_its_entry_in_its_own_transaction_with_its_chang
     assert created.status_code == 200 and "errors" not in created.json(), created.text
     assignment = uuid.UUID(created.json()["data"]["createAssignment"]["id"])
     change = await owner.fetchval("SELECT xmin::text FROM assignments WHERE id = $1", assignment)
-    entries = await owner.fetch("SELECT xmin::text AS tx FROM audit_entries WHERE request_id = $1", request_id)
+    entries = await owner.fetch("SELECT xmin::text AS tx FROM audit_entries WHERE client_request_id = $1", request_id)
     assert entries and {e["tx"] for e in entries} == {change}
