@@ -21,6 +21,13 @@ from tests.conftest import Gql, error_codes, run_as_owner
 ROSTER = "{ me { district { schools { classes { students { id firstName } } } } } }"
 
 
+@pytest.fixture(autouse=True)
+def _servers_data_dir(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command signs its audit entry with the server's key (kept in its data dir)."""
+    monkeypatch.setenv("PLEDGEQL_DATA_DIR", str(settings.data_dir))
+    monkeypatch.delenv("PLEDGEQL_AUDIT_KEY", raising=False)
+
+
 def _export(
     db: DatabaseUrls, district: str, out: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, *extra: str
 ) -> tuple[int, str, str]:
