@@ -479,8 +479,8 @@ def test_importing_the_same_package_again_changes_nothing(
     path = write_package(tmp_path / "bulk", bulk_files())
     assert _import(path, district, db, monkeypatch, capsys)[0] == 0
     before = _snapshot(db, district)
-    status, out, _ = _import(path, district, db, monkeypatch, capsys)
-    assert status == 0
+    status, out, err = _import(path, district, db, monkeypatch, capsys)
+    assert status == 0, (out, err)
     assert _snapshot(db, district) == before
     assert "users           created 0, updated 0, unchanged 7" in out
     assert "enrollments     created 0, updated 0, unchanged 4" in out
