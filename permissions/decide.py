@@ -105,12 +105,17 @@ def decide(
     """May ``role`` under ``purpose`` read a field of ``category`` of this district?"""
     governing = policies.governing(conditions.accepted_version)
     rule = governing.rule(role, purpose)
-    if rule is None or category not in rule.categories:
-        if _granted_later(policies, governing, role, purpose, lambda r: category in r.categories):
-            return _DENIALS[DenyReason.POLICY_VERSION_NOT_ACCEPTED]
+    accepted = rule is not None and category in rule.categories
+    # POLICY.md section 3 fixes which reason answers: the category in the rule
+    # (of any version in effect), the district's authorized purposes, the
+    # version the district accepted, then collection.
+    if not accepted and not _granted_later(policies, governing, role, purpose, lambda r: category in r.categories):
         return _DENIALS[DenyReason.PURPOSE_NOT_ALLOWED_FOR_CATEGORY]
     if not is_purpose_authorized(purpose, conditions):
         return _DENIALS[DenyReason.PURPOSE_NOT_AUTHORIZED_BY_DISTRICT]
+    if not accepted:
+        return _DENIALS[DenyReason.POLICY_VERSION_NOT_ACCEPTED]
+    # Not returned over HTTP: without a grant SUPPORT reaches no row at all.
     if role is Role.SUPPORT and not relationship.support_grant_active:
         return _DENIALS[DenyReason.NO_SUPPORT_GRANT]
     if not is_collected(category, conditions):
@@ -150,6 +155,9 @@ def decide_operation(
                 return _DENIALS[DenyReason.PURPOSE_NOT_AUTHORIZED_BY_DISTRICT]
             return Decision.ALLOW
     if _granted_later(policies, doc, role, purpose, lambda r: operation in r.operations):
+        # The same order as for a field: the district's authorization first.
+        if conditions is not None and not is_purpose_authorized(purpose, conditions):
+            return _DENIALS[DenyReason.PURPOSE_NOT_AUTHORIZED_BY_DISTRICT]
         return _DENIALS[DenyReason.POLICY_VERSION_NOT_ACCEPTED]
     return _DENIALS[DenyReason.OUT_OF_SCOPE_OPERATION]
 

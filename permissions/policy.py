@@ -50,6 +50,11 @@ KNOWN_OPERATIONS = frozenset(
 # is reached through the staff scope and CONTACT through the guardian scope.
 STUDENT_CATEGORIES = frozenset(DataCategory) - {DataCategory.STAFF, DataCategory.CONTACT}
 
+# The staff rows each student scope reaches for a staff member (POLICY.md
+# section 2): the teachers of the classes, the staff of the school or district.
+_SCOPE_STAFF = {Scope.CLASSES: Scope.CLASSES, Scope.SCHOOL: Scope.SCHOOL, Scope.DISTRICT: Scope.DISTRICT}
+_STAFF_ROLES = frozenset({Role.TEACHER, Role.SCHOOL_ADMIN, Role.DISTRICT_ADMIN})
+
 _E = TypeVar("_E", bound=enum.Enum)
 
 
@@ -189,6 +194,7 @@ class PolicySet:
 
         self._documents = tuple(docs)
         self._by_version = by_version
+        self._in_effect: dict[datetime.date, PolicySet] = {}
         self._governing: dict[str, PolicyDocument] = {}
         self._newer: dict[str, tuple[PolicyDocument, ...]] = {}
         for index, doc in enumerate(docs):
@@ -222,6 +228,32 @@ class PolicySet:
 
     def latest(self) -> PolicyDocument:
         return self._documents[-1]
+
+    def in_effect(self, on: datetime.date) -> PolicySet:
+        """The versions in effect on ``on``: no version applies before its
+        effective date (POLICY.md 4.7), so each request decides with the set
+        of its own day. A district that accepted a version not yet in effect
+        (only possible if the clock went back) is governed by the newest one
+        that is."""
+        view = self._in_effect.get(on)
+        if view is None:
+            docs = [d for d in self._documents if d.effective_date <= on]
+            if len(docs) == len(self._documents):
+                view = self
+            else:
+                if not docs:
+                    raise PolicyError(
+                        f"No policy version is in effect on {on.isoformat()}; the earliest is "
+                        f"{self._documents[0].version}, effective {self._documents[0].effective_date.isoformat()}"
+                    )
+                view = PolicySet(docs)
+                for doc in self._documents[len(docs) :]:
+                    view._governing[doc.version] = view._documents[-1]
+                    view._newer[doc.version] = ()
+            if len(self._in_effect) > 64:
+                self._in_effect.clear()
+            self._in_effect[on] = view
+        return view
 
     def governing(self, accepted_version: str) -> PolicyDocument:
         """The terms a district that accepted ``accepted_version`` is governed by:
@@ -416,11 +448,22 @@ def _check_rule(rule: Rule, where: str) -> None:
         "staff_scope": (rule.staff_scope, DataCategory.STAFF in rule.categories),
         "guardian_scope": (rule.guardian_scope, DataCategory.CONTACT in rule.categories),
     }
+    # POLICY.md section 2: a scope's staff rows (the teachers of the classes,
+    # the staff of the school or district) are reachable under every purpose
+    # of the pair; their STAFF fields are then decided like any category.
+    scope_staff = _SCOPE_STAFF.get(rule.student_scope) if rule.role in _STAFF_ROLES else None
+    if scope_staff is not None and rule.staff_scope is not scope_staff:
+        raise PolicyError(
+            f"{where}: the {rule.student_scope.value} scope reaches its staff rows under every purpose "
+            f"(POLICY.md section 2); set staff_scope = {scope_staff.value}"
+        )
     for name, (scope, has_category) in reaches.items():
         if has_category and scope is Scope.NONE:
             raise PolicyError(
                 f"{where} grants categories read through {name} but {name} is NONE; say whose records they are"
             )
+        if name == "staff_scope" and scope is scope_staff:
+            continue
         if not has_category and scope is not Scope.NONE:
             raise PolicyError(
                 f"{where} sets {name} = {scope.value} but grants no category read through "

@@ -15,11 +15,13 @@ from permissions.principal import Principal, SupportScope
 from resolvers.db import Db
 
 # The caller, its home district's settings, and the row-level security setting
-# a district user's request runs under (its district, and the nil district),
-# in one round trip. Other callers' settings are read and set afterwards.
+# a district user's request runs under (its district alone), in one round
+# trip. Internal users (no district) start under the nil district, where their
+# entries about no district are chained; their other districts are set
+# afterwards.
 PRINCIPAL = (
     "SELECT p.*, d AS home, set_config('pledgeql.district_ids', "
-    "coalesce(p.district_id::text || ',', '') || $3, true) AS district_ids{generic} "
+    "coalesce(p.district_id::text, $3), true) AS district_ids{generic} "
     "FROM pledgeql_principal($1, $2) p LEFT JOIN districts d ON d.id = p.district_id"
 )
 # With generic_plans: the rest of the transaction uses each prepared

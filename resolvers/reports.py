@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from resolvers.db import Db, Params
-from resolvers.suppression import Count, Key, Reason, positions, suppress
+from resolvers.suppression import Count, Key, Overlaps, Reason, positions, suppress
 
 
 class Kind(enum.StrEnum):
@@ -198,9 +198,21 @@ def canonical(dims: Sequence[str]) -> tuple[str, ...]:
     return tuple(d for d in DIMENSIONS if d in wanted)
 
 
-def build_sql(universe: Universe, dims: tuple[str, ...], sets: Sequence[int] | None = None) -> tuple[str, list[Any]]:
-    """One statement: the cells of the given subsets of ``dims`` (bit masks;
-    every subset when None), as GROUPING SETS."""
+@dataclass(frozen=True)
+class _Parts:
+    """The pieces of a report's statement: the per-student inner statement
+    ``b``, the outer FROM/WHERE that joins the students, and each
+    dimension's outer expression."""
+
+    params: Params
+    inner: str
+    outer_from: str
+    outer_where: str
+    outer_exprs: list[str]
+    inner_exprs: list[str]
+
+
+def _parts(universe: Universe, dims: tuple[str, ...]) -> _Parts:
     fact = _FACTS[universe.kind]
     specs = fact.dims()
     p = Params()
@@ -273,24 +285,95 @@ def build_sql(universe: Universe, dims: tuple[str, ...], sets: Sequence[int] | N
             " AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.district_id = u.district_id "
             "AND c.student_id = u.id AND c.analytics_opt_out)"
         )
+    return _Parts(p, inner, outer_from, outer_where, outer_exprs, inner_exprs)
+
+
+def build_sql(universe: Universe, dims: tuple[str, ...], sets: Sequence[int] | None = None) -> tuple[str, list[Any]]:
+    """One statement: the cells of the given subsets of ``dims`` (bit masks;
+    every subset when None), as GROUPING SETS."""
+    fact = _FACTS[universe.kind]
+    specs = fact.dims()
+    parts = _parts(universe, dims)
+    outer_exprs = parts.outer_exprs
     # Grouped by the columns' own types (uuid, date, boolean: cheaper to sort
     # and hash than text under a collation), turned into text on the way out.
     select_dims = "".join(f"({e})::text AS d{i}, " for i, e in enumerate(outer_exprs))
     grouping = f"GROUPING({', '.join(outer_exprs)})" if outer_exprs else "0"
     # One row of b per student unless a dimension is counted per row or has
     # several values: then a student may repeat within a group.
-    once = not inner_exprs and not any(specs[d].multi for d in dims)
+    once = not parts.inner_exprs and not any(specs[d].multi for d in dims)
     students = "count(*)" if once else "count(DISTINCT b.student_id)"
     sql = (
-        f"WITH b AS ({inner}) "
+        f"WITH b AS ({parts.inner}) "
         f"SELECT {select_dims}{grouping} AS grouping_bits, {students} AS students, {fact.totals} "
-        f"FROM {outer_from}{outer_where}"
+        f"FROM {parts.outer_from}{parts.outer_where}"
     )
     if outer_exprs:
         masks = range(1 << len(dims)) if sets is None else sets
         listed = ["(" + ", ".join(outer_exprs[i] for i in positions(m, len(dims))) + ")" for m in masks]
         sql += f" GROUP BY GROUPING SETS ({', '.join(listed)})"
-    return sql, p.values
+    return sql, parts.params.values
+
+
+def overlap_sql(universe: Universe, dims: tuple[str, ...], multi: int) -> tuple[str, list[Any]]:
+    """One statement: for every subset S of the other dimensions and every
+    cell of the table grouped by S, how many distinct students fall in two or
+    more of its children along ``dims[multi]`` (null is a group of its own)."""
+    parts = _parts(universe, dims)
+    x = parts.outer_exprs[multi]
+    others = [e for i, e in enumerate(parts.outer_exprs) if i != multi]
+    groups = "count(DISTINCT " + x + ") + max(CASE WHEN " + x + " IS NULL THEN 1 ELSE 0 END)"
+    if others:
+        inner_cols = "".join(f"{e} AS o{i}, " for i, e in enumerate(others))
+        listed = [
+            "(" + ", ".join([*(others[i] for i in positions(m, len(others))), "b.student_id"]) + ")"
+            for m in range(1 << len(others))
+        ]
+        per_student = (
+            f"SELECT {inner_cols}GROUPING({', '.join(others)}) AS g, {groups} AS nd "
+            f"FROM {parts.outer_from}{parts.outer_where} GROUP BY GROUPING SETS ({', '.join(listed)})"
+        )
+        cols = ", ".join(f"o{i}" for i in range(len(others)))
+        select = "".join(f"o{i}::text AS d{i}, " for i in range(len(others)))
+        sql = (
+            f"WITH b AS ({parts.inner}) SELECT {select}g AS grouping_bits, count(*) FILTER (WHERE nd > 1) AS overlap "
+            f"FROM ({per_student}) s GROUP BY {cols}, g"
+        )
+    else:
+        sql = (
+            f"WITH b AS ({parts.inner}) SELECT 0 AS grouping_bits, count(*) FILTER (WHERE nd > 1) AS overlap "
+            f"FROM (SELECT {groups} AS nd FROM {parts.outer_from}{parts.outer_where} GROUP BY b.student_id) s"
+        )
+    return sql, parts.params.values
+
+
+def is_multi(kind: Kind, dimension: str) -> bool:
+    """Whether a student can fall in several groups of ``dimension``: it has
+    several values per student, or it is counted per response or event."""
+    spec = _FACTS[kind].dims()[dimension]
+    return spec.multi or spec.inner is not None
+
+
+async def load_overlaps(db: Db, universe: Universe, dims: tuple[str, ...]) -> Overlaps:
+    """The overlap groups of the lattice over ``dims`` (see suppression.py):
+    ``[mask][d][parent key]`` -> distinct students counted more than once."""
+    n = len(dims)
+    out: dict[int, dict[int, dict[Key, int]]] = {}
+    if not universe.district_ids:
+        return out
+    for d in range(n):
+        if not is_multi(universe.kind, dims[d]):
+            continue
+        others = [i for i in range(n) if i != d]
+        sql, args = overlap_sql(universe, dims, d)
+        for row in await db.fetch(sql, *args):
+            bits = int(row["grouping_bits"])
+            m = len(others)
+            present = [j for j in range(m) if not bits >> (m - 1 - j) & 1]
+            mask = (1 << d) | sum(1 << others[j] for j in present)
+            key: Key = tuple(row[f"d{j}"] for j in present)
+            out.setdefault(mask, {}).setdefault(d, {})[key] = int(row["overlap"])
+    return out
 
 
 def _measures(kind: Kind, row: Any) -> tuple[int, dict[str, float | int | None]]:
@@ -461,7 +544,8 @@ async def run_report(
         demographics_from=universe.demographics_from,
     )
     lattice = await load_lattice(db, all_time, lattice_dims)
-    hidden = suppress(lattice.counts(), len(lattice_dims), k)
+    overlaps = await load_overlaps(db, all_time, lattice_dims)
+    hidden = suppress(lattice.counts(), len(lattice_dims), k, overlaps)
     window = _Window(universe.start, universe.end)
     hidden_weeks: dict[int, dict[Key, list[str | None]]] = {}
 

@@ -95,10 +95,12 @@ class RowScope:
             return self._grant(a, p)
         d = p(pr.district_id)
         if s is Scope.CLASSES:
-            # A teacher's co-teachers, or a student's own teachers.
+            # A teacher's co-teachers and the teacher's own record (whether or
+            # not it teaches a class yet), or a student's own teachers.
+            own = f"{a}.id = {p(pr.user_id)} OR " if pr.role is Role.TEACHER else ""
             return (
-                f"({a}.district_id = {d} AND {a}.id IN (SELECT ct.teacher_id FROM class_teachers ct "
-                f"WHERE ct.district_id = {d} AND ct.class_id = ANY({p(list(pr.class_ids))}::uuid[])))"
+                f"({a}.district_id = {d} AND ({own}{a}.id IN (SELECT ct.teacher_id FROM class_teachers ct "
+                f"WHERE ct.district_id = {d} AND ct.class_id = ANY({p(list(pr.class_ids))}::uuid[]))))"
             )
         if s is Scope.CHILDREN:
             # The teachers of a guardian's children.
@@ -125,9 +127,11 @@ class RowScope:
             return self._grant(a, p)
         d = p(pr.district_id)
         if s is Scope.CHILDREN:
+            # The children's guardians, the caller included (linked or not).
             return (
-                f"({a}.district_id = {d} AND {a}.id IN (SELECT gl.guardian_id FROM guardian_links gl "
-                f"WHERE gl.district_id = {d} AND gl.student_id = ANY({p(list(pr.children_ids))}::uuid[])))"
+                f"({a}.district_id = {d} AND ({a}.id = {p(pr.user_id)} OR {a}.id IN (SELECT gl.guardian_id "
+                f"FROM guardian_links gl WHERE gl.district_id = {d} "
+                f"AND gl.student_id = ANY({p(list(pr.children_ids))}::uuid[]))))"
             )
         # Guardians of the students this request can reach.
         inner = self.students("su", p)

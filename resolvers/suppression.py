@@ -26,12 +26,36 @@ That is what stops differencing between reports of the same data.
 
 "Smallest" is by distinct students, then by the cell's values, so the choice
 is the same every time (and the same in every request that holds the table).
-Distinct-student counts do not add up across cells (one student answers in
-several weeks or skills; a student with two ethnicities is in both groups);
-the additive measures (responses, score sums, minutes, sessions) do, and they
-are what subtraction would recover, so every partition is treated as if it
-summed exactly. That over-protects the non-additive counts and never
-under-protects the additive ones.
+
+Where a student can fall in several groups of one dimension (ETHNICITY, and
+the dimensions counted per response or event: CLASS, SUBJECT, ASSESSMENT,
+SKILL, WEEK), a partition's children add up to more than their parent: the
+children minus the parent describe the students counted more than once (the
+*overlap group*), and a caller who sees every child and the parent can
+compute it, students, responses, minutes and sessions (POLICY.md section 5).
+So each such partition also holds its overlap group, sized by the distinct
+students counted more than once:
+
+4. A small overlap group (0 < students < k) hides the partition's smallest
+   shown cell, and then, by rule 2, the next one: its value never follows
+   from the cells, and no cell follows from it.
+5. A partition with one hidden cell keeps needing a second hidden *cell*:
+   the unknown overlap group does not count, because some measures add up
+   exactly even where students do not (each response has one skill).
+6. The overlap groups of a table add up, along each other dimension, to the
+   overlap group of the table without it (exactly for the students' own
+   attributes, approximately otherwise; treated as exact, which
+   over-protects). Those sums are partitions too: an overlap group that
+   cannot be computed (its partition has a hidden cell) may not be the only
+   one of its line, nor the only one hidden below a parent that cannot.
+
+What this protects: the cells of one report's lattice (every table of its
+dimensions, the total included, which the same report without a dimension
+gives), the overlap groups of its multi-valued dimensions, and their sums.
+The additive measures are protected as if every partition summed exactly,
+which over-protects the non-additive counts and never under-protects the
+additive ones. It does not model a report under another universe (another
+caller's scope or k): those are other lattices, suppressed on their own.
 """
 
 from __future__ import annotations
@@ -71,20 +95,36 @@ def _values(key: Key) -> tuple[tuple[bool, str], ...]:
     return tuple((v is None, v or "") for v in key)
 
 
-def suppress(tables: Mapping[int, Mapping[Key, Count]], n: int, k: int) -> dict[int, dict[Key, Reason]]:
+Overlaps = Mapping[int, Mapping[int, Mapping[Key, int]]]
+
+
+def suppress(
+    tables: Mapping[int, Mapping[Key, Count]],
+    n: int,
+    k: int,
+    overlaps: Overlaps | None = None,
+) -> dict[int, dict[Key, Reason]]:
     """The hidden cells of every table of the lattice over ``n`` dimensions.
 
     ``tables[mask]`` holds the cells of the table grouped by the dimensions in
     ``mask`` (bit i = dimension i), keyed by their values in increasing
     dimension order; ``tables[0]`` holds the total under the key ``()``.
-    Missing tables are empty. Returns, per mask, each hidden cell's reason.
+    Missing tables are empty. ``overlaps[mask][d][parent]``, for a dimension
+    ``d`` in ``mask`` where a student can fall in several groups, is the
+    number of distinct students counted in two or more of the children of
+    ``parent`` (a key of the table ``mask`` without ``d``) along ``d``: the
+    group that the children minus their parent describe. Returns, per mask,
+    each hidden cell's reason.
     """
     if k < 1:
         raise ValueError("The minimum group size k must be at least 1")
     hidden: dict[int, dict[Key, Reason]] = {}
+    unknown: dict[int, set[tuple[int, Key]]] = {}
     for mask in levels_of(n):
         cells = tables.get(mask, {})
-        hidden[mask] = _suppress_level(mask, n, cells, hidden, k)
+        hidden[mask], unknown[mask] = _suppress_level(
+            mask, n, cells, (overlaps or {}).get(mask, {}), hidden, unknown, k
+        )
     return hidden
 
 
@@ -92,29 +132,67 @@ def _suppress_level(
     mask: int,
     n: int,
     cells: Mapping[Key, Count],
+    overlaps: Mapping[int, Mapping[Key, int]],
     hidden: Mapping[int, Mapping[Key, Reason]],
+    unknown: Mapping[int, set[tuple[int, Key]]],
     k: int,
-) -> dict[Key, Reason]:
+) -> tuple[dict[Key, Reason], set[tuple[int, Key]]]:
+    """The hidden cells of the table ``mask``, and its overlap groups that a
+    caller cannot compute (those whose partition has a hidden cell)."""
     out: dict[Key, Reason] = {key: Reason.SMALL_GROUP for key, c in cells.items() if 0 < c.students < k}
     if mask == 0 or not cells:
-        return out
+        return out, set()
 
-    # Partitions: (is the parent hidden?, the children, smallest first). They
-    # are built and worked through in one fixed order, so the same table
+    # Partitions of cells: (is the parent hidden?, the children, smallest
+    # first, and the overlap group of a multi-valued dimension's partition).
+    # They are built and worked through in one fixed order, so the same table
     # always suppresses the same way.
     ordered = sorted(cells, key=lambda key: (cells[key].students, _values(key)))
-    parent_flags: list[bool] = [() in hidden.get(0, {})]
-    children_of: list[list[Key]] = [ordered]
     dims = positions(mask, n)
+    parent_flags: list[bool] = []
+    children_of: list[list[Key]] = []
+    overlap_of: list[tuple[int, Key] | None] = []
     if len(dims) > 1:
-        for drop, d in enumerate(dims):
-            parent_hidden = hidden.get(mask & ~(1 << d), {})
-            groups: dict[Key, list[Key]] = {}
-            for key in ordered:
-                groups.setdefault(key[:drop] + key[drop + 1 :], []).append(key)
-            for parent in sorted(groups, key=_values):
-                parent_flags.append(parent in parent_hidden)
-                children_of.append(groups[parent])
+        parent_flags.append(() in hidden.get(0, {}))
+        children_of.append(ordered)
+        overlap_of.append(None)
+    for drop, d in enumerate(dims):
+        parent_hidden = hidden.get(mask & ~(1 << d), {})
+        groups: dict[Key, list[Key]] = {}
+        for key in ordered:
+            groups.setdefault(key[:drop] + key[drop + 1 :], []).append(key)
+        multi = d in overlaps
+        for parent in sorted(groups, key=_values):
+            parent_flags.append(parent in parent_hidden)
+            children_of.append(groups[parent])
+            overlap_of.append((d, parent) if multi else None)
+
+    # Overlap groups: one per partition along a multi-valued dimension, sized
+    # by the students counted more than once. Along every other dimension e
+    # of the table they add up (exactly where e is the student's own,
+    # approximately otherwise: treated as exact, which over-protects) to the
+    # overlap group of the table without e, so they form partitions too.
+    size: dict[tuple[int, Key], int] = {}
+    partition_of: dict[tuple[int, Key], int] = {}
+    for index, group in enumerate(overlap_of):
+        if group is not None:
+            size[group] = overlaps[group[0]].get(group[1], 0)
+            partition_of[group] = index
+    group_parent: list[bool] = []
+    groups_of: list[list[tuple[int, Key]]] = []
+    for d in dims:
+        if d not in overlaps:
+            continue
+        own = sorted((g for g in size if g[0] == d), key=lambda g: (size[g], _values(g[1])))
+        rest = [x for x in dims if x != d]
+        for at, e in enumerate(rest):
+            known_below = unknown.get(mask & ~(1 << e), set())
+            lines: dict[Key, list[tuple[int, Key]]] = {}
+            for group in own:
+                lines.setdefault(group[1][:at] + group[1][at + 1 :], []).append(group)
+            for parent in sorted(lines, key=_values):
+                group_parent.append((d, parent) in known_below)
+                groups_of.append(lines[parent])
 
     member_of: dict[Key, list[int]] = {}
     hidden_in = [0] * len(children_of)
@@ -125,27 +203,68 @@ def _suppress_level(
                 hidden_in[index] += 1
     first_shown = [0] * len(children_of)  # children before it are all hidden
 
-    pending = deque(range(len(children_of)))
+    cell_partitions = len(children_of)
+    unknown_here: set[tuple[int, Key]] = {g for g, index in partition_of.items() if hidden_in[index]}
+    group_member_of: dict[tuple[int, Key], list[int]] = {}
+    unknown_in = [0] * len(groups_of)
+    for index, members in enumerate(groups_of):
+        for group in members:
+            group_member_of.setdefault(group, []).append(index)
+            if group in unknown_here:
+                unknown_in[index] += 1
+
+    pending = deque(range(cell_partitions + len(groups_of)))
     queued = set(pending)
-    while pending:
-        index = pending.popleft()
-        queued.discard(index)
-        children = children_of[index]
-        n_hidden = hidden_in[index]
-        if n_hidden == len(children) or not (n_hidden == 1 or (parent_flags[index] and n_hidden == 0)):
-            continue
-        at = first_shown[index]
-        while children[at] in out:
-            at += 1
-        first_shown[index] = at
-        victim = children[at]
+
+    def hide(victim: Key) -> None:
         out[victim] = Reason.COMPLEMENTARY
         for other in member_of[victim]:
             hidden_in[other] += 1
             if other not in queued:
                 queued.add(other)
                 pending.append(other)
-    return out
+            group = overlap_of[other]
+            if group is not None and group not in unknown_here:
+                unknown_here.add(group)
+                for line in group_member_of.get(group, ()):
+                    unknown_in[line] += 1
+                    if cell_partitions + line not in queued:
+                        queued.add(cell_partitions + line)
+                        pending.append(cell_partitions + line)
+
+    def first_shown_child(index: int) -> Key:
+        children = children_of[index]
+        at = first_shown[index]
+        while children[at] in out:
+            at += 1
+        first_shown[index] = at
+        return children[at]
+
+    while pending:
+        index = pending.popleft()
+        queued.discard(index)
+        if index < cell_partitions:
+            children = children_of[index]
+            n_hidden = hidden_in[index]
+            group = overlap_of[index]
+            # A small overlap group is hidden like a small cell: it takes two
+            # of the partition's cells with it, so that neither it nor any
+            # cell follows from the others.
+            small_overlap = group is not None and 0 < size[group] < k
+            if n_hidden == len(children) or not (
+                n_hidden == 1 or (n_hidden == 0 and (parent_flags[index] or small_overlap))
+            ):
+                continue
+            hide(first_shown_child(index))
+        else:
+            line = index - cell_partitions
+            members = groups_of[line]
+            n_unknown = unknown_in[line]
+            if n_unknown == len(members) or not (n_unknown == 1 or (n_unknown == 0 and group_parent[line])):
+                continue
+            victim_group = next(g for g in members if g not in unknown_here)
+            hide(first_shown_child(partition_of[victim_group]))
+    return out, unknown_here
 
 
 def hidden_count(reasons: Iterable[Reason | None]) -> int:

@@ -132,6 +132,7 @@ def require_operation(info: Info, operation: str) -> None:
     if not decision.allowed:
         raise Forbidden(
             f"Operation {operation} is not part of purpose {ctx.purpose.value} for this role",
+            operation=operation,
             purpose=ctx.purpose.value,
             reason=decision.reason.value if decision.reason else "OUT_OF_SCOPE_OPERATION",
         )

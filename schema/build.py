@@ -18,6 +18,7 @@ from strawberry.types.base import get_object_definition
 from permissions.enums import DataCategory, Purpose
 from permissions.policy import PolicySet
 from schema.classified import category_of
+from schema.descriptions import keep_descriptions
 from schema.direct import install_direct_resolvers
 from schema.governance import DataRequest
 from schema.mutation import Mutation
@@ -170,4 +171,5 @@ def build_schema(policies: PolicySet, schema: strawberry.Schema | None = None) -
     check_categories(schema)
     check_policy(schema, policies)
     install_direct_resolvers(schema)
+    keep_descriptions(schema._schema, {name: c.value for name, c in _fields(schema) if c is not None})
     return schema

@@ -38,7 +38,7 @@ MAX_EVENTS = 500
 MAX_TARGET_CHARS = 1_000
 MAX_DURATION_MS = 86_400_000
 MAX_TITLE_CHARS = 200
-MAX_KEY_CHARS = 200
+MAX_KEY_CHARS = 128
 MAX_AGENT_CHARS = 512
 MAX_REFERRER_CHARS = 2_048
 # Clients' clocks drift: an event or a due date this close to now is not "in the future" or "in the past".
@@ -93,7 +93,8 @@ def _printable_header(value: str | None, name: str, limit: int) -> str | None:
     if value is None:
         return None
     value = value.strip()
-    if not value or len(value) > limit or not value.isprintable():
+    # API.md's "printable": no control characters (U+0000 to U+001F and U+007F).
+    if not value or len(value) > limit or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise BadUserInput(f"The {name} header must be 1 to {limit} printable characters", field=name)
     return value
 

@@ -9,8 +9,10 @@ Who may ask for what follows the rule's ``aggregates`` (POLICY.md section 3):
 * ALL_DISTRICTS (ANALYST, REPORTING) and AUTHORIZING_DISTRICTS (ANALYST,
   PRODUCT_ANALYTICS): any district, school or class, or ``allDistricts``;
   only districts that authorize the purpose (and are governed by a policy
-  version that gives the analyst aggregates) take part, and under
-  PRODUCT_ANALYTICS students whose family opted out are left out.
+  version that gives the analyst aggregates) take part, and students whose
+  family opted out are left out whatever the purpose (POLICY.md 4.4), so that
+  the same report under two purposes cannot be subtracted to single them out.
+  The district's own staff count every student.
 
 Anything else is FORBIDDEN with reason OUT_OF_SCOPE_OPERATION. District staff
 also need their district to authorize the purpose, and the report's data to
@@ -236,13 +238,14 @@ async def _plan_internal(ctx: Any, request: Request, kind: Kind) -> Plan:
             raise _out_of_scope(ctx, "That school" if table == "schools" else "That class")
         fixed[request.scope] = str(request.scope_id)
     sizes = [c.minimum_group_size for c in taking_part.values()]
-    opted_out = ctx.rule.aggregates is AggregateScope.AUTHORIZING_DISTRICTS or ctx.purpose is Purpose.PRODUCT_ANALYTICS
     universe = Universe(
         kind=kind,
         district_ids=tuple(districts),
         start=request.start,
         end=request.end,
-        exclude_opted_out=opted_out,
+        # POLICY.md 4.4: whatever the purpose, so that two analysts' reports
+        # cannot be subtracted to single out who opted out.
+        exclude_opted_out=True,
         demographics_from=tuple(uuid.UUID(key) for key, c in taking_part.items() if c.collect_demographics),
     )
     return Plan(universe, fixed, max(sizes, default=DEFAULT_K))
@@ -315,7 +318,8 @@ async def _plan_district(ctx: Any, request: Request, kind: Kind) -> Plan:
         district_ids=(home_id,),
         start=request.start,
         end=request.end,
-        exclude_opted_out=ctx.purpose is Purpose.PRODUCT_ANALYTICS,
+        # The district's own staff count every student (POLICY.md 4.4).
+        exclude_opted_out=False,
         demographics_from=(home_id,) if home.collect_demographics else (),
     )
     return Plan(universe, fixed, home.minimum_group_size)
@@ -355,8 +359,11 @@ def _record(ctx: Any, kind: Kind, request: Request | None, allowed: bool) -> Non
     ctx.audit.record(ctx.home_district_key, None, audit_fields(kind, request), (), allowed)
 
 
-def _row(kind: Kind, group_by: tuple[str, ...], shown: Shown) -> AggregateRow:
-    group = [GroupValue(dimension=Dimension(d), value=v) for d, v in zip(group_by, shown.key, strict=True)]
+def _row(kind: Kind, group_by: tuple[str, ...], shown: Shown, labels: Labels | None = None) -> AggregateRow:
+    group = [
+        GroupValue(dimension=Dimension(d), value=v, label=label_of(d, v, labels or {}))
+        for d, v in zip(group_by, shown.key, strict=True)
+    ]
     m = shown.measures
     return AggregateRow(
         group=group,
@@ -379,8 +386,8 @@ def _float(value: float | int | None) -> float | None:
     return None if value is None else float(value)
 
 
-def to_graphql(kind: Kind, group_by: tuple[str, ...], report: Report) -> AggregateReport:
-    rows = [_row(kind, group_by, r) for r in report.rows]
+def to_graphql(kind: Kind, group_by: tuple[str, ...], report: Report, labels: Labels | None = None) -> AggregateReport:
+    rows = [_row(kind, group_by, r, labels) for r in report.rows]
     return AggregateReport(
         minimum_group_size=report.k,
         rows=rows,
@@ -402,4 +409,60 @@ async def _report(info: Info, input: ReportInput, kind: Kind) -> AggregateReport
         raise
     _record(ctx, kind, request, True)
     report = await run_report(ctx.db, plan.universe, request.group_by, plan.fixed, plan.k)
-    return to_graphql(kind, request.group_by, report)
+    labels = await load_labels(ctx.db, request.group_by, report)
+    return to_graphql(kind, request.group_by, report, labels)
+
+
+# ----------------------------------------------------------------- the labels
+
+# dimension -> (dimension value -> what a person reads). Names of districts,
+# schools, classes and assessments carry no personal data (POLICY.md section
+# 1); they are looked up once per report for the groups it shows.
+Labels = dict[str, dict[str, str]]
+
+_NAMES = {
+    "DISTRICT": "SELECT id::text AS id, name FROM districts WHERE id = ANY($1::uuid[])",
+    "SCHOOL": "SELECT id::text AS id, name FROM schools WHERE id = ANY($1::uuid[])",
+    "CLASS": "SELECT id::text AS id, name FROM classes WHERE id = ANY($1::uuid[])",
+    "ASSESSMENT": "SELECT id::text AS id, title AS name FROM assessments WHERE id = ANY($1::uuid[])",
+}
+_FLAGS = {
+    "ENGLISH_LEARNER": ("English learner", "Not an English learner"),
+    "SPECIAL_EDUCATION": ("Special education", "Not in special education"),
+    "ECONOMICALLY_DISADVANTAGED": ("Economically disadvantaged", "Not economically disadvantaged"),
+}
+_NONE = {
+    "CLASS": "No class (practice outside an assignment)",
+    "DISTRICT": "No district",
+    "SCHOOL": "No school",
+}
+
+
+async def load_labels(db: Any, group_by: tuple[str, ...], report: Report) -> Labels:
+    """The names of the groups of ``report`` that are looked up: one statement
+    per named dimension, whatever the number of rows."""
+    labels: Labels = {}
+    for index, dimension in enumerate(group_by):
+        sql = _NAMES.get(dimension)
+        if sql is None:
+            continue
+        ids = sorted({v for v in (row.key[index] for row in report.rows) if v is not None})
+        if not ids:
+            continue
+        labels[dimension] = {r["id"]: r["name"] for r in await db.fetch(sql, ids)}
+    return labels
+
+
+def label_of(dimension: str, value: str | None, labels: Labels) -> str | None:
+    """What a person reads for ``value``: a name, a week's first day, a flag in
+    words, or the value itself where that is what a person reads."""
+    if value is None:
+        return _NONE.get(dimension, "Not recorded")
+    if dimension in _NAMES:
+        return labels.get(dimension, {}).get(value)
+    if dimension == "WEEK":
+        return f"Week of {dt.date.fromisoformat(value).strftime('%A %d %B %Y').replace(' 0', ' ')}"
+    if dimension in _FLAGS:
+        yes, no = _FLAGS[dimension]
+        return yes if value == "true" else no
+    return value

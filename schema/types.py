@@ -122,6 +122,7 @@ class District(Node):
         if info.context.principal.role is not Role.DISTRICT_ADMIN:
             raise Forbidden(
                 "District settings are for the district's administrators",
+                operation="District.settings",
                 purpose=info.context.purpose.value,
                 reason="OUT_OF_SCOPE_OPERATION",
             )

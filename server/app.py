@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -27,28 +28,17 @@ from schema.build import build_schema, category_fields
 from schema.compiled import CompiledReads
 from server.audit_writer import make_audit_writer
 from server.auth import TokenVerifier
+from server.cors import cors_options
 from server.db import DatabaseUrls, server_urls, sqlalchemy_url
-from server.errors import RequestError
-from server.graphql_http import DocumentCache, GraphQLEndpoint, client_address, is_connection_error
-from server.limits import Limits, OperationAllowList
+from server.graphiql import PREFIX, graphiql_asset, graphiql_page
+from server.graphql_http import GraphQLEndpoint, client_address, is_connection_error
+from server.limits import Limits
+from server.operations import Checker, OperationRegistry, OperationsError
 from server.ratelimit import RateLimiter, retry_after_header
 from server.settings import Settings
 from server.telemetry import Telemetry, TelemetryMiddleware, trace_root_fields
 
 log = logging.getLogger("pledgeql.app")
-
-GRAPHIQL = """<!doctype html>
-<html><head><meta charset="utf-8"><title>pledgeql GraphiQL</title>
-<link rel="stylesheet" href="https://unpkg.com/graphiql@3/graphiql.min.css"></head>
-<body style="margin:0"><div id="g" style="height:100vh"></div>
-<script src="https://unpkg.com/react@18/umd/react.production.min.js"></script>
-<script src="https://unpkg.com/react-dom@18/umd/react-dom.production.min.js"></script>
-<script src="https://unpkg.com/graphiql@3/graphiql.min.js"></script>
-<script>
-const fetcher = GraphiQL.createFetcher({url: location.pathname});
-ReactDOM.createRoot(document.getElementById('g')).render(React.createElement(GraphiQL, {
-  fetcher, defaultHeaders: '{"Authorization": "Bearer <token>", "X-Purpose": "INSTRUCTION"}'}));
-</script></body></html>"""
 
 
 @dataclass
@@ -137,19 +127,17 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def check_production(settings: Settings, schema: GraphQLSchema) -> OperationAllowList | None:
-    """The operation allow-list, every document of it valid; production refuses to start without one."""
+def load_registry(settings: Settings, schema: GraphQLSchema) -> OperationRegistry | None:
+    """The persisted operations, every one valid and within the limits; production refuses to start without."""
     if settings.operations_dir is not None:
-        allow_list = OperationAllowList.from_folder(settings.operations_dir)
-        check = DocumentCache(schema, limits=Limits.from_settings(settings), production=settings.is_production)
-        for source, text in allow_list.sources.items():
-            try:
-                errors = [e.message for e in check.get(text).errors]
-            except RequestError as error:
-                errors = [error.message]
-            if errors:
-                raise SystemExit(f"Registered operation {source} is not valid against the schema: {errors[0]}")
-        return allow_list
+        checker = Checker(schema, Limits.from_settings(settings), settings.is_production)
+        try:
+            return OperationRegistry(settings.operations_dir, checker)
+        except OperationsError as error:
+            raise SystemExit(
+                "PLEDGEQL_OPERATIONS_DIR holds operations that are not valid against the schema and the limits; "
+                "fix them (nothing is served until every one is):\n" + "\n".join(error.problems)
+            ) from None
     if settings.is_production:
         raise SystemExit(
             "Production runs registered operations only: set PLEDGEQL_OPERATIONS_DIR to the folder "
@@ -182,9 +170,8 @@ def create_app(
     # Configuration errors stop the server here, before it serves anything.
     check_audit_key(settings)
     verifier = TokenVerifier(settings)
-    allow_list = check_production(settings, schema._schema)
-    if settings.is_production and "*" in settings.cors_origins:
-        raise SystemExit("PLEDGEQL_CORS_ORIGINS may not be '*' in production: list the client origins")
+    registry = load_registry(settings, schema._schema)
+    cors = cors_options(settings)
     telemetry = telemetry or Telemetry.from_env()
     if telemetry.enabled:
         trace_root_fields(schema._schema)
@@ -205,7 +192,7 @@ def create_app(
             audit_writer=make_audit_writer(settings.audit_key()),
             trusted_proxy_header=settings.trusted_proxy_header,
             limits=Limits.from_settings(settings),
-            allow_list=allow_list,
+            registry=registry,
             rate_limiter=rate_limiter,
             telemetry=telemetry,
             max_body_bytes=settings.max_body_bytes,
@@ -226,7 +213,7 @@ def create_app(
             and "text/html" in request.headers.get("accept", "")
             and "query" not in request.query_params
         ):
-            return HTMLResponse(GRAPHIQL)
+            return graphiql_page(settings.graphiql_token)
         if state.endpoint is None:
             return JSONResponse({"errors": [{"message": "Starting", "extensions": {"code": "INTERNAL"}}]}, 503)
         return await state.endpoint.handle(request)
@@ -249,8 +236,13 @@ def create_app(
             return JSONResponse({"status": "migrations pending"}, 503)
         return JSONResponse({"status": "ready"})
 
+    def _policies_today() -> PolicySet:
+        """The versions in effect by the requests' clock (no version applies before its date)."""
+        today = state.endpoint.clock().date() if state.endpoint is not None else dt.datetime.now(dt.UTC).date()
+        return policies.in_effect(today)
+
     async def privacy(request: Request) -> Response:
-        doc = policies.latest()
+        doc = _policies_today().latest()
         return HTMLResponse(render_privacy_html(doc, _category_fields()))
 
     async def privacy_district(request: Request) -> Response:
@@ -293,30 +285,13 @@ def create_app(
             device_days=row["device_days"],
             audit_days=row["audit_days"],
         )
-        doc = policies.governing(row["accepted_policy_version"])
+        doc = _policies_today().governing(row["accepted_policy_version"])
         return HTMLResponse(render_privacy_html(doc, _category_fields(), notice))
 
     middleware = [
         Middleware(TelemetryMiddleware, telemetry=telemetry),
         Middleware(RequestIdMiddleware),
-        Middleware(
-            CORSMiddleware,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST"],
-            allow_headers=[
-                "Authorization",
-                "Content-Type",
-                "Accept",
-                "X-Purpose",
-                "X-Justification",
-                "X-Request-Id",
-                "Idempotency-Key",
-                "X-Session-Id",
-            ],
-            expose_headers=["X-Request-Id", "Retry-After"],
-            allow_credentials=False,
-            max_age=600,
-        ),
+        Middleware(CORSMiddleware, **cors),
     ]
     app = Starlette(
         middleware=middleware,
@@ -324,6 +299,7 @@ def create_app(
             # Every method reaches the endpoint, which serves GET and POST and answers
             # any other (HEAD included) 405 without running anything.
             Route("/graphql", graphql, methods=["GET", "POST", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+            *(() if settings.is_production else (Route(f"{PREFIX}{{name}}", graphiql_asset),)),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/privacy", privacy),

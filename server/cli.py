@@ -141,6 +141,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 settings, user_id, ["INSTRUCTION", "REPORTING", "PERSONALIZATION", "COMMUNICATION"], 8 * 3600
             )
             print(f"\nA token for {demo_user} (valid 8 hours):\n{token}\n")
+            # GraphiQL (each worker builds its app from this environment) starts signed in.
+            os.environ["PLEDGEQL_GRAPHIQL_TOKEN"] = token
             print(
                 f"Try:\n  curl -s {url} -H 'Content-Type: application/json' -H 'X-Purpose: INSTRUCTION' \\\n"
                 f"    -H 'Authorization: Bearer {token}' -d '{{\"query\": \"{{ me {{ role }} }}\"}}'\n",
@@ -233,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--delete-after", action="store_true", help="then delete the district's data and print a deletion certificate"
     )
     export.set_defaults(func=_command("server.export"))
+
+    operations = sub.add_parser("operations", help="persisted operations tools")
+    operations_sub = operations.add_subparsers(dest="operations_command", required=True)
+    check = operations_sub.add_parser(
+        "check", help="validate a folder of client operations as the server would; print name, hash and cost"
+    )
+    check.add_argument("dir")
+    check.set_defaults(func=_command("server.operations_cli"))
     return parser
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import re
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -73,7 +74,7 @@ from server.errors import STATUS, TRANSPORT_CODES, FieldError, RequestError
 from server.headers import HeaderError, client_request_id, justification_header, purpose_header
 from server.limits import (
     Limits,
-    OperationAllowList,
+    Violation,
     canonical_hash,
     introspection_off_rule,
     limits_rule,
@@ -83,6 +84,7 @@ from server.limits import (
     sized_by_variables,
     violations,
 )
+from server.operations import OperationRegistry
 from server.ratelimit import RateLimiter, retry_after_header
 from server.telemetry import Telemetry, operation_label
 
@@ -93,6 +95,12 @@ PUBLIC_ROOTS = frozenset({"policy", "policyVersions", "__typename", "__schema", 
 NIL = uuid.UUID(int=0)
 # The methods /graphql serves; any other (HEAD included) is refused and runs nothing.
 METHODS = ("GET", "POST")
+# API.md: "printable" means no control characters (U+0000 to U+001F and U+007F).
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_CLIENT_HEADER = 128
+SHA256 = re.compile(r"[0-9A-Fa-f]{64}")
+# Texts learned under the hash they were sent with (development's Automatic Persisted Queries).
+LEARNED_SIZE = 1000
 # Codes whose status every client gets, beside the transport codes.
 ALWAYS_STATUS = TRANSPORT_CODES | {"QUERY_TOO_COMPLEX", "OPERATION_NOT_ALLOWED"}
 
@@ -173,6 +181,8 @@ class Prepared:
     variable_sizes: bool = False
     # Compiled plans by operation name (None: the operation takes the resolver path).
     plans: dict[str | None, Plan | None] = field(default_factory=dict)
+    # The registry's generation it was allowed under (production): a reload checks it again.
+    generation: int = 0
 
 
 class DocumentCache:
@@ -190,13 +200,14 @@ class DocumentCache:
         *,
         limits: Limits | None = None,
         production: bool = False,
-        allow_list: OperationAllowList | None = None,
+        registry: OperationRegistry | None = None,
     ) -> None:
         self.schema = schema
         self.size = size
         self.limits = limits or Limits()
         self.production = production
-        self.allow_list = allow_list
+        # Production serves the registered operations only.
+        self.registry = registry if production else None
         self.limit_rules: tuple[type[ASTValidationRule], ...] = (limits_rule(self.limits),)
         extra = (introspection_off_rule(),) if production else ()
         self.rules: tuple[type[ASTValidationRule], ...] = (*specified_rules, *extra)
@@ -204,20 +215,21 @@ class DocumentCache:
 
     def get(self, query: str) -> Prepared:
         entry = self._entries.get(query)
-        if entry is not None:
+        generation = self.registry.generation if self.registry is not None else 0
+        if entry is not None and entry.generation == generation:
             self._entries.move_to_end(query)
             return entry
-        registered = self.allow_list is not None and self.allow_list.text_for_hash(sha256_hex(query)) is not None
         try:
             document = parse_limited(query, self.limits)
         except GraphQLSyntaxError as error:
             raise RequestError("BAD_USER_INPUT", f"The query does not parse: {error.message}") from None
         except GraphQLError as error:
-            raise RequestError("QUERY_TOO_COMPLEX", error.message) from None
+            raise RequestError("QUERY_TOO_COMPLEX", error.message, **_limit_extensions(error)) from None
         digest = canonical_hash(document)
-        if self.allow_list is not None and not registered and not self.allow_list.allows(digest):
+        if self.registry is not None and not self.registry.allows(query, document):
             # Not cached: unregistered documents must not push registered ones out.
             raise RequestError("OPERATION_NOT_ALLOWED", "This operation is not registered with the server")
+        generation = self.registry.generation if self.registry is not None else 0
         errors = validate(self.schema, document, self.limit_rules, hide_suggestions=self.production)
         if not errors:
             errors = validate(self.schema, document, self.rules, hide_suggestions=self.production)
@@ -226,7 +238,7 @@ class DocumentCache:
             for d in document.definitions
             if isinstance(d, OperationDefinitionNode)
         )
-        entry = Prepared(document, tuple(errors), digest, variable_sizes)
+        entry = Prepared(document, tuple(errors), digest, variable_sizes, generation=generation)
         self._entries[query] = entry
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)
@@ -246,6 +258,25 @@ class Reply:
     body: dict[str, Any]
     status: int
     headers: dict[str, str] = field(default_factory=dict)
+
+
+def _limit_extensions(source: GraphQLError | Violation) -> dict[str, Any]:
+    """A QUERY_TOO_COMPLEX error's limit, maximum and measure."""
+    extensions = source.extensions() if isinstance(source, Violation) else dict(source.extensions or {})
+    return {k: v for k, v in extensions.items() if k != "code"}
+
+
+def persisted_hash(gql: GraphQLRequest) -> str | None:
+    """The lower-case sha256 of ``extensions.persistedQuery``, or None when the request has none."""
+    persisted = gql.extensions.get("persistedQuery")
+    if persisted is None:
+        return None
+    if not isinstance(persisted, dict) or persisted.get("version", 1) != 1:
+        raise MalformedRequest('\'extensions.persistedQuery\' must be {"version": 1, "sha256Hash": ...}')
+    digest = persisted.get("sha256Hash")
+    if not isinstance(digest, str) or not SHA256.fullmatch(digest):
+        raise MalformedRequest("'extensions.persistedQuery.sha256Hash' must be 64 hexadecimal digits")
+    return digest.lower()
 
 
 def _select_operation(document: DocumentNode, name: str | None) -> OperationDefinitionNode:
@@ -319,6 +350,30 @@ def _respond(request: Request, reply: Reply, request_id: str) -> Response:
     return Response(orjson.dumps(reply.body), status_code=reply.status, media_type=media, headers=headers)
 
 
+def client_header(request: Request, name: str) -> str | None:
+    """An optional client header of API.md: at most 128 printable characters, once; empty counts as absent."""
+    values = request.headers.getlist(name)
+    if len(values) > 1:
+        raise MalformedRequest(f"Send the {name} header once")
+    value = values[0].strip() if values else ""
+    if not value:
+        return None
+    if len(value) > MAX_CLIENT_HEADER or CONTROL.search(value):
+        raise MalformedRequest(f"The {name} header must be at most {MAX_CLIENT_HEADER} printable characters")
+    return value
+
+
+def with_purpose(request: Request, reply: Reply) -> None:
+    """Every response to an authenticated request carries its declared purpose, for client caches to key on."""
+    if not request.headers.get("authorization", "").strip():
+        return
+    declared = request.headers.get("x-purpose", "").strip()
+    if declared in Purpose.__members__:
+        extensions = reply.body.setdefault("extensions", {})
+        if isinstance(extensions, dict):
+            extensions["purpose"] = declared
+
+
 def error_reply(request: Request, error: RequestError) -> Reply:
     status = STATUS.get(error.code, 400)
     legacy = not _wants_graphql_response(request)
@@ -349,6 +404,16 @@ def variable_error(error: GraphQLError, mask: bool) -> dict[str, Any]:
     return format_error(masked, mask)
 
 
+def _refusal_extensions(error: GraphQLError, original: FieldError) -> dict[str, Any]:
+    """A field error's extensions; a FORBIDDEN that denied no category names the operation refused."""
+    extensions = dict(original.extensions)
+    if extensions.get("code") == "FORBIDDEN" and "category" not in extensions and "operation" not in extensions:
+        node = error.nodes[0] if error.nodes else None
+        if isinstance(node, FieldNode):
+            extensions["operation"] = node.name.value
+    return extensions
+
+
 def format_error(error: GraphQLError, mask: bool) -> dict[str, Any]:
     original = error.original_error
     out: dict[str, Any] = {"message": error.message}
@@ -357,11 +422,11 @@ def format_error(error: GraphQLError, mask: bool) -> dict[str, Any]:
     if error.path:
         out["path"] = list(error.path)
     if isinstance(original, FieldError):
-        out["extensions"] = dict(original.extensions)
+        out["extensions"] = _refusal_extensions(error, original)
     elif original is None or isinstance(original, GraphQLError):
         # A GraphQL-level error: validation, limits or variable coercion.
-        code = (error.extensions or {}).get("code") or "BAD_USER_INPUT"
-        out["extensions"] = {"code": code}
+        extensions = dict(error.extensions or {})
+        out["extensions"] = {**extensions, "code": extensions.get("code") or "BAD_USER_INPUT"}
     else:
         log.error("Unexpected error in a resolver: %s", type(original).__name__)
         out["message"] = "Internal error" if mask else f"Internal error: {type(original).__name__}"
@@ -384,7 +449,7 @@ class GraphQLEndpoint:
         audit_writer: Callable[[RequestContext], Awaitable[None]],
         trusted_proxy_header: str | None = None,
         limits: Limits | None = None,
-        allow_list: OperationAllowList | None = None,
+        registry: OperationRegistry | None = None,
         rate_limiter: RateLimiter | None = None,
         telemetry: Telemetry | None = None,
         max_body_bytes: int = 256 * 1024,
@@ -399,11 +464,12 @@ class GraphQLEndpoint:
         self.clock = clock
         self.audit_writer = audit_writer
         self.limits = limits or Limits()
-        self.allow_list = allow_list
+        self.registry = registry
+        self.learned: OrderedDict[str, str] = OrderedDict()
         self.rate_limiter = rate_limiter
         self.telemetry = telemetry or Telemetry()
         self.max_body_bytes = max_body_bytes
-        self.documents = DocumentCache(schema, limits=self.limits, production=production, allow_list=allow_list)
+        self.documents = DocumentCache(schema, limits=self.limits, production=production, registry=registry)
         self.compiled = compiled
         self.planner = Planner(schema)
 
@@ -451,7 +517,13 @@ class GraphQLEndpoint:
                 raise MalformedRequest("The request body is not valid JSON") from None
         if isinstance(payload, list):
             # Batching is off: one operation, one transaction, one audit per request.
-            raise RequestError("QUERY_TOO_COMPLEX", "Batched requests are not accepted: send one operation per request")
+            raise RequestError(
+                "QUERY_TOO_COMPLEX",
+                "Batched requests are not accepted (the limit (batch) is 0): send one operation per request",
+                limit="batch",
+                maximum=0,
+                measured=len(payload),
+            )
         if not isinstance(payload, dict):
             raise MalformedRequest("The request body must be a JSON object with a 'query'")
         extensions = payload.get("extensions")
@@ -470,24 +542,41 @@ class GraphQLEndpoint:
 
     def resolve_persisted(self, gql: GraphQLRequest) -> str:
         """The document's text: sent, or named by its sha256 (Automatic Persisted Queries)."""
-        persisted = gql.extensions.get("persistedQuery")
-        digest = persisted.get("sha256Hash") if isinstance(persisted, dict) else None
-        if persisted is not None and not isinstance(digest, str):
-            raise MalformedRequest("'extensions.persistedQuery' needs a 'sha256Hash' string")
-        if isinstance(digest, str):
-            if gql.query.strip():
-                if sha256_hex(gql.query) != digest.lower():
-                    raise MalformedRequest("'persistedQuery.sha256Hash' is not the sha256 of 'query'")
-                return gql.query
-            text = self.allow_list.text_for_hash(digest) if self.allow_list is not None else None
-            if text is None:
-                if self.allow_list is not None:
-                    raise RequestError("OPERATION_NOT_ALLOWED", "This operation is not registered with the server")
-                raise MalformedRequest("No document is registered under that hash: send the query text")
-            return text
-        if not gql.query.strip():
-            raise MalformedRequest("The request has no 'query'")
-        return gql.query
+        if self.registry is not None:
+            self.registry.refresh()
+        digest = persisted_hash(gql)
+        if digest is None:
+            if not gql.query.strip():
+                raise MalformedRequest("The request has no 'query'")
+            return gql.query
+        if gql.query.strip():
+            if sha256_hex(gql.query) != digest:
+                raise MalformedRequest("'persistedQuery.sha256Hash' is not the sha256 of 'query'")
+            return gql.query
+        text = self.registry.text_for_hash(digest) if self.registry is not None else None
+        if text is None and not self.production:
+            text = self.learned.get(digest)
+        if text is None:
+            # The clients' persisted-query links retry with the text on this message or code.
+            raise RequestError("PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound")
+        return text
+
+    def remember_persisted(self, gql: GraphQLRequest, prepared: Prepared) -> None:
+        """Serve a valid text sent with its hash under that hash from now on.
+
+        In production only a registered text gets this far (the allow-list
+        refused the others); in development any valid text does.
+        """
+        digest = persisted_hash(gql)
+        if digest is None or not gql.query.strip() or prepared.errors:
+            return
+        if self.production and self.registry is not None:
+            self.registry.learn(digest, gql.query)
+            return
+        self.learned[digest] = gql.query
+        self.learned.move_to_end(digest)
+        while len(self.learned) > LEARNED_SIZE:
+            self.learned.popitem(last=False)
 
     @staticmethod
     def parse_purpose(raw: str | None) -> Purpose:
@@ -503,8 +592,8 @@ class GraphQLEndpoint:
             ip_address=client_address(request, self.trusted_proxy_header),
             user_agent=request.headers.get("user-agent"),
             referrer=request.headers.get("referer"),
-            idempotency_key=request.headers.get("idempotency-key"),
-            session_id=request.headers.get("x-session-id"),
+            idempotency_key=client_header(request, "Idempotency-Key"),
+            session_id=client_header(request, "X-Session-Id"),
         )
 
     @staticmethod
@@ -530,7 +619,8 @@ class GraphQLEndpoint:
         A caller is keyed by the token's subject once verified, and by its
         address without a token or with one that fails verification.
         """
-        authorization = request.headers.get("authorization")
+        # An empty header counts as absent (GraphiQL starts with one).
+        authorization = request.headers.get("authorization", "").strip() or None
         by_address = f"ip:{client.ip_address or 'unknown'}"
         if authorization is None:
             self._limit(by_address)
@@ -558,6 +648,7 @@ class GraphQLEndpoint:
             reply = error_reply(request, RequestError("INTERNAL", "Internal error"))
         if "errors" in reply.body:
             self.telemetry.record_errors(reply.body["errors"])
+        with_purpose(request, reply)
         return _respond(request, reply, request_id)
 
     async def _handle(self, request: Request, request_id: str) -> Reply:
@@ -568,6 +659,7 @@ class GraphQLEndpoint:
         claims = self.identify(request, client)
         query = self.resolve_persisted(gql)
         prepared = self.documents.get(query)
+        self.remember_persisted(gql, prepared)
         if prepared.errors:
             body = {"errors": [format_error(e, self.production) for e in prepared.errors]}
             codes = {e["extensions"]["code"] for e in body["errors"]}
@@ -596,8 +688,8 @@ class GraphQLEndpoint:
             variables = coerced
             if prepared.variable_sizes:
                 measure = measure_operation(self.schema, prepared.document, operation, self.limits, coerced.coerced)
-                for message in violations(measure, self.limits):
-                    raise RequestError("QUERY_TOO_COMPLEX", message)
+                for violation in violations(measure, self.limits):
+                    raise RequestError("QUERY_TOO_COMPLEX", violation.message, **_limit_extensions(violation))
 
         attributes = {
             "graphql.operation.name": operation_label(operation.name.value if operation.name else None),
@@ -607,7 +699,7 @@ class GraphQLEndpoint:
         with self.telemetry.span(f"graphql {operation.operation.value}", attributes) as span:
             if claims is None:
                 if root_fields(prepared.document, operation) <= PUBLIC_ROOTS:
-                    public = PublicContext(policies=self.policies, request_id=request_id)
+                    public = PublicContext(policies=self.policies.in_effect(self.clock().date()), request_id=request_id)
                     return await self._run(request, prepared, gql, public)
                 raise RequestError("UNAUTHENTICATED", "Sign in: this request needs a bearer token")
             reply = await self._authenticated(
@@ -659,10 +751,12 @@ class GraphQLEndpoint:
                         # district's settings decide whether it takes part.
                         conditions = await load_conditions(db, None)
                     home = conditions.get(str(principal.district_id)) if principal.district_id else None
-                    refusal = check_request(self.policies, principal.role, purpose, token_purposes, justification, home)
+                    # No version applies before its effective date: decide with today's.
+                    policies = self.policies.in_effect(now.date())
+                    refusal = check_request(policies, principal.role, purpose, token_purposes, justification, home)
                     if refusal is not None:
                         raise RequestError(refusal.value, REFUSAL_MESSAGES[refusal])
-                    document = self.policies.governing(home.accepted_version) if home else self.policies.latest()
+                    document = policies.governing(home.accepted_version) if home else policies.latest()
                     rule = document.rule(principal.role, purpose)
                     if rule is None:
                         raise RequestError("PURPOSE_NOT_ALLOWED", REFUSAL_MESSAGES[RequestRefusal.PURPOSE_NOT_ALLOWED])
@@ -678,9 +772,10 @@ class GraphQLEndpoint:
                         guardians_scope=rule.guardian_scope,
                         today=now.date(),
                     )
-                    settable = ",".join(
-                        str(d) for d in [*self.rls_districts(principal, purpose, conditions, scope), NIL]
-                    )
+                    # Only internal users write entries about no district (the nil
+                    # district's chain); a district user's request touches its district alone.
+                    rls = self.rls_districts(principal, purpose, conditions, scope)
+                    settable = ",".join(str(d) for d in (rls if principal.district_id is not None else [*rls, NIL]))
                     if settable != standing.district_ids:  # set with the principal for district users
                         await db.execute("SELECT set_config('pledgeql.district_ids', $1, true)", settable)
                     # SUPPORT's justification is its grants' tickets in each district, never client text.
@@ -689,8 +784,8 @@ class GraphQLEndpoint:
                         principal=principal,
                         purpose=purpose,
                         rule=rule,
-                        policies=self.policies,
-                        decisions=DecisionTable(self.policies, principal.role, purpose, relationships, conditions),
+                        policies=policies,
+                        decisions=DecisionTable(policies, principal.role, purpose, relationships, conditions),
                         conditions=conditions,
                         reads=Reads(db, scope),
                         db=db,

@@ -13,11 +13,11 @@ sizes come from variables is measured again with each request's values.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from graphql import (
@@ -26,6 +26,7 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLEnumType,
     GraphQLError,
     GraphQLList,
     GraphQLNamedType,
@@ -46,12 +47,22 @@ from graphql import (
     value_from_ast,
 )
 from graphql.error import GraphQLSyntaxError
+from graphql.language import Lexer, Source, Token, TokenKind
 
 from server.settings import Settings
 
 log = logging.getLogger("pledgeql.limits")
 
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+TYPENAME = "__typename"
+# Lists the database caps (migrations/versions/0009_list_caps.py enforces these
+# numbers with triggers; tests/test_list_bounds.py proves the two agree): the
+# cost model counts a list at its cap rather than at the default list size.
+DATABASE_CAPS: dict[str, int] = {
+    "Class.teachers": 10,
+    "Student.guardians": 10,
+    "Assessment.items": 100,
+}
 INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
 PAGE_ARGUMENT = "first"
 
@@ -75,8 +86,42 @@ class Limits:
         )
 
 
-def too_complex(message: str, nodes: Any = None) -> GraphQLError:
-    return GraphQLError(message, nodes, extensions={"code": TOO_COMPLEX})
+@dataclass(frozen=True)
+class Violation:
+    """One limit a document is over: which, its value, and the document's measure."""
+
+    limit: str
+    maximum: int
+    measured: int
+    message: str
+
+    def extensions(self) -> dict[str, Any]:
+        return {"code": TOO_COMPLEX, "limit": self.limit, "maximum": self.maximum, "measured": self.measured}
+
+
+def too_complex(violation: Violation, nodes: Any = None) -> GraphQLError:
+    return GraphQLError(violation.message, nodes, extensions=violation.extensions())
+
+
+def count_tokens(query: str, cap: int) -> tuple[int, int]:
+    """The document's lexical tokens and comments, counting no further than ``cap`` of them."""
+    lexer = Lexer(Source(query))
+    tokens = comments = 0
+    token: Token = lexer.token
+    try:
+        while tokens + comments < cap:
+            following = token.next or lexer.read_next_token(token.end)
+            token.next, following.prev = following, token
+            token = following
+            if token.kind is TokenKind.EOF:
+                break
+            if token.kind is TokenKind.COMMENT:
+                comments += 1
+            else:
+                tokens += 1
+    except GraphQLSyntaxError:
+        pass
+    return tokens, comments
 
 
 def parse_limited(query: str, limits: Limits) -> DocumentNode:
@@ -85,8 +130,17 @@ def parse_limited(query: str, limits: Limits) -> DocumentNode:
         return parse(query, max_lexical_tokens=limits.max_tokens, max_comments=limits.max_tokens, no_location=False)
     except GraphQLSyntaxError as error:
         if error.message.endswith("Parsing aborted."):
+            cap = 4 * limits.max_tokens + 1
+            tokens, comments = count_tokens(query, cap)
+            limit, measured = ("comments", comments) if comments > limits.max_tokens else ("tokens", tokens)
+            at_least = "at least " if tokens + comments >= cap else ""
             raise too_complex(
-                f"The document is over the parser's limits ({limits.max_tokens} tokens, or nested too deeply)"
+                Violation(
+                    limit,
+                    limits.max_tokens,
+                    measured,
+                    f"The document has {at_least}{measured} {limit}; the limit ({limit}) is {limits.max_tokens}",
+                )
             ) from None
         raise
 
@@ -101,10 +155,27 @@ class Measure:
     cost: int = 0
     visits: int = 0
     sized_by_variables: bool = False
+    # The walk stopped at the limit: the cost is a lower bound.
+    stopped: bool = False
 
 
 class _Budget(Exception):
     """The walk stopped: the document expands past the cost limit."""
+
+
+@functools.lru_cache(maxsize=8)
+def list_bounds(schema: GraphQLSchema) -> dict[str, int]:
+    """``Type.field`` -> the most items the list can hold: known to the schema (one per value of an
+    enum) or capped by the database (``DATABASE_CAPS``)."""
+    sizes = {name: len(t.values) for name, t in schema.type_map.items() if isinstance(t, GraphQLEnumType)}
+    known = {
+        "PolicyDocument.purposes": sizes.get("Purpose"),
+        "PolicyDocument.categories": sizes.get("DataCategory"),
+        "PolicyDocument.rules": (sizes.get("Role") or 0) * (sizes.get("Purpose") or 0) or None,
+        # groupBy takes each Dimension at most once.
+        "AggregateRow.group": sizes.get("Dimension"),
+    }
+    return {**{k: v for k, v in known.items() if v}, **DATABASE_CAPS}
 
 
 class Measurer:
@@ -123,6 +194,7 @@ class Measurer:
         self.limits = limits
         self.variables = variables
         self.variable_defaults = variable_defaults
+        self.bounds = list_bounds(schema)
         self.measure = Measure()
 
     def operation(self, operation: OperationDefinitionNode) -> Measure:
@@ -168,9 +240,11 @@ class Measurer:
             if node.alias is not None:
                 measure.aliases += 1
             name = node.name.value
+            if name == TYPENAME:
+                continue  # free: clients add it to every selection set
             fields = getattr(owner, "fields", None)
             if name.startswith("__") or fields is None:
-                total += 1  # introspection (bounded by its own rule) and unions' __typename
+                total += 1  # introspection, bounded by its own rule
                 continue
             definition = fields.get(name)
             if definition is None:
@@ -210,7 +284,7 @@ class Measurer:
             and is_composite_type(get_named_type(unwrapped))
             and not owner.name.endswith("Connection")  # a connection's page is sized where it was asked for
         ):
-            return self.limits.default_list_size
+            return self.bounds.get(f"{owner.name}.{node.name.value}", self.limits.default_list_size)
         return 1
 
 
@@ -235,15 +309,36 @@ def measure_operation(
     return Measurer(schema, fragments, limits, variables, _variable_defaults(schema, operation)).operation(operation)
 
 
-def violations(measure: Measure, limits: Limits) -> list[str]:
+def violations(measure: Measure, limits: Limits) -> list[Violation]:
     found = []
     if measure.depth > limits.max_depth:
-        found.append(f"The query is nested more than {limits.max_depth} levels deep")
-    if measure.aliases > limits.max_aliases:
-        found.append(f"The query uses {measure.aliases} aliases; the limit is {limits.max_aliases}")
-    if measure.cost > limits.max_cost:
         found.append(
-            f"The query would resolve more than {limits.max_cost} fields (page sizes multiply); ask for smaller pages"
+            Violation(
+                "depth",
+                limits.max_depth,
+                measure.depth,
+                f"The query is nested {measure.depth} levels deep; the limit (depth) is {limits.max_depth}",
+            )
+        )
+    if measure.aliases > limits.max_aliases:
+        found.append(
+            Violation(
+                "aliases",
+                limits.max_aliases,
+                measure.aliases,
+                f"The query uses {measure.aliases} aliases; the limit (aliases) is {limits.max_aliases}",
+            )
+        )
+    if measure.cost > limits.max_cost:
+        at_least = "at least " if measure.stopped else ""
+        found.append(
+            Violation(
+                "cost",
+                limits.max_cost,
+                measure.cost,
+                f"The query costs {at_least}{measure.cost} (fields resolved, page sizes multiplied); "
+                f"the limit (cost) is {limits.max_cost}: ask for smaller pages",
+            )
         )
     return found
 
@@ -257,8 +352,8 @@ def limits_rule(limits: Limits) -> type[ASTValidationRule]:
             if not isinstance(context, ValidationContext):
                 return
             measure = measure_operation(context.schema, context.document, node, limits)
-            for message in violations(measure, limits):
-                context.report_error(too_complex(message, node))
+            for violation in violations(measure, limits):
+                context.report_error(too_complex(violation, node))
 
     return LimitsRule
 
@@ -292,41 +387,3 @@ def sha256_hex(text: str) -> str:
 def canonical_hash(document: DocumentNode) -> str:
     """The document's identity whatever its whitespace and comments: sha256 of its printed form."""
     return sha256_hex(print_ast(document))
-
-
-class OperationAllowList:
-    """The documents the clients ship: ``.graphql`` files under a folder.
-
-    A request names one by its text (compared by its canonical form, so
-    whitespace and comments do not matter) or by the sha256 of its text
-    (Automatic Persisted Queries: ``extensions.persistedQuery.sha256Hash``).
-    """
-
-    def __init__(self, documents: Mapping[str, str]) -> None:
-        self.sources = dict(documents)
-        self.by_hash: dict[str, str] = {}
-        self.canonical: set[str] = set()
-        for source, text in documents.items():
-            try:
-                document = parse(text)
-            except GraphQLSyntaxError as error:
-                raise SystemExit(f"Registered operation {source} does not parse: {error.message}") from None
-            self.by_hash[sha256_hex(text)] = text
-            self.canonical.add(canonical_hash(document))
-
-    @classmethod
-    def from_folder(cls, folder: Path) -> OperationAllowList:
-        if not folder.is_dir():
-            raise SystemExit(f"PLEDGEQL_OPERATIONS_DIR {folder} is not a folder of .graphql documents")
-        files = sorted(folder.rglob("*.graphql"))
-        log.info("Operation allow-list: %d documents from %s", len(files), folder)
-        return cls({str(path): path.read_text(encoding="utf-8") for path in files})
-
-    def __len__(self) -> int:
-        return len(self.by_hash)
-
-    def text_for_hash(self, digest: str) -> str | None:
-        return self.by_hash.get(digest.lower())
-
-    def allows(self, canonical: str) -> bool:
-        return canonical in self.canonical

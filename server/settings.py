@@ -53,6 +53,9 @@ class Settings:
     jwt_audience: str | None = None
     trusted_proxy_header: str | None = None
     cors_origins: tuple[str, ...] = ()
+    cors_extra_headers: tuple[str, ...] = ()
+    # `serve --demo`: GraphiQL's Authorization header is prefilled with the demo token.
+    graphiql_token: str | None = None
     max_depth: int = 12
     max_aliases: int = 30
     max_tokens: int = 5000
@@ -96,6 +99,10 @@ class Settings:
             jwt_audience=env.get("PLEDGEQL_JWT_AUDIENCE") or None,
             trusted_proxy_header=env.get("PLEDGEQL_TRUSTED_PROXY_HEADER") or None,
             cors_origins=origins,
+            graphiql_token=env.get("PLEDGEQL_GRAPHIQL_TOKEN") or None,
+            cors_extra_headers=tuple(
+                h.strip() for h in env.get("PLEDGEQL_CORS_EXTRA_HEADERS", "").split(",") if h.strip()
+            ),
             max_depth=_int(env, "PLEDGEQL_MAX_DEPTH", 12),
             max_aliases=_int(env, "PLEDGEQL_MAX_ALIASES", 30),
             max_tokens=_int(env, "PLEDGEQL_MAX_TOKENS", 5000),

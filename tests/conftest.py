@@ -8,11 +8,15 @@ that writes gets its own database and no test sees another module's rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import datetime as dt
 import os
 import re
 import shutil
+import socket
 import tempfile
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -197,6 +201,33 @@ def error_codes(body: dict[str, Any]) -> list[str]:
 T = TypeVar("T")
 
 
+@contextlib.contextmanager
+def live_server_of(application: Any) -> Iterator[str]:
+    """``application`` served by uvicorn in a thread, on a free port of the loopback interface."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(application, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(400):
+        if server.started:
+            break
+        threading.Event().wait(0.05)
+    if not server.started:
+        server.should_exit = True
+        raise RuntimeError("uvicorn did not start within 20 seconds")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
 def run_as_owner(db: DatabaseUrls, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``work`` on a fresh owner connection, from a synchronous test."""
 
@@ -208,3 +239,16 @@ def run_as_owner(db: DatabaseUrls, work: Callable[[Any], Awaitable[T]]) -> T:
             await conn.close()
 
     return asyncio.run(run())
+
+
+@contextlib.contextmanager
+def clock_at(app: Any, moment: dt.datetime) -> Iterator[None]:
+    """Serve requests as if at ``moment``: the request clock decides grant expiry,
+    enrollment dates and which policy versions are in effect."""
+    endpoint = app.state.pledgeql.endpoint
+    before = endpoint.clock
+    endpoint.clock = lambda: moment
+    try:
+        yield
+    finally:
+        endpoint.clock = before

@@ -174,9 +174,15 @@ async def test_teacher_roster_under_reporting_writes_a_deny_entry_per_student_fo
     body, request_id = await request_as(TEACHER, "REPORTING", ROSTER, {"id": str(ids["roster"])})
     assert set(error_codes(body)) == {"FORBIDDEN"}
     rows = await check_entries_match(owner, body, request_id)
-    denies = [r for r in rows if r["decision"] == "DENY"]
+    denies = [r for r in rows if r["decision"] == "DENY" and r["subject_student_id"] is not None]
     assert len(denies) == len(body["data"]["class"]["students"])
     assert all(r["fields"] == ["Response.answer"] and r["categories"] == ["WORK"] for r in denies)
+    # The class's teachers are listed (POLICY.md section 2) with their names refused.
+    assert body["data"]["class"]["teachers"]
+    staff = [r for r in rows if r["subject_student_id"] is None]
+    assert [(sorted(r["fields"]), r["categories"], r["decision"]) for r in staff] == [
+        (["Staff.firstName", "Staff.lastName"], ["STAFF"], "DENY")
+    ]
 
 
 async def test_teacher_single_student_lookup_records_allowed_and_denied_fields_of_that_student(

@@ -353,41 +353,70 @@ async def test_legal_compliance_needs_a_justification_which_every_audit_entry_ke
 # ------------------------------------------------- 7. policy versions (last: acceptance changes the terms)
 
 
-async def test_a_non_material_version_governs_without_acceptance(gql: Gql, users: dict[str, uuid.UUID]) -> None:
-    # 2020-04-01 let SUPPORT see DEVICE; the non-material 2098-06-01 narrows that, and applies at once.
+# The test versions are dated 2098-06-01 and 2099-01-01: no version applies
+# before its effective date, so these tests move the request clock past them.
+IN_2098 = dt.datetime(2098, 7, 1, 12, 0, tzinfo=dt.UTC)
+IN_2099 = dt.datetime(2099, 2, 1, 12, 0, tzinfo=dt.UTC)
+
+
+async def test_no_policy_version_applies_before_its_effective_date(
+    app: Any, gql: Gql, users: dict[str, uuid.UUID]
+) -> None:
+    # Today only 2020-04-01 is in effect: SUPPORT sees DEVICE under a grant.
     grant = await open_grant(gql, dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
     try:
         body = await read_student(gql, SUPPORT, "SUPPORT", users[STUDENT], "firstName deviceSessions { ipAddress }")
-        assert body["data"]["student"]["firstName"]
-        assert body["data"]["student"]["deviceSessions"] is None
-        assert refusals(body) == {"deviceSessions": ("DEVICE", "SUPPORT", "PURPOSE_NOT_ALLOWED_FOR_CATEGORY")}
+        assert "errors" not in body, body
+        assert body["data"]["student"]["deviceSessions"]
     finally:
         await revoke(gql, grant)
+    versions = await gql(TEACHER, "INSTRUCTION", "{ policyVersions }")
+    assert versions["data"]["policyVersions"] == ["2020-04-01"]
+    early = await gql(ADMIN, "COMMUNICATION", 'mutation { acceptPolicyVersion(version: "2099-01-01") { id } }')
+    assert error_codes(early) == ["BAD_USER_INPUT"]
+
+
+async def test_a_non_material_version_governs_without_acceptance(
+    app: Any, gql: Gql, users: dict[str, uuid.UUID]
+) -> None:
+    # 2020-04-01 let SUPPORT see DEVICE; the non-material 2098-06-01 narrows that, and applies once in effect.
+    with clock_at(app, IN_2098):
+        grant = await open_grant(gql, IN_2098 + dt.timedelta(hours=1))
+        try:
+            body = await read_student(gql, SUPPORT, "SUPPORT", users[STUDENT], "firstName deviceSessions { ipAddress }")
+            assert body["data"]["student"]["firstName"]
+            assert body["data"]["student"]["deviceSessions"] is None
+            assert refusals(body) == {"deviceSessions": ("DEVICE", "SUPPORT", "PURPOSE_NOT_ALLOWED_FOR_CATEGORY")}
+            versions = await gql(TEACHER, "INSTRUCTION", "{ policyVersions }")
+            assert versions["data"]["policyVersions"] == ["2020-04-01", "2098-06-01"]
+        finally:
+            await revoke(gql, grant)
 
 
 async def test_a_material_version_applies_only_after_the_district_accepts_it(
-    gql: Gql, owner: Any, northwind: uuid.UUID, users: dict[str, uuid.UUID]
+    app: Any, gql: Gql, owner: Any, northwind: uuid.UUID, users: dict[str, uuid.UUID]
 ) -> None:
     fields = "firstName gender ethnicity"
-    pending = await read_student(gql, TEACHER, "INSTRUCTION", users[STUDENT], fields)
-    assert pending["data"]["student"]["gender"] is None
-    assert refusals(pending) == {
-        "gender": ("DEMOGRAPHIC", "INSTRUCTION", "POLICY_VERSION_NOT_ACCEPTED"),
-        "ethnicity": ("DEMOGRAPHIC", "INSTRUCTION", "POLICY_VERSION_NOT_ACCEPTED"),
-    }
+    with clock_at(app, IN_2099):
+        pending = await read_student(gql, TEACHER, "INSTRUCTION", users[STUDENT], fields)
+        assert pending["data"]["student"]["gender"] is None
+        assert refusals(pending) == {
+            "gender": ("DEMOGRAPHIC", "INSTRUCTION", "POLICY_VERSION_NOT_ACCEPTED"),
+            "ethnicity": ("DEMOGRAPHIC", "INSTRUCTION", "POLICY_VERSION_NOT_ACCEPTED"),
+        }
 
-    accepted = await gql(
-        ADMIN, "COMMUNICATION", 'mutation { acceptPolicyVersion(version: "2099-01-01") { acceptedPolicyVersion } }'
-    )
-    assert accepted["data"]["acceptPolicyVersion"]["acceptedPolicyVersion"] == "2099-01-01", accepted
-    assert await owner.fetchval("SELECT accepted_policy_version FROM districts WHERE id = $1", northwind) == (
-        "2099-01-01"
-    )
+        accepted = await gql(
+            ADMIN, "COMMUNICATION", 'mutation { acceptPolicyVersion(version: "2099-01-01") { acceptedPolicyVersion } }'
+        )
+        assert accepted["data"]["acceptPolicyVersion"]["acceptedPolicyVersion"] == "2099-01-01", accepted
+        assert await owner.fetchval("SELECT accepted_policy_version FROM districts WHERE id = $1", northwind) == (
+            "2099-01-01"
+        )
 
-    now_allowed = await read_student(gql, TEACHER, "INSTRUCTION", users[STUDENT], fields)
-    assert "errors" not in now_allowed, now_allowed
-    assert now_allowed["data"]["student"]["gender"] and now_allowed["data"]["student"]["ethnicity"]
+        now_allowed = await read_student(gql, TEACHER, "INSTRUCTION", users[STUDENT], fields)
+        assert "errors" not in now_allowed, now_allowed
+        assert now_allowed["data"]["student"]["gender"] and now_allowed["data"]["student"]["ethnicity"]
 
-    # Riverside has not accepted: its teachers still work under the older terms.
-    riverside = await read_student(gql, RIVERSIDE_TEACHER, "INSTRUCTION", users[RIVERSIDE_STUDENT], fields)
-    assert refusals(riverside)["gender"] == ("DEMOGRAPHIC", "INSTRUCTION", "POLICY_VERSION_NOT_ACCEPTED")
+        # Riverside has not accepted: its teachers still work under the older terms.
+        riverside = await read_student(gql, RIVERSIDE_TEACHER, "INSTRUCTION", users[RIVERSIDE_STUDENT], fields)
+        assert refusals(riverside)["gender"] == ("DEMOGRAPHIC", "INSTRUCTION", "POLICY_VERSION_NOT_ACCEPTED")

@@ -433,3 +433,31 @@ def test_a_decision_is_truthy_only_when_allowed() -> None:
         Decision(True, DenyReason.NOT_COLLECTED)
     with pytest.raises(ValueError):
         Decision(False)
+
+
+def test_no_version_is_in_effect_before_its_effective_date() -> None:
+    today = VERSIONED.in_effect(datetime.date(2026, 12, 4))
+    assert today.versions() == ["2020-04-01"]
+    assert today.latest().version == "2020-04-01"
+    # The non-material 2098-06-01 does not govern yet, nor tell of a later grant.
+    assert today.governing("2020-04-01").version == "2020-04-01"
+    assert today.newer_than("2020-04-01") == ()
+    later = VERSIONED.in_effect(datetime.date(2098, 6, 1))
+    assert later.versions() == ["2020-04-01", "2098-06-01"]
+    assert later.governing("2020-04-01").version == "2098-06-01"
+    assert VERSIONED.in_effect(datetime.date(2099, 1, 1)) is VERSIONED
+
+
+def test_a_version_not_yet_in_effect_gives_no_policy_version_reason() -> None:
+    # 2099-01-01 grants TEACHER/INSTRUCTION DEMOGRAPHIC, but only from its date.
+    district = dataclasses.replace(DEFAULT, accepted_version="2020-04-01")
+    today = VERSIONED.in_effect(datetime.date(2026, 12, 4))
+    before = decide(today, Role.TEACHER, Purpose.INSTRUCTION, DataCategory.DEMOGRAPHIC, district, Relationship())
+    assert before.reason is DenyReason.PURPOSE_NOT_ALLOWED_FOR_CATEGORY
+    after = decide(VERSIONED, Role.TEACHER, Purpose.INSTRUCTION, DataCategory.DEMOGRAPHIC, district, Relationship())
+    assert after.reason is DenyReason.POLICY_VERSION_NOT_ACCEPTED
+
+
+def test_a_day_before_every_version_is_a_policy_error() -> None:
+    with pytest.raises(PolicyError, match="No policy version is in effect"):
+        VERSIONED.in_effect(datetime.date(2019, 1, 1))

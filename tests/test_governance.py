@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Gql, error_codes
+from tests.conftest import Gql, clock_at, error_codes
 
 ADMIN = "admin@northwind.example"
 RIVERSIDE_ADMIN = "admin@riverside.example"
@@ -275,37 +275,39 @@ async def test_no_role_but_district_admin_may_govern_and_nothing_is_stored(
 
 
 async def test_accept_policy_version_accepts_only_known_versions_not_older_than_the_accepted_one(
-    gql: Gql, owner: Any, northwind: uuid.UUID, riverside: uuid.UUID
+    app: Any, gql: Gql, owner: Any, northwind: uuid.UUID, riverside: uuid.UUID
 ) -> None:
     async def accepted(district: uuid.UUID) -> str:
         version: str = await owner.fetchval("SELECT accepted_policy_version FROM districts WHERE id = $1", district)
         return version
 
-    assert await accepted(northwind) == "2020-04-01"
-    unknown = await gql(ADMIN, "REPORTING", ACCEPT, {"v": "2031-13-01"})
-    error = the_error(unknown)
-    assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "version"}
-    assert "2020-04-01" in error["message"] and "2099-01-01" in error["message"]
-    assert await accepted(northwind) == "2020-04-01"
+    # The test versions are dated 2098 and 2099: move the clock past them.
+    with clock_at(app, dt.datetime(2099, 2, 1, 12, 0, tzinfo=dt.UTC)):
+        assert await accepted(northwind) == "2020-04-01"
+        unknown = await gql(ADMIN, "REPORTING", ACCEPT, {"v": "2031-13-01"})
+        error = the_error(unknown)
+        assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "version"}
+        assert "2020-04-01" in error["message"] and "2099-01-01" in error["message"]
+        assert await accepted(northwind) == "2020-04-01"
 
-    same = await gql(ADMIN, "RECORD_ACCESS", ACCEPT, {"v": "2020-04-01"})
-    assert same["data"]["acceptPolicyVersion"]["acceptedPolicyVersion"] == "2020-04-01"
+        same = await gql(ADMIN, "RECORD_ACCESS", ACCEPT, {"v": "2020-04-01"})
+        assert same["data"]["acceptPolicyVersion"]["acceptedPolicyVersion"] == "2020-04-01"
 
-    newer = await gql(ADMIN, "COMMUNICATION", ACCEPT, {"v": "2098-06-01"})
-    assert "errors" not in newer, newer
-    assert newer["data"]["acceptPolicyVersion"] == {"id": str(northwind), "acceptedPolicyVersion": "2098-06-01"}
-    assert await accepted(northwind) == "2098-06-01"
+        newer = await gql(ADMIN, "COMMUNICATION", ACCEPT, {"v": "2098-06-01"})
+        assert "errors" not in newer, newer
+        assert newer["data"]["acceptPolicyVersion"] == {"id": str(northwind), "acceptedPolicyVersion": "2098-06-01"}
+        assert await accepted(northwind) == "2098-06-01"
 
-    older = await gql(ADMIN, "REPORTING", ACCEPT, {"v": "2020-04-01"})
-    error = the_error(older)
-    assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "version"}
-    assert "older" in error["message"]
-    assert await accepted(northwind) == "2098-06-01"
+        older = await gql(ADMIN, "REPORTING", ACCEPT, {"v": "2020-04-01"})
+        error = the_error(older)
+        assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "version"}
+        assert "older" in error["message"]
+        assert await accepted(northwind) == "2098-06-01"
 
-    latest = await gql(ADMIN, "REPORTING", ACCEPT, {"v": "2099-01-01"})
-    assert latest["data"]["acceptPolicyVersion"]["acceptedPolicyVersion"] == "2099-01-01"
-    assert await accepted(northwind) == "2099-01-01"
-    assert await accepted(riverside) == "2020-04-01"
+        latest = await gql(ADMIN, "REPORTING", ACCEPT, {"v": "2099-01-01"})
+        assert latest["data"]["acceptPolicyVersion"]["acceptedPolicyVersion"] == "2099-01-01"
+        assert await accepted(northwind) == "2099-01-01"
+        assert await accepted(riverside) == "2020-04-01"
 
 
 # ------------------------------------------------------------ support grants

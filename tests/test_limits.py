@@ -106,7 +106,13 @@ async def test_ten_thousand_tokens_are_too_complex_before_validation(
     started = time.perf_counter()
     status, body = await send(client, token_for(TEACHER), {"query": query})
     assert status == 400 and error_codes(body) == ["QUERY_TOO_COMPLEX"]
-    assert "5000 tokens" in body["errors"][0]["message"]
+    assert "the limit (tokens) is 5000" in body["errors"][0]["message"]
+    assert body["errors"][0]["extensions"] == {
+        "code": "QUERY_TOO_COMPLEX",
+        "limit": "tokens",
+        "maximum": 5000,
+        "measured": 10_005,
+    }
     assert time.perf_counter() - started < 1.0
 
 
@@ -114,6 +120,8 @@ async def test_comments_count_against_the_token_limit(client: httpx.AsyncClient,
     query = "#\n" * 6000 + "{ me { role } }"
     status, body = await send(client, token_for(TEACHER), {"query": query})
     assert status == 400 and error_codes(body) == ["QUERY_TOO_COMPLEX"]
+    extensions = body["errors"][0]["extensions"]
+    assert extensions["limit"] == "comments" and extensions["maximum"] == 5000 and extensions["measured"] > 5000
 
 
 async def test_page_sizes_multiply_into_the_cost(client: httpx.AsyncClient, token_for: Callable[..., str]) -> None:
@@ -121,7 +129,10 @@ async def test_page_sizes_multiply_into_the_cost(client: httpx.AsyncClient, toke
     query = "{ students(first: 500) { nodes { responses(first: 500) { id score } } } }"
     status, body = await send(client, token_for(TEACHER), {"query": query})
     assert status == 400 and error_codes(body) == ["QUERY_TOO_COMPLEX"]
-    assert "50000" in body["errors"][0]["message"]
+    assert "the limit (cost) is 50000" in body["errors"][0]["message"]
+    extensions = body["errors"][0]["extensions"]
+    assert extensions["limit"] == "cost" and extensions["maximum"] == 50_000 and extensions["measured"] > 50_000
+    assert str(extensions["measured"]) in body["errors"][0]["message"]
     status, body = await send(
         client, token_for(TEACHER), {"query": "{ students(first: 50) { nodes { responses(first: 20) { id } } } }"}
     )

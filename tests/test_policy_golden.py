@@ -6,7 +6,9 @@ the second, independent reading of the policy that the data must agree with.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from pathlib import Path
 
 import pytest
 
@@ -169,44 +171,42 @@ def test_allowed_purposes_are_the_golden_purposes_in_enum_order(role: Role) -> N
     assert allowed_purposes(POLICIES, role, frozenset(Purpose), OPEN_DISTRICT) == expected
 
 
-# Scopes, aggregates and operations of a few rows, written out by hand.
-EXPECTED_ROWS = {
-    (R.TEACHER, P.INSTRUCTION): (
-        Scope.CLASSES,
-        Scope.CLASSES,
-        Scope.NONE,
-        AggregateScope.NONE,
-        {"createAssignment"},
-    ),
-    (R.TEACHER, P.REPORTING): (
-        Scope.CLASSES,
-        Scope.NONE,
-        Scope.NONE,
-        AggregateScope.CLASSES,
-        set(),
-    ),
-    (R.TEACHER, P.COMMUNICATION): (
-        Scope.NONE,
-        Scope.SCHOOL,
-        Scope.NONE,
-        AggregateScope.NONE,
-        set(),
-    ),
+# Scopes, aggregates and operations of every row, written out by hand from
+# POLICY.md sections 2 and 3: (students, staff, guardians, aggregates,
+# operations). A scope's staff rows are reachable under every purpose of the
+# pair (section 2), STAFF listed or not: TEACHER x REPORTING reaches the
+# teachers of its classes, the admins' INSTRUCTION and REPORTING their school's
+# or district's staff.
+NONE = Scope.NONE
+RECORD_OPERATIONS = {
+    "auditLog",
+    "accessLog",
+    "dataRequests",
+    "openDataRequest",
+    "exportStudentRecord",
+    "correctStudentRecord",
+    "deleteStudentRecord",
+    "setAnalyticsOptOut",
+}
+EXPECTED_ROWS: dict[tuple[Role, Purpose], tuple[Scope, Scope, Scope, AggregateScope, set[str]]] = {
+    (R.TEACHER, P.INSTRUCTION): (Scope.CLASSES, Scope.CLASSES, NONE, AggregateScope.NONE, {"createAssignment"}),
+    (R.TEACHER, P.REPORTING): (Scope.CLASSES, Scope.CLASSES, NONE, AggregateScope.CLASSES, set()),
+    (R.TEACHER, P.PERSONALIZATION): (NONE, Scope.SELF, NONE, AggregateScope.NONE, set()),
+    (R.TEACHER, P.COMMUNICATION): (NONE, Scope.SCHOOL, NONE, AggregateScope.NONE, set()),
+    (R.SCHOOL_ADMIN, P.INSTRUCTION): (Scope.SCHOOL, Scope.SCHOOL, NONE, AggregateScope.NONE, set()),
+    (R.SCHOOL_ADMIN, P.REPORTING): (Scope.SCHOOL, Scope.SCHOOL, NONE, AggregateScope.SCHOOL, set()),
+    (R.SCHOOL_ADMIN, P.PERSONALIZATION): (NONE, Scope.SELF, NONE, AggregateScope.NONE, set()),
+    (R.SCHOOL_ADMIN, P.COMMUNICATION): (NONE, Scope.SCHOOL, NONE, AggregateScope.NONE, set()),
+    (R.DISTRICT_ADMIN, P.INSTRUCTION): (Scope.DISTRICT, Scope.DISTRICT, NONE, AggregateScope.NONE, set()),
+    (R.DISTRICT_ADMIN, P.REPORTING): (Scope.DISTRICT, Scope.DISTRICT, NONE, AggregateScope.DISTRICT, {"auditLog"}),
+    (R.DISTRICT_ADMIN, P.PERSONALIZATION): (NONE, Scope.SELF, NONE, AggregateScope.NONE, set()),
+    (R.DISTRICT_ADMIN, P.COMMUNICATION): (NONE, Scope.DISTRICT, NONE, AggregateScope.NONE, set()),
     (R.DISTRICT_ADMIN, P.RECORD_ACCESS): (
         Scope.DISTRICT,
         Scope.DISTRICT,
         Scope.DISTRICT,
         AggregateScope.NONE,
-        {
-            "auditLog",
-            "accessLog",
-            "dataRequests",
-            "openDataRequest",
-            "exportStudentRecord",
-            "correctStudentRecord",
-            "deleteStudentRecord",
-            "setAnalyticsOptOut",
-        },
+        RECORD_OPERATIONS,
     ),
     (R.DISTRICT_ADMIN, P.LEGAL_COMPLIANCE): (
         Scope.DISTRICT,
@@ -218,53 +218,29 @@ EXPECTED_ROWS = {
     (R.STUDENT, P.STUDENT_LEARNING): (
         Scope.SELF,
         Scope.CLASSES,
-        Scope.NONE,
+        NONE,
         AggregateScope.NONE,
         {"submitResponse", "recordActivity"},
     ),
-    (R.GUARDIAN, P.REPORTING): (
-        Scope.CHILDREN,
-        Scope.CHILDREN,
-        Scope.NONE,
-        AggregateScope.NONE,
-        set(),
-    ),
-    (R.GUARDIAN, P.PERSONALIZATION): (
-        Scope.NONE,
-        Scope.NONE,
-        Scope.SELF,
-        AggregateScope.NONE,
-        set(),
-    ),
+    (R.STUDENT, P.PERSONALIZATION): (Scope.SELF, NONE, NONE, AggregateScope.NONE, set()),
+    (R.STUDENT, P.RECORD_ACCESS): (Scope.SELF, NONE, NONE, AggregateScope.NONE, {"accessLog"}),
+    (R.GUARDIAN, P.REPORTING): (Scope.CHILDREN, Scope.CHILDREN, NONE, AggregateScope.NONE, set()),
+    (R.GUARDIAN, P.PERSONALIZATION): (NONE, NONE, Scope.SELF, AggregateScope.NONE, set()),
     (R.GUARDIAN, P.RECORD_ACCESS): (
         Scope.CHILDREN,
-        Scope.NONE,
+        NONE,
         Scope.CHILDREN,
         AggregateScope.NONE,
         {"accessLog", "setAnalyticsOptOut"},
     ),
-    (R.ANALYST, P.PRODUCT_ANALYTICS): (
-        Scope.NONE,
-        Scope.NONE,
-        Scope.NONE,
-        AggregateScope.AUTHORIZING_DISTRICTS,
-        set(),
-    ),
-    (R.ANALYST, P.REPORTING): (
-        Scope.NONE,
-        Scope.NONE,
-        Scope.NONE,
-        AggregateScope.ALL_DISTRICTS,
-        set(),
-    ),
-    (R.SUPPORT, P.SUPPORT): (
-        Scope.GRANT,
-        Scope.GRANT,
-        Scope.NONE,
-        AggregateScope.NONE,
-        set(),
-    ),
+    (R.ANALYST, P.PRODUCT_ANALYTICS): (NONE, NONE, NONE, AggregateScope.AUTHORIZING_DISTRICTS, set()),
+    (R.ANALYST, P.REPORTING): (NONE, NONE, NONE, AggregateScope.ALL_DISTRICTS, set()),
+    (R.SUPPORT, P.SUPPORT): (Scope.GRANT, Scope.GRANT, NONE, AggregateScope.NONE, set()),
 }
+
+
+def test_every_row_of_the_matrix_has_its_hand_written_scopes() -> None:
+    assert set(EXPECTED_ROWS) == set(GOLDEN)
 
 
 @pytest.mark.parametrize(("pair", "expected"), list(EXPECTED_ROWS.items()))
@@ -351,3 +327,61 @@ def test_no_purpose_exists_for_advertising_marketing_sale_or_profiling() -> None
     names = " ".join(p.value for p in Purpose)
     for word in ("ADVERTIS", "MARKETING", "SALE", "SELL", "PROFIL"):
         assert word not in names
+
+
+# POLICY.md section 3: "For a field: the category in the rule, the district's
+# authorized purposes, the policy version, then collection."
+VERSIONED: PolicySet = load_policy_set([Path(__file__).with_name("policies")])
+CLOSED_DISTRICT = DistrictConditions(
+    district_id="d2",
+    authorized_purposes=frozenset(),
+    collect_usage=False,
+    collect_device=False,
+    collect_demographics=False,
+    direct_record_access=False,
+    accepted_version="2020-04-01",
+)
+
+
+def test_the_category_in_the_rule_answers_before_everything_else() -> None:
+    decision = decide(POLICIES, R.TEACHER, P.INSTRUCTION, DEVICE, CLOSED_DISTRICT, WITH_GRANT)
+    assert decision.reason is DenyReason.PURPOSE_NOT_ALLOWED_FOR_CATEGORY
+
+
+def test_the_districts_authorization_answers_before_the_policy_version_and_collection() -> None:
+    # 2099-01-01 (not accepted) would give TEACHER x INSTRUCTION DEMOGRAPHIC.
+    decision = decide(VERSIONED, R.TEACHER, P.INSTRUCTION, DEMOGRAPHIC, CLOSED_DISTRICT, WITH_GRANT)
+    assert decision.reason is DenyReason.PURPOSE_NOT_AUTHORIZED_BY_DISTRICT
+    usage = decide(POLICIES, R.TEACHER, P.INSTRUCTION, USAGE, CLOSED_DISTRICT, WITH_GRANT)
+    assert usage.reason is DenyReason.PURPOSE_NOT_AUTHORIZED_BY_DISTRICT
+
+
+def test_the_policy_version_answers_before_collection() -> None:
+    authorized = dataclasses.replace(CLOSED_DISTRICT, authorized_purposes=frozenset(Purpose))
+    decision = decide(VERSIONED, R.TEACHER, P.INSTRUCTION, DEMOGRAPHIC, authorized, WITH_GRANT)
+    assert decision.reason is DenyReason.POLICY_VERSION_NOT_ACCEPTED
+    usage = decide(VERSIONED, R.TEACHER, P.INSTRUCTION, USAGE, authorized, WITH_GRANT)
+    assert usage.reason is DenyReason.NOT_COLLECTED
+
+
+def test_a_request_is_refused_for_the_purpose_before_the_justification_and_direct_access() -> None:
+    closed = dataclasses.replace(CLOSED_DISTRICT, authorized_purposes=frozenset(Purpose))
+    no_token = frozenset({P.REPORTING})
+    assert (
+        check_request(POLICIES, R.DISTRICT_ADMIN, P.LEGAL_COMPLIANCE, no_token, None, closed)
+        is RequestRefusal.PURPOSE_NOT_ALLOWED
+    )
+    assert (
+        check_request(POLICIES, R.DISTRICT_ADMIN, P.LEGAL_COMPLIANCE, frozenset(Purpose), None, closed)
+        is RequestRefusal.JUSTIFICATION_REQUIRED
+    )
+    assert (
+        check_request(POLICIES, R.STUDENT, P.RECORD_ACCESS, frozenset(Purpose), None, closed)
+        is RequestRefusal.DIRECT_ACCESS_DISABLED
+    )
+
+
+def test_every_district_authorizes_all_nine_purposes_by_default() -> None:
+    from server.models import DEFAULT_PURPOSES
+
+    assert sorted(DEFAULT_PURPOSES) == sorted(p.value for p in Purpose)

@@ -286,3 +286,33 @@ def test_an_allowed_pair_answers_with_no_error_but_refusals_and_out_of_scope_roo
 
 def test_the_matrix_covers_every_cell() -> None:
     assert len(ALL_CELLS) == len(CALLER_ROLES) * len(Purpose) * len(DataCategory) == 567
+
+
+# POLICY.md section 2: a scope's staff rows are reachable under every purpose
+# of the pair, STAFF listed or not. The demo class is teacher1's, in
+# principal1's school: these pairs list its teachers.
+LISTS_THE_CLASS_TEACHERS = sorted(
+    (
+        (Role.TEACHER, Purpose.INSTRUCTION),
+        (Role.TEACHER, Purpose.REPORTING),
+        (Role.SCHOOL_ADMIN, Purpose.INSTRUCTION),
+        (Role.SCHOOL_ADMIN, Purpose.REPORTING),
+        (Role.DISTRICT_ADMIN, Purpose.INSTRUCTION),
+        (Role.DISTRICT_ADMIN, Purpose.REPORTING),
+        (Role.DISTRICT_ADMIN, Purpose.RECORD_ACCESS),
+        (Role.DISTRICT_ADMIN, Purpose.LEGAL_COMPLIANCE),
+    ),
+    key=lambda pair: (pair[0].value, pair[1].value),
+)
+
+
+@pytest.mark.parametrize(
+    ("role", "purpose"), LISTS_THE_CLASS_TEACHERS, ids=[f"{r.value}-{p.value}" for r, p in LISTS_THE_CLASS_TEACHERS]
+)
+def test_a_scopes_staff_rows_are_listed_under_every_purpose_of_the_pair(
+    cells: dict[tuple[Role, Purpose], dict[str, Any]], role: Role, purpose: Purpose
+) -> None:
+    teachers = cells[(role, purpose)]["data"]["class"]["teachers"]
+    assert teachers and all(t["id"] for t in teachers)
+    named = C.STAFF in GOLDEN[(role, purpose)]
+    assert all((t["firstName"] is not None) is named for t in teachers)

@@ -8,8 +8,6 @@ plain-language description the policy document gives it.
 
 from __future__ import annotations
 
-import socket
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from permissions.policy import load_policy_set
 from server.app import create_app
 from server.db import DatabaseUrls
 from server.settings import Settings
+from tests.conftest import live_server_of
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -41,28 +40,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def live_server(settings: Settings, db: DatabaseUrls) -> Iterator[str]:
     """The app served by uvicorn in a thread, on a free port of the loopback interface."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, db), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        threading.Event().wait(0.05)
-    if not server.started:
-        server.should_exit = True
-        raise RuntimeError("uvicorn did not start within 10 seconds")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with live_server_of(create_app(settings, db)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -121,10 +121,21 @@ async def test_an_unregistered_operation_is_not_allowed(
     assert "data" not in body
 
 
-async def test_an_unknown_hash_is_not_allowed(prod_client: httpx.AsyncClient, headers: dict[str, str]) -> None:
-    persisted = {"persistedQuery": {"version": 1, "sha256Hash": sha256("{ me { id } }")}}
+async def test_an_unknown_hash_is_persisted_query_not_found_and_its_unregistered_text_is_not_allowed(
+    prod_client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    text = "{ me { id } }"
+    persisted = {"persistedQuery": {"version": 1, "sha256Hash": sha256(text)}}
     status, body = await post(prod_client, headers, {"extensions": persisted})
+    assert status == 404 and error_codes(body) == ["PERSISTED_QUERY_NOT_FOUND"]
+    assert body["errors"][0]["message"] == "PersistedQueryNotFound" and "data" not in body
+    status, body = await post(prod_client, {**headers, "Accept": "application/json"}, {"extensions": persisted})
+    assert status == 200 and error_codes(body) == ["PERSISTED_QUERY_NOT_FOUND"]
+    # The retry with the text: production accepts registered operations only.
+    status, body = await post(prod_client, headers, {"query": text, "extensions": persisted})
     assert status == 400 and error_codes(body) == ["OPERATION_NOT_ALLOWED"]
+    status, body = await post(prod_client, headers, {"extensions": persisted})
+    assert status == 404 and error_codes(body) == ["PERSISTED_QUERY_NOT_FOUND"]
 
 
 async def test_a_hash_that_is_not_the_querys_is_bad_user_input(
@@ -180,6 +191,7 @@ async def test_graphiql_is_not_served_in_production(prod_client: httpx.AsyncClie
     response = await prod_client.get("/graphql", headers={"Accept": "text/html,application/xhtml+xml"})
     assert "GraphiQL" not in response.text and "<script" not in response.text
     assert response.status_code == 400
+    assert (await prod_client.get("/graphiql/graphiql.min.js")).status_code == 404
 
 
 def test_unexpected_errors_are_masked_in_production() -> None:

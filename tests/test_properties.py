@@ -104,7 +104,7 @@ STUDENT_ROWS = {
 STAFF_ROWS = {
     "CO_TEACHERS": (
         "SELECT t.teacher_id FROM class_teachers t WHERE t.class_id IN "
-        "(SELECT class_id FROM class_teachers WHERE teacher_id = $1)"
+        "(SELECT class_id FROM class_teachers WHERE teacher_id = $1) UNION SELECT $1::uuid"
     ),
     "SELF": "SELECT id FROM users WHERE id = $1",
     "SCHOOL": (
@@ -134,22 +134,22 @@ GUARDIAN_ROWS = {
     "SELF": "SELECT id FROM users WHERE id = $1",
     "CHILDRENS_GUARDIANS": (
         "SELECT gl.guardian_id FROM guardian_links gl WHERE gl.student_id IN "
-        "(SELECT student_id FROM guardian_links WHERE guardian_id = $1)"
+        "(SELECT student_id FROM guardian_links WHERE guardian_id = $1) UNION SELECT $1::uuid"
     ),
 }
 
 R, P = Role, Purpose
 SCOPES: dict[tuple[Role, Purpose], tuple[str | None, str | None, str | None]] = {
     (R.TEACHER, P.INSTRUCTION): ("CLASSES", "CO_TEACHERS", None),
-    (R.TEACHER, P.REPORTING): ("CLASSES", None, None),
+    (R.TEACHER, P.REPORTING): ("CLASSES", "CO_TEACHERS", None),
     (R.TEACHER, P.PERSONALIZATION): (None, "SELF", None),
     (R.TEACHER, P.COMMUNICATION): (None, "SCHOOL", None),
-    (R.SCHOOL_ADMIN, P.INSTRUCTION): ("SCHOOL", None, None),
-    (R.SCHOOL_ADMIN, P.REPORTING): ("SCHOOL", None, None),
+    (R.SCHOOL_ADMIN, P.INSTRUCTION): ("SCHOOL", "SCHOOL", None),
+    (R.SCHOOL_ADMIN, P.REPORTING): ("SCHOOL", "SCHOOL", None),
     (R.SCHOOL_ADMIN, P.PERSONALIZATION): (None, "SELF", None),
     (R.SCHOOL_ADMIN, P.COMMUNICATION): (None, "SCHOOL", None),
-    (R.DISTRICT_ADMIN, P.INSTRUCTION): ("DISTRICT", None, None),
-    (R.DISTRICT_ADMIN, P.REPORTING): ("DISTRICT", None, None),
+    (R.DISTRICT_ADMIN, P.INSTRUCTION): ("DISTRICT", "DISTRICT", None),
+    (R.DISTRICT_ADMIN, P.REPORTING): ("DISTRICT", "DISTRICT", None),
     (R.DISTRICT_ADMIN, P.PERSONALIZATION): (None, "SELF", None),
     (R.DISTRICT_ADMIN, P.COMMUNICATION): (None, "DISTRICT", None),
     (R.DISTRICT_ADMIN, P.RECORD_ACCESS): ("DISTRICT", "DISTRICT", "DISTRICT"),

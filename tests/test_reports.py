@@ -448,27 +448,37 @@ async def test_weeks_are_the_mondays_of_the_events(ask: Ask, world: World) -> No
 
 async def test_k_across_districts_is_the_largest_of_them(ask: Ask, world: World) -> None:
     # Birch's k is 20: in the analysts' reports Alder's S2 (12 students) is small
-    # and S1 (20) is not, while Alder's own report uses Alder's k of 5.
+    # and so is S1 (20, of whom 2 opted out: 18), while Alder's own report uses
+    # Alder's k of 5.
     r = await report(ask, "Analyst", {"districtId": str(world["Alder"])}, ["SCHOOL"])
     assert r["minimumGroupSize"] == 20
-    assert hidden(by(r["rows"], world)) == {"S2": "SMALL_GROUP", "S3": "SMALL_GROUP"}
+    assert hidden(by(r["rows"], world)) == {"S1": "SMALL_GROUP", "S2": "SMALL_GROUP", "S3": "SMALL_GROUP"}
+    own = await report(ask, "AdminA", {"districtId": str(world["Alder"])}, ["SCHOOL"])
+    assert own["minimumGroupSize"] == 5 and hidden(by(own["rows"], world)) == {
+        "S3": "SMALL_GROUP",
+        "S2": "COMPLEMENTARY",
+    }
     everywhere = await report(ask, "Analyst", {"allDistricts": True}, ["DISTRICT"])
     assert everywhere["minimumGroupSize"] == 20
     rows = by(everywhere["rows"], world)
     assert "Cedar" not in rows  # it has not authorized REPORTING
     assert rows["Dogwood"]["suppressionReason"] == "SMALL_GROUP"  # 6 < 20
     assert rows["Birch"]["suppressionReason"] == "COMPLEMENTARY"  # the next smallest, 25
-    assert rows["Alder"]["students"] == 35 and rows["Elm"]["students"] == 57
+    assert rows["Alder"]["students"] == 33 and rows["Elm"]["students"] == 57
 
 
-async def test_opted_out_students_are_left_out_of_product_analytics_only(ask: Ask, world: World) -> None:
+async def test_opted_out_students_are_left_out_of_every_analyst_report_but_not_the_districts_own(
+    ask: Ask, world: World
+) -> None:
     scope = {"districtId": str(world["Alder"])}
     own = await report(ask, "AdminA", scope)
     internal = await report(ask, "Analyst", scope)
     analytics = await report(ask, "Analyst", scope, purpose="PRODUCT_ANALYTICS")
-    assert own["total"]["students"] == internal["total"]["students"] == 35
-    assert analytics["total"]["students"] == 33
-    assert analytics["total"]["responses"] == 108 - 2 * 3
+    assert own["total"]["students"] == 35
+    assert own["total"]["responses"] == 108
+    for analyst in (internal, analytics):
+        assert analyst["total"]["students"] == 33
+        assert analyst["total"]["responses"] == 108 - 2 * 3
 
 
 async def test_product_analytics_leaves_out_districts_that_have_not_authorized_it(ask: Ask, world: World) -> None:

@@ -214,3 +214,51 @@ async def test_the_policy_reads_its_setting_once_per_statement(
     assert "loops=1" in plan[init_plans[0] + 1], text
     # PostgreSQL 17 and later name the InitPlan's result "(InitPlan 1).col1"; older ones "$0".
     assert "(InitPlan 1).col1" in text or "$0" in text, text
+
+
+NIL = uuid.UUID(int=0)
+
+
+async def test_a_district_users_request_runs_under_its_own_district_alone_not_the_nil_district(
+    app: Any, gql: Gql, owner: Any, districts: dict[str, uuid.UUID]
+) -> None:
+    # An analyst's report writes its entry in the chain of no district (the nil district).
+    analyst = await gql(
+        "analyst@pledgeql.example",
+        "REPORTING",
+        "{ performanceReport(input: {scope: {allDistricts: true}}) { total { students } } }",
+    )
+    assert "errors" not in analyst, analyst
+    assert await owner.fetchval("SELECT count(*) FROM audit_entries WHERE district_id = $1", NIL) > 0
+
+    async def probe(context: Any) -> tuple[str, int]:
+        setting = await context.db.fetchval("SELECT current_setting('pledgeql.district_ids', true)")
+        nil_rows = await context.db.fetchval("SELECT count(*) FROM audit_entries WHERE district_id = $1", NIL)
+        return setting, nil_rows
+
+    async with inside_requests(app, probe) as seen:
+        for user, purpose in (
+            ("teacher1@northwind.example", "INSTRUCTION"),
+            ("admin@northwind.example", "REPORTING"),
+            ("student1@northwind.example", "STUDENT_LEARNING"),
+        ):
+            body = await gql(user, purpose, "{ me { role } }")
+            assert "errors" not in body, body
+    assert seen == [(str(districts["northwind"]), 0)] * 3
+
+
+async def test_an_internal_users_request_keeps_the_nil_district_for_its_own_entries(
+    app: Any, gql: Gql, districts: dict[str, uuid.UUID]
+) -> None:
+    async def probe(context: Any) -> str:
+        setting: str = await context.db.fetchval("SELECT current_setting('pledgeql.district_ids', true)")
+        return setting
+
+    async with inside_requests(app, probe) as seen:
+        body = await gql(
+            "analyst@pledgeql.example",
+            "REPORTING",
+            "{ performanceReport(input: {scope: {allDistricts: true}}) { total { students } } }",
+        )
+        assert "errors" not in body, body
+    assert seen and all(str(NIL) in s.split(",") for s in seen)

@@ -162,7 +162,10 @@ def test_removing_a_field_breaks_the_contract(served_sdl: str) -> None:
     lines = served_sdl.splitlines()
     start = lines.index("type Student implements Node {")
     index = next(i for i in range(start, len(lines)) if lines[i].strip().startswith("stateId:"))
-    changed = "\n".join(lines[:index] + lines[index + 1 :])
+    first = index
+    if lines[index - 1].strip() == '"""':  # the field's description block goes with it
+        first = max(i for i in range(start, index - 1) if lines[i].strip().startswith('"""'))
+    changed = "\n".join(lines[:first] + lines[index + 1 :])
     problems = incompatibilities(changed)
     assert any("Student.stateId" in p for p in problems), problems
 

@@ -8,7 +8,7 @@ the header; the entry's hash covers it only when it is set, so every entry
 written before stays verifiable as it was chained (permissions/audit.py).
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
