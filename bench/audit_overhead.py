@@ -128,6 +128,8 @@ def _context(conn: Any, n: int, district: uuid.UUID, actor: uuid.UUID) -> Any:
         principal=SimpleNamespace(user_id=actor, role=Role.TEACHER),
         purpose=Purpose.INSTRUCTION,
         justification=None,
+        justifications={},
+        client_request_id=None,
         operation_name="Bench",
         rule=SimpleNamespace(break_glass=False),
     )

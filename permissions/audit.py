@@ -52,6 +52,12 @@ HASHED_COLUMNS = (
     "break_glass",
     "prev_hash",
 )
+# Columns added after the chain's first entries were written (migration 0012):
+# the hash covers each one, after HASHED_COLUMNS, only when it is set, so an
+# entry written before the column existed keeps the canonical form it was
+# chained with, and a value added to or removed from a stored entry changes
+# its canonical form (a list one longer or shorter) and breaks its hash.
+OPTIONAL_HASHED_COLUMNS = ("client_request_id",)
 # AuditEntry.categories is [DataCategory!]!: nothing else may be stored there.
 CATEGORY_VALUES = frozenset(c.value for c in DataCategory)
 _ENTRY_DOMAIN = b"pledgeql.audit.entry.v1\n"
@@ -142,6 +148,12 @@ class AuditCollector:
     def __len__(self) -> int:
         return len(self._groups) + len(self._separate)
 
+    def has_denial(self, field: str) -> bool:
+        """Whether a denied resolve of ``field`` was noted or recorded (a refused mutation's entry)."""
+        if any(not allowed and field in group[0] for (_, _, allowed), group in self._groups.items()):
+            return True
+        return any(not e.allowed and field in e.fields for e in self._separate)
+
     def entries(self) -> list[PendingEntry]:
         grouped = [
             PendingEntry(district, subject, allowed, tuple(fields), tuple(categories))
@@ -171,7 +183,8 @@ _JSON = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
 def canonical_values(values: list[Any]) -> bytes:
-    """The bytes an entry's hash covers, from its values in HASHED_COLUMNS order.
+    """The bytes an entry's hash covers, from its values in HASHED_COLUMNS order
+    followed by those of OPTIONAL_HASHED_COLUMNS that are set (``hashed_values``).
 
     UUIDs (uuid's or asyncpg's, or already strings) in their hyphenated form,
     the time in UTC as PostgreSQL gives it back, arrays as lists."""
@@ -181,9 +194,17 @@ def canonical_values(values: list[Any]) -> bytes:
     return _ENTRY_DOMAIN + orjson.dumps(values, default=str, option=_JSON)
 
 
+def hashed_values(entry: Mapping[str, Any]) -> list[Any]:
+    """The values an entry's hash covers: every HASHED_COLUMNS value, then each
+    OPTIONAL_HASHED_COLUMNS value that is set (absent or NULL: left out)."""
+    values = [entry[c] for c in HASHED_COLUMNS]
+    values += [v for v in (entry.get(c) for c in OPTIONAL_HASHED_COLUMNS) if v is not None]
+    return values
+
+
 def canonical(entry: Mapping[str, Any]) -> bytes:
     """The same bytes from a mapping: the dict of a new entry or a row read back."""
-    return canonical_values([entry[c] for c in HASHED_COLUMNS])
+    return canonical_values(hashed_values(entry))
 
 
 _MAC_STATES: dict[bytes, tuple[Any, Any]] = {}
@@ -214,7 +235,7 @@ def values_hash(key: bytes, values: list[Any]) -> str:
 
 
 def entry_hash(key: bytes, entry: Mapping[str, Any]) -> str:
-    return values_hash(key, [entry[c] for c in HASHED_COLUMNS])
+    return values_hash(key, hashed_values(entry))
 
 
 @dataclass(frozen=True)

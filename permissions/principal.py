@@ -45,11 +45,5 @@ class Principal:
         return tuple(dict.fromkeys(g.district_id for g in self.grants if not g.user_ids))
 
     @property
-    def support_justification(self) -> str | None:
-        """SUPPORT works under its grants' tickets: they are its justification in the audit."""
-        tickets = sorted({g.ticket for g in self.grants if g.ticket})
-        return "support ticket " + ", ".join(tickets) if tickets else None
-
-    @property
     def granted_user_ids(self) -> tuple[uuid.UUID, ...]:
         return tuple(dict.fromkeys(u for g in self.grants for u in g.user_ids))

@@ -101,3 +101,20 @@ async def load_conditions(db: Db, district_ids: Sequence[uuid.UUID] | None) -> d
         return {}
     rows = await db.fetch("SELECT * FROM districts WHERE id = ANY($1::uuid[])", list(district_ids))
     return {str(row["id"]): conditions_from_row(row) for row in rows}
+
+
+async def support_tickets(db: Db, now: dt.datetime) -> dict[str, str]:
+    """District id -> the tickets of its active support grants, oldest first, joined
+    with ", ": SUPPORT's justification on that district's audit entries. Read
+    under the request's row-level security, so only the granted districts."""
+    rows = await db.fetch(
+        "SELECT district_id, ticket FROM support_grants "
+        "WHERE revoked_at IS NULL AND expires_at > $1 AND created_at <= $1 ORDER BY district_id, created_at, id",
+        now,
+    )
+    tickets: dict[str, list[str]] = {}
+    for row in rows:
+        listed = tickets.setdefault(str(row["district_id"]), [])
+        if row["ticket"] not in listed:
+            listed.append(row["ticket"])
+    return {district: ", ".join(names) for district, names in tickets.items()}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import strawberry
 from strawberry.types import Info
 
+from permissions.enums import DataCategory
 from schema import governance_ops, reports, rights
 from schema.audit import AuditConnection, AuditFilter, audit_log
 from schema.enums import DataRequestStatus
@@ -42,6 +44,27 @@ def _filter_id(value: strawberry.ID | None, name: str) -> uuid.UUID | None:
         return uuid.UUID(str(value))
     except ValueError:
         raise BadUserInput(f"Argument '{name}' is not a valid id", field=name) from None
+
+
+SEARCHED_FIELDS = ("Student.firstName", "Student.lastName")
+
+
+def note_search(ctx: Any, connection: StudentConnection) -> None:
+    """A name search reads names (API.md section 3): every student in the page it
+    returns is noted with Student.firstName and Student.lastName, whatever the
+    selection asks for. Matches beyond the page, which ``totalCount`` discloses
+    by number only, are noted once per district without a subject."""
+    directory = DataCategory.DIRECTORY.value
+    for student in connection.nodes:
+        allowed = ctx.decisions.lookup(student.district_key, DataCategory.DIRECTORY).allowed
+        for name in SEARCHED_FIELDS:
+            ctx.audit.note(student.district_key, student.subject_id, name, directory, allowed)
+    if connection.total_count > len(connection.nodes):
+        for district in ctx.reads.visible_district_ids() or [ctx.home_district_key]:
+            key = str(district)
+            allowed = ctx.decisions.lookup(key, DataCategory.DIRECTORY).allowed
+            for name in SEARCHED_FIELDS:
+                ctx.audit.note(key, None, name, directory, allowed)
 
 
 @strawberry.type
@@ -103,7 +126,7 @@ class Query:
                 )
             if len(search) > 100:
                 raise BadUserInput("Argument 'search' is longer than 100 characters", field="search")
-        return await student_connection(
+        connection = await student_connection(
             info,
             first=first,
             after=after,
@@ -111,6 +134,9 @@ class Query:
             class_id=_filter_id(class_id, "classId"),
             search=search or None,
         )
+        if search:
+            note_search(info.context, connection)
+        return connection
 
     @strawberry.field
     async def assessments(self, info: Info, subject: str | None = None) -> list[Assessment]:

@@ -16,8 +16,10 @@ about and the categories it read or changed, never their values.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import strawberry
@@ -28,7 +30,7 @@ from resolvers import rights as sql
 from resolvers.reads import Row
 from schema.audit import require_operation
 from schema.enums import DataRequestKind, DataRequestStatus
-from server.errors import BadUserInput, Forbidden, NotFound
+from server.errors import BadUserInput, FieldError, Forbidden, NotFound
 
 if TYPE_CHECKING:
     from schema.governance import (
@@ -176,8 +178,9 @@ async def export_student_record(
     ctx = info.context
     district_id = _district(info, "exportStudentRecord")
     student = await _student(info, district_id, student_id)
-    request_id = await _open_request(info, district_id, data_request_id, "ACCESS", student["id"])
     key = str(district_id)
+    with _audited_refusal(info, key, student["id"], ()):
+        request_id = await _open_request(info, district_id, data_request_id, "ACCESS", student["id"])
     # A category the district stopped collecting is still disclosed: what was
     # collected before is held, and the family has the right to see it.
     withheld: dict[str, str] = {}
@@ -205,11 +208,9 @@ async def export_student_record(
 # --------------------------------------------------------------- correction
 
 
-def _correction_changes(
-    input: CorrectStudentInput, student: Row, today: dt.date
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(column -> new value, field -> previous value, field -> corrected value) of
-    the fields that change; raises BadUserInput naming the field."""
+def _correction_input(input: CorrectStudentInput, today: dt.date) -> dict[str, Any]:
+    """The fields the input gives (field name -> validated value), from the input
+    alone: nothing stored is read. Raises BadUserInput naming the field."""
     given: dict[str, Any] = {}
     for name in ("firstName", "lastName", "preferredName"):
         value = getattr(input, _snake(name))
@@ -236,6 +237,11 @@ def _correction_changes(
         if not dt.date(1900, 1, 1) <= input.birth_date < today:
             raise BadUserInput("input.birthDate must be a past date after 1900", field="input.birthDate")
         given["birthDate"] = input.birth_date
+    return given
+
+
+def _correction_changes(given: dict[str, Any], student: Row) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(column -> new value, field -> previous value, field -> corrected value) of the given fields that change."""
     changes: dict[str, Any] = {}
     previous: dict[str, Any] = {}
     corrected: dict[str, Any] = {}
@@ -252,36 +258,68 @@ def _snake(name: str) -> str:
     return "".join(f"_{ch.lower()}" if ch.isupper() else ch for ch in name)
 
 
+async def _subject_if_reachable(info: Info, raw_id: Any) -> uuid.UUID | None:
+    """For a refusal's audit entry only (the answer is decided already): the
+    student the call named, when the caller's scope reaches them."""
+    try:
+        student_id = uuid.UUID(str(raw_id))
+    except ValueError:
+        return None
+    row = await info.context.reads.student(student_id)
+    return None if row is None else student_id
+
+
+@contextlib.contextmanager
+def _audited_refusal(info: Info, key: str, subject: uuid.UUID | None, categories: Sequence[str]) -> Iterator[None]:
+    """A refusal (any field error) inside the block is a DENY entry about ``subject``."""
+    try:
+        yield
+    except FieldError:
+        for category in categories or [""]:
+            info.context.audit.note(key, subject, _field_name(info), category, False)
+        raise
+
+
 async def correct_student_record(info: Info, input: CorrectStudentInput) -> Student:
+    """Decides before it reads (POLICY.md section 3): the categories of every field
+    the input gives are decided from the input alone, so a refused caller learns
+    nothing about stored values; only then is the record read and compared."""
     from schema.types import Student
 
     ctx = info.context
     district_id = _district(info, "correctStudentRecord")
-    student = await _student(info, district_id, input.student_id)
-    changes, previous, corrected = _correction_changes(input, student, ctx.now.date())
+    key = str(district_id)
+    given = _correction_input(input, ctx.now.date())
     statement = None
     if input.statement_of_disagreement is not None:
         statement = _text(
             input.statement_of_disagreement, "input.statementOfDisagreement", MAX_STATEMENT, required=False
         )
-    if not changes and statement is None:
-        raise BadUserInput(
-            "Nothing to correct: give a field whose value differs from the record, or a statement of disagreement",
-            field="input",
-        )
-    key = str(district_id)
-    categories = sorted({sql.CORRECTABLE[name][1] for name in corrected})
+    if not given and statement is None:
+        raise BadUserInput("Nothing to correct: give a field to correct or a statement of disagreement", field="input")
+    categories = sorted({sql.CORRECTABLE[name][1] for name in given})
     for category in categories:
         decision = ctx.decisions.lookup(key, DataCategory(category))
         if not decision.allowed:
-            ctx.audit.note(key, student["id"], _field_name(info), category, False)
+            subject = await _subject_if_reachable(info, input.student_id)
+            for refused in categories:
+                ctx.audit.note(key, subject, _field_name(info), refused, False)
             raise Forbidden(
                 f"The policy does not allow {category} data for purpose {ctx.purpose.value}",
                 category=category,
                 purpose=ctx.purpose.value,
                 reason=decision.reason.value if decision.reason else "PURPOSE_NOT_ALLOWED_FOR_CATEGORY",
             )
-    request_id = await _open_request(info, district_id, input.data_request_id, "CORRECTION", student["id"])
+    student = await _student(info, district_id, input.student_id)
+    with _audited_refusal(info, key, student["id"], categories):
+        request_id = await _open_request(info, district_id, input.data_request_id, "CORRECTION", student["id"])
+        changes, previous, corrected = _correction_changes(given, student)
+        if not changes and statement is None:
+            # Every category given is one the caller may read: the comparison discloses nothing new.
+            raise BadUserInput(
+                "Nothing to correct: give a field whose value differs from the record, or a statement of disagreement",
+                field="input",
+            )
     row = await sql.correct_student(
         ctx.db,
         district_id,
@@ -296,7 +334,8 @@ async def correct_student_record(info: Info, input: CorrectStudentInput) -> Stud
     )
     if request_id is not None:
         await sql.fulfil_data_request(ctx.db, district_id, request_id, ctx.now)
-    for category in categories or [""]:
+    written = sorted({sql.CORRECTABLE[name][1] for name in corrected})
+    for category in written or [""]:
         ctx.audit.note(key, student["id"], _field_name(info), category, True)
     return Student.of(row)
 
@@ -329,7 +368,8 @@ async def delete_student_record(
     district_id = _district(info, "deleteStudentRecord")
     why = str(_text(reason, "reason", MAX_REASON))
     student = await _student(info, district_id, student_id)
-    request_id = await _open_request(info, district_id, data_request_id, "DELETION", student["id"])
+    with _audited_refusal(info, str(district_id), student["id"], ()):
+        request_id = await _open_request(info, district_id, data_request_id, "DELETION", student["id"])
     if request_id is not None:
         # Fulfilled before the record goes, so that the request's row (kept,
         # without who made it) says so.

@@ -36,10 +36,10 @@ from server.auth import TokenVerifier
 from server.cors import cors_options
 from server.db import DatabaseUrls, server_urls, sqlalchemy_url
 from server.graphiql import PREFIX, graphiql_asset, graphiql_page
-from server.graphql_http import REQUEST_ID, GraphQLEndpoint, is_connection_error
+from server.graphql_http import GraphQLEndpoint, client_address, is_connection_error
 from server.limits import Limits
 from server.operations import Checker, OperationRegistry, OperationsError
-from server.ratelimit import RateLimiter
+from server.ratelimit import RateLimiter, retry_after_header
 from server.settings import Settings
 from server.subscriptions import LiveHub, LiveLimits, LiveService
 from server.subscriptions_sse import serve_sse, wants_event_stream
@@ -164,7 +164,10 @@ def create_serving_engine(url: str, settings: Settings) -> AsyncEngine:
 
 
 class RequestIdMiddleware:
-    """Every response carries X-Request-Id: the client's when well-formed, else a new one."""
+    """Every response carries X-Request-Id: the server's own id for the request, never the client's.
+
+    The client's X-Request-Id is checked and kept (as the audit's
+    clientRequestId) by the GraphQL endpoint."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -173,12 +176,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = ""
-        for name, value in scope.get("headers", ()):
-            if name == b"x-request-id":
-                given = value.decode("latin-1")
-                break
-        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message: Any) -> None:
@@ -211,6 +209,16 @@ def load_registry(settings: Settings, schema: GraphQLSchema) -> OperationRegistr
     return None
 
 
+def check_audit_key(settings: Settings) -> None:
+    """Production chains under a configured key only: a key generated per node
+    would give each node a chain no other node's key verifies."""
+    if settings.is_production and not settings.configured_audit_key():
+        raise SystemExit(
+            "Production needs PLEDGEQL_AUDIT_KEY: set it to the audit chain's secret key, the same on every node "
+            "(and for pledgeql audit verify); it is never generated in production"
+        )
+
+
 def _category_fields() -> dict[DataCategory, list[str]]:
     return {DataCategory(k): v for k, v in category_fields().items()}
 
@@ -223,6 +231,7 @@ def create_app(
     schema = build_schema(policies)
     state = AppState(settings=settings, policies=policies, schema=schema)
     # Configuration errors stop the server here, before it serves anything.
+    check_audit_key(settings)
     verifier = TokenVerifier(settings)
     registry = load_registry(settings, schema._schema)
     cors = cors_options(settings)
@@ -310,6 +319,14 @@ def create_app(
         return HTMLResponse(render_privacy_html(doc, _category_fields()))
 
     async def privacy_district(request: Request) -> Response:
+        # It reads the database: limited by client address, as requests without a token are.
+        wait = rate_limiter.take(f"ip:{client_address(request, settings.trusted_proxy_header) or 'unknown'}")
+        if wait > 0:
+            return HTMLResponse(
+                "<!doctype html><title>Too many requests</title><p>Too many requests; try again shortly.</p>",
+                429,
+                headers={"retry-after": retry_after_header(wait)},
+            )
         try:
             district_id = uuid.UUID(request.path_params["district_id"])
         except ValueError:
@@ -352,7 +369,9 @@ def create_app(
     app = Starlette(
         middleware=middleware,
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            # Every method reaches the endpoint, which serves GET and POST and answers
+            # any other (HEAD included) 405 without running anything.
+            Route("/graphql", graphql, methods=["GET", "POST", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"]),
             WebSocketRoute("/graphql", graphql_ws),
             *(() if settings.is_production else (Route(f"{PREFIX}{{name}}", graphiql_asset),)),
             Route("/healthz", healthz),

@@ -36,7 +36,7 @@ from server.settings import Settings
 
 ENTRY_COLUMNS = (
     "district_id, seq, id, at, request_id, trace_id, actor_id, actor_role, purpose, justification, "
-    "operation_name, subject_student_id, fields, categories, decision, break_glass, prev_hash, hash"
+    "operation_name, subject_student_id, fields, categories, decision, break_glass, prev_hash, hash, client_request_id"
 )
 DISTRICTS = """
 WITH RECURSIVE chains AS (

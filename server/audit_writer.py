@@ -16,18 +16,28 @@ import asyncio
 import datetime as dt
 import os
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from opentelemetry import trace
 
-from permissions.audit import CATEGORY_VALUES, GENESIS, HASHED_COLUMNS, Anchor, PendingEntry, anchor_mac, values_hash
+from permissions.audit import (
+    CATEGORY_VALUES,
+    GENESIS,
+    HASHED_COLUMNS,
+    OPTIONAL_HASHED_COLUMNS,
+    Anchor,
+    PendingEntry,
+    anchor_mac,
+    values_hash,
+)
 from server.context import RequestContext
 
 AuditWriter = Callable[[RequestContext], Awaitable[None]]
 
-COLUMNS = (*HASHED_COLUMNS, "hash")
+COLUMNS = (*HASHED_COLUMNS, *OPTIONAL_HASHED_COLUMNS, "hash")
 # The chain locks are waited for at most the lock_timeout set first, in the same
 # statement (the function's argument depends on it, so it is set before any
 # lock is asked for), for the rest of the transaction: a district whose chain
@@ -80,7 +90,7 @@ _ORDER = (
     "break_glass",
     "prev_hash",
 )
-if HASHED_COLUMNS != _ORDER:
+if HASHED_COLUMNS != _ORDER or OPTIONAL_HASHED_COLUMNS != ("client_request_id",):
     raise RuntimeError("permissions.audit.HASHED_COLUMNS changed: update server.audit_writer.chain_rows to match")
 
 
@@ -98,6 +108,43 @@ def new_ids(count: int) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class Origin:
+    """What every entry of one request (or one operator command) shares: when,
+    which request, who, why. ``justifications`` overrides ``justification`` per
+    district (SUPPORT's tickets are its grants' in the district concerned)."""
+
+    at: dt.datetime
+    request_id: str
+    client_request_id: str | None
+    actor_id: uuid.UUID
+    actor_role: str
+    purpose: str
+    justification: str | None
+    operation_name: str | None
+    break_glass: bool
+    justifications: Mapping[str, str] = field(default_factory=dict)
+
+    def justification_in(self, district_key: str) -> str | None:
+        return self.justifications.get(district_key, self.justification)
+
+
+def origin_of(context: RequestContext) -> Origin:
+    at = context.now.astimezone(dt.UTC) if context.now.tzinfo is not None else context.now.replace(tzinfo=dt.UTC)
+    return Origin(
+        at=at,
+        request_id=context.request_id,
+        client_request_id=context.client_request_id,
+        actor_id=context.principal.user_id,
+        actor_role=context.principal.role.value,
+        purpose=context.purpose.value,
+        justification=context.justification,
+        operation_name=context.operation_name,
+        break_glass=bool(context.rule.break_glass),
+        justifications=context.justifications,
+    )
+
+
 def chain_rows(
     context: RequestContext,
     entries: list[PendingEntry],
@@ -106,13 +153,20 @@ def chain_rows(
     trace_id: str | None,
 ) -> list[tuple[Any, ...]]:
     """The request's entries as INSERT rows (COLUMNS order), each chained onto its district's head."""
-    at = context.now.astimezone(dt.UTC) if context.now.tzinfo is not None else context.now.replace(tzinfo=dt.UTC)
-    actor, role, purpose = context.principal.user_id, context.principal.role.value, context.purpose.value
-    justification, operation, break_glass = (
-        context.justification,
-        context.operation_name,
-        bool(context.rule.break_glass),
-    )
+    return origin_rows(origin_of(context), entries, key, heads, trace_id)
+
+
+def origin_rows(
+    origin: Origin,
+    entries: list[PendingEntry],
+    key: bytes,
+    heads: dict[uuid.UUID, tuple[int, str]],
+    trace_id: str | None,
+) -> list[tuple[Any, ...]]:
+    """Entries of one origin as INSERT rows (COLUMNS order), each chained onto its district's head."""
+    at, actor, role, purpose = origin.at, origin.actor_id, origin.actor_role, origin.purpose
+    operation, break_glass, client_request_id = origin.operation_name, origin.break_glass, origin.client_request_id
+    optional = [client_request_id] if client_request_id is not None else []
     districts: dict[str, uuid.UUID] = {}
     rows: list[tuple[Any, ...]] = []
     ids = new_ids(len(entries))
@@ -130,12 +184,12 @@ def chain_rows(
             seq,
             entry_id,
             at,
-            context.request_id,
+            origin.request_id,
             trace_id,
             actor,
             role,
             purpose,
-            justification,
+            origin.justification_in(entry.district_key),
             operation,
             entry.subject_id,
             entry.fields,
@@ -144,8 +198,10 @@ def chain_rows(
             break_glass,
             prev,
         ]
-        digest = values_hash(key, values)
+        # The optional columns are hashed only when set (OPTIONAL_HASHED_COLUMNS).
+        digest = values_hash(key, values + optional)
         heads[district_id] = (seq, digest)
+        values.append(client_request_id)
         values.append(digest)
         rows.append(tuple(values))
     return rows
@@ -165,6 +221,18 @@ async def write_batch(
     for context, entries, trace_id in batch:
         rows += chain_rows(context, entries, key, heads, trace_id)
     await db.execute(INSERT, *insert_args(rows))
+
+
+async def write_entries(db: Any, origin: Origin, entries: list[PendingEntry], key: bytes) -> None:
+    """Chain and insert entries of one origin that is not a request (an operator
+    command), in ``db``'s transaction: the same two statements as a request's."""
+    if not entries:
+        return
+    districts = sorted({uuid.UUID(e.district_key) for e in entries})
+    # pledgeql_audit_heads locks and answers for the transaction's own districts only.
+    await db.execute("SELECT set_config('pledgeql.district_ids', $1, true)", ",".join(map(str, districts)))
+    heads = {r["head_district"]: (r["head_seq"], r["head_hash"]) for r in await db.fetch(HEADS, districts)}
+    await db.execute(INSERT, *insert_args(origin_rows(origin, entries, key, heads, current_trace_id())))
 
 
 class _Waiting:

@@ -40,6 +40,11 @@ class RequestContext:
     request_id: str
     now: dt.datetime
     justification: str | None = None
+    # Per district, overriding ``justification`` on that district's entries:
+    # SUPPORT's grants' tickets in the district concerned.
+    justifications: dict[str, str] = field(default_factory=dict)
+    # The X-Request-Id the client sent (``request_id`` is always the server's).
+    client_request_id: str | None = None
     operation_name: str | None = None
     audit: AuditCollector = field(default_factory=AuditCollector)
     client: ClientInfo = field(default_factory=ClientInfo)

@@ -13,6 +13,15 @@ data category. Beside them:
 - ``export_manifest.json``: rows and sha256 of every file;
 - ``README.txt``: what the export is and how to read it.
 
+Text cells that begin with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+return are written with a leading apostrophe so that no spreadsheet runs
+them as a formula (OWASP's CSV injection guidance); numbers, and text that
+is a plain number, are written as they are. The data dictionary says so.
+
+The export is itself audited (API.md section 3): before it reads, one entry
+in the district's chain, actorRole OPERATOR, operationName
+``pledgeql export``, purpose RECORD_ACCESS, the tables as fields.
+
 Then, with ``--delete-after`` (the operator's end-of-contract step), the
 district's data is deleted in one transaction, once the export is checked
 and only if nothing changed since the snapshot; audit entries, their
@@ -168,7 +177,8 @@ MEANINGS: dict[str, str] = {
     "operator": "The operator who ran a command-line deletion.",
     "seq": "The entry's position in the district's audit chain.",
     "at": "When the access happened.",
-    "request_id": "The request's identifier.",
+    "request_id": "The server's identifier of the request.",
+    "client_request_id": "The identifier the client sent for its request (X-Request-Id), if any.",
     "trace_id": "The request's OpenTelemetry trace identifier.",
     "actor_id": "Who read or changed the data.",
     "actor_role": "Their role.",
@@ -232,6 +242,29 @@ WHERE c.contype = 'f' AND n.nspname = 'public' AND c.conrelid <> c.confrelid
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+FORMULA_NOTE = (
+    "A text cell that begins with =, +, -, @, a tab or a carriage return is written with a leading ' "
+    "(an apostrophe) so that no spreadsheet runs it as a formula; remove that first apostrophe to get the "
+    "stored value. Numbers, and text that is a plain number such as -5, are written as they are."
+)
+# Column types whose values are text (format_type's names, without a length).
+TEXT_TYPES = frozenset({"text", "character varying", "character", "citext", "name"})
+# A text cell a spreadsheet would run: its first character, unless the whole cell is a plain number.
+_FORMULA = "left({c}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) AND {c} !~ '^[-+]?[0-9]+([.][0-9]+)?$'"
+
+
+def is_text_type(kind: str) -> bool:
+    return kind.split("(", 1)[0].strip() in TEXT_TYPES
+
+
+def neutralised(column: str, kind: str) -> str:
+    """A column's SELECT expression: text a spreadsheet would run as a formula gets a leading apostrophe."""
+    name = quote_ident(column)
+    if not is_text_type(kind):
+        return name
+    return f"CASE WHEN {_FORMULA.format(c=name)} THEN chr(39) || {name} ELSE {name} END AS {name}"
 
 
 @dataclass
@@ -346,7 +379,8 @@ async def export_district(conn: Any, district_id: uuid.UUID, out: Path) -> Expor
             order = ", ".join(quote_ident(c) for c in await _primary_key(conn, f.table)) or "1"
             path = out / f"{f.name}.csv"
             # Table and column names come from the catalog; the district is a bind parameter.
-            query = f"SELECT * FROM {quote_ident(f.table)} WHERE {f.where} ORDER BY {order}"  # noqa: S608
+            columns = ", ".join(neutralised(c, t) for c, t in zip(f.columns, f.types, strict=True))
+            query = f"SELECT {columns} FROM {quote_ident(f.table)} WHERE {f.where} ORDER BY {order}"  # noqa: S608
             status = await conn.copy_from_query(query, district_id, output=str(path), format="csv", header=True)
             f.rows = int(status.rsplit(" ", 1)[-1])
             f.sha256 = _sha256(path)
@@ -354,6 +388,7 @@ async def export_district(conn: Any, district_id: uuid.UUID, out: Path) -> Expor
     with (out / "data_dictionary.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["file", "field", "type", "category", "meaning"])
+        writer.writerow(["(every file)", "(text cells)", "text", "", FORMULA_NOTE])
         for f in result.files:
             for column, kind in zip(f.columns, f.types, strict=True):
                 writer.writerow(
@@ -383,7 +418,9 @@ def _readme(result: ExportResult) -> str:
         "PERFORMANCE, WORK, USAGE, DEVICE, STAFF, CONTACT; empty for none) and what it means. "
         "export_manifest.json lists every file with its row count and sha256.\n\n"
         "Questions (items) and assessments are the platform's content, not the district's data: answers refer "
-        "to them by id. The audit entries record who read or changed which fields, never the values.\n"
+        "to them by id. The audit entries record who read or changed which fields, never the values.\n\n"
+        + FORMULA_NOTE
+        + "\n"
     )
 
 
@@ -457,13 +494,33 @@ def _check_files(result: ExportResult) -> None:
             raise RuntimeError(f"{path.name} does not match what was exported; nothing was deleted")
 
 
+async def audit_export(conn: Any, key: bytes, district_id: uuid.UUID) -> None:
+    """The export's own audit entry, committed before anything is read: no entry, no export."""
+    from permissions.enums import DataCategory, Purpose
+    from server.operator_audit import record_operator_command
+
+    async with conn.transaction():
+        if await conn.fetchval("SELECT count(*) FROM districts WHERE id = $1", district_id) == 0:
+            raise LookupError("no district has that id")
+        tables = sorted({f.table for f in await plan_files(conn)})
+        await record_operator_command(
+            conn,
+            key,
+            "pledgeql export",
+            Purpose.RECORD_ACCESS,
+            {district_id: tables},
+            {district_id: list(DataCategory)},
+        )
+
+
 async def run_export(
-    owner_url: str, district_id: uuid.UUID, out: Path, *, delete_after: bool, report: TextIO
+    owner_url: str, district_id: uuid.UUID, out: Path, *, delete_after: bool, report: TextIO, key: bytes
 ) -> ExportResult:
     from server.db import connect
 
     conn = await connect(owner_url)
     try:
+        await audit_export(conn, key, district_id)
         result = await export_district(conn, district_id, out)
         print(f"Exported district {result.district_name} ({district_id}) to {out}:", file=report)
         for f in result.files:
@@ -508,7 +565,12 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
         url = server_urls(settings).owner
         asyncio.run(
             run_export(
-                url, district_id, out, delete_after=bool(getattr(args, "delete_after", False)), report=sys.stdout
+                url,
+                district_id,
+                out,
+                delete_after=bool(getattr(args, "delete_after", False)),
+                report=sys.stdout,
+                key=settings.audit_key(),
             )
         )
     except LookupError as error:

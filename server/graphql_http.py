@@ -39,10 +39,16 @@ from graphql import (
     ASTValidationRule,
     DocumentNode,
     FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
     GraphQLError,
     GraphQLSchema,
+    InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
+    SelectionSetNode,
+    VariableDefinitionNode,
+    print_ast,
     specified_rules,
     validate,
 )
@@ -58,13 +64,14 @@ from permissions.decide import DecisionTable, DistrictConditions, Relationship, 
 from permissions.enums import Purpose, RequestRefusal, Role
 from permissions.policy import PolicySet
 from permissions.principal import Principal
-from resolvers.principal import load_conditions, load_principal
+from resolvers.principal import load_conditions, load_principal, support_tickets
 from resolvers.reads import Reads
 from resolvers.scope import RowScope
 from schema.compiled import CompiledReads, Plan, Planner
 from server.auth import TokenClaims, TokenVerifier
 from server.context import ClientInfo, PublicContext, RequestContext
 from server.errors import STATUS, TRANSPORT_CODES, FieldError, RequestError
+from server.headers import HeaderError, client_request_id, justification_header, purpose_header
 from server.limits import (
     Limits,
     Violation,
@@ -86,7 +93,8 @@ log = logging.getLogger("pledgeql.http")
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 PUBLIC_ROOTS = frozenset({"policy", "policyVersions", "__typename", "__schema", "__type"})
 NIL = uuid.UUID(int=0)
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# The methods /graphql serves; any other (HEAD included) is refused and runs nothing.
+METHODS = ("GET", "POST")
 # API.md: "printable" means no control characters (U+0000 to U+001F and U+007F).
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_CLIENT_HEADER = 128
@@ -288,8 +296,28 @@ def _select_operation(document: DocumentNode, name: str | None) -> OperationDefi
     raise RequestError("BAD_USER_INPUT", "'operationName' names no operation of the document")
 
 
-def _root_fields(operation: OperationDefinitionNode) -> set[str]:
-    return {s.name.value for s in operation.selection_set.selections if hasattr(s, "name")}
+def root_fields(document: DocumentNode, operation: OperationDefinitionNode) -> set[str]:
+    """The root fields an operation selects, through inline fragments and fragment
+    spreads at any depth (a fragment on the root type hides no field)."""
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    names: set[str] = set()
+    seen: set[str] = set()
+    pending: list[SelectionSetNode] = [operation.selection_set]
+    while pending:
+        for selection in pending.pop().selections:
+            if isinstance(selection, FieldNode):
+                names.add(selection.name.value)
+            elif isinstance(selection, InlineFragmentNode):
+                pending.append(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                fragment = fragments.get(name)
+                if fragment is None:
+                    names.add(f"...{name}")  # an unknown fragment: never public
+                elif name not in seen:
+                    seen.add(name)
+                    pending.append(fragment.selection_set)
+    return names
 
 
 def _wants_graphql_response(request: Request) -> bool:
@@ -297,12 +325,28 @@ def _wants_graphql_response(request: Request) -> bool:
 
 
 def request_id_of(request: Request) -> str:
-    """The request's id: the one the middleware settled on, the client's when well-formed, else a new one."""
+    """The request's id: always the server's own (the one the middleware made, else a new one).
+
+    The client's X-Request-Id is kept apart, as the audit's clientRequestId."""
     settled = getattr(request.state, "request_id", None)
     if isinstance(settled, str):
         return settled
-    given = request.headers.get("x-request-id", "")
-    return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    return uuid.uuid4().hex
+
+
+def client_address(request: Request, trusted_proxy_header: str | None) -> str | None:
+    """The client's address: the trusted proxy's header when configured and set, else the peer's."""
+    ip = request.client.host if request.client else None
+    if trusted_proxy_header:
+        forwarded = request.headers.get(trusted_proxy_header)
+        if forwarded:
+            ip = forwarded.split(",")[0].strip() or ip
+    return ip
+
+
+def check_method(request: Request) -> None:
+    if request.method not in METHODS:
+        raise RequestError("METHOD_NOT_ALLOWED", "/graphql accepts GET (queries) and POST only")
 
 
 def _respond(request: Request, reply: Reply, request_id: str) -> Response:
@@ -338,14 +382,31 @@ def with_purpose(request: Request, reply: Reply) -> None:
 def error_reply(request: Request, error: RequestError) -> Reply:
     status = STATUS.get(error.code, 400)
     legacy = not _wants_graphql_response(request)
-    if legacy and error.code not in ALWAYS_STATUS and not isinstance(error, MalformedRequest):
+    if legacy and error.code not in ALWAYS_STATUS and not isinstance(error, MalformedRequest | HeaderError):
         status = 200 if status < 500 else status
     headers = {"retry-after": retry_after_header(error.retry_after)} if isinstance(error, RateLimited) else {}
+    if error.code == "METHOD_NOT_ALLOWED":
+        headers["allow"] = ", ".join(METHODS)
     return Reply(error.body(), status, headers)
 
 
 def error_response(request: Request, error: RequestError, request_id: str) -> Response:
     return _respond(request, error_reply(request, error), request_id)
+
+
+def variable_error(error: GraphQLError, mask: bool) -> dict[str, Any]:
+    """A variable coercion error; in production it names the variable and the type
+    it expects, never the value that was sent."""
+    node = error.nodes[0] if mask and error.nodes else None
+    if not isinstance(node, VariableDefinitionNode):
+        return format_error(error, mask)
+    masked = GraphQLError(
+        f"Variable '${node.variable.name.value}' got an invalid value; expected a value of type "
+        f"'{print_ast(node.type)}'",
+        nodes=error.nodes,
+        extensions=error.extensions,
+    )
+    return format_error(masked, mask)
 
 
 def _refusal_extensions(error: GraphQLError, original: FieldError) -> dict[str, Any]:
@@ -532,13 +593,8 @@ class GraphQLEndpoint:
         return Purpose(value)
 
     def client_info(self, request: Request) -> ClientInfo:
-        ip = request.client.host if request.client else None
-        if self.trusted_proxy_header:
-            forwarded = request.headers.get(self.trusted_proxy_header)
-            if forwarded:
-                ip = forwarded.split(",")[0].strip() or ip
         return ClientInfo(
-            ip_address=ip,
+            ip_address=client_address(request, self.trusted_proxy_header),
             user_agent=request.headers.get("user-agent"),
             referrer=request.headers.get("referer"),
             idempotency_key=client_header(request, "Idempotency-Key"),
@@ -601,6 +657,8 @@ class GraphQLEndpoint:
         return _respond(request, reply, request_id)
 
     async def _handle(self, request: Request, request_id: str) -> Reply:
+        check_method(request)
+        client_id = client_request_id(request)
         gql = await self.read_request(request)
         client = self.client_info(request)
         claims = self.identify(request, client)
@@ -630,7 +688,7 @@ class GraphQLEndpoint:
                 hide_suggestions=self.production,
             )
             if isinstance(coerced, list):
-                body = {"errors": [format_error(e, self.production) for e in coerced]}
+                body = {"errors": [variable_error(e, self.production) for e in coerced]}
                 return Reply(body, 400 if _wants_graphql_response(request) else 200)
             variables = coerced
             if prepared.variable_sizes:
@@ -645,11 +703,13 @@ class GraphQLEndpoint:
         }
         with self.telemetry.span(f"graphql {operation.operation.value}", attributes) as span:
             if claims is None:
-                if _root_fields(operation) <= PUBLIC_ROOTS:
+                if root_fields(prepared.document, operation) <= PUBLIC_ROOTS:
                     public = PublicContext(policies=self.policies.in_effect(self.clock().date()), request_id=request_id)
                     return await self._run(request, prepared, gql, public)
                 raise RequestError("UNAUTHENTICATED", "Sign in: this request needs a bearer token")
-            reply = await self._authenticated(request, request_id, gql, prepared, operation, variables, claims, client)
+            reply = await self._authenticated(
+                request, (request_id, client_id), gql, prepared, operation, variables, claims, client
+            )
             if span is not None:
                 span.set_attribute("http.response.status_code", reply.status)
             return reply
@@ -657,7 +717,7 @@ class GraphQLEndpoint:
     async def _authenticated(
         self,
         request: Request,
-        request_id: str,
+        ids: tuple[str, str | None],
         gql: GraphQLRequest,
         prepared: Prepared,
         operation: OperationDefinitionNode,
@@ -665,8 +725,9 @@ class GraphQLEndpoint:
         claims: TokenClaims,
         client: ClientInfo,
     ) -> Reply:
-        purpose = self.parse_purpose(request.headers.get("x-purpose"))
-        justification = request.headers.get("x-justification")
+        request_id, client_id = ids
+        purpose = self.parse_purpose(purpose_header(request))
+        justification = justification_header(request, purpose)
         now = self.clock()
 
         context: RequestContext | None = None
@@ -686,6 +747,7 @@ class GraphQLEndpoint:
                         justification,
                         now,
                         request_id=request_id,
+                        client_request_id=client_id,
                         operation_name=gql.operation_name or (operation.name.value if operation.name else None),
                         client=client,
                         read_only=operation.operation is OperationType.QUERY,
@@ -747,6 +809,7 @@ class GraphQLEndpoint:
         client: ClientInfo,
         read_only: bool,
         generic_plans: bool = False,
+        client_request_id: str | None = None,
     ) -> RequestContext:
         """The caller read from the database and admitted under ``purpose``: the context its reads run in.
 
@@ -795,6 +858,8 @@ class GraphQLEndpoint:
         settable = ",".join(str(d) for d in (rls if principal.district_id is not None else [*rls, NIL]))
         if settable != standing.district_ids:  # set with the principal for district users
             await db.execute("SELECT set_config('pledgeql.district_ids', $1, true)", settable)
+        # SUPPORT's justification is its grants' tickets in each district, never client text.
+        tickets = await support_tickets(db, now) if principal.role is Role.SUPPORT else {}
         return RequestContext(
             principal=principal,
             purpose=purpose,
@@ -806,9 +871,9 @@ class GraphQLEndpoint:
             db=db,
             request_id=request_id,
             now=now,
-            justification=(
-                justification.strip() if justification and justification.strip() else principal.support_justification
-            ),
+            justification=None if principal.role is Role.SUPPORT else justification,
+            justifications=tickets,
+            client_request_id=client_request_id,
             operation_name=operation_name,
             client=client,
             read_only=read_only,

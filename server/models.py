@@ -528,6 +528,8 @@ class AuditEntry(Base):
     break_glass: Mapped[bool] = mapped_column(Boolean)
     prev_hash: Mapped[str] = mapped_column(Text)
     hash: Mapped[str] = mapped_column(Text)
+    # The client's X-Request-Id (migration 0012); hashed only when set.
+    client_request_id: Mapped[str | None] = mapped_column(Text)
 
 
 class AuditAnchor(Base):

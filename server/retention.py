@@ -21,6 +21,11 @@ key (PLEDGEQL_AUDIT_KEY, or the data dir that holds it), exactly as verify
 does; a dry run does not.
 
 Runs over the owner connection (``server.db.server_urls(settings).owner``).
+
+A run is audited (API.md section 3): one entry per district whose rows it
+deleted, actorRole OPERATOR, operationName ``pledgeql retention run``,
+purpose LEGAL_COMPLIANCE, the tables it deleted from as fields, appended to
+the district's chain once its deletions are done. A dry run writes none.
 """
 
 from __future__ import annotations
@@ -39,6 +44,13 @@ from server.settings import Settings
 
 BATCH = 5000
 NIL = uuid.UUID(int=0)
+# What each table's deleted rows held, for the run's audit entry.
+TABLE_CATEGORIES = {
+    "responses": ("PERFORMANCE", "WORK", "USAGE"),
+    "activity_events": ("USAGE",),
+    "device_sessions": ("DEVICE",),
+    "audit_entries": (),
+}
 # (table, time column, district setting)
 TABLES = (
     ("responses", "submitted_at", "responses_days"),
@@ -205,9 +217,31 @@ async def run_retention(
                 rows = await _trim_audit(conn, key or b"", district_id, before, min(batch, AUDIT_STEP))
             result.tables.append(TableResult("audit_entries", days["audit_days"], before, rows))
             report.districts.append(result)
+            if not dry_run:
+                await _audit_run(conn, key or b"", result)
     finally:
         await conn.close()
     return report
+
+
+async def _audit_run(conn: Any, key: bytes, result: DistrictResult) -> None:
+    """The run's entry in the district's chain, when it deleted anything there."""
+    from permissions.enums import DataCategory, Purpose
+    from server.operator_audit import record_operator_command
+
+    tables = [t.table for t in result.tables if t.rows > 0]
+    if not tables:
+        return
+    categories = [DataCategory(c) for t in tables for c in TABLE_CATEGORIES.get(t, ())]
+    async with conn.transaction():
+        await record_operator_command(
+            conn,
+            key,
+            "pledgeql retention run",
+            Purpose.LEGAL_COMPLIANCE,
+            {result.district_id: tables},
+            {result.district_id: categories},
+        )
 
 
 def _iso(value: dt.datetime) -> str:

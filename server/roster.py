@@ -7,6 +7,11 @@ one transaction: a package that is refused, or a failure half-way, writes
 nothing. ``--dry-run`` runs the same transaction and rolls it back, so its
 report is exactly what the import would do.
 
+An import is audited (API.md section 3): one entry in the district's chain,
+written in the import's transaction (so it commits with the change),
+actorRole OPERATOR, operationName ``pledgeql roster import``, purpose
+INSTRUCTION, the roster tables as fields. A dry run writes none.
+
 Exit status: 0 imported with no error (warnings are said); 1 imported, but
 some lines had errors and were not imported (listed with file, line and
 column); 2 refused, nothing written.
@@ -23,13 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from permissions.enums import DataCategory, Purpose
 from server.oneroster.plan import Plan, make_plan
 from server.oneroster.problems import ERROR, NOTE, Problem, Problems, Refused
 from server.oneroster.reader import Package, open_package
 from server.oneroster.writer import LOCK, Counts, apply_plan, load_state
+from server.operator_audit import record_operator_command
 from server.settings import Settings
 
 BULK_RULE_FILES = ("users.csv", "classes.csv", "enrollments.csv")
+# The tables an import reads and may change.
+ROSTER_TABLES = ("schools", "classes", "users", "guardian_links", "enrollments", "class_teachers")
 
 
 @dataclass
@@ -50,9 +59,22 @@ class ImportResult:
         return 1 if self.problems.errors else 0
 
 
+def roster_categories(counts: Counts) -> list[DataCategory]:
+    """What an import's users carry: names and ids of students, staff and guardians (and demographics when given)."""
+    kinds = [DataCategory.DIRECTORY, DataCategory.IDENTIFIER, DataCategory.STAFF, DataCategory.CONTACT]
+    return [*kinds, DataCategory.DEMOGRAPHIC] if "demographics" in counts else kinds
+
+
 async def import_package(
-    owner_url: str, path: Path, district_id: uuid.UUID, *, dry_run: bool, now: dt.datetime | None = None
+    owner_url: str,
+    path: Path,
+    district_id: uuid.UUID,
+    *,
+    dry_run: bool,
+    now: dt.datetime | None = None,
+    key: bytes | None = None,
 ) -> ImportResult:
+    """``key`` (the audit key) is required unless ``dry_run``: the import's audit entry is chained with it."""
     """Read, check and write (or, dry, roll back) one package into one district."""
     import time
 
@@ -77,6 +99,17 @@ async def import_package(
                 result.district = f"{state.name} ({district_id})"
                 result.plan = make_plan(result.package, state, result.problems)
                 result.counts = await apply_plan(conn, state, result.plan, now)
+                if not dry_run:
+                    if key is None:
+                        raise ValueError("An import needs the audit key to record itself")
+                    await record_operator_command(
+                        conn,
+                        key,
+                        "pledgeql roster import",
+                        Purpose.INSTRUCTION,
+                        {district_id: ROSTER_TABLES},
+                        {district_id: roster_categories(result.counts)},
+                    )
             except BaseException:
                 await transaction.rollback()
                 raise
@@ -159,7 +192,9 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     try:
         url = server_urls(settings).owner
-        result = asyncio.run(import_package(url, Path(args.path), district_id, dry_run=bool(args.dry_run)))
+        dry_run = bool(args.dry_run)
+        key = None if dry_run else settings.audit_key()
+        result = asyncio.run(import_package(url, Path(args.path), district_id, dry_run=dry_run, key=key))
     except (OSError, ConnectionError) as error:
         print(
             f"pledgeql roster import: cannot reach the database ({type(error).__name__}); "

@@ -144,22 +144,29 @@ class Settings:
             policy_dirs=tuple(Path(d) for d in env.get("PLEDGEQL_POLICY_DIRS", "").split(":") if d.strip()),
         )
 
+    def configured_audit_key(self) -> str | None:
+        """PLEDGEQL_AUDIT_KEY (or the key a test configured), or None."""
+        return self.extra.get("audit_key") or _env().get("PLEDGEQL_AUDIT_KEY") or None
+
     def audit_key(self) -> bytes:
-        """The audit chain's HMAC key: configured, or generated once into the data dir.
+        """The audit chain's HMAC key: configured, or (development) generated once into the data dir.
 
         It must never be stored in the database: whoever holds it can forge a chain.
+        Production never generates one: every node must chain under the same key.
         """
-        configured = self.extra.get("audit_key") or _env().get("PLEDGEQL_AUDIT_KEY")
+        configured = self.configured_audit_key()
         if configured:
             return configured.encode()
+        if self.is_production:
+            raise SystemExit(
+                "Production needs PLEDGEQL_AUDIT_KEY: set it to the audit chain's secret key, the same on every "
+                "node (and for pledgeql audit verify); it is never generated in production"
+            )
         return self._secret_file("audit_key").encode()
 
     def has_audit_key(self) -> bool:
         """Whether a key is configured or already generated: a verifier must not mint a new one."""
-        return (
-            bool(self.extra.get("audit_key") or _env().get("PLEDGEQL_AUDIT_KEY"))
-            or (self.data_dir / "audit_key").is_file()
-        )
+        return bool(self.configured_audit_key()) or (not self.is_production and (self.data_dir / "audit_key").is_file())
 
     def _secret_file(self, name: str) -> str:
         """A secret generated once into the data dir, whichever process gets there first.

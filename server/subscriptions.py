@@ -61,6 +61,7 @@ from schema.types import Response, Student
 from server.auth import TokenClaims
 from server.context import ClientInfo, RequestContext
 from server.db import connect
+from server.headers import checked_justification
 from server.errors import RequestError
 from server.graphql_http import (
     AUDIT_UNAVAILABLE_MESSAGE,
@@ -296,7 +297,8 @@ class LiveService:
             self.endpoint._limit(by_address)
             raise
         self.endpoint._limit(f"sub:{claims.user_id}")
-        return Caller(claims, self.endpoint.parse_purpose(purpose), justification, client)
+        declared = self.endpoint.parse_purpose(purpose)
+        return Caller(claims, declared, checked_justification(justification, declared), client)
 
     def charge(self, caller: Caller) -> None:
         """One more request against the caller's rate limit (each subscribe on a WebSocket is one)."""

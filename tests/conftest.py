@@ -189,6 +189,11 @@ def gql(client: httpx.AsyncClient, token_for: Callable[..., str]) -> Gql:
     return run
 
 
+def justified(purpose: str, text: str = "court order 2026-1") -> dict[str, str]:
+    """X-Justification for LEGAL_COMPLIANCE, the one purpose that accepts it (API.md headers)."""
+    return {"X-Justification": text} if purpose == "LEGAL_COMPLIANCE" else {}
+
+
 def error_codes(body: dict[str, Any]) -> list[str]:
     return [e["extensions"]["code"] for e in body.get("errors", [])]
 

@@ -574,3 +574,31 @@ def test_the_entry_mac_is_hmac_sha256(key_length: int) -> None:
     key = os.urandom(key_length)
     for message in (b"", b"pledgeql", os.urandom(700)):
         assert _mac(key, message) == hmac.digest(key, message, "sha256").hex()
+
+
+def test_entries_chained_before_client_request_id_existed_still_verify_beside_new_ones() -> None:
+    rows = make_chain(4)
+    # Entries of before migration 0012 have no such column at all (or NULL once it is added).
+    assert first_break(rows) is None
+    assert first_break([{**r, "client_request_id": None} for r in rows]) is None
+    # A new entry carries the client's id, and its hash covers it.
+    new = {**rows[-1], "seq": 5, "id": uuid.uuid4(), "prev_hash": rows[-1]["hash"], "client_request_id": "c-1"}
+    new["hash"] = entry_hash(KEY, new)
+    assert new["hash"] != entry_hash(KEY, {**new, "client_request_id": None})
+    assert first_break([*rows, new]) is None
+
+
+def test_a_client_request_id_added_to_removed_from_or_changed_in_a_stored_entry_breaks_its_hash() -> None:
+    rows = make_chain(3)
+    rows[1]["client_request_id"] = "c-9"
+    rows[1]["hash"] = entry_hash(KEY, rows[1])
+    rows[2]["prev_hash"] = rows[1]["hash"]
+    rows[2]["hash"] = entry_hash(KEY, rows[2])
+    assert first_break(rows) is None
+    for forged in ("c-10", None, ""):
+        tampered = [dict(r) for r in rows]
+        tampered[1]["client_request_id"] = forged
+        assert first_break(tampered).seq == 2, forged
+    added = [dict(r) for r in rows]
+    added[0]["client_request_id"] = "planted"
+    assert first_break(added).seq == 1

@@ -145,9 +145,10 @@ async def test_concurrent_clients_write_exactly_the_expected_entries_and_chains_
     )
     assert after - before == expected
     rows = await owner.fetch(
-        "SELECT request_id, count(*) AS n FROM audit_entries WHERE request_id LIKE 'load-%' GROUP BY request_id"
+        "SELECT client_request_id, count(*) AS n FROM audit_entries "
+        "WHERE client_request_id LIKE 'load-%' GROUP BY client_request_id"
     )
-    assert {r["request_id"]: r["n"] for r in rows} == per_request
+    assert {r["client_request_id"]: r["n"] for r in rows} == per_request
     for district in expected:
         seqs = await owner.fetchval(
             "SELECT array_agg(seq ORDER BY seq) FROM audit_entries WHERE district_id = $1", district

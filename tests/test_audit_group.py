@@ -99,21 +99,23 @@ async def test_concurrent_queries_share_a_transaction_and_each_is_answered_after
     async with queued_behind_the_chain_lock(owner, subjects["northwind"], send, 12) as tasks:
         assert not any(t.done() for t in tasks), "no query may be answered before its entries are written"
         assert (
-            await owner.fetchval("SELECT count(*) FROM audit_entries WHERE request_id LIKE $1", f"group-{tag}-%") == 0
+            await owner.fetchval("SELECT count(*) FROM audit_entries WHERE client_request_id LIKE $1", f"group-{tag}-%")
+            == 0
         )
     responses = await asyncio.gather(*tasks)
     assert [r.status_code for r in responses] == [200] * 12
     assert all(len(r.json()["data"]["class"]["students"]) == size for r in responses)
     rows = await owner.fetch(
-        "SELECT request_id, xmin::text AS tx FROM audit_entries WHERE request_id LIKE $1", f"group-{tag}-%"
+        "SELECT client_request_id, xmin::text AS tx FROM audit_entries WHERE client_request_id LIKE $1",
+        f"group-{tag}-%",
     )
     per_request: dict[str, int] = {}
     for row in rows:
-        per_request[row["request_id"]] = per_request.get(row["request_id"], 0) + 1
+        per_request[row["client_request_id"]] = per_request.get(row["client_request_id"], 0) + 1
     assert per_request == {f"group-{tag}-{n}": size for n in range(12)}
     requests_per_transaction: dict[str, set[str]] = {}
     for row in rows:
-        requests_per_transaction.setdefault(row["tx"], set()).add(row["request_id"])
+        requests_per_transaction.setdefault(row["tx"], set()).add(row["client_request_id"])
     # The first query's transaction wrote its own; those that queued meanwhile went in together.
     assert len(requests_per_transaction) < 12
     assert max(len(r) for r in requests_per_transaction.values()) > 1
@@ -173,5 +175,5 @@ async def test_a_mutation_writes_its_entry_in_its_own_transaction_with_its_chang
     assert created.status_code == 200 and "errors" not in created.json(), created.text
     assignment = uuid.UUID(created.json()["data"]["createAssignment"]["id"])
     change = await owner.fetchval("SELECT xmin::text FROM assignments WHERE id = $1", assignment)
-    entries = await owner.fetch("SELECT xmin::text AS tx FROM audit_entries WHERE request_id = $1", request_id)
+    entries = await owner.fetch("SELECT xmin::text AS tx FROM audit_entries WHERE client_request_id = $1", request_id)
     assert entries and {e["tx"] for e in entries} == {change}

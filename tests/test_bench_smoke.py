@@ -136,7 +136,7 @@ async def test_the_unenforced_build_resolves_denied_fields_and_writes_no_audit_w
 
     assert "errors" not in unenforced
     assert unenforced["data"]["student"]["gender"] is not None
-    written = await owner.fetchval("SELECT count(*) FROM audit_entries WHERE request_id = $1", request_id)
+    written = await owner.fetchval("SELECT count(*) FROM audit_entries WHERE client_request_id = $1", request_id)
     assert written == 0
 
     # The production app of this process, built before and used after: it still
@@ -152,7 +152,7 @@ async def test_the_unenforced_build_resolves_denied_fields_and_writes_no_audit_w
     assert enforced["data"]["student"]["gender"] is None
     assert [e["extensions"]["code"] for e in enforced["errors"]] == ["FORBIDDEN"]
     assert enforced["data"]["student"]["firstName"] == unenforced["data"]["student"]["firstName"]
-    audited = await owner.fetchval("SELECT count(*) FROM audit_entries WHERE request_id = $1", enforced_id)
+    audited = await owner.fetchval("SELECT count(*) FROM audit_entries WHERE client_request_id = $1", enforced_id)
     assert audited > 0
 
 

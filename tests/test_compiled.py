@@ -151,7 +151,7 @@ async def send(
 async def entries(owner: Any, request_id: str) -> list[tuple[Any, ...]]:
     rows = await owner.fetch(
         "SELECT district_id, subject_student_id, decision, fields, categories, purpose, actor_role "
-        "FROM audit_entries WHERE request_id = $1 ORDER BY seq",
+        "FROM audit_entries WHERE client_request_id = $1 ORDER BY seq",
         request_id,
     )
     return [tuple(r) for r in rows]

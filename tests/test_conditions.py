@@ -336,7 +336,7 @@ async def test_legal_compliance_needs_a_justification_which_every_audit_entry_ke
     )
     assert "errors" not in allowed, allowed
     assert allowed["data"]["student"]["guardians"][0]["email"]
-    entries = await owner.fetch("SELECT * FROM audit_entries WHERE request_id = $1", request_id)
+    entries = await owner.fetch("SELECT * FROM audit_entries WHERE client_request_id = $1", request_id)
     assert entries
     assert {(e["justification"], e["break_glass"], e["purpose"]) for e in entries} == {
         (reason, True, "LEGAL_COMPLIANCE")
@@ -344,7 +344,9 @@ async def test_legal_compliance_needs_a_justification_which_every_audit_entry_ke
 
     ordinary = f"ordinary-{uuid.uuid4().hex}"
     await gql(ADMIN, "REPORTING", query, variables, headers={"X-Request-Id": ordinary})
-    plain = await owner.fetch("SELECT justification, break_glass FROM audit_entries WHERE request_id = $1", ordinary)
+    plain = await owner.fetch(
+        "SELECT justification, break_glass FROM audit_entries WHERE client_request_id = $1", ordinary
+    )
     assert plain and {(e["justification"], e["break_glass"]) for e in plain} == {(None, False)}
 
 

@@ -238,7 +238,7 @@ async def test_a_graceful_shutdown_finishes_in_flight_requests_and_their_audit_w
     await asyncio.wait_for(serving, timeout=15)
     assert response.status_code == 200
     assert len(response.json()["data"]["students"]["nodes"]) > 0
-    stored = await owner.fetchval("SELECT count(*) FROM audit_entries WHERE request_id = $1", request_id)
+    stored = await owner.fetchval("SELECT count(*) FROM audit_entries WHERE client_request_id = $1", request_id)
     assert stored > 0
     engine = application.state.pledgeql.engine
     assert engine is not None and engine.pool.checkedout() == 0

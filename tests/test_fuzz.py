@@ -225,7 +225,7 @@ async def test_generated_queries_never_fail_the_server_leak_a_denied_field_or_sk
     assert denied == [], f"{role.value} under {purpose.value} received denied fields"
     if returned:
         rows = await owner.fetch(
-            "SELECT fields FROM audit_entries WHERE request_id = $1 AND decision = 'ALLOW'", request_id
+            "SELECT fields FROM audit_entries WHERE client_request_id = $1 AND decision = 'ALLOW'", request_id
         )
         audited = {f for row in rows for f in row["fields"]}
         missing = sorted({name for name, _ in returned} - audited)

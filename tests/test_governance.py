@@ -266,7 +266,7 @@ async def test_no_role_but_district_admin_may_govern_and_nothing_is_stored(
     assert body["data"] is None
     assert await district_state(owner, northwind) == district_before
     assert await grants_state(owner) == grants_before
-    audit = await owner.fetch("SELECT fields, decision FROM audit_entries WHERE request_id = $1", request_id)
+    audit = await owner.fetch("SELECT fields, decision FROM audit_entries WHERE client_request_id = $1", request_id)
     kind = "Query" if operation == "supportGrants" else "Mutation"
     assert [(list(r["fields"]), r["decision"]) for r in audit] == [([f"{kind}.{operation}"], "DENY")]
 
@@ -473,7 +473,7 @@ async def test_each_governance_call_leaves_one_audit_entry_about_no_student(
     request_id = f"gov-audit-{uuid.uuid4().hex}"
     body = await gql(ADMIN, "LEGAL_COMPLIANCE", query, variables, headers={**JUSTIFIED, "X-Request-Id": request_id})
     assert "errors" not in body, body
-    rows = await owner.fetch("SELECT * FROM audit_entries WHERE request_id = $1", request_id)
+    rows = await owner.fetch("SELECT * FROM audit_entries WHERE client_request_id = $1", request_id)
     assert len(rows) == 1
     entry = rows[0]
     assert entry["district_id"] == northwind

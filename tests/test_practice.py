@@ -17,7 +17,7 @@ from schema.practice import device_from_request, session_key
 from server.app import create_app
 from server.db import DatabaseUrls
 from server.settings import Settings
-from tests.conftest import ALL_PURPOSES, Gql, error_codes
+from tests.conftest import ALL_PURPOSES, Gql, error_codes, justified
 
 STUDENT = "student1@northwind.example"
 STUDENT2 = "student2@northwind.example"
@@ -529,7 +529,7 @@ async def test_a_submission_is_audited_with_its_categories_and_never_its_values(
         headers={"X-Request-Id": request_id},
     )
     assert "errors" not in body
-    entries = await owner.fetch("SELECT * FROM audit_entries WHERE request_id = $1", request_id)
+    entries = await owner.fetch("SELECT * FROM audit_entries WHERE client_request_id = $1", request_id)
     [entry] = [e for e in entries if "Mutation.submitResponse" in e["fields"]]
     assert entry["subject_student_id"] == demo.student and entry["decision"] == "ALLOW"
     assert entry["actor_id"] == demo.student and entry["purpose"] == "STUDENT_LEARNING"
@@ -739,7 +739,7 @@ async def test_activity_is_audited_as_usage_and_device(gql: Gql, owner: Any, dem
         {"events": [event(target=target)]},
         headers={"X-Request-Id": request_id, "X-Session-Id": f"s-{uuid.uuid4()}"},
     )
-    [entry] = await owner.fetch("SELECT * FROM audit_entries WHERE request_id = $1", request_id)
+    [entry] = await owner.fetch("SELECT * FROM audit_entries WHERE client_request_id = $1", request_id)
     assert entry["fields"] == ["Mutation.recordActivity"] and entry["subject_student_id"] == demo.student
     assert set(entry["categories"]) == {"USAGE", "DEVICE"}
     assert target not in str(dict(entry))
@@ -924,7 +924,7 @@ async def test_an_assignment_is_audited_without_its_title(gql: Gql, owner: Any, 
         {"input": {"classId": str(demo.teacher_class), "assessmentId": str(demo.assessment), "title": title}},
         headers={"X-Request-Id": request_id},
     )
-    entries = await owner.fetch("SELECT * FROM audit_entries WHERE request_id = $1", request_id)
+    entries = await owner.fetch("SELECT * FROM audit_entries WHERE client_request_id = $1", request_id)
     [entry] = [e for e in entries if "Mutation.createAssignment" in e["fields"]]
     assert entry["decision"] == "ALLOW" and entry["subject_student_id"] is None
     assert entry["actor_id"] == demo.teacher
@@ -954,7 +954,7 @@ async def test_every_other_role_and_purpose_is_refused_with_the_contracts_code_a
         pytest.skip("the allowed caller: covered by the tests above")
     query, variables = _mutation_and_variables(operation, demo)
     before = await counts(owner)
-    body = await gql(username, purpose, query, variables, headers={"X-Justification": "refusal sweep"})
+    body = await gql(username, purpose, query, variables, headers=justified(purpose))
     assert body.get("data") is None
     assert error_codes(body) == [expected]
     if expected == "FORBIDDEN":
@@ -967,7 +967,7 @@ async def test_a_refused_write_is_audited_as_a_denied_attempt(gql: Gql, owner: A
     query, variables = _mutation_and_variables("submitResponse", demo)
     body = await gql(STUDENT, "PERSONALIZATION", query, variables, headers={"X-Request-Id": request_id})
     assert error_codes(body) == ["FORBIDDEN"]
-    [entry] = await owner.fetch("SELECT * FROM audit_entries WHERE request_id = $1", request_id)
+    [entry] = await owner.fetch("SELECT * FROM audit_entries WHERE client_request_id = $1", request_id)
     assert entry["decision"] == "DENY" and entry["fields"] == ["Mutation.submitResponse"]
     assert entry["subject_student_id"] == demo.student
 

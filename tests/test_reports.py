@@ -760,7 +760,7 @@ async def test_each_report_is_one_audit_entry_with_no_subject(ask: Ask, world: W
         X_Request_Id=request_id,
     )
     assert "errors" not in body
-    entries = await owner.fetch("SELECT * FROM audit_entries WHERE request_id = $1", request_id)
+    entries = await owner.fetch("SELECT * FROM audit_entries WHERE client_request_id = $1", request_id)
     assert len(entries) == 1
     entry = entries[0]
     assert entry["subject_student_id"] is None and entry["decision"] == "ALLOW"
@@ -779,7 +779,7 @@ async def test_each_report_is_one_audit_entry_with_no_subject(ask: Ask, world: W
         "T1", "REPORTING", PERFORMANCE, {"input": {"scope": {"classId": str(world["C2"])}}}, X_Request_Id=refused_id
     )
     refused = await owner.fetch(
-        "SELECT decision, subject_student_id FROM audit_entries WHERE request_id = $1", refused_id
+        "SELECT decision, subject_student_id FROM audit_entries WHERE client_request_id = $1", refused_id
     )
     assert [(r["decision"], r["subject_student_id"]) for r in refused] == [("DENY", None)]
 
@@ -787,7 +787,7 @@ async def test_each_report_is_one_audit_entry_with_no_subject(ask: Ask, world: W
     await ask(
         "Analyst", "REPORTING", PERFORMANCE, {"input": {"scope": {"allDistricts": True}}}, X_Request_Id=analyst_id
     )
-    analyst = await owner.fetch("SELECT district_id FROM audit_entries WHERE request_id = $1", analyst_id)
+    analyst = await owner.fetch("SELECT district_id FROM audit_entries WHERE client_request_id = $1", analyst_id)
     assert [r["district_id"] for r in analyst] == [uuid.UUID(int=0)]
 
 

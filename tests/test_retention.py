@@ -188,7 +188,9 @@ async def test_old_audit_entries_go_as_a_prefix_with_a_signed_anchor_and_the_cha
 
     report = await run_retention(db.owner, now=later, dry_run=False, key=key, default_audit_days=2557, batch=4)
     assert report.counts()[(riverside, "audit_entries")] == entries
-    assert await owner.fetchval("SELECT count(*) FROM audit_entries WHERE district_id = $1", riverside) == 0
+    # What is left is the run's own entry (API.md section 3), chained onto the anchor.
+    left = await owner.fetch("SELECT actor_role, operation_name FROM audit_entries WHERE district_id = $1", riverside)
+    assert [tuple(r) for r in left] == [("OPERATOR", "pledgeql retention run")]
     anchor = await owner.fetchrow("SELECT * FROM audit_anchors WHERE district_id = $1", riverside)
     assert anchor["removed"] == entries
 

@@ -18,7 +18,7 @@ from resolvers.rights import iso
 from server.cli import main as cli_main
 from server.db import DatabaseUrls
 from server.settings import Settings
-from tests.conftest import Gql, error_codes
+from tests.conftest import Gql, error_codes, justified
 
 ADMIN = "admin@northwind.example"
 RIVERSIDE_ADMIN = "admin@riverside.example"
@@ -230,7 +230,7 @@ async def test_export_holds_every_row_of_every_table_that_names_the_student(
                 f'SELECT * FROM "{table}" WHERE district_id = $1 AND "{column}" = $2', district, sid
             )
             # The export's own audit entry is written after the document is made.
-            if table != "audit_entries" or r["request_id"] != "export-7"
+            if table != "audit_entries" or r["client_request_id"] != "export-7"
         ]
         assert doc["recordsHeld"].get(table, 0) == len(rows), table
         for row in rows:
@@ -304,7 +304,7 @@ async def test_export_fulfils_the_access_request_it_names_and_refuses_another_ki
 async def test_export_is_refused_to_other_roles_purposes_and_districts(gql: Gql, users: dict[str, uuid.UUID]) -> None:
     student = _sid(users, 1)
     for user, purpose in ((TEACHER, "INSTRUCTION"), (ADMIN, "REPORTING"), (ADMIN, "LEGAL_COMPLIANCE")):
-        body = await gql(user, purpose, EXPORT, {"student": student}, headers={"X-Justification": "court order"})
+        body = await gql(user, purpose, EXPORT, {"student": student}, headers=justified(purpose))
         assert error_codes(body) == ["FORBIDDEN"], (user, purpose)
         assert body["data"] is None
     body = await gql(TEACHER, "RECORD_ACCESS", EXPORT, {"student": student})
@@ -555,7 +555,7 @@ async def test_deletion_removes_every_row_about_the_student_and_certifies_it(
 
     # No query by any role returns anything about the student.
     for purpose, query in STUDENT_QUERIES.items():
-        body = await gql(ADMIN, purpose, query, {"id": student}, headers={"X-Justification": "audit"})
+        body = await gql(ADMIN, purpose, query, {"id": student}, headers=justified(purpose))
         assert body["data"]["student"] is None and error_codes(body) == ["NOT_FOUND"], purpose
         assert student not in json.dumps(body["data"]["students"])
     for user, purpose in ((TEACHER, "INSTRUCTION"), (PRINCIPAL, "REPORTING")):

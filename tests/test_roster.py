@@ -144,6 +144,13 @@ DEMOGRAPHICS = [
 SECRET = "Hunter2-secret-pw"
 
 
+@pytest.fixture(autouse=True)
+def _servers_data_dir(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command signs its audit entry with the server's key (kept in its data dir)."""
+    monkeypatch.setenv("PLEDGEQL_DATA_DIR", str(settings.data_dir))
+    monkeypatch.delenv("PLEDGEQL_AUDIT_KEY", raising=False)
+
+
 def _csv(rows: list[list[str]]) -> str:
     out = io.StringIO()
     csv.writer(out, lineterminator="\r\n").writerows(rows)
@@ -472,8 +479,8 @@ def test_importing_the_same_package_again_changes_nothing(
     path = write_package(tmp_path / "bulk", bulk_files())
     assert _import(path, district, db, monkeypatch, capsys)[0] == 0
     before = _snapshot(db, district)
-    status, out, _ = _import(path, district, db, monkeypatch, capsys)
-    assert status == 0
+    status, out, err = _import(path, district, db, monkeypatch, capsys)
+    assert status == 0, (out, err)
     assert _snapshot(db, district) == before
     assert "users           created 0, updated 0, unchanged 7" in out
     assert "enrollments     created 0, updated 0, unchanged 4" in out
@@ -829,7 +836,9 @@ async def test_imported_users_can_sign_in_and_see_what_their_roster_gives_them(
     district = uuid.uuid4()
     try:
         await conn.execute("INSERT INTO districts (id, name) VALUES ($1, 'Signed in')", district)
-        result = await import_package(db.owner, write_package(tmp_path / "api", bulk_files()), district, dry_run=False)
+        result = await import_package(
+            db.owner, write_package(tmp_path / "api", bulk_files()), district, dry_run=False, key=settings.audit_key()
+        )
         assert result.status == 0, result.problems.lines()
         ids = {
             r["sourced_id"]: r["id"] for r in await conn.fetch("SELECT * FROM users WHERE district_id = $1", district)

@@ -28,9 +28,9 @@ async def test_support_reads_under_a_grant_and_its_ticket_is_recorded_as_the_jus
     body = await gql("support@pledgeql.example", "SUPPORT", query, headers={"X-Request-Id": "support-ticket-check"})
     assert "errors" not in body and body["data"]["student"]["firstName"]
     rows = await owner.fetch(
-        "SELECT justification, subject_student_id, fields FROM audit_entries WHERE request_id = $1",
+        "SELECT justification, subject_student_id, fields FROM audit_entries WHERE client_request_id = $1",
         "support-ticket-check",
     )
     assert rows, "the support read left no audit entry"
-    assert all(r["justification"] == "support ticket HELP-4821" for r in rows)
+    assert all(r["justification"] == "HELP-4821" for r in rows)
     assert any(r["subject_student_id"] == student_id and "Student.firstName" in r["fields"] for r in rows)

@@ -205,7 +205,8 @@ async def test_each_request_has_an_http_span_an_operation_span_root_field_spans_
     spans = {span.name: span for span in exporter.get_finished_spans()}
     # The audit entries of the request name its trace.
     trace_ids = {
-        r["trace_id"] for r in await owner.fetch("SELECT trace_id FROM audit_entries WHERE request_id = $1", request_id)
+        r["trace_id"]
+        for r in await owner.fetch("SELECT trace_id FROM audit_entries WHERE client_request_id = $1", request_id)
     }
     assert trace_ids == {format(spans["POST /graphql"].context.trace_id, "032x")}
     http = spans["POST /graphql"]

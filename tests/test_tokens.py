@@ -89,6 +89,9 @@ def make_keys(folder: Path) -> Keys:
     return keys
 
 
+PRODUCTION_AUDIT_KEY = "production-audit-key-for-tests-0123456789abcdef"
+
+
 def production(settings: Settings, keys: Keys, **changes: Any) -> Settings:
     values: dict[str, Any] = {
         "env": "production",
@@ -98,6 +101,8 @@ def production(settings: Settings, keys: Keys, **changes: Any) -> Settings:
         "jwt_issuer": ISSUER,
         "jwt_audience": AUDIENCE,
         "operations_dir": keys.operations_dir,
+        # Production chains under a configured key only (API.md section 5).
+        "extra": {**settings.extra, "audit_key": PRODUCTION_AUDIT_KEY},
         **changes,
     }
     return dataclasses.replace(settings, **values)

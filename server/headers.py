@@ -1,0 +1,82 @@
+"""The request headers API.md's header table constrains, each in one small check.
+
+A header that breaks a rule is refused before anything else is read, with
+400 BAD_USER_INPUT whatever the client accepts (``HeaderError``). "Printable"
+is API.md's word: no control character (U+0000 to U+001F and U+007F).
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from permissions.enums import Purpose
+from server.errors import RequestError
+
+MAX_JUSTIFICATION = 500
+MAX_CLIENT_REQUEST_ID = 128
+
+
+class HeaderError(RequestError):
+    """A header that breaks API.md's header rules: 400 BAD_USER_INPUT for every client."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("BAD_USER_INPUT", message)
+
+
+def is_printable(text: str) -> bool:
+    return not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+
+
+def header_text(raw: str) -> str:
+    """A header's value as the client wrote it: ASGI servers hand headers over as
+    bytes (Starlette decodes them as Latin-1); UTF-8 text is read as UTF-8."""
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return raw
+
+
+def single_header(request: Request, name: str, label: str) -> str | None:
+    """The one value of a header that may be sent once; sent twice is refused."""
+    values = request.headers.getlist(name)
+    if len(values) > 1:
+        raise HeaderError(f"Send the {label} header once; this request has {len(values)} of them")
+    return values[0] if values else None
+
+
+def client_request_id(request: Request) -> str | None:
+    """The client's X-Request-Id (kept in the audit as clientRequestId), or None; empty counts as absent."""
+    raw = single_header(request, "x-request-id", "X-Request-Id")
+    if not raw:
+        return None
+    text = header_text(raw)
+    if len(text) > MAX_CLIENT_REQUEST_ID or not is_printable(text):
+        raise HeaderError(f"X-Request-Id must be at most {MAX_CLIENT_REQUEST_ID} printable characters")
+    return text
+
+
+def purpose_header(request: Request) -> str | None:
+    """X-Purpose as sent: exactly one value (twice, or a list in one header, is refused)."""
+    raw = single_header(request, "x-purpose", "X-Purpose")
+    if raw is not None and "," in raw:
+        raise HeaderError("X-Purpose takes exactly one purpose, not a list")
+    return raw
+
+
+def justification_header(request: Request, purpose: Purpose) -> str | None:
+    """X-Justification: accepted with LEGAL_COMPLIANCE only, at most 500 printable
+    characters; an empty header counts as absent."""
+    return checked_justification(single_header(request, "x-justification", "X-Justification"), purpose)
+
+
+def checked_justification(raw: str | None, purpose: Purpose) -> str | None:
+    """A justification as sent (an HTTP header, or a subscription's connection_init
+    payload), checked against the same rules; None when absent or empty."""
+    text = header_text(raw).strip() if raw else ""
+    if not text:
+        return None
+    if purpose is not Purpose.LEGAL_COMPLIANCE:
+        raise HeaderError("X-Justification is accepted only with X-Purpose: LEGAL_COMPLIANCE")
+    if len(text) > MAX_JUSTIFICATION or not is_printable(text):
+        raise HeaderError(f"X-Justification must be at most {MAX_JUSTIFICATION} printable characters")
+    return text
