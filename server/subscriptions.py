@@ -61,7 +61,6 @@ from schema.types import Response, Student
 from server.auth import TokenClaims
 from server.context import ClientInfo, RequestContext
 from server.db import connect
-from server.headers import checked_justification
 from server.errors import RequestError
 from server.graphql_http import (
     AUDIT_UNAVAILABLE_MESSAGE,
@@ -76,6 +75,7 @@ from server.graphql_http import (
     format_error,
     is_connection_error,
 )
+from server.headers import checked_justification
 from server.limits import measure_operation, violations
 
 log = logging.getLogger("pledgeql.live")
