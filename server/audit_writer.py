@@ -231,7 +231,8 @@ async def write_entries(db: Any, origin: Origin, entries: list[PendingEntry], ke
     districts = sorted({uuid.UUID(e.district_key) for e in entries})
     # pledgeql_audit_heads locks and answers for the transaction's own districts only.
     await db.execute("SELECT set_config('pledgeql.district_ids', $1, true)", ",".join(map(str, districts)))
-    heads = {r["head_district"]: (r["head_seq"], r["head_hash"]) for r in await db.fetch(HEADS, districts)}
+    # An operator's command waits for the chain as long as it takes ("0": no lock timeout).
+    heads = {r["head_district"]: (r["head_seq"], r["head_hash"]) for r in await db.fetch(HEADS, districts, "0")}
     await db.execute(INSERT, *insert_args(origin_rows(origin, entries, key, heads, current_trace_id())))
 
 
