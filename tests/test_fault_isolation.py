@@ -99,9 +99,9 @@ async def test_a_district_whose_chain_lock_is_held_fails_only_its_own_requests_a
 
     # Every 200 has its entries; no refused request left any.
     for request_id, _ in riverside:
-        assert await owner.fetchval("SELECT count(*) FROM audit_entries WHERE request_id = $1", request_id) > 0
+        assert await owner.fetchval("SELECT count(*) FROM audit_entries WHERE client_request_id = $1", request_id) > 0
     refused = [rid for rid, _ in northwind]
-    assert await owner.fetchval("SELECT count(*) FROM audit_entries WHERE request_id = ANY($1)", refused) == 0
+    assert await owner.fetchval("SELECT count(*) FROM audit_entries WHERE client_request_id = ANY($1)", refused) == 0
 
     # The lock released, Northwind is served again at once (its first request probes the lock).
     response = await roster(client, northwind_token, "isolation-after")

@@ -659,3 +659,27 @@ async def test_the_real_client_is_refused_another_districts_class_like_a_missing
         answers.append(message)
     assert answers[0] == answers[1]
     assert answers[0]["error"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_a_justification_outside_legal_compliance_is_refused_at_subscribe_as_the_header_is_over_http(
+    address: str, token_for: Callable[..., str], facts: Facts
+) -> None:
+    """A teacher cannot put "Court order" on a live view's audit entries through connection_init or SSE headers."""
+    payload = {"Authorization": f"Bearer {token_for(TEACHER)}", "X-Purpose": "INSTRUCTION"}
+    for text in ("Court order", "x" * 501):
+        init = {"type": "connection_init", "payload": {**payload, "X-Justification": text}}
+        async with connect(f"ws://{address}/graphql", subprotocols=[SUBPROTOCOL]) as ws:  # type: ignore[list-item]
+            await ws.send(orjson.dumps(init).decode())
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+            assert closed.value.rcvd.reason.startswith("BAD_USER_INPUT:"), closed.value.rcvd.reason
+    body = {"query": LIVE, "variables": {"classId": str(facts.klass)}}
+    async with httpx.AsyncClient(timeout=15) as http:
+        refused = await http.post(
+            f"http://{address}/graphql",
+            json=body,
+            headers={"Accept": "text/event-stream", **payload, "X-Justification": "Court order"},
+        )
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
