@@ -678,23 +678,9 @@ class GraphQLEndpoint:
             )
         if request.method == "GET" and operation.operation is not OperationType.QUERY:
             raise RequestError("METHOD_NOT_ALLOWED", "Mutations are accepted over POST only")
-        variables: VariableValues | None = None
-        if operation.variable_definitions:
-            coerced = get_variable_values(
-                self.schema,
-                operation.variable_definitions,
-                gql.variables or {},
-                max_errors=20,
-                hide_suggestions=self.production,
-            )
-            if isinstance(coerced, list):
-                body = {"errors": [variable_error(e, self.production) for e in coerced]}
-                return Reply(body, 400 if _wants_graphql_response(request) else 200)
-            variables = coerced
-            if prepared.variable_sizes:
-                measure = measure_operation(self.schema, prepared.document, operation, self.limits, coerced.coerced)
-                for violation in violations(measure, self.limits):
-                    raise RequestError("QUERY_TOO_COMPLEX", violation.message, **_limit_extensions(violation))
+        variables = self.coerce_variables(prepared, operation, gql.variables)
+        if isinstance(variables, list):
+            return Reply({"errors": variables}, 400 if _wants_graphql_response(request) else 200)
 
         attributes = {
             "graphql.operation.name": operation_label(operation.name.value if operation.name else None),
@@ -795,6 +781,29 @@ class GraphQLEndpoint:
                 outcome = None if committed else TransactionEnded()
                 for callback in context.after_commit:
                     callback(outcome)
+
+    def coerce_variables(
+        self, prepared: Prepared, operation: OperationDefinitionNode, raw: dict[str, Any] | None
+    ) -> VariableValues | list[dict[str, Any]] | None:
+        """The operation's variables coerced against their types (None when it declares none),
+        or the formatted errors (values masked in production); page sizes that come from
+        variables are measured with these values (QUERY_TOO_COMPLEX raised)."""
+        if not operation.variable_definitions:
+            return None
+        coerced = get_variable_values(
+            self.schema,
+            operation.variable_definitions,
+            raw or {},
+            max_errors=20,
+            hide_suggestions=self.production,
+        )
+        if isinstance(coerced, list):
+            return [variable_error(e, self.production) for e in coerced]
+        if prepared.variable_sizes:
+            measure = measure_operation(self.schema, prepared.document, operation, self.limits, coerced.coerced)
+            for violation in violations(measure, self.limits):
+                raise RequestError("QUERY_TOO_COMPLEX", violation.message, **_limit_extensions(violation))
+        return coerced
 
     async def admit(
         self,

@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 import orjson
 from graphql import DocumentNode, FieldNode, GraphQLError, OperationDefinitionNode, OperationType
 from graphql import execute as graphql_execute
-from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
+from graphql.execution.values import VariableValues, get_argument_values
 
 from permissions.enums import DenyReason, Purpose, Role, Scope
 from resolvers import live
@@ -70,13 +70,11 @@ from server.graphql_http import (
     GraphQLRequest,
     TransactionEnded,
     _during,
-    _limit_extensions,
     _select_operation,
     format_error,
     is_connection_error,
 )
 from server.headers import checked_justification
-from server.limits import measure_operation, violations
 
 log = logging.getLogger("pledgeql.live")
 
@@ -359,24 +357,9 @@ class LiveService:
             raise RequestError(
                 "BAD_USER_INPUT", "Only subscriptions are served here: send queries and mutations to POST /graphql"
             )
-        variables: VariableValues | None = None
-        if operation.variable_definitions:
-            values = get_variable_values(
-                endpoint.schema,
-                operation.variable_definitions,
-                gql.variables or {},
-                max_errors=20,
-                hide_suggestions=endpoint.production,
-            )
-            if isinstance(values, list):
-                raise OperationErrors([format_error(e, endpoint.production) for e in values])
-            variables = values
-            if prepared.variable_sizes:
-                measure = measure_operation(
-                    endpoint.schema, prepared.document, operation, endpoint.limits, values.coerced
-                )
-                for violation in violations(measure, endpoint.limits):
-                    raise RequestError("QUERY_TOO_COMPLEX", violation.message, **_limit_extensions(violation))
+        variables = endpoint.coerce_variables(prepared, operation, gql.variables)
+        if isinstance(variables, list):
+            raise OperationErrors(variables)
         class_id = self._class_argument(operation, variables)
         if self.per_user[caller.claims.user_id] >= self.limits.per_user:
             raise RequestError(

@@ -72,3 +72,22 @@ async def test_production_refuses_an_unregistered_subscription_and_admits_the_re
     errors = orjson.loads(events[0].split("data: ", 1)[1])["errors"]
     assert errors[0]["extensions"]["code"] == "NOT_FOUND"
     assert events[1] == "event: complete\ndata:"
+
+
+async def test_production_never_echoes_a_submitted_variable_value_in_a_subscriptions_coercion_error(
+    prod_client: httpx.AsyncClient, keys: Keys, users: dict[str, uuid.UUID]
+) -> None:
+    token = sign(keys.rsa_private, claims_for(users[TEACHER], purposes=["INSTRUCTION"], exp=int(time.time()) + 600))
+    headers = {"Authorization": f"Bearer {token}", "X-Purpose": "INSTRUCTION", "Accept": "text/event-stream"}
+    planted = {"email": "student1@northwind.example", "phone": "555-0100"}
+    response = await prod_client.post(
+        "/graphql", json={"query": LIVE, "variables": {"classId": planted}}, headers=headers
+    )
+    assert "555-0100" not in response.text and "student1" not in response.text, response.text
+    errors = (
+        orjson.loads(response.text)["errors"]
+        if response.headers["content-type"].startswith("application/")
+        else orjson.loads(response.text.split("data: ", 1)[1].split("\n", 1)[0])["errors"]
+    )
+    assert [e["extensions"]["code"] for e in errors] == ["BAD_USER_INPUT"], errors
+    assert "$classId" in errors[0]["message"]
