@@ -24,6 +24,7 @@ from starlette.responses import Response, StreamingResponse
 
 from server.errors import STATUS, RequestError
 from server.graphql_http import RateLimited, request_id_of
+from server.headers import purpose_header, single_header
 from server.ratelimit import retry_after_header
 from server.subscriptions import LiveService, OperationErrors, error_payload
 
@@ -55,8 +56,8 @@ async def serve_sse(service: LiveService, request: Request) -> Response:
         client = endpoint.client_info(request)
         caller = service.caller(
             request.headers.get("authorization"),
-            request.headers.get("x-purpose"),
-            request.headers.get("x-justification"),
+            purpose_header(request),
+            single_header(request, "x-justification", "X-Justification"),
             client,
         )
         subscription = await service.start(caller, gql, deliver)

@@ -683,3 +683,20 @@ async def test_a_justification_outside_legal_compliance_is_refused_at_subscribe_
         )
     assert refused.status_code == 400
     assert refused.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_two_x_purpose_headers_on_an_sse_subscription_are_bad_user_input(
+    address: str, token_for: Callable[..., str], facts: Facts
+) -> None:
+    body = orjson.dumps({"query": LIVE, "variables": {"classId": str(facts.klass)}})
+    headers = [
+        ("Accept", "text/event-stream"),
+        ("Content-Type", "application/json"),
+        ("Authorization", f"Bearer {token_for(TEACHER)}"),
+        ("X-Purpose", "INSTRUCTION"),
+        ("X-Purpose", "REPORTING"),
+    ]
+    async with httpx.AsyncClient(timeout=15) as http:
+        refused = await http.post(f"http://{address}/graphql", content=body, headers=headers)
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
