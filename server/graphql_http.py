@@ -26,6 +26,7 @@ import asyncio
 import datetime as dt
 import logging
 import re
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -263,6 +264,19 @@ class Reply:
     body: dict[str, Any]
     status: int
     headers: dict[str, str] = field(default_factory=dict)
+    # Which path served the data ("compiled" or "resolvers"; None when nothing ran),
+    # and the seconds spent in the database and on the audit, for Server-Timing.
+    served: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def server_timing(reply: Reply, total: float) -> str:
+    """The Server-Timing header: the path that served the request and its durations in
+    milliseconds (names and numbers only, never a value of the request)."""
+    parts = [f'plan;desc="{reply.served}"'] if reply.served else []
+    parts += [f"{name};dur={seconds * 1000:.1f}" for name, seconds in reply.timings.items()]
+    parts.append(f"total;dur={total * 1000:.1f}")
+    return ", ".join(parts)
 
 
 def _limit_extensions(source: GraphQLError | Violation) -> dict[str, Any]:
@@ -459,7 +473,9 @@ class GraphQLEndpoint:
         telemetry: Telemetry | None = None,
         max_body_bytes: int = 256 * 1024,
         compiled: CompiledReads | None = None,
+        server_timing: bool = False,
     ) -> None:
+        self.server_timing = server_timing
         self.trusted_proxy_header = trusted_proxy_header
         self.schema = schema
         self.policies = policies
@@ -642,6 +658,7 @@ class GraphQLEndpoint:
 
     async def handle(self, request: Request) -> Response:
         request_id = request_id_of(request)
+        started = time.perf_counter()
         self.telemetry.activate()
         try:
             reply = await self._handle(request, request_id)
@@ -654,6 +671,8 @@ class GraphQLEndpoint:
         if "errors" in reply.body:
             self.telemetry.record_errors(reply.body["errors"])
         with_purpose(request, reply)
+        if self.server_timing:
+            reply.headers["server-timing"] = server_timing(reply, time.perf_counter() - started)
         return _respond(request, reply, request_id)
 
     async def _handle(self, request: Request, request_id: str) -> Reply:
@@ -742,6 +761,8 @@ class GraphQLEndpoint:
                     reply = await self._compiled(plan, variables, context)
                     if reply is None:
                         reply = await self._run(request, prepared, gql, context)
+                    reply.served = reply.served or "compiled"  # _run marks its replies
+                    reply.timings["sql"] = db.seconds
                     # Fail closed: the response leaves only once its audit entries are
                     # written, in this transaction or (a query's, under load) in the
                     # transaction of the query leading its group, once that has
@@ -754,7 +775,8 @@ class GraphQLEndpoint:
                     except Exception as error:
                         log.error("Audit write failed: %s", type(error).__name__)
                         raise AuditUnavailable from None
-                    self.telemetry.record_audit(entries, asyncio.get_running_loop().time() - started)
+                    reply.timings["audit"] = asyncio.get_running_loop().time() - started
+                    self.telemetry.record_audit(entries, reply.timings["audit"])
                 finally:
                     # Nothing touches this connection once it goes back to the pool, not even a
                     # resolver task still running after its field was cancelled (a DataLoader batch):
@@ -933,4 +955,4 @@ class GraphQLEndpoint:
         if result.data is None and _wants_graphql_response(request):
             codes = {e.get("extensions", {}).get("code") for e in body.get("errors", [])}
             status = 400 if codes <= {"BAD_USER_INPUT"} else 200
-        return Reply(body, status)
+        return Reply(body, status, served="resolvers")

@@ -53,6 +53,18 @@ def _seconds(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _flag(env: dict[str, str], name: str) -> bool | None:
+    """A yes/no setting: None when unset, so that the mode's default applies."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return None
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"{name} must be 1 or 0, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     env: str = "development"
@@ -93,11 +105,19 @@ class Settings:
     body_timeout: float = 30.0
     max_connections: int = 1000
     policy_dirs: tuple[Path, ...] = ()
+    # Issue 13: the Server-Timing header on /graphql responses (how a request was
+    # served); on in development, off in production unless PLEDGEQL_SERVER_TIMING=1.
+    server_timing: bool | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def sends_server_timing(self) -> bool:
+        """Whether /graphql responses carry Server-Timing: configured, else outside production."""
+        return not self.is_production if self.server_timing is None else self.server_timing
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -142,6 +162,7 @@ class Settings:
             body_timeout=_seconds(env, "PLEDGEQL_BODY_TIMEOUT", 30.0),
             max_connections=_int(env, "PLEDGEQL_MAX_CONNECTIONS", 1000),
             policy_dirs=tuple(Path(d) for d in env.get("PLEDGEQL_POLICY_DIRS", "").split(":") if d.strip()),
+            server_timing=_flag(env, "PLEDGEQL_SERVER_TIMING"),
         )
 
     def configured_audit_key(self) -> str | None:
