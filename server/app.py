@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy.exc
 import strawberry
-from graphql import GraphQLSchema
+from graphql import GraphQLSchema, OperationDefinitionNode, OperationType, parse
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
@@ -30,13 +30,13 @@ from permissions.enums import DataCategory, Purpose
 from permissions.notice import DistrictNotice, render_privacy_html
 from permissions.policy import PolicySet, load_policy_set
 from schema.build import build_schema, category_fields
-from schema.compiled import CompiledReads
+from schema.compiled import CompiledReads, Planner
 from server.audit_writer import make_audit_writer
 from server.auth import TokenVerifier
 from server.cors import cors_options
 from server.db import DatabaseUrls, server_urls, sqlalchemy_url
 from server.graphiql import PREFIX, graphiql_asset, graphiql_page
-from server.graphql_http import GraphQLEndpoint, client_address, is_connection_error
+from server.graphql_http import GraphQLEndpoint, client_address, is_connection_error, root_fields
 from server.limits import Limits
 from server.operations import Checker, OperationRegistry, OperationsError
 from server.ratelimit import RateLimiter, retry_after_header
@@ -47,6 +47,14 @@ from server.subscriptions_ws import serve_websocket
 from server.telemetry import Telemetry, TelemetryMiddleware, trace_root_fields
 
 log = logging.getLogger("pledgeql.app")
+
+# Roots a query may read without a plan of its own (issue 13): the aggregate reports
+# are SQL already, the policy is answered from memory.
+UNPLANNED_ROOTS = frozenset({"performanceReport", "usageReport", "policy", "policyVersions", "__typename"})
+# Settings.extra key (never read from the environment): "resolvers" lets a query the
+# planner refuses take the resolver path instead of stopping the server. For the tests
+# of other features, until every read is compiled (issue 13); production never sets it.
+UNPLANNED_OPERATIONS = "unplanned_operations"
 
 
 @dataclass
@@ -209,6 +217,43 @@ def load_registry(settings: Settings, schema: GraphQLSchema) -> OperationRegistr
     return None
 
 
+def plan_operations(registry: OperationRegistry, planner: Planner, *, strict: bool = True) -> int:
+    """Plan every registered query, as production serves it: the number planned.
+
+    Mutations and subscriptions are not read documents (they keep their resolvers);
+    a query reading only the reports or the policy needs no plan. A query the
+    planner refuses stops the server, named by its file and operation (with
+    ``strict=False`` it is logged and takes the resolver path)."""
+    planned = 0
+    problems: list[str] = []
+    for registered in registry.operations:
+        document = parse(registered.text)
+        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+        operation = next(
+            (o for o in operations if o.name is not None and o.name.value == registered.name), operations[0]
+        )
+        if operation.operation is not OperationType.QUERY or root_fields(document, operation) <= UNPLANNED_ROOTS:
+            continue
+        try:
+            plan = planner.plan(document, operation)
+        except Exception as error:  # a planner failure names the operation, never a value
+            log.error("Planning %s (%s) failed: %s", registered.name, registered.source, type(error).__name__)
+            plan = None
+        if plan is None:
+            problems.append(f"{registered.source}: operation {registered.name} cannot be planned as one statement")
+        else:
+            planned += 1
+    if problems and strict:
+        raise SystemExit(
+            "PLEDGEQL_OPERATIONS_DIR holds queries that cannot be planned; the server does not start until "
+            "every query is served by one statement:\n" + "\n".join(problems)
+        )
+    for problem in problems:
+        log.warning("Served field by field: %s", problem)
+    log.info("Planned %d of %d persisted operations at startup", planned, len(registry))
+    return planned
+
+
 def check_audit_key(settings: Settings) -> None:
     """Production chains under a configured key only: a key generated per node
     would give each node a chain no other node's key verifies."""
@@ -243,6 +288,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if settings.is_production and registry is not None:
+            # Every query the clients ship is planned before anything is served.
+            strict = settings.extra.get(UNPLANNED_OPERATIONS) != "resolvers"
+            plan_operations(registry, Planner(schema._schema), strict=strict)
         database = urls or server_urls(settings)
         engine = create_serving_engine(database.app, settings)
         state.engine = engine

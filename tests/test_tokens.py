@@ -101,8 +101,10 @@ def production(settings: Settings, keys: Keys, **changes: Any) -> Settings:
         "jwt_issuer": ISSUER,
         "jwt_audience": AUDIENCE,
         "operations_dir": keys.operations_dir,
-        # Production chains under a configured key only (API.md section 5).
-        "extra": {**settings.extra, "audit_key": PRODUCTION_AUDIT_KEY},
+        # Production chains under a configured key only (API.md section 5). Queries the
+        # planner refuses take the resolver path here, until every read is compiled
+        # (issue 13; tests/test_startup_planning.py starts production strictly).
+        "extra": {**settings.extra, "audit_key": PRODUCTION_AUDIT_KEY, "unplanned_operations": "resolvers"},
         **changes,
     }
     return dataclasses.replace(settings, **values)

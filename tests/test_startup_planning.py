@@ -1,0 +1,129 @@
+"""Production plans every persisted query when it starts (issue 13, item 5): the log says how
+many, and a query that cannot be planned stops the server, named by its file and operation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from graphql import DocumentNode, OperationDefinitionNode
+
+from bench.scenarios import CLASS_VIEW
+from permissions.policy import load_policy_set
+from schema.build import build_schema
+from schema.compiled import Plan, Planner
+from server.app import create_app, plan_operations
+from server.db import DatabaseUrls
+from server.limits import Limits
+from server.operations import Checker, OperationRegistry
+from server.settings import Settings
+from tests.test_tokens import PRODUCTION_AUDIT_KEY, Keys, make_keys, production
+
+SHARED_OPERATIONS = Path(__file__).with_name("operations")  # the copy of ../shared/operations
+# Roster with its teachers: a read today's planner refuses (the resolver path serves it).
+REFUSED = "query RosterWithTeachers($id: ID!) { class(id: $id) { name teachers { firstName } } }\n"
+MUTATION = "mutation Submit($input: SubmitResponseInput!) { submitResponse(input: $input) { correct } }\n"
+REPORT = (
+    "query Performance($districtId: ID!) { performanceReport(input: { scope: { districtId: $districtId }, "
+    "groupBy: [SCHOOL] }) { minimumGroupSize rows { students } } }\n"
+)
+VERSIONS = "query Versions { policyVersions }\n"
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Keys:
+    return make_keys(tmp_path)
+
+
+def strict(settings: Settings, keys: Keys, operations: Path) -> Settings:
+    """Production as an operator runs it: no way for an unplanned query to take the resolver path."""
+    return production(settings, keys, operations_dir=operations, extra={"audit_key": PRODUCTION_AUDIT_KEY})
+
+
+def folder(root: Path, files: dict[str, str]) -> Path:
+    operations = root / "ops"
+    operations.mkdir()
+    for name, text in files.items():
+        (operations / name).write_text(text)
+    return operations
+
+
+async def start(settings: Settings, db: DatabaseUrls) -> None:
+    application = create_app(settings, db)
+    async with application.router.lifespan_context(application):
+        assert application.state.pledgeql.endpoint is not None
+
+
+async def test_production_plans_every_query_at_startup_and_logs_how_many(
+    settings: Settings, keys: Keys, db: DatabaseUrls, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    operations = folder(
+        tmp_path,
+        {"roster.graphql": CLASS_VIEW, "submit.graphql": MUTATION, "report.graphql": REPORT, "v.graphql": VERSIONS},
+    )
+    with caplog.at_level(logging.INFO, logger="pledgeql.app"):
+        await start(strict(settings, keys, operations), db)
+    # The roster is planned; the mutation, the report and the policy need no plan.
+    assert "Planned 1 of 4 persisted operations at startup" in caplog.messages
+
+
+async def test_a_query_that_cannot_be_planned_stops_production_and_is_named(
+    settings: Settings, keys: Keys, db: DatabaseUrls, tmp_path: Path
+) -> None:
+    operations = folder(tmp_path, {"roster.graphql": CLASS_VIEW, "teachers.graphql": REFUSED})
+    with pytest.raises(SystemExit) as stopped:
+        await start(strict(settings, keys, operations), db)
+    message = str(stopped.value)
+    assert "teachers.graphql: operation RosterWithTeachers cannot be planned" in message
+    assert "ClassView" not in message  # the planned one is not blamed
+
+
+class FailingPlanner(Planner):
+    """The real planner, failing on one operation as a planner bug would."""
+
+    def plan(self, document: DocumentNode, operation: OperationDefinitionNode) -> Plan | None:
+        if operation.name is not None and operation.name.value == "ClassView":
+            raise RuntimeError("a planner bug; secret-value-in-message")
+        return super().plan(document, operation)
+
+
+def test_a_planner_failure_stops_the_server_naming_the_operation_never_the_failures_message(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    schema = build_schema(load_policy_set(()))._schema
+    registry = OperationRegistry(folder(tmp_path, {"roster.graphql": CLASS_VIEW}), Checker(schema, Limits(), True))
+    with caplog.at_level(logging.ERROR, logger="pledgeql.app"), pytest.raises(SystemExit) as stopped:
+        plan_operations(registry, FailingPlanner(schema))
+    assert "roster.graphql: operation ClassView cannot be planned" in str(stopped.value)
+    logged = " ".join(caplog.messages)
+    assert "RuntimeError" in logged and "secret-value-in-message" not in logged + str(stopped.value)
+
+
+def test_planning_that_is_not_strict_logs_each_query_left_to_the_resolver_path(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    schema = build_schema(load_policy_set(()))._schema
+    operations = folder(tmp_path, {"roster.graphql": CLASS_VIEW, "teachers.graphql": REFUSED})
+    registry = OperationRegistry(operations, Checker(schema, Limits(), True))
+    with caplog.at_level(logging.WARNING, logger="pledgeql.app"):
+        assert plan_operations(registry, Planner(schema), strict=False) == 1
+    assert any("RosterWithTeachers" in m for m in caplog.messages)
+
+
+@pytest.mark.xfail(strict=True, reason="until every read is compiled (issue 13)")
+async def test_production_starts_with_every_shared_operation_planned(
+    settings: Settings, keys: Keys, db: DatabaseUrls, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="pledgeql.app"):
+        await start(strict(settings, keys, SHARED_OPERATIONS), db)
+    assert any(m.startswith("Planned ") for m in caplog.messages)
+
+
+def test_the_operations_copy_is_the_shared_folder() -> None:
+    shared = Path(__file__).resolve().parents[2] / "shared" / "operations"
+    if not shared.is_dir():
+        pytest.skip("the shared operations folder (../shared/operations) is not beside this checkout")
+    mine = {p.relative_to(SHARED_OPERATIONS): p.read_text() for p in SHARED_OPERATIONS.rglob("*") if p.is_file()}
+    theirs = {p.relative_to(shared): p.read_text() for p in shared.rglob("*") if p.is_file()}
+    assert mine == theirs
