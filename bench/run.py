@@ -17,7 +17,12 @@
    checks and audit writes (bench/unenforced_app.py), PostGraphile 4
    (bench/postgraphile/, skipped when node or the package is absent) and the
    physical limit (bench/limit.py), each with the S1 query;
-5. prints the table and the ratios and writes them to ``bench/RESULTS.md``.
+5. the corpus scenario (``--scenarios CORPUS``, bench/corpus.py): every query
+   of ``../shared/operations`` at one worker, between two compiled baselines
+   measured at the start and at the end, each operation's speed against
+   them, PostGraphile equivalents of three teacher screens, and issue 13's
+   done-when rows;
+6. prints the table and the ratios and writes them to ``bench/RESULTS.md``.
 
 Each server runs alone: nothing else is served while one is measured.
 """
@@ -54,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import limit, scenarios  # noqa: E402
+from bench import corpus, limit, scenarios  # noqa: E402
 from bench.loadgen import Call, LoadResult, LoadSpec, run_load, wrk_available  # noqa: E402
 from server.auth import mint_token  # noqa: E402
 from server.db import (  # noqa: E402
@@ -103,7 +108,7 @@ class Options:
     work_dir: Path = BENCH / ".work"
     out: Path = BENCH / "RESULTS.md"
     latency_runs: bool = True
-    scenarios: tuple[str, ...] = ("S1", "S2", "S3", "S4", "S5")
+    scenarios: tuple[str, ...] = ("S1", "S2", "S3", "S4", "S5", "CORPUS")
     systems: tuple[str, ...] = SYSTEMS
     limit_calls: int = 200
     rounds: int = 3
@@ -121,7 +126,9 @@ def parse_options(argv: list[str] | None) -> Options:
     parser.add_argument("--reuse", action="store_true", help="keep the bench database when it has the same seed")
     parser.add_argument("--engine", choices=("wrk", "asyncio"), default=None, help="load generator (default wrk)")
     parser.add_argument("--no-postgraphile", action="store_true", help="skip PostGraphile")
-    parser.add_argument("--scenarios", default="S1,S2,S3,S4,S5", help="pledgeql's scenarios to run (default all)")
+    parser.add_argument(
+        "--scenarios", default="S1,S2,S3,S4,S5,CORPUS", help="pledgeql's scenarios to run (default all)"
+    )
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"systems to run (default {','.join(SYSTEMS)})")
     parser.add_argument("--no-latency", action="store_true", help="skip the concurrency-1 latency runs")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds of the S1 comparison (3)")
@@ -149,8 +156,8 @@ def parse_options(argv: list[str] | None) -> Options:
     if args.concurrency is not None and args.concurrency < 1:
         parser.error("--concurrency must be 1 or more")
     chosen = tuple(x.strip().upper() for x in args.scenarios.split(",") if x.strip())
-    if not chosen or set(chosen) - {"S1", "S2", "S3", "S4", "S5"}:
-        parser.error("--scenarios takes a comma-separated subset of S1,S2,S3,S4,S5")
+    if not chosen or set(chosen) - {"S1", "S2", "S3", "S4", "S5", "CORPUS"}:
+        parser.error("--scenarios takes a comma-separated subset of S1,S2,S3,S4,S5,CORPUS")
     systems = tuple(x.strip().lower() for x in args.systems.split(",") if x.strip())
     if not systems or set(systems) - set(SYSTEMS):
         parser.error(f"--systems takes a comma-separated subset of {','.join(SYSTEMS)}")
@@ -446,6 +453,18 @@ class Row:
 
 
 @dataclass
+class CorpusRow:
+    """One measured operation of the corpus scenario, with its response as probed before the load."""
+
+    operation: corpus.Operation
+    row: Row
+    size: int  # response bytes
+    served: str | None  # the Server-Timing plan: "compiled" or "resolvers" (pledgeql only)
+    problem: str | None
+    phase: str = ""  # "start" / "end" for the baselines
+
+
+@dataclass
 class Report:
     options: Options
     rows: list[Row] = field(default_factory=list)
@@ -455,6 +474,7 @@ class Report:
     postmaster_pid: int | None = None
     owner_url: str = ""
     stacks: dict[str, set[tuple[str, str]]] = field(default_factory=dict)  # per system, as measured
+    corpus: list[CorpusRow] = field(default_factory=list)
 
     def summary(self) -> list[tuple[Row, str]]:
         """One row per (system, scenario, workers, concurrency): of several rounds, the
@@ -801,6 +821,211 @@ def check_postgraphile_s1(body: dict[str, Any]) -> str | None:
     return None
 
 
+def postgraphile_server(urls: DatabaseUrls, env: dict[str, str], options: Options) -> Callable[[int], Any]:
+    def start(workers: int) -> Any:
+        port = free_port()
+        command = [
+            "node",
+            str(POSTGRAPHILE_DIR / "node_modules" / "postgraphile" / "cli.js"),
+            "--connection",
+            urls.owner,
+            "--schema",
+            "public",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--simple-collections",
+            "only",
+            "--disable-default-mutations",
+            "--disable-graphiql",
+            "--disable-query-log",
+        ]
+        if workers > 1:
+            command += ["--cluster-workers", str(workers)]
+        return serve(
+            f"postgraphile-{workers}w", command, env, port, answers_graphql, options, ("listening on port", workers)
+        )
+
+    return start
+
+
+# ------------------------------------------------------------------ corpus
+
+
+def probe(server: Server, call: Call, checker: Checker | None = None) -> tuple[int, str | None, str | None]:
+    """One request before the load: its response's bytes, the plan that served it (Server-Timing)
+    and what is wrong with it, if anything."""
+    request = urllib.request.Request(
+        server.base_url + call.path, data=call.body.encode(), headers=call.headers, method=call.method
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            status, raw, timing = int(response.status), response.read(), response.headers.get("server-timing", "")
+    except urllib.error.HTTPError as error:
+        status, raw, timing = int(error.code), error.read(), error.headers.get("server-timing", "")
+    plan = re.search(r'plan;desc="(\w+)"', timing or "")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return len(raw), None, f"HTTP {status}, not JSON"
+    problem = checker(body) if checker else None
+    if problem is None and body.get("errors"):
+        problem = "errors " + ",".join(sorted({str(e.get("extensions", {}).get("code")) for e in body["errors"]}))
+    if problem is None and status != 200:
+        problem = f"HTTP {status}"
+    return len(raw), plan.group(1) if plan else None, problem
+
+
+def run_corpus(
+    report: Report,
+    start: Callable[[int], Any],
+    start_postgraphile: Callable[[int], Any] | None,
+    subjects: scenarios.Subjects,
+    ids: corpus.Ids,
+    token: Callable[[Any, str], str],
+) -> None:
+    """Every shared query at one worker, between the two compiled baselines at the start and the end."""
+    options = report.options
+
+    def pledgeql_call(op: corpus.Operation) -> Call:
+        request = scenarios.Request(op.name, op.user_id, op.purpose, scenarios.body_of(op.query, op.variables))
+        return graphql_call(op.name, request, token(op.user_id, op.purpose))
+
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(start(1))
+        graphile = None
+        if start_postgraphile is not None:
+            try:
+                graphile = stack.enter_context(start_postgraphile(1))
+            except RuntimeError as error:
+                report.notes.append(f"Corpus: PostGraphile did not start: {error}")
+
+        def one(op: corpus.Operation, phase: str = "", system: str = PLEDGEQL, call: Call | None = None) -> None:
+            target = server if system == PLEDGEQL else graphile
+            if target is None:
+                return
+            call = call or pledgeql_call(op)
+            checker = corpus.check_postgraphile if system == POSTGRAPHILE else None
+            size, served, problem = probe(target, call, checker)
+            row = measure(report, target, system, f"corpus {op.name}", [call], 1, options.concurrency)
+            report.rows.remove(row)  # the corpus has a table of its own
+            report.corpus.append(CorpusRow(op, row, size, served if system == PLEDGEQL else None, problem, phase))
+
+        def postgraphile_call(name: str, query: str, variables: dict[str, str]) -> Call:
+            body = json.dumps({"query": query, "variables": variables})
+            return Call(name, "POST", "/graphql", {"Content-Type": "application/json"}, body)
+
+        first = corpus.baselines(subjects)
+        for op in first:
+            one(op, "start")
+        one(corpus.denied(subjects))
+        s1_variables = {"districtId": str(subjects.district_id), "id": str(subjects.class_id)}
+        one(first[0], system=POSTGRAPHILE, call=postgraphile_call("S1", POSTGRAPHILE_S1, s1_variables))
+        for op in corpus.operations(subjects, ids):
+            one(op)
+            if op.name in corpus.POSTGRAPHILE:
+                variables = corpus.postgraphile_variables(op.name, subjects, ids)
+                one(op, system=POSTGRAPHILE, call=postgraphile_call(op.name, corpus.POSTGRAPHILE[op.name], variables))
+        for op in first:
+            one(op, "end")
+
+
+def corpus_line(report: Report) -> tuple[float, float] | None:
+    points = [
+        (c.row.result.rps, float(c.size))
+        for c in report.corpus
+        if c.phase and c.row.ok and c.row.result is not None and c.problem is None
+    ]
+    return corpus.fit(points)
+
+
+def corpus_rps(report: Report, name: str, system: str = PLEDGEQL) -> list[float]:
+    return [
+        c.row.result.rps
+        for c in report.corpus
+        if c.operation.name == name and c.row.system == system and c.row.ok and c.row.result is not None
+    ]
+
+
+def corpus_section(report: Report) -> list[str]:
+    line = corpus_line(report)
+    lines = [
+        "## Corpus: every shared query (issue 13)",
+        "",
+        f"One worker, {report.options.concurrency} connections. Baselines S1 and `Small` (compiled) at the start "
+        "and at the end; seconds/request = a + b x response bytes fitted to them"
+        + (f": a = {line[0] * 1000:.3f} ms, b = {line[1] * 1e6:.4f} us/byte." if line else ": not determined.")
+        + " Speed = req/s x (a + b x the operation's bytes); 1.0 is as fast as the compiled path.",
+        "",
+        "| operation | file | purpose | system | served | req/s | p50 ms | CPU ms/req server | "
+        "CPU ms/req PostgreSQL | bytes | speed | note |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in report.corpus:
+        r = c.row.result
+        rate = f"{r.rps:.1f}" if r else "-"
+        p50 = _ms(r.p50_ms) if r else "-"
+        fast = f"{corpus.speed(r.rps, c.size, line):.2f}" if r and line and c.row.system == PLEDGEQL else "-"
+        notes = (f"baseline ({c.phase})" if c.phase else "", c.problem or "", "" if c.row.ok else c.row.status)
+        note = "; ".join(x for x in notes if x)
+        lines.append(
+            f"| {c.operation.name} | {c.operation.source} | {c.operation.purpose} | {c.row.system} | {c.served or '-'} "
+            f"| {rate} | {p50} | {_ms(c.row.app_cpu_ms)} | {_ms(c.row.db_cpu_ms)} | {c.size:,} | {fast} | {note} |"
+        )
+    lines += ["", "### Done when (issue 13)", "", *done_when(report, line), ""]
+    return lines
+
+
+def _verdict(ok: bool | None) -> str:
+    return "not measured" if ok is None else ("met" if ok else "not met")
+
+
+def done_when(report: Report, line: tuple[float, float] | None) -> list[str]:
+    shared = [
+        c for c in report.corpus if not c.phase and c.row.system == PLEDGEQL and c.operation.name != corpus.DENIED
+    ]
+    speeds = {
+        c.operation.name: corpus.speed(c.row.result.rps, c.size, line)
+        for c in shared
+        if line and c.row.ok and c.row.result is not None
+    }
+    slow = [n for n, v in speeds.items() if v < corpus.TARGET_SPEED]
+    slow += [c.operation.name for c in shared if c.operation.name not in speeds or c.problem]
+    every = None if not shared or not line else not slow
+    out = [
+        f"- Every shared query has speed >= {corpus.TARGET_SPEED}: **{_verdict(every)}**"
+        + (f" (below, or not measured: {', '.join(sorted(set(slow)))})" if slow else "")
+    ]
+    for name in corpus.POSTGRAPHILE:
+        ours, theirs = corpus_rps(report, name), corpus_rps(report, name, POSTGRAPHILE)
+        ratio = ours[0] / theirs[0] if ours and theirs else None
+        shown = f"{ratio:.2f}x" if ratio is not None else "n/a"
+        out.append(
+            f"- {name} >= 1.0x its PostGraphile equivalent: **{shown}**, "
+            f"{_verdict(None if ratio is None else ratio >= 1.0)}"
+        )
+    s1, graphile = corpus_rps(report, "S1"), corpus_rps(report, "S1", POSTGRAPHILE)
+    ratio = (sum(s1) / len(s1)) / graphile[0] if s1 and graphile else None
+    out.append(
+        f"- S1 >= 1.0x PostGraphile at 1 worker (this run's baselines, mean of start and end): "
+        f"**{f'{ratio:.2f}x' if ratio is not None else 'n/a'}**, {_verdict(None if ratio is None else ratio >= 1.0)}"
+    )
+    denied = next((c for c in report.corpus if c.operation.name == corpus.DENIED), None)
+    if denied is not None and denied.row.result is not None and line and s1:
+        baseline = next(c for c in report.corpus if c.operation.name == "S1")
+        allowed = corpus.speed(sum(s1) / len(s1), baseline.size, line)
+        ratio = corpus.speed(denied.row.result.rps, denied.size, line) / allowed
+        out.append(
+            f"- {corpus.DENIED} >= 0.75x the speed of the allowed S1, errors included: **{ratio:.2f}x**, "
+            f"{_verdict(ratio >= 0.75)}"
+        )
+    else:
+        out.append(f"- {corpus.DENIED} >= 0.75x the speed of the allowed S1: **not measured**")
+    out.append('- The README\'s "How a read is served" describes one path: not measured by the bench (read the README)')
+    return out
+
+
 # -------------------------------------------------------------------- main
 
 
@@ -854,7 +1079,15 @@ def run(options: Options) -> Report:
     start_pledgeql = pledgeql_server(env, options)
     if "pledgeql" in options.systems:
         run_pledgeql(report, calls, start_pledgeql)
+
+    def corpus_run(missing: str | None) -> None:
+        if "CORPUS" in options.scenarios and "pledgeql" in options.systems:
+            ids = asyncio.run(corpus.prepare_ids(urls.owner, subjects))
+            graphile = None if missing else postgraphile_server(urls, env, options)
+            run_corpus(report, start_pledgeql, graphile, subjects, ids, token)
+
     if "S1" not in options.scenarios:
+        corpus_run(postgraphile_missing() if options.postgraphile else "not run")
         report.facts["load_before"] = load_before
         report.facts["load_after"] = os.getloadavg()
         report.facts["minutes"] = (time.monotonic() - started) / 60
@@ -901,35 +1134,13 @@ def run(options: Options) -> Report:
         variables = {"districtId": str(subjects.district_id), "id": str(subjects.class_id)}
         pg_body = json.dumps({"query": POSTGRAPHILE_S1, "variables": variables})
 
-        def postgraphile(workers: int) -> Any:
-            port = free_port()
-            command = [
-                "node",
-                str(POSTGRAPHILE_DIR / "node_modules" / "postgraphile" / "cli.js"),
-                "--connection",
-                urls.owner,
-                "--schema",
-                "public",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--simple-collections",
-                "only",
-                "--disable-default-mutations",
-                "--disable-graphiql",
-                "--disable-query-log",
-            ]
-            if workers > 1:
-                command += ["--cluster-workers", str(workers)]
-            return serve(
-                f"postgraphile-{workers}w", command, env, port, answers_graphql, options, ("listening on port", workers)
-            )
-
+        postgraphile = postgraphile_server(urls, env, options)
         pg_call = Call("S1", "POST", "/graphql", {"Content-Type": "application/json"}, pg_body)
         side.append(System(POSTGRAPHILE, postgraphile, [pg_call], check_postgraphile_s1))
 
     run_side_by_side(report, side)
+
+    corpus_run(missing)
 
     report.facts["load_before"] = load_before
     report.facts["load_after"] = os.getloadavg()
@@ -1111,6 +1322,8 @@ def markdown(report: Report) -> str:
             f"{lc.response_bytes:,} bytes.",
             "",
         ]
+    if report.corpus:
+        lines += corpus_section(report)
     if report.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in report.notes), ""]
     lines += [

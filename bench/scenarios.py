@@ -230,8 +230,11 @@ class Request:
     body: bytes
 
 
-def _body(query: str, variables: dict[str, Any]) -> bytes:
+def body_of(query: str, variables: dict[str, Any]) -> bytes:
     return orjson.dumps({"query": query, "variables": variables})
+
+
+_body = body_of
 
 
 def scenario_requests(subjects: Subjects) -> dict[str, list[Request]]:

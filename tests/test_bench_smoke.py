@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from strawberry.permission import PermissionExtension
 
+from bench.corpus import fit, operations_folder, shared_queries, speed
 from bench.run import POSTGRAPHILE_DIR, postgraphile_missing
 from bench.unenforced_app import _definitions, build_unenforced_schema, create_unenforced_app
 from schema.classified import category_of
@@ -36,9 +37,9 @@ SMOKE_DATABASE = "t_bench_smoke"
 
 
 def _table(text: str) -> list[list[str]]:
-    """The rows of the results table, as cells."""
+    """The rows of the results table (the corpus has a table of its own), as cells."""
     rows = []
-    for line in text.splitlines():
+    for line in text.split("## Corpus")[0].splitlines():
         if line.startswith("| ") and not line.startswith("| system"):
             rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
     return rows
@@ -97,6 +98,41 @@ async def test_the_harness_runs_end_to_end_and_writes_a_table_with_every_scenari
     for row in rows:
         failed, note = row[7], row[-1]
         assert failed in ("0", "-") and not note.startswith("failed"), row
+    # The corpus (issue 13): a row per shared query between the baselines, and the done-when rows.
+    corpus = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in text.split("## Corpus")[1].splitlines()
+        if line.startswith("| ") and not line.startswith("| operation")
+    ]
+    measured = {(row[0], row[3]) for row in corpus}
+    for _, name, _, _ in shared_queries(operations_folder()):
+        assert (name, "pledgeql") in measured, f"no corpus row for {name}"
+    assert [row[-1] for row in corpus if row[0] == "S1" and row[3] == "pledgeql"] == [
+        "baseline (start)",
+        "baseline (end)",
+    ]
+    assert {row[4] for row in corpus if row[0] in ("S1", "Small") and row[3] == "pledgeql"} == {"compiled"}
+    done = text.split("### Done when (issue 13)")[1]
+    assert done.count("\n- ") == 7 and "Every shared query has speed >= 0.7" in done
+
+
+def test_the_speed_line_is_fitted_to_the_baselines_and_is_one_on_them() -> None:
+    # 100 req/s at 10,000 bytes and 400 req/s at 1,000: 10 ms and 2.5 ms a request.
+    line = fit([(100.0, 10_000.0), (400.0, 1_000.0)])
+    assert line is not None
+    a, b = line
+    assert abs(b - 7.5e-3 / 9_000) < 1e-12 and abs(a + b * 1_000 - 2.5e-3) < 1e-12
+    assert abs(speed(100.0, 10_000, line) - 1.0) < 1e-9 and abs(speed(400.0, 1_000, line) - 1.0) < 1e-9
+    assert abs(speed(50.0, 10_000, line) - 0.5) < 1e-9  # half as fast as the compiled path at that size
+    assert fit([(100.0, 10_000.0), (120.0, 10_000.0)]) is None  # one size: no line
+
+
+def test_the_corpus_is_every_named_query_of_the_shared_operations_with_its_purpose() -> None:
+    queries = {name: (source, purpose) for source, name, purpose, _ in shared_queries(operations_folder())}
+    assert queries["ClassRoster"] == ("teacher-app/class.graphql", "INSTRUCTION")
+    assert queries["PlatformSkills"][1] == "PRODUCT_ANALYTICS"
+    assert "SubmitAnswer" not in queries and "LiveClass" not in queries  # a mutation, a subscription
+    assert len(queries) == 20
 
 
 def test_postgraphile_is_pinned_to_version_4() -> None:

@@ -38,7 +38,6 @@ from graphql import (
     GraphQLObjectType,
     GraphQLSchema,
     OperationDefinitionNode,
-    OperationType,
     get_named_type,
     is_leaf_type,
     parse,
@@ -47,6 +46,7 @@ from graphql import (
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from bench.corpus import shared_queries
 from server.app import UNPLANNED_ROOTS
 from server.graphql_http import root_fields
 from tests.conftest import ALL_PURPOSES, justified
@@ -368,38 +368,7 @@ def test_the_random_documents_were_served_and_compared() -> None:
 # ------------------------------------------------------------------ the clients' operations
 
 
-def _shared_queries() -> list[tuple[str, str, str, str]]:
-    """(file, operation, purpose, the operation's text with its fragments) for each shared query."""
-    fragments: dict[str, str] = {}
-    found: list[tuple[str, str, str, str]] = []
-    for path in sorted(OPERATIONS.rglob("*.graphql")):
-        text = path.read_text()
-        document = parse(text)
-        for definition in document.definitions:
-            source = text[definition.loc.start : definition.loc.end] if definition.loc else ""
-            if not isinstance(definition, OperationDefinitionNode):
-                fragments[definition.name.value] = source  # type: ignore[attr-defined]
-                continue
-            if definition.operation is not OperationType.QUERY or definition.name is None:
-                continue
-            before = text[: definition.loc.start if definition.loc else 0].rstrip().splitlines()
-            purpose = before[-1].split(":", 1)[1].strip() if before and "purpose:" in before[-1] else "INSTRUCTION"
-            found.append((str(path.relative_to(OPERATIONS)), definition.name.value, purpose, source))
-    return [(f, n, p, _with_fragments(s, fragments)) for f, n, p, s in found]
-
-
-def _with_fragments(source: str, fragments: dict[str, str]) -> str:
-    used: list[str] = []
-    pending = re.findall(r"\.\.\.\s*([A-Za-z_]\w*)", source)
-    while pending:
-        name = pending.pop()
-        if name in fragments and name not in used and name != "on":
-            used.append(name)
-            pending.extend(re.findall(r"\.\.\.\s*([A-Za-z_]\w*)", fragments[name]))
-    return "\n".join([source, *(fragments[n] for n in sorted(used))])
-
-
-SHARED = _shared_queries()
+SHARED = shared_queries(OPERATIONS)
 CALLER = {
     "teacher-app": "teacher1@northwind.example",
     "student-client": "student1@northwind.example",
