@@ -61,7 +61,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from permissions.decide import DecisionTable, DistrictConditions, Relationship, check_request
-from permissions.enums import Purpose, RequestRefusal, Role
+from permissions.enums import ANALYST_PURPOSES, Purpose, RequestRefusal, Role
 from permissions.policy import PolicySet
 from permissions.principal import Principal
 from resolvers.principal import load_conditions, load_principal, support_tickets
@@ -608,8 +608,13 @@ class GraphQLEndpoint:
         """The districts whose rows the request's transaction may touch at all."""
         if principal.district_id is not None or principal.role is not Role.ANALYST:
             return [d for d in scope.district_ids if isinstance(d, uuid.UUID)]
-        # Analysts: only districts that authorize the declared purpose.
-        return [uuid.UUID(key) for key, c in conditions.items() if purpose in c.authorized_purposes]
+        # Analysts: only districts that authorize the declared purpose, and, under
+        # one of the analysts' two purposes, those that authorize the other: a
+        # report is suppressed jointly with the same report under the other
+        # purpose (schema/reports.py), so it counts both universes; it shows
+        # only its own.
+        wanted = ANALYST_PURPOSES if purpose in ANALYST_PURPOSES else {purpose}
+        return [uuid.UUID(key) for key, c in conditions.items() if wanted & c.authorized_purposes]
 
     def _limit(self, key: str) -> None:
         if self.rate_limiter is None:
