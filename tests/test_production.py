@@ -165,6 +165,26 @@ def test_production_validation_refuses_introspection_even_for_a_registered_docum
     assert not DocumentCache(schema, production=False).get("{ __schema { queryType { name } } }").errors
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ s: __schema { ...Types } } fragment Types on __Schema { types { name fields { name } } }",
+        '{ me { role } t: __type(name: "Student") { ... on __Type { fields { name type { name } } } } }',
+    ],
+)
+def test_production_validation_refuses_introspection_under_an_alias_or_fragment_once_per_entry(
+    app: Any, query: str
+) -> None:
+    schema = app.state.pledgeql.schema._schema
+    errors = DocumentCache(schema, production=True).get(query).errors
+    assert len(errors) == 1 and errors[0].extensions == {"code": "BAD_USER_INPUT"}
+
+
+def test_production_validation_still_answers_typename(app: Any) -> None:
+    schema = app.state.pledgeql.schema._schema
+    assert not DocumentCache(schema, production=True).get("{ __typename me { __typename role } }").errors
+
+
 def test_production_validation_messages_suggest_nothing(app: Any) -> None:
     schema = app.state.pledgeql.schema._schema
     message = DocumentCache(schema, production=True).get("{ me { rol } }").errors[0].message
