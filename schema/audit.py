@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import strawberry
 from strawberry.types import Info
 
+from permissions.errors import BadUserInput, Forbidden
 from schema.base import Node, PageInfo
 from schema.enums import DataCategoryEnum, Decision, PurposeEnum, RoleEnum
-from server.errors import BadUserInput, Forbidden
 
 if TYPE_CHECKING:
     from schema.types import Student

@@ -19,10 +19,10 @@ import strawberry
 from strawberry.types import Info
 
 from permissions.enums import Purpose, Role
+from permissions.errors import BadUserInput, Forbidden, NotFound
 from resolvers import governance as sql
 from resolvers.reads import Row
 from schema.audit import require_operation
-from server.errors import BadUserInput, Forbidden, NotFound
 
 if TYPE_CHECKING:
     from schema.governance import DistrictSettingsInput, SupportGrant, SupportGrantInput

@@ -14,6 +14,7 @@ from typing import TypeVar
 import strawberry
 from strawberry.types import Info
 
+from permissions.errors import FieldError
 from schema import governance_ops, practice, rights
 from schema.governance import (
     ActivityEventInput,
@@ -32,7 +33,6 @@ from schema.governance import (
     SupportGrantInput,
 )
 from schema.types import Assignment, District, DistrictSettings, Student
-from server.errors import FieldError
 
 T = TypeVar("T")
 

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit, urlunsplit
 from strawberry.types import Info
 
 from permissions.enums import DataCategory, Role
+from permissions.errors import BadUserInput, Forbidden, NotFound
 from resolvers import practice as sql
 from schema.audit import require_operation
 from schema.types import Assignment, Response
-from server.errors import BadUserInput, Forbidden, NotFound
 
 if TYPE_CHECKING:
     from schema.governance import (

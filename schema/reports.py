@@ -54,6 +54,7 @@ from strawberry.types import Info
 
 from permissions.decide import DistrictConditions, is_collected, is_purpose_authorized
 from permissions.enums import AggregateScope, DataCategory, DenyReason, Purpose, Role
+from permissions.errors import BadUserInput, Forbidden
 from resolvers.reports import (
     DEMOGRAPHIC_DIMENSIONS,
     DIMENSIONS,
@@ -66,7 +67,6 @@ from resolvers.reports import (
 )
 from schema.enums import Dimension, SuppressionReason
 from schema.governance import AggregateReport, AggregateRow, GroupValue, ReportInput, ScopeInput
-from server.errors import BadUserInput, Forbidden
 
 DEFAULT_K = 10
 # Windows are widened to whole weeks: keep them where a week more or less exists.

@@ -26,11 +26,11 @@ import strawberry
 from strawberry.types import Info
 
 from permissions.enums import DataCategory, DenyReason
+from permissions.errors import BadUserInput, FieldError, Forbidden, NotFound
 from resolvers import rights as sql
 from resolvers.reads import Row
 from schema.audit import require_operation
 from schema.enums import DataRequestKind, DataRequestStatus
-from server.errors import BadUserInput, FieldError, Forbidden, NotFound
 
 if TYPE_CHECKING:
     from schema.governance import (

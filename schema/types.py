@@ -18,11 +18,11 @@ from strawberry.types import Info
 
 from permissions.decide import Decision
 from permissions.enums import DataCategory, DenyReason, Role
+from permissions.errors import BadUserInput, Forbidden
 from resolvers.reads import Row, encode_cursor
 from schema.base import Node, PageInfo
 from schema.classified import classified
 from schema.enums import ActivityKind, PurposeEnum, RoleEnum
-from server.errors import BadUserInput, Forbidden
 
 MAX_PAGE = 500
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from opentelemetry import trace
 
 from permissions.audit import (
     CATEGORY_VALUES,
@@ -34,6 +33,7 @@ from permissions.audit import (
     values_hash,
 )
 from server.context import RequestContext
+from server.telemetry import current_trace_id
 
 AuditWriter = Callable[[RequestContext], Awaitable[None]]
 
@@ -62,12 +62,6 @@ INSERT = (
 def insert_args(rows: list[tuple[Any, ...]]) -> tuple[str]:
     """INSERT's one parameter: the rows (COLUMNS order) as a JSON array of objects."""
     return (orjson.dumps([dict(zip(COLUMNS, row, strict=True)) for row in rows], default=str).decode(),)
-
-
-def current_trace_id() -> str | None:
-    """The active OpenTelemetry span's trace id (32 hex digits), or None."""
-    context = trace.get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None
 
 
 # chain_rows builds each entry's values positionally, in this order.

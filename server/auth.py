@@ -19,7 +19,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from server.errors import RequestError
+from permissions.errors import RequestError
 from server.settings import Settings
 
 log = logging.getLogger("pledgeql.auth")

@@ -62,6 +62,7 @@ from starlette.responses import Response
 
 from permissions.decide import DecisionTable, DistrictConditions, Relationship, check_request
 from permissions.enums import ANALYST_PURPOSES, Purpose, RequestRefusal, Role
+from permissions.errors import STATUS, TRANSPORT_CODES, FieldError, RequestError
 from permissions.policy import PolicySet
 from permissions.principal import Principal
 from resolvers.principal import load_conditions, load_principal, support_tickets
@@ -70,7 +71,6 @@ from resolvers.scope import RowScope
 from schema.compiled import CompiledReads, Plan, Planner
 from server.auth import TokenClaims, TokenVerifier
 from server.context import ClientInfo, PublicContext, RequestContext
-from server.errors import STATUS, TRANSPORT_CODES, FieldError, RequestError
 from server.headers import HeaderError, client_request_id, justification_header, purpose_header
 from server.limits import (
     Limits,

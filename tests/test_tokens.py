@@ -27,10 +27,10 @@ import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from permissions.errors import RequestError
 from server.app import create_app
 from server.auth import LEEWAY_SECONDS, TokenVerifier, load_jwks
 from server.db import DatabaseUrls
-from server.errors import RequestError
 from server.settings import Settings
 from tests.conftest import error_codes
 
