@@ -27,7 +27,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from permissions.enums import DataCategory, Purpose
-from permissions.notice import DistrictNotice, render_privacy_html
+from permissions.notice import DistrictNotice
 from permissions.policy import PolicySet, load_policy_set
 from schema.build import build_schema, category_fields
 from schema.compiled import CompiledReads
@@ -38,6 +38,7 @@ from server.db import DatabaseUrls, server_urls, sqlalchemy_url
 from server.graphiql import PREFIX, graphiql_asset, graphiql_page
 from server.graphql_http import GraphQLEndpoint, client_address, is_connection_error
 from server.limits import Limits
+from server.notice_page import privacy_response
 from server.operations import Checker, OperationRegistry, OperationsError
 from server.ratelimit import RateLimiter, retry_after_header
 from server.settings import Settings
@@ -316,7 +317,7 @@ def create_app(
 
     async def privacy(request: Request) -> Response:
         doc = _policies_today().latest()
-        return HTMLResponse(render_privacy_html(doc, _category_fields()))
+        return privacy_response(request, doc, _category_fields())
 
     async def privacy_district(request: Request) -> Response:
         # It reads the database: limited by client address, as requests without a token are.
@@ -359,7 +360,7 @@ def create_app(
             audit_days=row["audit_days"],
         )
         doc = _policies_today().governing(row["accepted_policy_version"])
-        return HTMLResponse(render_privacy_html(doc, _category_fields(), notice))
+        return privacy_response(request, doc, _category_fields(), notice)
 
     middleware = [
         Middleware(TelemetryMiddleware, telemetry=telemetry),
