@@ -4,6 +4,7 @@ statement at a time (asyncpg runs one query per connection)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import asyncpg
@@ -27,13 +28,15 @@ class DbClosed(RuntimeError):
 
 
 class Db:
-    __slots__ = ("_closed", "_conn", "_lock", "statements")
+    __slots__ = ("_closed", "_conn", "_lock", "seconds", "statements")
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
         self._lock = asyncio.Lock()
         self._closed = False
         self.statements = 0
+        # Time spent in the database's statements (Server-Timing's ``sql``).
+        self.seconds = 0.0
 
     async def close(self) -> None:
         """Wait for the statement in flight, then refuse any other: the request
@@ -50,31 +53,51 @@ class Db:
         async with self._lock:
             self._check()
             self.statements += 1
-            rows: list[asyncpg.Record] = await self._conn.fetch(sql, *args)
+            started = time.perf_counter()
+            try:
+                rows: list[asyncpg.Record] = await self._conn.fetch(sql, *args)
+            finally:
+                self.seconds += time.perf_counter() - started
             return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         async with self._lock:
             self._check()
             self.statements += 1
-            row: asyncpg.Record | None = await self._conn.fetchrow(sql, *args)
+            started = time.perf_counter()
+            try:
+                row: asyncpg.Record | None = await self._conn.fetchrow(sql, *args)
+            finally:
+                self.seconds += time.perf_counter() - started
             return row
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         async with self._lock:
             self._check()
             self.statements += 1
-            return await self._conn.fetchval(sql, *args)
+            started = time.perf_counter()
+            try:
+                return await self._conn.fetchval(sql, *args)
+            finally:
+                self.seconds += time.perf_counter() - started
 
     async def execute(self, sql: str, *args: Any) -> str:
         async with self._lock:
             self._check()
             self.statements += 1
-            status: str = await self._conn.execute(sql, *args)
+            started = time.perf_counter()
+            try:
+                status: str = await self._conn.execute(sql, *args)
+            finally:
+                self.seconds += time.perf_counter() - started
             return status
 
     async def copy_records(self, table: str, records: list[tuple[Any, ...]], columns: list[str]) -> None:
         async with self._lock:
             self._check()
             self.statements += 1
-            await self._conn.copy_records_to_table(table, records=records, columns=columns)
+            started = time.perf_counter()
+            try:
+                await self._conn.copy_records_to_table(table, records=records, columns=columns)
+            finally:
+                self.seconds += time.perf_counter() - started

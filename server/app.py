@@ -262,6 +262,7 @@ def create_app(
             telemetry=telemetry,
             max_body_bytes=settings.max_body_bytes,
             compiled=CompiledReads(),
+            server_timing=settings.sends_server_timing,
         )
         state.live = LiveService(state.endpoint, LiveHub(database.app), live_limits)
         undo_signals = state.live.on_shutdown_signal()

@@ -26,6 +26,7 @@ import asyncio
 import datetime as dt
 import logging
 import re
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -263,6 +264,21 @@ class Reply:
     body: dict[str, Any]
     status: int
     headers: dict[str, str] = field(default_factory=dict)
+    # How the operation was served (Server-Timing): "compiled" or "resolvers",
+    # and the seconds spent in its SQL and in its audit write.
+    served: str | None = None
+    sql_seconds: float = 0.0
+    audit_seconds: float = 0.0
+
+
+def server_timing(reply: Reply, total_seconds: float) -> str:
+    """The Server-Timing header: the path that served the operation, and the
+    durations of its SQL, its audit write and the whole request, in ms."""
+    parts = [f'plan;desc="{reply.served}"'] if reply.served else []
+    if reply.served:
+        parts += [f"sql;dur={reply.sql_seconds * 1000:.2f}", f"audit;dur={reply.audit_seconds * 1000:.2f}"]
+    parts.append(f"total;dur={total_seconds * 1000:.2f}")
+    return ", ".join(parts)
 
 
 def _limit_extensions(source: GraphQLError | Violation) -> dict[str, Any]:
@@ -459,8 +475,10 @@ class GraphQLEndpoint:
         telemetry: Telemetry | None = None,
         max_body_bytes: int = 256 * 1024,
         compiled: CompiledReads | None = None,
+        server_timing: bool = False,
     ) -> None:
         self.trusted_proxy_header = trusted_proxy_header
+        self.server_timing = server_timing
         self.schema = schema
         self.policies = policies
         self.verifier = verifier
@@ -646,6 +664,7 @@ class GraphQLEndpoint:
     # ------------------------------------------------------------ execution
 
     async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
         request_id = request_id_of(request)
         self.telemetry.activate()
         try:
@@ -659,6 +678,8 @@ class GraphQLEndpoint:
         if "errors" in reply.body:
             self.telemetry.record_errors(reply.body["errors"])
         with_purpose(request, reply)
+        if self.server_timing:
+            reply.headers["server-timing"] = server_timing(reply, time.perf_counter() - started)
         return _respond(request, reply, request_id)
 
     async def _handle(self, request: Request, request_id: str) -> Reply:
@@ -747,6 +768,10 @@ class GraphQLEndpoint:
                     reply = await self._compiled(plan, variables, context)
                     if reply is None:
                         reply = await self._run(request, prepared, gql, context)
+                        reply.served = "resolvers"
+                    else:
+                        reply.served = "compiled"
+                    reply.sql_seconds = db.seconds
                     # Fail closed: the response leaves only once its audit entries are
                     # written, in this transaction or (a query's, under load) in the
                     # transaction of the query leading its group, once that has
@@ -759,7 +784,8 @@ class GraphQLEndpoint:
                     except Exception as error:
                         log.error("Audit write failed: %s", type(error).__name__)
                         raise AuditUnavailable from None
-                    self.telemetry.record_audit(entries, asyncio.get_running_loop().time() - started)
+                    reply.audit_seconds = asyncio.get_running_loop().time() - started
+                    self.telemetry.record_audit(entries, reply.audit_seconds)
                 finally:
                     # Nothing touches this connection once it goes back to the pool, not even a
                     # resolver task still running after its field was cancelled (a DataLoader batch):

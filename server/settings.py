@@ -64,6 +64,7 @@ class _Environment(BaseSettings):
     body_timeout: PositiveFloat = 30.0
     max_connections: int = 1000
     policy_dirs: str = ""
+    server_timing: bool | None = None
 
     @field_validator("env", mode="before")
     @classmethod
@@ -131,11 +132,18 @@ class Settings:
     body_timeout: float = 30.0
     max_connections: int = 1000
     policy_dirs: tuple[Path, ...] = ()
+    # PLEDGEQL_SERVER_TIMING: the Server-Timing header on /graphql responses;
+    # unset, it is on in development and off in production.
+    server_timing: bool | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def sends_server_timing(self) -> bool:
+        return self.server_timing if self.server_timing is not None else not self.is_production
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -174,6 +182,7 @@ class Settings:
             body_timeout=env.body_timeout,
             max_connections=env.max_connections,
             policy_dirs=tuple(Path(d) for d in _listed(env.policy_dirs, ":")),
+            server_timing=env.server_timing,
         )
 
     def configured_audit_key(self) -> str | None:

@@ -257,3 +257,23 @@ def test_production_does_not_start_with_an_invalid_registered_operation(
 def test_production_does_not_start_with_cors_open_to_every_origin(prod_settings: Settings, db: DatabaseUrls) -> None:
     with pytest.raises(SystemExit, match="CORS"):
         create_app(dataclasses.replace(prod_settings, cors_origins=("*",)), db)
+
+
+async def test_production_sends_no_server_timing_by_default(
+    prod_client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    response = await prod_client.post("/graphql", json={"query": ME}, headers=headers)
+    assert response.status_code == 200
+    assert "server-timing" not in response.headers
+
+
+async def test_production_sends_server_timing_when_the_operator_turns_it_on(
+    prod_settings: Settings, db: DatabaseUrls, headers: dict[str, str]
+) -> None:
+    application = create_app(dataclasses.replace(prod_settings, server_timing=True), db)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://pledgeql.test") as http:
+            response = await http.post("/graphql", json={"query": ME}, headers=headers)
+    assert response.status_code == 200
+    assert response.headers["server-timing"].startswith('plan;desc="')
