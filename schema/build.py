@@ -20,6 +20,7 @@ from permissions.policy import PolicySet
 from schema.classified import category_of
 from schema.descriptions import keep_descriptions
 from schema.direct import install_direct_resolvers
+from schema.gate import check_operations
 from schema.governance import DataRequest
 from schema.mutation import Mutation
 from schema.query import Query
@@ -165,11 +166,28 @@ def check_policy(schema: strawberry.Schema, policies: PolicySet) -> None:
                 )
 
 
+def check_operation_fields(schema: strawberry.Schema) -> None:
+    """Every operation a policy can name is a field of the schema (schema/gate.py)."""
+    fields: set[str] = set()
+    for type_name, graphql_type in schema._schema.type_map.items():
+        if not type_name.startswith("__") and isinstance(getattr(graphql_type, "fields", None), dict):
+            fields |= set(graphql_type.fields)  # type: ignore[attr-defined]
+    problems = check_operations(fields)
+    if problems:
+        raise SchemaPolicyError(
+            "; ".join(problems) + ": permissions.policy.KNOWN_OPERATIONS must name the schema's operations"
+        )
+
+
 def build_schema(policies: PolicySet, schema: strawberry.Schema | None = None) -> strawberry.Schema:
     """The served schema (or ``schema``), once it passes the build-time checks."""
+    served = schema is None
     schema = schema if schema is not None else _graphql_schema()
     check_categories(schema)
     check_policy(schema, policies)
+    if served:
+        # A schema built for a test may hold only some of the operations.
+        check_operation_fields(schema)
     install_direct_resolvers(schema)
     keep_descriptions(schema._schema, {name: c.value for name, c in _fields(schema) if c is not None})
     return schema

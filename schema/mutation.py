@@ -43,7 +43,7 @@ async def attempt(info: Info, work: Awaitable[T]) -> T:
         return await work
     except FieldError:
         ctx = info.context
-        field = f"Mutation.{info._raw_info.field_name}"
+        field = f"Mutation.{info.field_name}"
         if not ctx.audit.has_denial(field):
             ctx.audit.note(ctx.home_district_key, None, field, "", False)
         raise
