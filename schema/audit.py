@@ -12,18 +12,15 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import strawberry
 from strawberry.types import Info
 
 from permissions.errors import BadUserInput, Forbidden
-from schema.base import Node, PageInfo
+from schema.base import Node, PageInfo, check_first
 from schema.enums import DataCategoryEnum, Decision, PurposeEnum, RoleEnum
 from schema.gate import Needs, gate
-
-if TYPE_CHECKING:
-    from schema.types import Student
 
 MAX_SEQ = 2**63 - 1
 
@@ -125,8 +122,6 @@ async def read_audit(
 ) -> AuditConnection:
     """A page of one district's entries, newest first. ``where`` holds SQL
     fragments over the placeholders $2.. bound to ``args``."""
-    from schema.types import check_first
-
     size = check_first(first, default=100)
     seq = decode_seq(after)
     params: list[Any] = [district_id, *args]
@@ -146,11 +141,12 @@ async def read_audit(
     )
 
 
-async def access_log(info: Info, student: Student, first: int | None, after: str | None) -> AuditConnection | None:
-    gate(info, "accessLog", Needs.RULE_AUDITED, subject=student.subject_id, district_key=student.district_key)
-    return await read_audit(
-        info, uuid.UUID(student.district_key), ["subject_student_id = $2"], [student.subject_id], first, after
-    )
+async def access_log(
+    info: Info, district_key: str, subject_id: uuid.UUID, first: int | None, after: str | None
+) -> AuditConnection | None:
+    """One student's access log (``Student.accessLog``)."""
+    gate(info, "accessLog", Needs.RULE_AUDITED, subject=subject_id, district_key=district_key)
+    return await read_audit(info, uuid.UUID(district_key), ["subject_student_id = $2"], [subject_id], first, after)
 
 
 async def audit_log(info: Info, filter: AuditFilter | None, first: int | None, after: str | None) -> AuditConnection:

@@ -161,7 +161,7 @@ class Query:
     @strawberry.field(description="Public: needs no token. The current version unless one is named.")
     def policy(self, info: Info, version: str | None = None) -> PolicyDocument:
         from permissions.policy import UnknownPolicyVersion
-        from schema.build import category_fields
+        from schema.catalog import category_fields
 
         policies = info.context.policies
         try:

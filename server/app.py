@@ -29,7 +29,8 @@ from starlette.websockets import WebSocket
 from permissions.enums import DataCategory, Purpose
 from permissions.notice import DistrictNotice
 from permissions.policy import PolicySet, load_policy_set
-from schema.build import build_schema, category_fields
+from schema.build import build_schema
+from schema.catalog import category_fields
 from schema.compiled import CompiledReads
 from server.audit_writer import make_audit_writer
 from server.auth import TokenVerifier

@@ -8,7 +8,7 @@ data category. Beside them:
 
 - ``data_dictionary.csv``: file, field, type, category, meaning. Categories
   come from the schema's ``@classified`` declarations
-  (``schema.build.category_fields()``), matched to columns by name, and from
+  (``schema.catalog.category_fields()``), matched to columns by name, and from
   the few stored columns the API does not show (COLUMN_CATEGORIES);
 - ``export_manifest.json``: rows and sha256 of every file;
 - ``README.txt``: what the export is and how to read it.
@@ -296,7 +296,7 @@ class ExportResult:
 
 def field_categories() -> dict[str, str]:
     """``Type.field`` -> category, from the schema's @classified declarations."""
-    from schema.build import category_fields
+    from schema.catalog import category_fields
 
     return {name: category for category, names in category_fields().items() for name in names}
 
