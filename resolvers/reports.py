@@ -543,23 +543,12 @@ async def run_report(
     dims = canonical([*fixed, *group_by])
     level_f = canonical(list(fixed))
     lattice_dims = canonical([*dims, "WEEK"]) if windowed else dims
-    all_time = Universe(
-        kind=universe.kind,
-        district_ids=universe.district_ids,
-        exclude_opted_out=universe.exclude_opted_out,
-        demographics_from=universe.demographics_from,
-    )
+    all_time = _all_time(universe)
     lattice = await load_lattice(db, all_time, lattice_dims)
     views = [View(lattice.counts(), await load_overlaps(db, all_time, lattice_dims))]
-    for other in counterparts:
-        other_time = Universe(
-            kind=other.kind,
-            district_ids=other.district_ids,
-            exclude_opted_out=other.exclude_opted_out,
-            demographics_from=other.demographics_from,
-        )
-        other_lattice = await load_lattice(db, other_time, lattice_dims)
-        views.append(View(other_lattice.counts(), await load_overlaps(db, other_time, lattice_dims)))
+    for other in map(_all_time, counterparts):
+        other_lattice = await load_lattice(db, other, lattice_dims)
+        views.append(View(other_lattice.counts(), await load_overlaps(db, other, lattice_dims)))
     hidden = suppress_jointly(views, len(lattice_dims), k)
     window = _Window(universe.start, universe.end)
     hidden_weeks: dict[int, dict[Key, list[str | None]]] = {}
@@ -612,6 +601,16 @@ async def run_report(
             rows.append(_shown(shown_key, cell, reason(dims, key, cell.students), universe.kind))
         rows.sort(key=lambda r: _sort_key(r.key))
     return Report(k=k, rows=rows, total=total, start=universe.start, end=universe.end)
+
+
+def _all_time(universe: Universe) -> Universe:
+    """The same universe without a window: what suppression is decided on."""
+    return Universe(
+        kind=universe.kind,
+        district_ids=universe.district_ids,
+        exclude_opted_out=universe.exclude_opted_out,
+        demographics_from=universe.demographics_from,
+    )
 
 
 def _slice(cells: dict[Key, Cell], dims: tuple[str, ...], fixed: dict[str, str]) -> dict[Key, Cell]:
