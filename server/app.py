@@ -298,7 +298,7 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        from server.migrate import head_revision
+        from server.commands.migrate import head_revision
 
         if state.engine is None:
             return JSONResponse({"status": "starting"}, 503)

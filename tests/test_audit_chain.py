@@ -22,8 +22,8 @@ import asyncpg
 import pytest
 
 from permissions.audit import GENESIS, Anchor, ChainVerifier, anchor_mac, entry_hash
-from server.audit_cli import ENTRY_COLUMNS, command
 from server.audit_writer import trim_chain
+from server.commands.audit_cli import ENTRY_COLUMNS, command
 from server.db import DatabaseUrls, connect
 from server.settings import Settings
 

@@ -20,7 +20,7 @@ from graphql import GraphQLError
 
 from server.app import create_app
 from server.auth import mint_token
-from server.cli import main as cli_main
+from server.commands.cli import main as cli_main
 from server.db import DatabaseUrls
 from server.graphql_http import DocumentCache, format_error
 from server.settings import Settings

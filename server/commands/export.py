@@ -88,7 +88,7 @@ ACCOUNT_COLUMNS = frozenset(
 COMPUTED_FIELDS = frozenset(
     {"Student.progress", "Student.responses", "Student.activity", "Student.deviceSessions", "Student.guardians"}
 )
-UNDOCUMENTED = "(no description: add one to server/export.py MEANINGS)"
+UNDOCUMENTED = "(no description: add one to server/commands/export.py MEANINGS)"
 
 MEANINGS: dict[str, str] = {
     "district_id": "The district the row belongs to.",
@@ -497,7 +497,7 @@ def _check_files(result: ExportResult) -> None:
 async def audit_export(conn: Any, key: bytes, district_id: uuid.UUID) -> None:
     """The export's own audit entry, committed before anything is read: no entry, no export."""
     from permissions.enums import DataCategory, Purpose
-    from server.operator_audit import record_operator_command
+    from server.commands.operator_audit import record_operator_command
 
     async with conn.transaction():
         if await conn.fetchval("SELECT count(*) FROM districts WHERE id = $1", district_id) == 0:
