@@ -61,11 +61,11 @@ from graphql.execution.values import VariableValues, get_variable_values
 from starlette.requests import Request
 from starlette.responses import Response
 
-from permissions.decide import DecisionTable, DistrictConditions, Relationship, check_request
-from permissions.enums import ANALYST_PURPOSES, Purpose, RequestRefusal, Role
+from permissions.admission import NIL_DISTRICT, admit
+from permissions.decide import DecisionTable
+from permissions.enums import Purpose, RequestRefusal, Role
 from permissions.errors import STATUS, TRANSPORT_CODES, FieldError, RequestError
 from permissions.policy import PolicySet
-from permissions.principal import Principal
 from resolvers.principal import load_conditions, load_principal, support_tickets
 from resolvers.reads import Reads
 from resolvers.scope import RowScope
@@ -93,7 +93,6 @@ log = logging.getLogger("pledgeql.http")
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 PUBLIC_ROOTS = frozenset({"policy", "policyVersions", "__typename", "__schema", "__type"})
-NIL = uuid.UUID(int=0)
 # The methods /graphql serves; any other (HEAD included) is refused and runs nothing.
 METHODS = ("GET", "POST")
 # API.md: "printable" means no control characters (U+0000 to U+001F and U+007F).
@@ -619,21 +618,6 @@ class GraphQLEndpoint:
             session_id=client_header(request, "X-Session-Id"),
         )
 
-    @staticmethod
-    def rls_districts(
-        principal: Principal, purpose: Purpose, conditions: dict[str, DistrictConditions], scope: RowScope
-    ) -> list[uuid.UUID]:
-        """The districts whose rows the request's transaction may touch at all."""
-        if principal.district_id is not None or principal.role is not Role.ANALYST:
-            return [d for d in scope.district_ids if isinstance(d, uuid.UUID)]
-        # Analysts: only districts that authorize the declared purpose, and, under
-        # one of the analysts' two purposes, those that authorize the other: a
-        # report is suppressed jointly with the same report under the other
-        # purpose (schema/reports.py), so it counts both universes; it shows
-        # only its own.
-        wanted = ANALYST_PURPOSES if purpose in ANALYST_PURPOSES else {purpose}
-        return [uuid.UUID(key) for key, c in conditions.items() if wanted & c.authorized_purposes]
-
     def _limit(self, key: str) -> None:
         if self.rate_limiter is None:
             return
@@ -858,7 +842,9 @@ class GraphQLEndpoint:
         Every transport admits through here: a request over HTTP, and each
         event of a subscription (server/subscriptions.py)."""
         token_purposes = frozenset(Purpose(p) for p in claims.purposes if p in Purpose.__members__)
-        standing = await load_principal(db, claims.user_id, token_purposes, now, NIL, generic_plans=generic_plans)
+        standing = await load_principal(
+            db, claims.user_id, token_purposes, now, NIL_DISTRICT, generic_plans=generic_plans
+        )
         if standing is None:
             raise RequestError("UNAUTHENTICATED", "Sign in again: this account is unknown or disabled")
         principal = standing.principal
@@ -870,21 +856,12 @@ class GraphQLEndpoint:
             # Internal analysts read aggregates across districts: every
             # district's settings decide whether it takes part.
             conditions = await load_conditions(db, None)
-        home = conditions.get(str(principal.district_id)) if principal.district_id else None
         # No version applies before its effective date: decide with today's.
         policies = self.policies.in_effect(now.date())
-        refusal = check_request(policies, principal.role, purpose, token_purposes, justification, home)
-        if refusal is not None:
-            raise RequestError(refusal.value, REFUSAL_MESSAGES[refusal])
-        document = policies.governing(home.accepted_version) if home else policies.latest()
-        rule = document.rule(principal.role, purpose)
-        if rule is None:
-            raise RequestError("PURPOSE_NOT_ALLOWED", REFUSAL_MESSAGES[RequestRefusal.PURPOSE_NOT_ALLOWED])
-        granted = set(map(str, principal.granted_district_ids))
-        relationships = {
-            key: Relationship(support_grant_active=principal.role is Role.SUPPORT and key in granted)
-            for key in conditions
-        }
+        admission = admit(policies, principal, purpose, token_purposes, justification, conditions)
+        if isinstance(admission, RequestRefusal):
+            raise RequestError(admission.value, REFUSAL_MESSAGES[admission])
+        rule = admission.rule
         scope = RowScope(
             principal=principal,
             students_scope=rule.student_scope,
@@ -892,10 +869,7 @@ class GraphQLEndpoint:
             guardians_scope=rule.guardian_scope,
             today=now.date(),
         )
-        # Only internal users write entries about no district (the nil
-        # district's chain); a district user's request touches its district alone.
-        rls = self.rls_districts(principal, purpose, conditions, scope)
-        settable = ",".join(str(d) for d in (rls if principal.district_id is not None else [*rls, NIL]))
+        settable = ",".join(map(str, admission.rls_districts))
         if settable != standing.district_ids:  # set with the principal for district users
             await db.execute("SELECT set_config('pledgeql.district_ids', $1, true)", settable)
         # SUPPORT's justification is its grants' tickets in each district, never client text.
@@ -905,7 +879,7 @@ class GraphQLEndpoint:
             purpose=purpose,
             rule=rule,
             policies=policies,
-            decisions=DecisionTable(policies, principal.role, purpose, relationships, conditions),
+            decisions=DecisionTable(policies, principal.role, purpose, admission.relationships, conditions),
             conditions=conditions,
             reads=Reads(db, scope),
             db=db,

@@ -17,13 +17,12 @@ from typing import Any
 
 import pytest
 
+from permissions.admission import rls_districts as admission_districts
 from permissions.decide import DecisionTable, Relationship, is_purpose_authorized
-from permissions.enums import DataCategory, DenyReason, Purpose, Role, Scope
+from permissions.enums import DataCategory, DenyReason, Purpose, Role
 from permissions.principal import Principal
 from resolvers.db import Db
 from resolvers.principal import load_conditions
-from resolvers.scope import RowScope
-from server.graphql_http import GraphQLEndpoint
 from tests.conftest import Gql, error_codes
 
 ADMIN = "admin@northwind.example"
@@ -217,11 +216,10 @@ async def test_a_district_that_withdraws_both_analyst_purposes_leaves_the_analys
     two purposes' reports (schema/reports.py); no report of the withdrawn
     purpose counts it (tests/attacks/test_reports.py)."""
     analyst = Principal(user_id=users["analyst@pledgeql.example"], role=Role.ANALYST, district_id=None)
-    scope = RowScope(analyst, Scope.NONE, Scope.NONE, Scope.NONE, dt.date.today())
 
     async def rls_districts(purpose: Purpose) -> set[uuid.UUID]:
         conditions = await load_conditions(Db(owner), None)
-        return set(GraphQLEndpoint.rls_districts(analyst, purpose, conditions, scope))
+        return set(admission_districts(analyst, purpose, conditions))
 
     assert await rls_districts(Purpose.PRODUCT_ANALYTICS) >= {northwind, riverside}
     withdrawn = ("PRODUCT_ANALYTICS", "REPORTING")
