@@ -188,9 +188,9 @@ async def bench_writer(urls: Any, key: bytes, sizes: tuple[int, ...], repeat: in
 
 
 async def _prepare(settings: Any) -> tuple[Any, uuid.UUID, uuid.UUID]:
+    from server.commands.migrate import migrate
+    from server.commands.seed import seed_demo
     from server.db import connect, ensure_database, server_urls
-    from server.migrate import migrate
-    from server.seed import seed_demo
 
     urls = server_urls(settings)
     await ensure_database(urls)

@@ -19,8 +19,8 @@ from typing import Any
 from graphql import OperationDefinitionNode, OperationType, parse
 
 from bench import scenarios
+from server.commands.seed import demo_id
 from server.db import connect
-from server.seed import demo_id
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "operations"

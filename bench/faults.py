@@ -185,7 +185,7 @@ class Bench:
                 [
                     sys.executable,
                     "-m",
-                    "server.cli",
+                    "server.commands.cli",
                     "serve",
                     "--demo",
                     "--workers",
@@ -327,7 +327,7 @@ class Bench:
     def audit_verify(self) -> str:
         env = self.env() | {"PLEDGEQL_DATABASE_URL": self.owner_url()}
         done = subprocess.run(
-            [sys.executable, "-m", "server.cli", "audit", "verify"],
+            [sys.executable, "-m", "server.commands.cli", "audit", "verify"],
             env=env,
             cwd=ROOT,
             capture_output=True,

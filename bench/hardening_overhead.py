@@ -28,9 +28,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from server.app import create_app
 from server.auth import mint_token
+from server.commands.migrate import migrate
+from server.commands.seed import seed_demo
 from server.db import connect, ensure_database, server_urls, stop_embedded
-from server.migrate import migrate
-from server.seed import seed_demo
 from server.settings import Settings
 from server.telemetry import Telemetry
 

@@ -166,9 +166,9 @@ async def _submit(spec: dict[str, Any]) -> dict[str, Any]:
 async def _prepare(settings: Any, students: int, subscribers: int) -> tuple[Any, list[dict[str, Any]], list[Any]]:
     from bench.submit_bench import _prepare as submissions
     from server.auth import mint_token
+    from server.commands.migrate import migrate
+    from server.commands.seed import seed_demo
     from server.db import connect, ensure_database, server_urls
-    from server.migrate import migrate
-    from server.seed import seed_demo
 
     urls = server_urls(settings)
     await ensure_database(urls)
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     env["PLEDGEQL_DATABASE_URL"] = urls.owner
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--workers", str(args.workers)],
+        [sys.executable, "-m", "server.commands.cli", "serve", "--port", str(port), "--workers", str(args.workers)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -28,9 +28,9 @@ import httpx
 
 from server.app import create_app
 from server.auth import mint_token
+from server.commands.migrate import migrate
+from server.commands.seed import seed_demo
 from server.db import connect, server_urls
-from server.migrate import migrate
-from server.seed import seed_demo
 from server.settings import Settings
 
 DATABASE = "pledgeql_report_bench"

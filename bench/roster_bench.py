@@ -26,9 +26,9 @@ import uuid
 import zipfile
 from pathlib import Path
 
+from server.commands.migrate import migrate
+from server.commands.roster import import_package
 from server.db import connect, server_urls
-from server.migrate import migrate
-from server.roster import import_package
 from server.settings import Settings
 
 SCHOOLS = 20

@@ -5,7 +5,7 @@
 
 1. builds a fresh database: an embedded PostgreSQL under ``bench/.work/``
    (or the server of ``PLEDGEQL_DATABASE_URL``), database ``pledgeql_bench``
-   dropped and created, migrated, seeded with ``server.seed.seed_demo``
+   dropped and created, migrated, seeded with ``server.commands.seed.seed_demo``
    (30 responses per student) and analysed;
 2. picks the scenarios' users and subjects (bench/scenarios.py);
 3. serves pledgeql with uvicorn (``server.asgi:app``) in its own process, one
@@ -223,8 +223,8 @@ async def _database_mark(urls: DatabaseUrls) -> str | None:
 
 
 async def build_database(urls: DatabaseUrls, options: Options) -> dict[str, Any]:
-    from server.migrate import migrate
-    from server.seed import seed_demo
+    from server.commands.migrate import migrate
+    from server.commands.seed import seed_demo
 
     mark = MARK.format(students=options.students, migrations=migrations_digest())
     if options.reuse and await _database_mark(urls) == mark:

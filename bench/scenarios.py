@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 
+from server.commands.seed import demo_id
 from server.db import connect
-from server.seed import demo_id
 
 CLASS_SIZE = 30
 RESPONSES_SHOWN = 20

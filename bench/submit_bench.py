@@ -130,9 +130,9 @@ def _free_port() -> int:
 
 async def _prepare(settings: Any) -> tuple[Any, list[dict[str, Any]]]:
     from server.auth import mint_token
+    from server.commands.migrate import migrate
+    from server.commands.seed import seed_demo
     from server.db import connect, ensure_database, server_urls
-    from server.migrate import migrate
-    from server.seed import seed_demo
 
     urls = server_urls(settings)
     await ensure_database(urls)

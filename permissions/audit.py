@@ -207,27 +207,25 @@ def canonical(entry: Mapping[str, Any]) -> bytes:
     return canonical_values(hashed_values(entry))
 
 
-_MAC_STATES: dict[bytes, tuple[Any, Any]] = {}
+_MACS: dict[bytes, hmac.HMAC] = {}
 
 
 def _mac(key: bytes, message: bytes) -> str:
-    """HMAC-SHA256 of ``message`` in hex, exactly ``hmac.digest(key, message, "sha256").hex()``.
+    """HMAC-SHA256 of ``message`` in hex (the standard library's ``hmac``).
 
-    The key's inner and outer hash states are computed once per key and
-    copied per message: the one-shot ``hmac.digest`` sets up the key (and,
-    with OpenSSL 3, looks the digest up) on every call, which was most of the
-    cost of chaining a request's entries."""
-    states = _MAC_STATES.get(key)
-    if states is None:
-        block = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
-        states = (hashlib.sha256(bytes(b ^ 0x36 for b in block)), hashlib.sha256(bytes(b ^ 0x5C for b in block)))
-        if len(_MAC_STATES) < 8:  # one audit key per process, a few in tests
-            _MAC_STATES[key] = states
-    inner = states[0].copy()
-    inner.update(message)
-    outer = states[1].copy()
-    outer.update(inner.digest())
-    return str(outer.hexdigest())
+    The keyed HMAC object is made once per key and copied per message, which
+    keeps the key's set-up out of every entry's hash: 1.20 us per MAC of a
+    320-byte entry against 1.81 us for the one-shot ``hmac.digest`` (and 0.76 us
+    for SHA-256 states copied by hand, which this replaced: about 13 us more per
+    request of 30 entries)."""
+    keyed = _MACS.get(key)
+    if keyed is None:
+        keyed = hmac.new(key, digestmod=hashlib.sha256)
+        if len(_MACS) < 8:  # one audit key per process, a few in tests
+            _MACS[key] = keyed
+    mac = keyed.copy()
+    mac.update(message)
+    return mac.hexdigest()
 
 
 def values_hash(key: bytes, values: list[Any]) -> str:

@@ -89,3 +89,7 @@ class RequestRefusal(enum.StrEnum):
 
 # The roles a request can be made as: every role but OPERATOR.
 CALLER_ROLES: tuple[Role, ...] = tuple(r for r in Role if r is not Role.OPERATOR)
+
+# The purposes under which an ANALYST receives its internal aggregates
+# (POLICY.md 3); the same report under both is suppressed as one.
+ANALYST_PURPOSES: frozenset[Purpose] = frozenset({Purpose.REPORTING, Purpose.PRODUCT_ANALYTICS})

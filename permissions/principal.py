@@ -29,10 +29,6 @@ class Principal:
     token_purposes: frozenset[Purpose] = field(default_factory=frozenset)
 
     @property
-    def is_internal(self) -> bool:
-        return self.district_id is None
-
-    @property
     def school_ids(self) -> tuple[uuid.UUID, ...]:
         return (self.school_id,) if self.school_id else ()
 

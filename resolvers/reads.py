@@ -7,7 +7,7 @@ import base64
 import datetime as dt
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 from resolvers.db import Db, Params
@@ -32,13 +32,6 @@ def decode_cursor(cursor: str | None) -> uuid.UUID | None:
     if not raw.startswith(b"id:") or len(raw) != 19:
         raise ValueError("not a cursor")
     return uuid.UUID(bytes=raw[3:])
-
-
-def parse_id(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
 
 
 def _group(rows: Sequence[Row], key: str) -> dict[Any, list[Row]]:
@@ -468,7 +461,3 @@ class Reads:
         )
         found = {row["id"]: row for row in rows}
         return [found.get(i) for i in ids]
-
-
-def cache_key(*parts: Hashable) -> tuple[Hashable, ...]:
-    return parts

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from resolvers.db import Db, Params
-from resolvers.suppression import Count, Key, Overlaps, Reason, positions, suppress
+from resolvers.suppression import Count, Key, Overlaps, Reason, View, positions, suppress_jointly
 
 
 class Kind(enum.StrEnum):
@@ -509,6 +509,7 @@ async def run_report(
     group_by: Sequence[str],
     fixed: dict[str, str],
     k: int,
+    counterparts: Sequence[Universe] = (),
 ) -> Report:
     """The report: rows grouped by ``group_by`` (in that order) within the slice
     ``fixed`` (dimension -> value: the scope below the universe and the
@@ -521,6 +522,11 @@ async def run_report(
     lattice (its line along WEEK has no hidden cell inside the window, or has
     all of them inside it while its all-time group is shown). So two windows
     cannot be subtracted to reach a hidden week, nor a window from all time.
+
+    ``counterparts`` are the other universes whose report of the same
+    dimensions the caller can also obtain, and their differences (an
+    analyst's other purpose: schema/reports.py): suppression is decided
+    jointly over all of them (suppression.py, ``suppress_jointly``).
     """
     # Grouping sets with DISTINCT counts sort: let them sort in memory.
     await db.execute("SELECT set_config('work_mem', $1, true)", WORK_MEM)
@@ -537,15 +543,13 @@ async def run_report(
     dims = canonical([*fixed, *group_by])
     level_f = canonical(list(fixed))
     lattice_dims = canonical([*dims, "WEEK"]) if windowed else dims
-    all_time = Universe(
-        kind=universe.kind,
-        district_ids=universe.district_ids,
-        exclude_opted_out=universe.exclude_opted_out,
-        demographics_from=universe.demographics_from,
-    )
+    all_time = _all_time(universe)
     lattice = await load_lattice(db, all_time, lattice_dims)
-    overlaps = await load_overlaps(db, all_time, lattice_dims)
-    hidden = suppress(lattice.counts(), len(lattice_dims), k, overlaps)
+    views = [View(lattice.counts(), await load_overlaps(db, all_time, lattice_dims))]
+    for other in map(_all_time, counterparts):
+        other_lattice = await load_lattice(db, other, lattice_dims)
+        views.append(View(other_lattice.counts(), await load_overlaps(db, other, lattice_dims)))
+    hidden = suppress_jointly(views, len(lattice_dims), k)
     window = _Window(universe.start, universe.end)
     hidden_weeks: dict[int, dict[Key, list[str | None]]] = {}
 
@@ -597,6 +601,16 @@ async def run_report(
             rows.append(_shown(shown_key, cell, reason(dims, key, cell.students), universe.kind))
         rows.sort(key=lambda r: _sort_key(r.key))
     return Report(k=k, rows=rows, total=total, start=universe.start, end=universe.end)
+
+
+def _all_time(universe: Universe) -> Universe:
+    """The same universe without a window: what suppression is decided on."""
+    return Universe(
+        kind=universe.kind,
+        district_ids=universe.district_ids,
+        exclude_opted_out=universe.exclude_opted_out,
+        demographics_from=universe.demographics_from,
+    )
 
 
 def _slice(cells: dict[Key, Cell], dims: tuple[str, ...], fixed: dict[str, str]) -> dict[Key, Cell]:

@@ -54,8 +54,11 @@ dimensions, the total included, which the same report without a dimension
 gives), the overlap groups of its multi-valued dimensions, and their sums.
 The additive measures are protected as if every partition summed exactly,
 which over-protects the non-additive counts and never under-protects the
-additive ones. It does not model a report under another universe (another
-caller's scope or k): those are other lattices, suppressed on their own.
+additive ones. It does not model a report under another caller's universe
+(another scope or k): those are other lattices, suppressed on their own.
+The one exception is the analyst's, who can ask the same report under two
+purposes whose districts may differ: ``suppress_jointly`` decides one hidden
+set for both universes and their differences.
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ def suppress(
     n: int,
     k: int,
     overlaps: Overlaps | None = None,
+    forced: Mapping[int, Mapping[Key, Reason]] | None = None,
 ) -> dict[int, dict[Key, Reason]]:
     """The hidden cells of every table of the lattice over ``n`` dimensions.
 
@@ -113,8 +117,10 @@ def suppress(
     ``d`` in ``mask`` where a student can fall in several groups, is the
     number of distinct students counted in two or more of the children of
     ``parent`` (a key of the table ``mask`` without ``d``) along ``d``: the
-    group that the children minus their parent describe. Returns, per mask,
-    each hidden cell's reason.
+    group that the children minus their parent describe. ``forced[mask]``
+    names cells hidden whatever their size (see ``suppress_jointly``); those
+    the table holds are hidden, COMPLEMENTARY unless small, before the
+    partitions are worked through. Returns, per mask, each hidden cell's reason.
     """
     if k < 1:
         raise ValueError("The minimum group size k must be at least 1")
@@ -123,9 +129,61 @@ def suppress(
     for mask in levels_of(n):
         cells = tables.get(mask, {})
         hidden[mask], unknown[mask] = _suppress_level(
-            mask, n, cells, (overlaps or {}).get(mask, {}), hidden, unknown, k
+            mask, n, cells, (overlaps or {}).get(mask, {}), hidden, unknown, k, (forced or {}).get(mask, {})
         )
     return hidden
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """One universe's lattice of a report: its tables and overlap groups."""
+
+    tables: Mapping[int, Mapping[Key, Count]]
+    overlaps: Overlaps
+
+
+def suppress_jointly(views: list[View], n: int, k: int) -> dict[int, dict[Key, Reason]]:
+    """One hidden set for the same report over several universes (the first is
+    the caller's), such that every universe's lattice is suppressed by rules
+    1 to 6 with exactly that set.
+
+    An analyst can ask a report under REPORTING and under PRODUCT_ANALYTICS,
+    whose districts may differ (POLICY.md 4.1): subtracting the two gives, per
+    cell, the students of the districts in one universe and not the other.
+    So the views are the caller's universe, the other purpose's, and those
+    two differences (each counted alone), and a cell hidden in any view is
+    hidden in all of them; complementary suppression is then run again in
+    every view with that set forced, until nothing changes. Every view hides
+    the same cells (the set does not depend on which universe is the
+    caller's), every published cell is at least k or empty in every view,
+    the differences included, and no view has a partition with one hidden
+    cell. A cell a view does not hold (no student of it there) is not hidden
+    in that view's partitions, as it is not there for its caller.
+
+    The reasons are the first view's: SMALL_GROUP for its small cells,
+    COMPLEMENTARY for every other hidden cell.
+    """
+    first = views[0]
+    if len(views) == 1:
+        return suppress(first.tables, n, k, first.overlaps)
+    forced: dict[int, dict[Key, Reason]] = {}
+    while True:
+        union: dict[int, dict[Key, Reason]] = {mask: dict(cells) for mask, cells in forced.items()}
+        for view in views:
+            for mask, cells in suppress(view.tables, n, k, view.overlaps, forced).items():
+                for key in cells:
+                    union.setdefault(mask, {})[key] = Reason.COMPLEMENTARY
+        if {m: set(c) for m, c in union.items() if c} == {m: set(c) for m, c in forced.items() if c}:
+            break
+        forced = union
+    out: dict[int, dict[Key, Reason]] = {mask: {} for mask in levels_of(n)}
+    for mask, cells in forced.items():
+        own = first.tables.get(mask, {})
+        for key in cells:
+            count = own.get(key)
+            small = count is not None and 0 < count.students < k
+            out[mask][key] = Reason.SMALL_GROUP if small else Reason.COMPLEMENTARY
+    return out
 
 
 def _suppress_level(
@@ -136,10 +194,12 @@ def _suppress_level(
     hidden: Mapping[int, Mapping[Key, Reason]],
     unknown: Mapping[int, set[tuple[int, Key]]],
     k: int,
+    forced: Mapping[Key, Reason],
 ) -> tuple[dict[Key, Reason], set[tuple[int, Key]]]:
     """The hidden cells of the table ``mask``, and its overlap groups that a
     caller cannot compute (those whose partition has a hidden cell)."""
-    out: dict[Key, Reason] = {key: Reason.SMALL_GROUP for key, c in cells.items() if 0 < c.students < k}
+    out: dict[Key, Reason] = {key: Reason.COMPLEMENTARY for key in forced if key in cells}
+    out.update({key: Reason.SMALL_GROUP for key, c in cells.items() if 0 < c.students < k})
     if mask == 0 or not cells:
         return out, set()
 

@@ -12,17 +12,15 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import strawberry
 from strawberry.types import Info
 
-from schema.base import Node, PageInfo
+from permissions.errors import BadUserInput, Forbidden
+from schema.base import Node, PageInfo, check_first
 from schema.enums import DataCategoryEnum, Decision, PurposeEnum, RoleEnum
-from server.errors import BadUserInput, Forbidden
-
-if TYPE_CHECKING:
-    from schema.types import Student
+from schema.gate import Needs, gate
 
 MAX_SEQ = 2**63 - 1
 
@@ -119,42 +117,11 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
-def _field_name(info: Info) -> str:
-    return f"{info._raw_info.parent_type.name}.{info._raw_info.field_name}"
-
-
-def require_operation(info: Info, operation: str) -> None:
-    from permissions.decide import decide_operation
-
-    ctx = info.context
-    conditions = ctx.conditions.get(ctx.home_district_key)
-    decision = decide_operation(ctx.policies, ctx.principal.role, ctx.purpose, operation, conditions)
-    if not decision.allowed:
-        raise Forbidden(
-            f"Operation {operation} is not part of purpose {ctx.purpose.value} for this role",
-            operation=operation,
-            purpose=ctx.purpose.value,
-            reason=decision.reason.value if decision.reason else "OUT_OF_SCOPE_OPERATION",
-        )
-
-
-def _audited_operation(info: Info, operation: str, district_key: str, subject_id: uuid.UUID | None) -> None:
-    """The operation check of an audit read, itself audited either way."""
-    try:
-        require_operation(info, operation)
-    except Forbidden:
-        info.context.audit.note(district_key, subject_id, _field_name(info), "", False)
-        raise
-    info.context.audit.note(district_key, subject_id, _field_name(info), "", True)
-
-
 async def read_audit(
     info: Info, district_id: uuid.UUID, where: list[str], args: list[Any], first: int | None, after: str | None
 ) -> AuditConnection:
     """A page of one district's entries, newest first. ``where`` holds SQL
     fragments over the placeholders $2.. bound to ``args``."""
-    from schema.types import check_first
-
     size = check_first(first, default=100)
     seq = decode_seq(after)
     params: list[Any] = [district_id, *args]
@@ -174,11 +141,12 @@ async def read_audit(
     )
 
 
-async def access_log(info: Info, student: Student, first: int | None, after: str | None) -> AuditConnection | None:
-    _audited_operation(info, "accessLog", student.district_key, student.subject_id)
-    return await read_audit(
-        info, uuid.UUID(student.district_key), ["subject_student_id = $2"], [student.subject_id], first, after
-    )
+async def access_log(
+    info: Info, district_key: str, subject_id: uuid.UUID, first: int | None, after: str | None
+) -> AuditConnection | None:
+    """One student's access log (``Student.accessLog``)."""
+    gate(info, "accessLog", Needs.RULE_AUDITED, subject=subject_id, district_key=district_key)
+    return await read_audit(info, uuid.UUID(district_key), ["subject_student_id = $2"], [subject_id], first, after)
 
 
 async def audit_log(info: Info, filter: AuditFilter | None, first: int | None, after: str | None) -> AuditConnection:
@@ -207,7 +175,7 @@ async def audit_log(info: Info, filter: AuditFilter | None, first: int | None, a
             add("at < {}", _utc(filter.to))
     # Reading the log filtered to one student discloses that student's record
     # of disclosures: the entry is about them.
-    _audited_operation(info, "auditLog", ctx.home_district_key, subject)
+    gate(info, "auditLog", Needs.RULE_AUDITED, subject=subject)
     district_id = ctx.principal.district_id
     if district_id is None:
         raise Forbidden(

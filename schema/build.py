@@ -13,79 +13,21 @@ import functools
 from collections.abc import Iterable
 
 import strawberry
-from strawberry.types.base import get_object_definition
 
 from permissions.enums import DataCategory, Purpose
 from permissions.policy import PolicySet
+from schema.catalog import NON_PERSONAL_FIELDS, PERSONAL_TYPE_NAMES
 from schema.classified import category_of
 from schema.descriptions import keep_descriptions
 from schema.direct import install_direct_resolvers
-from schema.governance import DataRequest
+from schema.gate import check_operations
 from schema.mutation import Mutation
 from schema.query import Query
-from schema.subscription import ClassActivity, Subscription
-from schema.types import (
-    ActivityEvent,
-    DeviceSession,
-    Guardian,
-    Response,
-    SkillMastery,
-    Staff,
-    Student,
-    StudentProgress,
-)
+from schema.subscription import Subscription
 
 
 class SchemaPolicyError(RuntimeError):
     """The schema and the policy disagree; the message says what to declare."""
-
-
-# Types whose objects are (or belong to) a person's record.
-PERSONAL_TYPES: tuple[type, ...] = (
-    Student,
-    Staff,
-    Guardian,
-    StudentProgress,
-    SkillMastery,
-    Response,
-    ActivityEvent,
-    DeviceSession,
-    DataRequest,
-    ClassActivity,
-)
-
-# The only way out of a category: fields of personal types that carry no
-# personal information themselves (ids, links to non-personal objects, and
-# fields with their own checks).
-NON_PERSONAL_FIELDS = frozenset(
-    {
-        "Student.id",
-        "Student.school",
-        "Student.classes",
-        "Student.accessLog",  # checked as the accessLog operation, and audited
-        "Staff.id",
-        "Staff.role",
-        "Guardian.id",
-        "SkillMastery.skill",
-        "Response.id",
-        "Response.item",
-        "Response.assignment",
-        "ActivityEvent.id",
-        "DeviceSession.id",
-        "DataRequest.id",
-        "DataRequest.kind",
-        "DataRequest.studentId",
-        "DataRequest.receivedAt",
-        "DataRequest.dueAt",
-        "DataRequest.status",
-        "DataRequest.fulfilledAt",
-        "ClassActivity.student",
-        "ClassActivity.response",
-    }
-)
-
-
-PERSONAL_TYPE_NAMES = tuple(get_object_definition(cls, strict=True).name for cls in PERSONAL_TYPES)
 
 
 @functools.cache
@@ -104,16 +46,6 @@ def _fields(schema: strawberry.Schema) -> Iterable[tuple[str, DataCategory | Non
             continue
         for field_name, field in graphql_type.fields.items():  # type: ignore[attr-defined]
             yield f"{type_name}.{field_name}", category_of(field.extensions.get("strawberry-definition"))
-
-
-@functools.cache
-def category_fields() -> dict[str, list[str]]:
-    """Category name -> the ``Type.field`` names declared with it."""
-    result: dict[str, list[str]] = {c.value: [] for c in DataCategory}
-    for name, category in _fields(_graphql_schema()):
-        if category is not None:
-            result[category.value].append(name)
-    return result
 
 
 def _unlisted_personal_types(schema: strawberry.Schema) -> list[str]:
@@ -135,7 +67,7 @@ def check_categories(schema: strawberry.Schema) -> None:
         raise SchemaPolicyError(
             "Types "
             + ", ".join(unlisted)
-            + " have classified fields but are not listed in schema.build.PERSONAL_TYPES; add them, "
+            + " have classified fields but are not listed in schema.catalog.PERSONAL_TYPES; add them, "
             "so that every one of their fields needs a data category"
         )
     missing = [name for name, category in _fields(schema) if category is None and name not in NON_PERSONAL_FIELDS]
@@ -144,7 +76,7 @@ def check_categories(schema: strawberry.Schema) -> None:
             "Fields "
             + ", ".join(sorted(missing))
             + " have no data category; declare one with @classified(...) where the field is defined, "
-            "or list the field in schema.build.NON_PERSONAL_FIELDS if it carries no personal information"
+            "or list the field in schema.catalog.NON_PERSONAL_FIELDS if it carries no personal information"
         )
 
 
@@ -165,11 +97,28 @@ def check_policy(schema: strawberry.Schema, policies: PolicySet) -> None:
                 )
 
 
+def check_operation_fields(schema: strawberry.Schema) -> None:
+    """Every operation a policy can name is a field of the schema (schema/gate.py)."""
+    fields: set[str] = set()
+    for type_name, graphql_type in schema._schema.type_map.items():
+        if not type_name.startswith("__") and isinstance(getattr(graphql_type, "fields", None), dict):
+            fields |= set(graphql_type.fields)  # type: ignore[attr-defined]
+    problems = check_operations(fields)
+    if problems:
+        raise SchemaPolicyError(
+            "; ".join(problems) + ": permissions.policy.KNOWN_OPERATIONS must name the schema's operations"
+        )
+
+
 def build_schema(policies: PolicySet, schema: strawberry.Schema | None = None) -> strawberry.Schema:
     """The served schema (or ``schema``), once it passes the build-time checks."""
+    served = schema is None
     schema = schema if schema is not None else _graphql_schema()
     check_categories(schema)
     check_policy(schema, policies)
+    if served:
+        # A schema built for a test may hold only some of the operations.
+        check_operation_fields(schema)
     install_direct_resolvers(schema)
     keep_descriptions(schema._schema, {name: c.value for name, c in _fields(schema) if c is not None})
     return schema

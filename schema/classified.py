@@ -17,8 +17,8 @@ from strawberry.schema_directive import Location
 from strawberry.types import Info
 
 from permissions.enums import DataCategory
+from permissions.errors import Forbidden
 from schema.enums import DataCategoryEnum
-from server.errors import Forbidden
 
 
 @strawberry.schema_directive(
@@ -33,14 +33,6 @@ from server.errors import Forbidden
 )
 class Classified:
     category: DataCategoryEnum
-
-
-class Subject:
-    """What every object with classified fields tells the check: whose data it
-    is (``subject_id``: a student, or None) and in which district."""
-
-    district_key: str
-    subject_id: Any
 
 
 class ClassifiedPermission(BasePermission):
@@ -91,10 +83,6 @@ _PERMISSIONS: dict[DataCategory, type[ClassifiedPermission]] = {
     )
     for category in DataCategory
 }
-
-# Filled as types are declared: "Type.field" is added by the schema builder,
-# which reads the directive back from each field.
-CLASSIFIED_ATTRIBUTE = "__pledgeql_category__"
 
 
 def classified(category: DataCategory, **field_args: Any) -> Callable[[Callable[..., Any]], Any]:

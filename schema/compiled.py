@@ -60,8 +60,8 @@ from permissions.enums import DataCategory
 from resolvers.db import Params
 from resolvers.reads import ACTIVE
 from resolvers.scope import RowScope
+from schema.base import MAX_PAGE
 from schema.classified import category_of
-from schema.types import MAX_PAGE
 
 NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
 # json_build_object takes at most 100 arguments: 50 keys.

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import strawberry
 from strawberry.types import Info
 
-from permissions.enums import Purpose, Role
+from permissions.enums import Purpose
+from permissions.errors import BadUserInput, NotFound
 from resolvers import governance as sql
 from resolvers.reads import Row
-from schema.audit import require_operation
-from server.errors import BadUserInput, Forbidden, NotFound
+from schema.gate import Needs, field_name, gate
 
 if TYPE_CHECKING:
     from schema.governance import DistrictSettingsInput, SupportGrant, SupportGrantInput
@@ -40,31 +40,14 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def _field_name(info: Info) -> str:
-    return f"{info._raw_info.parent_type.name}.{info._raw_info.field_name}"
-
-
 def _admin_district(info: Info, operation: str) -> uuid.UUID:
-    """The caller's district, once the policy lets the caller govern it."""
-    ctx = info.context
-    try:
-        require_operation(info, operation)
-        district_id = ctx.principal.district_id
-        if ctx.principal.role is not Role.DISTRICT_ADMIN or district_id is None:
-            raise Forbidden(
-                f"Operation {operation} is for the district's administrators",
-                purpose=ctx.purpose.value,
-                reason="OUT_OF_SCOPE_OPERATION",
-            )
-    except Forbidden:
-        # The refused attempt is itself worth a line in the audit trail.
-        ctx.audit.note(ctx.home_district_key, None, _field_name(info), "", False)
-        raise
+    """The caller's district, once the gate lets the caller govern it."""
+    district_id: uuid.UUID = gate(info, operation, Needs.DISTRICT_ADMIN)
     return district_id
 
 
 def _noted(info: Info, district_id: uuid.UUID) -> None:
-    info.context.audit.note(str(district_id), None, _field_name(info), "", True)
+    info.context.audit.note(str(district_id), None, field_name(info), "", True)
 
 
 def _missing_district() -> NotFound:

@@ -14,6 +14,7 @@ from typing import TypeVar
 import strawberry
 from strawberry.types import Info
 
+from permissions.errors import FieldError
 from schema import governance_ops, practice, rights
 from schema.governance import (
     ActivityEventInput,
@@ -32,7 +33,6 @@ from schema.governance import (
     SupportGrantInput,
 )
 from schema.types import Assignment, District, DistrictSettings, Student
-from server.errors import FieldError
 
 T = TypeVar("T")
 
@@ -43,7 +43,7 @@ async def attempt(info: Info, work: Awaitable[T]) -> T:
         return await work
     except FieldError:
         ctx = info.context
-        field = f"Mutation.{info._raw_info.field_name}"
+        field = f"Mutation.{info.field_name}"
         if not ctx.audit.has_denial(field):
             ctx.audit.note(ctx.home_district_key, None, field, "", False)
         raise

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit, urlunsplit
 from strawberry.types import Info
 
 from permissions.enums import DataCategory, Role
+from permissions.errors import BadUserInput, Forbidden, NotFound
 from resolvers import practice as sql
-from schema.audit import require_operation
+from schema.gate import Needs, gate
 from schema.types import Assignment, Response
-from server.errors import BadUserInput, Forbidden, NotFound
 
 if TYPE_CHECKING:
     from schema.governance import (
@@ -52,22 +52,9 @@ EVENT_NAMESPACE = uuid.UUID("5d0c7a52-7a3e-4c55-9a43-6f1f1d2b9e11")
 
 
 def _require(info: Info, operation: str, subject: uuid.UUID | None) -> uuid.UUID:
-    """The policy's word on the operation; the caller's district when allowed.
-
-    A refusal is audited as a denied attempt (no values, no category)."""
-    ctx = info.context
-    try:
-        require_operation(info, operation)
-        if ctx.principal.district_id is None:
-            raise Forbidden(
-                f"Operation {operation} writes a district's data and needs a district account",
-                purpose=ctx.purpose.value,
-                reason="OUT_OF_SCOPE_OPERATION",
-            )
-    except Forbidden:
-        ctx.audit.note(ctx.home_district_key, subject, f"Mutation.{operation}", "", False)
-        raise
-    district_id: uuid.UUID = ctx.principal.district_id
+    """The caller's district, once the gate lets the caller run ``operation``
+    (a refusal is audited against ``subject``)."""
+    district_id: uuid.UUID = gate(info, operation, Needs.DISTRICT_USER, subject=subject)
     return district_id
 
 

@@ -9,6 +9,7 @@ import strawberry
 from strawberry.types import Info
 
 from permissions.enums import DataCategory
+from permissions.errors import BadUserInput, NotFound
 from schema import governance_ops, reports, rights
 from schema.audit import AuditConnection, AuditFilter, audit_log
 from schema.enums import DataRequestStatus
@@ -26,7 +27,6 @@ from schema.types import (
     student_connection,
 )
 from schema.viewer import Viewer
-from server.errors import BadUserInput, NotFound
 
 
 def _lookup_id(value: strawberry.ID, kind: str) -> uuid.UUID:
@@ -111,7 +111,7 @@ class Query:
         first: int | None = 50,
         after: str | None = None,
     ) -> StudentConnection:
-        from server.errors import Forbidden
+        from permissions.errors import Forbidden
 
         if search is not None:
             # Matching on names reveals names: searching needs DIRECTORY.
@@ -161,7 +161,7 @@ class Query:
     @strawberry.field(description="Public: needs no token. The current version unless one is named.")
     def policy(self, info: Info, version: str | None = None) -> PolicyDocument:
         from permissions.policy import UnknownPolicyVersion
-        from schema.build import category_fields
+        from schema.catalog import category_fields
 
         policies = info.context.policies
         try:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,7 @@ from strawberry.types import Info
 
 from permissions.decide import DistrictConditions, is_collected, is_purpose_authorized
 from permissions.enums import AggregateScope, DataCategory, DenyReason, Purpose, Role
+from permissions.errors import BadUserInput, Forbidden
 from resolvers.reports import (
     DEMOGRAPHIC_DIMENSIONS,
     DIMENSIONS,
@@ -65,7 +67,6 @@ from resolvers.reports import (
 )
 from schema.enums import Dimension, SuppressionReason
 from schema.governance import AggregateReport, AggregateRow, GroupValue, ReportInput, ScopeInput
-from server.errors import BadUserInput, Forbidden
 
 DEFAULT_K = 10
 # Windows are widened to whole weeks: keep them where a week more or less exists.
@@ -82,6 +83,11 @@ _MEASURES = {
 }
 _CATEGORY = {Kind.PERFORMANCE: DataCategory.PERFORMANCE, Kind.USAGE: DataCategory.USAGE}
 _INTERNAL = frozenset({AggregateScope.ALL_DISTRICTS, AggregateScope.AUTHORIZING_DISTRICTS})
+# An analyst's two purposes, each the other's counterpart (POLICY.md 3 and 4.1).
+_OTHER_ANALYST_PURPOSE = {
+    Purpose.REPORTING: Purpose.PRODUCT_ANALYTICS,
+    Purpose.PRODUCT_ANALYTICS: Purpose.REPORTING,
+}
 
 
 async def performance_report(info: Info, input: ReportInput) -> AggregateReport:
@@ -179,6 +185,9 @@ class Plan:
     universe: Universe
     fixed: dict[str, str]
     k: int
+    # The universes of the reports a caller can also obtain and subtract
+    # (resolvers/reports.py run_report).
+    counterparts: tuple[Universe, ...] = ()
 
 
 def _refuse(message: str, reason: DenyReason, purpose: Purpose, category: DataCategory | None = None) -> Forbidden:
@@ -196,11 +205,15 @@ def _out_of_scope(ctx: Any, what: str) -> Forbidden:
     )
 
 
-def _analyst_refusal(ctx: Any, conditions: DistrictConditions, kind: Kind) -> DenyReason | None:
-    """Why a district takes no part in an analyst's report, or None."""
-    if not is_purpose_authorized(ctx.purpose, conditions):
+def _analyst_refusal(
+    ctx: Any, conditions: DistrictConditions, kind: Kind, purpose: Purpose | None = None
+) -> DenyReason | None:
+    """Why a district takes no part in an analyst's report under ``purpose``
+    (the request's by default), or None."""
+    purpose = purpose or ctx.purpose
+    if not is_purpose_authorized(purpose, conditions):
         return DenyReason.PURPOSE_NOT_AUTHORIZED_BY_DISTRICT
-    rule = ctx.policies.governing(conditions.accepted_version).rule(ctx.principal.role, ctx.purpose)
+    rule = ctx.policies.governing(conditions.accepted_version).rule(ctx.principal.role, purpose)
     if rule is None or rule.aggregates not in _INTERNAL:
         return DenyReason.POLICY_VERSION_NOT_ACCEPTED
     if not is_collected(_CATEGORY[kind], conditions):
@@ -237,18 +250,42 @@ async def _plan_internal(ctx: Any, request: Request, kind: Kind) -> Plan:
         if await _district_of(ctx.db, table, request.scope_id, districts) is None:
             raise _out_of_scope(ctx, "That school" if table == "schools" else "That class")
         fixed[request.scope] = str(request.scope_id)
-    sizes = [c.minimum_group_size for c in taking_part.values()]
-    universe = Universe(
-        kind=kind,
-        district_ids=tuple(districts),
-        start=request.start,
-        end=request.end,
-        # POLICY.md 4.4: whatever the purpose, so that two analysts' reports
-        # cannot be subtracted to single out who opted out.
-        exclude_opted_out=True,
-        demographics_from=tuple(uuid.UUID(key) for key, c in taking_part.items() if c.collect_demographics),
+    # The same report under the analysts' other purpose counts the districts
+    # that take part in it, which may differ (POLICY.md 4.1): the two reports,
+    # subtracted, would give the students of the districts in one and not the
+    # other. Both are suppressed with one hidden set (resolvers/suppression.py,
+    # suppress_jointly) and the largest k of either.
+    other_purpose = _OTHER_ANALYST_PURPOSE.get(ctx.purpose)
+    other_part = (
+        {key: c for key, c in sorted(ctx.conditions.items()) if _analyst_refusal(ctx, c, kind, other_purpose) is None}
+        if other_purpose is not None
+        else taking_part
     )
-    return Plan(universe, fixed, max(sizes, default=DEFAULT_K))
+    both = {**taking_part, **other_part}
+    demographics = {uuid.UUID(key) for key, c in both.items() if c.collect_demographics}
+
+    def universe_of(keys: Iterable[str]) -> Universe:
+        ids = tuple(sorted(uuid.UUID(key) for key in keys))
+        return Universe(
+            kind=kind,
+            district_ids=ids,
+            start=request.start,
+            end=request.end,
+            # POLICY.md 4.4: whatever the purpose, so that two analysts' reports
+            # cannot be subtracted to single out who opted out.
+            exclude_opted_out=True,
+            demographics_from=tuple(d for d in ids if d in demographics),
+        )
+
+    universe = universe_of(taking_part)
+    counterparts: tuple[Universe, ...] = ()
+    if set(other_part) != set(taking_part):
+        counterparts = tuple(
+            universe_of(keys)
+            for keys in (other_part, set(taking_part) - set(other_part), set(other_part) - set(taking_part))
+        )
+    sizes = [c.minimum_group_size for c in both.values()]
+    return Plan(universe, fixed, max(sizes, default=DEFAULT_K), counterparts)
 
 
 async def _plan_district(ctx: Any, request: Request, kind: Kind) -> Plan:
@@ -408,7 +445,7 @@ async def _report(info: Info, input: ReportInput, kind: Kind) -> AggregateReport
         _record(ctx, kind, request, False)
         raise
     _record(ctx, kind, request, True)
-    report = await run_report(ctx.db, plan.universe, request.group_by, plan.fixed, plan.k)
+    report = await run_report(ctx.db, plan.universe, request.group_by, plan.fixed, plan.k, plan.counterparts)
     labels = await load_labels(ctx.db, request.group_by, report)
     return to_graphql(kind, request.group_by, report, labels)
 

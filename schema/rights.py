@@ -26,11 +26,11 @@ import strawberry
 from strawberry.types import Info
 
 from permissions.enums import DataCategory, DenyReason
+from permissions.errors import BadUserInput, FieldError, Forbidden, NotFound
 from resolvers import rights as sql
 from resolvers.reads import Row
-from schema.audit import require_operation
 from schema.enums import DataRequestKind, DataRequestStatus
-from server.errors import BadUserInput, FieldError, Forbidden, NotFound
+from schema.gate import Needs, field_name, gate
 
 if TYPE_CHECKING:
     from schema.governance import (
@@ -54,25 +54,9 @@ GENDERS = frozenset({"female", "male", "nonbinary", "other", "unspecified"})
 RECORD_CATEGORIES = tuple(c for c in DataCategory if c is not DataCategory.STAFF)
 
 
-def _field_name(info: Info) -> str:
-    return f"{info._raw_info.parent_type.name}.{info._raw_info.field_name}"
-
-
 def _district(info: Info, operation: str) -> uuid.UUID:
-    """The caller's district, once the policy lets the caller run ``operation``."""
-    ctx = info.context
-    try:
-        require_operation(info, operation)
-        if ctx.principal.district_id is None:
-            raise Forbidden(
-                f"Operation {operation} is for a district's own users",
-                purpose=ctx.purpose.value,
-                reason="OUT_OF_SCOPE_OPERATION",
-            )
-    except Forbidden:
-        ctx.audit.note(ctx.home_district_key, None, _field_name(info), "", False)
-        raise
-    district_id: uuid.UUID = ctx.principal.district_id
+    """The caller's district, once the gate lets the caller run ``operation``."""
+    district_id: uuid.UUID = gate(info, operation, Needs.DISTRICT_USER)
     return district_id
 
 
@@ -156,14 +140,14 @@ async def open_data_request(info: Info, input: DataRequestInput) -> DataRequest:
     row = await sql.insert_data_request(
         ctx.db, district_id, DataRequestKind(input.kind).value, student["id"], str(requested_by), ctx.now
     )
-    ctx.audit.note(str(district_id), student["id"], _field_name(info), DataCategory.CONTACT.value, True)
+    ctx.audit.note(str(district_id), student["id"], field_name(info), DataCategory.CONTACT.value, True)
     return _data_request(row)
 
 
 async def data_requests(info: Info, status: DataRequestStatus | None) -> list[DataRequest]:
     district_id = _district(info, "dataRequests")
     rows = await sql.data_requests(info.context.db, district_id, None if status is None else status.value)
-    info.context.audit.note(str(district_id), None, _field_name(info), "", True)
+    info.context.audit.note(str(district_id), None, field_name(info), "", True)
     return [_data_request(r) for r in rows]
 
 
@@ -197,7 +181,7 @@ async def export_student_record(
     if request_id is not None:
         await sql.fulfil_data_request(ctx.db, district_id, request_id, ctx.now)
     for category in RECORD_CATEGORIES:
-        ctx.audit.note(key, student["id"], _field_name(info), category.value, category.value not in withheld)
+        ctx.audit.note(key, student["id"], field_name(info), category.value, category.value not in withheld)
     return StudentExport(
         student_id=strawberry.ID(str(student["id"])),
         generated_at=ctx.now,
@@ -276,7 +260,7 @@ def _audited_refusal(info: Info, key: str, subject: uuid.UUID | None, categories
         yield
     except FieldError:
         for category in categories or [""]:
-            info.context.audit.note(key, subject, _field_name(info), category, False)
+            info.context.audit.note(key, subject, field_name(info), category, False)
         raise
 
 
@@ -303,7 +287,7 @@ async def correct_student_record(info: Info, input: CorrectStudentInput) -> Stud
         if not decision.allowed:
             subject = await _subject_if_reachable(info, input.student_id)
             for refused in categories:
-                ctx.audit.note(key, subject, _field_name(info), refused, False)
+                ctx.audit.note(key, subject, field_name(info), refused, False)
             raise Forbidden(
                 f"The policy does not allow {category} data for purpose {ctx.purpose.value}",
                 category=category,
@@ -336,7 +320,7 @@ async def correct_student_record(info: Info, input: CorrectStudentInput) -> Stud
         await sql.fulfil_data_request(ctx.db, district_id, request_id, ctx.now)
     written = sorted({sql.CORRECTABLE[name][1] for name in corrected})
     for category in written or [""]:
-        ctx.audit.note(key, student["id"], _field_name(info), category, True)
+        ctx.audit.note(key, student["id"], field_name(info), category, True)
     return Student.of(row)
 
 
@@ -389,7 +373,7 @@ async def delete_student_record(
     )
     row = await sql.insert_certificate(ctx.db, body, sql.certificate_digest(body))
     for category in RECORD_CATEGORIES:
-        ctx.audit.note(str(district_id), student["id"], _field_name(info), category.value, True)
+        ctx.audit.note(str(district_id), student["id"], field_name(info), category.value, True)
     return _certificate(row)
 
 
@@ -407,7 +391,7 @@ async def deletion_certificates(info: Info, student_id: strawberry.ID | None) ->
         except ValueError:
             raise BadUserInput("studentId is not a valid id", field="studentId") from None
     rows = await sql.certificates(info.context.db, district_id, subject)
-    info.context.audit.note(str(district_id), subject, _field_name(info), "", True)
+    info.context.audit.note(str(district_id), subject, field_name(info), "", True)
     return [_certificate(r) for r in rows]
 
 
@@ -421,7 +405,7 @@ async def set_analytics_opt_out(info: Info, student_id: strawberry.ID, opt_out: 
     district_id = _district(info, "setAnalyticsOptOut")
     student = await _student(info, district_id, student_id)
     row = await sql.set_consent(ctx.db, district_id, student["id"], bool(opt_out), ctx.principal.user_id, ctx.now)
-    ctx.audit.note(str(district_id), student["id"], _field_name(info), "", True)
+    ctx.audit.note(str(district_id), student["id"], field_name(info), "", True)
     return Consent(
         student_id=strawberry.ID(str(row["student_id"])),
         analytics_opt_out=row["analytics_opt_out"],

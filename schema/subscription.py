@@ -10,10 +10,10 @@ import strawberry
 from strawberry.types import Info
 
 from permissions.enums import DataCategory
+from permissions.errors import NotAvailable
 from schema.classified import classified
 from schema.enums import ActivityKind
 from schema.types import Response, Student
-from server.errors import NotAvailable
 
 
 @strawberry.type

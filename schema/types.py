@@ -18,13 +18,12 @@ from strawberry.types import Info
 
 from permissions.decide import Decision
 from permissions.enums import DataCategory, DenyReason, Role
+from permissions.errors import BadUserInput, Forbidden
 from resolvers.reads import Row, encode_cursor
-from schema.base import Node, PageInfo
+from schema.audit import AuditConnection, access_log
+from schema.base import Node, PageInfo, check_first
 from schema.classified import classified
 from schema.enums import ActivityKind, PurposeEnum, RoleEnum
-from server.errors import BadUserInput, Forbidden
-
-MAX_PAGE = 500
 
 
 def directory_decision(ctx: Any) -> Decision:
@@ -40,15 +39,6 @@ def directory_decision(ctx: Any) -> Decision:
         if not decision.allowed:
             return decision
     return Decision.ALLOW
-
-
-def check_first(first: int | None, name: str = "first", maximum: int = MAX_PAGE, default: int = 50) -> int:
-    """A page size argument: null means the default."""
-    if first is None:
-        return default
-    if first < 0 or first > maximum:
-        raise BadUserInput(f"Argument '{name}' must be between 0 and {maximum}", field=name)
-    return first
 
 
 def _id(value: Any) -> strawberry.ID:
@@ -452,9 +442,7 @@ class Student(Node):
 
     @strawberry.field(description="Who read or was refused this student's data: the record of disclosures.")
     async def access_log(self, info: Info, first: int | None = 50, after: str | None = None) -> AuditConnection | None:
-        from schema.audit import access_log
-
-        return await access_log(info, self, first, after)
+        return await access_log(info, self.district_key, self.subject_id, first, after)
 
 
 @strawberry.type
@@ -700,6 +688,3 @@ class DeviceSession(Node):
     @classified(DataCategory.DEVICE)
     def referrer(self) -> str | None:
         return self.row["referrer"]
-
-
-from schema.audit import AuditConnection  # noqa: E402  (cycle: Student.accessLog)

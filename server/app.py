@@ -27,9 +27,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from permissions.enums import DataCategory, Purpose
-from permissions.notice import DistrictNotice, render_privacy_html
+from permissions.notice import DistrictNotice
 from permissions.policy import PolicySet, load_policy_set
-from schema.build import build_schema, category_fields
+from schema.build import build_schema
+from schema.catalog import category_fields
 from schema.compiled import CompiledReads, Planner
 from server.audit_writer import make_audit_writer
 from server.auth import TokenVerifier
@@ -38,6 +39,7 @@ from server.db import DatabaseUrls, server_urls, sqlalchemy_url
 from server.graphiql import PREFIX, graphiql_asset, graphiql_page
 from server.graphql_http import GraphQLEndpoint, client_address, is_connection_error, root_fields
 from server.limits import Limits
+from server.notice_page import privacy_response
 from server.operations import Checker, OperationRegistry, OperationsError
 from server.ratelimit import RateLimiter, retry_after_header
 from server.settings import Settings
@@ -345,7 +347,7 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        from server.migrate import head_revision
+        from server.commands.migrate import head_revision
 
         if state.engine is None:
             return JSONResponse({"status": "starting"}, 503)
@@ -366,7 +368,7 @@ def create_app(
 
     async def privacy(request: Request) -> Response:
         doc = _policies_today().latest()
-        return HTMLResponse(render_privacy_html(doc, _category_fields()))
+        return privacy_response(request, doc, _category_fields())
 
     async def privacy_district(request: Request) -> Response:
         # It reads the database: limited by client address, as requests without a token are.
@@ -409,7 +411,7 @@ def create_app(
             audit_days=row["audit_days"],
         )
         doc = _policies_today().governing(row["accepted_policy_version"])
-        return HTMLResponse(render_privacy_html(doc, _category_fields(), notice))
+        return privacy_response(request, doc, _category_fields(), notice)
 
     middleware = [
         Middleware(TelemetryMiddleware, telemetry=telemetry),

@@ -19,7 +19,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from server.errors import RequestError
+from permissions.errors import RequestError
 from server.settings import Settings
 
 log = logging.getLogger("pledgeql.auth")
@@ -70,24 +70,27 @@ def load_public_key(path: str) -> VerificationKey:
 
 
 def load_jwks(path: str) -> dict[str, VerificationKey]:
-    """The signing keys of a JWKS file by ``kid``; keys for other uses or algorithms are left out."""
+    """The signing keys of a JWKS file by ``kid``; keys for other uses or algorithms are left out.
+
+    PyJWT's ``PyJWKSet`` reads the set (skipping keys it cannot use); each key
+    keeps the one algorithm its type implies, and a key whose declared ``alg``
+    differs from it is left out, so no token can pick another algorithm for it."""
     try:
         document = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
         raise SystemExit(f"PLEDGEQL_JWKS_FILE {path}: not a readable JSON Web Key Set ({error})") from None
+    listed = document.get("keys") if isinstance(document, dict) else None
+    try:
+        jwk_set = jwt.PyJWKSet(listed if isinstance(listed, list) else [])
+    except jwt.PyJWTError:
+        jwk_set = None
     keys: dict[str, VerificationKey] = {}
-    for jwk in document.get("keys", []) if isinstance(document, dict) else []:
-        if not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str) or jwk.get("use", "sig") != "sig":
+    for jwk in jwk_set.keys if jwk_set is not None else []:
+        if not isinstance(jwk.key_id, str) or (jwk.public_key_use or "sig") != "sig":
             continue
-        if jwk.get("alg") is not None and jwk.get("alg") not in ASYMMETRIC:
-            continue
-        try:
-            key = jwt.PyJWK(jwk).key
-        except jwt.PyJWTError:
-            continue
-        algorithm = _algorithm_of(key)
-        if algorithm is not None and jwk.get("alg", algorithm) == algorithm:
-            keys[jwk["kid"]] = VerificationKey(key, algorithm)
+        algorithm = _algorithm_of(jwk.key)
+        if algorithm is not None and jwk.algorithm_name == algorithm:
+            keys[jwk.key_id] = VerificationKey(jwk.key, algorithm)
     if not keys:
         raise SystemExit(f"PLEDGEQL_JWKS_FILE {path}: no RS256 or ES256 signing key with a 'kid'")
     return keys

@@ -61,17 +61,17 @@ from graphql.execution.values import VariableValues, get_variable_values
 from starlette.requests import Request
 from starlette.responses import Response
 
-from permissions.decide import DecisionTable, DistrictConditions, Relationship, check_request
+from permissions.admission import NIL_DISTRICT, admit
+from permissions.decide import DecisionTable
 from permissions.enums import Purpose, RequestRefusal, Role
+from permissions.errors import STATUS, TRANSPORT_CODES, FieldError, RequestError
 from permissions.policy import PolicySet
-from permissions.principal import Principal
 from resolvers.principal import load_conditions, load_principal, support_tickets
 from resolvers.reads import Reads
 from resolvers.scope import RowScope
 from schema.compiled import CompiledReads, Plan, Planner
 from server.auth import TokenClaims, TokenVerifier
 from server.context import ClientInfo, PublicContext, RequestContext
-from server.errors import STATUS, TRANSPORT_CODES, FieldError, RequestError
 from server.headers import HeaderError, client_request_id, justification_header, purpose_header
 from server.limits import (
     Limits,
@@ -93,7 +93,6 @@ log = logging.getLogger("pledgeql.http")
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 PUBLIC_ROOTS = frozenset({"policy", "policyVersions", "__typename", "__schema", "__type"})
-NIL = uuid.UUID(int=0)
 # The methods /graphql serves; any other (HEAD included) is refused and runs nothing.
 METHODS = ("GET", "POST")
 # API.md: "printable" means no control characters (U+0000 to U+001F and U+007F).
@@ -264,18 +263,20 @@ class Reply:
     body: dict[str, Any]
     status: int
     headers: dict[str, str] = field(default_factory=dict)
-    # Which path served the data ("compiled" or "resolvers"; None when nothing ran),
-    # and the seconds spent in the database and on the audit, for Server-Timing.
+    # How the operation was served (Server-Timing): "compiled" or "resolvers",
+    # and the seconds spent in its SQL and in its audit write.
     served: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    sql_seconds: float = 0.0
+    audit_seconds: float = 0.0
 
 
-def server_timing(reply: Reply, total: float) -> str:
-    """The Server-Timing header: the path that served the request and its durations in
-    milliseconds (names and numbers only, never a value of the request)."""
+def server_timing(reply: Reply, total_seconds: float) -> str:
+    """The Server-Timing header: the path that served the operation, and the
+    durations of its SQL, its audit write and the whole request, in ms."""
     parts = [f'plan;desc="{reply.served}"'] if reply.served else []
-    parts += [f"{name};dur={seconds * 1000:.1f}" for name, seconds in reply.timings.items()]
-    parts.append(f"total;dur={total * 1000:.1f}")
+    if reply.served:
+        parts += [f"sql;dur={reply.sql_seconds * 1000:.2f}", f"audit;dur={reply.audit_seconds * 1000:.2f}"]
+    parts.append(f"total;dur={total_seconds * 1000:.2f}")
     return ", ".join(parts)
 
 
@@ -475,8 +476,8 @@ class GraphQLEndpoint:
         compiled: CompiledReads | None = None,
         server_timing: bool = False,
     ) -> None:
-        self.server_timing = server_timing
         self.trusted_proxy_header = trusted_proxy_header
+        self.server_timing = server_timing
         self.schema = schema
         self.policies = policies
         self.verifier = verifier
@@ -617,16 +618,6 @@ class GraphQLEndpoint:
             session_id=client_header(request, "X-Session-Id"),
         )
 
-    @staticmethod
-    def rls_districts(
-        principal: Principal, purpose: Purpose, conditions: dict[str, DistrictConditions], scope: RowScope
-    ) -> list[uuid.UUID]:
-        """The districts whose rows the request's transaction may touch at all."""
-        if principal.district_id is not None or principal.role is not Role.ANALYST:
-            return [d for d in scope.district_ids if isinstance(d, uuid.UUID)]
-        # Analysts: only districts that authorize the declared purpose.
-        return [uuid.UUID(key) for key, c in conditions.items() if purpose in c.authorized_purposes]
-
     def _limit(self, key: str) -> None:
         if self.rate_limiter is None:
             return
@@ -657,8 +648,8 @@ class GraphQLEndpoint:
     # ------------------------------------------------------------ execution
 
     async def handle(self, request: Request) -> Response:
-        request_id = request_id_of(request)
         started = time.perf_counter()
+        request_id = request_id_of(request)
         self.telemetry.activate()
         try:
             reply = await self._handle(request, request_id)
@@ -761,8 +752,10 @@ class GraphQLEndpoint:
                     reply = await self._compiled(plan, variables, context)
                     if reply is None:
                         reply = await self._run(request, prepared, gql, context)
-                    reply.served = reply.served or "compiled"  # _run marks its replies
-                    reply.timings["sql"] = db.seconds
+                        reply.served = "resolvers"
+                    else:
+                        reply.served = "compiled"
+                    reply.sql_seconds = db.seconds
                     # Fail closed: the response leaves only once its audit entries are
                     # written, in this transaction or (a query's, under load) in the
                     # transaction of the query leading its group, once that has
@@ -775,8 +768,8 @@ class GraphQLEndpoint:
                     except Exception as error:
                         log.error("Audit write failed: %s", type(error).__name__)
                         raise AuditUnavailable from None
-                    reply.timings["audit"] = asyncio.get_running_loop().time() - started
-                    self.telemetry.record_audit(entries, reply.timings["audit"])
+                    reply.audit_seconds = asyncio.get_running_loop().time() - started
+                    self.telemetry.record_audit(entries, reply.audit_seconds)
                 finally:
                     # Nothing touches this connection once it goes back to the pool, not even a
                     # resolver task still running after its field was cancelled (a DataLoader batch):
@@ -849,7 +842,9 @@ class GraphQLEndpoint:
         Every transport admits through here: a request over HTTP, and each
         event of a subscription (server/subscriptions.py)."""
         token_purposes = frozenset(Purpose(p) for p in claims.purposes if p in Purpose.__members__)
-        standing = await load_principal(db, claims.user_id, token_purposes, now, NIL, generic_plans=generic_plans)
+        standing = await load_principal(
+            db, claims.user_id, token_purposes, now, NIL_DISTRICT, generic_plans=generic_plans
+        )
         if standing is None:
             raise RequestError("UNAUTHENTICATED", "Sign in again: this account is unknown or disabled")
         principal = standing.principal
@@ -861,21 +856,12 @@ class GraphQLEndpoint:
             # Internal analysts read aggregates across districts: every
             # district's settings decide whether it takes part.
             conditions = await load_conditions(db, None)
-        home = conditions.get(str(principal.district_id)) if principal.district_id else None
         # No version applies before its effective date: decide with today's.
         policies = self.policies.in_effect(now.date())
-        refusal = check_request(policies, principal.role, purpose, token_purposes, justification, home)
-        if refusal is not None:
-            raise RequestError(refusal.value, REFUSAL_MESSAGES[refusal])
-        document = policies.governing(home.accepted_version) if home else policies.latest()
-        rule = document.rule(principal.role, purpose)
-        if rule is None:
-            raise RequestError("PURPOSE_NOT_ALLOWED", REFUSAL_MESSAGES[RequestRefusal.PURPOSE_NOT_ALLOWED])
-        granted = set(map(str, principal.granted_district_ids))
-        relationships = {
-            key: Relationship(support_grant_active=principal.role is Role.SUPPORT and key in granted)
-            for key in conditions
-        }
+        admission = admit(policies, principal, purpose, token_purposes, justification, conditions)
+        if isinstance(admission, RequestRefusal):
+            raise RequestError(admission.value, REFUSAL_MESSAGES[admission])
+        rule = admission.rule
         scope = RowScope(
             principal=principal,
             students_scope=rule.student_scope,
@@ -883,10 +869,7 @@ class GraphQLEndpoint:
             guardians_scope=rule.guardian_scope,
             today=now.date(),
         )
-        # Only internal users write entries about no district (the nil
-        # district's chain); a district user's request touches its district alone.
-        rls = self.rls_districts(principal, purpose, conditions, scope)
-        settable = ",".join(str(d) for d in (rls if principal.district_id is not None else [*rls, NIL]))
+        settable = ",".join(map(str, admission.rls_districts))
         if settable != standing.district_ids:  # set with the principal for district users
             await db.execute("SELECT set_config('pledgeql.district_ids', $1, true)", settable)
         # SUPPORT's justification is its grants' tickets in each district, never client text.
@@ -896,7 +879,7 @@ class GraphQLEndpoint:
             purpose=purpose,
             rule=rule,
             policies=policies,
-            decisions=DecisionTable(policies, principal.role, purpose, relationships, conditions),
+            decisions=DecisionTable(policies, principal.role, purpose, admission.relationships, conditions),
             conditions=conditions,
             reads=Reads(db, scope),
             db=db,
@@ -955,4 +938,4 @@ class GraphQLEndpoint:
         if result.data is None and _wants_graphql_response(request):
             codes = {e.get("extensions", {}).get("code") for e in body.get("errors", [])}
             status = 400 if codes <= {"BAD_USER_INPUT"} else 200
-        return Reply(body, status, served="resolvers")
+        return Reply(body, status)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from permissions.enums import Purpose
-from server.errors import RequestError
+from permissions.errors import RequestError
 
 MAX_JUSTIFICATION = 500
 MAX_CLIENT_REQUEST_ID = 128

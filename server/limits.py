@@ -48,6 +48,7 @@ from graphql import (
 )
 from graphql.error import GraphQLSyntaxError
 from graphql.language import Lexer, Source, Token, TokenKind
+from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from server.settings import Settings
 
@@ -358,18 +359,24 @@ def limits_rule(limits: Limits) -> type[ASTValidationRule]:
     return LimitsRule
 
 
-def introspection_off_rule() -> type[ASTValidationRule]:
-    class IntrospectionOff(ASTValidationRule):
-        def enter_field(self, node: FieldNode, *_args: Any) -> None:
-            if node.name.value in INTROSPECTION_FIELDS:
-                self.report_error(
-                    GraphQLError(
-                        "Introspection is off in production; the schema is published with the API documentation",
-                        node,
-                        extensions={"code": "BAD_USER_INPUT"},
-                    )
-                )
+class IntrospectionOff(NoSchemaIntrospectionCustomRule):
+    """graphql-core's rule (a field whose type is an introspection type is
+    refused), reported once per entry point (``__schema``, ``__type``) rather
+    than for every field below it, with the API's code and message."""
 
+    def report_error(self, error: GraphQLError) -> None:
+        node = error.nodes[0] if error.nodes else None
+        if isinstance(node, FieldNode) and node.name.value in INTROSPECTION_FIELDS:
+            super().report_error(
+                GraphQLError(
+                    "Introspection is off in production; the schema is published with the API documentation",
+                    node,
+                    extensions={"code": "BAD_USER_INPUT"},
+                )
+            )
+
+
+def introspection_off_rule() -> type[ASTValidationRule]:
     return IntrospectionOff
 
 

@@ -7,62 +7,88 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+from pydantic import PositiveFloat, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_FILE = ".env"
 
 
-def _read_env_file(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    if not path.is_file():
-        return values
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        values[key.strip()] = value.strip().strip('"').strip("'")
-    return values
+class _Environment(BaseSettings):
+    """The ``PLEDGEQL_*`` variables, from the environment or a ``.env`` file
+    (the environment wins), parsed and checked; ``Settings.from_env`` turns
+    them into the settings the application holds. An empty variable counts
+    as unset."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PLEDGEQL_",
+        env_file=ENV_FILE,
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        case_sensitive=False,
+        hide_input_in_errors=True,
+    )
+
+    env: Literal["development", "production", "test"] = "development"
+    data_dir: Path = Path(".pledgeql")
+    database_url: str | None = None
+    app_database_url: str | None = None
+    jwt_secret: SecretStr | None = None
+    jwt_public_key_file: str | None = None
+    jwks_file: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    trusted_proxy_header: str | None = None
+    cors_origins: str = ""
+    cors_extra_headers: str = ""
+    graphiql_token: SecretStr | None = None
+    audit_key: SecretStr | None = None
+    max_depth: int = 12
+    max_aliases: int = 30
+    max_tokens: int = 5000
+    max_cost: int = 50_000
+    max_body_bytes: int = 256 * 1024
+    rate_limit_per_minute: int = 600
+    rate_limit_burst: int = 120
+    pool_size: int = 10
+    default_list_size: int = 20
+    operations_dir: Path | None = None
+    db_connect_timeout: PositiveFloat = 3.0
+    db_command_timeout: PositiveFloat = 30.0
+    db_pool_timeout: PositiveFloat = 3.0
+    db_pool_pre_ping: bool = False
+    audit_lock_timeout: PositiveFloat = 1.0
+    header_timeout: PositiveFloat = 10.0
+    body_timeout: PositiveFloat = 30.0
+    max_connections: int = 1000
+    policy_dirs: str = ""
+    server_timing: bool | None = None
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
 
-def _env() -> dict[str, str]:
-    merged = _read_env_file(Path(ENV_FILE))
-    merged.update(os.environ)
-    return merged
-
-
-def _int(env: dict[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
+def _environment() -> _Environment:
     try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+        return _Environment()
+    except ValidationError as error:
+        # Which variable and why, never its value (it may be a secret).
+        problems = "; ".join(
+            f"PLEDGEQL_{'.'.join(str(part) for part in e['loc']).upper()}: {e['msg']}" for e in error.errors()
+        )
+        raise SystemExit(f"Invalid configuration: {problems}") from None
 
 
-def _seconds(env: dict[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not value > 0:
-        raise SystemExit(f"{name} must be more than 0 seconds, got {raw!r}")
-    return value
+def _listed(raw: str, separator: str = ",") -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(separator) if item.strip())
 
 
-def _flag(env: dict[str, str], name: str) -> bool | None:
-    """A yes/no setting: None when unset, so that the mode's default applies."""
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return None
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise SystemExit(f"{name} must be 1 or 0, got {raw!r}")
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 @dataclass(frozen=True)
@@ -71,7 +97,7 @@ class Settings:
     data_dir: Path = Path(".pledgeql")
     database_url: str | None = None
     app_database_url: str | None = None
-    jwt_secret: str | None = None
+    jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key_file: str | None = None
     jwks_file: str | None = None
     jwt_issuer: str | None = None
@@ -80,12 +106,13 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     cors_extra_headers: tuple[str, ...] = ()
     # `serve --demo`: GraphiQL's Authorization header is prefilled with the demo token.
-    graphiql_token: str | None = None
+    graphiql_token: str | None = field(default=None, repr=False)
+    # PLEDGEQL_AUDIT_KEY: the audit chain's key (``audit_key()``).
+    audit_secret: str | None = field(default=None, repr=False)
     max_depth: int = 12
     max_aliases: int = 30
     max_tokens: int = 5000
     max_cost: int = 50_000
-    max_batch: int = 10
     max_body_bytes: int = 256 * 1024
     rate_limit_per_minute: int = 600
     rate_limit_burst: int = 120
@@ -105,8 +132,8 @@ class Settings:
     body_timeout: float = 30.0
     max_connections: int = 1000
     policy_dirs: tuple[Path, ...] = ()
-    # Issue 13: the Server-Timing header on /graphql responses (how a request was
-    # served); on in development, off in production unless PLEDGEQL_SERVER_TIMING=1.
+    # PLEDGEQL_SERVER_TIMING: the Server-Timing header on /graphql responses;
+    # unset, it is on in development and off in production.
     server_timing: bool | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -116,58 +143,51 @@ class Settings:
 
     @property
     def sends_server_timing(self) -> bool:
-        """Whether /graphql responses carry Server-Timing: configured, else outside production."""
-        return not self.is_production if self.server_timing is None else self.server_timing
+        return self.server_timing if self.server_timing is not None else not self.is_production
 
     @classmethod
     def from_env(cls) -> Settings:
-        env = _env()
-        mode = env.get("PLEDGEQL_ENV", "development").strip().lower() or "development"
-        if mode not in ("development", "production", "test"):
-            raise SystemExit(f"PLEDGEQL_ENV must be development, production or test, got {mode!r}")
-        origins = tuple(o.strip() for o in env.get("PLEDGEQL_CORS_ORIGINS", "").split(",") if o.strip())
+        env = _environment()
         return cls(
-            env=mode,
-            data_dir=Path(env.get("PLEDGEQL_DATA_DIR", ".pledgeql")),
-            database_url=env.get("PLEDGEQL_DATABASE_URL") or None,
-            app_database_url=env.get("PLEDGEQL_APP_DATABASE_URL") or None,
-            jwt_secret=env.get("PLEDGEQL_JWT_SECRET") or None,
-            jwt_public_key_file=env.get("PLEDGEQL_JWT_PUBLIC_KEY_FILE") or None,
-            jwks_file=env.get("PLEDGEQL_JWKS_FILE") or None,
-            jwt_issuer=env.get("PLEDGEQL_JWT_ISSUER") or None,
-            jwt_audience=env.get("PLEDGEQL_JWT_AUDIENCE") or None,
-            trusted_proxy_header=env.get("PLEDGEQL_TRUSTED_PROXY_HEADER") or None,
-            cors_origins=origins,
-            graphiql_token=env.get("PLEDGEQL_GRAPHIQL_TOKEN") or None,
-            cors_extra_headers=tuple(
-                h.strip() for h in env.get("PLEDGEQL_CORS_EXTRA_HEADERS", "").split(",") if h.strip()
-            ),
-            max_depth=_int(env, "PLEDGEQL_MAX_DEPTH", 12),
-            max_aliases=_int(env, "PLEDGEQL_MAX_ALIASES", 30),
-            max_tokens=_int(env, "PLEDGEQL_MAX_TOKENS", 5000),
-            max_cost=_int(env, "PLEDGEQL_MAX_COST", 50_000),
-            max_batch=_int(env, "PLEDGEQL_MAX_BATCH", 10),
-            max_body_bytes=_int(env, "PLEDGEQL_MAX_BODY_BYTES", 256 * 1024),
-            rate_limit_per_minute=_int(env, "PLEDGEQL_RATE_LIMIT_PER_MINUTE", 600),
-            rate_limit_burst=_int(env, "PLEDGEQL_RATE_LIMIT_BURST", 120),
-            pool_size=_int(env, "PLEDGEQL_POOL_SIZE", 10),
-            default_list_size=_int(env, "PLEDGEQL_DEFAULT_LIST_SIZE", 20),
-            operations_dir=Path(env["PLEDGEQL_OPERATIONS_DIR"]) if env.get("PLEDGEQL_OPERATIONS_DIR") else None,
-            db_connect_timeout=float(_int(env, "PLEDGEQL_DB_CONNECT_TIMEOUT", 3)),
-            db_command_timeout=float(_int(env, "PLEDGEQL_DB_COMMAND_TIMEOUT", 30)),
-            db_pool_timeout=float(_int(env, "PLEDGEQL_DB_POOL_TIMEOUT", 3)),
-            db_pool_pre_ping=env.get("PLEDGEQL_DB_POOL_PRE_PING", "").strip().lower() in ("1", "true", "yes", "on"),
-            audit_lock_timeout=_seconds(env, "PLEDGEQL_AUDIT_LOCK_TIMEOUT", 1.0),
-            header_timeout=_seconds(env, "PLEDGEQL_HEADER_TIMEOUT", 10.0),
-            body_timeout=_seconds(env, "PLEDGEQL_BODY_TIMEOUT", 30.0),
-            max_connections=_int(env, "PLEDGEQL_MAX_CONNECTIONS", 1000),
-            policy_dirs=tuple(Path(d) for d in env.get("PLEDGEQL_POLICY_DIRS", "").split(":") if d.strip()),
-            server_timing=_flag(env, "PLEDGEQL_SERVER_TIMING"),
+            env=env.env,
+            data_dir=env.data_dir,
+            database_url=env.database_url,
+            app_database_url=env.app_database_url,
+            jwt_secret=_secret(env.jwt_secret),
+            jwt_public_key_file=env.jwt_public_key_file,
+            jwks_file=env.jwks_file,
+            jwt_issuer=env.jwt_issuer,
+            jwt_audience=env.jwt_audience,
+            trusted_proxy_header=env.trusted_proxy_header,
+            cors_origins=_listed(env.cors_origins),
+            cors_extra_headers=_listed(env.cors_extra_headers),
+            graphiql_token=_secret(env.graphiql_token),
+            audit_secret=_secret(env.audit_key),
+            max_depth=env.max_depth,
+            max_aliases=env.max_aliases,
+            max_tokens=env.max_tokens,
+            max_cost=env.max_cost,
+            max_body_bytes=env.max_body_bytes,
+            rate_limit_per_minute=env.rate_limit_per_minute,
+            rate_limit_burst=env.rate_limit_burst,
+            pool_size=env.pool_size,
+            default_list_size=env.default_list_size,
+            operations_dir=env.operations_dir,
+            db_connect_timeout=env.db_connect_timeout,
+            db_command_timeout=env.db_command_timeout,
+            db_pool_timeout=env.db_pool_timeout,
+            db_pool_pre_ping=env.db_pool_pre_ping,
+            audit_lock_timeout=env.audit_lock_timeout,
+            header_timeout=env.header_timeout,
+            body_timeout=env.body_timeout,
+            max_connections=env.max_connections,
+            policy_dirs=tuple(Path(d) for d in _listed(env.policy_dirs, ":")),
+            server_timing=env.server_timing,
         )
 
     def configured_audit_key(self) -> str | None:
         """PLEDGEQL_AUDIT_KEY (or the key a test configured), or None."""
-        return self.extra.get("audit_key") or _env().get("PLEDGEQL_AUDIT_KEY") or None
+        return self.extra.get("audit_key") or self.audit_secret or None
 
     def audit_key(self) -> bytes:
         """The audit chain's HMAC key: configured, or (development) generated once into the data dir.

@@ -52,6 +52,7 @@ from graphql import execute as graphql_execute
 from graphql.execution.values import VariableValues, get_argument_values
 
 from permissions.enums import DenyReason, Purpose, Role, Scope
+from permissions.errors import RequestError
 from resolvers import live
 from resolvers.db import Db
 from resolvers.reads import Row
@@ -61,7 +62,6 @@ from schema.types import Response, Student
 from server.auth import TokenClaims
 from server.context import ClientInfo, RequestContext
 from server.db import connect
-from server.errors import RequestError
 from server.graphql_http import (
     AUDIT_UNAVAILABLE_MESSAGE,
     UNAVAILABLE_MESSAGE,

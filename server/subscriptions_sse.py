@@ -22,7 +22,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from server.errors import STATUS, RequestError
+from permissions.errors import STATUS, RequestError
 from server.graphql_http import RateLimited, request_id_of
 from server.headers import purpose_header, single_header
 from server.ratelimit import retry_after_header

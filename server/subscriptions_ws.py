@@ -25,8 +25,8 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
+from permissions.errors import RequestError
 from server.context import ClientInfo
-from server.errors import RequestError
 from server.graphql_http import GraphQLRequest, MalformedRequest
 from server.subscriptions import Caller, LiveService, LiveSubscription, OperationErrors, error_payload
 

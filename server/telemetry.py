@@ -34,6 +34,8 @@ from typing import Any
 
 from graphql import GraphQLField, GraphQLSchema, default_field_resolver
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context
+from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from resolvers.db import Db
@@ -134,14 +136,24 @@ class Telemetry:
 
     @contextlib.contextmanager
     def span(
-        self, name: str, attributes: Attributes | None = None, kind: SpanKind = SpanKind.INTERNAL
+        self,
+        name: str,
+        attributes: Attributes | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        parent: Context | None = None,
     ) -> Iterator[Any]:
-        """A span that never records an exception's message, only its type."""
+        """A span that never records an exception's message, only its type
+        (under ``parent``, a caller's trace context, when given)."""
         if not self.enabled:
             yield None
             return
         with self.tracer.start_as_current_span(
-            name, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
+            name,
+            context=parent,
+            kind=kind,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
         ) as span:
             try:
                 yield span
@@ -282,6 +294,17 @@ def trace_root_fields(schema: GraphQLSchema) -> None:
             field.resolve = _traced_resolver(field.resolve or default_field_resolver, f"resolve {root.name}.{name}")
 
 
+class _HeaderCarrier(dict[str, str]):
+    """An ASGI request's headers as a propagator reads them (lower-case names)."""
+
+    def __init__(self, scope: Any) -> None:
+        super().__init__()
+        for name, value in scope.get("headers", ()):
+            key = name.decode("latin-1").lower()
+            if key not in self:
+                self[key] = value.decode("latin-1")
+
+
 class TelemetryMiddleware:
     """A span and the request metrics around every HTTP request (ASGI middleware)."""
 
@@ -304,11 +327,16 @@ class TelemetryMiddleware:
                 status = message["status"]
             await send(message)
 
+        # A browser's or a gateway's trace continues here (W3C traceparent and
+        # tracestate, or what OTEL_PROPAGATORS names); a malformed header is
+        # ignored and the request starts a trace of its own.
+        parent = extract(_HeaderCarrier(scope)) if self.telemetry.enabled else None
         try:
             with self.telemetry.span(
                 f"{method} {route}",
                 {"http.request.method": method, "http.route": route, "url.path": route},
                 SpanKind.SERVER,
+                parent,
             ) as span:
                 await self.app(scope, receive, send_status)
                 if span is not None:

@@ -28,9 +28,9 @@ import pytest_asyncio
 
 from server.app import create_app
 from server.auth import mint_token
+from server.commands.migrate import migrate
+from server.commands.seed import seed_demo
 from server.db import DatabaseUrls, connect, server_urls, stop_embedded
-from server.migrate import migrate
-from server.seed import seed_demo
 from server.settings import Settings
 
 TEMPLATE = "pledgeql_template"

@@ -20,7 +20,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from schema.build import category_fields
+from schema.catalog import category_fields
 from tests.conftest import error_codes
 
 NORTHWIND_ADMIN = "admin@northwind.example"

@@ -22,8 +22,8 @@ import asyncpg
 import pytest
 
 from permissions.audit import GENESIS, Anchor, ChainVerifier, anchor_mac, entry_hash
-from server.audit_cli import ENTRY_COLUMNS, command
 from server.audit_writer import trim_chain
+from server.commands.audit_cli import ENTRY_COLUMNS, command
 from server.db import DatabaseUrls, connect
 from server.settings import Settings
 
@@ -602,3 +602,14 @@ def test_a_client_request_id_added_to_removed_from_or_changed_in_a_stored_entry_
     added = [dict(r) for r in rows]
     added[0]["client_request_id"] = "planted"
     assert first_break(added).seq == 1
+
+
+def test_the_entries_ids_are_distinct_random_version_4_uuids_in_their_text_form() -> None:
+    from server.audit_writer import new_ids
+
+    ids = new_ids(500)
+    parsed = [uuid.UUID(i) for i in ids]
+    assert [str(p) for p in parsed] == ids
+    assert all(p.version == 4 and p.variant == uuid.RFC_4122 for p in parsed)
+    assert len(set(ids)) == 500
+    assert new_ids(0) == []

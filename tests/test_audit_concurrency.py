@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.audit_cli import verify_chains
+from server.commands.audit_cli import verify_chains
 from server.db import DatabaseUrls, connect
 from server.settings import Settings
 from tests.conftest import TEST_POLICIES

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.audit_cli import verify_chains
+from server.commands.audit_cli import verify_chains
 from server.settings import Settings
 from tests.conftest import ALL_PURPOSES, TEST_POLICIES
 

@@ -28,7 +28,7 @@ def run(args: list[str], db: DatabaseUrls, tmp_path: Path, **env: str) -> subpro
         **env,
     }
     return subprocess.run(  # noqa: S603 (our own console entry point)
-        [sys.executable, "-m", "server.cli", *args],
+        [sys.executable, "-m", "server.commands.cli", *args],
         capture_output=True,
         text=True,
         env=environment,

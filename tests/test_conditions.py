@@ -17,13 +17,12 @@ from typing import Any
 
 import pytest
 
+from permissions.admission import rls_districts as admission_districts
 from permissions.decide import DecisionTable, Relationship, is_purpose_authorized
-from permissions.enums import DataCategory, DenyReason, Purpose, Role, Scope
+from permissions.enums import DataCategory, DenyReason, Purpose, Role
 from permissions.principal import Principal
 from resolvers.db import Db
 from resolvers.principal import load_conditions
-from resolvers.scope import RowScope
-from server.graphql_http import GraphQLEndpoint
 from tests.conftest import Gql, error_codes
 
 ADMIN = "admin@northwind.example"
@@ -208,23 +207,38 @@ async def test_an_analyst_reaches_neither_an_opted_out_nor_a_consenting_student(
         assert error_codes(body) == ["NOT_FOUND"]
 
 
-async def test_a_district_that_withdraws_product_analytics_leaves_the_analysts_transaction(
+async def test_a_district_that_withdraws_both_analyst_purposes_leaves_the_analysts_transaction(
     gql: Gql, owner: Any, northwind: uuid.UUID, riverside: uuid.UUID, users: dict[str, uuid.UUID]
 ) -> None:
+    """A district that authorizes neither of the analysts' purposes is not in
+    the analyst's transaction at all. One that withdraws only one of them
+    stays in it under both, to be counted for the joint suppression of the
+    two purposes' reports (schema/reports.py); no report of the withdrawn
+    purpose counts it (tests/attacks/test_reports.py)."""
     analyst = Principal(user_id=users["analyst@pledgeql.example"], role=Role.ANALYST, district_id=None)
-    scope = RowScope(analyst, Scope.NONE, Scope.NONE, Scope.NONE, dt.date.today())
 
     async def rls_districts(purpose: Purpose) -> set[uuid.UUID]:
         conditions = await load_conditions(Db(owner), None)
-        return set(GraphQLEndpoint.rls_districts(analyst, purpose, conditions, scope))
+        return set(admission_districts(analyst, purpose, conditions))
 
     assert await rls_districts(Purpose.PRODUCT_ANALYTICS) >= {northwind, riverside}
-    async with northwind_settings(gql, authorizedPurposes=[p for p in ALL_BUT_NOTHING if p != "PRODUCT_ANALYTICS"]):
+    withdrawn = ("PRODUCT_ANALYTICS", "REPORTING")
+    async with northwind_settings(gql, authorizedPurposes=[p for p in ALL_BUT_NOTHING if p not in withdrawn]):
         conditions = await load_conditions(Db(owner), [northwind])
         assert not is_purpose_authorized(Purpose.PRODUCT_ANALYTICS, conditions[str(northwind)])
-        districts = await rls_districts(Purpose.PRODUCT_ANALYTICS)
-        assert northwind not in districts and riverside in districts
+        for purpose in (Purpose.PRODUCT_ANALYTICS, Purpose.REPORTING):
+            districts = await rls_districts(purpose)
+            assert northwind not in districts and riverside in districts
+    async with northwind_settings(gql, authorizedPurposes=[p for p in ALL_BUT_NOTHING if p != "PRODUCT_ANALYTICS"]):
+        assert northwind in await rls_districts(Purpose.PRODUCT_ANALYTICS)
         assert northwind in await rls_districts(Purpose.REPORTING)
+        report = await gql(
+            "analyst@pledgeql.example",
+            "PRODUCT_ANALYTICS",
+            "query($i: ReportInput!) { performanceReport(input: $i) { total { students } } }",
+            {"i": {"scope": {"districtId": str(northwind)}}},
+        )
+        assert error_codes(report) == ["FORBIDDEN"]
     assert northwind in await rls_districts(Purpose.PRODUCT_ANALYTICS)
 
 

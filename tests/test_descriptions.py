@@ -8,9 +8,10 @@ from graphql import build_schema as parse_sdl
 from graphql import graphql_sync
 
 from permissions.policy import load_policy_set
-from schema.build import build_schema, category_fields
+from schema.build import build_schema
+from schema.catalog import category_fields
 from schema.descriptions import category_note, contract_descriptions, described
-from server.cli import main as cli_main
+from server.commands.cli import main as cli_main
 
 
 def served_by_the_schema_command(capsys: pytest.CaptureFixture[str]) -> dict[str, str]:

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from server.audit_cli import verify_chains
-from server.cli import main as cli_main
+from server.commands.audit_cli import verify_chains
+from server.commands.cli import main as cli_main
+from server.commands.export import COMPUTED_FIELDS, FILE_TYPES, UNDOCUMENTED, delete_district, field_categories
 from server.db import DatabaseUrls
-from server.export import COMPUTED_FIELDS, FILE_TYPES, UNDOCUMENTED, delete_district, field_categories
 from server.settings import Settings
 from tests.conftest import Gql, error_codes, run_as_owner
 

@@ -28,7 +28,7 @@ import pytest
 import pytest_asyncio
 
 from server.app import create_app
-from server.audit_cli import verify_chains
+from server.commands.audit_cli import verify_chains
 from server.db import DatabaseUrls, connect
 from server.graphql_http import is_connection_error
 from server.settings import Settings

@@ -29,9 +29,9 @@ import uvicorn
 
 from server.app import create_app
 from server.auth import mint_token
+from server.commands.migrate import migrate
+from server.commands.seed import seed_demo
 from server.db import DatabaseUrls, connect, ensure_database
-from server.migrate import migrate
-from server.seed import seed_demo
 from server.settings import Settings
 from tests.conftest import ALL_PURPOSES, error_codes
 

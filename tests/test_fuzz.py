@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 from hypothesis_graphql import queries
 
 from permissions.enums import DataCategory, Purpose, Role
-from schema.build import category_fields
+from schema.catalog import category_fields
 from server.auth import mint_token
 from server.settings import Settings
 from tests.conftest import ALL_PURPOSES

@@ -39,7 +39,7 @@ from graphql import (
 from permissions.policy import load_policy_set
 from schema.build import build_schema
 from server.app import create_app
-from server.cli import main as cli_main
+from server.commands.cli import main as cli_main
 from server.db import DatabaseUrls
 from server.limits import Limits, measure_operation
 from server.operations import Checker, OperationRegistry, OperationsError, canonical_forms, load_folder, used_fragments

@@ -20,7 +20,7 @@ from graphql import GraphQLError
 
 from server.app import create_app
 from server.auth import mint_token
-from server.cli import main as cli_main
+from server.commands.cli import main as cli_main
 from server.db import DatabaseUrls
 from server.graphql_http import DocumentCache, format_error
 from server.settings import Settings
@@ -165,6 +165,26 @@ def test_production_validation_refuses_introspection_even_for_a_registered_docum
     assert not DocumentCache(schema, production=False).get("{ __schema { queryType { name } } }").errors
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ s: __schema { ...Types } } fragment Types on __Schema { types { name fields { name } } }",
+        '{ me { role } t: __type(name: "Student") { ... on __Type { fields { name type { name } } } } }',
+    ],
+)
+def test_production_validation_refuses_introspection_under_an_alias_or_fragment_once_per_entry(
+    app: Any, query: str
+) -> None:
+    schema = app.state.pledgeql.schema._schema
+    errors = DocumentCache(schema, production=True).get(query).errors
+    assert len(errors) == 1 and errors[0].extensions == {"code": "BAD_USER_INPUT"}
+
+
+def test_production_validation_still_answers_typename(app: Any) -> None:
+    schema = app.state.pledgeql.schema._schema
+    assert not DocumentCache(schema, production=True).get("{ __typename me { __typename role } }").errors
+
+
 def test_production_validation_messages_suggest_nothing(app: Any) -> None:
     schema = app.state.pledgeql.schema._schema
     message = DocumentCache(schema, production=True).get("{ me { rol } }").errors[0].message
@@ -237,3 +257,23 @@ def test_production_does_not_start_with_an_invalid_registered_operation(
 def test_production_does_not_start_with_cors_open_to_every_origin(prod_settings: Settings, db: DatabaseUrls) -> None:
     with pytest.raises(SystemExit, match="CORS"):
         create_app(dataclasses.replace(prod_settings, cors_origins=("*",)), db)
+
+
+async def test_production_sends_no_server_timing_by_default(
+    prod_client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    response = await prod_client.post("/graphql", json={"query": ME}, headers=headers)
+    assert response.status_code == 200
+    assert "server-timing" not in response.headers
+
+
+async def test_production_sends_server_timing_when_the_operator_turns_it_on(
+    prod_settings: Settings, db: DatabaseUrls, headers: dict[str, str]
+) -> None:
+    application = create_app(dataclasses.replace(prod_settings, server_timing=True), db)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://pledgeql.test") as http:
+            response = await http.post("/graphql", json={"query": ME}, headers=headers)
+    assert response.status_code == 200
+    assert response.headers["server-timing"].startswith('plan;desc="')

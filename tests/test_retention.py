@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from server.audit_cli import verify_chains
-from server.cli import main as cli_main
+from server.commands.audit_cli import verify_chains
+from server.commands.cli import main as cli_main
+from server.commands.retention import run_retention
 from server.db import DatabaseUrls
-from server.retention import run_retention
 from server.settings import Settings
 from tests.conftest import Gql, error_codes, run_as_owner
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from resolvers.rights import iso
-from server.cli import main as cli_main
+from server.commands.cli import main as cli_main
 from server.db import DatabaseUrls
 from server.settings import Settings
 from tests.conftest import Gql, error_codes, justified

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from server.auth import mint_token
-from server.cli import main as cli_main
+from server.commands.cli import main as cli_main
+from server.commands.roster import import_package
 from server.db import DatabaseUrls, connect
-from server.roster import import_package
 from server.settings import Settings
 from tests.conftest import run_as_owner
 

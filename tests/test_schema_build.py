@@ -189,3 +189,20 @@ def test_dropping_a_category_from_a_field_breaks_the_contract(served_sdl: str) -
     assert changed != served_sdl
     problems = incompatibilities(changed)
     assert problems == ["DeviceSession.ipAddress should carry @classified(category: DEVICE), has nothing"]
+
+
+def test_every_operation_a_policy_can_name_is_a_field_of_the_served_schema_and_a_missing_one_is_named() -> None:
+    from schema.gate import check_operations
+
+    served = build_schema(POLICIES)
+    fields = {
+        name
+        for type_name, graphql_type in served._schema.type_map.items()
+        if not type_name.startswith("__")
+        for name in (getattr(graphql_type, "fields", None) or {})
+    }
+    assert check_operations(fields) == []
+    assert check_operations(fields - {"auditLog", "submitResponse"}) == [
+        "operation auditLog is no field of the schema",
+        "operation submitResponse is no field of the schema",
+    ]

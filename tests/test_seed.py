@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from server.commands.migrate import migrate
+from server.commands.seed import NAMESPACE, SeedSummary, demo_id, seed_demo
 from server.db import DatabaseUrls, connect, ensure_database, server_urls
-from server.migrate import migrate
-from server.seed import NAMESPACE, SeedSummary, demo_id, seed_demo
 from server.settings import Settings
 
 # ---------------------------------------------------------------- fixtures

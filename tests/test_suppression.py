@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resolvers.suppression import Count, Key, Reason, positions, suppress
+from resolvers.suppression import Count, Key, Reason, View, positions, suppress, suppress_jointly
 
 S = Reason.SMALL_GROUP
 C = Reason.COMPLEMENTARY
@@ -304,3 +304,76 @@ def test_no_small_group_counted_twice_and_no_overlap_of_a_line_is_left_alone(rec
             assert n_unknown != 1, (d, line, unknown[3])
             if (d, ()) in unknown[1 << d]:
                 assert n_unknown >= 2
+
+
+# --------------------------------------------- one report over two universes
+#
+# An analyst's report under REPORTING counts the districts of parts A and B,
+# the same report under PRODUCT_ANALYTICS those of A and C (POLICY.md 4.1):
+# suppressed jointly, with the differences B and C as views of their own.
+
+PARTS = st.sampled_from("AABC")
+
+
+def _views(records: Sequence[tuple[int, str, tuple[str | None, ...]]], n: int, first: str) -> list[View]:
+    def of(parts: str) -> View:
+        return View(lattice([(s, v) for s, p, v in records if p in parts], n), {})
+
+    return [of("AB"), of("AC"), of("B"), of("C")] if first == "R" else [of("AC"), of("AB"), of("C"), of("B")]
+
+
+def _parted(n: int) -> st.SearchStrategy[list[tuple[int, str, tuple[str | None, ...]]]]:
+    # A student belongs to one district, so to one part.
+    row = st.tuples(st.integers(0, 40), st.tuples(*[VALUES] * n))
+    return st.lists(row, min_size=1, max_size=80).flatmap(
+        lambda rows: st.lists(PARTS, min_size=len(rows), max_size=len(rows)).map(
+            lambda parts: [(s, part, v) for (s, v), part in zip(rows, parts, strict=True)]
+        )
+    )
+
+
+def _one_part_per_student(records: list[tuple[int, str, tuple[str | None, ...]]]) -> list:
+    part_of: dict[int, str] = {}
+    return [(s, part_of.setdefault(s, p), v) for s, p, v in records]
+
+
+@settings(max_examples=150, deadline=None)
+@given(_parted(2))
+def test_an_analysts_two_purposes_hide_the_same_cells_and_no_shown_pair_differs_by_a_small_group(records: list) -> None:
+    records = _one_part_per_student(records)
+    k = 4
+    reporting = suppress_jointly(_views(records, 2, "R"), 2, k)
+    analytics = suppress_jointly(_views(records, 2, "P"), 2, k)
+    for mask in range(1 << 2):
+        assert set(reporting[mask]) == set(analytics[mask])
+    for view in _views(records, 2, "R"):
+        for mask, cells in view.tables.items():
+            for key, count in cells.items():
+                if key not in reporting[mask]:
+                    # Shown: in no universe, difference included, a small group.
+                    assert not 0 < count.students < k, (mask, key, count)
+        # Within every universe, suppression is closed: no partition has
+        # exactly one hidden cell of that universe's.
+        tables = {m: dict(t) for m, t in view.tables.items()}
+        hidden = {
+            m: {key: S if 0 < tables[m][key].students < k else C for key in reporting[m] if key in tables[m]}
+            for m in tables
+        }
+        _check_partitions(tables, hidden, 2)
+
+
+def test_suppressed_alone_the_reporting_report_minus_the_analytics_report_isolates_a_small_group() -> None:
+    """The hole suppress_jointly closes: each report suppressed on its own."""
+    records = _one_part_per_student(
+        [(i, "A", ("x", "f")) for i in range(10)]
+        + [(10 + i, "A", ("y", "f")) for i in range(10)]
+        + [(20 + i, "B", ("x", "f")) for i in range(2)]
+    )
+    reporting, analytics, *_ = _views(records, 2, "R")
+    alone_r = suppress(reporting.tables, 2, 4)
+    alone_p = suppress(analytics.tables, 2, 4)
+    key = ("x", "f")
+    assert key not in alone_r[3] and key not in alone_p[3]
+    assert reporting.tables[3][key].students - analytics.tables[3][key].students == 2  # two students singled out
+    joint = suppress_jointly(_views(records, 2, "R"), 2, 4)
+    assert key in joint[3] and joint[3][key] is C

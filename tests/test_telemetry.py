@@ -229,6 +229,45 @@ async def test_each_request_has_an_http_span_an_operation_span_root_field_spans_
     assert not [name for name in spans if "firstName" in name or "Student." in name]
 
 
+@pytest.mark.parametrize("well_formed", [True, False])
+async def test_a_callers_w3c_trace_context_is_continued_and_a_malformed_one_ignored(
+    traced_client: httpx.AsyncClient,
+    exporter: InMemorySpanExporter,
+    settings: Settings,
+    users: dict[str, uuid.UUID],
+    owner: Any,
+    well_formed: bool,
+) -> None:
+    exporter.clear()
+    trace_id, span_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    traceparent = f"00-{trace_id}-{span_id}-01" if well_formed else f"00-{trace_id}-zz-01"
+    request_id = "traceparent-" + uuid.uuid4().hex
+    response = await traced_client.post(
+        "/graphql",
+        json={"query": "{ students(first: 2) { nodes { firstName } } }"},
+        headers={
+            "Authorization": f"Bearer {mint_token(settings, users[ADMIN], ALL_PURPOSES)}",
+            "X-Purpose": "REPORTING",
+            "X-Request-Id": request_id,
+            "traceparent": traceparent,
+        },
+    )
+    assert response.status_code == 200 and "errors" not in response.json()
+    http = next(span for span in exporter.get_finished_spans() if span.name == "POST /graphql")
+    served = format(http.context.trace_id, "032x")
+    stored = {
+        r["trace_id"]
+        for r in await owner.fetch("SELECT trace_id FROM audit_entries WHERE client_request_id = $1", request_id)
+    }
+    assert stored == {served}
+    if well_formed:
+        assert served == trace_id
+        assert http.parent is not None and format(http.parent.span_id, "016x") == span_id
+        assert http.parent.is_remote
+    else:
+        assert served != trace_id and http.parent is None
+
+
 async def test_a_failed_statement_leaves_its_error_type_but_not_its_message(
     traced_client: httpx.AsyncClient, exporter: InMemorySpanExporter
 ) -> None:

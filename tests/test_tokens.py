@@ -27,10 +27,10 @@ import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from permissions.errors import RequestError
 from server.app import create_app
-from server.auth import LEEWAY_SECONDS, TokenVerifier
+from server.auth import LEEWAY_SECONDS, TokenVerifier, load_jwks
 from server.db import DatabaseUrls
-from server.errors import RequestError
 from server.settings import Settings
 from tests.conftest import error_codes
 
@@ -357,3 +357,29 @@ def test_a_jwks_without_usable_signing_keys_stops_the_server(settings: Settings,
     path.write_text(json.dumps({"keys": [public_jwk(weak, "weak", "RS256")]}))
     with pytest.raises(SystemExit, match="no RS256 or ES256"):
         TokenVerifier(dataclasses.replace(settings, jwks_file=str(path)))
+
+
+def test_a_jwks_keeps_each_key_to_its_one_algorithm_and_leaves_out_the_rest(tmp_path: Path) -> None:
+    good_rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    good_ec = ec.generate_private_key(ec.SECP256R1())
+    rsa_jwk = public_jwk(good_rsa, "rsa", "RS256")
+    ec_jwk = public_jwk(good_ec, "ec", "ES256")
+    path = tmp_path / "jwks.json"
+    path.write_text(
+        json.dumps(
+            {
+                "keys": [
+                    rsa_jwk,
+                    ec_jwk,
+                    {**rsa_jwk, "kid": "rsa-as-ps256", "alg": "PS256"},  # another algorithm for an RSA key
+                    {**rsa_jwk, "kid": "rsa-as-hs256", "alg": "HS256"},  # an RSA key named a shared secret
+                    {**ec_jwk, "kid": "ec-for-encryption", "use": "enc"},
+                    {"kty": "oct", "k": "c2VjcmV0", "kid": "shared", "alg": "HS256"},
+                    {**{k: v for k, v in rsa_jwk.items() if k != "kid"}},  # no kid
+                    "not a key",
+                ]
+            }
+        )
+    )
+    keys = load_jwks(str(path))
+    assert {kid: key.algorithm for kid, key in keys.items()} == {"rsa": "RS256", "ec": "ES256"}

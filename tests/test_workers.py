@@ -77,7 +77,7 @@ def serve(db: DatabaseUrls | None, tmp_path: Path, workers: int, **extra_env: st
         env |= {"PLEDGEQL_DATABASE_URL": db.owner, "PLEDGEQL_APP_DATABASE_URL": db.app}
     with log.open("wb") as output:
         process = subprocess.Popen(  # noqa: S603 (our own console entry point)
-            [sys.executable, "-m", "server.cli", "serve", "--workers", str(workers), "--port", str(port)],
+            [sys.executable, "-m", "server.commands.cli", "serve", "--workers", str(workers), "--port", str(port)],
             stdout=output,
             stderr=subprocess.STDOUT,
             env=env,

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.cli import main as cli_main
+from server.commands.cli import main as cli_main
 from server.db import DatabaseUrls
 from server.settings import Settings
 from tests.conftest import run_as_owner

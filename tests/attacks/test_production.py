@@ -62,8 +62,9 @@ def test_a_production_node_without_the_audit_key_refuses_to_start_instead_of_cha
     # Nothing was generated: a key in the data dir would be a second chain key.
     assert not (tmp_path / "audit_key").exists()
     monkeypatch.setenv("PLEDGEQL_AUDIT_KEY", "the-one-key-every-node-shares")
-    assert keyless.audit_key() == b"the-one-key-every-node-shares"
-    create_app(keyless, db)
+    keyed = dataclasses.replace(keyless, audit_secret=Settings.from_env().audit_secret)
+    assert keyed.audit_key() == b"the-one-key-every-node-shares"
+    create_app(keyed, db)
 
 
 @pytest.mark.parametrize(

@@ -178,3 +178,53 @@ async def test_counted_twice_the_rows_of_a_schools_usage_report_minus_its_total_
     # students counted twice nor a hidden row follows from the rest.
     assert len(rows) - len(shown) >= 2
     assert all(row["students"] is None and row["activeMinutes"] is None for row in rows if row["suppressed"])
+
+
+# Students of a district with responses, not opted out, per grade and gender:
+# what an analyst's performance report by GRADE_LEVEL x GENDER counts of it.
+_DISTRICT_CELLS = """
+SELECT u.grade_level, u.gender, count(*) AS students FROM users u
+WHERE u.district_id = $1 AND u.role = 'STUDENT'
+AND EXISTS (SELECT 1 FROM responses r WHERE r.district_id = u.district_id AND r.student_id = u.id)
+AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.district_id = u.district_id AND c.student_id = u.id
+                AND c.analytics_opt_out)
+GROUP BY u.grade_level, u.gender"""
+
+
+@pytest.mark.parametrize("dropped", ["PRODUCT_ANALYTICS", "REPORTING"])
+async def test_cross_purpose_differencing_an_analysts_two_purposes_over_different_districts_isolate_no_small_group(
+    gql: Gql, owner: Any, dropped: str
+) -> None:
+    """Riverside stops authorizing one of the analysts' purposes: the same
+    report under REPORTING and under PRODUCT_ANALYTICS then counts different
+    districts, and subtracting them would give Riverside's cells."""
+    riverside = await owner.fetchval("SELECT id FROM districts WHERE name = 'Riverside Unified'")
+    k = await owner.fetchval("SELECT max(minimum_group_size) FROM districts")
+    cells = await owner.fetch(_DISTRICT_CELLS, riverside)
+    assert any(0 < c["students"] < k for c in cells), "the attack needs a small cell of Riverside's"
+    before = await owner.fetchval("SELECT authorized_purposes FROM districts WHERE id = $1", riverside)
+    await owner.execute(
+        "UPDATE districts SET authorized_purposes = array_remove(authorized_purposes, $2) WHERE id = $1",
+        riverside,
+        dropped,
+    )
+    try:
+        report_input = {"scope": {"allDistricts": True}, "groupBy": ["GRADE_LEVEL", "GENDER"]}
+        reporting = await _ask(gql, ANALYST, "REPORTING", PERFORMANCE, report_input)
+        analytics = await _ask(gql, ANALYST, "PRODUCT_ANALYTICS", PERFORMANCE, report_input)
+    finally:
+        await owner.execute("UPDATE districts SET authorized_purposes = $2 WHERE id = $1", riverside, before)
+
+    one, other = _rows(reporting), _rows(analytics)
+    # Both reports hide the same cells, so no hidden cell of one is shown by the
+    # other (a group with no student in one report's districts is not a row of it).
+    both = one.keys() & other.keys()
+    assert {key for key in both if one[key]["suppressed"]} == {key for key in both if other[key]["suppressed"]}
+    shown = [key for key in one.keys() & other.keys() if not one[key]["suppressed"]]
+    assert shown, "the reports must still publish cells for the comparison to mean anything"
+    for key in shown:
+        difference = abs(one[key]["students"] - other[key]["students"])
+        assert difference == 0 or difference >= k, (key, difference)
+    totals = abs(reporting["total"]["students"] - analytics["total"]["students"])
+    assert reporting["total"]["suppressed"] or totals == 0 or totals >= k
+    assert reporting["minimumGroupSize"] == analytics["minimumGroupSize"] == k

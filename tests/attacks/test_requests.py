@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 
 from server.app import create_app
-from server.audit_cli import verify_chains
+from server.commands.audit_cli import verify_chains
 from server.db import DatabaseUrls
 from server.settings import Settings
 from tests.conftest import error_codes

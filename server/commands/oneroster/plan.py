@@ -36,9 +36,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.oneroster import spec
-from server.oneroster.problems import ERROR, NOTE, WARNING, Problem, Problems, Refused
-from server.oneroster.reader import CsvFile, Package, Record
+from server.commands.oneroster import spec
+from server.commands.oneroster.problems import ERROR, NOTE, WARNING, Problem, Problems, Refused
+from server.commands.oneroster.reader import CsvFile, Package, Record
 
 STAFF_WITH_SCHOOL = ("STUDENT", "TEACHER", "SCHOOL_ADMIN")
 STATE_ID_TYPES = frozenset({"state", "stateid", "state_id", "statestudentid", "ssid", "sasid"})

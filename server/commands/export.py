@@ -8,7 +8,7 @@ data category. Beside them:
 
 - ``data_dictionary.csv``: file, field, type, category, meaning. Categories
   come from the schema's ``@classified`` declarations
-  (``schema.build.category_fields()``), matched to columns by name, and from
+  (``schema.catalog.category_fields()``), matched to columns by name, and from
   the few stored columns the API does not show (COLUMN_CATEGORIES);
 - ``export_manifest.json``: rows and sha256 of every file;
 - ``README.txt``: what the export is and how to read it.
@@ -88,7 +88,7 @@ ACCOUNT_COLUMNS = frozenset(
 COMPUTED_FIELDS = frozenset(
     {"Student.progress", "Student.responses", "Student.activity", "Student.deviceSessions", "Student.guardians"}
 )
-UNDOCUMENTED = "(no description: add one to server/export.py MEANINGS)"
+UNDOCUMENTED = "(no description: add one to server/commands/export.py MEANINGS)"
 
 MEANINGS: dict[str, str] = {
     "district_id": "The district the row belongs to.",
@@ -296,7 +296,7 @@ class ExportResult:
 
 def field_categories() -> dict[str, str]:
     """``Type.field`` -> category, from the schema's @classified declarations."""
-    from schema.build import category_fields
+    from schema.catalog import category_fields
 
     return {name: category for category, names in category_fields().items() for name in names}
 
@@ -497,7 +497,7 @@ def _check_files(result: ExportResult) -> None:
 async def audit_export(conn: Any, key: bytes, district_id: uuid.UUID) -> None:
     """The export's own audit entry, committed before anything is read: no entry, no export."""
     from permissions.enums import DataCategory, Purpose
-    from server.operator_audit import record_operator_command
+    from server.commands.operator_audit import record_operator_command
 
     async with conn.transaction():
         if await conn.fetchval("SELECT count(*) FROM districts WHERE id = $1", district_id) == 0:

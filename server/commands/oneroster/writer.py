@@ -14,7 +14,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from server.oneroster.plan import USER_COLUMNS, DistrictState, Existing, Plan
+from server.commands.oneroster.plan import USER_COLUMNS, DistrictState, Existing, Plan
 
 Counts = dict[str, dict[str, int]]
 

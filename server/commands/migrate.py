@@ -11,9 +11,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
+import migrations
 from server.db import DatabaseUrls, create_engine, ensure_database, sqlalchemy_url
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# The `migrations` package, wherever it is installed (the source tree or a wheel).
+MIGRATIONS = Path(migrations.__file__).resolve().parent
 
 
 def alembic_config(url: str) -> Config:

@@ -2,7 +2,7 @@
 
 PATH is a zip or a folder. The rules the import follows (bulk and delta,
 tobedeleted, records missing from a bulk file, guardians, passwords,
-demographics) are in ``server/oneroster/plan.py``. Everything is written in
+demographics) are in ``server/commands/oneroster/plan.py``. Everything is written in
 one transaction: a package that is refused, or a failure half-way, writes
 nothing. ``--dry-run`` runs the same transaction and rolls it back, so its
 report is exactly what the import would do.
@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import TextIO
 
 from permissions.enums import DataCategory, Purpose
-from server.oneroster.plan import Plan, make_plan
-from server.oneroster.problems import ERROR, NOTE, Problem, Problems, Refused
-from server.oneroster.reader import Package, open_package
-from server.oneroster.writer import LOCK, Counts, apply_plan, load_state
-from server.operator_audit import record_operator_command
+from server.commands.oneroster.plan import Plan, make_plan
+from server.commands.oneroster.problems import ERROR, NOTE, Problem, Problems, Refused
+from server.commands.oneroster.reader import Package, open_package
+from server.commands.oneroster.writer import LOCK, Counts, apply_plan, load_state
+from server.commands.operator_audit import record_operator_command
 from server.settings import Settings
 
 BULK_RULE_FILES = ("users.csv", "classes.csv", "enrollments.csv")

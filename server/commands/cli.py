@@ -26,7 +26,7 @@ def _urls(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from server.migrate import run_migrate
+    from server.commands.migrate import run_migrate
 
     run_migrate(_urls(settings))
     print("Migrations applied.")
@@ -34,8 +34,8 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
-    from server.migrate import migrate
-    from server.seed import seed_demo
+    from server.commands.migrate import migrate
+    from server.commands.seed import seed_demo
 
     if not args.demo:
         return _fail("say which data set to seed: --demo")
@@ -104,7 +104,7 @@ def cmd_schema(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from server.migrate import migrate
+    from server.commands.migrate import migrate
 
     if args.workers < 1:
         return _fail("--workers takes 1 or more")
@@ -130,7 +130,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         await migrate(urls)
         if not args.demo:
             return None
-        from server.seed import seed_demo
+        from server.commands.seed import seed_demo
 
         if (await seed_demo(urls.owner)).created and watch is not None:
             # A crash of the embedded server replays the WAL since its last checkpoint: not the seed's.
@@ -245,13 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--heads", help="a file outside the database: check the chains still reach the heads it holds, then update it"
     )
-    verify.set_defaults(func=_command("server.audit_cli"))
+    verify.set_defaults(func=_command("server.commands.audit_cli"))
 
     retention = sub.add_parser("retention", help="retention tools")
     retention_sub = retention.add_subparsers(dest="retention_command", required=True)
     run = retention_sub.add_parser("run")
     run.add_argument("--dry-run", action="store_true")
-    run.set_defaults(func=_command("server.retention"))
+    run.set_defaults(func=_command("server.commands.retention"))
 
     roster = sub.add_parser("roster", help="OneRoster import")
     roster_sub = roster.add_subparsers(dest="roster_command", required=True)
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("path")
     imp.add_argument("--district", required=True)
     imp.add_argument("--dry-run", action="store_true")
-    imp.set_defaults(func=_command("server.roster"))
+    imp.set_defaults(func=_command("server.commands.roster"))
 
     export = sub.add_parser("export", help="a district's complete data export")
     export.add_argument("--district", required=True)
@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--delete-after", action="store_true", help="then delete the district's data and print a deletion certificate"
     )
-    export.set_defaults(func=_command("server.export"))
+    export.set_defaults(func=_command("server.commands.export"))
 
     operations = sub.add_parser("operations", help="persisted operations tools")
     operations_sub = operations.add_subparsers(dest="operations_command", required=True)
@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="validate a folder of client operations as the server would; print name, hash and cost"
     )
     check.add_argument("dir")
-    check.set_defaults(func=_command("server.operations_cli"))
+    check.set_defaults(func=_command("server.commands.operations_cli"))
     return parser
 
 

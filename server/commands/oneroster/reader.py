@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server.oneroster import spec
-from server.oneroster.problems import ERROR, NOTE, WARNING, Problem, Problems, Refused
+from server.commands.oneroster import spec
+from server.commands.oneroster.problems import ERROR, NOTE, WARNING, Problem, Problems, Refused
 
 MAX_FILE_BYTES = 1 << 30  # 1 GiB uncompressed per file
 MAX_FILES = 200

@@ -227,7 +227,7 @@ async def run_retention(
 async def _audit_run(conn: Any, key: bytes, result: DistrictResult) -> None:
     """The run's entry in the district's chain, when it deleted anything there."""
     from permissions.enums import DataCategory, Purpose
-    from server.operator_audit import record_operator_command
+    from server.commands.operator_audit import record_operator_command
 
     tables = [t.table for t in result.tables if t.rows > 0]
     if not tables:

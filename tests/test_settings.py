@@ -1,0 +1,101 @@
+"""Settings from the environment and `.env`, parsed by pydantic-settings (server/settings.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No PLEDGEQL_* variable of the test run's, and a folder without a .env."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("PLEDGEQL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_fractional_timeouts_are_seconds_not_a_startup_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLEDGEQL_DB_CONNECT_TIMEOUT", "0.5")
+    monkeypatch.setenv("PLEDGEQL_DB_COMMAND_TIMEOUT", "2.25")
+    monkeypatch.setenv("PLEDGEQL_DB_POOL_TIMEOUT", "1.5")
+    monkeypatch.setenv("PLEDGEQL_HEADER_TIMEOUT", "0.75")
+    settings = Settings.from_env()
+    assert settings.db_connect_timeout == 0.5
+    assert settings.db_command_timeout == 2.25
+    assert settings.db_pool_timeout == 1.5
+    assert settings.header_timeout == 0.75
+
+
+def test_without_variables_every_setting_is_its_documented_default() -> None:
+    assert Settings.from_env() == Settings()
+
+
+def test_an_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLEDGEQL_DATABASE_URL", "")
+    monkeypatch.setenv("PLEDGEQL_MAX_DEPTH", "")
+    settings = Settings.from_env()
+    assert settings.database_url is None
+    assert settings.max_depth == 12
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PLEDGEQL_DB_CONNECT_TIMEOUT", "0.000"),
+        ("PLEDGEQL_DB_CONNECT_TIMEOUT", "-1.2345"),
+        ("PLEDGEQL_AUDIT_LOCK_TIMEOUT", "soon"),
+        ("PLEDGEQL_MAX_DEPTH", "deep-secret-value"),
+        ("PLEDGEQL_ENV", "staging-secret-value"),
+        ("PLEDGEQL_DB_POOL_PRE_PING", "perhaps-secret-value"),
+    ],
+)
+def test_a_bad_value_stops_the_start_naming_the_variable_and_never_echoing_the_value(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as stopped:
+        Settings.from_env()
+    message = str(stopped.value)
+    assert name in message
+    assert value not in message
+
+
+def test_the_mode_is_read_whatever_its_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLEDGEQL_ENV", " Production ")
+    assert Settings.from_env().is_production
+
+
+def test_lists_are_comma_separated_and_policy_folders_colon_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLEDGEQL_CORS_ORIGINS", "https://a.example, https://b.example,")
+    monkeypatch.setenv("PLEDGEQL_POLICY_DIRS", "/one:/two")
+    monkeypatch.setenv("PLEDGEQL_DB_POOL_PRE_PING", "yes")
+    settings = Settings.from_env()
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+    assert settings.policy_dirs == (Path("/one"), Path("/two"))
+    assert settings.db_pool_pre_ping is True
+
+
+def test_a_dotenv_file_is_read_and_the_environment_wins_over_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    Path(".env").write_text("PLEDGEQL_MAX_DEPTH=7\nPLEDGEQL_MAX_ALIASES=9\nOTHER_TOOL_SETTING=ignored\n")
+    monkeypatch.setenv("PLEDGEQL_MAX_ALIASES", "11")
+    settings = Settings.from_env()
+    assert settings.max_depth == 7
+    assert settings.max_aliases == 11
+
+
+def test_the_audit_key_is_read_through_settings_and_secrets_stay_out_of_its_repr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PLEDGEQL_AUDIT_KEY", "audit-key-kept-out-of-reprs")
+    monkeypatch.setenv("PLEDGEQL_JWT_SECRET", "jwt-secret-kept-out-of-reprs")
+    settings = Settings.from_env()
+    monkeypatch.delenv("PLEDGEQL_AUDIT_KEY")
+    assert settings.audit_key() == b"audit-key-kept-out-of-reprs"
+    assert settings.development_jwt_secret() == "jwt-secret-kept-out-of-reprs"
+    assert "kept-out-of-reprs" not in repr(settings)
