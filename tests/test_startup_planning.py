@@ -7,12 +7,13 @@ import logging
 from pathlib import Path
 
 import pytest
-from graphql import DocumentNode, OperationDefinitionNode
+from graphql import DocumentNode, OperationDefinitionNode, parse
 
 from bench.scenarios import CLASS_VIEW
 from permissions.policy import load_policy_set
 from schema.build import build_schema
 from schema.compiled import Plan, Planner
+from server import app as app_module
 from server.app import create_app, plan_operations
 from server.db import DatabaseUrls
 from server.limits import Limits
@@ -68,6 +69,17 @@ async def test_production_plans_every_query_at_startup_and_logs_how_many(
     assert "Planned 1 of 4 persisted operations at startup" in caplog.messages
 
 
+def _planner_refuses(text: str) -> bool:
+    schema = build_schema(load_policy_set(()))._schema
+    document = parse(text)
+    operation = next(d for d in document.definitions if isinstance(d, OperationDefinitionNode))
+    return Planner(schema).plan(document, operation) is None
+
+
+@pytest.mark.skipif(
+    not _planner_refuses(REFUSED),
+    reason="the planner plans this document now: the refusing planner's test below covers the error path",
+)
 async def test_a_query_that_cannot_be_planned_stops_production_and_is_named(
     settings: Settings, keys: Keys, db: DatabaseUrls, tmp_path: Path
 ) -> None:
@@ -77,6 +89,24 @@ async def test_a_query_that_cannot_be_planned_stops_production_and_is_named(
     message = str(stopped.value)
     assert "teachers.graphql: operation RosterWithTeachers cannot be planned" in message
     assert "ClassView" not in message  # the planned one is not blamed
+
+
+class RefusingPlanner(Planner):
+    """The real planner, refusing one operation as it refuses a document it cannot plan."""
+
+    def plan(self, document: DocumentNode, operation: OperationDefinitionNode) -> Plan | None:
+        if operation.name is not None and operation.name.value == "ClassView":
+            return None
+        return super().plan(document, operation)
+
+
+async def test_production_does_not_start_when_the_planner_refuses_a_registered_query(
+    settings: Settings, keys: Keys, db: DatabaseUrls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app_module, "Planner", RefusingPlanner)
+    operations = folder(tmp_path, {"roster.graphql": CLASS_VIEW, "v.graphql": VERSIONS})
+    with pytest.raises(SystemExit, match=r"roster\.graphql: operation ClassView cannot be planned"):
+        await start(strict(settings, keys, operations), db)
 
 
 class FailingPlanner(Planner):
