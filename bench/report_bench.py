@@ -136,7 +136,7 @@ async def run(args: argparse.Namespace) -> None:
         purpose = args.purpose
         owner = await connect(urls.owner)
         try:
-            caller = await owner.fetchval("SELECT id FROM users WHERE username = 'analyst@pledgeql.example'")
+            caller = await owner.fetchval("SELECT id FROM platform_users WHERE username = 'analyst@pledgeql.example'")
             # The database outlives a run: both purposes back first.
             await owner.execute(
                 "UPDATE districts SET authorized_purposes = "
