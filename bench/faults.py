@@ -15,7 +15,7 @@ the other, with no retries. Each phase injects one fault:
 * ``postmaster kill -9``: SIGKILL to the embedded PostgreSQL's postmaster;
 * ``immediate stop``: SIGQUIT to the postmaster (PostgreSQL's immediate
   shutdown, ``pg_ctl stop -m immediate``), which ``serve`` restarts;
-* ``audit INSERT revoked``: ``REVOKE INSERT ON audit_entries`` from the app
+* ``audit INSERT revoked``: ``REVOKE INSERT ON audit_records`` from the app
   role, granted back a few seconds later;
 * ``chain lock held``: Northwind's audit chain lock held (35 s; 8 s quick)
   over an owner connection, as a long retention trim would;
@@ -423,9 +423,9 @@ async def revoke_audit_insert(bench: Bench) -> str:
     seconds = 3 if bench.args.quick else 5
     conn = await connect(bench.owner_url())
     try:
-        await conn.execute("REVOKE INSERT ON audit_entries FROM pledgeql_app")
+        await conn.execute("REVOKE INSERT ON audit_records FROM pledgeql_app")
         await asyncio.sleep(seconds)
-        await conn.execute("GRANT INSERT ON audit_entries TO pledgeql_app")
+        await conn.execute("GRANT INSERT ON audit_records TO pledgeql_app")
     finally:
         await conn.close()
     return f"INSERT on audit_entries revoked for {seconds} s, then granted back"

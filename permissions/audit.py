@@ -6,9 +6,14 @@ decision); notes are grouped per (district, subject, decision), so a roster of
 30 students read once is 30 entries whatever its field count. Values are
 never seen here.
 
-The chain: each district's entries are numbered by ``seq`` and each stores its
-predecessor's hash and its own, an HMAC-SHA256 over a canonical form of every
-other column, under a key the database never holds. Whoever can write the
+The chain: each district's entries are numbered by ``seq``. They are stored as
+records (migration 0013): a record holds a run of one request's consecutive
+entries that share everything but their subject, numbered ``seq`` to ``seq +
+len(subjects) - 1``, and stores its predecessor's hash and its own, an
+HMAC-SHA256 over a canonical form of every other value, under a key the
+database never holds. Entries written before records existed were chained
+one by one (``entry_hash``); a district's chain runs through those, then on
+through its records (``record_hash``). Whoever can write the
 table but lacks the key can neither alter an entry nor rewrite the chain from
 that entry on without ``ChainVerifier`` noticing. Everything here is pure: no
 database, no GraphQL.
@@ -236,6 +241,85 @@ def entry_hash(key: bytes, entry: Mapping[str, Any]) -> str:
     return values_hash(key, hashed_values(entry))
 
 
+# A record's canonical form (migration 0013): its values in this order, the
+# subjects as a list (None: an entry about no one), fields and categories by
+# name, the previous hash in hex.
+RECORD_COLUMNS = (
+    "district_id",
+    "seq",
+    "id",
+    "at",
+    "request_id",
+    "client_request_id",
+    "trace_id",
+    "actor_id",
+    "actor_role",
+    "purpose",
+    "justification",
+    "operation_name",
+    "subjects",
+    "fields",
+    "categories",
+    "decision",
+    "break_glass",
+    "prev_hash",
+)
+_RECORD_DOMAIN = b"pledgeql.audit.record.v2\n"
+_RECORD_AT = RECORD_COLUMNS.index("at")
+_RECORD_SUBJECTS = RECORD_COLUMNS.index("subjects")
+
+
+def record_values_hash(key: bytes, values: list[Any]) -> str:
+    """The HMAC (hex) of a record from its values in RECORD_COLUMNS order."""
+    values = list(values)
+    at = values[_RECORD_AT]
+    if isinstance(at, dt.datetime):
+        values = [*values[:_RECORD_AT], _canonical_value(at), *values[_RECORD_AT + 1 :]]
+    subjects = values[_RECORD_SUBJECTS]
+    values[_RECORD_SUBJECTS] = [None if s is None else str(s) for s in subjects]
+    return _mac(key, _RECORD_DOMAIN + orjson.dumps(values, default=str))
+
+
+def record_hash(key: bytes, record: Mapping[str, Any]) -> str:
+    return record_values_hash(key, [record[c] for c in RECORD_COLUMNS])
+
+
+def is_record(row: Mapping[str, Any]) -> bool:
+    """Whether a stored row is a record (it has ``subjects``) rather than an entry chained alone."""
+    try:
+        return row["subjects"] is not None
+    except KeyError:
+        return False
+
+
+def entry_id(record_id: uuid.UUID, index: int) -> uuid.UUID:
+    """The id of a record's ``index``-th entry (from 0): the record's id with its
+    last four bytes XORed with the index (SQL ``pledgeql_audit_entry_id``)."""
+    raw = bytearray(record_id.bytes)
+    raw[12:16] = (int.from_bytes(raw[12:16], "big") ^ index).to_bytes(4, "big")
+    return uuid.UUID(bytes=bytes(raw))
+
+
+def runs(entries: list[PendingEntry]) -> list[list[PendingEntry]]:
+    """A request's entries as the records that store them: each run of
+    consecutive entries that share everything but their subject (district,
+    decision, fields, categories), in order."""
+    out: list[list[PendingEntry]] = []
+    for entry in entries:
+        if out:
+            last = out[-1][0]
+            if (
+                last.district_key == entry.district_key
+                and last.allowed is entry.allowed
+                and last.fields == entry.fields
+                and last.categories == entry.categories
+            ):
+                out[-1].append(entry)
+                continue
+        out.append([entry])
+    return out
+
+
 @dataclass(frozen=True)
 class Anchor:
     """Where a district's chain starts after retention removed its oldest
@@ -272,13 +356,15 @@ class ChainBreak:
 
 
 class ChainVerifier:
-    """Checks one district's chain, fed its entries in seq order.
+    """Checks one district's chain, fed its stored rows in seq order: the
+    entries chained one by one, then the records.
 
     Without an anchor the chain must start at seq 1 from GENESIS; with a
-    valid anchor it must continue from the anchor's seq and hash. Every
-    entry's HMAC must match its content, its seq must follow its
-    predecessor's and its prev_hash must be its predecessor's hash.
-    ``feed`` returns the first break and the verifier stops there.
+    valid anchor it must continue from the anchor's seq and hash (rows the
+    anchor already covers, which retention has yet to remove, are passed
+    over). Every row's HMAC must match its content, its seq must follow its
+    predecessor's last entry and its prev_hash must be its predecessor's
+    hash. ``feed`` returns the first break and the verifier stops there.
     """
 
     def __init__(
@@ -327,11 +413,16 @@ class ChainVerifier:
         if self.broken is not None:
             return self.broken
         seq = int(row["seq"])
+        record = is_record(row)
+        last = seq + len(row["subjects"]) - 1 if record else seq  # the seq of its last entry
+        if self.anchor is not None and last <= self.anchor.seq and self.count == 0:
+            # Retention moved the anchor past it and has yet to remove it.
+            return None
         if self.first_seq is None:
             self.first_seq = seq
         entry_id = row["id"]
         stored = str(row["hash"])
-        if not hmac.compare_digest(entry_hash(self.key, row), stored):
+        if not hmac.compare_digest(_stored_hash(self.key, row, record), stored):
             moved_from = self._written_as(row)
             if moved_from is not None:
                 self.broken = ChainBreak(
@@ -375,7 +466,7 @@ class ChainVerifier:
                 "deleted",
                 "its prev_hash is not the hash of the entry before it: that entry was removed or replaced",
             )
-        elif self.known_head is not None and seq == self.known_head[0]:
+        elif self.known_head is not None and seq <= self.known_head[0] <= last:
             self._known_seen = True
             if not hmac.compare_digest(stored, self.known_head[1]):
                 self.broken = ChainBreak(
@@ -387,8 +478,8 @@ class ChainVerifier:
                 )
         if self.broken is not None:
             return self.broken
-        self.count += 1
-        self._expected_seq = seq + 1
+        self.count += last - seq + 1
+        self._expected_seq = last + 1
         self._prev = stored
         return None
 
@@ -426,12 +517,13 @@ class ChainVerifier:
         moved to another place in the chain. Runs once, at the first break."""
         probe = dict(row)
         stored = str(row["hash"])
+        record = is_record(row)
         low = self.anchor.seq + 1 if self.anchor else 1
         for candidate in range(low, max(self.last_seq, int(row["seq"])) + 1):
             if candidate == int(row["seq"]):
                 continue
             probe["seq"] = candidate
-            if hmac.compare_digest(entry_hash(self.key, probe), stored):
+            if hmac.compare_digest(_stored_hash(self.key, probe, record), stored):
                 return candidate
         return None
 
@@ -439,3 +531,8 @@ class ChainVerifier:
     def head(self) -> tuple[int, str]:
         """The seq and hash the next entry must continue from."""
         return self._expected_seq - 1, self._prev
+
+
+def _stored_hash(key: bytes, row: Mapping[str, Any], record: bool) -> str:
+    """The hash a stored row must carry: a record's, or an entry's chained alone."""
+    return record_hash(key, row) if record else entry_hash(key, row)

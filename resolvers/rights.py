@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from resolvers.audit_log import AuditFilters, audit_page
 from resolvers.db import Db
 from resolvers.reads import Row
 
@@ -42,8 +43,12 @@ JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY($1::text[])
+  AND c.relname <> ALL($2::text[])
 ORDER BY c.relname, a.attname
 """
+# The audit trail's storage (migration 0013): a student's entries are read
+# through resolvers.audit_log, by the subjects' index, as "audit_entries".
+AUDIT_STORAGE = ("audit_entries_v1", "audit_records", "audit_heads")
 
 
 def quote_ident(name: str) -> str:
@@ -53,7 +58,7 @@ def quote_ident(name: str) -> str:
 
 async def student_tables(db: Db) -> list[tuple[str, str]]:
     """(table, column) for every table with a column that names a student."""
-    rows = await db.fetch(CATALOG, list(STUDENT_COLUMNS))
+    rows = await db.fetch(CATALOG, list(STUDENT_COLUMNS), list(AUDIT_STORAGE))
     return [(r["table_name"], r["column_name"]) for r in rows]
 
 
@@ -202,15 +207,16 @@ async def gather_record(db: Db, district_id: uuid.UUID, student: Row) -> Student
     student_id = student["id"]
     tables: dict[str, list[Row]] = {}
     for table, column in await student_tables(db):
-        order = "seq" if table == "audit_entries" else "1"
         tables.setdefault(table, []).extend(
             await db.fetch(
-                f"SELECT * FROM {quote_ident(table)} WHERE district_id = $1 AND {quote_ident(column)} = $2 "
-                f"ORDER BY {order}",
+                f"SELECT * FROM {quote_ident(table)} WHERE district_id = $1 AND {quote_ident(column)} = $2 ORDER BY 1",
                 district_id,
                 student_id,
             )
         )
+    # Oldest first, every one (the page is the whole record of disclosures).
+    entries = await audit_page(db, district_id, AuditFilters(subject=student_id), None, 2**62)
+    tables["audit_entries"] = entries[::-1]
     school = None
     if student["school_id"] is not None:
         school = await db.fetchrow(

@@ -18,6 +18,7 @@ import strawberry
 from strawberry.types import Info
 
 from permissions.errors import BadUserInput, Forbidden
+from resolvers.audit_log import AuditFilters, audit_page
 from schema.base import Node, PageInfo, check_first
 from schema.enums import DataCategoryEnum, Decision, PurposeEnum, RoleEnum
 from schema.gate import Needs, gate
@@ -118,22 +119,11 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 
 async def read_audit(
-    info: Info, district_id: uuid.UUID, where: list[str], args: list[Any], first: int | None, after: str | None
+    info: Info, district_id: uuid.UUID, filters: AuditFilters, first: int | None, after: str | None
 ) -> AuditConnection:
-    """A page of one district's entries, newest first. ``where`` holds SQL
-    fragments over the placeholders $2.. bound to ``args``."""
+    """A page of one district's entries, newest first (``resolvers.audit_log``)."""
     size = check_first(first, default=100)
-    seq = decode_seq(after)
-    params: list[Any] = [district_id, *args]
-    clauses = ["district_id = $1", *where]
-    if seq is not None:
-        params.append(seq)
-        clauses.append(f"seq < ${len(params)}")
-    params.append(size + 1)
-    rows = await info.context.db.fetch(
-        f"SELECT * FROM audit_entries WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ${len(params)}",  # noqa: S608
-        *params,
-    )
+    rows = await audit_page(info.context.db, district_id, filters, decode_seq(after), size + 1)
     page = rows[:size]
     return AuditConnection(
         nodes=[AuditEntry.from_row(r) for r in page],
@@ -146,33 +136,24 @@ async def access_log(
 ) -> AuditConnection | None:
     """One student's access log (``Student.accessLog``)."""
     gate(info, "accessLog", Needs.RULE_AUDITED, subject=subject_id, district_key=district_key)
-    return await read_audit(info, uuid.UUID(district_key), ["subject_student_id = $2"], [subject_id], first, after)
+    return await read_audit(info, uuid.UUID(district_key), AuditFilters(subject=subject_id), first, after)
 
 
 async def audit_log(info: Info, filter: AuditFilter | None, first: int | None, after: str | None) -> AuditConnection:
     ctx = info.context
-    where: list[str] = []
-    args: list[Any] = []
-
-    def add(sql: str, value: Any) -> None:
-        args.append(value)
-        where.append(sql.format(f"${len(args) + 1}"))
-
-    subject: uuid.UUID | None = None
+    filters = AuditFilters()
     if filter is not None:
-        if filter.subject_student_id is not None:
-            subject = _uuid_arg(filter.subject_student_id, "filter.subjectStudentId")
-            add("subject_student_id = {}", subject)
-        if filter.actor_id is not None:
-            add("actor_id = {}", _uuid_arg(filter.actor_id, "filter.actorId"))
-        if filter.purpose is not None:
-            add("purpose = {}", filter.purpose.value)
-        if filter.decision is not None:
-            add("decision = {}", filter.decision.value)
-        if filter.from_ is not None:
-            add("at >= {}", _utc(filter.from_))
-        if filter.to is not None:
-            add("at < {}", _utc(filter.to))
+        filters = AuditFilters(
+            subject=None
+            if filter.subject_student_id is None
+            else _uuid_arg(filter.subject_student_id, "filter.subjectStudentId"),
+            actor=None if filter.actor_id is None else _uuid_arg(filter.actor_id, "filter.actorId"),
+            purpose=None if filter.purpose is None else filter.purpose.value,
+            decision=None if filter.decision is None else filter.decision.value,
+            since=None if filter.from_ is None else _utc(filter.from_),
+            until=None if filter.to is None else _utc(filter.to),
+        )
+    subject = filters.subject
     # Reading the log filtered to one student discloses that student's record
     # of disclosures: the entry is about them.
     gate(info, "auditLog", Needs.RULE_AUDITED, subject=subject)
@@ -183,4 +164,4 @@ async def audit_log(info: Info, filter: AuditFilter | None, first: int | None, a
             purpose=ctx.purpose.value,
             reason="OUT_OF_SCOPE_OPERATION",
         )
-    return await read_audit(info, district_id, where, args, first, after)
+    return await read_audit(info, district_id, filters, first, after)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -32,7 +33,7 @@ from permissions.policy import PolicySet, load_policy_set
 from schema.build import build_schema
 from schema.catalog import category_fields
 from schema.compiled import CompiledReads, Planner
-from server.audit_writer import make_audit_writer
+from server.audit_writer import keep_audit_partitions, make_audit_writer
 from server.auth import TokenVerifier
 from server.cors import cors_options
 from server.db import DatabaseUrls, server_urls, sqlalchemy_url
@@ -316,9 +317,11 @@ def create_app(
         )
         state.live = LiveService(state.endpoint, LiveHub(database.app), live_limits)
         undo_signals = state.live.on_shutdown_signal()
+        upkeep = asyncio.create_task(keep_audit_partitions(lambda: driver_connection(engine, transaction=True)))
         try:
             yield
         finally:
+            upkeep.cancel()
             undo_signals()
             await state.live.close()
             # Runs after the server has finished its in-flight requests (and

@@ -2,18 +2,26 @@
 
 Two round trips per request, whatever the number of entries and districts:
 ``pledgeql_audit_heads`` takes each district's chain lock and reads its head
-(migration 0004), then one multi-row INSERT writes every entry (COPY is
-refused on tables under row-level security). Both run in the request's own
-transaction, so a mutation and its entry commit together and the lock is held
-only from the audit write to the commit. The hashes are HMACs computed here
-(permissions/audit.py) under a key the database never holds, which is why the
-head must come back to the application before the INSERT.
+(migrations 0004 and 0013), then one statement writes every record and moves
+the heads. Both run in the request's own transaction, so a mutation and its
+entry commit together and the lock is held only from the audit write to the
+commit. The hashes are HMACs computed here (permissions/audit.py) under a key
+the database never holds, which is why the head must come back to the
+application before the INSERT.
+
+Storage (migration 0013): a run of consecutive entries that share everything
+but their subject is one record (``permissions.audit.runs``): a class view of
+30 students is one row. Field and category names become codes in the same
+statement (``pledgeql_audit_codes``), so a name seen for the first time is
+added in the transaction that uses it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -25,19 +33,20 @@ import orjson
 from permissions.audit import (
     CATEGORY_VALUES,
     GENESIS,
-    HASHED_COLUMNS,
-    OPTIONAL_HASHED_COLUMNS,
+    RECORD_COLUMNS,
     Anchor,
     PendingEntry,
     anchor_mac,
-    values_hash,
+    record_values_hash,
+    runs,
 )
 from server.context import RequestContext
 from server.telemetry import current_trace_id
 
 AuditWriter = Callable[[RequestContext], Awaitable[None]]
+log = logging.getLogger("pledgeql.audit")
 
-COLUMNS = (*HASHED_COLUMNS, *OPTIONAL_HASHED_COLUMNS, "hash")
+COLUMNS = (*RECORD_COLUMNS, "hash")
 # The chain locks are waited for at most the lock_timeout set first, in the same
 # statement (the function's argument depends on it, so it is set before any
 # lock is asked for), for the rest of the transaction: a district whose chain
@@ -49,47 +58,64 @@ HEADS = (
     "CROSS JOIN LATERAL pledgeql_audit_heads(CASE WHEN s.t IS NULL THEN NULL ELSE $1::uuid[] END) h"
 )
 LOCK_TIMEOUT = 1.0  # seconds; PLEDGEQL_AUDIT_LOCK_TIMEOUT
-# Built at import from the constant column list: no value is ever interpolated.
-# The rows travel as one JSON text, read back into the table's own row type:
-# one parameter, where an array per column cost asyncpg about 30 µs a row to
-# encode (each array element is checked for nesting).
-INSERT = (
-    f"INSERT INTO audit_entries ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} "  # noqa: S608
-    "FROM json_populate_recordset(NULL::audit_entries, $1::text::json)"
+# The records travel as one JSON text (one parameter: an array per column cost
+# asyncpg about 30 us a row to encode); the statement turns names into codes,
+# hex into bytes, and moves each district's head to its last record.
+INSERT = """
+WITH r AS (
+    SELECT * FROM json_to_recordset($1::text::json) AS x(
+        district_id uuid, seq bigint, id uuid, at timestamptz, request_id text, client_request_id text,
+        trace_id text, actor_id uuid, actor_role text, purpose text, justification text, operation_name text,
+        subjects uuid[], fields text[], categories text[], decision text, break_glass boolean,
+        prev_hash text, hash text)
+), written AS (
+    INSERT INTO audit_records (district_id, seq, id, at, request_id, client_request_id, trace_id, actor_id,
+        actor_role, purpose, justification, operation_name, subjects, fields, categories, decision, break_glass,
+        prev_hash, hash)
+    SELECT district_id, seq, id, at, request_id, client_request_id, trace_id, actor_id, actor_role, purpose,
+        justification, operation_name, subjects, pledgeql_audit_codes(fields), pledgeql_audit_codes(categories),
+        decision, break_glass, decode(prev_hash, 'hex'), decode(hash, 'hex')
+    FROM r
 )
+INSERT INTO audit_heads (district_id, seq, hash)
+SELECT DISTINCT ON (district_id) district_id, seq + cardinality(subjects) - 1, decode(hash, 'hex')
+FROM r ORDER BY district_id, seq DESC
+ON CONFLICT (district_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash
+"""
 
 
 def insert_args(rows: list[tuple[Any, ...]]) -> tuple[str]:
-    """INSERT's one parameter: the rows (COLUMNS order) as a JSON array of objects."""
+    """INSERT's one parameter: the records (COLUMNS order) as a JSON array of objects."""
     return (orjson.dumps([dict(zip(COLUMNS, row, strict=True)) for row in rows], default=str).decode(),)
 
 
-# chain_rows builds each entry's values positionally, in this order.
+# origin_rows builds each record's values positionally, in this order.
 _ORDER = (
     "district_id",
     "seq",
     "id",
     "at",
     "request_id",
+    "client_request_id",
     "trace_id",
     "actor_id",
     "actor_role",
     "purpose",
     "justification",
     "operation_name",
-    "subject_student_id",
+    "subjects",
     "fields",
     "categories",
     "decision",
     "break_glass",
     "prev_hash",
 )
-if HASHED_COLUMNS != _ORDER or OPTIONAL_HASHED_COLUMNS != ("client_request_id",):
-    raise RuntimeError("permissions.audit.HASHED_COLUMNS changed: update server.audit_writer.chain_rows to match")
+if RECORD_COLUMNS != _ORDER:
+    raise RuntimeError("permissions.audit.RECORD_COLUMNS changed: update server.audit_writer.origin_rows to match")
 
 
 def new_ids(count: int) -> list[str]:
-    """``count`` random (version 4) UUIDs in their text form: what the entry
+    """``count`` random (version 4) UUIDs in their text form: what the record
     stores and its hash covers, made in one read of the system's randomness.
     Kept over ``uuid.uuid4()``, measured where it matters (the entries of one
     class view): 19 us for 30 ids against 75 us for 30 ``str(uuid.uuid4())``.
@@ -148,7 +174,7 @@ def chain_rows(
     heads: dict[uuid.UUID, tuple[int, str]],
     trace_id: str | None,
 ) -> list[tuple[Any, ...]]:
-    """The request's entries as INSERT rows (COLUMNS order), each chained onto its district's head."""
+    """The request's entries as INSERT rows (COLUMNS order), each record chained onto its district's head."""
     return origin_rows(origin_of(context), entries, key, heads, trace_id)
 
 
@@ -159,45 +185,45 @@ def origin_rows(
     heads: dict[uuid.UUID, tuple[int, str]],
     trace_id: str | None,
 ) -> list[tuple[Any, ...]]:
-    """Entries of one origin as INSERT rows (COLUMNS order), each chained onto its district's head."""
+    """Entries of one origin as records (INSERT rows, COLUMNS order), each chained onto its district's head."""
     at, actor, role, purpose = origin.at, origin.actor_id, origin.actor_role, origin.purpose
     operation, break_glass, client_request_id = origin.operation_name, origin.break_glass, origin.client_request_id
-    optional = [client_request_id] if client_request_id is not None else []
     districts: dict[str, uuid.UUID] = {}
     rows: list[tuple[Any, ...]] = []
-    ids = new_ids(len(entries))
-    for entry, entry_id in zip(entries, ids, strict=True):
-        if not CATEGORY_VALUES.issuperset(entry.categories):
+    grouped = runs(entries)
+    ids = new_ids(len(grouped))
+    for run, record_id in zip(grouped, ids, strict=True):
+        first = run[0]
+        if not CATEGORY_VALUES.issuperset(first.categories):
             # Fail closed rather than store an entry the log could not show.
             raise ValueError("An audit entry names a category that is not a DataCategory value")
-        district_id = districts.get(entry.district_key)
+        district_id = districts.get(first.district_key)
         if district_id is None:
-            district_id = districts[entry.district_key] = uuid.UUID(entry.district_key)
+            district_id = districts[first.district_key] = uuid.UUID(first.district_key)
         seq, prev = heads.get(district_id, (0, GENESIS))
         seq += 1
         values = [
             district_id,
             seq,
-            entry_id,
+            record_id,
             at,
             origin.request_id,
+            client_request_id,
             trace_id,
             actor,
             role,
             purpose,
-            origin.justification_in(entry.district_key),
+            origin.justification_in(first.district_key),
             operation,
-            entry.subject_id,
-            entry.fields,
-            entry.categories,
-            "ALLOW" if entry.allowed else "DENY",
+            [e.subject_id for e in run],
+            first.fields,
+            first.categories,
+            "ALLOW" if first.allowed else "DENY",
             break_glass,
             prev,
         ]
-        # The optional columns are hashed only when set (OPTIONAL_HASHED_COLUMNS).
-        digest = values_hash(key, values + optional)
-        heads[district_id] = (seq, digest)
-        values.append(client_request_id)
+        digest = record_values_hash(key, list(values))
+        heads[district_id] = (seq + len(run) - 1, digest)
         values.append(digest)
         rows.append(tuple(values))
     return rows
@@ -390,6 +416,32 @@ def _lock_timed_out(error: BaseException | None) -> bool:
     return False
 
 
+# Audit partitions are kept this far ahead, checked this often (and at start).
+PARTITIONS_AHEAD = 3  # months
+PARTITIONS = "SELECT pledgeql_audit_partitions(now() + make_interval(months => $1))"
+PARTITIONS_EVERY = 6 * 3600.0
+
+
+async def keep_audit_partitions(
+    connection: Callable[[], contextlib.AbstractAsyncContextManager[Any]], every: float = PARTITIONS_EVERY
+) -> None:
+    """Create the monthly audit partitions ahead of time, at start and then
+    every ``every`` seconds, for as long as the server runs. A failure (the
+    database down) is logged and tried again next time: records of a month
+    without its partition wait in the default partition meanwhile."""
+    while True:
+        try:
+            async with connection() as conn:
+                made = await conn.fetchval(PARTITIONS, PARTITIONS_AHEAD)
+            if made:
+                log.info("audit: created %d monthly partition(s)", made)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("audit: could not create the partitions ahead (%s); trying again later", type(error).__name__)
+        await asyncio.sleep(every)
+
+
 def make_audit_writer(key: bytes, lock_timeout: float = LOCK_TIMEOUT) -> AuditWriter:
     return StuckChainGuard(AuditWriterGroups(key, lock_timeout))
 
@@ -397,53 +449,77 @@ def make_audit_writer(key: bytes, lock_timeout: float = LOCK_TIMEOUT) -> AuditWr
 # ------------------------------------------------------------------ retention
 
 
-CUT = """
-SELECT seq, hash, at FROM audit_entries
-WHERE district_id = $1 AND seq < coalesce(
-    (SELECT min(seq) FROM audit_entries WHERE district_id = $1 AND at >= $2), 9223372036854775807)
-ORDER BY seq DESC LIMIT 1
+# A district's chain past its anchor ($3, 0 without one): the entries chained one
+# by one, then the records, each a unit from its first entry's seq to its last.
+# (A record lies wholly past the anchor or wholly before it: retention cuts
+# between records.)
+CHAIN = """
+SELECT seq AS first, seq AS last, hash, at FROM audit_entries_v1 WHERE district_id = $1 AND seq > $3
+UNION ALL
+SELECT seq, seq + cardinality(subjects) - 1, encode(hash, 'hex'), at FROM audit_records
+WHERE district_id = $1 AND seq > $3
 """
-# The same cut among the chain's first $3 entries only: an index range of the
-# primary key, so the lock is held for a bounded, short time whatever the
-# chain's length.
-CUT_STEP = """
-WITH first AS (SELECT seq, hash, at FROM audit_entries WHERE district_id = $1 ORDER BY seq LIMIT $3)
-SELECT seq, hash, at FROM first
-WHERE seq < coalesce((SELECT min(seq) FROM first WHERE at >= $2), 9223372036854775807)
-ORDER BY seq DESC LIMIT 1
+# The cut: the last unit such that it and every unit before it are older than $2.
+CUT = f"""
+WITH chain AS ({CHAIN})
+SELECT last AS seq, hash, at FROM chain
+WHERE first < coalesce((SELECT min(first) FROM chain WHERE at >= $2), 9223372036854775807)
+ORDER BY first DESC LIMIT 1
+"""  # noqa: S608 (constants only)
+# The same cut within the chain's first $4 entries (but at least its first unit).
+CUT_STEP = f"""
+WITH chain AS (SELECT * FROM ({CHAIN}) c ORDER BY first LIMIT $4)
+SELECT last AS seq, hash, at FROM chain
+WHERE first < coalesce((SELECT min(first) FROM chain WHERE at >= $2), 9223372036854775807)
+  AND (last <= $3 + $4 OR first = (SELECT min(first) FROM chain))
+ORDER BY first DESC LIMIT 1
+"""  # noqa: S608 (constants only)
+ENTRIES_BETWEEN = """
+SELECT (SELECT count(*) FROM audit_entries_v1 WHERE district_id = $1 AND seq > $2 AND seq <= $3)
+     + (SELECT coalesce(sum(cardinality(subjects)), 0) FROM audit_records
+        WHERE district_id = $1 AND seq > $2 AND seq <= $3)
+"""
+# Whole partitions whose every record the anchors already cover.
+COVERED_PARTITIONS = """
+SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'audit_records'::regclass AND c.relname <> 'audit_records_default'
+ORDER BY c.relname
 """
 
 
 async def trim_chain(
-    conn: Any, key: bytes, district_id: uuid.UUID, before: dt.datetime, step: int | None = None
+    conn: Any, key: bytes, district_id: uuid.UUID, before: dt.datetime, step: int | None = None, remove: bool = True
 ) -> int:
-    """Remove a district's oldest entries written before ``before``; return how many.
+    """Move a district's anchor past its oldest entries written before ``before``
+    and (``remove``) delete them; return how many entries the anchor newly covers.
 
-    With ``step``, at most that many, the first of the chain: retention trims
-    in such steps, each a short transaction, so that the chain's lock is never
-    held for long (requests wait for it at most PLEDGEQL_AUDIT_LOCK_TIMEOUT).
+    With ``step``, at most that many entries (or the chain's first record, if
+    it alone holds more), the first of the chain: retention trims in such
+    steps, each a short transaction.
 
     For the retention job, over the owner connection (the app role cannot
     delete audit rows), inside a transaction the caller holds or one of its
-    own. Only a prefix of the chain goes: from seq 1 (or the current anchor)
-    up to the last entry such that it and every entry before it are older
-    than ``before``. The last removed entry's seq and hash become the
+    own. Only a prefix of the chain goes: from its start (or the current
+    anchor) up to the last entry such that it and every entry before it are
+    older than ``before``. That entry's seq and its record's hash become the
     district's key-signed anchor, from which ``pledgeql audit verify`` then
-    checks the rest; removing entries any other way breaks the chain.
+    checks the rest; removing entries any other way breaks the chain. With
+    ``remove=False`` the rows stay until ``remove_anchored`` or a dropped
+    partition takes them (verify passes over rows an anchor covers).
     """
     async with conn.transaction():
-        # The chain's lock, as the writer takes it: no request appends meanwhile.
+        # The chain's lock, as the writer takes it: one trim at a time.
         await conn.execute("SELECT pg_advisory_xact_lock(pledgeql_audit_lock_key($1))", district_id)
+        current = await conn.fetchval("SELECT seq FROM audit_anchors WHERE district_id = $1", district_id) or 0
         if step is None:
-            cut = await conn.fetchrow(CUT, district_id, before)
+            cut = await conn.fetchrow(CUT, district_id, before, current)
         else:
-            cut = await conn.fetchrow(CUT_STEP, district_id, before, step)
+            cut = await conn.fetchrow(CUT_STEP, district_id, before, current, step)
         if cut is None:
             return 0
-        status: str = await conn.execute(
-            "DELETE FROM audit_entries WHERE district_id = $1 AND seq <= $2", district_id, cut["seq"]
-        )
-        removed = int(status.split()[-1])
+        covered = int(await conn.fetchval(ENTRIES_BETWEEN, district_id, current, cut["seq"]))
+        if remove:
+            await remove_anchored(conn, district_id, cut["seq"])
         anchor = Anchor(district_id, cut["seq"], cut["hash"], cut["at"], "")
         await conn.execute(
             """
@@ -455,7 +531,48 @@ async def trim_chain(
             anchor.seq,
             anchor.hash,
             anchor.at,
-            removed,
+            covered,
             anchor_mac(key, district_id, anchor.seq, anchor.hash, anchor.at),
         )
-        return removed
+        return covered
+
+
+async def remove_anchored(conn: Any, district_id: uuid.UUID, through: int, batch: int | None = None) -> None:
+    """Delete a district's rows up to seq ``through`` (which its anchor covers):
+    with ``batch``, that many records per statement, each its own transaction."""
+    await conn.execute("DELETE FROM audit_entries_v1 WHERE district_id = $1 AND seq <= $2", district_id, through)
+    if batch is None:
+        await conn.execute("DELETE FROM audit_records WHERE district_id = $1 AND seq <= $2", district_id, through)
+        return
+    while True:
+        status: str = await conn.execute(
+            "DELETE FROM audit_records WHERE (district_id, seq) IN (SELECT district_id, seq FROM audit_records "
+            "WHERE district_id = $1 AND seq <= $2 LIMIT $3)",
+            district_id,
+            through,
+            batch,
+        )
+        if int(status.split()[-1]) < batch:
+            return
+
+
+async def drop_covered_partitions(conn: Any) -> list[str]:
+    """Drop every monthly partition whose records all lie at or before their
+    district's anchor: a month of audit goes at the cost of a catalog change."""
+    dropped: list[str] = []
+    for row in await conn.fetch(COVERED_PARTITIONS):
+        name = row["relname"]
+        # Names come from the catalog (audit_records_YYYY_MM), never from input.
+        quoted = '"' + name.replace('"', '""') + '"'
+        uncovered = await conn.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM {quoted} r LEFT JOIN audit_anchors a USING (district_id) "  # noqa: S608
+            "WHERE a.seq IS NULL OR r.seq + cardinality(r.subjects) - 1 > a.seq)"
+        )
+        empty = not await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {quoted})")  # noqa: S608
+        if uncovered or empty:
+            continue
+        async with conn.transaction():
+            await conn.execute(f"ALTER TABLE audit_records DETACH PARTITION {quoted}")
+            await conn.execute(f"DROP TABLE {quoted}")
+        dropped.append(name)
+    return dropped

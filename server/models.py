@@ -23,6 +23,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -496,18 +497,17 @@ class DeletionCertificate(Base):
     operator: Mapped[str | None] = mapped_column(Text)
 
 
-class AuditEntry(Base):
-    """One hash chain per district; ``seq`` orders the chain.
+class AuditEntryV1(Base):
+    """Audit entries chained one by one, as written before migration 0013 (no
+    longer written; kept, verified and retained as they were). A district's
+    chain continues from their head through its ``audit_records``."""
 
-    Entries about no district (an analyst's cross-district report) are chained
-    under the nil UUID. The application role may only INSERT and SELECT here.
-    """
-
-    __tablename__ = "audit_entries"
+    __tablename__ = "audit_entries_v1"
     __table_args__ = (
-        UniqueConstraint("district_id", "id"),
+        UniqueConstraint("district_id", "id", name="uq_audit_entries_district_id_id"),
         Index("ix_audit_subject", "district_id", "subject_student_id", "seq"),
         Index("ix_audit_at", "district_id", "at"),
+        {"info": {"renamed_from": "audit_entries"}},
     )
 
     district_id: Mapped[uuid.UUID] = _district_pk()
@@ -528,8 +528,65 @@ class AuditEntry(Base):
     break_glass: Mapped[bool] = mapped_column(Boolean)
     prev_hash: Mapped[str] = mapped_column(Text)
     hash: Mapped[str] = mapped_column(Text)
-    # The client's X-Request-Id (migration 0012); hashed only when set.
     client_request_id: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditRecord(Base):
+    """One chained record: a run of one request's entries that share everything
+    but their subject (migration 0013). Its entries are numbered ``seq`` to
+    ``seq + cardinality(subjects) - 1``; field and category names are codes of
+    ``audit_names``. Partitioned by month of ``at`` (the table has no primary
+    key in the database: ``(district_id, seq)`` is indexed, and unique by
+    construction of the chain). The application role may only INSERT and SELECT.
+    ``audit_entries`` is a view of every logical entry, old and new."""
+
+    __tablename__ = "audit_records"
+    __table_args__ = (
+        Index("ix_audit_records_chain", "district_id", "seq"),
+        Index("ix_audit_records_actor", "district_id", "actor_id", "seq"),
+        Index("ix_audit_records_subjects", "subjects", postgresql_using="gin"),
+        {"postgresql_partition_by": "RANGE (at)"},
+    )
+
+    district_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    request_id: Mapped[str] = mapped_column(Text)
+    client_request_id: Mapped[str | None] = mapped_column(Text)
+    trace_id: Mapped[str | None] = mapped_column(Text)
+    actor_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    actor_role: Mapped[str] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(Text)
+    justification: Mapped[str | None] = mapped_column(Text)
+    operation_name: Mapped[str | None] = mapped_column(Text)
+    subjects: Mapped[list[uuid.UUID | None]] = mapped_column(ARRAY(UUID(as_uuid=True)))
+    fields: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    categories: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    decision: Mapped[str] = mapped_column(Text)
+    break_glass: Mapped[bool] = mapped_column(Boolean)
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditHead(Base):
+    """Each chain's head: the seq of its last entry and its record's hash, moved
+    in the statement that writes the records (migration 0013)."""
+
+    __tablename__ = "audit_heads"
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditName(Base):
+    """The codes of the field and category names audit records store (migration 0013)."""
+
+    __tablename__ = "audit_names"
+
+    code: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
 
 
 class AuditAnchor(Base):
@@ -564,5 +621,7 @@ DISTRICT_TABLES = (
     "data_requests",
     "corrections",
     "deletion_certificates",
-    "audit_entries",
+    "audit_records",
+    "audit_entries_v1",
+    "audit_heads",
 )

@@ -558,7 +558,7 @@ async def test_audit_write_failure_returns_audit_unavailable_with_no_personal_da
         )
     }
     count = await owner.fetchval("SELECT count(*) FROM audit_entries")
-    await owner.execute("REVOKE INSERT ON audit_entries FROM pledgeql_app")
+    await owner.execute("REVOKE INSERT ON audit_records FROM pledgeql_app")
     try:
         body, _ = await request_as(TEACHER, "INSTRUCTION", ROSTER, {"id": str(ids["roster"])})
         assert body["_status"] == 503
@@ -571,7 +571,7 @@ async def test_audit_write_failure_returns_audit_unavailable_with_no_personal_da
         assert plain["data"] == {"me": {"role": "TEACHER"}}
         assert await owner.fetchval("SELECT count(*) FROM audit_entries") == count
     finally:
-        await owner.execute("GRANT INSERT ON audit_entries TO pledgeql_app")
+        await owner.execute("GRANT INSERT ON audit_records TO pledgeql_app")
     body, request_id = await request_as(TEACHER, "INSTRUCTION", ROSTER, {"id": str(ids["roster"])})
     assert body["_status"] == 200 and "errors" not in body
     assert {s["firstName"] for s in body["data"]["class"]["students"]} <= names

@@ -21,9 +21,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from permissions.audit import GENESIS, Anchor, ChainVerifier, anchor_mac, entry_hash
+from permissions.audit import GENESIS, Anchor, ChainVerifier, anchor_mac, entry_hash, record_hash
 from server.audit_writer import trim_chain
-from server.commands.audit_cli import ENTRY_COLUMNS, command
+from server.commands.audit_cli import RECORD_COLUMNS, command
 from server.db import DatabaseUrls, connect
 from server.settings import Settings
 
@@ -226,16 +226,15 @@ async def verify(
 
 
 async def entry(owner: Any, district: uuid.UUID, seq: int) -> Any:
-    return await owner.fetchrow(
-        f"SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE district_id = $1 AND seq = $2", district, seq
-    )
+    """The stored record at ``seq`` (each request of ``read_some`` is one record of one entry)."""
+    return await owner.fetchrow("SELECT * FROM audit_records WHERE district_id = $1 AND seq = $2", district, seq)
 
 
 async def reinsert(owner: Any, row: Any) -> None:
     columns = list(row.keys())
     placeholders = ", ".join(f"${i + 1}" for i in range(len(columns)))
     await owner.execute(
-        f"INSERT INTO audit_entries ({', '.join(columns)}) VALUES ({placeholders})", *[row[c] for c in columns]
+        f"INSERT INTO audit_records ({', '.join(columns)}) VALUES ({placeholders})", *[row[c] for c in columns]
     )
 
 
@@ -257,7 +256,9 @@ async def test_an_updated_entry_fails_verify_naming_it(
     district = districts["northwind"]
     original = await entry(owner, district, 3)
     await owner.execute(
-        "UPDATE audit_entries SET fields = ARRAY['Student.lastName'] WHERE district_id = $1 AND seq = 3", district
+        "UPDATE audit_records SET fields = pledgeql_audit_codes(ARRAY['Student.lastName']) "
+        "WHERE district_id = $1 AND seq = 3",
+        district,
     )
     try:
         code, out, err = await verify(verify_settings, capsys)
@@ -266,7 +267,7 @@ async def test_an_updated_entry_fails_verify_naming_it(
         assert f"OK district {districts['riverside']}" in out  # the other chain still verifies
     finally:
         await owner.execute(
-            "UPDATE audit_entries SET fields = $2 WHERE district_id = $1 AND seq = 3", district, original["fields"]
+            "UPDATE audit_records SET fields = $2 WHERE district_id = $1 AND seq = 3", district, original["fields"]
         )
     assert (await verify(verify_settings, capsys))[0] == 0
 
@@ -277,7 +278,7 @@ async def test_a_deleted_entry_fails_verify_naming_its_seq(
     district = districts["northwind"]
     original = await entry(owner, district, 2)
     after = await entry(owner, district, 3)
-    await owner.execute("DELETE FROM audit_entries WHERE district_id = $1 AND seq = 2", district)
+    await owner.execute("DELETE FROM audit_records WHERE district_id = $1 AND seq = 2", district)
     try:
         code, _, err = await verify(verify_settings, capsys)
         assert code == 1
@@ -295,9 +296,9 @@ async def test_two_swapped_entries_fail_verify_as_reordered(
 
     async def swap() -> None:
         async with owner.transaction():
-            await owner.execute("UPDATE audit_entries SET seq = -1 WHERE district_id = $1 AND seq = 4", district)
-            await owner.execute("UPDATE audit_entries SET seq = 4 WHERE district_id = $1 AND seq = 5", district)
-            await owner.execute("UPDATE audit_entries SET seq = 5 WHERE district_id = $1 AND seq = -1", district)
+            await owner.execute("UPDATE audit_records SET seq = -1 WHERE district_id = $1 AND seq = 4", district)
+            await owner.execute("UPDATE audit_records SET seq = 4 WHERE district_id = $1 AND seq = 5", district)
+            await owner.execute("UPDATE audit_records SET seq = 5 WHERE district_id = $1 AND seq = -1", district)
 
     await swap()
     try:
@@ -318,17 +319,24 @@ async def test_a_rewrite_of_the_chain_without_the_key_fails_verify(
     rows = [
         dict(r)
         for r in await owner.fetch(
-            f"SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE district_id = $1 ORDER BY seq", district
+            f"SELECT {RECORD_COLUMNS} FROM audit_records WHERE district_id = $1 ORDER BY seq", district
         )
     ]
-    originals = [(r["seq"], r["purpose"], r["prev_hash"], r["hash"]) for r in rows]
+    names = {r["code"]: r["name"] for r in await owner.fetch("SELECT code, name FROM audit_names")}
+    originals = [(r["seq"], r["purpose"], bytes.fromhex(r["prev_hash"]), bytes.fromhex(r["hash"])) for r in rows]
     prev = rows[1]["hash"]
     async with owner.transaction():
         for row in rows[2:]:
             row["purpose"], row["prev_hash"] = "REPORTING", prev
-            row["hash"] = prev = entry_hash(b"a guessed key", row)
+            named = {
+                **row,
+                "fields": [names[c] for c in row["fields"]],
+                "categories": [names[c] for c in row["categories"]],
+            }
+            row["hash"] = prev = record_hash(b"a guessed key", named)
             await owner.execute(
-                "UPDATE audit_entries SET purpose = $3, prev_hash = $4, hash = $5 WHERE district_id = $1 AND seq = $2",
+                "UPDATE audit_records SET purpose = $3, prev_hash = decode($4, 'hex'), hash = decode($5, 'hex') "
+                "WHERE district_id = $1 AND seq = $2",
                 district,
                 row["seq"],
                 row["purpose"],
@@ -342,7 +350,7 @@ async def test_a_rewrite_of_the_chain_without_the_key_fails_verify(
         async with owner.transaction():
             for seq, purpose, prev_hash, hash_ in originals:
                 await owner.execute(
-                    "UPDATE audit_entries SET purpose = $3, prev_hash = $4, hash = $5 "
+                    "UPDATE audit_records SET purpose = $3, prev_hash = $4, hash = $5 "
                     "WHERE district_id = $1 AND seq = $2",
                     district,
                     seq,
@@ -364,10 +372,10 @@ async def test_removing_the_newest_entries_is_detected_against_a_heads_file_kept
     code, _, err = await verify(verify_settings, capsys, heads=heads)
     assert code == 0, err
     district = districts["northwind"]
-    last = await owner.fetchval("SELECT max(seq) FROM audit_entries WHERE district_id = $1", district)
+    last = await owner.fetchval("SELECT max(seq) FROM audit_records WHERE district_id = $1", district)
     assert f'"{district}"' in heads.read_text() and f'"seq": {last}' in heads.read_text()
     newest = await entry(owner, district, last)
-    await owner.execute("DELETE FROM audit_entries WHERE district_id = $1 AND seq = $2", district, last)
+    await owner.execute("DELETE FROM audit_records WHERE district_id = $1 AND seq = $2", district, last)
     try:
         # The keyed chain alone cannot tell: the shorter chain is a valid chain.
         assert (await verify(verify_settings, capsys))[0] == 0
@@ -445,9 +453,12 @@ async def test_the_app_role_can_neither_change_nor_remove_audit_entries(
             await app.execute("SELECT set_config('pledgeql.district_ids', $1, true)", str(districts["northwind"]))
             assert await app.fetchval("SELECT count(*) FROM audit_entries") > 0
         for statement in (
-            "UPDATE audit_entries SET purpose = 'SUPPORT'",
-            "DELETE FROM audit_entries",
-            "TRUNCATE audit_entries",
+            "UPDATE audit_records SET purpose = 'SUPPORT'",
+            "DELETE FROM audit_records",
+            "TRUNCATE audit_records",
+            "UPDATE audit_entries_v1 SET purpose = 'SUPPORT'",
+            "DELETE FROM audit_entries_v1",
+            "UPDATE audit_names SET name = 'Student.id'",
             "INSERT INTO audit_anchors (district_id, seq, hash, at, removed, mac) "
             "VALUES (gen_random_uuid(), 1, '', now(), 1, '')",
             "DELETE FROM audit_anchors",
@@ -523,10 +534,8 @@ async def test_retention_trim_in_steps_leaves_a_chain_that_verifies_from_its_sig
     assert 0 < older < total
 
     # Removing old entries without the retention job breaks the chain.
-    saved = await owner.fetch(
-        f"SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE district_id = $1 AND seq <= 2", district
-    )
-    await owner.execute("DELETE FROM audit_entries WHERE district_id = $1 AND seq <= 2", district)
+    saved = await owner.fetch("SELECT * FROM audit_records WHERE district_id = $1 AND seq <= 2", district)
+    await owner.execute("DELETE FROM audit_records WHERE district_id = $1 AND seq <= 2", district)
     code, _, err = await verify(verify_settings, capsys, str(district))
     assert code == 1 and "missing at the start of the chain" in err
     for row in saved:

@@ -106,12 +106,13 @@ async def test_concurrent_queries_share_a_transaction_and_each_is_answered_after
     assert [r.status_code for r in responses] == [200] * 12
     assert all(len(r.json()["data"]["class"]["students"]) == size for r in responses)
     rows = await owner.fetch(
-        "SELECT client_request_id, xmin::text AS tx FROM audit_entries WHERE client_request_id LIKE $1",
+        "SELECT client_request_id, cardinality(subjects) AS entries, xmin::text AS tx FROM audit_records "
+        "WHERE client_request_id LIKE $1",
         f"group-{tag}-%",
     )
     per_request: dict[str, int] = {}
     for row in rows:
-        per_request[row["client_request_id"]] = per_request.get(row["client_request_id"], 0) + 1
+        per_request[row["client_request_id"]] = per_request.get(row["client_request_id"], 0) + row["entries"]
     assert per_request == {f"group-{tag}-{n}": size for n in range(12)}
     requests_per_transaction: dict[str, set[str]] = {}
     for row in rows:
@@ -131,11 +132,11 @@ async def test_when_the_shared_write_fails_every_query_in_it_fails_without_data(
     before = await owner.fetchval("SELECT count(*) FROM audit_entries")
     send = functools.partial(_roster_numbered, client, token, subjects["class"], f"fail-{tag}")
     async with queued_behind_the_chain_lock(owner, subjects["northwind"], send, 6) as tasks:
-        await owner.execute("REVOKE INSERT ON audit_entries FROM pledgeql_app")
+        await owner.execute("REVOKE INSERT ON audit_records FROM pledgeql_app")
     try:
         responses = await asyncio.gather(*tasks)
     finally:
-        await owner.execute("GRANT INSERT ON audit_entries TO pledgeql_app")
+        await owner.execute("GRANT INSERT ON audit_records TO pledgeql_app")
     for response in responses:
         assert response.status_code == 503, response.text
         body = response.json()
@@ -175,5 +176,5 @@ async def test_a_mutation_writes_its_entry_in_its_own_transaction_with_its_chang
     assert created.status_code == 200 and "errors" not in created.json(), created.text
     assignment = uuid.UUID(created.json()["data"]["createAssignment"]["id"])
     change = await owner.fetchval("SELECT xmin::text FROM assignments WHERE id = $1", assignment)
-    entries = await owner.fetch("SELECT xmin::text AS tx FROM audit_entries WHERE client_request_id = $1", request_id)
+    entries = await owner.fetch("SELECT xmin::text AS tx FROM audit_records WHERE client_request_id = $1", request_id)
     assert entries and {e["tx"] for e in entries} == {change}

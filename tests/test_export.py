@@ -41,13 +41,19 @@ def _district(db: DatabaseUrls, name: str) -> str:
     return str(run_as_owner(db, lambda c: c.fetchval("SELECT id FROM districts WHERE name = $1", name)))
 
 
+# The audit trail's storage (migration 0013) holds the entries the audit_entries
+# view presents, one per (request, subject, decision): the export's audit file.
+AUDIT_STORAGE = {"audit_entries_v1", "audit_heads"}
+
+
 async def _district_tables(conn: Any) -> list[str]:
     rows = await conn.fetch(
         "SELECT DISTINCT c.relname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r' "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
+        "AND (c.relkind = 'r' AND NOT c.relispartition OR c.relname = 'audit_entries') "
         "AND a.attname = 'district_id' AND NOT a.attisdropped ORDER BY 1"
     )
-    return [r["relname"] for r in rows]
+    return [r["relname"] for r in rows if r["relname"] not in AUDIT_STORAGE]
 
 
 def _read(path: Path) -> list[dict[str, str]]:

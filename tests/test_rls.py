@@ -178,9 +178,15 @@ async def test_the_app_role_cannot_write_another_districts_rows(
 @pytest.mark.parametrize(
     "statement",
     [
-        "UPDATE audit_entries SET decision = 'ALLOW'",
-        "DELETE FROM audit_entries",
-        "TRUNCATE audit_entries",
+        "UPDATE audit_records SET decision = 'ALLOW'",
+        "DELETE FROM audit_records",
+        "TRUNCATE audit_records",
+        "UPDATE audit_entries_v1 SET decision = 'ALLOW'",
+        "DELETE FROM audit_entries_v1",
+        "TRUNCATE audit_entries_v1",
+        "UPDATE audit_names SET name = 'Student.id'",
+        "DELETE FROM audit_names",
+        "DELETE FROM audit_heads",
     ],
 )
 async def test_the_app_role_cannot_rewrite_or_erase_the_audit_trail(

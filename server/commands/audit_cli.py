@@ -11,6 +11,12 @@ Retention: a chain may start after seq 1 only from its key-signed anchor in
 ``audit_anchors`` (written by ``server.audit_writer.trim_chain``); entries
 removed any other way are reported as deleted.
 
+Storage (migration 0013): each chain runs through the entries chained one by
+one before records existed (``audit_entries_v1``), then on through its
+records (``audit_records``). Both are streamed through server-side cursors,
+so memory stays bounded whatever the chain's length, and a line on stderr
+reports progress every million entries.
+
 The newest entries of a chain are the one thing a keyed chain cannot vouch
 for by itself: removing them leaves a shorter chain that verifies. With
 ``--heads FILE`` (kept outside the database, e.g. on the host that runs
@@ -38,19 +44,26 @@ ENTRY_COLUMNS = (
     "district_id, seq, id, at, request_id, trace_id, actor_id, actor_role, purpose, justification, "
     "operation_name, subject_student_id, fields, categories, decision, break_glass, prev_hash, hash, client_request_id"
 )
-DISTRICTS = """
-WITH RECURSIVE chains AS (
-    (SELECT district_id FROM audit_entries ORDER BY district_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT e.district_id FROM audit_entries e WHERE e.district_id > c.district_id
-            ORDER BY e.district_id LIMIT 1)
-    FROM chains c WHERE c.district_id IS NOT NULL
+# Records with their codes as stored (names are looked up here, once per run)
+# and their hashes in hex, as the chain compares them.
+RECORD_COLUMNS = (
+    "district_id, seq, id, at, request_id, client_request_id, trace_id, actor_id, actor_role, purpose, "
+    "justification, operation_name, subjects, fields, categories, decision, break_glass, "
+    "encode(prev_hash, 'hex') AS prev_hash, encode(hash, 'hex') AS hash"
 )
-SELECT district_id FROM chains WHERE district_id IS NOT NULL
+DISTRICTS = """
+SELECT district_id FROM audit_heads
 UNION SELECT district_id FROM audit_anchors
 UNION SELECT id FROM districts
 ORDER BY 1
 """
+LAST_SEQ = """
+SELECT greatest(
+    (SELECT max(seq) FROM audit_entries_v1 WHERE district_id = $1),
+    (SELECT seq + cardinality(subjects) - 1 FROM audit_records WHERE district_id = $1 ORDER BY seq DESC LIMIT 1))
+"""
+# A progress line (on stderr) every this many entries of one chain.
+PROGRESS_EVERY = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -72,20 +85,34 @@ class ChainReport:
 
 
 async def verify_district(
-    conn: Any, key: bytes, district_id: uuid.UUID, known_head: tuple[int, str] | None = None
+    conn: Any,
+    key: bytes,
+    district_id: uuid.UUID,
+    known_head: tuple[int, str] | None = None,
+    progress: TextIO | None = None,
 ) -> ChainReport:
-    """One district's chain, inside the caller's snapshot."""
+    """One district's chain, inside the caller's snapshot: its entries chained
+    one by one, then its records, streamed through cursors (bounded memory)."""
     anchor_row = await conn.fetchrow(
         "SELECT district_id, seq, hash, at, mac FROM audit_anchors WHERE district_id = $1", district_id
     )
     anchor = None if anchor_row is None else Anchor(**dict(anchor_row))
-    last_seq = await conn.fetchval("SELECT max(seq) FROM audit_entries WHERE district_id = $1", district_id)
+    last_seq = await conn.fetchval(LAST_SEQ, district_id)
     verifier = ChainVerifier(key, district_id, anchor, last_seq or 0, known_head)
     broken = verifier.start()
     if broken is None:
-        query = f"SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE district_id = $1 ORDER BY seq"  # noqa: S608
-        async for row in conn.cursor(query, district_id, prefetch=2000):
-            broken = verifier.feed(row)
+        names = {r["code"]: r["name"] for r in await conn.fetch("SELECT code, name FROM audit_names")}
+        legacy = f"SELECT {ENTRY_COLUMNS} FROM audit_entries_v1 WHERE district_id = $1 ORDER BY seq"  # noqa: S608
+        records = f"SELECT {RECORD_COLUMNS} FROM audit_records WHERE district_id = $1 ORDER BY seq"  # noqa: S608
+        reported = 0
+        for query, coded in ((legacy, False), (records, True)):
+            async for row in conn.cursor(query, district_id, prefetch=2000):
+                broken = verifier.feed(_named(row, names) if coded else row)
+                if broken is not None:
+                    break
+                if progress is not None and verifier.count - reported >= PROGRESS_EVERY:
+                    reported = verifier.count
+                    print(f"district {district_id}: {verifier.count:,} entries verified", file=progress, flush=True)
             if broken is not None:
                 break
         broken = verifier.finish()
@@ -101,11 +128,21 @@ async def verify_district(
     )
 
 
+def _named(row: Any, names: dict[int, str]) -> dict[str, Any]:
+    """A record with its field and category codes as names (a code the
+    dictionary lacks reads as None, and the record's hash then fails)."""
+    named = dict(row)
+    named["fields"] = [names.get(c) for c in row["fields"]]
+    named["categories"] = [names.get(c) for c in row["categories"]]
+    return named
+
+
 async def verify_chains(
     conn: Any,
     key: bytes,
     district_id: uuid.UUID | None = None,
     known_heads: dict[uuid.UUID, tuple[int, str]] | None = None,
+    progress: TextIO | None = None,
 ) -> list[ChainReport]:
     """Every chain (or one district's) from one consistent snapshot."""
     known = known_heads or {}
@@ -114,7 +151,7 @@ async def verify_chains(
             districts = [district_id]
         else:
             districts = sorted({r[0] for r in await conn.fetch(DISTRICTS)} | set(known))
-        return [await verify_district(conn, key, d, known.get(d)) for d in districts]
+        return [await verify_district(conn, key, d, known.get(d), progress) for d in districts]
 
 
 class HeadsFileError(Exception):
@@ -157,7 +194,7 @@ async def run_verify(
         except HeadsFileError as error:
             print(f"pledgeql audit verify: {error}", file=err)
             return 2
-        reports = await verify_chains(conn, key, district_id, known)
+        reports = await verify_chains(conn, key, district_id, known, err)
     finally:
         await conn.close()
     failed = False

@@ -227,7 +227,9 @@ SELECT c.relname AS table_name,
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+WHERE n.nspname = 'public' AND NOT c.relispartition
+  AND (c.relkind IN ('r', 'p') OR c.relname = 'audit_entries')
+  AND c.relname NOT IN ('audit_records', 'audit_entries_v1', 'audit_heads')
   AND (c.relname = 'districts' OR EXISTS (
       SELECT 1 FROM pg_attribute d WHERE d.attrelid = c.oid AND d.attname = 'district_id' AND NOT d.attisdropped))
 GROUP BY c.relname
@@ -376,7 +378,8 @@ async def export_district(conn: Any, district_id: uuid.UUID, out: Path) -> Expor
         result = ExportResult(district_id, district["name"], out)
         result.files = await plan_files(conn)
         for f in result.files:
-            order = ", ".join(quote_ident(c) for c in await _primary_key(conn, f.table)) or "1"
+            keys = await _primary_key(conn, f.table)
+            order = ", ".join(quote_ident(c) for c in keys) or ("seq" if f.table == "audit_entries" else "1")
             path = out / f"{f.name}.csv"
             # Table and column names come from the catalog; the district is a bind parameter.
             columns = ", ".join(neutralised(c, t) for c, t in zip(f.columns, f.types, strict=True))

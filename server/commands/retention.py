@@ -12,13 +12,16 @@ Safe while the server serves: rows go in batches of a few thousand, each in
 its own short transaction, so no lock is held for long and requests keep
 their latency. Safe to run twice: what is already gone is not counted again.
 
-Audit entries: only the oldest part of a chain is ever removed (a prefix),
-through ``server.audit_writer.trim_chain``, which records the last removed
-entry's seq and hash as the district's key-signed anchor in
-``audit_anchors``. ``pledgeql audit verify`` starts each chain from that
-anchor: the oldest remaining entry must link to it. This needs the audit
-key (PLEDGEQL_AUDIT_KEY, or the data dir that holds it), exactly as verify
-does; a dry run does not.
+Audit entries: only the oldest part of a chain is ever removed (a prefix).
+First each district's key-signed anchor in ``audit_anchors`` moves past the
+entries to go (``server.audit_writer.trim_chain``); then every monthly
+partition of ``audit_records`` whose records all lie before their district's
+anchor is dropped whole, and what remains before the anchors is deleted in
+batches. ``pledgeql audit verify`` starts each chain from its anchor: the
+oldest remaining entry must link to it. This needs the audit key
+(PLEDGEQL_AUDIT_KEY, or the data dir that holds it), exactly as verify does;
+a dry run does not. Each run also creates the audit partitions of the
+months ahead.
 
 Runs over the owner connection (``server.db.server_urls(settings).owner``).
 
@@ -40,6 +43,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO, TypeVar
 
+from server.audit_writer import PARTITIONS, PARTITIONS_AHEAD
 from server.settings import Settings
 
 BATCH = 5000
@@ -58,8 +62,9 @@ TABLES = (
     ("device_sessions", "started_at", "device_days"),
 )
 LOCK_TIMEOUT = "5s"
-# The audit chain is trimmed AUDIT_STEP entries per transaction, and its lock is
-# waited for at most TRIM_LOCK_WAIT each time (requests hold it for milliseconds).
+# Audit records are deleted AUDIT_STEP per transaction; the chain's lock (to move
+# its anchor) is waited for at most TRIM_LOCK_WAIT each time (requests hold it
+# for milliseconds).
 AUDIT_STEP = 1000
 TRIM_LOCK_WAIT = "200ms"
 RETRIES = 5
@@ -67,17 +72,13 @@ T = TypeVar("T")
 
 CHAINS = """
 WITH RECURSIVE chains AS (
-    (SELECT district_id FROM audit_entries ORDER BY district_id LIMIT 1)
+    (SELECT district_id FROM audit_heads ORDER BY district_id LIMIT 1)
     UNION ALL
-    SELECT (SELECT e.district_id FROM audit_entries e WHERE e.district_id > c.district_id
+    SELECT (SELECT e.district_id FROM audit_heads e WHERE e.district_id > c.district_id
             ORDER BY e.district_id LIMIT 1)
     FROM chains c WHERE c.district_id IS NOT NULL
 )
 SELECT district_id FROM chains WHERE district_id IS NOT NULL
-"""
-AUDIT_PREFIX = """
-SELECT count(*) FROM audit_entries WHERE district_id = $1 AND seq < coalesce(
-    (SELECT min(seq) FROM audit_entries WHERE district_id = $1 AND at >= $2), 9223372036854775807)
 """
 
 
@@ -148,21 +149,35 @@ async def _count_old(conn: Any, table: str, column: str, district_id: uuid.UUID,
     return int(await conn.fetchval(sql, district_id, before))
 
 
-async def _trim_audit(conn: Any, key: bytes, district_id: uuid.UUID, before: dt.datetime, step: int) -> int:
-    """The chain's prefix older than ``before``, ``step`` entries at a time: each
-    step is one short transaction under the chain's lock (``trim_chain``), and
-    the lock is asked for with a short wait (TRIM_LOCK_WAIT, retried), so that
-    requests never queue behind the trim for long either."""
+async def _trim_audit(conn: Any, key: bytes, district_id: uuid.UUID, before: dt.datetime) -> int:
+    """Move the district's anchor past its chain's prefix older than ``before``
+    (one short transaction under the chain's lock, asked for with a short
+    wait, TRIM_LOCK_WAIT, retried); the rows go afterwards (``_remove_audit``)."""
     from server.audit_writer import trim_chain
 
-    total = 0
     await conn.execute(f"SET lock_timeout = '{TRIM_LOCK_WAIT}'")
     try:
-        while removed := await _retrying(functools.partial(trim_chain, conn, key, district_id, before, step)):
-            total += removed
+        return await _retrying(functools.partial(trim_chain, conn, key, district_id, before, None, False))
     finally:
         await conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
-    return total
+
+
+async def _count_audit(conn: Any, district_id: uuid.UUID, before: dt.datetime) -> int:
+    """How many entries a run would take from the district's chain."""
+    from server.audit_writer import CUT, ENTRIES_BETWEEN
+
+    anchored = await conn.fetchval("SELECT seq FROM audit_anchors WHERE district_id = $1", district_id) or 0
+    cut = await conn.fetchrow(CUT, district_id, before, anchored)
+    return 0 if cut is None else int(await conn.fetchval(ENTRIES_BETWEEN, district_id, anchored, cut["seq"]))
+
+
+async def _remove_audit(conn: Any, batch: int) -> None:
+    """Drop the partitions the anchors cover whole, then delete what else they cover, in batches."""
+    from server.audit_writer import drop_covered_partitions, remove_anchored
+
+    await drop_covered_partitions(conn)
+    for anchor in await conn.fetch("SELECT district_id, seq FROM audit_anchors ORDER BY district_id"):
+        await _retrying(functools.partial(remove_anchored, conn, anchor["district_id"], anchor["seq"], batch))
 
 
 async def run_retention(
@@ -212,13 +227,16 @@ async def run_retention(
                 result.tables.append(TableResult(table, days[setting], before, rows))
             before = now - dt.timedelta(days=days["audit_days"])
             if dry_run:
-                rows = int(await conn.fetchval(AUDIT_PREFIX, district_id, before))
+                rows = await _count_audit(conn, district_id, before)
             else:
-                rows = await _trim_audit(conn, key or b"", district_id, before, min(batch, AUDIT_STEP))
+                rows = await _trim_audit(conn, key or b"", district_id, before)
             result.tables.append(TableResult("audit_entries", days["audit_days"], before, rows))
             report.districts.append(result)
             if not dry_run:
                 await _audit_run(conn, key or b"", result)
+        if not dry_run:
+            await _remove_audit(conn, min(batch, AUDIT_STEP))
+            await conn.execute(PARTITIONS, PARTITIONS_AHEAD)
     finally:
         await conn.close()
     return report

@@ -1,0 +1,116 @@
+"""Reading the audit trail back: a page of one district's logical entries, newest first.
+
+Storage keeps a run of one request's entries that share everything but their
+subject as one record (migration 0013; ``permissions.audit.runs``), and the
+entries written before records existed as rows of their own
+(``audit_entries_v1``). This reads both and hands back the logical entries
+exactly as they were noted: one per (request, subject, decision), numbered by
+``seq``, with the same ids, filters, order and cursors whichever way they are
+stored.
+
+Each store is read newest first along an index and cut at the page's size
+(a record yields at least one entry, and a subject at most one per record),
+so a page costs the same at ten million entries as at a thousand: the chain
+index for the district's log, the actor index when filtered by actor, the
+subjects' GIN index for one student's record of disclosures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from permissions.audit import entry_id
+from resolvers.db import Db
+
+# The logical entry's columns, read from either store; a stored entry is a
+# record of one subject. Names come from their codes (pledgeql_audit_names).
+_RECORDS = (
+    "SELECT seq, id, at, request_id, client_request_id, trace_id, actor_id, actor_role, purpose, justification, "
+    "operation_name, subjects, pledgeql_audit_names(fields) AS fields, "
+    "pledgeql_audit_names(categories) AS categories, decision, break_glass FROM audit_records"
+)
+_ENTRIES = (
+    "SELECT seq, id, at, request_id, client_request_id, trace_id, actor_id, actor_role, purpose, justification, "
+    "operation_name, ARRAY[subject_student_id] AS subjects, fields, categories, decision, break_glass "
+    "FROM audit_entries_v1"
+)
+
+
+@dataclass(frozen=True)
+class AuditFilters:
+    """What ``auditLog``'s filter (or ``accessLog``'s student) narrows a page to."""
+
+    subject: uuid.UUID | None = None
+    actor: uuid.UUID | None = None
+    purpose: str | None = None
+    decision: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+def page_statement(
+    district_id: uuid.UUID, filters: AuditFilters, before_seq: int | None, limit: int
+) -> tuple[str, list[Any]]:
+    """The statement for up to ``limit`` stored rows of each store, newest first."""
+    params: list[Any] = [district_id]
+
+    def bind(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    shared: list[str] = []
+    if filters.actor is not None:
+        shared.append(f"actor_id = {bind(filters.actor)}")
+    if filters.purpose is not None:
+        shared.append(f"purpose = {bind(filters.purpose)}")
+    if filters.decision is not None:
+        shared.append(f"decision = {bind(filters.decision)}")
+    if filters.since is not None:
+        shared.append(f"at >= {bind(filters.since)}")
+    if filters.until is not None:
+        shared.append(f"at < {bind(filters.until)}")
+    if before_seq is not None:
+        shared.append(f"seq < {bind(before_seq)}")
+    records, entries = ["district_id = $1", *shared], ["district_id = $1", *shared]
+    if filters.subject is not None:
+        subject = bind(filters.subject)
+        records.append(f"subjects @> ARRAY[{subject}]::uuid[]")
+        entries.append(f"subject_student_id = {subject}")
+    n = bind(limit)
+    sql = (
+        f"({_RECORDS} WHERE {' AND '.join(records)} ORDER BY seq DESC LIMIT {n}) "
+        f"UNION ALL ({_ENTRIES} WHERE {' AND '.join(entries)} ORDER BY seq DESC LIMIT {n}) "
+        f"ORDER BY seq DESC LIMIT {n}"
+    )
+    return sql, params
+
+
+def expand(rows: list[Any], filters: AuditFilters, before_seq: int | None, limit: int) -> list[dict[str, Any]]:
+    """The logical entries of stored rows (newest first), at most ``limit``."""
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        base = dict(row)
+        subjects = base.pop("subjects")
+        first_seq, record_id = base["seq"], base["id"]
+        for index in range(len(subjects) - 1, -1, -1):
+            subject = subjects[index]
+            seq = first_seq + index
+            if (filters.subject is not None and subject != filters.subject) or (
+                before_seq is not None and seq >= before_seq
+            ):
+                continue
+            out.append({**base, "seq": seq, "id": entry_id(record_id, index), "subject_student_id": subject})
+            if len(out) == limit:
+                return out
+    return out
+
+
+async def audit_page(
+    db: Db, district_id: uuid.UUID, filters: AuditFilters, before_seq: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` of the district's logical entries, newest first, with a seq below ``before_seq``."""
+    sql, params = page_statement(district_id, filters, before_seq, limit)
+    return expand(await db.fetch(sql, *params), filters, before_seq, limit)

@@ -1,0 +1,306 @@
+"""Compact audit storage (migration 0013): records, their read-back, partitions and the old chain.
+
+A request's consecutive entries that share everything but their subject are
+one stored record; ``auditLog``, ``accessLog``, the ``audit_entries`` view and
+``pledgeql audit verify`` still see one entry per (request, subject,
+decision). Entries chained one by one before records existed stay verifiable
+and the chain continues from them. Retention drops a month's partition whole.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import pytest
+
+from permissions.audit import PendingEntry, entry_hash, entry_id, runs
+from server.audit_writer import Origin, drop_covered_partitions, trim_chain, write_entries
+from server.commands.audit_cli import verify_chains
+
+TEACHER_NW = "teacher1@northwind.example"
+NORTHWIND_ADMIN = "admin@northwind.example"
+ROSTER = "query R($id: ID!) { class(id: $id) { id students { id firstName lastName } } }"
+ENTRY_FIELDS = (
+    "id seq: id at requestId clientRequestId traceId actorId actorRole purpose justification operationName "
+    "subjectStudentId fields categories decision breakGlass"
+)
+
+
+def pending(district: uuid.UUID, subject: uuid.UUID | None, fields: tuple[str, ...] = ("Student.firstName",)) -> Any:
+    return PendingEntry(str(district), subject, True, fields, ("DIRECTORY",))
+
+
+def test_runs_group_consecutive_entries_that_differ_only_in_subject_and_keep_their_order() -> None:
+    district, other = uuid.uuid4(), uuid.uuid4()
+    a, b, c, d = (uuid.uuid4() for _ in range(4))
+    entries = [
+        pending(district, a),
+        pending(district, b),
+        pending(district, c, ("Student.lastName",)),
+        pending(district, d),
+        pending(other, a),
+        PendingEntry(str(other), b, False, ("Student.firstName",), ("DIRECTORY",)),
+        pending(other, None),
+    ]
+    grouped = runs(entries)
+    assert [[e.subject_id for e in run] for run in grouped] == [[a, b], [c], [d], [a], [b], [None]]
+    assert [e for run in grouped for e in run] == entries  # nothing lost, nothing reordered
+    assert runs([]) == []
+
+
+def test_entry_ids_are_the_record_id_for_the_first_and_distinct_for_the_rest() -> None:
+    record = uuid.uuid4()
+    ids = [entry_id(record, i) for i in range(500)]
+    assert ids[0] == record and len(set(ids)) == 500
+    assert all(entry_id(r, 7) != entry_id(r, 8) for r in (uuid.UUID(int=0), uuid.UUID(int=2**128 - 1)))
+
+
+async def test_the_python_and_sql_entry_ids_agree(owner: Any) -> None:
+    for _ in range(20):
+        record = uuid.uuid4()
+        for i in (0, 1, 29, 4096, 2**31 - 1):
+            assert await owner.fetchval("SELECT pledgeql_audit_entry_id($1, $2)", record, i) == entry_id(record, i)
+
+
+async def test_a_class_view_is_one_record_read_back_as_one_entry_per_student(
+    gql: Any, owner: Any, users: dict[str, uuid.UUID]
+) -> None:
+    class_id = await owner.fetchval(
+        "SELECT c.id FROM classes c JOIN class_teachers t ON t.class_id = c.id WHERE t.teacher_id = $1 LIMIT 1",
+        users[TEACHER_NW],
+    )
+    tag = f"storage-{uuid.uuid4().hex[:8]}"
+    body = await gql(TEACHER_NW, "INSTRUCTION", ROSTER, {"id": str(class_id)}, headers={"X-Request-Id": tag})
+    students = [s["id"] for s in body["data"]["class"]["students"]]
+    assert len(students) > 1
+    records = await owner.fetch(
+        "SELECT seq, subjects, cardinality(subjects) AS n FROM audit_records WHERE client_request_id = $1", tag
+    )
+    assert len(records) == 1 and records[0]["n"] == len(students)
+    assert [str(s) for s in records[0]["subjects"]] == students
+    entries = await owner.fetch(
+        "SELECT seq, id, subject_student_id, fields FROM audit_entries WHERE client_request_id = $1 ORDER BY seq", tag
+    )
+    assert [str(e["subject_student_id"]) for e in entries] == students
+    assert [e["seq"] for e in entries] == list(range(records[0]["seq"], records[0]["seq"] + len(students)))
+    assert all(e["fields"] == ["Student.firstName", "Student.lastName"] for e in entries)
+    assert len({e["id"] for e in entries}) == len(students)
+
+
+async def test_audit_log_pages_read_back_exactly_what_the_view_holds(
+    gql: Any, owner: Any, users: dict[str, uuid.UUID]
+) -> None:
+    district = await owner.fetchval("SELECT id FROM districts WHERE name LIKE 'Northwind%'")
+    class_id = await owner.fetchval(
+        "SELECT c.id FROM classes c JOIN class_teachers t ON t.class_id = c.id WHERE t.teacher_id = $1 LIMIT 1",
+        users[TEACHER_NW],
+    )
+    for _ in range(2):  # records of many entries, so that pages of 7 cut through them
+        await gql(TEACHER_NW, "INSTRUCTION", ROSTER, {"id": str(class_id)})
+    expected = await owner.fetch("SELECT * FROM audit_entries WHERE district_id = $1 ORDER BY seq DESC", district)
+    assert len(expected) > 40
+    seen: list[dict[str, Any]] = []
+    after, pages = None, 0
+    while True:
+        body = await gql(
+            NORTHWIND_ADMIN,
+            "RECORD_ACCESS",
+            f"query L($after: String) {{ auditLog(first: 7, after: $after) {{ nodes {{ {ENTRY_FIELDS} }} "
+            "pageInfo { hasNextPage endCursor } } }",
+            {"after": after},
+        )
+        assert "errors" not in body, body
+        log = body["data"]["auditLog"]
+        seen += log["nodes"]
+        pages += 1
+        if not log["pageInfo"]["hasNextPage"]:
+            break
+        after = log["pageInfo"]["endCursor"]
+    # Each read of the log writes an entry newer than every cursor: the pages walk
+    # exactly the entries there were before the first page.
+    assert pages == -(-len(expected) // 7)
+    assert [n["id"] for n in seen] == [str(e["id"]) for e in expected]
+    for node, row in zip(seen, expected, strict=True):
+        assert node["fields"] == list(row["fields"]) and node["categories"] == list(row["categories"])
+        assert node["subjectStudentId"] == (
+            None if row["subject_student_id"] is None else str(row["subject_student_id"])
+        )
+        assert (node["requestId"], node["decision"], node["operationName"]) == (
+            row["request_id"],
+            row["decision"],
+            row["operation_name"],
+        )
+
+
+async def test_access_log_lists_exactly_the_view_s_entries_about_the_student(
+    gql: Any, owner: Any, users: dict[str, uuid.UUID]
+) -> None:
+    student = users["student1@northwind.example"]
+    for _ in range(3):
+        await gql(
+            TEACHER_NW, "INSTRUCTION", "query S($id: ID!) { student(id: $id) { firstName } }", {"id": str(student)}
+        )
+    expected = await owner.fetch(
+        "SELECT id, seq FROM audit_entries WHERE subject_student_id = $1 ORDER BY seq DESC LIMIT 50", student
+    )
+    body = await gql(
+        NORTHWIND_ADMIN,
+        "RECORD_ACCESS",
+        "query A($id: ID!) { student(id: $id) { accessLog(first: 50) { nodes { id subjectStudentId } } } }",
+        {"id": str(student)},
+    )
+    nodes = body["data"]["student"]["accessLog"]["nodes"]
+    assert [n["id"] for n in nodes] == [str(e["id"]) for e in expected]
+    assert {n["subjectStudentId"] for n in nodes} == {str(student)}
+
+
+# -------------------------------------------- the old chain, partitions, retention
+
+
+def _v1_chain(key: bytes, district: uuid.UUID, count: int, at: dt.datetime) -> list[dict[str, Any]]:
+    rows, prev = [], "0" * 64
+    for seq in range(1, count + 1):
+        row = {
+            "district_id": district,
+            "seq": seq,
+            "id": uuid.uuid4(),
+            "at": at,
+            "request_id": uuid.uuid4().hex,
+            "trace_id": None,
+            "actor_id": uuid.uuid4(),
+            "actor_role": "TEACHER",
+            "purpose": "INSTRUCTION",
+            "justification": None,
+            "operation_name": "Old",
+            "subject_student_id": uuid.uuid4(),
+            "fields": ["Student.firstName"],
+            "categories": ["DIRECTORY"],
+            "decision": "ALLOW",
+            "break_glass": False,
+            "prev_hash": prev,
+            "client_request_id": None,
+        }
+        row["hash"] = prev = entry_hash(key, row)
+        rows.append(row)
+    return rows
+
+
+def _origin(at: dt.datetime) -> Origin:
+    return Origin(
+        at=at,
+        request_id=uuid.uuid4().hex,
+        client_request_id=None,
+        actor_id=uuid.uuid4(),
+        actor_role="TEACHER",
+        purpose="INSTRUCTION",
+        justification=None,
+        operation_name="New",
+        break_glass=False,
+    )
+
+
+async def _report(owner: Any, key: bytes, district: uuid.UUID) -> Any:
+    (report,) = await verify_chains(owner, key, district)
+    return report
+
+
+async def test_a_chain_written_before_records_continues_through_them_and_verifies(owner: Any, settings: Any) -> None:
+    key = settings.audit_key()
+    district = uuid.uuid4()
+    old = _v1_chain(key, district, 3, dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
+    for row in old:
+        columns = list(row)
+        await owner.execute(
+            f"INSERT INTO audit_entries_v1 ({', '.join(columns)}) "
+            f"VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))})",
+            *row.values(),
+        )
+    await owner.execute(
+        "INSERT INTO audit_heads (district_id, seq, hash) VALUES ($1, 3, decode($2, 'hex'))", district, old[-1]["hash"]
+    )
+    subjects = [uuid.uuid4() for _ in range(4)]
+    async with owner.transaction():
+        await write_entries(owner, _origin(dt.datetime.now(dt.UTC)), [pending(district, s) for s in subjects], key)
+    report = await _report(owner, key, district)
+    assert report.broken is None and report.entries == 7 and report.head_seq == 7
+    view = await owner.fetch(
+        "SELECT seq, subject_student_id FROM audit_entries WHERE district_id = $1 ORDER BY seq", district
+    )
+    assert [r["seq"] for r in view] == list(range(1, 8))
+    assert [r["subject_student_id"] for r in view][3:] == subjects
+    # An old entry altered still breaks the chain.
+    await owner.execute(
+        "UPDATE audit_entries_v1 SET purpose = 'REPORTING' WHERE district_id = $1 AND seq = 2", district
+    )
+    broken = (await _report(owner, key, district)).broken
+    assert broken is not None and (broken.seq, broken.kind) == (2, "altered")
+    await owner.execute(
+        "UPDATE audit_entries_v1 SET purpose = 'INSTRUCTION' WHERE district_id = $1 AND seq = 2", district
+    )
+    # So does a changed name in the dictionary the records' codes point to (the hash covers names).
+    code = await owner.fetchval("SELECT fields[1] FROM audit_records WHERE district_id = $1", district)
+    name = await owner.fetchval("SELECT name FROM audit_names WHERE code = $1", code)
+    await owner.execute("UPDATE audit_names SET name = name || '.x' WHERE code = $1", code)
+    try:
+        broken = (await _report(owner, key, district)).broken
+        assert broken is not None and (broken.seq, broken.kind) == (4, "altered")
+    finally:
+        await owner.execute("UPDATE audit_names SET name = $2 WHERE code = $1", code, name)
+    assert (await _report(owner, key, district)).broken is None
+
+
+async def test_a_record_outside_every_partition_waits_in_the_default_one_and_moves_to_its_month(
+    owner: Any, settings: Any
+) -> None:
+    key = settings.audit_key()
+    district = uuid.uuid4()
+    far = dt.datetime(2031, 6, 15, 12, tzinfo=dt.UTC)
+    async with owner.transaction():
+        await write_entries(owner, _origin(far), [pending(district, uuid.uuid4())], key)
+    place = "SELECT tableoid::regclass::text FROM audit_records WHERE district_id = $1"
+    assert await owner.fetchval(place, district) == "audit_records_default"
+    assert await owner.fetchval("SELECT pledgeql_audit_partitions(now())") >= 1
+    assert await owner.fetchval(place, district) == "audit_records_2031_06"
+    assert await owner.fetchval("SELECT pledgeql_audit_partitions(now())") == 0  # already there
+    assert (await _report(owner, key, district)).broken is None
+
+
+async def test_retention_drops_a_month_s_partition_whole_and_the_chain_still_verifies(
+    owner: Any, settings: Any
+) -> None:
+    key = settings.audit_key()
+    district = uuid.uuid4()
+    long_ago = dt.datetime(2019, 3, 10, tzinfo=dt.UTC)
+    async with owner.transaction():
+        await write_entries(owner, _origin(long_ago), [pending(district, uuid.uuid4()) for _ in range(5)], key)
+        await write_entries(owner, _origin(long_ago), [pending(district, None, ("Query.x",))], key)
+    await owner.fetchval("SELECT pledgeql_audit_partitions(now())")
+    assert await owner.fetchval("SELECT to_regclass('audit_records_2019_03')::text") == "audit_records_2019_03"
+    async with owner.transaction():
+        await write_entries(owner, _origin(dt.datetime.now(dt.UTC)), [pending(district, uuid.uuid4())], key)
+    cutoff = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    assert await trim_chain(owner, key, district, cutoff, remove=False) == 6
+    # Anchored, not yet removed: verify passes over what the anchor covers.
+    report = await _report(owner, key, district)
+    assert report.broken is None and report.anchor_seq == 6 and report.entries == 1
+    assert "audit_records_2019_03" in await drop_covered_partitions(owner)
+    assert await owner.fetchval("SELECT to_regclass('audit_records_2019_03')") is None
+    report = await _report(owner, key, district)
+    assert report.broken is None and report.entries == 1 and report.first_seq == 7
+    assert await owner.fetchval("SELECT count(*) FROM audit_entries WHERE district_id = $1", district) == 1
+
+
+@pytest.mark.parametrize("statement", ["DELETE FROM audit_records_default", "TRUNCATE audit_records_default"])
+async def test_the_app_role_cannot_reach_the_partitions_directly(db: Any, statement: str) -> None:
+    import asyncpg
+
+    from server.db import connect
+
+    app = await connect(db.app)
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await app.execute(statement)
+    finally:
+        await app.close()
