@@ -144,7 +144,7 @@ async def three_round_trips(context: Any, key: bytes) -> None:
     for district in sorted({uuid.UUID(e.district_key) for e in entries}):
         await context.db.execute("SELECT pg_advisory_xact_lock(pledgeql_audit_lock_key($1))", district)
         row = await context.db.fetchrow(
-            "SELECT seq, hash FROM audit_entries WHERE district_id = $1 ORDER BY seq DESC LIMIT 1", district
+            "SELECT seq, encode(hash, 'hex') AS hash FROM audit_heads WHERE district_id = $1", district
         )
         heads[district] = (row["seq"], row["hash"]) if row else (0, GENESIS)
     rows = chain_rows(context, entries, key, heads, current_trace_id())

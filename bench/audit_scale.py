@@ -62,6 +62,7 @@ FIELDS = (
 )
 CATEGORIES = ("DIRECTORY", "PERFORMANCE", "WORK")
 BATCH = 2000  # records per INSERT
+SAMPLE_VIEWS = 5000  # class views written first, alone, to measure their size
 OUT = Path(__file__).resolve().parent / "AUDIT_SCALE.md"
 
 
@@ -70,6 +71,7 @@ class World:
     districts: list[uuid.UUID]
     students: dict[uuid.UUID, list[uuid.UUID]]  # per district
     teachers: dict[uuid.UUID, list[uuid.UUID]]
+    view_bytes: float = 0.0  # on disk per class view of 30 (one record), indexes included
 
 
 def world(rng: random.Random) -> World:
@@ -81,12 +83,13 @@ def world(rng: random.Random) -> World:
     )
 
 
-async def build(owner: Any, entries: int, months: int, rng: random.Random) -> World:
+async def build(owner: Any, entries: int, months: int, rng: random.Random, sample: int, size_sql: str) -> World:
+    """Write ``entries`` entries; first ``sample`` class views alone, whose size on disk is measured."""
     w = world(rng)
     heads: dict[uuid.UUID, tuple[int, str]] = {}
     now = dt.datetime.now(dt.UTC)
     start = now - dt.timedelta(days=30 * months)
-    written, pending_rows = 0, []
+    pending_rows: list[tuple[Any, ...]] = []
     started = time.perf_counter()
     # A partition for every month of the range, as the server would have made them ahead.
     month = dt.datetime(start.year, start.month, 1, tzinfo=dt.UTC)
@@ -97,6 +100,22 @@ async def build(owner: Any, entries: int, months: int, rng: random.Random) -> Wo
             f"FOR VALUES FROM ('{month.isoformat()}') TO ('{following.isoformat()}')"
         )
         month = following
+    empty = await owner.fetchval(size_sql)
+    sample_rows: list[tuple[Any, ...]] = []
+    for _ in range(sample):
+        district = w.districts[0]
+        offset = rng.randrange(0, len(w.students[district]) - 30)
+        views = [
+            PendingEntry(str(district), s, True, FIELDS, CATEGORIES) for s in w.students[district][offset : offset + 30]
+        ]
+        sample_rows += origin_rows(
+            _origin(start, rng.choice(w.teachers[district]), "ClassRoster"), views, KEY, heads, None
+        )
+    for at in range(0, len(sample_rows), BATCH):
+        await owner.execute(INSERT, *insert_args(sample_rows[at : at + BATCH]))
+    await owner.execute("VACUUM audit_records")
+    w.view_bytes = (await owner.fetchval(size_sql) - empty) / sample
+    written = sample * 30
     while written < entries:
         district = rng.choice(w.districts)
         at = start + (now - start) * (written / entries)
@@ -106,17 +125,7 @@ async def build(owner: Any, entries: int, months: int, rng: random.Random) -> Wo
             subjects: list[uuid.UUID | None] = list(students[offset : offset + 30])
         else:
             subjects = [rng.choice(students)]
-        origin = Origin(
-            at=at,
-            request_id=uuid.uuid4().hex,
-            client_request_id=None,
-            actor_id=rng.choice(w.teachers[district]),
-            actor_role="TEACHER",
-            purpose="INSTRUCTION",
-            justification=None,
-            operation_name="ClassRoster" if len(subjects) > 1 else "StudentDetail",
-            break_glass=False,
-        )
+        origin = _origin(at, rng.choice(w.teachers[district]), "ClassRoster" if len(subjects) > 1 else "StudentDetail")
         batch = [PendingEntry(str(district), s, True, FIELDS, CATEGORIES) for s in subjects]
         pending_rows += origin_rows(origin, batch, KEY, heads, None)
         written += len(subjects)
@@ -131,6 +140,20 @@ async def build(owner: Any, entries: int, months: int, rng: random.Random) -> Wo
     print(f"built {written:,} entries in {time.perf_counter() - started:.0f} s", flush=True)
     await owner.execute("VACUUM ANALYZE audit_records")
     return w
+
+
+def _origin(at: dt.datetime, actor: uuid.UUID, operation: str) -> Origin:
+    return Origin(
+        at=at,
+        request_id=uuid.uuid4().hex,
+        client_request_id=None,
+        actor_id=actor,
+        actor_role="TEACHER",
+        purpose="INSTRUCTION",
+        justification=None,
+        operation_name=operation,
+        break_glass=False,
+    )
 
 
 async def p50(call: Any, times: int = 50) -> float:
@@ -173,26 +196,20 @@ async def run(args: argparse.Namespace) -> None:
             "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_inherits i "
             "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'audit_records'::regclass"
         )
-        w = await build(owner, args.entries, args.months, rng)
+        w = await build(owner, args.entries, args.months, rng, sample=SAMPLE_VIEWS, size_sql=size_sql)
         total = await owner.fetchval("SELECT coalesce(sum(cardinality(subjects)), 0) FROM audit_records")
         records = await owner.fetchval("SELECT count(*) FROM audit_records")
         views = await owner.fetchval("SELECT count(*) FROM audit_records WHERE cardinality(subjects) = 30")
         size = await owner.fetchval(size_sql)
-        heap = await owner.fetchval(
-            "SELECT coalesce(sum(pg_relation_size(c.oid)), 0) FROM pg_inherits i "
-            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'audit_records'::regclass"
-        )
         per_entry = size / total
-        # A class view's record: its share of heap and indexes (30 index entries in the GIN index).
-        per_view = size / records * (1 + 29 * (size - heap) / size / 30) if records else 0.0
         lines += [
             f"Entries: {total:,} in {records:,} records ({views:,} class views of 30), {len(w.districts)} districts, "
             f"{args.months} months.",
             "",
             f"- Audit on disk, indexes included: {size / 2**20:,.0f} MiB, **{per_entry:.0f} bytes per entry**, "
             f"{size / records:,.0f} bytes per record on average",
-            f"- A 30-student class view (one record): about **{per_view:,.0f} bytes** with its index entries "
-            "(estimate: the average record, plus 29 more subjects' share of the index space)",
+            f"- A class view of 30 students (one record): **{w.view_bytes:,.0f} bytes** with its index entries "
+            f"(measured over the first {SAMPLE_VIEWS:,} written, alone, after VACUUM)",
         ]
         district = w.districts[0]
         student = w.students[district][100]

@@ -44,6 +44,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -446,6 +447,7 @@ class Row:
     db_cpu_ms: float | None = None  # PostgreSQL's, when the bench started it
     round: int = 1
     connections: str = ""  # how the load's connections were spread over the workers, mid-run
+    audit_bytes: float | None = None  # audit storage grown per counted request (pledgeql's S1), indexes included
 
     @property
     def ok(self) -> bool:
@@ -561,12 +563,16 @@ def measure(
     try:
         if spec.warmup > 0:
             run_load(dataclasses.replace(spec, duration=spec.warmup, warmup=0), options.engine)
+        weigh = system == PLEDGEQL and scenario == "S1" and bool(report.owner_url)
+        audit_before = audit_bytes(report.owner_url) if weigh else 0
         app_before, db_before = session_cpu(server.process.pid), children_cpu(postmaster)
         spread = ConnectionSpread(server, options.duration / 2) if workers > 1 else None
         result = run_load(dataclasses.replace(spec, warmup=0), options.engine)
         if spread is not None:
             row.connections = spread.result()
         app_after, db_after = session_cpu(server.process.pid), children_cpu(postmaster)
+        if weigh and result.requests:
+            row.audit_bytes = (audit_bytes(report.owner_url) - audit_before) / result.requests
         if result.requests == 0:
             row.status = "no request completed within the run"
         else:
@@ -668,6 +674,25 @@ DRAIN = """
 SELECT count(*) FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active' AND backend_type = 'client backend'
 """
+
+
+# The audit's storage on disk, indexes included: every partition of the records
+# (the heads and the names dictionary do not grow with requests).
+AUDIT_BYTES = """
+SELECT coalesce(sum(pg_total_relation_size(i.inhrelid)), 0) FROM pg_inherits i
+WHERE i.inhparent = 'audit_records'::regclass
+"""
+
+
+def audit_bytes(owner_url: str) -> int:
+    async def size() -> int:
+        conn = await connect(owner_url)
+        try:
+            return int(await conn.fetchval(AUDIT_BYTES))
+        finally:
+            await conn.close()
+
+    return asyncio.run(size())
 
 
 def drain(report: Report, limit_seconds: float = 180.0) -> None:
@@ -1179,6 +1204,8 @@ def table(report: Report) -> str:
             note = (note + f" connections per worker mid-run: {row.connections}").strip()
         if spread:
             note = (note + " " + spread).strip()
+        if row.audit_bytes is not None:
+            note = (note + f" audit on disk {row.audit_bytes:,.0f} bytes/request").strip()
         lines.append(
             f"| {row.system} | {row.scenario} {title} | {row.workers} | {row.concurrency} | {r.rps:.1f} | "
             f"{_ms(r.p50_ms)} | {_ms(r.p95_ms)} | {r.failures} | "
@@ -1245,6 +1272,13 @@ def ratios(report: Report) -> list[str]:
             f"**{_ratio(cpu(PLEDGEQL, w, lat), cpu(POSTGRAPHILE, w, lat))}**, pledgeql/limit "
             f"**{_ratio(cpu(PLEDGEQL, w, lat), cpu(LIMIT, w, lat))}** (steadier than wall time on a shared machine)"
         )
+        weighed = [r for r in report.rows if r.system == PLEDGEQL and r.scenario == "S1" and r.audit_bytes is not None]
+        if weighed:
+            grown = statistics.median(r.audit_bytes or 0.0 for r in weighed)
+            out.append(
+                f"- Audit bytes on disk per S1 request, indexes included (median of {len(weighed)} S1 runs): "
+                f"**{grown:,.0f}** (target <= 2,048: {'met' if grown <= 2048 else 'missed'})"
+            )
         s3 = p50(PLEDGEQL, "S3", w, lat)
         if s3 is not None:
             responses = int(report.facts.get("district_responses") or 0)

@@ -89,31 +89,6 @@ def insert_args(rows: list[tuple[Any, ...]]) -> tuple[str]:
     return (orjson.dumps([dict(zip(COLUMNS, row, strict=True)) for row in rows], default=str).decode(),)
 
 
-# origin_rows builds each record's values positionally, in this order.
-_ORDER = (
-    "district_id",
-    "seq",
-    "id",
-    "at",
-    "request_id",
-    "client_request_id",
-    "trace_id",
-    "actor_id",
-    "actor_role",
-    "purpose",
-    "justification",
-    "operation_name",
-    "subjects",
-    "fields",
-    "categories",
-    "decision",
-    "break_glass",
-    "prev_hash",
-)
-if RECORD_COLUMNS != _ORDER:
-    raise RuntimeError("permissions.audit.RECORD_COLUMNS changed: update server.audit_writer.origin_rows to match")
-
-
 def new_ids(count: int) -> list[str]:
     """``count`` random (version 4) UUIDs in their text form: what the record
     stores and its hash covers, made in one read of the system's randomness.
@@ -202,30 +177,30 @@ def origin_rows(
             district_id = districts[first.district_key] = uuid.UUID(first.district_key)
         seq, prev = heads.get(district_id, (0, GENESIS))
         seq += 1
-        values = [
-            district_id,
-            seq,
-            record_id,
-            at,
-            origin.request_id,
-            client_request_id,
-            trace_id,
-            actor,
-            role,
-            purpose,
-            origin.justification_in(first.district_key),
-            operation,
-            [e.subject_id for e in run],
-            first.fields,
-            first.categories,
-            "ALLOW" if first.allowed else "DENY",
-            break_glass,
-            prev,
-        ]
-        digest = record_values_hash(key, list(values))
+        record = {
+            "district_id": district_id,
+            "seq": seq,
+            "id": record_id,
+            "at": at,
+            "request_id": origin.request_id,
+            "client_request_id": client_request_id,
+            "trace_id": trace_id,
+            "actor_id": actor,
+            "actor_role": role,
+            "purpose": purpose,
+            "justification": origin.justification_in(first.district_key),
+            "operation_name": operation,
+            "subjects": [e.subject_id for e in run],
+            "fields": first.fields,
+            "categories": first.categories,
+            "decision": "ALLOW" if first.allowed else "DENY",
+            "break_glass": break_glass,
+            "prev_hash": prev,
+        }
+        values = [record[c] for c in RECORD_COLUMNS]
+        digest = record_values_hash(key, values)
         heads[district_id] = (seq + len(run) - 1, digest)
-        values.append(digest)
-        rows.append(tuple(values))
+        rows.append((*values, digest))
     return rows
 
 

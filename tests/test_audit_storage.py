@@ -304,3 +304,173 @@ async def test_the_app_role_cannot_reach_the_partitions_directly(db: Any, statem
             await app.execute(statement)
     finally:
         await app.close()
+
+
+async def test_the_server_keeps_the_partitions_of_the_months_ahead(owner: Any, db: Any) -> None:
+    import asyncio
+    import contextlib
+
+    from server.audit_writer import PARTITIONS_AHEAD, keep_audit_partitions
+    from server.db import connect
+
+    now = dt.datetime.now(dt.UTC)
+    ahead = dt.datetime(
+        now.year + (now.month + PARTITIONS_AHEAD - 1) // 12, (now.month + PARTITIONS_AHEAD - 1) % 12 + 1, 1
+    )
+    name = f"audit_records_{ahead:%Y_%m}"
+    await owner.execute(f"DROP TABLE IF EXISTS {name}")
+
+    @contextlib.asynccontextmanager
+    async def as_app() -> Any:
+        conn = await connect(db.app)
+        try:
+            async with conn.transaction():
+                yield conn
+        finally:
+            await conn.close()
+
+    upkeep = asyncio.create_task(keep_audit_partitions(as_app, every=3600))
+    try:
+        for _ in range(100):
+            if await owner.fetchval("SELECT to_regclass($1)::text", name) == name:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        upkeep.cancel()
+    # Made by the application role's call, owned by the owner (the function runs as its definer).
+    assert await owner.fetchval("SELECT to_regclass($1)::text", name) == name
+    assert await owner.fetchval("SELECT tableowner FROM pg_tables WHERE tablename = $1", name) != "pledgeql_app"
+
+
+async def test_verify_reports_its_progress_on_long_chains(
+    owner: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from server.commands import audit_cli
+
+    key = settings.audit_key()
+    district = uuid.uuid4()
+    async with owner.transaction():
+        await write_entries(
+            owner, _origin(dt.datetime.now(dt.UTC)), [pending(district, uuid.uuid4()) for _ in range(3)], key
+        )
+    monkeypatch.setattr(audit_cli, "PROGRESS_EVERY", 2)
+    progress = io.StringIO()
+    (report,) = await verify_chains(owner, key, district, None, progress)
+    assert report.broken is None and report.entries == 3
+    assert progress.getvalue() == f"district {district}: 3 entries verified\n"
+
+
+async def _migrate_to(urls: Any, revision: str, down: bool = False) -> None:
+    from alembic import command
+
+    from server.commands.migrate import alembic_config
+    from server.db import create_engine, ensure_database
+
+    await ensure_database(urls)
+    config = alembic_config(urls.owner)
+    engine = create_engine(urls.owner, pool_size=1)
+
+    def run(connection: Any) -> None:
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(run)
+    finally:
+        await engine.dispose()
+
+
+async def test_entries_chained_before_the_migration_stay_verifiable_and_the_chain_goes_on(
+    server: Any, settings: Any
+) -> None:
+    from server.db import connect
+
+    key = settings.audit_key()
+    name = "t_audit_storage_upgrade"
+    admin = await connect(server.with_database("postgres").owner)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+    urls = server.with_database(name)
+    await _migrate_to(urls, "0012")
+    district = uuid.uuid4()
+    old = _v1_chain(key, district, 5, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    conn = await connect(urls.owner)
+    try:
+        for row in old:  # as the server wrote them before 0013
+            columns = list(row)
+            await conn.execute(
+                f"INSERT INTO audit_entries ({', '.join(columns)}) "
+                f"VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))})",
+                *row.values(),
+            )
+    finally:
+        await conn.close()
+    await _migrate_to(urls, "head")
+    conn = await connect(urls.owner)
+    try:
+        assert await conn.fetchval("SELECT seq FROM audit_heads WHERE district_id = $1", district) == 5
+        subjects = [uuid.uuid4() for _ in range(3)]
+        async with conn.transaction():
+            await write_entries(conn, _origin(dt.datetime.now(dt.UTC)), [pending(district, s) for s in subjects], key)
+        (report,) = await verify_chains(conn, key, district)
+        assert report.broken is None and (report.entries, report.first_seq, report.head_seq) == (8, 1, 8)
+        rows = await conn.fetch("SELECT seq, id FROM audit_entries WHERE district_id = $1 ORDER BY seq", district)
+        assert [r["seq"] for r in rows] == list(range(1, 9))
+        assert [r["id"] for r in rows][:5] == [r["id"] for r in old]
+    finally:
+        await conn.close()
+    # Records exist: going back to 0012 would discard them, and is refused.
+    with pytest.raises(Exception, match="downgrading would discard them"):
+        await _migrate_to(urls, "0012", down=True)
+    admin = await connect(server.with_database("postgres").owner)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+async def test_an_empty_database_migrates_down_to_0012_and_up_again(server: Any) -> None:
+    from server.db import connect
+
+    name = "t_audit_storage_roundtrip"
+    admin = await connect(server.with_database("postgres").owner)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+    urls = server.with_database(name)
+    await _migrate_to(urls, "head")
+    await _migrate_to(urls, "0012", down=True)
+    conn = await connect(urls.owner)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('audit_entries')::text") == "audit_entries"
+        assert await conn.fetchval("SELECT to_regclass('audit_records')") is None
+    finally:
+        await conn.close()
+    await _migrate_to(urls, "head")
+    admin = await connect(server.with_database("postgres").owner)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+async def test_the_subject_lookup_answers_only_for_the_callers_own_districts(
+    db: Any, owner: Any, gql: Any, users: dict[str, uuid.UUID]
+) -> None:
+    from server.db import connect
+
+    student = users["student1@northwind.example"]
+    await gql(TEACHER_NW, "INSTRUCTION", "query S($id: ID!) { student(id: $id) { firstName } }", {"id": str(student)})
+    district = await owner.fetchval("SELECT district_id FROM users WHERE id = $1", student)
+    other = await owner.fetchval("SELECT id FROM districts WHERE id <> $1 LIMIT 1", district)
+    lookup = "SELECT count(*) FROM pledgeql_audit_subject_seqs($1, $2, 9223372036854775807)"
+    app = await connect(db.app)
+    try:
+        for setting, district_asked, found in (
+            (district, district, True),
+            (other, district, False),
+            ("", district, False),
+        ):
+            async with app.transaction():
+                await app.execute("SELECT set_config('pledgeql.district_ids', $1, true)", str(setting))
+                assert (await app.fetchval(lookup, district_asked, student) > 0) is found, setting
+    finally:
+        await app.close()

@@ -49,6 +49,35 @@ IN_SCOPE = (
 AHEAD_MONTHS = 3
 
 
+def _heads_function(head: str) -> str:
+    """``pledgeql_audit_heads`` (migration 0004's contract: each district's chain
+    lock, in district order, then in a new snapshot its head) reading the head
+    with ``head``, a subquery over the district ``ds.x``; the anchor when later."""
+    return f"""
+        CREATE OR REPLACE FUNCTION pledgeql_audit_heads(p_districts uuid[])
+        RETURNS TABLE (head_district uuid, head_seq bigint, head_hash text)
+        LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
+        AS $$
+        BEGIN
+            PERFORM pg_advisory_xact_lock(pledgeql_audit_lock_key(ds.x))
+            FROM (SELECT DISTINCT y AS x FROM unnest(p_districts) AS y
+                  WHERE y = ANY (string_to_array(current_setting('pledgeql.district_ids', true), ',')::uuid[])) AS ds
+            ORDER BY ds.x;
+            RETURN QUERY
+                SELECT ds.x, h.seq, h.hash
+                FROM (SELECT DISTINCT y AS x FROM unnest(p_districts) AS y
+                      WHERE y = ANY (string_to_array(current_setting('pledgeql.district_ids', true), ',')::uuid[])) AS ds
+                CROSS JOIN LATERAL (
+                    {head}
+                    UNION ALL
+                    (SELECT a.seq, a.hash FROM audit_anchors a WHERE a.district_id = ds.x)
+                    ORDER BY 1 DESC LIMIT 1
+                ) AS h;
+        END
+        $$
+        """
+
+
 def upgrade() -> None:
     op.execute("ALTER TABLE audit_entries RENAME TO audit_entries_v1")
     op.execute(f"REVOKE INSERT ON audit_entries_v1 FROM {APP_ROLE}")
@@ -134,6 +163,32 @@ def upgrade() -> None:
         f"CREATE POLICY tenant_isolation ON audit_records TO {APP_ROLE} USING ({IN_SCOPE}) WITH CHECK ({IN_SCOPE})"
     )
 
+    # One student's records, found by the subjects' GIN index. Under row-level
+    # security the planner may not use that index (``@>`` is not leakproof, so it
+    # must run after the policy's filter, over every record of the district):
+    # this function runs as the owner and answers for the caller's own districts
+    # only (the setting row-level security reads), with seqs, no personal data.
+    op.execute(
+        """
+        CREATE FUNCTION pledgeql_audit_subject_seqs(p_district uuid, p_subject uuid, p_before bigint)
+        RETURNS SETOF bigint
+        LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+        AS $$
+            -- OFFSET 0 keeps the district out of the index search: by the subjects'
+            -- index alone it is a few pages per partition; combined with the
+            -- district's chain index it read every record of the district.
+            SELECT x.seq FROM (
+                SELECT r.seq, r.district_id FROM audit_records r
+                WHERE r.subjects @> ARRAY[p_subject] AND r.seq < p_before OFFSET 0
+            ) x
+            WHERE x.district_id = p_district
+              AND p_district = ANY (string_to_array(current_setting('pledgeql.district_ids', true), ',')::uuid[])
+        $$
+        """
+    )
+    op.execute("REVOKE ALL ON FUNCTION pledgeql_audit_subject_seqs(uuid, uuid, bigint) FROM PUBLIC")
+    op.execute(f"GRANT EXECUTE ON FUNCTION pledgeql_audit_subject_seqs(uuid, uuid, bigint) TO {APP_ROLE}")
+
     op.execute(
         """
         CREATE FUNCTION pledgeql_audit_partitions(p_until timestamptz) RETURNS integer
@@ -200,29 +255,7 @@ def upgrade() -> None:
     # The head: audit_heads (or the anchor, for a chain retention emptied before
     # this migration), after the chain's lock is held. Same contract as 0004's.
     op.execute(
-        """
-        CREATE OR REPLACE FUNCTION pledgeql_audit_heads(p_districts uuid[])
-        RETURNS TABLE (head_district uuid, head_seq bigint, head_hash text)
-        LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
-        AS $$
-        BEGIN
-            PERFORM pg_advisory_xact_lock(pledgeql_audit_lock_key(ds.x))
-            FROM (SELECT DISTINCT y AS x FROM unnest(p_districts) AS y
-                  WHERE y = ANY (string_to_array(current_setting('pledgeql.district_ids', true), ',')::uuid[])) AS ds
-            ORDER BY ds.x;
-            RETURN QUERY
-                SELECT ds.x, h.seq, h.hash
-                FROM (SELECT DISTINCT y AS x FROM unnest(p_districts) AS y
-                      WHERE y = ANY (string_to_array(current_setting('pledgeql.district_ids', true), ',')::uuid[])) AS ds
-                CROSS JOIN LATERAL (
-                    (SELECT e.seq, encode(e.hash, 'hex') AS hash FROM audit_heads e WHERE e.district_id = ds.x)
-                    UNION ALL
-                    (SELECT a.seq, a.hash FROM audit_anchors a WHERE a.district_id = ds.x)
-                    ORDER BY 1 DESC LIMIT 1
-                ) AS h;
-        END
-        $$
-        """
+        _heads_function("(SELECT e.seq, encode(e.hash, 'hex') AS hash FROM audit_heads e WHERE e.district_id = ds.x)")
     )
 
     # The id of a record's i-th entry (from 0): the record's id, its last four
@@ -274,33 +307,13 @@ def downgrade() -> None:
     op.execute("DROP VIEW audit_entries")
     op.execute("DROP FUNCTION pledgeql_audit_entry_id(uuid, integer)")
     op.execute(
-        """
-        CREATE OR REPLACE FUNCTION pledgeql_audit_heads(p_districts uuid[])
-        RETURNS TABLE (head_district uuid, head_seq bigint, head_hash text)
-        LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
-        AS $$
-        BEGIN
-            PERFORM pg_advisory_xact_lock(pledgeql_audit_lock_key(ds.x))
-            FROM (SELECT DISTINCT y AS x FROM unnest(p_districts) AS y
-                  WHERE y = ANY (string_to_array(current_setting('pledgeql.district_ids', true), ',')::uuid[])) AS ds
-            ORDER BY ds.x;
-            RETURN QUERY
-                SELECT ds.x, h.seq, h.hash
-                FROM (SELECT DISTINCT y AS x FROM unnest(p_districts) AS y
-                      WHERE y = ANY (string_to_array(current_setting('pledgeql.district_ids', true), ',')::uuid[])) AS ds
-                CROSS JOIN LATERAL (
-                    (SELECT e.seq, e.hash FROM audit_entries e
-                     WHERE e.district_id = ds.x ORDER BY e.seq DESC LIMIT 1)
-                    UNION ALL
-                    (SELECT a.seq, a.hash FROM audit_anchors a WHERE a.district_id = ds.x)
-                    ORDER BY 1 DESC LIMIT 1
-                ) AS h;
-        END
-        $$
-        """
+        _heads_function(
+            "(SELECT e.seq, e.hash FROM audit_entries e WHERE e.district_id = ds.x ORDER BY e.seq DESC LIMIT 1)"
+        )
     )
     op.execute("DROP TABLE audit_heads")
     op.execute("DROP FUNCTION pledgeql_audit_partitions(timestamptz)")
+    op.execute("DROP FUNCTION pledgeql_audit_subject_seqs(uuid, uuid, bigint)")
     op.execute("DROP TABLE audit_records")
     op.execute("DROP FUNCTION pledgeql_audit_names(smallint[])")
     op.execute("DROP FUNCTION pledgeql_audit_codes(text[])")
