@@ -132,6 +132,9 @@ def _context(conn: Any, n: int, district: uuid.UUID, actor: uuid.UUID) -> Any:
         client_request_id=None,
         operation_name="Bench",
         rule=SimpleNamespace(break_glass=False),
+        rls_key=str(district),
+        read_only=False,  # written in the bench's own transaction, as a mutation's entries are
+        after_commit=[],
     )
 
 
