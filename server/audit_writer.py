@@ -515,20 +515,20 @@ async def trim_chain(
 async def remove_anchored(conn: Any, district_id: uuid.UUID, through: int, batch: int | None = None) -> None:
     """Delete a district's rows up to seq ``through`` (which its anchor covers):
     with ``batch``, that many records per statement, each its own transaction."""
-    await conn.execute("DELETE FROM audit_entries_v1 WHERE district_id = $1 AND seq <= $2", district_id, through)
-    if batch is None:
-        await conn.execute("DELETE FROM audit_records WHERE district_id = $1 AND seq <= $2", district_id, through)
-        return
-    while True:
-        status: str = await conn.execute(
-            "DELETE FROM audit_records WHERE (district_id, seq) IN (SELECT district_id, seq FROM audit_records "
-            "WHERE district_id = $1 AND seq <= $2 LIMIT $3)",
-            district_id,
-            through,
-            batch,
-        )
-        if int(status.split()[-1]) < batch:
-            return
+    for table in ("audit_entries_v1", "audit_records"):
+        if batch is None:
+            await conn.execute(f"DELETE FROM {table} WHERE district_id = $1 AND seq <= $2", district_id, through)  # noqa: S608
+            continue
+        while True:
+            status: str = await conn.execute(
+                f"DELETE FROM {table} WHERE (district_id, seq) IN (SELECT district_id, seq FROM {table} "  # noqa: S608
+                "WHERE district_id = $1 AND seq <= $2 LIMIT $3)",
+                district_id,
+                through,
+                batch,
+            )
+            if int(status.split()[-1]) < batch:
+                break
 
 
 async def drop_covered_partitions(conn: Any) -> list[str]:
