@@ -28,14 +28,17 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import strawberry
+from graphql import GraphQLError
 from starlette.applications import Starlette
 from strawberry.permission import PermissionExtension
 from strawberry.types.base import StrawberryObjectDefinition, get_object_definition
 
+from permissions.decide import Decision
+from permissions.enums import DataCategory
 from permissions.policy import PolicySet, load_policy_set
 from schema.build import build_schema
 from schema.classified import category_of
-from schema.compiled import CompiledReads, Plan, Planner, Statement
+from schema.compiled import CompiledReads, Plan, Planner
 from schema.mutation import Mutation
 from schema.query import Query
 from server.app import create_app
@@ -110,11 +113,13 @@ async def _no_audit(context: RequestContext) -> None:
 class UnenforcedCompiledReads(CompiledReads):
     """The compiled path without its decision lookups and audit notes."""
 
-    def authorize(self, plan: Plan, ctx: Any) -> bool:
-        return True
+    def decisions(self, plan: Plan, ctx: Any) -> dict[DataCategory, Decision] | None:
+        return dict.fromkeys(plan.categories, Decision.ALLOW)
 
-    def note(self, ctx: Any, statement: Statement, row: Any) -> None:
-        return None
+    def note(
+        self, plan: Plan, ctx: Any, reported: list[Any], decisions: dict[DataCategory, Decision]
+    ) -> list[GraphQLError] | None:
+        return []
 
 
 def create_unenforced_app(settings: Settings | None = None, urls: DatabaseUrls | None = None) -> Starlette:

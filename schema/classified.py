@@ -16,6 +16,7 @@ from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema_directive import Location
 from strawberry.types import Info
 
+from permissions.decide import Decision
 from permissions.enums import DataCategory
 from permissions.errors import Forbidden
 from schema.enums import DataCategoryEnum
@@ -67,12 +68,17 @@ class ClassifiedPermission(BasePermission):
         ctx.audit.note(district, source.subject_id, name, self.category_value, decision.allowed)
         if decision.allowed is True:
             return True
-        raise Forbidden(
-            f"The policy does not allow {self.category_value} data for purpose {ctx.purpose.value}",
-            category=self.category_value,
-            purpose=ctx.purpose.value,
-            reason=decision.reason.value if decision.reason is not None else "PURPOSE_NOT_ALLOWED_FOR_CATEGORY",
-        )
+        raise refusal(self.category_value, ctx.purpose.value, decision)
+
+
+def refusal(category: str, purpose: str, decision: Decision) -> Forbidden:
+    """The FORBIDDEN error of a classified field its request's decision denies."""
+    return Forbidden(
+        f"The policy does not allow {category} data for purpose {purpose}",
+        category=category,
+        purpose=purpose,
+        reason=decision.reason.value if decision.reason is not None else "PURPOSE_NOT_ALLOWED_FOR_CATEGORY",
+    )
 
 
 _PERMISSIONS: dict[DataCategory, type[ClassifiedPermission]] = {

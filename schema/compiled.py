@@ -1,35 +1,55 @@
-"""Compiled reads: the hot queries as one SQL statement that returns their JSON.
+"""Compiled reads: a query document as one SQL statement that returns its JSON.
 
 The resolver path reads a class roster field by field: 30 students with 20
 responses each is some two thousand resolver calls, and most of a request's
 CPU. For the documents this module understands, a plan is made once per
-document: each field becomes a column expression, each relationship a join,
-and a request runs one statement whose result is the response's ``data``,
-built by PostgreSQL as JSON (the approach of PostGraphile and Hasura).
+document: each field becomes a column expression, each relationship a
+correlated LATERAL subquery, and a request runs one statement whose result is
+the response's ``data``, built by PostgreSQL as JSON (the approach of
+PostGraphile and Hasura).
 
-It understands ``class(id:)`` and ``student(id:)``, and below them a class's
-plain fields and ``students``, a student's plain personal fields and
-``responses(first:, assignmentId:)``, a response's plain fields, and
-``__typename``. Anything else in a document (another field, a directive, a
-fragment on another type) leaves the document to the resolver path.
+What it understands:
+
+* roots: ``class(id:)`` and ``student(id:)`` (one reading root, with any
+  ``__typename`` beside it);
+* the plain fields of Class, School, Student, Staff, Response, Assignment,
+  Assessment and Item (``COLUMNS``), and ``__typename``;
+* relationships (``RELATIONS``), any number side by side and nested to any
+  depth: a class's ``school``, ``teachers``, ``students`` and
+  ``assignments``; a student's ``school``, ``classes`` and
+  ``responses(first:, assignmentId:)``; a response's ``item`` and
+  ``assignment``; an assignment's ``class`` and ``assessment``; an
+  assessment's ``items``. Each relationship may appear once in a document (no
+  aliases of one relationship, no type nested inside itself), so that the
+  order in which the resolver path notes its audit is known in advance;
+* fragments (named and inline) on the type they are spread in.
+
+Anything else in a document (another root or field, a directive, a fragment
+on an interface) leaves the document to the resolver path.
 
 The policy is enforced exactly as on the resolver path, from the same parts:
 
-* decisions: before the statement runs, every classified field of the plan is
-  looked up in the request's decision table; if any is denied, the request
-  takes the resolver path, which answers with the per-occurrence FORBIDDEN
-  errors the contract describes;
-* row scope: the statement's joins carry the same ``RowScope`` predicates as
-  the loaders' statements;
-* audit: the statement also returns, per level of the plan, whose rows it
-  read, and every classified field is noted for each of them, in the order the
-  resolver path notes them, so the collector groups the same entries.
+* decisions: before the statement is built, each classified category of the
+  plan is looked up in the request's decision table. A denied field is null in
+  the statement (a denied relationship reads nothing below it), and the
+  response carries one FORBIDDEN error per occurrence, built with the
+  permission class's own ``refusal`` at the paths the statement's output
+  gives;
+* row scope: the joins carry the same ``RowScope`` predicates, and the same
+  ordering, as the loaders' statements (resolvers/reads.py);
+* audit: the statement also returns, for every level whose rows carry
+  classified fields (students, staff, a student's responses), whose rows it
+  read and where. Every classified field is noted for each of them, allowed
+  or denied, level by level in the order the resolver path reaches them (each
+  relationship one await further than its parent: breadth first), so the
+  collector groups the same entries, with their fields in the same order.
 
-A request that would end in an error (an argument out of range, an id that
-finds nothing) also takes the resolver path: it has the messages. Values
-are formatted by PostgreSQL as the resolver path's scalars serialize them
-(ids as text, timestamps in Python's ISO form); ``tests/test_compiled.py``
-compares the two paths' bodies and audit entries.
+A request that would end in another error (an argument out of range, an id
+that finds nothing) takes the resolver path: it has the messages. Values are
+formatted by PostgreSQL as the resolver path's scalars serialize them (ids as
+text, timestamps in Python's ISO form); ``tests/test_compiled.py`` and
+``tests/test_compiled_oracle.py`` compare the two paths' bodies, errors and
+audit entries.
 """
 
 from __future__ import annotations
@@ -37,6 +57,7 @@ from __future__ import annotations
 import functools
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +67,7 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLError,
     GraphQLField,
     GraphQLObjectType,
     GraphQLSchema,
@@ -53,15 +75,17 @@ from graphql import (
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
+    located_error,
 )
 from graphql.execution.values import VariableValues, get_argument_values
 
+from permissions.decide import Decision
 from permissions.enums import DataCategory
 from resolvers.db import Params
 from resolvers.reads import ACTIVE
 from resolvers.scope import RowScope
 from schema.base import MAX_PAGE
-from schema.classified import category_of
+from schema.classified import category_of, refusal
 
 NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
 # json_build_object takes at most 100 arguments: 50 keys.
@@ -80,8 +104,7 @@ def _timestamp(column: str) -> str:
     return _TIMESTAMP.replace("{c}", "{a}." + column)
 
 
-# Per type: the fields that are one column (an SQL expression over the row's
-# alias ``{a}``), and the relationships (field -> relation name).
+# Per type: the fields that are one column (an SQL expression over the row's alias ``{a}``).
 COLUMNS: dict[str, dict[str, str]] = {
     "Class": {
         "id": "{a}.id::text",
@@ -89,6 +112,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "subject": "{a}.subject",
         "gradeLevel": "{a}.grade_level",
     },
+    "School": {"id": "{a}.id::text", "name": "{a}.name"},
     "Student": {
         "id": "{a}.id::text",
         "firstName": "{a}.first_name",
@@ -108,6 +132,13 @@ COLUMNS: dict[str, dict[str, str]] = {
         "learningLevel": "{a}.learning_level",
         "lastActiveAt": _timestamp("last_active_at"),
     },
+    "Staff": {
+        "id": "{a}.id::text",
+        "role": "{a}.role",
+        "firstName": "{a}.first_name",
+        "lastName": "{a}.last_name",
+        "email": "{a}.email",
+    },
     "Response": {
         "id": "{a}.id::text",
         "answer": "{a}.answer",
@@ -117,17 +148,53 @@ COLUMNS: dict[str, dict[str, str]] = {
         "submittedAt": _timestamp("submitted_at"),
         "timeSpentSeconds": "{a}.time_spent_seconds",
     },
+    "Assignment": {"id": "{a}.id::text", "title": "{a}.title", "dueAt": _timestamp("due_at")},
+    "Assessment": {"id": "{a}.id::text", "title": "{a}.title", "subject": "{a}.subject"},
+    "Item": {"id": "{a}.id::text", "prompt": "{a}.prompt", "choices": "to_json({a}.choices)", "skill": "{a}.skill"},
 }
-RELATIONS: dict[str, dict[str, str]] = {
-    "Query": {"class": "class", "student": "student"},
-    "Class": {"students": "class_students"},
-    "Student": {"responses": "student_responses"},
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A relationship field: how its rows are found (``_Builder.rows``), whether
+    it is a list, and a list's order over the row's alias (the loader's ORDER BY)."""
+
+    name: str
+    many: bool = False
+    order: str = ""
+    arguments: frozenset[str] = frozenset()
+
+
+RELATIONS: dict[str, dict[str, Relation]] = {
+    "Query": {
+        "class": Relation("class", arguments=frozenset({"id"})),
+        "student": Relation("student", arguments=frozenset({"id"})),
+    },
+    "Class": {
+        "school": Relation("school"),
+        "teachers": Relation("class_teachers", many=True, order="{a}.id"),
+        "students": Relation("class_students", many=True, order="{a}.id"),
+        "assignments": Relation("class_assignments", many=True, order="{a}.due_at NULLS LAST, {a}.id"),
+    },
+    "Student": {
+        "school": Relation("school"),
+        "classes": Relation("student_classes", many=True, order="{a}.name, {a}.id"),
+        "responses": Relation(
+            "student_responses",
+            many=True,
+            order="{a}.submitted_at DESC, {a}.id DESC",
+            arguments=frozenset({"first", "assignmentId"}),
+        ),
+    },
+    "Response": {"item": Relation("item"), "assignment": Relation("assignment")},
+    "Assignment": {"class": Relation("assignment_class"), "assessment": Relation("assessment")},
+    "Assessment": {"items": Relation("assessment_items", many=True, order="{a}.position, {a}.id")},
 }
-# How each list relation's rows are ordered in the response, over the row's alias.
-ORDER = {
-    "class_students": "{a}.id",
-    "student_responses": "{a}.submitted_at DESC, {a}.id DESC",
-}
+# The types whose classified fields are about a subject the statement can name:
+# a student (its own row), staff (no subject), a student's responses (the
+# student whose ``responses`` list holds them).
+OWNERS = {"Student", "Staff"}
+ABOUT_PARENT = {"Response": "Student"}
 
 
 class NotCompiled(Exception):
@@ -142,7 +209,7 @@ class Member:
     name: str  # "Type.field"
     category: DataCategory | None
     sql: str | None = None  # a column's expression over "{a}"
-    relation: str | None = None
+    relation: Relation | None = None
     child: Node | None = None
     field_def: GraphQLField | None = None
     field_node: FieldNode | None = None
@@ -155,20 +222,36 @@ class Node:
     members: tuple[Member, ...]
 
     @functools.cached_property
-    def noted(self) -> tuple[Member, ...]:
-        """The classified members, in the order the resolver path notes them:
-        the plain fields as each object completes, then the relationships,
-        whose resolvers run afterwards."""
-        plain = [m for m in self.members if m.category is not None and m.child is None]
-        related = [m for m in self.members if m.category is not None and m.child is not None]
-        return (*plain, *related)
+    def plain_noted(self) -> tuple[Member, ...]:
+        """Classified fields noted as the object completes (its plain fields)."""
+        return tuple(m for m in self.members if m.category is not None and m.child is None)
 
     @functools.cached_property
-    def noted_sets(self) -> tuple[dict[str, None], dict[str, None]]:
-        """The noted fields and their categories, as the audit collector keeps them (ordered sets)."""
-        fields = dict.fromkeys(m.name for m in self.noted)
-        categories = dict.fromkeys(m.category.value for m in self.noted if m.category is not None)
-        return fields, categories
+    def related_noted(self) -> tuple[Member, ...]:
+        """Classified relationships: noted when their resolvers start, after the object completes."""
+        return tuple(m for m in self.members if m.category is not None and m.child is not None)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where the statement reports the rows of one owner node: the owner's
+    path from the root (response keys, and whether each is a list), and, for
+    the rows of a list about the owner (its responses), that list's member."""
+
+    path: tuple[tuple[str, bool], ...]
+    owner: Node
+    about: Member | None = None
+
+
+@dataclass(frozen=True)
+class Level:
+    """Classified fields noted together for each row of a slot, in the resolver path's order."""
+
+    slot: int
+    members: tuple[Member, ...]
+    # The relationship the members sit under, when the level's rows are those
+    # of a list about the owner (its responses); None for the owner's own rows.
+    under: Member | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +259,8 @@ class Plan:
     root: Member  # the one root field that reads
     members: tuple[Member, ...]  # the root's response keys: it and any __typename
     categories: frozenset[DataCategory]
+    slots: tuple[Slot, ...]
+    levels: tuple[Level, ...]  # in the order the resolver path notes them
 
 
 def _unwrap(graphql_type: Any) -> Any:
@@ -193,29 +278,35 @@ class Planner:
     def plan(self, document: DocumentNode, operation: OperationDefinitionNode) -> Plan | None:
         fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
         try:
-            return self._compile(operation, fragments)
+            return _Compilation(self.schema, fragments).compile(operation)
         except NotCompiled:
             return None
 
-    def _compile(self, operation: OperationDefinitionNode, fragments: dict[str, FragmentDefinitionNode]) -> Plan:
+
+class _Compilation:
+    """One document's planning: its fragments, the relationships already used, the categories read."""
+
+    def __init__(self, schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode]) -> None:
+        self.schema = schema
+        self.fragments = fragments
+        self.categories: set[DataCategory] = set()
+        self.used: set[str] = set()
+
+    def compile(self, operation: OperationDefinitionNode) -> Plan:
         if operation.operation is not OperationType.QUERY or operation.directives:
             raise NotCompiled
         query_type = self.schema.query_type
         if query_type is None:
             raise NotCompiled
-        categories: set[DataCategory] = set()
-        members = tuple(
-            self._member(query_type, f, fragments, categories)
-            for f in self._fields(query_type, operation.selection_set, fragments)
-        )
+        members = tuple(self.member(query_type, f) for f in self.fields(query_type, operation.selection_set))
         reading = [m for m in members if m.typename is None]
-        if len(reading) != 1 or reading[0].child is None:
+        if len(reading) != 1 or reading[0].child is None or reading[0].relation is None:
             raise NotCompiled
-        return Plan(reading[0], members, frozenset(categories))
+        root = reading[0]
+        slots, levels = _audit_levels(root)
+        return Plan(root, members, frozenset(self.categories), slots, levels)
 
-    def _fields(
-        self, parent: GraphQLObjectType, selection_set: SelectionSetNode, fragments: dict[str, FragmentDefinitionNode]
-    ) -> list[FieldNode]:
+    def fields(self, parent: GraphQLObjectType, selection_set: SelectionSetNode) -> list[FieldNode]:
         """The selection's fields, fragments on the parent type flattened; one per response key."""
         out: list[FieldNode] = []
         for selection in selection_set.selections:
@@ -227,7 +318,7 @@ class Planner:
             if isinstance(selection, InlineFragmentNode):
                 condition, inner = selection.type_condition, selection.selection_set
             elif isinstance(selection, FragmentSpreadNode):
-                fragment = fragments.get(selection.name.value)
+                fragment = self.fragments.get(selection.name.value)
                 if fragment is None or getattr(selection, "arguments", None) or fragment.directives:
                     raise NotCompiled
                 condition, inner = fragment.type_condition, fragment.selection_set
@@ -235,53 +326,85 @@ class Planner:
                 raise NotCompiled
             if condition is not None and condition.name.value != parent.name:
                 raise NotCompiled
-            out.extend(self._fields(parent, inner, fragments))
+            out.extend(self.fields(parent, inner))
         keys = [(f.alias or f.name).value for f in out]
         if len(set(keys)) != len(keys) or len(keys) > MAX_KEYS:
             raise NotCompiled  # merged fields and very wide objects: the resolver path
         return out
 
-    def _member(
-        self,
-        parent: GraphQLObjectType,
-        node: FieldNode,
-        fragments: dict[str, FragmentDefinitionNode],
-        categories: set[DataCategory],
-    ) -> Member:
+    def member(self, parent: GraphQLObjectType, node: FieldNode) -> Member:
         field_name = node.name.value
         key = (node.alias or node.name).value
         if not NAME.fullmatch(key):
             raise NotCompiled
         if field_name == "__typename":
+            if node.arguments or node.selection_set is not None:
+                raise NotCompiled
             return Member(key, "", None, typename=parent.name)
         field_def = parent.fields.get(field_name)
         if field_def is None:
             raise NotCompiled
         category = category_of(field_def.extensions.get("strawberry-definition"))
         if category is not None:
-            categories.add(category)
+            self.categories.add(category)
         name = f"{parent.name}.{field_name}"
         column = COLUMNS.get(parent.name, {}).get(field_name)
         if column is not None:
             if node.selection_set is not None or node.arguments:
                 raise NotCompiled
-            return Member(key, name, category, sql=column)
+            return Member(key, name, category, sql=column, field_node=node)
         relation = RELATIONS.get(parent.name, {}).get(field_name)
         child_type = _unwrap(field_def.type)
         if relation is None or node.selection_set is None or not isinstance(child_type, GraphQLObjectType):
             raise NotCompiled
-        child = Node(
-            child_type.name,
-            tuple(
-                self._member(child_type, f, fragments, categories)
-                for f in self._fields(child_type, node.selection_set, fragments)
-            ),
-        )
-        if sum(1 for m in child.members if m.child is not None) > 1:
-            # Sibling relationships: the resolver path interleaves their audit
-            # notes in an order a single chain of levels does not reproduce.
+        if any(a.name.value not in relation.arguments for a in node.arguments or ()):
             raise NotCompiled
+        if name in self.used:
+            # A relationship read twice (aliases, a type inside itself): the
+            # resolver path's loaders batch them together, in an order this plan
+            # does not reproduce.
+            raise NotCompiled
+        self.used.add(name)
+        selected = self.fields(child_type, node.selection_set)
+        child = Node(child_type.name, tuple(self.member(child_type, f) for f in selected))
+        classified = any(m.category is not None for m in child.members)
+        if classified and child.type_name not in OWNERS and ABOUT_PARENT.get(child.type_name) != parent.name:
+            raise NotCompiled  # classified fields about a subject this plan cannot name
         return Member(key, name, category, relation=relation, child=child, field_def=field_def, field_node=node)
+
+
+def _audit_levels(root: Member) -> tuple[tuple[Slot, ...], tuple[Level, ...]]:
+    """The slots the statement reports, and the levels noted over them, breadth
+    first: the resolver path completes each relationship one await after its
+    parent, level by level, and within a level in the document's order."""
+    slots: list[Slot] = []
+    levels: list[Level] = []
+    queue: list[tuple[Member, tuple[tuple[str, bool], ...], int | None]] = [(root, ((root.key, False),), None)]
+    while queue:
+        member, path, parent_slot = queue.pop(0)
+        node = member.child
+        if node is None:
+            continue
+        own: int | None = None
+        if node.type_name in OWNERS and (node.plain_noted or node.related_noted):
+            own = len(slots)
+            slots.append(Slot(path, node))
+            if node.plain_noted:
+                levels.append(Level(own, node.plain_noted))
+            if node.related_noted:
+                levels.append(Level(own, node.related_noted))
+        elif node.type_name in ABOUT_PARENT and node.plain_noted:
+            if parent_slot is None:
+                raise NotCompiled
+            owner = slots[parent_slot]
+            about = len(slots)
+            slots.append(Slot(owner.path, owner.owner, member))
+            levels.append(Level(about, node.plain_noted, member))
+        for m in node.members:
+            if m.child is not None and m.relation is not None:
+                step = (m.key, m.relation.many)
+                queue.append((m, (*path, step), own))
+    return tuple(slots), tuple(levels)
 
 
 # ------------------------------------------------------------------ statement
@@ -291,40 +414,34 @@ class Planner:
 class Statement:
     sql: str
     params: list[Any]
-    # The audited levels (their nodes). The result's column 0 is the data, 1
-    # whether the root was found, and from 2 on each level's district ids and
-    # subject ids, in this order.
-    audited: list[Node]
-
-
-COLUMN = re.compile(r"\{a\}\.([a-z_]+)")
-
-
-def _columns(node: Node, relation: str) -> list[str]:
-    """The table columns a level reads: its keys, its order, and its members' columns."""
-    wanted = ["district_id", "id", *COLUMN.findall(ORDER[relation])]
-    for m in node.members:
-        if m.sql is not None:
-            wanted += COLUMN.findall(m.sql)
-    return list(dict.fromkeys(wanted))
+    # The result's column 0 is the data, 1 whether the root was found, 2 the
+    # slots' rows (a JSON array, one value per slot of the plan, null for a
+    # slot under a denied relationship).
+    slots: int
 
 
 class _Builder:
     """Writes the statement: each relationship a correlated LATERAL subquery of
-    its parent row (index lookups, one pass), aggregated into a JSON array.
+    its parent row (index lookups, one pass); a list aggregated into a JSON array.
 
-    Whose rows were read is aggregated where the students are: a student's own
-    row, and a response's student (the parent row, where its array is not
-    empty). Those arrays travel up as extra columns of the root's row.
-    """
+    Each slot's rows travel up beside the data: at the owner's row a JSON array
+    (district, subject, and for a list about it the list's length), aggregated
+    in the list's order at each level above, so that the root's row carries,
+    per slot, nested arrays whose positions are the response's."""
 
-    def __init__(self, scope: RowScope, variables: VariableValues | None) -> None:
+    def __init__(self, plan: Plan, scope: RowScope, variables: VariableValues | None, denied: set[DataCategory]):
         self.scope = scope
         self.variables = variables
+        self.denied = denied
         self.p = Params()
         self.aliases = 0
-        self.audited: list[Node] = []
-        self.audit_columns: dict[str, int] = {}  # per LATERAL list: how many audit columns it has
+        self.slot_of: dict[int, int] = {}  # id(node) -> its own slot
+        self.about_of: dict[int, int] = {}  # id(member) -> the slot of the rows about the owner under it
+        for index, slot in enumerate(plan.slots):
+            if slot.about is None:
+                self.slot_of[id(slot.owner)] = index
+            else:
+                self.about_of[id(slot.about)] = index
 
     def alias(self) -> str:
         self.aliases += 1
@@ -338,29 +455,51 @@ class _Builder:
         except Exception:
             raise NotCompiled from None
 
+    def visible(self) -> str:
+        return f"ANY({self.p([d for d in self.scope.district_ids if isinstance(d, uuid.UUID)])}::uuid[])"
+
     def rows(self, member: Member, a: str, parent: str | None) -> tuple[str, str]:
-        """FROM and WHERE of a relationship's rows, as alias ``a``, for the parent row ``parent``."""
-        if member.child is None or member.relation is None:
+        """FROM and WHERE of a relationship's rows, as alias ``a``, for the parent row ``parent``
+        (the root's when None): the loader's statement for one parent."""
+        relation = member.relation
+        if relation is None:
             raise NotCompiled
-        p = self.p
+        p, scope, name = self.p, self.scope, relation.name
         args = self.arguments(member)
-        if member.relation in ("class", "student") and parent is None:
+        if parent is None:
             try:
                 wanted = uuid.UUID(str(args.get("id")))
             except ValueError:
                 raise NotCompiled from None  # not found, with its message, on the resolver path
-            if member.relation == "class":
-                visible = [d for d in self.scope.district_ids if isinstance(d, uuid.UUID)]
-                return f"classes {a}", f"{a}.district_id = ANY({p(visible)}::uuid[]) AND {a}.id = {p(wanted)}"
-            return f"users {a}", f"{a}.id = {p(wanted)} AND {a}.role = 'STUDENT' AND {self.scope.students(a, p)}"
-        if member.relation == "class_students" and parent is not None:
-            t = p(self.scope.today)
+            if name == "class":
+                return f"classes {a}", f"{a}.district_id = {self.visible()} AND {a}.id = {p(wanted)}"
+            if name == "student":
+                return f"users {a}", f"{a}.id = {p(wanted)} AND {a}.role = 'STUDENT' AND {scope.students(a, p)}"
+            raise NotCompiled
+        if name == "school":
+            return f"schools {a}", f"{a}.district_id = {self.visible()} AND {a}.id = {parent}.school_id"
+        if name == "class_students":
+            t = p(scope.today)
             return (
                 f"enrollments e JOIN users {a} ON {a}.district_id = e.district_id AND {a}.id = e.student_id",
                 f"e.district_id = {parent}.district_id AND e.class_id = {parent}.id AND {ACTIVE.format(t=t)} "
-                f"AND {a}.role = 'STUDENT' AND {self.scope.students(a, p)}",
+                f"AND {a}.role = 'STUDENT' AND {scope.students(a, p)}",
             )
-        if member.relation == "student_responses" and parent is not None:
+        if name == "class_teachers":
+            return (
+                f"class_teachers ct JOIN users {a} ON {a}.district_id = ct.district_id AND {a}.id = ct.teacher_id",
+                f"ct.class_id = {parent}.id AND {scope.staff(a, p)}",
+            )
+        if name == "class_assignments":
+            return f"assignments {a}", f"{a}.district_id = {self.visible()} AND {a}.class_id = {parent}.id"
+        if name == "student_classes":
+            t = p(scope.today)
+            return (
+                "enrollments e JOIN users u ON u.district_id = e.district_id AND u.id = e.student_id "
+                f"JOIN classes {a} ON {a}.district_id = e.district_id AND {a}.id = e.class_id",
+                f"e.student_id = {parent}.id AND {ACTIVE.format(t=t)} AND {scope.students('u', p)}",
+            )
+        if name == "student_responses":
             first = args.get("first")
             first = 20 if first is None else first
             if not isinstance(first, int) or first < 0 or first > MAX_PAGE:
@@ -373,154 +512,212 @@ class _Builder:
                 except ValueError:
                     raise NotCompiled from None
                 extra = f" AND r.assignment_id = {p(assignment)}"
-            columns = _columns(member.child, member.relation)
             return (
-                f"(SELECT {', '.join('r.' + c for c in columns)} FROM responses r "
+                f"(SELECT r.* FROM responses r "
                 f"WHERE r.district_id = {parent}.district_id AND r.student_id = {parent}.id{extra} "
                 f"ORDER BY r.submitted_at DESC, r.id DESC LIMIT {p(first)}) {a}",
                 "true",
             )
+        if name == "item":
+            return f"items {a}", f"{a}.id = {parent}.item_id"
+        if name == "assignment":
+            return f"assignments {a}", f"{a}.district_id = {self.visible()} AND {a}.id = {parent}.assignment_id"
+        if name == "assignment_class":
+            return f"classes {a}", f"{a}.district_id = {self.visible()} AND {a}.id = {parent}.class_id"
+        if name == "assessment":
+            return f"assessments {a}", f"{a}.id = {parent}.assessment_id"
+        if name == "assessment_items":
+            return f"items {a}", f"{a}.assessment_id = {parent}.id"
         raise NotCompiled
 
-    def obj(self, node: Node, a: str) -> tuple[str, str, Member | None, str]:
-        """An object's JSON over the row alias ``a``; the LATERAL join of its
-        relationship (at most one), that relationship's member and join alias."""
+    def obj(self, node: Node, a: str) -> tuple[str, str, dict[int, str]]:
+        """An object's JSON over the row alias ``a``, the LATERAL joins of its
+        relationships, and its subtree's slots as expressions over this row."""
         parts: list[str] = []
-        join = ""
-        related: Member | None = None
-        joined = ""
+        joins: list[str] = []
+        slots: dict[int, str] = {}
+        own = self.slot_of.get(id(node))
+        if own is not None:
+            subject = f", {a}.id" if node.type_name == "Student" else ""
+            slots[own] = f"json_build_array({a}.district_id{subject})"
         for m in node.members:
             parts.append(f"'{m.key}'")
             if m.typename is not None:
                 parts.append(f"'{m.typename}'::text")
+            elif m.category is not None and m.category in self.denied:
+                parts.append("NULL")
             elif m.sql is not None:
                 parts.append(m.sql.format(a=a))
-            elif m.child is not None and related is None:
-                related, joined = m, self.alias()
-                join = f" LEFT JOIN LATERAL ({self.items(m, a, joined)}) {joined} ON true"
-                parts.append(f"COALESCE({joined}.items, '[]'::json)")
+            elif m.child is not None and m.relation is not None:
+                joined = self.alias()
+                sub, inner_slots = self.related(m, a)
+                joins.append(f" LEFT JOIN LATERAL ({sub}) {joined} ON true")
+                if m.relation.many:
+                    parts.append(f"COALESCE({joined}.items, '[]'::json)")
+                else:
+                    parts.append(f"{joined}.item")
+                for index in inner_slots:
+                    slots[index] = f"{joined}.s{index}"
+                about = self.about_of.get(id(m))
+                if about is not None:
+                    slots[about] = (
+                        f"CASE WHEN {joined}.items IS NOT NULL THEN json_build_array({a}.district_id, {a}.id, "
+                        f"json_array_length({joined}.items)) END"
+                    )
             else:
                 raise NotCompiled
-        return "json_build_object(" + ", ".join(parts) + ")", join, related, joined
+        return "json_build_object(" + ", ".join(parts) + ")", "".join(joins), slots
 
-    def subjects(self, node: Node, a: str, related: Member | None, joined: str, many: bool) -> list[str]:
-        """Audit columns over the rows of ``node`` (alias ``a``): its own
-        subjects when it is a student, then its relationship's when those are
-        responses (about the student: this row, where the array is not empty).
-        ``many``: aggregated over a list's rows, else of the one root row."""
-
-        def pair(condition: str | None) -> list[str]:
-            if many:
-                where = f" FILTER (WHERE {condition})" if condition else ""
-                return [f"array_agg({a}.{c} ORDER BY {a}.id){where}" for c in ("district_id", "id")]
-            if condition:
-                return [f"CASE WHEN {condition} THEN ARRAY[{a}.{c}] END" for c in ("district_id", "id")]
-            return [f"ARRAY[{a}.{c}]" for c in ("district_id", "id")]
-
-        out: list[str] = []
-        if node.noted and node.type_name != "Response":  # a response's subject is noted by its parent
-            if node.type_name != "Student":
-                raise NotCompiled
-            self.audited.append(node)
-            out += pair(None)
-        child = related.child if related is not None else None
-        if child is not None and child.noted and child.type_name != "Student":  # students note their own
-            if node.type_name != "Student" or child.type_name != "Response":
-                raise NotCompiled
-            self.audited.append(child)
-            out += pair(f"{joined}.items IS NOT NULL")
-        return out
-
-    def items(self, member: Member, parent: str, name: str) -> str:
-        """A list relationship of the parent row, as the LATERAL subquery ``name``:
-        its JSON array (null when empty), then its audit columns c0, c1, ..."""
+    def related(self, member: Member, parent: str) -> tuple[str, list[int]]:
+        """A relationship of the parent row as a subquery: its JSON (``items``, an
+        array, null when empty; or ``item``), then its subtree's slots s<n>."""
         if member.child is None or member.relation is None:
             raise NotCompiled
         a = self.alias()
-        source = self.rows(member, a, parent)
-        inner, join, related, joined = self.obj(member.child, a)
-        if self.audit_columns.get(joined):
-            raise NotCompiled  # subjects two levels down would have to travel up twice
-        audit = self.subjects(member.child, a, related, joined, many=True)
-        self.audit_columns[name] = len(audit)
-        order = ORDER[member.relation].format(a=a)
-        columns = [f"json_agg({inner} ORDER BY {order}) AS items", *[f"{c} AS c{i}" for i, c in enumerate(audit)]]
-        return f"SELECT {', '.join(columns)} FROM {_joined(source, join)}"
+        tables, where = self.rows(member, a, parent)
+        inner, joins, slots = self.obj(member.child, a)
+        if member.relation.many:
+            order = member.relation.order.format(a=a)
+            columns = [f"json_agg({inner} ORDER BY {order}) AS items"]
+            columns += [f"json_agg({expr} ORDER BY {order}) AS s{i}" for i, expr in slots.items()]
+            return f"SELECT {', '.join(columns)} FROM {tables}{joins} WHERE {where}", list(slots)
+        columns = [f"{inner} AS item", *[f"{expr} AS s{i}" for i, expr in slots.items()]]
+        return f"SELECT {', '.join(columns)} FROM {tables}{joins} WHERE {where} LIMIT 1", list(slots)
 
 
-def _joined(source: tuple[str, str], join: str) -> str:
-    """FROM (with the LATERAL join of a relationship, if any) and WHERE."""
-    tables, where = source
-    return f"{tables}{join} WHERE {where}"
-
-
-def statement(plan: Plan, scope: RowScope, variables: VariableValues | None) -> Statement:
+def statement(
+    plan: Plan, scope: RowScope, variables: VariableValues | None, denied: set[DataCategory] | None = None
+) -> Statement:
     """The request's one statement; raises NotCompiled when the request must take the resolver path."""
-    b = _Builder(scope, variables)
+    b = _Builder(plan, scope, variables, denied or set())
     root = plan.root
     if root.child is None:
         raise NotCompiled
     a = b.alias()
-    source = b.rows(root, a, None)
-    inner, join, related, joined = b.obj(root.child, a)
-    audit = b.subjects(root.child, a, related, joined, many=False)
-    # A class's student list carries its audit columns up to the root's row.
-    audit += [f"{joined}.c{i}" for i in range(b.audit_columns.get(joined, 0))]
-    root_columns = ", ".join([f"{inner} AS data", *[f"{c} AS c{i}" for i, c in enumerate(audit)]])
+    tables, where = b.rows(root, a, None)
+    inner, joins, slots = b.obj(root.child, a)
+    reported = ", ".join(slots.get(i, "NULL") for i in range(len(plan.slots)))
     parts: list[str] = []
     for member in plan.members:
         parts += [f"'{member.key}'", f"'{member.typename}'::text" if member.typename is not None else "r.data"]
     # As text: the pool's connections decode json with the standard library; orjson is quicker.
-    columns = [
-        "json_build_object(" + ", ".join(parts) + ")::text",
-        "r.data IS NOT NULL",
-        *[f"r.c{i}" for i in range(len(audit))],
-    ]
     sql = (
-        f"SELECT {', '.join(columns)} FROM (SELECT 1) one "
-        f"LEFT JOIN LATERAL (SELECT {root_columns} FROM {_joined(source, join)} LIMIT 1) r ON true"
+        f"SELECT json_build_object({', '.join(parts)})::text, r.data IS NOT NULL, r.slots::text "
+        f"FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT {inner} AS data, json_build_array({reported}) AS slots "
+        f"FROM {tables}{joins} WHERE {where} LIMIT 1) r ON true"
     )
-    return Statement(sql, b.p.values, b.audited)
+    return Statement(sql, b.p.values, len(plan.slots))
+
+
+def _rows(value: Any, path: tuple[tuple[str, bool], ...], at: tuple[str | int, ...] = ()) -> Iterator[Any]:
+    """A slot's rows: (the owner row's response path, its reported array)."""
+    if value is None:
+        return
+    if not path:
+        yield at, value
+        return
+    (key, many), rest = path[0], path[1:]
+    if many:
+        for index, item in enumerate(value):
+            yield from _rows(item, rest, (*at, key, index))
+    else:
+        yield from _rows(value, rest, (*at, key))
+
+
+@dataclass
+class Compiled:
+    """A compiled request's answer: its ``data`` (JSON, passed through as
+    PostgreSQL wrote it) and its FORBIDDEN errors, in the resolver path's order."""
+
+    data: orjson.Fragment
+    errors: list[GraphQLError]
 
 
 class CompiledReads:
     """Runs a plan for one request: decisions first, then the statement, then the audit notes."""
 
-    def authorize(self, plan: Plan, ctx: Any) -> bool:
-        """Whether every classified field of the plan is allowed for this request
-        (one district: a district user's own, which the row scope confines it to)."""
+    def decisions(self, plan: Plan, ctx: Any) -> dict[DataCategory, Decision] | None:
+        """The request's decision for each category of the plan (one district: a
+        district user's own, which the row scope confines it to), or None."""
         district = ctx.principal.district_id
         if district is None:
-            return False
+            return None
         key = str(district)
         lookup = ctx.decisions.lookup
-        return all(lookup(key, category).allowed is True for category in plan.categories)
+        return {category: lookup(key, category) for category in plan.categories}
 
-    def note(self, ctx: Any, statement: Statement, row: Any) -> None:
-        """Note every classified field of each level for each subject the statement read there."""
+    def note(
+        self, plan: Plan, ctx: Any, reported: list[Any], decisions: dict[DataCategory, Decision]
+    ) -> list[GraphQLError] | None:
+        """Note every classified field of each level for each row the statement
+        read there; the denied ones' errors. None (nothing noted) if a row is of
+        another district than the request's decisions."""
+        district = str(ctx.principal.district_id)
+        purpose = ctx.purpose.value
+        found: list[tuple[Level, Any, Any]] = []
+        for level in plan.levels:
+            slot = plan.slots[level.slot]
+            for path, row in _rows(reported[level.slot], slot.path):
+                if row[0] != district:
+                    return None
+                found.append((level, path, row))
         audit = ctx.audit
-        keys: dict[Any, str] = {}
-        for index, node in enumerate(statement.audited):
-            districts = row[2 + 2 * index] or ()
-            subjects = row[3 + 2 * index] or ()
-            fields, categories = node.noted_sets
-            for district, subject in zip(districts, subjects, strict=True):
-                key = keys.get(district)
-                if key is None:
-                    key = keys[district] = str(district)
-                audit.note_fields(key, subject, fields, categories, True)
+        errors: list[GraphQLError] = []
+        subjects: dict[str, uuid.UUID] = {}
+        groups: dict[int, list[tuple[bool, dict[str, None], dict[str, None]]]] = {}
+        for level, path, row in found:
+            subject = None
+            if len(row) > 1:
+                subject = subjects.get(row[1])
+                if subject is None:
+                    subject = subjects[row[1]] = uuid.UUID(row[1])
+            noted = groups.get(id(level))
+            if noted is None:
+                noted = groups[id(level)] = _grouped(level, decisions)
+            for allowed, fields, categories in noted:
+                audit.note_fields(district, subject, fields, categories, allowed)
+            denied = [m for m in level.members if m.category is not None and not decisions[m.category].allowed]
+            if not denied:
+                continue
+            places = [path] if level.under is None else [(*path, level.under.key, i) for i in range(row[2])]
+            for place in places:
+                for m in denied:
+                    if m.category is None:
+                        continue
+                    error = refusal(m.category.value, purpose, decisions[m.category])
+                    errors.append(located_error(error, [m.field_node] if m.field_node else None, [*place, m.key]))
+        return errors
 
-    async def run(self, plan: Plan, ctx: Any, variables: VariableValues | None) -> orjson.Fragment | None:
-        """The response's ``data`` (JSON, passed through as PostgreSQL wrote it), or
-        None for the resolver path. Nothing is noted unless data is returned."""
-        if not self.authorize(plan, ctx):
+    async def run(self, plan: Plan, ctx: Any, variables: VariableValues | None) -> Compiled | None:
+        """The response's ``data`` and errors, or None for the resolver path.
+        Nothing is noted unless data is returned."""
+        decisions = self.decisions(plan, ctx)
+        if decisions is None:
             return None
+        denied = {c for c, d in decisions.items() if d.allowed is not True}
         try:
-            built = statement(plan, ctx.reads.scope, variables)
+            built = statement(plan, ctx.reads.scope, variables, denied)
         except NotCompiled:
             return None
         row = await ctx.db.fetchrow(built.sql, *built.params)
         if row is None or not row[1]:
             return None  # nothing found: the resolver path says so, with its error
-        self.note(ctx, built, row)
-        return orjson.Fragment(row[0])
+        errors = self.note(plan, ctx, orjson.loads(row[2]), decisions)
+        if errors is None:
+            return None
+        return Compiled(orjson.Fragment(row[0]), errors)
+
+
+def _grouped(
+    level: Level, decisions: dict[DataCategory, Decision]
+) -> list[tuple[bool, dict[str, None], dict[str, None]]]:
+    """A level's fields as the collector groups them: per decision, in order of first appearance."""
+    out: dict[bool, tuple[dict[str, None], dict[str, None]]] = {}
+    for m in level.members:
+        if m.category is None:
+            continue
+        allowed = decisions[m.category].allowed
+        fields, categories = out.setdefault(allowed, ({}, {}))
+        fields[m.name] = None
+        categories[m.category.value] = None
+    return [(allowed, fields, categories) for allowed, (fields, categories) in out.items()]

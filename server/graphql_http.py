@@ -912,9 +912,14 @@ class GraphQLEndpoint:
         if plan is None or self.compiled is None:
             return None
         with self.telemetry.span(f"resolve Query.{plan.root.name.split('.')[-1]}", {"pledgeql.compiled": True}):
-            data = await self.compiled.run(plan, context, variables)
+            compiled = await self.compiled.run(plan, context, variables)
+        if compiled is None:
+            return None
         # The data is JSON already (orjson.Fragment): the response carries it as it is.
-        return None if data is None else Reply({"data": data}, 200)
+        if compiled.errors:
+            errors = [format_error(e, self.production) for e in compiled.errors]
+            return Reply({"errors": errors, "data": compiled.data}, 200)
+        return Reply({"data": compiled.data}, 200)
 
     async def _run(self, request: Request, prepared: Prepared, gql: GraphQLRequest, context: Any) -> Reply:
         result = graphql_execute(

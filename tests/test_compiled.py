@@ -67,8 +67,49 @@ ONLY_RESPONSES = """query Work($id: ID!) {
 
 TYPENAME_ONLY = """query Ids($id: ID!) { class(id: $id) { id students { id __typename } } }"""
 
-NOT_COMPILED = """query Mixed($id: ID!) {
+WITH_TEACHERS = """query Mixed($id: ID!) {
   class(id: $id) { name teachers { firstName } students { id firstName } }
+}"""
+
+NOT_COMPILED = """query Guardians($id: ID!) {
+  class(id: $id) { name students { id firstName guardians { firstName } } }
+}"""
+
+
+# Sibling relationships and nesting: the teacher app's results screen, and more.
+CLASS_SCREEN = """query Screen($id: ID!, $assignment: ID) {
+  class(id: $id) {
+    id name
+    school { id name __typename }
+    teachers { id role firstName lastName email }
+    assignments { id title dueAt assessment { id title subject items { id prompt choices skill } } }
+    students {
+      id firstName lastName preferredName
+      responses(first: 4, assignmentId: $assignment) {
+        id answer correct score submittedAt
+        item { id skill }
+        assignment { id title class { id name } }
+      }
+    }
+  }
+}"""
+
+STUDENT_SCREEN = """query Detail($id: ID!) {
+  student(id: $id) {
+    id firstName lastName learningLevel lastActiveAt
+    school { name }
+    classes { id name teachers { id firstName } }
+    responses(first: 7) { id answer correct feedback timeSpentSeconds item { id prompt skill } assignment { id title } }
+  }
+}"""
+
+# Responses before the student's own fields, and fields after a relationship: the audit's field order.
+REORDERED = """query Reordered($id: ID!) {
+  class(id: $id) {
+    students { responses(first: 2) { score answer } gradeLevel id lastName }
+    teachers { lastName }
+    name
+  }
 }"""
 
 
@@ -182,23 +223,24 @@ async def both_paths(
 CASES = [
     # (user, purpose, query, variables (names resolved from ids), served by the compiled path)
     (TEACHER, "INSTRUCTION", ROSTER, {"id": "roster"}, True),
-    (TEACHER, "INSTRUCTION", WIDE, {"id": "roster", "n": 3}, False),  # DEMOGRAPHIC is not INSTRUCTION's
+    (TEACHER, "INSTRUCTION", WIDE, {"id": "roster", "n": 3}, True),  # DEMOGRAPHIC is not INSTRUCTION's: errors
     (TEACHER, "INSTRUCTION", ONLY_RESPONSES, {"id": "roster"}, True),
     (TEACHER, "INSTRUCTION", TYPENAME_ONLY, {"id": "roster"}, True),
     (TEACHER, "INSTRUCTION", ROSTER, {"id": "other"}, True),  # another teacher's class: no students reach
     (TEACHER, "INSTRUCTION", ROSTER, {"id": "riverside"}, False),  # another district: not found
     (TEACHER, "INSTRUCTION", ROSTER, {"id": "not-an-id"}, False),
+    (TEACHER, "INSTRUCTION", WITH_TEACHERS, {"id": "roster"}, True),
     (TEACHER, "INSTRUCTION", NOT_COMPILED, {"id": "roster"}, False),
     (TEACHER, "STUDENT_LEARNING", ROSTER, {"id": "roster"}, False),
     (PRINCIPAL, "INSTRUCTION", ROSTER, {"id": "roster"}, True),
-    (ADMIN, "REPORTING", ROSTER, {"id": "roster"}, False),  # WORK is not REPORTING's
+    (ADMIN, "REPORTING", ROSTER, {"id": "roster"}, True),  # WORK is not REPORTING's: errors
     (ADMIN, "INSTRUCTION", ROSTER, {"id": "roster"}, True),
     (ADMIN, "RECORD_ACCESS", WIDE, {"id": "roster", "n": 2}, True),
     (ADMIN, "RECORD_ACCESS", WIDE, {"id": "roster", "n": 0}, True),
     (ADMIN, "RECORD_ACCESS", WIDE, {"id": "roster", "n": 501}, False),  # out of range: the resolver path's error
     (PRINCIPAL, "REPORTING", RECORD_WITH_USAGE, {"id": "student"}, True),
     (PRINCIPAL, "REPORTING", RECORD_WITH_USAGE, {"id": "child"}, True),
-    (STUDENT, "STUDENT_LEARNING", RECORD_WITH_USAGE, {"id": "student"}, False),  # USAGE is not the student's
+    (STUDENT, "STUDENT_LEARNING", RECORD_WITH_USAGE, {"id": "student"}, True),  # USAGE is not the student's
     (ADMIN, "PRODUCT_ANALYTICS", ROSTER, {"id": "roster"}, False),
     (RIVERSIDE_ADMIN, "REPORTING", ROSTER, {"id": "roster"}, False),
     (STUDENT, "STUDENT_LEARNING", STUDENT_RECORD, {"id": "student"}, True),
@@ -208,6 +250,23 @@ CASES = [
     (GUARDIAN, "REPORTING", STUDENT_RECORD, {"id": "student"}, None),  # only if student1 is the child
     (SUPPORT, "SUPPORT", STUDENT_RECORD, {"id": "student"}, False),
     (ANALYST, "PRODUCT_ANALYTICS", ROSTER, {"id": "roster"}, False),
+    (TEACHER, "INSTRUCTION", CLASS_SCREEN, {"id": "roster"}, True),
+    (TEACHER, "INSTRUCTION", CLASS_SCREEN, {"id": "roster", "assignment": "assignment"}, True),
+    (TEACHER, "INSTRUCTION", CLASS_SCREEN, {"id": "other"}, True),  # row scope: no student, no co-teacher
+    (OTHER_TEACHER, "INSTRUCTION", CLASS_SCREEN, {"id": "roster"}, True),
+    (TEACHER, "REPORTING", CLASS_SCREEN, {"id": "roster"}, True),  # answer denied: its errors
+    (ADMIN, "REPORTING", CLASS_SCREEN, {"id": "roster"}, True),
+    (PRINCIPAL, "INSTRUCTION", CLASS_SCREEN, {"id": "roster"}, True),
+    (STUDENT, "STUDENT_LEARNING", CLASS_SCREEN, {"id": "roster"}, True),
+    (RIVERSIDE_ADMIN, "REPORTING", CLASS_SCREEN, {"id": "roster"}, False),
+    (TEACHER, "INSTRUCTION", STUDENT_SCREEN, {"id": "student"}, True),
+    (TEACHER, "REPORTING", STUDENT_SCREEN, {"id": "student"}, True),
+    (STUDENT, "STUDENT_LEARNING", STUDENT_SCREEN, {"id": "student"}, True),  # USAGE denied: its errors
+    (GUARDIAN, "REPORTING", STUDENT_SCREEN, {"id": "child"}, True),
+    (OTHER_TEACHER, "INSTRUCTION", STUDENT_SCREEN, {"id": "student"}, False),  # not its student: not found
+    (ADMIN, "RECORD_ACCESS", STUDENT_SCREEN, {"id": "student"}, True),
+    (TEACHER, "INSTRUCTION", REORDERED, {"id": "roster"}, True),
+    (ADMIN, "REPORTING", REORDERED, {"id": "roster"}, True),
 ]
 
 
@@ -233,7 +292,8 @@ async def test_compiled_equals_resolver_path(
         compiled = ids["child"] == ids["student"]
     assert served is compiled
     if served:
-        assert status == 200 and "errors" not in body
+        # Denied fields are compiled too: their FORBIDDEN errors, and no other error.
+        assert status == 200 and all(e["extensions"]["code"] == "FORBIDDEN" for e in body.get("errors", []))
         assert body["data"] is not None
         # What the compiled path read is audited: a teacher's roster names its students.
         if "firstName" in query and "students" in str(body["data"]):
@@ -313,3 +373,39 @@ async def test_responses_newest_first_with_timestamps_as_the_resolver_path_forma
     stamps = [r["submittedAt"] for r in body["data"]["student"]["responses"]]
     assert stamps[:2] == ["2031-01-02T03:04:05.500000+00:00", "2031-01-02T03:04:05+00:00"]
     assert stamps == sorted(stamps, reverse=True)
+
+
+async def test_a_denied_field_is_null_with_one_error_per_occurrence_and_deny_entries_on_the_compiled_path(
+    app: Any, client: httpx.AsyncClient, owner: Any, recording: Recording, token_for: Any, ids: dict[str, Any]
+) -> None:
+    (status, body), written, served = await both_paths(
+        app, client, owner, recording, token_for(ADMIN, ALL_PURPOSES), "REPORTING", CLASS_SCREEN, {"id": ids["roster"]}
+    )
+    assert served and status == 200
+    students = body["data"]["class"]["students"]
+    responses = [(i, j, r) for i, s in enumerate(students) for j, r in enumerate(s["responses"])]
+    assert responses, "the roster's students have responses"
+    assert all(r["answer"] is None and r["score"] is not None for _, _, r in responses)
+    answers = [e for e in body["errors"] if e["path"][-1] == "answer"]
+    assert [e["path"] for e in answers] == [["class", "students", i, "responses", j, "answer"] for i, j, _ in responses]
+    assert {e["extensions"]["category"] for e in answers} == {"WORK"}
+    assert all(e["extensions"]["code"] == "FORBIDDEN" and e["locations"] for e in body["errors"])
+    denied = [e for e in written if e[2] == "DENY" and e[1] is not None]
+    assert denied and all(list(e[3]) == ["Response.answer"] for e in denied)
+
+
+async def test_rows_out_of_scope_are_left_out_of_the_compiled_lists_and_not_audited(
+    app: Any, client: httpx.AsyncClient, owner: Any, recording: Recording, token_for: Any, ids: dict[str, Any]
+) -> None:
+    # Another teacher's class: the class is the district's; of its students, only those the caller teaches.
+    (status, body), written, served = await both_paths(
+        app, client, owner, recording, token_for(TEACHER), "INSTRUCTION", CLASS_SCREEN, {"id": ids["other"]}
+    )
+    assert served and status == 200 and "errors" not in body
+    enrolled = {
+        str(r["student_id"])
+        for r in await owner.fetch("SELECT student_id FROM enrollments WHERE class_id = $1", uuid.UUID(ids["other"]))
+    }
+    shown = {s["id"] for s in body["data"]["class"]["students"]}
+    assert shown < enrolled, "some of the class's students are not the caller's"
+    assert {str(e[1]) for e in written if e[1] is not None} == shown
