@@ -10,10 +10,13 @@ PostGraphile and Hasura).
 
 What it understands:
 
-* roots: ``class(id:)`` and ``student(id:)`` (one reading root, with any
-  ``__typename`` beside it);
-* the plain fields of Class, School, Student, Staff, Response, Assignment,
-  Assessment and Item (``COLUMNS``), and ``__typename``;
+* roots: ``class(id:)``, ``student(id:)`` and ``me`` (one reading root,
+  with any ``__typename`` beside it); the Viewer's ``id``, ``role``,
+  ``purpose``, its own row as ``staff``, ``student`` or ``guardian``, and its
+  ``classes``;
+* the plain fields of Class, School, Student, Staff, Guardian, Response,
+  Assignment, Assessment, Item, StudentProgress and SkillMastery
+  (``COLUMNS``), and ``__typename``;
 * relationships (``RELATIONS``), any number side by side and nested to any
   depth: a class's ``school``, ``teachers``, ``students`` and
   ``assignments``; a student's ``school``, ``classes``, ``progress`` (with
@@ -82,7 +85,7 @@ from graphql import (
 from graphql.execution.values import VariableValues, get_argument_values
 
 from permissions.decide import Decision
-from permissions.enums import DataCategory
+from permissions.enums import DataCategory, Role
 from resolvers.db import Params
 from resolvers.reads import ACTIVE, PROGRESS
 from resolvers.scope import RowScope
@@ -133,6 +136,16 @@ COLUMNS: dict[str, dict[str, str]] = {
         "economicallyDisadvantaged": "{a}.economically_disadvantaged",
         "learningLevel": "{a}.learning_level",
         "lastActiveAt": _timestamp("last_active_at"),
+    },
+    # The caller, as the parameters of the request (see _Builder.rows).
+    "Viewer": {"id": "{a}.id", "role": "{a}.role", "purpose": "{a}.purpose"},
+    "Guardian": {
+        "id": "{a}.id::text",
+        "firstName": "{a}.first_name",
+        "lastName": "{a}.last_name",
+        "email": "{a}.email",
+        "phone": "{a}.phone",
+        "relationship": "NULL::text",  # a guardian read as the caller: no link, no relationship
     },
     "Staff": {
         "id": "{a}.id::text",
@@ -188,6 +201,13 @@ RELATIONS: dict[str, dict[str, Relation]] = {
     "Query": {
         "class": Relation("class", arguments=frozenset({"id"})),
         "student": Relation("student", arguments=frozenset({"id"})),
+        "me": Relation("me"),
+    },
+    "Viewer": {
+        "staff": Relation("viewer_staff"),
+        "student": Relation("viewer_student"),
+        "guardian": Relation("viewer_guardian"),
+        "classes": Relation("viewer_classes", many=True, order="{a}.name, {a}.id"),
     },
     "Class": {
         "school": Relation("school"),
@@ -215,8 +235,16 @@ RELATIONS: dict[str, dict[str, Relation]] = {
 # The types whose classified fields are about a subject the statement can name:
 # a student (its own row), staff (no subject), a student's responses and
 # progress (the student whose field holds them), a progress's mastery.
-OWNERS = {"Student", "Staff"}
+OWNERS = {"Student", "Staff", "Guardian"}
 ABOUT_PARENT = {"Response": "Student", "StudentProgress": "Student", "SkillMastery": "StudentProgress"}
+
+
+# Viewer.staff, .student and .guardian: the caller's own row, for these roles only.
+VIEWER_ROLES = {
+    "viewer_staff": (Role.TEACHER, Role.SCHOOL_ADMIN, Role.DISTRICT_ADMIN),
+    "viewer_student": (Role.STUDENT,),
+    "viewer_guardian": (Role.GUARDIAN,),
+}
 
 
 class NotCompiled(Exception):
@@ -490,8 +518,11 @@ class _Builder:
     in the list's order at each level above, so that the root's row carries,
     per slot, nested arrays whose positions are the response's."""
 
-    def __init__(self, plan: Plan, scope: RowScope, variables: VariableValues | None, denied: set[DataCategory]):
+    def __init__(
+        self, plan: Plan, scope: RowScope, variables: VariableValues | None, denied: set[DataCategory], purpose: str
+    ):
         self.scope = scope
+        self.purpose = purpose
         self.variables = variables
         self.denied = denied
         self.p = Params()
@@ -527,6 +558,33 @@ class _Builder:
             raise NotCompiled
         p, scope, name = self.p, self.scope, relation.name
         args = self.arguments(member)
+        if parent is None and name == "me":
+            pr = scope.principal
+            caller = f"{p(str(pr.user_id))}::text AS id, {p(pr.role.value)}::text AS role"
+            return f"(SELECT {caller}, {p(self.purpose)}::text AS purpose) {a}", "true"
+        if name in VIEWER_ROLES:
+            # The caller's own row, whatever the purpose (reads.self_row), for the roles the field is for.
+            pr = scope.principal
+            if pr.district_id is None or pr.role not in VIEWER_ROLES[name]:
+                return f"users {a}", "false"
+            return f"users {a}", f"{a}.district_id = {p(pr.district_id)} AND {a}.id = {p(pr.user_id)}"
+        if name == "viewer_classes":
+            # reads.classes_of_viewer
+            pr = scope.principal
+            if pr.district_id is None or pr.role not in (Role.TEACHER, Role.STUDENT, Role.GUARDIAN):
+                return f"classes {a}", "false"
+            if pr.children_ids:
+                t = p(scope.today)
+                return f"classes {a}", (
+                    f"{a}.district_id = {p(pr.district_id)} AND EXISTS (SELECT 1 FROM enrollments e "
+                    f"WHERE e.district_id = {a}.district_id AND e.class_id = {a}.id "
+                    f"AND e.student_id = ANY({p(list(pr.children_ids))}::uuid[]) AND {ACTIVE.format(t=t)})"
+                )
+            if pr.class_ids:
+                return f"classes {a}", (
+                    f"{a}.district_id = {p(pr.district_id)} AND {a}.id = ANY({p(list(pr.class_ids))}::uuid[])"
+                )
+            return f"classes {a}", "false"
         if parent is None:
             try:
                 wanted = uuid.UUID(str(args.get("id")))
@@ -604,7 +662,8 @@ class _Builder:
             subject = f", {a}.id" if node.type_name == "Student" else ""
             slots[own] = f"json_build_array({a}.district_id{subject})"
         for m in node.members:
-            parts.append(f"'{m.key}'")
+            # Response keys are the client's text (aliases): parameters, never SQL text.
+            parts.append(f"{self.p(m.key)}::text")
             if m.typename is not None:
                 parts.append(f"'{m.typename}'::text")
             elif m.category is not None and m.category in self.denied:
@@ -662,10 +721,14 @@ class _Builder:
 
 
 def statement(
-    plan: Plan, scope: RowScope, variables: VariableValues | None, denied: set[DataCategory] | None = None
+    plan: Plan,
+    scope: RowScope,
+    variables: VariableValues | None,
+    denied: set[DataCategory] | None = None,
+    purpose: str = "",
 ) -> Statement:
     """The request's one statement; raises NotCompiled when the request must take the resolver path."""
-    b = _Builder(plan, scope, variables, denied or set())
+    b = _Builder(plan, scope, variables, denied or set(), purpose)
     root = plan.root
     if root.child is None:
         raise NotCompiled
@@ -675,7 +738,7 @@ def statement(
     reported = ", ".join(slots.get(i, "NULL") for i in range(len(plan.slots)))
     parts: list[str] = []
     for member in plan.members:
-        parts += [f"'{member.key}'", f"'{member.typename}'::text" if member.typename is not None else "r.data"]
+        parts += [f"{b.p(member.key)}::text", f"'{member.typename}'::text" if member.typename is not None else "r.data"]
     # As text: the pool's connections decode json with the standard library; orjson is quicker.
     sql = (
         f"SELECT json_build_object({', '.join(parts)})::text, r.data IS NOT NULL, r.slots::text "
@@ -791,7 +854,7 @@ class CompiledReads:
             return None
         denied = {c for c, d in decisions.items() if d.allowed is not True}
         try:
-            built = statement(plan, ctx.reads.scope, variables, denied)
+            built = statement(plan, ctx.reads.scope, variables, denied, ctx.purpose.value)
         except NotCompiled:
             return None
         row = await ctx.db.fetchrow(built.sql, *built.params)

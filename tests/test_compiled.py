@@ -128,6 +128,19 @@ PROGRESS = """query Progress($id: ID!) {
 }"""
 
 
+# The caller: its own row as staff, student or guardian, and its classes.
+VIEWER = """query Me {
+  __typename
+  me {
+    id role purpose __typename
+    staff { id role firstName lastName email }
+    student { id firstName lastName responses(first: 2) { answer score } progress { averageScore } }
+    guardian { id firstName lastName email phone relationship }
+    classes { id name teachers { id firstName } students { id firstName } assignments { title } }
+  }
+}"""
+
+
 class Recording(CompiledReads):
     """The production compiled reads, recording whether each request was served by them."""
 
@@ -289,6 +302,16 @@ CASES = [
     (STUDENT, "STUDENT_LEARNING", PROGRESS, {"id": "roster"}, True),
     (STUDENT, "PERSONALIZATION", PROGRESS, {"id": "roster"}, True),  # PERFORMANCE denied: progress null
     (STUDENT, "PERSONALIZATION", STUDENT_SCREEN, {"id": "student"}, True),
+    (TEACHER, "INSTRUCTION", VIEWER, {}, True),
+    (TEACHER, "PERSONALIZATION", VIEWER, {}, True),  # STAFF only: the students' names denied
+    (OTHER_TEACHER, "INSTRUCTION", VIEWER, {}, True),
+    (PRINCIPAL, "REPORTING", VIEWER, {}, True),
+    (ADMIN, "RECORD_ACCESS", VIEWER, {}, True),
+    (STUDENT, "STUDENT_LEARNING", VIEWER, {}, True),
+    (STUDENT, "PERSONALIZATION", VIEWER, {}, True),
+    (GUARDIAN, "REPORTING", VIEWER, {}, True),  # CONTACT is not REPORTING's: the guardian's own fields denied
+    (GUARDIAN, "PERSONALIZATION", VIEWER, {}, True),
+    (SUPPORT, "SUPPORT", VIEWER, {}, False),  # no district of its own: the resolver path
     (ADMIN, "REPORTING", REORDERED, {"id": "roster"}, True),
 ]
 
