@@ -19,6 +19,28 @@ Row: TypeAlias = Any
 
 ACTIVE = "e.begin_date <= {t} AND (e.end_date IS NULL OR e.end_date >= {t})"
 
+# A student's progress, over the student's ``users`` alias {u}: one row, whatever its responses
+# (the compiled reads use it as it is).
+PROGRESS = (
+    "SELECT count(*) AS responses_submitted, avg(r.score) AS average_score,"
+    "       100.0 * avg(r.correct::int) AS percent_correct,"
+    "       (SELECT count(*) FROM ("
+    "          SELECT a.id FROM assignments a JOIN items i ON i.assessment_id = a.assessment_id"
+    "          LEFT JOIN responses r2 ON r2.district_id = {u}.district_id AND r2.student_id = {u}.id"
+    "               AND r2.assignment_id = a.id AND r2.item_id = i.id"
+    "          WHERE a.district_id = {u}.district_id AND a.id IN ("
+    "              SELECT DISTINCT r3.assignment_id FROM responses r3"
+    "              WHERE r3.district_id = {u}.district_id AND r3.student_id = {u}.id)"
+    "          GROUP BY a.id HAVING bool_and(r2.id IS NOT NULL)) done) AS assignments_completed,"
+    "       (SELECT coalesce(jsonb_agg(jsonb_build_object('skill', m.skill, 'level', m.level)"
+    "               ORDER BY m.skill), '[]'::jsonb) FROM ("
+    "          SELECT i.skill, avg(r4.score) AS level FROM responses r4"
+    "          JOIN items i ON i.id = r4.item_id"
+    "          WHERE r4.district_id = {u}.district_id AND r4.student_id = {u}.id GROUP BY i.skill) m"
+    "       ) AS mastery"
+    " FROM responses r WHERE r.district_id = {u}.district_id AND r.student_id = {u}.id"
+)
+
 
 def encode_cursor(value: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(b"id:" + value.bytes).decode().rstrip("=")
@@ -438,24 +460,7 @@ class Reads:
         p = Params()
         rows = await self.db.fetch(
             "SELECT u.id, s.responses_submitted, s.average_score, s.percent_correct, "
-            "s.assignments_completed, s.mastery FROM users u CROSS JOIN LATERAL ("
-            "  SELECT count(*) AS responses_submitted, avg(r.score) AS average_score,"
-            "         100.0 * avg(r.correct::int) AS percent_correct,"
-            "         (SELECT count(*) FROM ("
-            "            SELECT a.id FROM assignments a JOIN items i ON i.assessment_id = a.assessment_id"
-            "            LEFT JOIN responses r2 ON r2.district_id = u.district_id AND r2.student_id = u.id"
-            "                 AND r2.assignment_id = a.id AND r2.item_id = i.id"
-            "            WHERE a.district_id = u.district_id AND a.id IN ("
-            "                SELECT DISTINCT r3.assignment_id FROM responses r3"
-            "                WHERE r3.district_id = u.district_id AND r3.student_id = u.id)"
-            "            GROUP BY a.id HAVING bool_and(r2.id IS NOT NULL)) done) AS assignments_completed,"
-            "         (SELECT coalesce(jsonb_agg(jsonb_build_object('skill', m.skill, 'level', m.level)"
-            "                 ORDER BY m.skill), '[]'::jsonb) FROM ("
-            "            SELECT i.skill, avg(r4.score) AS level FROM responses r4"
-            "            JOIN items i ON i.id = r4.item_id"
-            "            WHERE r4.district_id = u.district_id AND r4.student_id = u.id GROUP BY i.skill) m"
-            "         ) AS mastery"
-            "  FROM responses r WHERE r.district_id = u.district_id AND r.student_id = u.id) s "
+            f"s.assignments_completed, s.mastery FROM users u CROSS JOIN LATERAL ({PROGRESS.format(u='u')}) s "
             f"WHERE u.id = ANY({p(ids)}::uuid[]) AND u.role = 'STUDENT' AND {self.scope.students('u', p)}",
             *p.values,
         )

@@ -10,13 +10,18 @@ PostGraphile and Hasura).
 
 What it understands:
 
-* roots: ``class(id:)`` and ``student(id:)`` (one reading root, with any
-  ``__typename`` beside it);
-* the plain fields of Class, School, Student, Staff, Response, Assignment,
-  Assessment and Item (``COLUMNS``), and ``__typename``;
+* roots: ``class(id:)``, ``student(id:)`` and ``me`` (one reading root,
+  with any ``__typename`` beside it); the Viewer's ``id``, ``role``,
+  ``purpose``, its own row as ``staff``, ``student`` or ``guardian``, and its
+  ``classes``;
+* the plain fields of Class, School, Student, Staff, Guardian, Response,
+  Assignment, Assessment, Item, StudentProgress and SkillMastery
+  (``COLUMNS``), and ``__typename``;
 * relationships (``RELATIONS``), any number side by side and nested to any
   depth: a class's ``school``, ``teachers``, ``students`` and
-  ``assignments``; a student's ``school``, ``classes`` and
+  ``assignments``; a student's ``school``, ``classes``, ``progress`` (with
+  its ``mastery``: the loader's SQL, ``resolvers.reads.PROGRESS``, its
+  averages rounded in Python as the resolvers round them) and
   ``responses(first:, assignmentId:)``; a response's ``item`` and
   ``assignment``; an assignment's ``class`` and ``assessment``; an
   assessment's ``items``. Each relationship may appear once in a document (no
@@ -38,7 +43,7 @@ The policy is enforced exactly as on the resolver path, from the same parts:
 * row scope: the joins carry the same ``RowScope`` predicates, and the same
   ordering, as the loaders' statements (resolvers/reads.py);
 * audit: the statement also returns, for every level whose rows carry
-  classified fields (students, staff, a student's responses), whose rows it
+  classified fields (students, staff, a student's responses and progress), whose rows it
   read and where. Every classified field is noted for each of them, allowed
   or denied, level by level in the order the resolver path reaches them (each
   relationship one await further than its parent: breadth first), so the
@@ -80,9 +85,9 @@ from graphql import (
 from graphql.execution.values import VariableValues, get_argument_values
 
 from permissions.decide import Decision
-from permissions.enums import DataCategory
+from permissions.enums import DataCategory, Role
 from resolvers.db import Params
-from resolvers.reads import ACTIVE
+from resolvers.reads import ACTIVE, PROGRESS
 from resolvers.scope import RowScope
 from schema.base import MAX_PAGE
 from schema.classified import category_of, refusal
@@ -132,6 +137,16 @@ COLUMNS: dict[str, dict[str, str]] = {
         "learningLevel": "{a}.learning_level",
         "lastActiveAt": _timestamp("last_active_at"),
     },
+    # The caller, as the parameters of the request (see _Builder.rows).
+    "Viewer": {"id": "{a}.id", "role": "{a}.role", "purpose": "{a}.purpose"},
+    "Guardian": {
+        "id": "{a}.id::text",
+        "firstName": "{a}.first_name",
+        "lastName": "{a}.last_name",
+        "email": "{a}.email",
+        "phone": "{a}.phone",
+        "relationship": "NULL::text",  # a guardian read as the caller: no link, no relationship
+    },
     "Staff": {
         "id": "{a}.id::text",
         "role": "{a}.role",
@@ -151,7 +166,21 @@ COLUMNS: dict[str, dict[str, str]] = {
     "Assignment": {"id": "{a}.id::text", "title": "{a}.title", "dueAt": _timestamp("due_at")},
     "Assessment": {"id": "{a}.id::text", "title": "{a}.title", "subject": "{a}.subject"},
     "Item": {"id": "{a}.id::text", "prompt": "{a}.prompt", "choices": "to_json({a}.choices)", "skill": "{a}.skill"},
+    # Over the progress row (resolvers.reads.PROGRESS); the averages as float8, rounded as
+    # the resolvers round them once the statement has run (ROUNDED).
+    "StudentProgress": {
+        "assignmentsCompleted": "{a}.assignments_completed",
+        "responsesSubmitted": "{a}.responses_submitted",
+        "averageScore": "{a}.average_score",
+        "percentCorrect": "{a}.percent_correct::float8",
+    },
+    # Over one element of the progress row's mastery (jsonb).
+    "SkillMastery": {"skill": "{a}->>'skill'", "level": "{a}->'level'"},
 }
+# Values the resolvers round in Python (``round(float(value), digits)``): the
+# statement returns them exactly (float8 as its shortest exact text) and the
+# plan rounds them the same way.
+ROUNDED = {"StudentProgress.averageScore": 4, "StudentProgress.percentCorrect": 2, "SkillMastery.level": 4}
 
 
 @dataclass(frozen=True)
@@ -163,12 +192,22 @@ class Relation:
     many: bool = False
     order: str = ""
     arguments: frozenset[str] = frozenset()
+    # Of a single object about its parent (progress): how many rows of its
+    # own sync list (mastery) the audit notes, over its alias.
+    count: str = ""
 
 
 RELATIONS: dict[str, dict[str, Relation]] = {
     "Query": {
         "class": Relation("class", arguments=frozenset({"id"})),
         "student": Relation("student", arguments=frozenset({"id"})),
+        "me": Relation("me"),
+    },
+    "Viewer": {
+        "staff": Relation("viewer_staff"),
+        "student": Relation("viewer_student"),
+        "guardian": Relation("viewer_guardian"),
+        "classes": Relation("viewer_classes", many=True, order="{a}.name, {a}.id"),
     },
     "Class": {
         "school": Relation("school"),
@@ -179,6 +218,7 @@ RELATIONS: dict[str, dict[str, Relation]] = {
     "Student": {
         "school": Relation("school"),
         "classes": Relation("student_classes", many=True, order="{a}.name, {a}.id"),
+        "progress": Relation("progress", count="jsonb_array_length({a}.mastery)"),
         "responses": Relation(
             "student_responses",
             many=True,
@@ -189,12 +229,22 @@ RELATIONS: dict[str, dict[str, Relation]] = {
     "Response": {"item": Relation("item"), "assignment": Relation("assignment")},
     "Assignment": {"class": Relation("assignment_class"), "assessment": Relation("assessment")},
     "Assessment": {"items": Relation("assessment_items", many=True, order="{a}.position, {a}.id")},
+    # Not a join: the progress row's jsonb, completed with its object (see _Builder.obj).
+    "StudentProgress": {"mastery": Relation("mastery", many=True)},
 }
 # The types whose classified fields are about a subject the statement can name:
-# a student (its own row), staff (no subject), a student's responses (the
-# student whose ``responses`` list holds them).
-OWNERS = {"Student", "Staff"}
-ABOUT_PARENT = {"Response": "Student"}
+# a student (its own row), staff (no subject), a student's responses and
+# progress (the student whose field holds them), a progress's mastery.
+OWNERS = {"Student", "Staff", "Guardian"}
+ABOUT_PARENT = {"Response": "Student", "StudentProgress": "Student", "SkillMastery": "StudentProgress"}
+
+
+# Viewer.staff, .student and .guardian: the caller's own row, for these roles only.
+VIEWER_ROLES = {
+    "viewer_staff": (Role.TEACHER, Role.SCHOOL_ADMIN, Role.DISTRICT_ADMIN),
+    "viewer_student": (Role.STUDENT,),
+    "viewer_guardian": (Role.GUARDIAN,),
+}
 
 
 class NotCompiled(Exception):
@@ -252,6 +302,20 @@ class Level:
     # The relationship the members sit under, when the level's rows are those
     # of a list about the owner (its responses); None for the owner's own rows.
     under: Member | None = None
+    # Members noted right after the one named, when the row's count is not 0:
+    # a progress's mastery levels, completed with the progress.
+    inline: tuple[str, tuple[Member, ...]] | None = None
+
+    def noted(self, row: list[Any]) -> tuple[Member, ...]:
+        if self.inline is None or len(row) < 3 or not row[2]:
+            return self.members
+        after, members = self.inline
+        out: list[Member] = []
+        for m in self.members:
+            out.append(m)
+            if m.key == after:
+                out.extend(members)
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -261,6 +325,8 @@ class Plan:
     categories: frozenset[DataCategory]
     slots: tuple[Slot, ...]
     levels: tuple[Level, ...]  # in the order the resolver path notes them
+    # Where values are rounded: the path to their objects, their key, the digits.
+    rounded: tuple[tuple[tuple[tuple[str, bool], ...], str, int], ...] = ()
 
 
 def _unwrap(graphql_type: Any) -> Any:
@@ -304,7 +370,7 @@ class _Compilation:
             raise NotCompiled
         root = reading[0]
         slots, levels = _audit_levels(root)
-        return Plan(root, members, frozenset(self.categories), slots, levels)
+        return Plan(root, members, frozenset(self.categories), slots, levels, tuple(_rounded(root)))
 
     def fields(self, parent: GraphQLObjectType, selection_set: SelectionSetNode) -> list[FieldNode]:
         """The selection's fields, fragments on the parent type flattened; one per response key."""
@@ -393,18 +459,41 @@ def _audit_levels(root: Member) -> tuple[tuple[Slot, ...], tuple[Level, ...]]:
                 levels.append(Level(own, node.plain_noted))
             if node.related_noted:
                 levels.append(Level(own, node.related_noted))
-        elif node.type_name in ABOUT_PARENT and node.plain_noted:
-            if parent_slot is None:
-                raise NotCompiled
-            owner = slots[parent_slot]
-            about = len(slots)
-            slots.append(Slot(owner.path, owner.owner, member))
-            levels.append(Level(about, node.plain_noted, member))
+        elif node.type_name in ABOUT_PARENT and node.type_name != "SkillMastery":
+            noted = tuple(m for m in node.members if m.category is not None)
+            if noted:
+                if parent_slot is None:
+                    raise NotCompiled
+                owner = slots[parent_slot]
+                about = len(slots)
+                slots.append(Slot(owner.path, owner.owner, member))
+                mastery = next((m for m in noted if m.relation is not None and m.relation.name == "mastery"), None)
+                inline = None
+                if mastery is not None and mastery.child is not None:
+                    inline = (mastery.key, tuple(m for m in mastery.child.members if m.category is not None))
+                levels.append(Level(about, noted, member if member.relation and member.relation.many else None, inline))
         for m in node.members:
+            if m.relation is not None and m.relation.name == "mastery":
+                continue  # completed with its progress, noted inline
             if m.child is not None and m.relation is not None:
                 step = (m.key, m.relation.many)
                 queue.append((m, (*path, step), own))
     return tuple(slots), tuple(levels)
+
+
+def _rounded(
+    member: Member, path: tuple[tuple[str, bool], ...] = ()
+) -> Iterator[tuple[tuple[tuple[str, bool], ...], str, int]]:
+    """Where the plan's rounded values are: each object's path, the value's key, the digits."""
+    node = member.child
+    if node is None or member.relation is None:
+        return
+    here = (*path, (member.key, member.relation.many))
+    for m in node.members:
+        digits = ROUNDED.get(m.name)
+        if digits is not None:
+            yield here, m.key, digits
+        yield from _rounded(m, here)
 
 
 # ------------------------------------------------------------------ statement
@@ -429,8 +518,11 @@ class _Builder:
     in the list's order at each level above, so that the root's row carries,
     per slot, nested arrays whose positions are the response's."""
 
-    def __init__(self, plan: Plan, scope: RowScope, variables: VariableValues | None, denied: set[DataCategory]):
+    def __init__(
+        self, plan: Plan, scope: RowScope, variables: VariableValues | None, denied: set[DataCategory], purpose: str
+    ):
         self.scope = scope
+        self.purpose = purpose
         self.variables = variables
         self.denied = denied
         self.p = Params()
@@ -466,6 +558,33 @@ class _Builder:
             raise NotCompiled
         p, scope, name = self.p, self.scope, relation.name
         args = self.arguments(member)
+        if parent is None and name == "me":
+            pr = scope.principal
+            caller = f"{p(str(pr.user_id))}::text AS id, {p(pr.role.value)}::text AS role"
+            return f"(SELECT {caller}, {p(self.purpose)}::text AS purpose) {a}", "true"
+        if name in VIEWER_ROLES:
+            # The caller's own row, whatever the purpose (reads.self_row), for the roles the field is for.
+            pr = scope.principal
+            if pr.district_id is None or pr.role not in VIEWER_ROLES[name]:
+                return f"users {a}", "false"
+            return f"users {a}", f"{a}.district_id = {p(pr.district_id)} AND {a}.id = {p(pr.user_id)}"
+        if name == "viewer_classes":
+            # reads.classes_of_viewer
+            pr = scope.principal
+            if pr.district_id is None or pr.role not in (Role.TEACHER, Role.STUDENT, Role.GUARDIAN):
+                return f"classes {a}", "false"
+            if pr.children_ids:
+                t = p(scope.today)
+                return f"classes {a}", (
+                    f"{a}.district_id = {p(pr.district_id)} AND EXISTS (SELECT 1 FROM enrollments e "
+                    f"WHERE e.district_id = {a}.district_id AND e.class_id = {a}.id "
+                    f"AND e.student_id = ANY({p(list(pr.children_ids))}::uuid[]) AND {ACTIVE.format(t=t)})"
+                )
+            if pr.class_ids:
+                return f"classes {a}", (
+                    f"{a}.district_id = {p(pr.district_id)} AND {a}.id = ANY({p(list(pr.class_ids))}::uuid[])"
+                )
+            return f"classes {a}", "false"
         if parent is None:
             try:
                 wanted = uuid.UUID(str(args.get("id")))
@@ -518,6 +637,8 @@ class _Builder:
                 f"ORDER BY r.submitted_at DESC, r.id DESC LIMIT {p(first)}) {a}",
                 "true",
             )
+        if name == "progress":
+            return f"({PROGRESS.format(u=parent)}) {a}", "true"
         if name == "item":
             return f"items {a}", f"{a}.id = {parent}.item_id"
         if name == "assignment":
@@ -541,13 +662,21 @@ class _Builder:
             subject = f", {a}.id" if node.type_name == "Student" else ""
             slots[own] = f"json_build_array({a}.district_id{subject})"
         for m in node.members:
-            parts.append(f"'{m.key}'")
+            # Response keys are the client's text (aliases): parameters, never SQL text.
+            parts.append(f"{self.p(m.key)}::text")
             if m.typename is not None:
                 parts.append(f"'{m.typename}'::text")
             elif m.category is not None and m.category in self.denied:
                 parts.append("NULL")
             elif m.sql is not None:
                 parts.append(m.sql.format(a=a))
+            elif m.child is not None and m.relation is not None and m.relation.name == "mastery":
+                e = self.alias()
+                inner, _, _ = self.obj(m.child, f"{e}.m")
+                parts.append(
+                    f"(SELECT COALESCE(json_agg({inner} ORDER BY {e}.o), '[]'::json) "
+                    f"FROM jsonb_array_elements({a}.mastery) WITH ORDINALITY {e}(m, o))"
+                )
             elif m.child is not None and m.relation is not None:
                 joined = self.alias()
                 sub, inner_slots = self.related(m, a)
@@ -560,9 +689,13 @@ class _Builder:
                     slots[index] = f"{joined}.s{index}"
                 about = self.about_of.get(id(m))
                 if about is not None:
+                    found, count = (
+                        (f"{joined}.items", f"json_array_length({joined}.items)")
+                        if m.relation.many
+                        else (f"{joined}.item", f"{joined}.n" if m.relation.count else "0")
+                    )
                     slots[about] = (
-                        f"CASE WHEN {joined}.items IS NOT NULL THEN json_build_array({a}.district_id, {a}.id, "
-                        f"json_array_length({joined}.items)) END"
+                        f"CASE WHEN {found} IS NOT NULL THEN json_build_array({a}.district_id, {a}.id, {count}) END"
                     )
             else:
                 raise NotCompiled
@@ -582,14 +715,20 @@ class _Builder:
             columns += [f"json_agg({expr} ORDER BY {order}) AS s{i}" for i, expr in slots.items()]
             return f"SELECT {', '.join(columns)} FROM {tables}{joins} WHERE {where}", list(slots)
         columns = [f"{inner} AS item", *[f"{expr} AS s{i}" for i, expr in slots.items()]]
+        if member.relation.count:
+            columns.append(f"{member.relation.count.format(a=a)} AS n")
         return f"SELECT {', '.join(columns)} FROM {tables}{joins} WHERE {where} LIMIT 1", list(slots)
 
 
 def statement(
-    plan: Plan, scope: RowScope, variables: VariableValues | None, denied: set[DataCategory] | None = None
+    plan: Plan,
+    scope: RowScope,
+    variables: VariableValues | None,
+    denied: set[DataCategory] | None = None,
+    purpose: str = "",
 ) -> Statement:
     """The request's one statement; raises NotCompiled when the request must take the resolver path."""
-    b = _Builder(plan, scope, variables, denied or set())
+    b = _Builder(plan, scope, variables, denied or set(), purpose)
     root = plan.root
     if root.child is None:
         raise NotCompiled
@@ -599,7 +738,7 @@ def statement(
     reported = ", ".join(slots.get(i, "NULL") for i in range(len(plan.slots)))
     parts: list[str] = []
     for member in plan.members:
-        parts += [f"'{member.key}'", f"'{member.typename}'::text" if member.typename is not None else "r.data"]
+        parts += [f"{b.p(member.key)}::text", f"'{member.typename}'::text" if member.typename is not None else "r.data"]
     # As text: the pool's connections decode json with the standard library; orjson is quicker.
     sql = (
         f"SELECT json_build_object({', '.join(parts)})::text, r.data IS NOT NULL, r.slots::text "
@@ -624,12 +763,29 @@ def _rows(value: Any, path: tuple[tuple[str, bool], ...], at: tuple[str | int, .
         yield from _rows(value, rest, (*at, key))
 
 
+def _objects(value: Any, path: tuple[tuple[str, bool], ...]) -> Iterator[dict[str, Any]]:
+    """The response's objects at ``path`` (response keys, and whether each is a list)."""
+    if not path:
+        if isinstance(value, dict):
+            yield value
+        return
+    if not isinstance(value, dict):
+        return
+    (key, many), rest = path[0], path[1:]
+    inner = value.get(key)
+    if many:
+        for item in inner or ():
+            yield from _objects(item, rest)
+    else:
+        yield from _objects(inner, rest)
+
+
 @dataclass
 class Compiled:
     """A compiled request's answer: its ``data`` (JSON, passed through as
     PostgreSQL wrote it) and its FORBIDDEN errors, in the resolver path's order."""
 
-    data: orjson.Fragment
+    data: orjson.Fragment | dict[str, Any]
     errors: list[GraphQLError]
 
 
@@ -664,19 +820,21 @@ class CompiledReads:
         audit = ctx.audit
         errors: list[GraphQLError] = []
         subjects: dict[str, uuid.UUID] = {}
-        groups: dict[int, list[tuple[bool, dict[str, None], dict[str, None]]]] = {}
+        # Per level, and per its width (a progress's mastery levels noted or not).
+        groups: dict[tuple[int, int], list[tuple[bool, dict[str, None], dict[str, None]]]] = {}
         for level, path, row in found:
             subject = None
             if len(row) > 1:
                 subject = subjects.get(row[1])
                 if subject is None:
                     subject = subjects[row[1]] = uuid.UUID(row[1])
-            noted = groups.get(id(level))
+            members = level.noted(row)
+            noted = groups.get((id(level), len(members)))
             if noted is None:
-                noted = groups[id(level)] = _grouped(level, decisions)
+                noted = groups[(id(level), len(members))] = _grouped(members, decisions)
             for allowed, fields, categories in noted:
                 audit.note_fields(district, subject, fields, categories, allowed)
-            denied = [m for m in level.members if m.category is not None and not decisions[m.category].allowed]
+            denied = [m for m in members if m.category is not None and not decisions[m.category].allowed]
             if not denied:
                 continue
             places = [path] if level.under is None else [(*path, level.under.key, i) for i in range(row[2])]
@@ -696,7 +854,7 @@ class CompiledReads:
             return None
         denied = {c for c, d in decisions.items() if d.allowed is not True}
         try:
-            built = statement(plan, ctx.reads.scope, variables, denied)
+            built = statement(plan, ctx.reads.scope, variables, denied, ctx.purpose.value)
         except NotCompiled:
             return None
         row = await ctx.db.fetchrow(built.sql, *built.params)
@@ -705,15 +863,23 @@ class CompiledReads:
         errors = self.note(plan, ctx, orjson.loads(row[2]), decisions)
         if errors is None:
             return None
-        return Compiled(orjson.Fragment(row[0]), errors)
+        if not plan.rounded:
+            return Compiled(orjson.Fragment(row[0]), errors)
+        data = orjson.loads(row[0])
+        for path, key, digits in plan.rounded:
+            for found in _objects(data, path):
+                value = found.get(key)
+                if value is not None:
+                    found[key] = round(float(value), digits)
+        return Compiled(data, errors)
 
 
 def _grouped(
-    level: Level, decisions: dict[DataCategory, Decision]
+    members: tuple[Member, ...], decisions: dict[DataCategory, Decision]
 ) -> list[tuple[bool, dict[str, None], dict[str, None]]]:
     """A level's fields as the collector groups them: per decision, in order of first appearance."""
     out: dict[bool, tuple[dict[str, None], dict[str, None]]] = {}
-    for m in level.members:
+    for m in members:
         if m.category is None:
             continue
         allowed = decisions[m.category].allowed

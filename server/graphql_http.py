@@ -911,7 +911,8 @@ class GraphQLEndpoint:
         """The reply from the operation's compiled plan, or None for the resolver path."""
         if plan is None or self.compiled is None:
             return None
-        with self.telemetry.span(f"resolve Query.{plan.root.name.split('.')[-1]}", {"pledgeql.compiled": True}):
+        # The plan as a string attribute: spans carry no other non-string values than counts and statuses.
+        with self.telemetry.span(f"resolve Query.{plan.root.name.split('.')[-1]}", {"pledgeql.plan": "compiled"}):
             compiled = await self.compiled.run(plan, context, variables)
         if compiled is None:
             return None

@@ -113,6 +113,34 @@ REORDERED = """query Reordered($id: ID!) {
 }"""
 
 
+# Progress and mastery (computed in SQL, rounded as the resolvers round), mastery before
+# the other fields and aliased: the audit notes a mastery's levels right after it.
+PROGRESS = """query Progress($id: ID!) {
+  class(id: $id) {
+    name
+    students {
+      id
+      progress { m: mastery { level skill __typename } avg: averageScore percentCorrect responsesSubmitted }
+      lastName
+      responses(first: 1) { score }
+    }
+  }
+}"""
+
+
+# The caller: its own row as staff, student or guardian, and its classes.
+VIEWER = """query Me {
+  __typename
+  me {
+    id role purpose __typename
+    staff { id role firstName lastName email }
+    student { id firstName lastName responses(first: 2) { answer score } progress { averageScore } }
+    guardian { id firstName lastName email phone relationship }
+    classes { id name teachers { id firstName } students { id firstName } assignments { title } }
+  }
+}"""
+
+
 class Recording(CompiledReads):
     """The production compiled reads, recording whether each request was served by them."""
 
@@ -266,6 +294,24 @@ CASES = [
     (OTHER_TEACHER, "INSTRUCTION", STUDENT_SCREEN, {"id": "student"}, False),  # not its student: not found
     (ADMIN, "RECORD_ACCESS", STUDENT_SCREEN, {"id": "student"}, True),
     (TEACHER, "INSTRUCTION", REORDERED, {"id": "roster"}, True),
+    (TEACHER, "INSTRUCTION", PROGRESS, {"id": "roster"}, True),
+    (TEACHER, "REPORTING", PROGRESS, {"id": "roster"}, True),
+    (TEACHER, "COMMUNICATION", PROGRESS, {"id": "roster"}, True),
+    (TEACHER, "PERSONALIZATION", PROGRESS, {"id": "roster"}, True),
+    (ADMIN, "RECORD_ACCESS", PROGRESS, {"id": "roster"}, True),
+    (STUDENT, "STUDENT_LEARNING", PROGRESS, {"id": "roster"}, True),
+    (STUDENT, "PERSONALIZATION", PROGRESS, {"id": "roster"}, True),  # PERFORMANCE denied: progress null
+    (STUDENT, "PERSONALIZATION", STUDENT_SCREEN, {"id": "student"}, True),
+    (TEACHER, "INSTRUCTION", VIEWER, {}, True),
+    (TEACHER, "PERSONALIZATION", VIEWER, {}, True),  # STAFF only: the students' names denied
+    (OTHER_TEACHER, "INSTRUCTION", VIEWER, {}, True),
+    (PRINCIPAL, "REPORTING", VIEWER, {}, True),
+    (ADMIN, "RECORD_ACCESS", VIEWER, {}, True),
+    (STUDENT, "STUDENT_LEARNING", VIEWER, {}, True),
+    (STUDENT, "PERSONALIZATION", VIEWER, {}, True),
+    (GUARDIAN, "REPORTING", VIEWER, {}, True),  # CONTACT is not REPORTING's: the guardian's own fields denied
+    (GUARDIAN, "PERSONALIZATION", VIEWER, {}, True),
+    (SUPPORT, "SUPPORT", VIEWER, {}, False),  # no district of its own: the resolver path
     (ADMIN, "REPORTING", REORDERED, {"id": "roster"}, True),
 ]
 
@@ -409,3 +455,27 @@ async def test_rows_out_of_scope_are_left_out_of_the_compiled_lists_and_not_audi
     shown = {s["id"] for s in body["data"]["class"]["students"]}
     assert shown < enrolled, "some of the class's students are not the caller's"
     assert {str(e[1]) for e in written if e[1] is not None} == shown
+
+
+async def test_a_denied_progress_is_null_with_its_error_and_nothing_below_it_read(
+    app: Any, client: httpx.AsyncClient, owner: Any, recording: Recording, token_for: Any, ids: dict[str, Any]
+) -> None:
+    (status, body), written, served = await both_paths(
+        app,
+        client,
+        owner,
+        recording,
+        token_for(STUDENT, ALL_PURPOSES),
+        "PERSONALIZATION",
+        PROGRESS,
+        {"id": ids["roster"]},
+    )
+    assert served and status == 200
+    (me,) = body["data"]["class"]["students"]
+    assert me["progress"] is None and me["responses"] is None
+    assert sorted(tuple(e["path"]) for e in body["errors"]) == [
+        ("class", "students", 0, "progress"),
+        ("class", "students", 0, "responses"),
+    ]
+    fields = [f for e in written if e[2] == "DENY" for f in e[3]]
+    assert fields == ["Student.progress", "Student.responses"]
