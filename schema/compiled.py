@@ -10,7 +10,8 @@ PostGraphile and Hasura).
 
 What it understands:
 
-* roots: ``class(id:)``, ``student(id:)`` and ``me`` (one reading root,
+* roots: ``class(id:)``, ``student(id:)``, ``assignment(id:)``,
+  ``assessments(subject:)`` and ``me`` (one reading root,
   with any ``__typename`` beside it); the Viewer's ``id``, ``role``,
   ``purpose``, its own row as ``staff``, ``student`` or ``guardian``, and its
   ``classes``;
@@ -202,6 +203,10 @@ RELATIONS: dict[str, dict[str, Relation]] = {
         "class": Relation("class", arguments=frozenset({"id"})),
         "student": Relation("student", arguments=frozenset({"id"})),
         "me": Relation("me"),
+        "assignment": Relation("assignment", arguments=frozenset({"id"})),
+        "assessments": Relation(
+            "assessments", many=True, order="{a}.subject, {a}.title, {a}.id", arguments=frozenset({"subject"})
+        ),
     },
     "Viewer": {
         "staff": Relation("viewer_staff"),
@@ -445,7 +450,8 @@ def _audit_levels(root: Member) -> tuple[tuple[Slot, ...], tuple[Level, ...]]:
     parent, level by level, and within a level in the document's order."""
     slots: list[Slot] = []
     levels: list[Level] = []
-    queue: list[tuple[Member, tuple[tuple[str, bool], ...], int | None]] = [(root, ((root.key, False),), None)]
+    many = root.relation is not None and root.relation.many
+    queue: list[tuple[Member, tuple[tuple[str, bool], ...], int | None]] = [(root, ((root.key, many),), None)]
     while queue:
         member, path, parent_slot = queue.pop(0)
         node = member.child
@@ -585,6 +591,14 @@ class _Builder:
                     f"{a}.district_id = {p(pr.district_id)} AND {a}.id = ANY({p(list(pr.class_ids))}::uuid[])"
                 )
             return f"classes {a}", "false"
+        if parent is None and name == "assessments":
+            # reads.assessments: the catalog, of one subject or of all (content: no district).
+            subject = args.get("subject")
+            if subject is None:
+                return f"assessments {a}", "true"
+            if not isinstance(subject, str):
+                raise NotCompiled
+            return f"assessments {a}", f"{a}.subject = {p(subject)}"
         if parent is None:
             try:
                 wanted = uuid.UUID(str(args.get("id")))
@@ -594,6 +608,8 @@ class _Builder:
                 return f"classes {a}", f"{a}.district_id = {self.visible()} AND {a}.id = {p(wanted)}"
             if name == "student":
                 return f"users {a}", f"{a}.id = {p(wanted)} AND {a}.role = 'STUDENT' AND {scope.students(a, p)}"
+            if name == "assignment":
+                return f"assignments {a}", f"{a}.district_id = {self.visible()} AND {a}.id = {p(wanted)}"
             raise NotCompiled
         if name == "school":
             return f"schools {a}", f"{a}.district_id = {self.visible()} AND {a}.id = {parent}.school_id"
@@ -735,6 +751,13 @@ def statement(
     a = b.alias()
     tables, where = b.rows(root, a, None)
     inner, joins, slots = b.obj(root.child, a)
+    limit = " LIMIT 1"
+    if root.relation is not None and root.relation.many:
+        # A list at the root: its rows aggregated, in the loader's order; always found.
+        order = root.relation.order.format(a=a)
+        inner = f"COALESCE(json_agg({inner} ORDER BY {order}), '[]'::json)"
+        slots = {i: f"json_agg({expr} ORDER BY {order})" for i, expr in slots.items()}
+        limit = ""
     reported = ", ".join(slots.get(i, "NULL") for i in range(len(plan.slots)))
     parts: list[str] = []
     for member in plan.members:
@@ -743,7 +766,7 @@ def statement(
     sql = (
         f"SELECT json_build_object({', '.join(parts)})::text, r.data IS NOT NULL, r.slots::text "
         f"FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT {inner} AS data, json_build_array({reported}) AS slots "
-        f"FROM {tables}{joins} WHERE {where} LIMIT 1) r ON true"
+        f"FROM {tables}{joins} WHERE {where}{limit}) r ON true"
     )
     return Statement(sql, b.p.values, len(plan.slots))
 
@@ -783,10 +806,12 @@ def _objects(value: Any, path: tuple[tuple[str, bool], ...]) -> Iterator[dict[st
 @dataclass
 class Compiled:
     """A compiled request's answer: its ``data`` (JSON, passed through as
-    PostgreSQL wrote it) and its FORBIDDEN errors, in the resolver path's order."""
+    PostgreSQL wrote it) and its FORBIDDEN errors, in the resolver path's order:
+    each the field's one located error (the permission class's ``refusal``,
+    with the field's location), and the path of the occurrence."""
 
     data: orjson.Fragment | dict[str, Any]
-    errors: list[GraphQLError]
+    errors: list[tuple[GraphQLError, list[str | int]]]
 
 
 class CompiledReads:
@@ -804,7 +829,7 @@ class CompiledReads:
 
     def note(
         self, plan: Plan, ctx: Any, reported: list[Any], decisions: dict[DataCategory, Decision]
-    ) -> list[GraphQLError] | None:
+    ) -> list[tuple[GraphQLError, list[str | int]]] | None:
         """Note every classified field of each level for each row the statement
         read there; the denied ones' errors. None (nothing noted) if a row is of
         another district than the request's decisions."""
@@ -818,7 +843,9 @@ class CompiledReads:
                     return None
                 found.append((level, path, row))
         audit = ctx.audit
-        errors: list[GraphQLError] = []
+        errors: list[tuple[GraphQLError, list[str | int]]] = []
+        # One error per denied field, shared by its occurrences: only the path differs.
+        refused: dict[int, GraphQLError] = {}
         subjects: dict[str, uuid.UUID] = {}
         # Per level, and per its width (a progress's mastery levels noted or not).
         groups: dict[tuple[int, int], list[tuple[bool, dict[str, None], dict[str, None]]]] = {}
@@ -838,12 +865,13 @@ class CompiledReads:
             if not denied:
                 continue
             places = [path] if level.under is None else [(*path, level.under.key, i) for i in range(row[2])]
+            for m in denied:
+                if m.category is not None and id(m) not in refused:
+                    error = refusal(m.category.value, purpose, decisions[m.category])
+                    refused[id(m)] = located_error(error, [m.field_node] if m.field_node else None)
             for place in places:
                 for m in denied:
-                    if m.category is None:
-                        continue
-                    error = refusal(m.category.value, purpose, decisions[m.category])
-                    errors.append(located_error(error, [m.field_node] if m.field_node else None, [*place, m.key]))
+                    errors.append((refused[id(m)], [*place, m.key]))
         return errors
 
     async def run(self, plan: Plan, ctx: Any, variables: VariableValues | None) -> Compiled | None:

@@ -454,6 +454,16 @@ def format_error(error: GraphQLError, mask: bool) -> dict[str, Any]:
     return out
 
 
+def _at_path(formatted: dict[str, Any], path: list[str | int]) -> dict[str, Any]:
+    """A formatted error at ``path``, its keys in format_error's order."""
+    out: dict[str, Any] = {"message": formatted["message"]}
+    if "locations" in formatted:
+        out["locations"] = formatted["locations"]
+    out["path"] = path
+    out["extensions"] = formatted["extensions"]
+    return out
+
+
 class GraphQLEndpoint:
     """Everything one /graphql request needs, built once per app."""
 
@@ -918,7 +928,14 @@ class GraphQLEndpoint:
             return None
         # The data is JSON already (orjson.Fragment): the response carries it as it is.
         if compiled.errors:
-            errors = [format_error(e, self.production) for e in compiled.errors]
+            # Each field's error formatted once, as the resolver path formats it; each occurrence its path.
+            formatted: dict[int, dict[str, Any]] = {}
+            errors = []
+            for error, path in compiled.errors:
+                shared = formatted.get(id(error))
+                if shared is None:
+                    shared = formatted[id(error)] = format_error(error, self.production)
+                errors.append(_at_path(shared, path))
             return Reply({"errors": errors, "data": compiled.data}, 200)
         return Reply({"data": compiled.data}, 200)
 

@@ -141,6 +141,20 @@ VIEWER = """query Me {
 }"""
 
 
+# A list at the root (content: no district), and an assignment with its class's students.
+CATALOG = """query Catalog($subject: String) {
+  assessments(subject: $subject) { id title subject __typename items { id prompt choices skill } }
+}"""
+
+ASSIGNMENT = """query Assignment($id: ID!) {
+  assignment(id: $id) {
+    id title dueAt
+    assessment { title items { skill } }
+    class { name students { id firstName responses(first: 3) { answer correct } } }
+  }
+}"""
+
+
 class Recording(CompiledReads):
     """The production compiled reads, recording whether each request was served by them."""
 
@@ -302,6 +316,15 @@ CASES = [
     (STUDENT, "STUDENT_LEARNING", PROGRESS, {"id": "roster"}, True),
     (STUDENT, "PERSONALIZATION", PROGRESS, {"id": "roster"}, True),  # PERFORMANCE denied: progress null
     (STUDENT, "PERSONALIZATION", STUDENT_SCREEN, {"id": "student"}, True),
+    (TEACHER, "INSTRUCTION", CATALOG, {}, True),
+    (TEACHER, "INSTRUCTION", CATALOG, {"subject": "Math"}, True),
+    (STUDENT, "STUDENT_LEARNING", CATALOG, {"subject": "Nope"}, True),
+    (TEACHER, "INSTRUCTION", ASSIGNMENT, {"id": "assignment"}, True),
+    (TEACHER, "REPORTING", ASSIGNMENT, {"id": "assignment"}, True),  # answer denied: its errors
+    (STUDENT, "STUDENT_LEARNING", ASSIGNMENT, {"id": "assignment"}, True),
+    (OTHER_TEACHER, "INSTRUCTION", ASSIGNMENT, {"id": "assignment"}, True),  # row scope: not its students
+    (TEACHER, "INSTRUCTION", ASSIGNMENT, {"id": "roster"}, False),  # not an assignment: not found
+    (RIVERSIDE_ADMIN, "REPORTING", ASSIGNMENT, {"id": "assignment"}, False),
     (TEACHER, "INSTRUCTION", VIEWER, {}, True),
     (TEACHER, "PERSONALIZATION", VIEWER, {}, True),  # STAFF only: the students' names denied
     (OTHER_TEACHER, "INSTRUCTION", VIEWER, {}, True),

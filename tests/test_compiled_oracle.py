@@ -450,6 +450,8 @@ COMPILED_NOW: frozenset[str] = frozenset(
         "TeacherHome",
         "StudentHome",
         "MyResponses",
+        "AssignmentItems",
+        "AssessmentCatalog",
     }
 )
 PLANNED = [
