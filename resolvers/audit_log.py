@@ -27,7 +27,7 @@ from typing import Any
 from permissions.audit import entry_id
 from resolvers.db import Db
 
-MAX_SEQ = 2**63 - 1
+MAX_SEQ = 2**63 - 1  # the largest seq (bigint); a cursor past it is refused
 
 # The logical entry's columns, read from either store; a stored entry is a
 # record of one subject. Names come from their codes (pledgeql_audit_names).

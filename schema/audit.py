@@ -18,12 +18,10 @@ import strawberry
 from strawberry.types import Info
 
 from permissions.errors import BadUserInput, Forbidden
-from resolvers.audit_log import AuditFilters, audit_page
+from resolvers.audit_log import MAX_SEQ, AuditFilters, audit_page
 from schema.base import Node, PageInfo, check_first
 from schema.enums import DataCategoryEnum, Decision, PurposeEnum, RoleEnum
 from schema.gate import Needs, gate
-
-MAX_SEQ = 2**63 - 1
 
 
 @strawberry.type

@@ -43,7 +43,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO, TypeVar
 
-from server.audit_writer import PARTITIONS, PARTITIONS_AHEAD
+from server.audit_writer import (
+    CUT,
+    ENTRIES_BETWEEN,
+    PARTITIONS,
+    PARTITIONS_AHEAD,
+    drop_covered_partitions,
+    remove_anchored,
+    trim_chain,
+)
 from server.settings import Settings
 
 BATCH = 5000
@@ -70,16 +78,8 @@ TRIM_LOCK_WAIT = "200ms"
 RETRIES = 5
 T = TypeVar("T")
 
-CHAINS = """
-WITH RECURSIVE chains AS (
-    (SELECT district_id FROM audit_heads ORDER BY district_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT e.district_id FROM audit_heads e WHERE e.district_id > c.district_id
-            ORDER BY e.district_id LIMIT 1)
-    FROM chains c WHERE c.district_id IS NOT NULL
-)
-SELECT district_id FROM chains WHERE district_id IS NOT NULL
-"""
+# Every chain: audit_heads holds one row per chain (migration 0013).
+CHAINS = "SELECT district_id FROM audit_heads ORDER BY district_id"
 
 
 @dataclass
@@ -153,8 +153,6 @@ async def _trim_audit(conn: Any, key: bytes, district_id: uuid.UUID, before: dt.
     """Move the district's anchor past its chain's prefix older than ``before``
     (one short transaction under the chain's lock, asked for with a short
     wait, TRIM_LOCK_WAIT, retried); the rows go afterwards (``_remove_audit``)."""
-    from server.audit_writer import trim_chain
-
     await conn.execute(f"SET lock_timeout = '{TRIM_LOCK_WAIT}'")
     try:
         return await _retrying(functools.partial(trim_chain, conn, key, district_id, before, None, False))
@@ -164,8 +162,6 @@ async def _trim_audit(conn: Any, key: bytes, district_id: uuid.UUID, before: dt.
 
 async def _count_audit(conn: Any, district_id: uuid.UUID, before: dt.datetime) -> int:
     """How many entries a run would take from the district's chain."""
-    from server.audit_writer import CUT, ENTRIES_BETWEEN
-
     anchored = await conn.fetchval("SELECT seq FROM audit_anchors WHERE district_id = $1", district_id) or 0
     cut = await conn.fetchrow(CUT, district_id, before, anchored)
     return 0 if cut is None else int(await conn.fetchval(ENTRIES_BETWEEN, district_id, anchored, cut["seq"]))
@@ -173,8 +169,6 @@ async def _count_audit(conn: Any, district_id: uuid.UUID, before: dt.datetime) -
 
 async def _remove_audit(conn: Any, batch: int) -> None:
     """Drop the partitions the anchors cover whole, then delete what else they cover, in batches."""
-    from server.audit_writer import drop_covered_partitions, remove_anchored
-
     await drop_covered_partitions(conn)
     for anchor in await conn.fetch("SELECT district_id, seq FROM audit_anchors ORDER BY district_id"):
         await _retrying(functools.partial(remove_anchored, conn, anchor["district_id"], anchor["seq"], batch))
