@@ -43,7 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from permissions.audit import AuditCollector
-from server.audit_writer import INSERT, chain_rows, current_trace_id, insert_args, make_audit_writer
+from server.audit_writer import INSERT, current_trace_id, insert_args, make_audit_writer, origin_of, origin_rows
 
 ROSTER = """
 query Roster($id: ID!) {
@@ -150,7 +150,7 @@ async def three_round_trips(context: Any, key: bytes) -> None:
             "SELECT seq, encode(hash, 'hex') AS hash FROM audit_heads WHERE district_id = $1", district
         )
         heads[district] = (row["seq"], row["hash"]) if row else (0, GENESIS)
-    rows = chain_rows(context, entries, key, heads, current_trace_id())
+    rows = origin_rows(origin_of(context), entries, key, heads, current_trace_id())
     await context.db.execute(INSERT, *insert_args(rows))
 
 

@@ -1,5 +1,9 @@
 """A small DataLoader: every ``load`` issued in one tick of the event loop
-becomes one call of the batch function (one SQL statement)."""
+becomes one call of the batch function (one SQL statement).
+
+A key's value is one future, shared by every resolver that asks for it; each
+gets it through a shield, so that a resolver cancelled while it waits (graphql-core
+cancels a failed field's siblings) does not cancel it for the others."""
 
 from __future__ import annotations
 
@@ -26,14 +30,13 @@ class Loader(Generic[K, V]):
 
     def load(self, key: K) -> asyncio.Future[V]:
         future = self._cache.get(key)
-        if future is not None:
-            return future
-        future = self._loop.create_future()
-        self._cache[key] = future
-        if not self._batch:
-            self._loop.call_soon(self._dispatch)
-        self._batch.append(key)
-        return future
+        if future is None:
+            future = self._loop.create_future()
+            self._cache[key] = future
+            if not self._batch:
+                self._loop.call_soon(self._dispatch)
+            self._batch.append(key)
+        return asyncio.shield(future)
 
     def _dispatch(self) -> None:
         keys, self._batch = self._batch, []

@@ -771,19 +771,20 @@ def statement(
     return Statement(sql, b.p.values, len(plan.slots))
 
 
-def _rows(value: Any, path: tuple[tuple[str, bool], ...], at: tuple[str | int, ...] = ()) -> Iterator[Any]:
-    """A slot's rows: (the owner row's response path, its reported array)."""
-    if value is None:
-        return
-    if not path:
-        yield at, value
-        return
-    (key, many), rest = path[0], path[1:]
-    if many:
-        for index, item in enumerate(value):
-            yield from _rows(item, rest, (*at, key, index))
-    else:
-        yield from _rows(value, rest, (*at, key))
+def _rows(value: Any, path: tuple[tuple[str, bool], ...]) -> list[tuple[tuple[str | int, ...], Any]]:
+    """A slot's rows: (the owner row's response path, its reported array), in order."""
+    level: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
+    for key, many in path:
+        below: list[tuple[tuple[str | int, ...], Any]] = []
+        for at, item in level:
+            if item is None:
+                continue
+            if many:
+                below += [((*at, key, index), each) for index, each in enumerate(item)]
+            else:
+                below.append(((*at, key), item))
+        level = below
+    return [(at, item) for at, item in level if item is not None]
 
 
 def _objects(value: Any, path: tuple[tuple[str, bool], ...]) -> Iterator[dict[str, Any]]:
@@ -835,43 +836,45 @@ class CompiledReads:
         another district than the request's decisions."""
         district = str(ctx.principal.district_id)
         purpose = ctx.purpose.value
-        found: list[tuple[Level, Any, Any]] = []
+        found: list[tuple[Level, list[tuple[tuple[str | int, ...], Any]]]] = []
         for level in plan.levels:
-            slot = plan.slots[level.slot]
-            for path, row in _rows(reported[level.slot], slot.path):
+            rows = _rows(reported[level.slot], plan.slots[level.slot].path)
+            for _, row in rows:
                 if row[0] != district:
                     return None
-                found.append((level, path, row))
-        audit = ctx.audit
+            found.append((level, rows))
+        note_fields = ctx.audit.note_fields
         errors: list[tuple[GraphQLError, list[str | int]]] = []
         # One error per denied field, shared by its occurrences: only the path differs.
         refused: dict[int, GraphQLError] = {}
         subjects: dict[str, uuid.UUID] = {}
-        # Per level, and per its width (a progress's mastery levels noted or not).
-        groups: dict[tuple[int, int], list[tuple[bool, dict[str, None], dict[str, None]]]] = {}
-        for level, path, row in found:
-            subject = None
-            if len(row) > 1:
-                subject = subjects.get(row[1])
-                if subject is None:
-                    subject = subjects[row[1]] = uuid.UUID(row[1])
-            members = level.noted(row)
-            noted = groups.get((id(level), len(members)))
-            if noted is None:
-                noted = groups[(id(level), len(members))] = _grouped(members, decisions)
-            for allowed, fields, categories in noted:
-                audit.note_fields(district, subject, fields, categories, allowed)
-            denied = [m for m in members if m.category is not None and not decisions[m.category].allowed]
-            if not denied:
-                continue
-            places = [path] if level.under is None else [(*path, level.under.key, i) for i in range(row[2])]
-            for m in denied:
-                if m.category is not None and id(m) not in refused:
-                    error = refusal(m.category.value, purpose, decisions[m.category])
-                    refused[id(m)] = located_error(error, [m.field_node] if m.field_node else None)
-            for place in places:
+        for level, rows in found:
+            # Per width of the level's rows (a progress's mastery levels noted or not):
+            # its fields as noted per decision, and its denied members.
+            shapes: dict[int, tuple[list[tuple[bool, dict[str, None], dict[str, None]]], list[Member]]] = {}
+            for path, row in rows:
+                subject = None
+                if len(row) > 1:
+                    subject = subjects.get(row[1])
+                    if subject is None:
+                        subject = subjects[row[1]] = uuid.UUID(row[1])
+                members = level.members if level.inline is None else level.noted(row)
+                shape = shapes.get(len(members))
+                if shape is None:
+                    shape = shapes[len(members)] = _shape(members, decisions)
+                noted, denied = shape
+                for allowed, fields, categories in noted:
+                    note_fields(district, subject, fields, categories, allowed)
+                if not denied:
+                    continue
+                places = [path] if level.under is None else [(*path, level.under.key, i) for i in range(row[2])]
                 for m in denied:
-                    errors.append((refused[id(m)], [*place, m.key]))
+                    if m.category is not None and id(m) not in refused:
+                        error = refusal(m.category.value, purpose, decisions[m.category])
+                        refused[id(m)] = located_error(error, [m.field_node] if m.field_node else None)
+                for place in places:
+                    for m in denied:
+                        errors.append((refused[id(m)], [*place, m.key]))
         return errors
 
     async def run(self, plan: Plan, ctx: Any, variables: VariableValues | None) -> Compiled | None:
@@ -902,11 +905,13 @@ class CompiledReads:
         return Compiled(data, errors)
 
 
-def _grouped(
+def _shape(
     members: tuple[Member, ...], decisions: dict[DataCategory, Decision]
-) -> list[tuple[bool, dict[str, None], dict[str, None]]]:
-    """A level's fields as the collector groups them: per decision, in order of first appearance."""
+) -> tuple[list[tuple[bool, dict[str, None], dict[str, None]]], list[Member]]:
+    """A level's fields as the collector groups them (per decision, in order of
+    first appearance), and its denied members."""
     out: dict[bool, tuple[dict[str, None], dict[str, None]]] = {}
+    denied: list[Member] = []
     for m in members:
         if m.category is None:
             continue
@@ -914,4 +919,6 @@ def _grouped(
         fields, categories = out.setdefault(allowed, ({}, {}))
         fields[m.name] = None
         categories[m.category.value] = None
-    return [(allowed, fields, categories) for allowed, (fields, categories) in out.items()]
+        if not allowed:
+            denied.append(m)
+    return [(allowed, fields, categories) for allowed, (fields, categories) in out.items()], denied
