@@ -7,9 +7,11 @@ Three measurements, one run:
 1. **collector**: nanoseconds per ``AuditCollector.note()`` call, in the
    pattern of the roster below (30 students x 63 classified resolves);
 2. **writer**: milliseconds to chain and write N entries in one request's
-   transaction, as the server does it (``pledgeql_audit_heads``, one call that
-   locks and reads the heads, then one multi-row INSERT) and, for comparison,
-   as it did before (lock, head SELECT, INSERT: three round trips);
+   transaction, as the server does it: onto the head the worker knows (one
+   statement, ``pledgeql_audit_advance``), or after reading it
+   (``pledgeql_audit_heads``, one call that locks and reads the heads, then one
+   INSERT) and, for comparison, as it did first (lock, head SELECT, INSERT:
+   three round trips); each on a chain of its own;
 3. **roster**: the teacher's roster query (a class of 30 students, each with
    their last 20 responses: answer, correct, score) over ASGI in-process,
    alternating between the production app and the same build whose audit
@@ -43,7 +45,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from permissions.audit import AuditCollector
-from server.audit_writer import INSERT, current_trace_id, insert_args, make_audit_writer, origin_of, origin_rows
+from server.audit_writer import (
+    INSERT,
+    insert_args,
+    make_audit_writer,
+    origin_of,
+    origin_rows,
+    write_batch,
+)
+from server.telemetry import current_trace_id
 
 ROSTER = """
 query Roster($id: ID!) {
@@ -140,7 +150,7 @@ def _context(conn: Any, n: int, district: uuid.UUID, actor: uuid.UUID) -> Any:
 
 async def three_round_trips(context: Any, key: bytes) -> None:
     """The writer as it was: lock, then read the head, then insert."""
-    from server.audit_writer import GENESIS
+    from permissions.audit import GENESIS
 
     entries = context.audit.entries()
     heads: dict[uuid.UUID, tuple[int, str]] = {}
@@ -157,22 +167,28 @@ async def three_round_trips(context: Any, key: bytes) -> None:
 async def bench_writer(urls: Any, key: bytes, sizes: tuple[int, ...], repeat: int = 60) -> dict[str, dict[int, float]]:
     from server.db import connect
 
-    writer = make_audit_writer(key)
-    conn = await connect(urls.app)
-    results: dict[str, dict[int, float]] = {
-        "heads function + INSERT (2 round trips)": {},
-        "lock, SELECT, INSERT (3)": {},
+    writer = make_audit_writer(key)  # knows each chain's head after its first write there
+
+    async def heads_then_insert(context: Any) -> None:
+        batch = [(origin_of(context), context.audit.entries(), current_trace_id())]
+        await write_batch(context.db, batch, key)  # no known heads: always reads them
+
+    variants: dict[str, Any] = {
+        "known head, one statement (1 round trip)": writer,
+        "heads function + INSERT (2 round trips)": heads_then_insert,
+        "lock, SELECT, INSERT (3)": lambda c: three_round_trips(c, key),
     }
-    district = await conn.fetchval("SELECT id FROM districts ORDER BY name LIMIT 1")
+    results: dict[str, dict[int, float]] = {label: {} for label in variants}
+    conn = await connect(urls.app)
     actor = uuid.uuid4()
+    # A chain per variant, so that no variant moves another's head.
+    chains = {label: uuid.uuid4() for label in variants}
     try:
         for n in sizes:
             timings: dict[str, list[float]] = {k: [] for k in results}
             for i in range(repeat):
-                for label, write in (
-                    ("heads function + INSERT (2 round trips)", writer),
-                    ("lock, SELECT, INSERT (3)", lambda c: three_round_trips(c, key)),
-                ):
+                for label, write in variants.items():
+                    district = chains[label]
                     async with conn.transaction():
                         await conn.execute("SELECT set_config('pledgeql.district_ids', $1, true)", str(district))
                         context = _context(conn, n, district, actor)

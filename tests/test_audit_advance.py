@@ -20,9 +20,11 @@ import pytest
 import pytest_asyncio
 
 from permissions.audit import PendingEntry
-from server.audit_writer import ADVANCE, HEADS, INSERT, KnownHeads, Origin, write_batch, write_entries
+from server.audit_writer import ADVANCE, HEADS, INSERT, KnownHeads, write_batch, write_entries
 from server.commands.audit_cli import verify_chains
 from server.db import connect
+from tests.test_audit_storage import _origin
+from tests.test_rls import app_role
 from tests.test_statement_count import counting
 
 TEACHER_NW = "teacher1@northwind.example"
@@ -30,20 +32,6 @@ ROSTER = "query R($id: ID!) { class(id: $id) { id students { id firstName } } }"
 LOCK_KEY = "SELECT pg_advisory_xact_lock(pledgeql_audit_lock_key($1))"
 ADVANCE_CALL = "SELECT pledgeql_audit_advance($1::uuid[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], '1s')"
 HEAD = "SELECT seq, encode(hash, 'hex') AS hash FROM audit_heads WHERE district_id = $1"
-
-
-def _origin() -> Origin:
-    return Origin(
-        at=dt.datetime.now(dt.UTC),
-        request_id=uuid.uuid4().hex,
-        client_request_id=None,
-        actor_id=uuid.uuid4(),
-        actor_role="TEACHER",
-        purpose="INSTRUCTION",
-        justification=None,
-        operation_name="Advance",
-        break_glass=False,
-    )
 
 
 def _entries(district: uuid.UUID, count: int) -> list[PendingEntry]:
@@ -54,11 +42,8 @@ def _entries(district: uuid.UUID, count: int) -> list[PendingEntry]:
 
 @pytest_asyncio.fixture
 async def app_conn(db: Any) -> AsyncIterator[Any]:
-    conn = await connect(db.app)
-    try:
+    async with app_role(db) as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 async def _write(conn: Any, district: uuid.UUID, key: bytes, known: KnownHeads, count: int = 3) -> list[str]:
@@ -73,7 +58,9 @@ async def _write(conn: Any, district: uuid.UUID, key: bytes, known: KnownHeads, 
         await conn.execute("SELECT set_config('pledgeql.district_ids', $1, true)", str(district))
         conn.add_query_logger(log)
         try:
-            await write_batch(conn, [(_origin(), _entries(district, count), None)], key, 1.0, known)
+            await write_batch(
+                conn, [(_origin(dt.datetime.now(dt.UTC)), _entries(district, count), None)], key, 1.0, known
+            )
         finally:
             conn.remove_query_logger(log)
     return seen
@@ -126,7 +113,7 @@ async def test_a_head_moved_by_another_writer_is_read_again_and_the_chain_stays_
     await _write(app_conn, district, key, mine)
     await _write(app_conn, district, key, theirs, 2)  # another worker
     async with owner.transaction():  # and an operator's command
-        await write_entries(owner, _origin(), _entries(district, 1), key)
+        await write_entries(owner, _origin(dt.datetime.now(dt.UTC)), _entries(district, 1), key)
     # ADVANCE finds the head moved and writes nothing; the head is read and the records chained onto it.
     assert await _write(app_conn, district, key, mine) == [ADVANCE, HEADS, INSERT]
     # After a miss the next write does not try.
