@@ -72,10 +72,15 @@ _ANCHOR_DOMAIN = b"pledgeql.audit.anchor.v1\n"
 # ------------------------------------------------------------------ collector
 
 
+# The student an entry is about: a UUID, or its canonical text as PostgreSQL
+# writes it (the compiled reads pass that, saving a parse per row); None for no one.
+SubjectId = uuid.UUID | str | None
+
+
 @dataclass(frozen=True, slots=True)
 class PendingEntry:
     district_key: str
-    subject_id: uuid.UUID | None
+    subject_id: SubjectId
     allowed: bool
     fields: tuple[str, ...]
     categories: tuple[str, ...]
@@ -95,14 +100,14 @@ class AuditCollector:
     __slots__ = ("_groups", "_last", "_separate")
 
     def __init__(self) -> None:
-        self._groups: dict[tuple[str, uuid.UUID | None, bool], _Group] = {}
+        self._groups: dict[tuple[str, SubjectId, bool], _Group] = {}
         self._separate: list[PendingEntry] = []
         # The group of the previous note, by the identity of its key's parts:
         # the fields of one object arrive one after another, and hashing a
         # UUID (a Python-level __hash__) is most of what a note costs.
         self._last: tuple[object, object, object, _Group | None] = (None, None, None, None)
 
-    def note(self, district_key: str, subject_id: uuid.UUID | None, field: str, category: str, allowed: bool) -> None:
+    def note(self, district_key: str, subject_id: SubjectId, field: str, category: str, allowed: bool) -> None:
         """One resolve of ``field`` (``Type.field``) of ``category`` (a DataCategory value, or "" for none)."""
         last = self._last
         group = last[3]
@@ -119,7 +124,7 @@ class AuditCollector:
     def note_fields(
         self,
         district_key: str,
-        subject_id: uuid.UUID | None,
+        subject_id: SubjectId,
         fields: dict[str, None],
         categories: dict[str, None],
         allowed: bool,
@@ -137,7 +142,7 @@ class AuditCollector:
     def record(
         self,
         district_key: str,
-        subject_id: uuid.UUID | None,
+        subject_id: SubjectId,
         fields: Iterable[str],
         categories: Iterable[str],
         allowed: bool,

@@ -847,17 +847,12 @@ class CompiledReads:
         errors: list[tuple[GraphQLError, list[str | int]]] = []
         # One error per denied field, shared by its occurrences: only the path differs.
         refused: dict[int, GraphQLError] = {}
-        subjects: dict[str, uuid.UUID] = {}
         for level, rows in found:
             # Per width of the level's rows (a progress's mastery levels noted or not):
             # its fields as noted per decision, and its denied members.
             shapes: dict[int, tuple[list[tuple[bool, dict[str, None], dict[str, None]]], list[Member]]] = {}
             for path, row in rows:
-                subject = None
-                if len(row) > 1:
-                    subject = subjects.get(row[1])
-                    if subject is None:
-                        subject = subjects[row[1]] = uuid.UUID(row[1])
+                subject = row[1] if len(row) > 1 else None  # the student's id as PostgreSQL wrote it
                 members = level.members if level.inline is None else level.noted(row)
                 shape = shapes.get(len(members))
                 if shape is None:
