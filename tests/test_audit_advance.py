@@ -148,7 +148,7 @@ async def test_advance_refuses_at_once_while_the_chain_lock_is_held_and_the_writ
     await _verified(owner, key, district, 3)
 
 
-@pytest.mark.parametrize("change", ["other district", "seq", "hash", "none"])
+@pytest.mark.parametrize("change", ["other district", "no district", "seq", "hash", "none"])
 async def test_advance_moves_a_head_only_from_the_expected_one_in_the_caller_s_districts(
     owner: Any, app_conn: Any, settings: Any, change: str
 ) -> None:
@@ -161,7 +161,8 @@ async def test_advance_moves_a_head_only_from_the_expected_one_in_the_caller_s_d
     try:
         scope = str(uuid.uuid4()) if change == "other district" else str(district)
         await app_conn.execute("SELECT set_config('pledgeql.district_ids', $1, true)", scope)
-        moved = await app_conn.fetchval(ADVANCE_CALL, [district], [seq], [digest], [seq + 5], ["cd" * 32])
+        asked = [] if change == "no district" else [district]
+        moved = await app_conn.fetchval(ADVANCE_CALL, asked, [seq], [digest], [seq + 5], ["cd" * 32])
         assert moved is (change == "none")
         after = await owner.fetchrow(HEAD, district)  # another transaction: the head as committed
         assert dict(after) == dict(head)

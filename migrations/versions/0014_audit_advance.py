@@ -42,7 +42,7 @@ def upgrade() -> None:
             district uuid;
             matched integer;
         BEGIN
-            IF cardinality(p_districts) IS NULL OR NOT p_districts <@ coalesce(mine, '{}') THEN
+            IF coalesce(cardinality(p_districts), 0) = 0 OR NOT p_districts <@ coalesce(mine, '{}') THEN
                 RETURN false;
             END IF;
             PERFORM set_config('lock_timeout', p_lock_timeout, true);
