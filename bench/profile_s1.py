@@ -74,7 +74,7 @@ SETUP_FRAMES = ("_find_and_load", "prepare_subjects", "create_app", "create_unen
 
 def part_of(function: str, path: str) -> str | None:
     path = path.replace("\\", "/")
-    if function == "_respond" or (path == "<built-in>" and function in ("dumps", "loads")):
+    if function == "respond" or (path == "<built-in>" and function in ("dumps", "loads")):
         return JSON
     for part, fragments in PARTS:
         if any(f in path for f in fragments):

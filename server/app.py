@@ -37,8 +37,11 @@ from server.audit_writer import keep_audit_partitions, make_audit_writer
 from server.auth import TokenVerifier
 from server.cors import cors_options
 from server.db import DatabaseUrls, server_urls, sqlalchemy_url
+from server.documents import root_fields
+from server.failures import is_connection_error
 from server.graphiql import PREFIX, graphiql_asset, graphiql_page
-from server.graphql_http import GraphQLEndpoint, client_address, is_connection_error, root_fields
+from server.graphql_http import GraphQLEndpoint
+from server.http_request import client_address
 from server.limits import Limits
 from server.notice_page import privacy_response
 from server.operations import Checker, OperationRegistry, OperationsError

@@ -62,19 +62,19 @@ from schema.types import Response, Student
 from server.auth import TokenClaims
 from server.context import ClientInfo, RequestContext
 from server.db import connect
-from server.graphql_http import (
+from server.documents import select_operation
+from server.failures import (
     AUDIT_UNAVAILABLE_MESSAGE,
     UNAVAILABLE_MESSAGE,
     AuditUnavailable,
-    GraphQLEndpoint,
-    GraphQLRequest,
     TransactionEnded,
-    _during,
-    _select_operation,
-    format_error,
     is_connection_error,
+    raised_during,
 )
+from server.graphql_http import GraphQLEndpoint
 from server.headers import checked_justification
+from server.http_request import GraphQLRequest
+from server.replies import format_error
 
 log = logging.getLogger("pledgeql.live")
 
@@ -352,7 +352,7 @@ class LiveService:
         prepared = endpoint.documents.get(endpoint.resolve_persisted(gql))
         if prepared.errors:
             raise OperationErrors([format_error(e, endpoint.production) for e in prepared.errors])
-        operation = _select_operation(prepared.document, gql.operation_name)
+        operation = select_operation(prepared.document, gql.operation_name)
         if operation.operation is not OperationType.SUBSCRIPTION:
             raise RequestError(
                 "BAD_USER_INPUT", "Only subscriptions are served here: send queries and mutations to POST /graphql"
@@ -642,7 +642,7 @@ class LiveSubscription:
         except RequestError as error:
             raise Ended(error) from None
         except Exception as error:
-            if _during(error, AuditUnavailable):
+            if raised_during(error, AuditUnavailable):
                 raise Ended(RequestError("AUDIT_UNAVAILABLE", AUDIT_UNAVAILABLE_MESSAGE)) from None
             if not is_connection_error(error):
                 raise

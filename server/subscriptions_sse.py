@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from permissions.errors import STATUS, RequestError
-from server.graphql_http import RateLimited, request_id_of
 from server.headers import purpose_header, single_header
+from server.http_request import RateLimited, request_id_of
 from server.ratelimit import retry_after_header
 from server.subscriptions import LiveService, OperationErrors, error_payload
 

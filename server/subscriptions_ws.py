@@ -27,7 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDiscon
 
 from permissions.errors import RequestError
 from server.context import ClientInfo
-from server.graphql_http import GraphQLRequest, MalformedRequest
+from server.http_request import GraphQLRequest, MalformedRequest
 from server.subscriptions import Caller, LiveService, LiveSubscription, OperationErrors, error_payload
 
 log = logging.getLogger("pledgeql.live.ws")

@@ -48,7 +48,7 @@ from hypothesis import strategies as st
 
 from bench.corpus import shared_queries
 from server.app import UNPLANNED_ROOTS
-from server.graphql_http import root_fields
+from server.documents import root_fields
 from tests.conftest import ALL_PURPOSES, justified
 from tests.test_compiled import entries, resolver_path_only
 

@@ -30,7 +30,7 @@ import pytest_asyncio
 from server.app import create_app
 from server.commands.audit_cli import verify_chains
 from server.db import DatabaseUrls, connect
-from server.graphql_http import is_connection_error
+from server.failures import is_connection_error
 from server.settings import Settings
 from tests.conftest import TEST_POLICIES, error_codes
 

@@ -22,7 +22,8 @@ from server.app import create_app
 from server.auth import mint_token
 from server.commands.cli import main as cli_main
 from server.db import DatabaseUrls
-from server.graphql_http import DocumentCache, format_error
+from server.documents import DocumentCache
+from server.replies import format_error
 from server.settings import Settings
 from tests.conftest import error_codes
 from tests.test_tokens import Keys, claims_for, make_keys, production, sign
