@@ -121,10 +121,6 @@ def error_reply(request: Request, error: RequestError) -> Reply:
     return Reply(error.body(), status, headers)
 
 
-def error_response(request: Request, error: RequestError, request_id: str) -> Response:
-    return respond(request, error_reply(request, error), request_id)
-
-
 # ------------------------------------------------------------ the response
 
 
