@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypeAlias
+
 import strawberry
 
 from permissions.errors import BadUserInput
+
+if TYPE_CHECKING:
+    from server.context import PublicContext, RequestContext
+
+    # What a resolver receives: a signed-in request's context (server/context.py).
+    Info: TypeAlias = strawberry.Info[RequestContext, None]
+    # Public fields (``policy``, ``policyVersions``) also resolve for requests
+    # without a token, whose context is the smaller PublicContext.
+    PublicInfo: TypeAlias = strawberry.Info[RequestContext | PublicContext, None]
+else:
+    # Strawberry reads a resolver's annotations when the schema is built and
+    # only needs to see ``strawberry.Info`` there; the context's type is for
+    # the type checker, so schema/ does not import server/ at run time.
+    Info = PublicInfo = strawberry.Info
 
 # The largest page a list argument may ask for.
 MAX_PAGE = 500

@@ -6,12 +6,12 @@ import uuid
 from typing import Any
 
 import strawberry
-from strawberry.types import Info
 
 from permissions.enums import DataCategory
 from permissions.errors import BadUserInput, NotFound
 from schema import governance_ops, reports, rights
 from schema.audit import AuditConnection, AuditFilter, audit_log
+from schema.base import Info, PublicInfo
 from schema.enums import DataRequestStatus
 from schema.governance import AggregateReport, DataRequest, DeletionCertificate, ReportInput, SupportGrant
 from schema.policy import PolicyDocument
@@ -159,7 +159,7 @@ class Query:
         return await reports.usage_report(info, input)
 
     @strawberry.field(description="Public: needs no token. The current version unless one is named.")
-    def policy(self, info: Info, version: str | None = None) -> PolicyDocument:
+    def policy(self, info: PublicInfo, version: str | None = None) -> PolicyDocument:
         from permissions.policy import UnknownPolicyVersion
         from schema.catalog import category_fields
 
@@ -173,7 +173,7 @@ class Query:
         return PolicyDocument.from_data(doc, category_fields())
 
     @strawberry.field
-    def policy_versions(self, info: Info) -> list[str]:
+    def policy_versions(self, info: PublicInfo) -> list[str]:
         return list(info.context.policies.versions())
 
     @strawberry.field

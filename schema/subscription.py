@@ -7,10 +7,10 @@ import uuid
 from collections.abc import AsyncGenerator
 
 import strawberry
-from strawberry.types import Info
 
 from permissions.enums import DataCategory
 from permissions.errors import NotAvailable
+from schema.base import Info
 from schema.classified import classified
 from schema.enums import ActivityKind
 from schema.types import Response, Student

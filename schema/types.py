@@ -14,14 +14,13 @@ import uuid
 from typing import Any
 
 import strawberry
-from strawberry.types import Info
 
 from permissions.decide import Decision
 from permissions.enums import DataCategory, DenyReason, Role
 from permissions.errors import BadUserInput, Forbidden
 from resolvers.reads import Row, encode_cursor
 from schema.audit import AuditConnection, access_log
-from schema.base import Node, PageInfo, check_first
+from schema.base import Info, Node, PageInfo, check_first
 from schema.classified import classified
 from schema.enums import ActivityKind, PurposeEnum, RoleEnum
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import strawberry
-from strawberry.types import Info
 
 from permissions.decide import allowed_purposes
 from permissions.enums import Role
+from schema.base import Info
 from schema.enums import PurposeEnum, RoleEnum
 from schema.types import Class, District, Guardian, Staff, Student
 
