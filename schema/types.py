@@ -40,8 +40,15 @@ def directory_decision(ctx: Any) -> Decision:
     return Decision.ALLOW
 
 
-def _id(value: Any) -> strawberry.ID:
-    return strawberry.ID(str(value))
+def row_id(self: Any) -> strawberry.ID:
+    """The ``id`` of a type that wraps a database row: the row's id.
+
+    Each such type declares ``id: strawberry.ID = strawberry.field(resolver=row_id)``,
+    which the type checker reads as the interface's ``id`` attribute (not a
+    constructor argument) and the schema build as a method taking only ``self``
+    (a direct resolver, schema/direct.py).
+    """
+    return strawberry.ID(str(self.row["id"]))
 
 
 # ------------------------------------------------------------- organisations
@@ -85,9 +92,7 @@ class DistrictSettings:
 class District(Node):
     row: strawberry.Private[Row]
 
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return _id(self.row["id"])
+    id: strawberry.ID = strawberry.field(resolver=row_id)
 
     @strawberry.field
     def name(self) -> str:
@@ -122,9 +127,7 @@ class District(Node):
 class School(Node):
     row: strawberry.Private[Row]
 
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return _id(self.row["id"])
+    id: strawberry.ID = strawberry.field(resolver=row_id)
 
     @strawberry.field
     def name(self) -> str:
@@ -149,9 +152,7 @@ class School(Node):
 class Class(Node):
     row: strawberry.Private[Row]
 
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return _id(self.row["id"])
+    id: strawberry.ID = strawberry.field(resolver=row_id)
 
     @strawberry.field
     def name(self) -> str:
@@ -201,9 +202,7 @@ class Staff(Node):
     def of(cls, row: Row) -> Staff:
         return cls(row=row, district_key=str(row["district_id"]), subject_id=None)
 
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return _id(self.row["id"])
+    id: strawberry.ID = strawberry.field(resolver=row_id)
 
     @strawberry.field
     def role(self) -> RoleEnum:
@@ -232,9 +231,7 @@ class Guardian(Node):
     def of(cls, row: Row, child_id: uuid.UUID | None) -> Guardian:
         return cls(row=row, district_key=str(row["district_id"]), subject_id=child_id)
 
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return _id(self.row["id"])
+    id: strawberry.ID = strawberry.field(resolver=row_id)
 
     @classified(DataCategory.CONTACT)
     def first_name(self) -> str | None:
@@ -320,9 +317,7 @@ class Student(Node):
     def of(cls, row: Row) -> Student:
         return cls(row=row, district_key=str(row["district_id"]), subject_id=row["id"])
 
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return _id(self.row["id"])
+    id: strawberry.ID = strawberry.field(resolver=row_id)
 
     @strawberry.field
     async def school(self, info: Info) -> School:
@@ -488,9 +483,7 @@ async def student_connection(
 class Item(Node):
     row: strawberry.Private[Row]
 
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return _id(self.row["id"])
+    id: strawberry.ID = strawberry.field(resolver=row_id)
 
     @strawberry.field
     def prompt(self) -> str:
@@ -509,9 +502,7 @@ class Item(Node):
 class Assessment(Node):
     row: strawberry.Private[Row]
 
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return _id(self.row["id"])
+    id: strawberry.ID = strawberry.field(resolver=row_id)
 
     @strawberry.field
     def title(self) -> str:
@@ -531,9 +522,7 @@ class Assessment(Node):
 class Assignment(Node):
     row: strawberry.Private[Row]
 
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return _id(self.row["id"])
+    id: strawberry.ID = strawberry.field(resolver=row_id)
 
     @strawberry.field
     def title(self) -> str:
@@ -574,9 +563,7 @@ class Response(Node):
     def of(cls, row: Row) -> Response:
         return cls(row=row, district_key=str(row["district_id"]), subject_id=row["student_id"])
 
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return _id(self.row["id"])
+    id: strawberry.ID = strawberry.field(resolver=row_id)
 
     @strawberry.field
     async def item(self, info: Info) -> Item:
@@ -625,9 +612,7 @@ class ActivityEvent(Node):
     def of(cls, row: Row) -> ActivityEvent:
         return cls(row=row, district_key=str(row["district_id"]), subject_id=row["student_id"])
 
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return _id(self.row["id"])
+    id: strawberry.ID = strawberry.field(resolver=row_id)
 
     @classified(DataCategory.USAGE)
     def kind(self) -> ActivityKind | None:
@@ -656,9 +641,7 @@ class DeviceSession(Node):
     def of(cls, row: Row) -> DeviceSession:
         return cls(row=row, district_key=str(row["district_id"]), subject_id=row["student_id"])
 
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return _id(self.row["id"])
+    id: strawberry.ID = strawberry.field(resolver=row_id)
 
     @classified(DataCategory.DEVICE)
     def started_at(self) -> dt.datetime | None:
