@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import strawberry
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema_directive import Location
+from strawberry.types.field import StrawberryField
 
 from permissions.decide import Decision
 from permissions.enums import DataCategory
 from permissions.errors import Forbidden
-from schema.base import Info
+from schema.base import Info, Resolver
 from schema.enums import DataCategoryEnum
 
 if TYPE_CHECKING:
@@ -115,10 +116,10 @@ _PERMISSIONS: dict[DataCategory, type[ClassifiedPermission]] = {
 }
 
 
-def classified(category: DataCategory, **field_args: Any) -> Callable[[Callable[..., Any]], Any]:
+def classified(category: DataCategory, **field_args: Any) -> Callable[[Resolver], StrawberryField]:
     """Declare a resolver's field personal data of ``category``."""
 
-    def wrap(resolver: Callable[..., Any]) -> Any:
+    def wrap(resolver: Resolver) -> StrawberryField:
         return strawberry.field(
             resolver,
             directives=[Classified(category=category)],

@@ -20,7 +20,7 @@ from permissions.enums import DataCategory, DenyReason, Role
 from permissions.errors import BadUserInput, Forbidden
 from resolvers.reads import Row, encode_cursor
 from schema.audit import AuditConnection, access_log
-from schema.base import Info, Node, PageInfo, check_first
+from schema.base import Info, Node, PageInfo, check_first, field
 from schema.classified import classified
 from schema.enums import ActivityKind, PurposeEnum, RoleEnum
 
@@ -98,7 +98,7 @@ class District(Node):
     def name(self) -> str:
         return str(self.row["name"])
 
-    @strawberry.field(description="k: aggregate groups with fewer students than this are suppressed.")
+    @field(description="k: aggregate groups with fewer students than this are suppressed.")
     def minimum_group_size(self) -> int:
         return int(self.row["minimum_group_size"])
 
@@ -111,7 +111,7 @@ class District(Node):
         rows = await info.context.reads.schools_of_district(self.row["id"])
         return [School(row=r) for r in rows]
 
-    @strawberry.field(description="DISTRICT_ADMIN only.")
+    @field(description="DISTRICT_ADMIN only.")
     def settings(self, info: Info) -> DistrictSettings | None:
         if info.context.principal.role is not Role.DISTRICT_ADMIN:
             raise Forbidden(
@@ -434,7 +434,7 @@ class Student(Node):
         rows = await info.context.reads.guardians_of_student(self.row["id"])
         return [Guardian.of(r, self.subject_id) for r in rows]
 
-    @strawberry.field(description="Who read or was refused this student's data: the record of disclosures.")
+    @field(description="Who read or was refused this student's data: the record of disclosures.")
     async def access_log(self, info: Info, first: int | None = 50, after: str | None = None) -> AuditConnection | None:
         return await access_log(info, self.district_key, self.subject_id, first, after)
 
@@ -528,7 +528,7 @@ class Assignment(Node):
     def title(self) -> str:
         return str(self.row["title"])
 
-    @strawberry.field(name="class")
+    @field(name="class")
     async def class_(self, info: Info) -> Class:
         row = await info.context.reads.klass(self.row["class_id"])
         return Class(row=row)
