@@ -5,6 +5,10 @@ Objects wrap database rows. Objects that carry personal data also carry
 for the permission check and the audit. Relationship fields load through the
 request's scoped loaders, so a row outside the caller's scope never becomes
 an object at all.
+
+Rows are untyped (``resolvers.reads.Row``). A field that returns a column as
+it is names the column's type on a local variable: the type checker holds the
+return to it, and unlike ``typing.cast`` it costs nothing per resolve.
 """
 
 from __future__ import annotations
@@ -210,15 +214,18 @@ class Staff(Node):
 
     @classified(DataCategory.STAFF)
     def first_name(self) -> str | None:
-        return self.row["first_name"]
+        value: str | None = self.row["first_name"]
+        return value
 
     @classified(DataCategory.STAFF)
     def last_name(self) -> str | None:
-        return self.row["last_name"]
+        value: str | None = self.row["last_name"]
+        return value
 
     @classified(DataCategory.STAFF)
     def email(self) -> str | None:
-        return self.row["email"]
+        value: str | None = self.row["email"]
+        return value
 
 
 @strawberry.type
@@ -235,23 +242,28 @@ class Guardian(Node):
 
     @classified(DataCategory.CONTACT)
     def first_name(self) -> str | None:
-        return self.row["first_name"]
+        value: str | None = self.row["first_name"]
+        return value
 
     @classified(DataCategory.CONTACT)
     def last_name(self) -> str | None:
-        return self.row["last_name"]
+        value: str | None = self.row["last_name"]
+        return value
 
     @classified(DataCategory.CONTACT)
     def email(self) -> str | None:
-        return self.row["email"]
+        value: str | None = self.row["email"]
+        return value
 
     @classified(DataCategory.CONTACT)
     def phone(self) -> str | None:
-        return self.row["phone"]
+        value: str | None = self.row["phone"]
+        return value
 
     @classified(DataCategory.CONTACT)
     def relationship(self) -> str | None:
-        return self.row.get("relationship")
+        value: str | None = self.row.get("relationship")
+        return value
 
 
 @strawberry.type
@@ -331,43 +343,53 @@ class Student(Node):
 
     @classified(DataCategory.DIRECTORY)
     def first_name(self) -> str | None:
-        return self.row["first_name"]
+        value: str | None = self.row["first_name"]
+        return value
 
     @classified(DataCategory.DIRECTORY)
     def last_name(self) -> str | None:
-        return self.row["last_name"]
+        value: str | None = self.row["last_name"]
+        return value
 
     @classified(DataCategory.DIRECTORY)
     def preferred_name(self) -> str | None:
-        return self.row["preferred_name"]
+        value: str | None = self.row["preferred_name"]
+        return value
 
     @classified(DataCategory.DIRECTORY)
     def username(self) -> str | None:
-        return self.row["username"]
+        value: str | None = self.row["username"]
+        return value
 
     @classified(DataCategory.DIRECTORY)
     def grade_level(self) -> str | None:
-        return self.row["grade_level"]
+        value: str | None = self.row["grade_level"]
+        return value
 
     @classified(DataCategory.IDENTIFIER)
     def student_number(self) -> str | None:
-        return self.row["student_number"]
+        value: str | None = self.row["student_number"]
+        return value
 
     @classified(DataCategory.IDENTIFIER)
     def state_id(self) -> str | None:
-        return self.row["state_id"]
+        value: str | None = self.row["state_id"]
+        return value
 
     @classified(DataCategory.IDENTIFIER)
     def email(self) -> str | None:
-        return self.row["email"]
+        value: str | None = self.row["email"]
+        return value
 
     @classified(DataCategory.DEMOGRAPHIC)
     def gender(self) -> str | None:
-        return self.row["gender"]
+        value: str | None = self.row["gender"]
+        return value
 
     @classified(DataCategory.DEMOGRAPHIC)
     def birth_date(self) -> dt.date | None:
-        return self.row["birth_date"]
+        value: dt.date | None = self.row["birth_date"]
+        return value
 
     @classified(DataCategory.DEMOGRAPHIC)
     def ethnicity(self) -> list[str] | None:
@@ -376,19 +398,23 @@ class Student(Node):
 
     @classified(DataCategory.DEMOGRAPHIC)
     def english_learner(self) -> bool | None:
-        return self.row["english_learner"]
+        value: bool | None = self.row["english_learner"]
+        return value
 
     @classified(DataCategory.DEMOGRAPHIC)
     def special_education(self) -> bool | None:
-        return self.row["special_education"]
+        value: bool | None = self.row["special_education"]
+        return value
 
     @classified(DataCategory.DEMOGRAPHIC)
     def economically_disadvantaged(self) -> bool | None:
-        return self.row["economically_disadvantaged"]
+        value: bool | None = self.row["economically_disadvantaged"]
+        return value
 
     @classified(DataCategory.PERFORMANCE)
     def learning_level(self) -> str | None:
-        return self.row["learning_level"]
+        value: str | None = self.row["learning_level"]
+        return value
 
     @classified(DataCategory.PERFORMANCE)
     async def progress(self, info: Info) -> StudentProgress | None:
@@ -413,7 +439,8 @@ class Student(Node):
 
     @classified(DataCategory.USAGE)
     def last_active_at(self) -> dt.datetime | None:
-        return self.row["last_active_at"]
+        value: dt.datetime | None = self.row["last_active_at"]
+        return value
 
     @classified(DataCategory.USAGE, description="Newest first.")
     async def activity(
@@ -540,7 +567,8 @@ class Assignment(Node):
 
     @strawberry.field
     def due_at(self) -> dt.datetime | None:
-        return self.row["due_at"]
+        value: dt.datetime | None = self.row["due_at"]
+        return value
 
     @strawberry.field
     async def created_by(self, info: Info) -> Staff | None:
@@ -579,27 +607,33 @@ class Response(Node):
 
     @classified(DataCategory.WORK)
     def answer(self) -> str | None:
-        return self.row["answer"]
+        value: str | None = self.row["answer"]
+        return value
 
     @classified(DataCategory.PERFORMANCE)
     def correct(self) -> bool | None:
-        return self.row["correct"]
+        value: bool | None = self.row["correct"]
+        return value
 
     @classified(DataCategory.PERFORMANCE)
     def score(self) -> float | None:
-        return self.row["score"]
+        value: float | None = self.row["score"]
+        return value
 
     @classified(DataCategory.PERFORMANCE)
     def feedback(self) -> str | None:
-        return self.row["feedback"]
+        value: str | None = self.row["feedback"]
+        return value
 
     @classified(DataCategory.PERFORMANCE)
     def submitted_at(self) -> dt.datetime | None:
-        return self.row["submitted_at"]
+        value: dt.datetime | None = self.row["submitted_at"]
+        return value
 
     @classified(DataCategory.USAGE)
     def time_spent_seconds(self) -> int | None:
-        return self.row["time_spent_seconds"]
+        value: int | None = self.row["time_spent_seconds"]
+        return value
 
 
 @strawberry.type
@@ -620,15 +654,18 @@ class ActivityEvent(Node):
 
     @classified(DataCategory.USAGE)
     def target(self) -> str | None:
-        return self.row["target"]
+        value: str | None = self.row["target"]
+        return value
 
     @classified(DataCategory.USAGE)
     def occurred_at(self) -> dt.datetime | None:
-        return self.row["occurred_at"]
+        value: dt.datetime | None = self.row["occurred_at"]
+        return value
 
     @classified(DataCategory.USAGE)
     def duration_ms(self) -> int | None:
-        return self.row["duration_ms"]
+        value: int | None = self.row["duration_ms"]
+        return value
 
 
 @strawberry.type
@@ -645,28 +682,35 @@ class DeviceSession(Node):
 
     @classified(DataCategory.DEVICE)
     def started_at(self) -> dt.datetime | None:
-        return self.row["started_at"]
+        value: dt.datetime | None = self.row["started_at"]
+        return value
 
     @classified(DataCategory.DEVICE)
     def ip_address(self) -> str | None:
-        return self.row["ip_address"]
+        value: str | None = self.row["ip_address"]
+        return value
 
     @classified(DataCategory.DEVICE)
     def user_agent(self) -> str | None:
-        return self.row["user_agent"]
+        value: str | None = self.row["user_agent"]
+        return value
 
     @classified(DataCategory.DEVICE)
     def browser(self) -> str | None:
-        return self.row["browser"]
+        value: str | None = self.row["browser"]
+        return value
 
     @classified(DataCategory.DEVICE)
     def operating_system(self) -> str | None:
-        return self.row["operating_system"]
+        value: str | None = self.row["operating_system"]
+        return value
 
     @classified(DataCategory.DEVICE)
     def device_type(self) -> str | None:
-        return self.row["device_type"]
+        value: str | None = self.row["device_type"]
+        return value
 
     @classified(DataCategory.DEVICE)
     def referrer(self) -> str | None:
-        return self.row["referrer"]
+        value: str | None = self.row["referrer"]
+        return value
