@@ -32,6 +32,7 @@ from permissions.audit import AuditCollector
 from permissions.decide import DecisionTable, DistrictConditions, Relationship
 from permissions.enums import DataCategory, Purpose, Role
 from permissions.policy import load_policy_set
+from schema.build import graphql_schema
 from schema.classified import classified
 
 DISTRICT = str(uuid.UUID(int=1))
@@ -253,7 +254,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=25)
     args = parser.parse_args()
 
-    schema = strawberry.Schema(query=Query)._schema
+    schema = graphql_schema(strawberry.Schema(query=Query))
     resolves = args.objects * FIELDS
     selection = " ".join(f"f{i}" for i in range(FIELDS))
     documents = {root: parse(f"{{ {root}(n: {args.objects}) {{ {selection} }} }}") for _, root, _ in VARIANTS}

@@ -36,7 +36,7 @@ from strawberry.types.base import StrawberryObjectDefinition, get_object_definit
 from permissions.decide import Decision
 from permissions.enums import DataCategory
 from permissions.policy import PolicySet, load_policy_set
-from schema.build import build_schema
+from schema.build import build_schema, graphql_schema
 from schema.classified import category_of
 from schema.compiled import CompiledReads, Plan, Planner
 from schema.mutation import Mutation
@@ -146,10 +146,10 @@ def create_unenforced_app(settings: Settings | None = None, urls: DatabaseUrls |
                     "server.app no longer exposes state.pledgeql.endpoint.schema/audit_writer: "
                     "update bench/unenforced_app.py to the new construction"
                 )
-            endpoint.schema = schema._schema
+            endpoint.schema = graphql_schema(schema)
             endpoint.audit_writer = _no_audit
             endpoint.compiled = UnenforcedCompiledReads()
-            endpoint.planner = Planner(schema._schema)
+            endpoint.planner = Planner(graphql_schema(schema))
             yield value
 
     app.router.lifespan_context = lifespan

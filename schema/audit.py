@@ -15,11 +15,10 @@ import uuid
 from typing import Any
 
 import strawberry
-from strawberry.types import Info
 
 from permissions.errors import BadUserInput, Forbidden
 from resolvers.audit_log import MAX_SEQ, AuditFilters, audit_page
-from schema.base import Node, PageInfo, check_first
+from schema.base import Info, Node, PageInfo, check_first
 from schema.enums import DataCategoryEnum, Decision, PurposeEnum, RoleEnum
 from schema.gate import Needs, gate
 

@@ -2,12 +2,55 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeAlias
+
 import strawberry
+from strawberry.types.field import StrawberryField
 
 from permissions.errors import BadUserInput
 
+if TYPE_CHECKING:
+    from server.context import PublicContext, RequestContext
+
+    # What a resolver receives: a signed-in request's context (server/context.py).
+    Info: TypeAlias = strawberry.Info[RequestContext, None]
+    # Public fields (``policy``, ``policyVersions``) also resolve for requests
+    # without a token, whose context is the smaller PublicContext.
+    PublicInfo: TypeAlias = strawberry.Info[RequestContext | PublicContext, None]
+else:
+    # Strawberry reads a resolver's annotations when the schema is built and
+    # only needs to see ``strawberry.Info`` there; the context's type is for
+    # the type checker, so schema/ does not import server/ at run time.
+    Info = PublicInfo = strawberry.Info
+
+Resolver = Callable[..., Any]
+
 # The largest page a list argument may ask for.
 MAX_PAGE = 500
+
+
+def field(*, name: str | None = None, description: str | None = None) -> Callable[[Resolver], StrawberryField]:
+    """``@strawberry.field(name=..., description=...)`` for a resolver method.
+
+    Called with options only, ``strawberry.field`` is typed as returning Any
+    (strawberry-graphql issue 1929), which leaves the method it decorates
+    untyped; handing it the resolver picks its typed overload instead.
+    """
+
+    def wrap(resolver: Resolver) -> StrawberryField:
+        return strawberry.field(resolver, name=name, description=description)
+
+    return wrap
+
+
+def subscription(*, description: str) -> Callable[[Resolver], StrawberryField]:
+    """``@strawberry.subscription(description=...)``, typed as ``field`` is."""
+
+    def wrap(resolver: Resolver) -> StrawberryField:
+        return strawberry.subscription(resolver, description=description)
+
+    return wrap
 
 
 @strawberry.interface

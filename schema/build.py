@@ -13,6 +13,7 @@ import functools
 from collections.abc import Iterable
 
 import strawberry
+from graphql import GraphQLSchema
 
 from permissions.enums import DataCategory, Purpose
 from permissions.policy import PolicySet
@@ -35,13 +36,25 @@ def _graphql_schema() -> strawberry.Schema:
     return strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription)
 
 
+def graphql_schema(schema: strawberry.Schema) -> GraphQLSchema:
+    """The graphql-core schema that ``schema`` built and executes against.
+
+    The direct resolvers and the descriptions are installed on it, and the
+    server plans, checks and executes operations with it, so it must be that
+    very object, not one rebuilt from the SDL. Strawberry keeps it in
+    ``Schema._schema`` and offers no public accessor for it (its own printer
+    reads the attribute too); this is the one place that reads it.
+    """
+    return schema._schema
+
+
 def _fields(schema: strawberry.Schema) -> Iterable[tuple[str, DataCategory | None]]:
     """(Type.field, declared category) for every field of the personal types.
 
     A personal type the schema does not contain exposes nothing and is skipped
     (a schema built for a test may hold only some of them)."""
     for type_name in PERSONAL_TYPE_NAMES:
-        graphql_type = schema._schema.type_map.get(type_name)
+        graphql_type = graphql_schema(schema).type_map.get(type_name)
         if graphql_type is None:
             continue
         for field_name, field in graphql_type.fields.items():  # type: ignore[attr-defined]
@@ -52,7 +65,7 @@ def _unlisted_personal_types(schema: strawberry.Schema) -> list[str]:
     """Types with a classified field that are missing from PERSONAL_TYPES: their
     other fields would escape the category check."""
     unlisted = []
-    for type_name, graphql_type in schema._schema.type_map.items():
+    for type_name, graphql_type in graphql_schema(schema).type_map.items():
         fields = getattr(graphql_type, "fields", None)
         if type_name in PERSONAL_TYPE_NAMES or type_name.startswith("__") or not isinstance(fields, dict):
             continue
@@ -100,7 +113,7 @@ def check_policy(schema: strawberry.Schema, policies: PolicySet) -> None:
 def check_operation_fields(schema: strawberry.Schema) -> None:
     """Every operation a policy can name is a field of the schema (schema/gate.py)."""
     fields: set[str] = set()
-    for type_name, graphql_type in schema._schema.type_map.items():
+    for type_name, graphql_type in graphql_schema(schema).type_map.items():
         if not type_name.startswith("__") and isinstance(getattr(graphql_type, "fields", None), dict):
             fields |= set(graphql_type.fields)  # type: ignore[attr-defined]
     problems = check_operations(fields)
@@ -119,6 +132,6 @@ def build_schema(policies: PolicySet, schema: strawberry.Schema | None = None) -
     if served:
         # A schema built for a test may hold only some of the operations.
         check_operation_fields(schema)
-    install_direct_resolvers(schema)
-    keep_descriptions(schema._schema, {name: c.value for name, c in _fields(schema) if c is not None})
+    install_direct_resolvers(graphql_schema(schema))
+    keep_descriptions(graphql_schema(schema), {name: c.value for name, c in _fields(schema) if c is not None})
     return schema

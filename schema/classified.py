@@ -8,18 +8,23 @@ registers the field for the build-time checks and the notice at /privacy.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import strawberry
-from graphql import GraphQLResolveInfo
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema_directive import Location
-from strawberry.types import Info
+from strawberry.types.field import StrawberryField
 
 from permissions.decide import Decision
 from permissions.enums import DataCategory
 from permissions.errors import Forbidden
+from schema.base import Info, Resolver
 from schema.enums import DataCategoryEnum
+
+if TYPE_CHECKING:
+    from graphql.pyutils.path import Path
+
+    from server.context import RequestContext
 
 
 @strawberry.schema_directive(
@@ -36,6 +41,25 @@ class Classified:
     category: DataCategoryEnum
 
 
+class Resolve(Protocol):
+    """What the check reads of one resolve.
+
+    Strawberry's ``Info`` (the permission extension's path) and graphql-core's
+    ``GraphQLResolveInfo`` (the direct resolvers' path, schema/direct.py) both
+    offer it as public attributes.
+    """
+
+    @property
+    def context(self) -> RequestContext: ...
+
+    @property
+    def field_name(self) -> str: ...
+
+    # ``path.typename`` is the name of the type the field is resolved on.
+    @property
+    def path(self) -> Path: ...
+
+
 class ClassifiedPermission(BasePermission):
     """Allows the field when the request's decision for its category allows it.
 
@@ -50,21 +74,22 @@ class ClassifiedPermission(BasePermission):
 
     def __init__(self) -> None:
         super().__init__()
-        # "Type.field" per parent type (one instance per field; a field may be
-        # inherited by more than one type).
-        self._names: dict[Any, str] = {}
+        # "Type.field" per parent type name (one instance per field; a field
+        # may be inherited by more than one type).
+        self._names: dict[str | None, str] = {}
 
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
-        return self.check(source, info._raw_info)
+        return self.check(source, info)
 
-    def check(self, source: Any, raw: GraphQLResolveInfo[Any]) -> bool:
-        """The check itself, on graphql-core's resolve info: True, or FORBIDDEN raised."""
-        ctx = raw.context
+    def check(self, source: Any, resolve: Resolve) -> bool:
+        """The check itself: True, or FORBIDDEN raised."""
+        ctx = resolve.context
         district = source.district_key
         decision = ctx.decisions.lookup(district, self.category)
-        name = self._names.get(raw.parent_type)
+        parent = resolve.path.typename
+        name = self._names.get(parent)
         if name is None:
-            name = self._names[raw.parent_type] = f"{raw.parent_type.name}.{raw.field_name}"
+            name = self._names[parent] = f"{parent}.{resolve.field_name}"
         ctx.audit.note(district, source.subject_id, name, self.category_value, decision.allowed)
         if decision.allowed is True:
             return True
@@ -91,10 +116,10 @@ _PERMISSIONS: dict[DataCategory, type[ClassifiedPermission]] = {
 }
 
 
-def classified(category: DataCategory, **field_args: Any) -> Callable[[Callable[..., Any]], Any]:
+def classified(category: DataCategory, **field_args: Any) -> Callable[[Resolver], StrawberryField]:
     """Declare a resolver's field personal data of ``category``."""
 
-    def wrap(resolver: Callable[..., Any]) -> Any:
+    def wrap(resolver: Resolver) -> StrawberryField:
         return strawberry.field(
             resolver,
             directives=[Classified(category=category)],

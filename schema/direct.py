@@ -17,8 +17,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-import strawberry
-from graphql import GraphQLObjectType, GraphQLResolveInfo
+from graphql import GraphQLObjectType, GraphQLResolveInfo, GraphQLSchema
 from strawberry.permission import PermissionExtension
 
 from schema.classified import ClassifiedPermission
@@ -64,10 +63,10 @@ def direct_resolver(field: Any) -> Resolver | None:
     return None
 
 
-def install_direct_resolvers(schema: strawberry.Schema) -> int:
+def install_direct_resolvers(schema: GraphQLSchema) -> int:
     """Give every qualifying field of ``schema`` its direct resolver; return how many."""
     installed = 0
-    for graphql_type in schema._schema.type_map.values():
+    for graphql_type in schema.type_map.values():
         if not isinstance(graphql_type, GraphQLObjectType) or graphql_type.name.startswith("__"):
             continue
         for graphql_field in graphql_type.fields.values():

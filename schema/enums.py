@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import enum
+from typing import TypeAlias
 
 import strawberry
 
 from permissions.enums import DataCategory, Purpose, Role
 
-DataCategoryEnum = strawberry.enum(DataCategory, name="DataCategory")
-RoleEnum = strawberry.enum(Role, name="Role")
-PurposeEnum = strawberry.enum(Purpose, name="Purpose")
+# ``strawberry.enum`` registers the GraphQL enum on the policy's own class and
+# returns that class, so each name below is the policy enum itself.
+strawberry.enum(DataCategory, name="DataCategory")
+strawberry.enum(Role, name="Role")
+strawberry.enum(Purpose, name="Purpose")
+DataCategoryEnum: TypeAlias = DataCategory
+RoleEnum: TypeAlias = Role
+PurposeEnum: TypeAlias = Purpose
 
 
 @strawberry.enum

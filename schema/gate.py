@@ -15,11 +15,10 @@ import enum
 import uuid
 from typing import Any
 
-from strawberry.types import Info
-
 from permissions.enums import Role
 from permissions.errors import Forbidden
 from permissions.policy import KNOWN_OPERATIONS
+from schema.base import Info
 
 
 class Needs(enum.Enum):

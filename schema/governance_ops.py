@@ -16,12 +16,12 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import strawberry
-from strawberry.types import Info
 
 from permissions.enums import Purpose
 from permissions.errors import BadUserInput, NotFound
 from resolvers import governance as sql
 from resolvers.reads import Row
+from schema.base import Info
 from schema.gate import Needs, field_name, gate
 
 if TYPE_CHECKING:

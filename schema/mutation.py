@@ -12,10 +12,10 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 import strawberry
-from strawberry.types import Info
 
 from permissions.errors import FieldError
 from schema import governance_ops, practice, rights
+from schema.base import Info
 from schema.governance import (
     ActivityEventInput,
     Consent,

@@ -15,11 +15,10 @@ import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from strawberry.types import Info
-
 from permissions.enums import DataCategory, Role
 from permissions.errors import BadUserInput, Forbidden, NotFound
 from resolvers import practice as sql
+from schema.base import Info
 from schema.gate import Needs, gate
 from schema.types import Assignment, Response
 

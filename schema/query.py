@@ -6,12 +6,12 @@ import uuid
 from typing import Any
 
 import strawberry
-from strawberry.types import Info
 
 from permissions.enums import DataCategory
 from permissions.errors import BadUserInput, NotFound
 from schema import governance_ops, reports, rights
 from schema.audit import AuditConnection, AuditFilter, audit_log
+from schema.base import Info, PublicInfo, field
 from schema.enums import DataRequestStatus
 from schema.governance import AggregateReport, DataRequest, DeletionCertificate, ReportInput, SupportGrant
 from schema.policy import PolicyDocument
@@ -87,7 +87,7 @@ class Query:
             raise NotFound("School not found")
         return School(row=row)
 
-    @strawberry.field(name="class")
+    @field(name="class")
     async def class_(self, info: Info, id: strawberry.ID) -> Class | None:
         row = await info.context.reads.klass(_lookup_id(id, "Class"))
         if row is None:
@@ -158,8 +158,8 @@ class Query:
     async def usage_report(self, info: Info, input: ReportInput) -> AggregateReport:
         return await reports.usage_report(info, input)
 
-    @strawberry.field(description="Public: needs no token. The current version unless one is named.")
-    def policy(self, info: Info, version: str | None = None) -> PolicyDocument:
+    @field(description="Public: needs no token. The current version unless one is named.")
+    def policy(self, info: PublicInfo, version: str | None = None) -> PolicyDocument:
         from permissions.policy import UnknownPolicyVersion
         from schema.catalog import category_fields
 
@@ -173,7 +173,7 @@ class Query:
         return PolicyDocument.from_data(doc, category_fields())
 
     @strawberry.field
-    def policy_versions(self, info: Info) -> list[str]:
+    def policy_versions(self, info: PublicInfo) -> list[str]:
         return list(info.context.policies.versions())
 
     @strawberry.field
@@ -186,7 +186,7 @@ class Query:
     async def data_requests(self, info: Info, status: DataRequestStatus | None = None) -> list[DataRequest]:
         return await rights.data_requests(info, status)
 
-    @strawberry.field(description="Certificates of deleted student records (not in the contract; schema/rights.py).")
+    @field(description="Certificates of deleted student records (not in the contract; schema/rights.py).")
     async def deletion_certificates(
         self, info: Info, student_id: strawberry.ID | None = None
     ) -> list[DeletionCertificate]:

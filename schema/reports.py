@@ -50,8 +50,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from strawberry.types import Info
-
 from permissions.decide import DistrictConditions, is_collected, is_purpose_authorized
 from permissions.enums import AggregateScope, DataCategory, DenyReason, Purpose, Role
 from permissions.errors import BadUserInput, Forbidden
@@ -65,6 +63,7 @@ from resolvers.reports import (
     Universe,
     run_report,
 )
+from schema.base import Info
 from schema.enums import Dimension, SuppressionReason
 from schema.governance import AggregateReport, AggregateRow, GroupValue, ReportInput, ScopeInput
 

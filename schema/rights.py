@@ -23,12 +23,12 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import strawberry
-from strawberry.types import Info
 
 from permissions.enums import DataCategory, DenyReason
 from permissions.errors import BadUserInput, FieldError, Forbidden, NotFound
 from resolvers import rights as sql
 from resolvers.reads import Row
+from schema.base import Info
 from schema.enums import DataRequestKind, DataRequestStatus
 from schema.gate import Needs, field_name, gate
 

@@ -7,10 +7,10 @@ import uuid
 from collections.abc import AsyncGenerator
 
 import strawberry
-from strawberry.types import Info
 
 from permissions.enums import DataCategory
 from permissions.errors import NotAvailable
+from schema.base import Info, field, subscription
 from schema.classified import classified
 from schema.enums import ActivityKind
 from schema.types import Response, Student
@@ -39,7 +39,7 @@ class ClassActivity:
     def at(self) -> dt.datetime | None:
         return self.event_at
 
-    @strawberry.field(description="The response just submitted; null for other kinds of activity.")
+    @field(description="The response just submitted; null for other kinds of activity.")
     def response(self) -> Response | None:
         return self.response_row
 
@@ -50,7 +50,7 @@ class ClassActivity:
     "query that read the same fields."
 )
 class Subscription:
-    @strawberry.subscription(
+    @subscription(
         description="What happens in one class the caller may see, as it happens: responses submitted, "
         "practice sessions started and ended."
     )

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import strawberry
-from strawberry.types import Info
 
 from permissions.decide import allowed_purposes
 from permissions.enums import Role
+from schema.base import Info, field
 from schema.enums import PurposeEnum, RoleEnum
 from schema.types import Class, District, Guardian, Staff, Student
 
@@ -25,7 +25,7 @@ class Viewer:
     def purpose(self, info: Info) -> PurposeEnum:
         return info.context.purpose
 
-    @strawberry.field(description="Purposes this caller may declare: the role's purposes within the token's.")
+    @field(description="Purposes this caller may declare: the role's purposes within the token's.")
     def allowed_purposes(self, info: Info) -> list[PurposeEnum]:
         ctx = info.context
         conditions = ctx.conditions.get(ctx.home_district_key)
@@ -60,7 +60,7 @@ class Viewer:
         row = await info.context.reads.self_row()
         return None if row is None else Guardian.of(row, None)
 
-    @strawberry.field(
+    @field(
         description="The caller's own classes: those a teacher teaches, a student is enrolled in, "
         "a guardian's children are enrolled in. Empty for other roles."
     )

@@ -30,7 +30,7 @@ from starlette.websockets import WebSocket
 from permissions.enums import DataCategory, Purpose
 from permissions.notice import DistrictNotice
 from permissions.policy import PolicySet, load_policy_set
-from schema.build import build_schema
+from schema.build import build_schema, graphql_schema
 from schema.catalog import category_fields
 from schema.compiled import CompiledReads, Planner
 from server.audit_writer import keep_audit_partitions, make_audit_writer
@@ -284,11 +284,11 @@ def create_app(
     # Configuration errors stop the server here, before it serves anything.
     check_audit_key(settings)
     verifier = TokenVerifier(settings)
-    registry = load_registry(settings, schema._schema)
+    registry = load_registry(settings, graphql_schema(schema))
     cors = cors_options(settings)
     telemetry = telemetry or Telemetry.from_env()
     if telemetry.enabled:
-        trace_root_fields(schema._schema)
+        trace_root_fields(graphql_schema(schema))
     rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     live_limits = LiveLimits.from_env(settings.extra)
 
@@ -297,13 +297,13 @@ def create_app(
         if settings.is_production and registry is not None:
             # Every query the clients ship is planned before anything is served.
             strict = settings.extra.get(UNPLANNED_OPERATIONS) != "resolvers"
-            plan_operations(registry, Planner(schema._schema), strict=strict)
+            plan_operations(registry, Planner(graphql_schema(schema)), strict=strict)
         database = urls or server_urls(settings)
         engine = create_serving_engine(database.app, settings)
         state.engine = engine
 
         state.endpoint = GraphQLEndpoint(
-            schema=schema._schema,
+            schema=graphql_schema(schema),
             policies=policies,
             verifier=verifier,
             acquire=lambda: driver_connection(engine, transaction=True),

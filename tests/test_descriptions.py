@@ -8,7 +8,7 @@ from graphql import build_schema as parse_sdl
 from graphql import graphql_sync
 
 from permissions.policy import load_policy_set
-from schema.build import build_schema
+from schema.build import build_schema, graphql_schema
 from schema.catalog import category_fields
 from schema.descriptions import category_note, contract_descriptions, described
 from server.commands.cli import main as cli_main
@@ -58,7 +58,7 @@ def test_every_classified_field_names_its_category_in_its_description(capsys: py
 
 
 def test_introspection_shows_a_personal_fields_category() -> None:
-    schema = build_schema(load_policy_set())._schema
+    schema = graphql_schema(build_schema(load_policy_set()))
     result = graphql_sync(schema, '{ __type(name: "Student") { fields { name description } } }')
     assert result.errors is None and result.data is not None
     fields = {f["name"]: f["description"] or "" for f in result.data["__type"]["fields"]}
@@ -70,6 +70,6 @@ def test_introspection_shows_a_personal_fields_category() -> None:
 def test_building_the_schema_twice_does_not_repeat_the_category() -> None:
     policies = load_policy_set()
     build_schema(policies)
-    schema = build_schema(policies)._schema
+    schema = graphql_schema(build_schema(policies))
     description = schema.type_map["Student"].fields["firstName"].description  # type: ignore[attr-defined]
     assert description.count("Data category") == 1

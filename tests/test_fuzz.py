@@ -40,6 +40,7 @@ from hypothesis import strategies as st
 from hypothesis_graphql import queries
 
 from permissions.enums import DataCategory, Purpose, Role
+from schema.build import graphql_schema
 from schema.catalog import category_fields
 from server.auth import mint_token
 from server.settings import Settings
@@ -172,7 +173,7 @@ def strategies(app: Any, ids: list[str]) -> dict[str, st.SearchStrategy[Any]]:
     """One strategy per root field: a failing non-null root field nulls the whole response, so each
     query asks one root field and the others' errors cannot hide its values. Arguments take real
     ids, small page sizes and a few plain strings, so that most queries reach data."""
-    schema: GraphQLSchema = app.state.pledgeql.schema._schema
+    schema: GraphQLSchema = graphql_schema(app.state.pledgeql.schema)
     scalars = {
         "ID": st.sampled_from(ids).map(lambda v: graphql.StringValueNode(value=v)),
         "Int": st.integers(min_value=1, max_value=30).map(lambda v: graphql.IntValueNode(value=str(v))),
@@ -220,7 +221,7 @@ async def test_generated_queries_never_fail_the_server_leak_a_denied_field_or_sk
     ran = "ran, data null" if body.get("data") is None else "ran"
     event("outcome: " + (ran if "data" in body else "refused") + " " + ",".join(sorted(str(c) for c in codes)))
     allowed = GOLDEN.get((role, purpose), set())
-    returned = list(personal_values(parse(query), app.state.pledgeql.schema._schema, body.get("data")))
+    returned = list(personal_values(parse(query), graphql_schema(app.state.pledgeql.schema), body.get("data")))
     denied = [(name, CATEGORY_OF[name]) for name, _ in returned if CATEGORY_OF[name] not in allowed]
     assert denied == [], f"{role.value} under {purpose.value} received denied fields"
     if returned:

@@ -12,7 +12,7 @@ import pytest
 from graphql import parse
 
 from permissions.policy import load_policy_set
-from schema.build import build_schema
+from schema.build import build_schema, graphql_schema
 from server.limits import DATABASE_CAPS, Limits, list_bounds, measure_operation
 
 # Which table holds each capped list.
@@ -20,7 +20,7 @@ TABLES = {"Class.teachers": "class_teachers", "Student.guardians": "guardian_lin
 
 
 def cost(query: str) -> int:
-    schema = build_schema(load_policy_set())._schema
+    schema = graphql_schema(build_schema(load_policy_set()))
     document = parse(query)
     return measure_operation(schema, document, document.definitions[0], Limits()).cost  # type: ignore[arg-type]
 
@@ -33,7 +33,7 @@ def test_capped_lists_cost_their_cap_and_unbounded_ones_the_default_list_size() 
 
 
 def test_lists_of_enum_values_cost_what_the_schema_knows() -> None:
-    schema = build_schema(load_policy_set())._schema
+    schema = graphql_schema(build_schema(load_policy_set()))
     bounds = list_bounds(schema)
     assert bounds["PolicyDocument.purposes"] == len(schema.type_map["Purpose"].values) == 9  # type: ignore[attr-defined]
     assert bounds["AggregateRow.group"] == len(schema.type_map["Dimension"].values)  # type: ignore[attr-defined]

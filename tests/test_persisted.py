@@ -37,7 +37,7 @@ from graphql import (
 )
 
 from permissions.policy import load_policy_set
-from schema.build import build_schema
+from schema.build import build_schema, graphql_schema
 from server.app import create_app
 from server.commands.cli import main as cli_main
 from server.db import DatabaseUrls
@@ -103,7 +103,7 @@ def as_a_client_sends(folder_texts: list[str], name: str) -> str:
 
 
 def schema_checker(production_rules: bool = True) -> Checker:
-    return Checker(build_schema(load_policy_set())._schema, Limits(), production_rules)
+    return Checker(graphql_schema(build_schema(load_policy_set())), Limits(), production_rules)
 
 
 def write(path: Path, text: str) -> None:
@@ -233,7 +233,7 @@ def test_a_changed_folder_is_read_again_and_a_bad_change_keeps_the_operations_in
 
 
 def test_every_client_operation_fits_the_default_limits_with_typename_added_everywhere() -> None:
-    schema = build_schema(load_policy_set())._schema
+    schema = graphql_schema(build_schema(load_policy_set()))
     limits = Limits()
     texts = [with_typename(p.read_text()) for p in sorted(OPERATIONS.rglob("*.graphql"))]
     documents = [parse(t) for t in texts]
@@ -252,7 +252,7 @@ def test_every_client_operation_fits_the_default_limits_with_typename_added_ever
 
 
 def test_typename_costs_nothing() -> None:
-    schema = build_schema(load_policy_set())._schema
+    schema = graphql_schema(build_schema(load_policy_set()))
     text = "query Roster($id: ID!) { class(id: $id) { id students { id firstName } } }"
     plain, typed = parse(text), parse(with_typename(text))
     cost = [measure_operation(schema, d, d.definitions[0], Limits()).cost for d in (plain, typed)]  # type: ignore[arg-type]

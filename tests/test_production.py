@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 from graphql import GraphQLError
 
+from schema.build import graphql_schema
 from server.app import create_app
 from server.auth import mint_token
 from server.commands.cli import main as cli_main
@@ -158,7 +159,7 @@ async def test_introspection_is_not_allowed_in_production(
 
 
 def test_production_validation_refuses_introspection_even_for_a_registered_document(app: Any) -> None:
-    schema = app.state.pledgeql.schema._schema
+    schema = graphql_schema(app.state.pledgeql.schema)
     cache = DocumentCache(schema, production=True)
     errors = cache.get("{ __schema { queryType { name } } }").errors
     assert errors and errors[0].extensions == {"code": "BAD_USER_INPUT"}
@@ -176,18 +177,18 @@ def test_production_validation_refuses_introspection_even_for_a_registered_docum
 def test_production_validation_refuses_introspection_under_an_alias_or_fragment_once_per_entry(
     app: Any, query: str
 ) -> None:
-    schema = app.state.pledgeql.schema._schema
+    schema = graphql_schema(app.state.pledgeql.schema)
     errors = DocumentCache(schema, production=True).get(query).errors
     assert len(errors) == 1 and errors[0].extensions == {"code": "BAD_USER_INPUT"}
 
 
 def test_production_validation_still_answers_typename(app: Any) -> None:
-    schema = app.state.pledgeql.schema._schema
+    schema = graphql_schema(app.state.pledgeql.schema)
     assert not DocumentCache(schema, production=True).get("{ __typename me { __typename role } }").errors
 
 
 def test_production_validation_messages_suggest_nothing(app: Any) -> None:
-    schema = app.state.pledgeql.schema._schema
+    schema = graphql_schema(app.state.pledgeql.schema)
     message = DocumentCache(schema, production=True).get("{ me { rol } }").errors[0].message
     assert "Cannot query field 'rol'" in message and "Did you mean" not in message
     assert "Did you mean" in DocumentCache(schema, production=False).get("{ me { rol } }").errors[0].message

@@ -15,7 +15,7 @@ import strawberry
 
 from permissions.enums import DataCategory, Purpose
 from permissions.policy import PolicyError, PolicySet, load_policy_set, parse_policy
-from schema.build import SchemaPolicyError, build_schema, check_categories, check_policy
+from schema.build import SchemaPolicyError, build_schema, check_categories, check_policy, graphql_schema
 from schema.classified import classified
 from schema.compat import CONTRACT, incompatibilities
 
@@ -197,7 +197,7 @@ def test_every_operation_a_policy_can_name_is_a_field_of_the_served_schema_and_a
     served = build_schema(POLICIES)
     fields = {
         name
-        for type_name, graphql_type in served._schema.type_map.items()
+        for type_name, graphql_type in graphql_schema(served).type_map.items()
         if not type_name.startswith("__")
         for name in (getattr(graphql_type, "fields", None) or {})
     }

@@ -11,7 +11,7 @@ from graphql import DocumentNode, OperationDefinitionNode, parse
 
 from bench.scenarios import CLASS_VIEW
 from permissions.policy import load_policy_set
-from schema.build import build_schema
+from schema.build import build_schema, graphql_schema
 from schema.compiled import Plan, Planner
 from server import app as app_module
 from server.app import create_app, plan_operations
@@ -70,7 +70,7 @@ async def test_production_plans_every_query_at_startup_and_logs_how_many(
 
 
 def _planner_refuses(text: str) -> bool:
-    schema = build_schema(load_policy_set(()))._schema
+    schema = graphql_schema(build_schema(load_policy_set(())))
     document = parse(text)
     operation = next(d for d in document.definitions if isinstance(d, OperationDefinitionNode))
     return Planner(schema).plan(document, operation) is None
@@ -121,7 +121,7 @@ class FailingPlanner(Planner):
 def test_a_planner_failure_stops_the_server_naming_the_operation_never_the_failures_message(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    schema = build_schema(load_policy_set(()))._schema
+    schema = graphql_schema(build_schema(load_policy_set(())))
     registry = OperationRegistry(folder(tmp_path, {"roster.graphql": CLASS_VIEW}), Checker(schema, Limits(), True))
     with caplog.at_level(logging.ERROR, logger="pledgeql.app"), pytest.raises(SystemExit) as stopped:
         plan_operations(registry, FailingPlanner(schema))
@@ -133,7 +133,7 @@ def test_a_planner_failure_stops_the_server_naming_the_operation_never_the_failu
 def test_planning_that_is_not_strict_logs_each_query_left_to_the_resolver_path(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    schema = build_schema(load_policy_set(()))._schema
+    schema = graphql_schema(build_schema(load_policy_set(())))
     operations = folder(tmp_path, {"roster.graphql": CLASS_VIEW, "guardians.graphql": REFUSED})
     registry = OperationRegistry(operations, Checker(schema, Limits(), True))
     with caplog.at_level(logging.WARNING, logger="pledgeql.app"):

@@ -11,12 +11,12 @@ from server.settings import Settings
 
 def command(settings: Settings, args: argparse.Namespace) -> int:
     from permissions.policy import load_policy_set
-    from schema.build import build_schema
+    from schema.build import build_schema, graphql_schema
     from server.limits import Limits
     from server.operations import Checker, OperationsError, describe, load_folder
 
     folder = Path(args.dir)
-    schema = build_schema(load_policy_set(settings.policy_dirs))._schema
+    schema = graphql_schema(build_schema(load_policy_set(settings.policy_dirs)))
     # Production's rules: the registry is what production serves.
     checker = Checker(schema, Limits.from_settings(settings), production=True)
     try:
