@@ -28,6 +28,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from graphql import GraphQLSchema, OperationDefinitionNode, OperationType
@@ -98,6 +99,26 @@ REFUSAL_MESSAGES = {
     RequestRefusal.JUSTIFICATION_REQUIRED: "LEGAL_COMPLIANCE needs an X-Justification header saying why",
     RequestRefusal.DIRECT_ACCESS_DISABLED: DIRECT_ACCESS_MESSAGE,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One operation ready to serve: the HTTP request it came in, its ids, the
+    GraphQL request, its checked document and operation, its coerced
+    variables and where it came from."""
+
+    request: Request
+    request_id: str
+    client_request_id: str | None
+    gql: GraphQLRequest
+    prepared: Prepared
+    operation: OperationDefinitionNode
+    variables: VariableValues | None
+    client: ClientInfo
+
+    @property
+    def operation_name(self) -> str | None:
+        return self.gql.operation_name or (self.operation.name.value if self.operation.name else None)
 
 
 class GraphQLEndpoint:
@@ -180,21 +201,12 @@ class GraphQLEndpoint:
         variables = self.coerce_variables(prepared, operation, gql.variables)
         if isinstance(variables, list):
             return Reply({"errors": variables}, 400 if wants_graphql_response(request) else 200)
-        return await self._serve(request, (request_id, client_id), gql, prepared, operation, variables, claims, client)
+        call = Call(request, request_id, client_id, gql, prepared, operation, variables, client)
+        return await self._serve(call, claims)
 
-    async def _serve(
-        self,
-        request: Request,
-        ids: tuple[str, str | None],
-        gql: GraphQLRequest,
-        prepared: Prepared,
-        operation: OperationDefinitionNode,
-        variables: VariableValues | None,
-        claims: TokenClaims | None,
-        client: ClientInfo,
-    ) -> Reply:
+    async def _serve(self, call: Call, claims: TokenClaims | None) -> Reply:
         """The operation served in its span: public fields without a token, else the authenticated path."""
-        request_id, _ = ids
+        operation, prepared = call.operation, call.prepared
         attributes = {
             "graphql.operation.name": operation_label(operation.name.value if operation.name else None),
             "graphql.operation.type": operation.operation.value,
@@ -203,10 +215,12 @@ class GraphQLEndpoint:
         with self.telemetry.span(f"graphql {operation.operation.value}", attributes) as span:
             if claims is None:
                 if root_fields(prepared.document, operation) <= PUBLIC_ROOTS:
-                    public = PublicContext(policies=self.policies.in_effect(self.clock().date()), request_id=request_id)
-                    return await self._run(request, prepared, gql, public)
+                    public = PublicContext(
+                        policies=self.policies.in_effect(self.clock().date()), request_id=call.request_id
+                    )
+                    return await self._run(call.request, prepared, call.gql, public)
                 raise RequestError("UNAUTHENTICATED", "Sign in: this request needs a bearer token")
-            reply = await self._authenticated(request, ids, gql, prepared, operation, variables, claims, client)
+            reply = await self._authenticated(call, claims)
             if span is not None:
                 span.set_attribute("http.response.status_code", reply.status)
             return reply
@@ -366,31 +380,20 @@ class GraphQLEndpoint:
 
     # ------------------------------------------------------------ execution and audit
 
-    async def _authenticated(
-        self,
-        request: Request,
-        ids: tuple[str, str | None],
-        gql: GraphQLRequest,
-        prepared: Prepared,
-        operation: OperationDefinitionNode,
-        variables: VariableValues | None,
-        claims: TokenClaims,
-        client: ClientInfo,
-    ) -> Reply:
+    async def _authenticated(self, call: Call, claims: TokenClaims) -> Reply:
         """Admit, execute and audit in one transaction; the reply is returned only once that has committed.
 
         Fail closed: if the audit entries cannot be written, nothing is
         returned (AUDIT_UNAVAILABLE); if the database cannot be reached,
         DATABASE_UNAVAILABLE (``server.failures.unavailable``).
         """
-        request_id, client_id = ids
-        purpose = self.parse_purpose(purpose_header(request))
-        justification = justification_header(request, purpose)
+        purpose = self.parse_purpose(purpose_header(call.request))
+        justification = justification_header(call.request, purpose)
         now = self.clock()
 
         context: RequestContext | None = None
         committed = False
-        plan = self._plan(prepared, operation)
+        plan = self._plan(call.prepared, call.operation)
         try:
             connection = self.acquire()
             async with connection as raw:  # in its transaction (server.app.driver_connection)
@@ -404,14 +407,14 @@ class GraphQLEndpoint:
                         purpose,
                         justification,
                         now,
-                        request_id=request_id,
-                        client_request_id=client_id,
-                        operation_name=gql.operation_name or (operation.name.value if operation.name else None),
-                        client=client,
-                        read_only=operation.operation is OperationType.QUERY,
+                        request_id=call.request_id,
+                        client_request_id=call.client_request_id,
+                        operation_name=call.operation_name,
+                        client=call.client,
+                        read_only=call.operation.operation is OperationType.QUERY,
                         generic_plans=plan is not None,
                     )
-                    reply = await self._execute(request, prepared, gql, plan, variables, context)
+                    reply = await self._execute(call, plan, context)
                     reply.sql_seconds = db.seconds
                     reply.audit_seconds = await self._write_audit(context)
                 finally:
@@ -430,19 +433,11 @@ class GraphQLEndpoint:
             if context is not None:
                 self._end_transaction(context, committed)
 
-    async def _execute(
-        self,
-        request: Request,
-        prepared: Prepared,
-        gql: GraphQLRequest,
-        plan: Plan | None,
-        variables: VariableValues | None,
-        context: RequestContext,
-    ) -> Reply:
+    async def _execute(self, call: Call, plan: Plan | None, context: RequestContext) -> Reply:
         """The reply from the compiled plan, else from the resolvers, marked with the path that served it."""
-        reply = await self._compiled(plan, variables, context)
+        reply = await self._compiled(plan, call.variables, context)
         if reply is None:
-            reply = await self._run(request, prepared, gql, context)
+            reply = await self._run(call.request, call.prepared, call.gql, context)
             reply.served = "resolvers"
         else:
             reply.served = "compiled"
