@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import asyncpg
 import sqlalchemy.exc
@@ -89,3 +90,11 @@ def unavailable(error: Exception) -> RequestError | None:
         return None
     log.warning("Database unreachable: %s", type(error).__name__)
     return RequestError("DATABASE_UNAVAILABLE", UNAVAILABLE_MESSAGE)
+
+
+def end_transaction(after_commit: list[Callable[[BaseException | None], None]], committed: bool) -> None:
+    """Tell the queries whose audit entries a transaction wrote (its ``after_commit``
+    callbacks, server.audit_writer's group commit) whether it committed."""
+    outcome = None if committed else TransactionEnded()
+    for callback in after_commit:
+        callback(outcome)

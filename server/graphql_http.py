@@ -59,7 +59,7 @@ from server.documents import (
 from server.failures import (
     UNAVAILABLE_MESSAGE,
     AuditUnavailable,
-    TransactionEnded,
+    end_transaction,
     is_connection_error,
     unavailable,
 )
@@ -431,7 +431,7 @@ class GraphQLEndpoint:
             raise refusal from None
         finally:
             if context is not None:
-                self._end_transaction(context, committed)
+                end_transaction(context.after_commit, committed)
 
     async def _execute(self, call: Call, plan: Plan | None, context: RequestContext) -> Reply:
         """The reply from the compiled plan, else from the resolvers, marked with the path that served it."""
@@ -460,13 +460,6 @@ class GraphQLEndpoint:
         seconds = asyncio.get_running_loop().time() - started
         self.telemetry.record_audit(entries, seconds)
         return seconds
-
-    @staticmethod
-    def _end_transaction(context: RequestContext, committed: bool) -> None:
-        """Tell the queries whose audit entries this transaction wrote whether it committed."""
-        outcome = None if committed else TransactionEnded()
-        for callback in context.after_commit:
-            callback(outcome)
 
     def _plan(self, prepared: Prepared, operation: OperationDefinitionNode) -> Plan | None:
         """The operation's compiled plan (made once per document), or None for the resolver path."""

@@ -64,12 +64,11 @@ from server.context import ClientInfo, RequestContext
 from server.db import connect
 from server.documents import select_operation
 from server.failures import (
-    AUDIT_UNAVAILABLE_MESSAGE,
     UNAVAILABLE_MESSAGE,
     AuditUnavailable,
-    TransactionEnded,
+    end_transaction,
     is_connection_error,
-    raised_during,
+    unavailable,
 )
 from server.graphql_http import GraphQLEndpoint
 from server.headers import checked_justification
@@ -637,21 +636,15 @@ class LiveSubscription:
                 finally:
                     await db.close()
             committed = True
-        except AuditUnavailable:
-            raise Ended(RequestError("AUDIT_UNAVAILABLE", AUDIT_UNAVAILABLE_MESSAGE)) from None
-        except RequestError as error:
-            raise Ended(error) from None
         except Exception as error:
-            if raised_during(error, AuditUnavailable):
-                raise Ended(RequestError("AUDIT_UNAVAILABLE", AUDIT_UNAVAILABLE_MESSAGE)) from None
-            if not is_connection_error(error):
+            # Fail closed as /graphql does (server.failures.unavailable); a refusal ends it as it is.
+            refusal = error if isinstance(error, RequestError) else unavailable(error)
+            if refusal is None:
                 raise
-            raise Ended(RequestError("DATABASE_UNAVAILABLE", UNAVAILABLE_MESSAGE)) from None
+            raise Ended(refusal) from None
         finally:
             if context is not None:
-                outcome = None if committed else TransactionEnded()
-                for callback in context.after_commit:
-                    callback(outcome)
+                end_transaction(context.after_commit, committed)
         return body
 
     async def read_event(self, context: RequestContext, event: LiveEvent) -> ClassActivity | None:
