@@ -252,6 +252,20 @@ VIEWER_ROLES = {
 }
 
 
+# Relationships one key away from their parent row: the table, its column, the
+# parent's column it equals, and whether the rows are confined to the request's
+# visible districts (the loaders' own predicates; content has no district).
+KEYED = {
+    "school": ("schools", "id", "school_id", True),
+    "class_assignments": ("assignments", "class_id", "id", True),
+    "assignment": ("assignments", "id", "assignment_id", True),
+    "assignment_class": ("classes", "id", "class_id", True),
+    "item": ("items", "id", "item_id", False),
+    "assessment": ("assessments", "id", "assessment_id", False),
+    "assessment_items": ("items", "assessment_id", "id", False),
+}
+
+
 class NotCompiled(Exception):
     """This document, or this request, takes the resolver path."""
 
@@ -611,8 +625,11 @@ class _Builder:
             if name == "assignment":
                 return f"assignments {a}", f"{a}.district_id = {self.visible()} AND {a}.id = {p(wanted)}"
             raise NotCompiled
-        if name == "school":
-            return f"schools {a}", f"{a}.district_id = {self.visible()} AND {a}.id = {parent}.school_id"
+        keyed = KEYED.get(name)
+        if keyed is not None:
+            table, column, parent_column, in_districts = keyed
+            on = f"{a}.{column} = {parent}.{parent_column}"
+            return f"{table} {a}", f"{a}.district_id = {self.visible()} AND {on}" if in_districts else on
         if name == "class_students":
             t = p(scope.today)
             return (
@@ -625,8 +642,6 @@ class _Builder:
                 f"class_teachers ct JOIN users {a} ON {a}.district_id = ct.district_id AND {a}.id = ct.teacher_id",
                 f"ct.class_id = {parent}.id AND {scope.staff(a, p)}",
             )
-        if name == "class_assignments":
-            return f"assignments {a}", f"{a}.district_id = {self.visible()} AND {a}.class_id = {parent}.id"
         if name == "student_classes":
             t = p(scope.today)
             return (
@@ -655,16 +670,6 @@ class _Builder:
             )
         if name == "progress":
             return f"({PROGRESS.format(u=parent)}) {a}", "true"
-        if name == "item":
-            return f"items {a}", f"{a}.id = {parent}.item_id"
-        if name == "assignment":
-            return f"assignments {a}", f"{a}.district_id = {self.visible()} AND {a}.id = {parent}.assignment_id"
-        if name == "assignment_class":
-            return f"classes {a}", f"{a}.district_id = {self.visible()} AND {a}.id = {parent}.class_id"
-        if name == "assessment":
-            return f"assessments {a}", f"{a}.id = {parent}.assessment_id"
-        if name == "assessment_items":
-            return f"items {a}", f"{a}.assessment_id = {parent}.id"
         raise NotCompiled
 
     def obj(self, node: Node, a: str) -> tuple[str, str, dict[int, str]]:
