@@ -45,14 +45,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from permissions.audit import AuditCollector
-from server.audit_writer import (
-    INSERT,
-    insert_args,
-    make_audit_writer,
-    origin_of,
-    origin_rows,
-    write_batch,
-)
+from permissions.audit_chain import origin_rows
+from resolvers.audit_store import INSERT, insert_args, write_batch
+from server.audit_writer import make_audit_writer, origin_of
 from server.telemetry import current_trace_id
 
 ROSTER = """

@@ -4,7 +4,7 @@
 
 Builds its own database (``pledgeql_audit_scale``) on the embedded server,
 migrates it, and writes the entries through the server's own chaining
-(``server.audit_writer.origin_rows`` and its INSERT): four districts, 90% of
+(``permissions.audit_chain.origin_rows`` and its INSERT): four districts, 90% of
 entries from class views of 30 students (one record each), 10% from reads of
 one student, spread over ``--months`` months up to now. Then it measures, and
 writes ``bench/AUDIT_SCALE.md``:
@@ -39,16 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from permissions.audit import PendingEntry
+from permissions.audit_chain import Origin, origin_rows
 from resolvers.audit_log import AuditFilters, audit_page
-from server.audit_writer import (
-    INSERT,
-    Origin,
-    drop_covered_partitions,
-    insert_args,
-    origin_rows,
-    remove_anchored,
-    trim_chain,
-)
+from resolvers.audit_retention import drop_covered_partitions, remove_anchored, trim_chain
+from resolvers.audit_store import INSERT, insert_args
 from server.commands.audit_cli import verify_chains
 from server.commands.migrate import migrate
 from server.db import connect, server_urls

@@ -57,7 +57,10 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "SQL (asyncpg: statements, socket reads, row decoding)",
         ("/asyncpg/", "/sqlalchemy/", "resolvers/db.py", "asyncio/selector_events.py"),
     ),
-    ("audit (collector notes, chain, INSERT)", ("permissions/audit.py", "server/audit_writer.py")),
+    (
+        "audit (collector notes, chain, INSERT)",
+        ("permissions/audit.py", "permissions/audit_chain.py", "resolvers/audit_store.py", "server/audit_writer.py"),
+    ),
     (
         "permission check (PermissionExtension, decision lookup)",
         ("strawberry/permission.py", "schema/classified.py", "schema/direct.py", "permissions/decide.py"),

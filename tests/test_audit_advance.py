@@ -1,6 +1,6 @@
 """A worker that knows its chain's head writes a request's audit in one statement (migration 0014).
 
-``server.audit_writer.KnownHeads`` keeps the head each district's chain had
+``resolvers.audit_store.KnownHeads`` keeps the head each district's chain had
 after this worker's last write; ``pledgeql_audit_advance`` moves a head only
 from the one expected, under the chain lock, and refuses at once when the lock
 is held elsewhere. Whatever happened in between (another worker, an operator's
@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from permissions.audit import PendingEntry
-from server.audit_writer import ADVANCE, HEADS, INSERT, KnownHeads, write_batch, write_entries
+from resolvers.audit_store import ADVANCE, HEADS, INSERT, KnownHeads, write_batch, write_entries
 from server.commands.audit_cli import verify_chains
 from server.db import connect
 from tests.test_audit_storage import _origin

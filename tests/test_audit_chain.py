@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 
 from permissions.audit import GENESIS, Anchor, ChainVerifier, anchor_mac, entry_hash, record_hash
-from server.audit_writer import trim_chain
+from resolvers.audit_retention import trim_chain
 from server.commands.audit_cli import RECORD_COLUMNS, command
 from server.db import DatabaseUrls, connect
 from server.settings import Settings
@@ -614,7 +614,7 @@ def test_a_client_request_id_added_to_removed_from_or_changed_in_a_stored_entry_
 
 
 def test_the_entries_ids_are_distinct_random_version_4_uuids_in_their_text_form() -> None:
-    from server.audit_writer import new_ids
+    from permissions.audit_chain import new_ids
 
     ids = new_ids(500)
     parsed = [uuid.UUID(i) for i in ids]

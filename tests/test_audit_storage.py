@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from permissions.audit import PendingEntry, entry_hash, entry_id, runs
-from server.audit_writer import Origin, drop_covered_partitions, trim_chain, write_entries
+from permissions.audit_chain import Origin
+from resolvers.audit_retention import drop_covered_partitions, trim_chain
+from resolvers.audit_store import write_entries
 from server.commands.audit_cli import verify_chains
 
 TEACHER_NW = "teacher1@northwind.example"
@@ -310,7 +312,8 @@ async def test_the_server_keeps_the_partitions_of_the_months_ahead(owner: Any, d
     import asyncio
     import contextlib
 
-    from server.audit_writer import PARTITIONS_AHEAD, keep_audit_partitions
+    from resolvers.audit_store import PARTITIONS_AHEAD
+    from server.audit_writer import keep_audit_partitions
     from server.db import connect
 
     now = dt.datetime.now(dt.UTC)

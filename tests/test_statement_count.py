@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from server.audit_writer import HEADS
+from resolvers.audit_store import HEADS
 from tests.conftest import Gql
 
 ROSTER = """
@@ -102,7 +102,7 @@ async def test_roster_statement_count_does_not_grow_with_class_size(gql: Gql, ow
         assert len(students) == (3 if name == "small" else 30)
         assert all(len(s["responses"]) >= 10 for s in students)
         # The audit reads its chain's head only when this worker does not know it
-        # (server.audit_writer.KnownHeads): that depends on the writes before, not on the class.
+        # (resolvers.audit_store.KnownHeads): that depends on the writes before, not on the class.
         counts[name] = len([q for q in seen if q != HEADS])
         seen_by[name] = [q[:80] for q in seen]
     assert counts["small"] == counts["large"], (counts, seen_by)

@@ -8,7 +8,7 @@ which an operator can keep outside the database), or names, per district,
 the first entry altered, deleted or reordered, and exits 1.
 
 Retention: a chain may start after seq 1 only from its key-signed anchor in
-``audit_anchors`` (written by ``server.audit_writer.trim_chain``); entries
+``audit_anchors`` (written by ``resolvers.audit_retention.trim_chain``); entries
 removed any other way are reported as deleted.
 
 Storage (migration 0013): each chain runs through the entries chained one by

@@ -19,8 +19,10 @@ import uuid
 from collections.abc import Iterable, Mapping
 
 from permissions.audit import PendingEntry
+from permissions.audit_chain import Origin
 from permissions.enums import DataCategory, Purpose, Role
-from server.audit_writer import Origin, write_entries
+from resolvers.audit_store import write_entries
+from server.telemetry import current_trace_id
 
 OPERATOR_ID = uuid.UUID(int=0)
 
@@ -69,4 +71,4 @@ async def record_operator_command(
         )
         for district, names in tables.items()
     ]
-    await write_entries(conn, operator_origin(command, purpose), entries, key)
+    await write_entries(conn, operator_origin(command, purpose), entries, key, current_trace_id())

@@ -14,7 +14,7 @@ their latency. Safe to run twice: what is already gone is not counted again.
 
 Audit entries: only the oldest part of a chain is ever removed (a prefix).
 First each district's key-signed anchor in ``audit_anchors`` moves past the
-entries to go (``server.audit_writer.trim_chain``); then every monthly
+entries to go (``resolvers.audit_retention.trim_chain``); then every monthly
 partition of ``audit_records`` whose records all lie before their district's
 anchor is dropped whole, and what remains before the anchors is deleted in
 batches. ``pledgeql audit verify`` starts each chain from its anchor: the
@@ -43,15 +43,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO, TypeVar
 
-from server.audit_writer import (
-    CUT,
-    ENTRIES_BETWEEN,
-    PARTITIONS,
-    PARTITIONS_AHEAD,
-    drop_covered_partitions,
-    remove_anchored,
-    trim_chain,
-)
+from resolvers.audit_retention import CUT, ENTRIES_BETWEEN, drop_covered_partitions, remove_anchored, trim_chain
+from resolvers.audit_store import PARTITIONS, PARTITIONS_AHEAD
 from server.settings import Settings
 
 BATCH = 5000
