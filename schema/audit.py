@@ -18,7 +18,7 @@ import strawberry
 
 from permissions.errors import BadUserInput, Forbidden
 from resolvers.audit_log import MAX_SEQ, AuditFilters, audit_page
-from schema.base import Info, Node, PageInfo, check_first
+from schema.base import Info, Node, PageInfo, check_first, id_argument
 from schema.enums import DataCategoryEnum, Decision, PurposeEnum, RoleEnum
 from schema.gate import Needs, gate
 
@@ -103,13 +103,6 @@ def decode_seq(cursor: str | None) -> int | None:
         raise BadUserInput("Argument 'after' is not a cursor this server issued", field="after") from None
 
 
-def _uuid_arg(value: Any, name: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise BadUserInput(f"Argument '{name}' is not a valid id", field=name) from None
-
-
 def _utc(value: dt.datetime) -> dt.datetime:
     """A filter bound without a zone is read as UTC, like every stored time."""
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
@@ -143,8 +136,8 @@ async def audit_log(info: Info, filter: AuditFilter | None, first: int | None, a
         filters = AuditFilters(
             subject=None
             if filter.subject_student_id is None
-            else _uuid_arg(filter.subject_student_id, "filter.subjectStudentId"),
-            actor=None if filter.actor_id is None else _uuid_arg(filter.actor_id, "filter.actorId"),
+            else id_argument(filter.subject_student_id, "filter.subjectStudentId"),
+            actor=None if filter.actor_id is None else id_argument(filter.actor_id, "filter.actorId"),
             purpose=None if filter.purpose is None else filter.purpose.value,
             decision=None if filter.decision is None else filter.decision.value,
             since=None if filter.from_ is None else _utc(filter.from_),

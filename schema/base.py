@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import strawberry
 from strawberry.types.field import StrawberryField
 
-from permissions.errors import BadUserInput
+from permissions.errors import BadUserInput, NotFound
 
 if TYPE_CHECKING:
     from server.context import PublicContext, RequestContext
@@ -25,6 +26,23 @@ else:
     Info = PublicInfo = strawberry.Info
 
 Resolver = Callable[..., Any]
+
+
+def id_argument(value: Any, name: str) -> uuid.UUID:
+    """An id that filters or names the input of an operation: a malformed one is the caller's mistake."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise BadUserInput(f"Argument '{name}' is not a valid id", field=name) from None
+
+
+def id_to_look_up(value: Any, kind: str) -> uuid.UUID:
+    """The id of a record to look up: a malformed id is simply not found, like a missing one."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise NotFound(f"{kind} not found") from None
+
 
 # The largest page a list argument may ask for.
 MAX_PAGE = 500

@@ -21,7 +21,7 @@ from permissions.enums import Purpose
 from permissions.errors import BadUserInput, NotFound
 from resolvers import governance as sql
 from resolvers.reads import Row
-from schema.base import Info
+from schema.base import Info, id_to_look_up
 from schema.gate import Needs, field_name, gate
 
 if TYPE_CHECKING:
@@ -222,10 +222,7 @@ async def open_support_grant(info: Info, input: SupportGrantInput) -> SupportGra
 
 async def revoke_support_grant(info: Info, id: strawberry.ID) -> SupportGrant:
     district_id = _admin_district(info, "revokeSupportGrant")
-    try:
-        grant_id = uuid.UUID(str(id))
-    except ValueError:
-        raise NotFound("Support grant not found") from None
+    grant_id = id_to_look_up(id, "Support grant")
     row = await sql.revoke_grant(info.context.db, district_id, grant_id, info.context.now)
     if row is None:
         raise NotFound("Support grant not found")

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from permissions.enums import DataCategory, Role
 from permissions.errors import BadUserInput, Forbidden, NotFound
 from resolvers import practice as sql
-from schema.base import Info
+from schema.base import Info, id_argument
 from schema.gate import Needs, gate
 from schema.types import Assignment, Response
 
@@ -61,13 +61,6 @@ def _student_subject(info: Info) -> uuid.UUID | None:
     """Whose data a student's write is about: the caller's own, never an argument."""
     principal = info.context.principal
     return principal.user_id if principal.role is Role.STUDENT else None
-
-
-def _parse_id(value: Any, field: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise BadUserInput(f"{field} is not a valid id", field=field) from None
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -117,8 +110,8 @@ async def submit_response(info: Info, input: SubmitResponseInput) -> SubmitRespo
     student_id = ctx.principal.user_id
     district_id = _require(info, "submitResponse", _student_subject(info))
 
-    item_id = _parse_id(input.item_id, "input.itemId")
-    assignment_id = None if input.assignment_id is None else _parse_id(input.assignment_id, "input.assignmentId")
+    item_id = id_argument(input.item_id, "input.itemId")
+    assignment_id = None if input.assignment_id is None else id_argument(input.assignment_id, "input.assignmentId")
     answer = input.answer
     if not answer.strip():
         raise BadUserInput("input.answer must not be blank", field="input.answer")
@@ -319,8 +312,8 @@ async def create_assignment(info: Info, input: CreateAssignmentInput) -> Assignm
     ctx = info.context
     district_id = _require(info, "createAssignment", None)
 
-    class_id = _parse_id(input.class_id, "input.classId")
-    assessment_id = _parse_id(input.assessment_id, "input.assessmentId")
+    class_id = id_argument(input.class_id, "input.classId")
+    assessment_id = id_argument(input.assessment_id, "input.assessmentId")
     title = input.title.strip()
     if not title:
         raise BadUserInput("input.title must not be blank", field="input.title")

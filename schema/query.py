@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import strawberry
@@ -11,7 +10,7 @@ from permissions.enums import DataCategory
 from permissions.errors import BadUserInput, NotFound
 from schema import governance_ops, reports, rights
 from schema.audit import AuditConnection, AuditFilter, audit_log
-from schema.base import Info, PublicInfo, field
+from schema.base import Info, PublicInfo, field, id_argument, id_to_look_up
 from schema.enums import DataRequestStatus
 from schema.governance import AggregateReport, DataRequest, DeletionCertificate, ReportInput, SupportGrant
 from schema.policy import PolicyDocument
@@ -27,24 +26,6 @@ from schema.types import (
     student_connection,
 )
 from schema.viewer import Viewer
-
-
-def _lookup_id(value: strawberry.ID, kind: str) -> uuid.UUID:
-    """An id argument; a malformed id is simply not found, like a missing one."""
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise NotFound(f"{kind} not found") from None
-
-
-def _filter_id(value: strawberry.ID | None, name: str) -> uuid.UUID | None:
-    if value is None:
-        return None
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise BadUserInput(f"Argument '{name}' is not a valid id", field=name) from None
-
 
 SEARCHED_FIELDS = ("Student.firstName", "Student.lastName")
 
@@ -75,28 +56,28 @@ class Query:
 
     @strawberry.field
     async def district(self, info: Info, id: strawberry.ID) -> District | None:
-        row = await info.context.reads.district(_lookup_id(id, "District"))
+        row = await info.context.reads.district(id_to_look_up(id, "District"))
         if row is None:
             raise NotFound("District not found")
         return District(row=row)
 
     @strawberry.field
     async def school(self, info: Info, id: strawberry.ID) -> School | None:
-        row = await info.context.reads.school(_lookup_id(id, "School"))
+        row = await info.context.reads.school(id_to_look_up(id, "School"))
         if row is None:
             raise NotFound("School not found")
         return School(row=row)
 
     @field(name="class")
     async def class_(self, info: Info, id: strawberry.ID) -> Class | None:
-        row = await info.context.reads.klass(_lookup_id(id, "Class"))
+        row = await info.context.reads.klass(id_to_look_up(id, "Class"))
         if row is None:
             raise NotFound("Class not found")
         return Class(row=row)
 
     @strawberry.field
     async def student(self, info: Info, id: strawberry.ID) -> Student | None:
-        row = await info.context.reads.student(_lookup_id(id, "Student"))
+        row = await info.context.reads.student(id_to_look_up(id, "Student"))
         if row is None:
             raise NotFound("Student not found")
         return Student.of(row)
@@ -130,8 +111,8 @@ class Query:
             info,
             first=first,
             after=after,
-            school_id=_filter_id(school_id, "schoolId"),
-            class_id=_filter_id(class_id, "classId"),
+            school_id=None if school_id is None else id_argument(school_id, "schoolId"),
+            class_id=None if class_id is None else id_argument(class_id, "classId"),
             search=search or None,
         )
         if search:
@@ -145,7 +126,7 @@ class Query:
 
     @strawberry.field
     async def assignment(self, info: Info, id: strawberry.ID) -> Assignment | None:
-        row = await info.context.reads.assignment(_lookup_id(id, "Assignment"))
+        row = await info.context.reads.assignment(id_to_look_up(id, "Assignment"))
         if row is None:
             raise NotFound("Assignment not found")
         return Assignment(row=row)

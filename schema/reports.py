@@ -63,7 +63,7 @@ from resolvers.reports import (
     Universe,
     run_report,
 )
-from schema.base import Info
+from schema.base import Info, id_argument
 from schema.enums import Dimension, SuppressionReason
 from schema.governance import AggregateReport, AggregateRow, GroupValue, ReportInput, ScopeInput
 
@@ -110,13 +110,6 @@ class Request:
     assessment_id: uuid.UUID | None
 
 
-def _parse_id(value: Any, name: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise BadUserInput(f"'{name}' is not a valid id", field=name) from None
-
-
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
     if value is None:
         return None
@@ -144,7 +137,7 @@ def _parse_scope(scope: ScopeInput) -> tuple[str, uuid.UUID | None]:
     if value is None:
         return name, None
     field = {"CLASS": "scope.classId", "SCHOOL": "scope.schoolId", "DISTRICT": "scope.districtId"}[name]
-    return name, _parse_id(value, field)
+    return name, id_argument(value, field)
 
 
 def parse_request(input: ReportInput, kind: Kind) -> Request:
@@ -172,7 +165,7 @@ def parse_request(input: ReportInput, kind: Kind) -> Request:
             raise BadUserInput(f"'{name}' must fall between the years {EARLIEST.year} and {LATEST.year}", field=name)
     if start is not None and end is not None and start > end:
         raise BadUserInput("'from' is after 'to'", field="from")
-    assessment = None if input.assessment_id is None else _parse_id(input.assessment_id, "assessmentId")
+    assessment = None if input.assessment_id is None else id_argument(input.assessment_id, "assessmentId")
     return Request(scope, scope_id, group_by, start, end, assessment)
 
 

@@ -28,7 +28,7 @@ from permissions.enums import DataCategory, DenyReason
 from permissions.errors import BadUserInput, FieldError, Forbidden, NotFound
 from resolvers import rights as sql
 from resolvers.reads import Row
-from schema.base import Info
+from schema.base import Info, id_argument, id_to_look_up
 from schema.enums import DataRequestKind, DataRequestStatus
 from schema.gate import Needs, field_name, gate
 
@@ -62,10 +62,7 @@ def _district(info: Info, operation: str) -> uuid.UUID:
 
 async def _student(info: Info, district_id: uuid.UUID, raw_id: Any) -> Row:
     """The student, if the caller's scope reaches them; locked for this transaction."""
-    try:
-        student_id = uuid.UUID(str(raw_id))
-    except ValueError:
-        raise NotFound("Student not found") from None
+    student_id = id_to_look_up(raw_id, "Student")
     if await info.context.reads.student(student_id) is None:
         raise NotFound("Student not found")
     row = await sql.lock_student(info.context.db, district_id, student_id)
@@ -94,10 +91,7 @@ async def _open_request(
     if raw is None:
         return None
     field = "dataRequestId"
-    try:
-        request_id = uuid.UUID(str(raw))
-    except ValueError:
-        raise BadUserInput("dataRequestId is not a valid id", field=field) from None
+    request_id = id_argument(raw, field)
     row = await sql.data_request_for_update(info.context.db, district_id, request_id)
     if row is None:
         raise BadUserInput("dataRequestId names no data request of this district", field=field)
@@ -386,10 +380,7 @@ async def deletion_certificates(info: Info, student_id: strawberry.ID | None) ->
     district_id = _district(info, "deleteStudentRecord")
     subject = None
     if student_id is not None:
-        try:
-            subject = uuid.UUID(str(student_id))
-        except ValueError:
-            raise BadUserInput("studentId is not a valid id", field="studentId") from None
+        subject = id_argument(student_id, "studentId")
     rows = await sql.certificates(info.context.db, district_id, subject)
     info.context.audit.note(str(district_id), subject, field_name(info), "", True)
     return [_certificate(r) for r in rows]

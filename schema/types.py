@@ -24,7 +24,7 @@ from permissions.enums import DataCategory, DenyReason, Role
 from permissions.errors import BadUserInput, Forbidden
 from resolvers.reads import Row, encode_cursor
 from schema.audit import AuditConnection, access_log
-from schema.base import Info, Node, PageInfo, check_first, field
+from schema.base import Info, Node, PageInfo, check_first, field, id_argument
 from schema.classified import classified
 from schema.enums import ActivityKind, PurposeEnum, RoleEnum
 
@@ -430,10 +430,7 @@ class Student(Node):
         first = check_first(first, default=20)
         assignment = None
         if assignment_id is not None:
-            try:
-                assignment = uuid.UUID(str(assignment_id))
-            except ValueError:
-                raise BadUserInput("Argument 'assignmentId' is not a valid id", field="assignmentId") from None
+            assignment = id_argument(assignment_id, "assignmentId")
         rows = await info.context.reads.responses(self.row["id"], first, assignment)
         return [Response.of(r) for r in rows]
 
