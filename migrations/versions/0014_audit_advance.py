@@ -7,7 +7,7 @@ onto, and only then moves them. A worker that wrote a district's last records
 knows its head, so it can chain the next ones onto it and write them with one
 statement. When a lock is held by another writer, or another writer moved the
 head in between, it answers false at once: nothing is written, and the worker
-waits for the lock and reads the head as before (``resolvers/audit_store.py``).
+waits for the lock and reads the head as before (``server/audit_writer.py``).
 
 Revision ID: 0014
 Revises: 0013
