@@ -13,8 +13,19 @@ import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from permissions.decide import DistrictConditions
 from permissions.enums import AggregateScope, DataCategory, Purpose, Role
 from permissions.policy import PolicyDocument, Rule
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How many days a district keeps each kind of record."""
+
+    responses_days: int
+    activity_days: int
+    device_days: int
+    audit_days: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,18 +33,8 @@ class DistrictNotice:
     """What one district has chosen, shown on /privacy/{districtId}."""
 
     name: str
-    district_id: str
-    accepted_version: str
-    authorized_purposes: frozenset[Purpose]
-    collect_usage: bool
-    collect_device: bool
-    collect_demographics: bool
-    direct_record_access: bool
-    minimum_group_size: int
-    responses_days: int
-    activity_days: int
-    device_days: int
-    audit_days: int
+    conditions: DistrictConditions
+    retention: Retention
 
 
 # Display names only; what each role may do comes from the document's rules.
@@ -170,9 +171,9 @@ def _collected(district: DistrictNotice | None, category: DataCategory) -> bool 
     if district is None:
         return None
     switch = {
-        DataCategory.USAGE: district.collect_usage,
-        DataCategory.DEVICE: district.collect_device,
-        DataCategory.DEMOGRAPHIC: district.collect_demographics,
+        DataCategory.USAGE: district.conditions.collect_usage,
+        DataCategory.DEVICE: district.conditions.collect_device,
+        DataCategory.DEMOGRAPHIC: district.conditions.collect_demographics,
     }
     return switch.get(category)
 
@@ -180,7 +181,7 @@ def _collected(district: DistrictNotice | None, category: DataCategory) -> bool 
 def _district_part(doc: PolicyDocument, district: DistrictNotice) -> DistrictPart:
     name = district.name
     version_note = None
-    if district.accepted_version != doc.version:
+    if district.conditions.accepted_version != doc.version:
         version_note = (
             f"The terms below are version {doc.version}, which applies to "
             f"{name} without a new acceptance because it adds no new use of data."
@@ -191,14 +192,14 @@ def _district_part(doc: PolicyDocument, district: DistrictNotice) -> DistrictPar
             purposes.append(
                 Setting(info.purpose.value, _words(info.purpose.value), "on", "always allowed", "(required by law)")
             )
-        elif info.purpose in district.authorized_purposes:
+        elif info.purpose in district.conditions.authorized_purposes:
             purposes.append(Setting(info.purpose.value, _words(info.purpose.value), "on", "allowed"))
         else:
             purposes.append(Setting(info.purpose.value, _words(info.purpose.value), "off", "not allowed"))
     switches = [
-        (DataCategory.USAGE, district.collect_usage),
-        (DataCategory.DEVICE, district.collect_device),
-        (DataCategory.DEMOGRAPHIC, district.collect_demographics),
+        (DataCategory.USAGE, district.conditions.collect_usage),
+        (DataCategory.DEVICE, district.conditions.collect_device),
+        (DataCategory.DEMOGRAPHIC, district.conditions.collect_demographics),
     ]
     collects = tuple(
         Setting(c.value, _words(c.value), "on" if on else "off", "collected" if on else "not collected")
@@ -206,23 +207,23 @@ def _district_part(doc: PolicyDocument, district: DistrictNotice) -> DistrictPar
     )
     direct = (
         "Students and parents can see their records directly in the app."
-        if district.direct_record_access
+        if district.conditions.direct_record_access
         else "Students and parents see their records by asking the district."
     )
     rights = (
         "lets students and parents see their records directly in the app, under record access."
-        if district.direct_record_access
+        if district.conditions.direct_record_access
         else "does not offer direct access in the app: please contact the "
         "school district, which will answer your request."
     )
     return DistrictPart(
         name=name,
-        accepted_version=district.accepted_version,
+        accepted_version=district.conditions.accepted_version,
         version_note=version_note,
         purposes=tuple(purposes),
         collects=collects,
         direct=direct,
-        minimum_group_size=district.minimum_group_size,
+        minimum_group_size=district.conditions.minimum_group_size,
         rights=rights,
     )
 
@@ -257,7 +258,7 @@ def privacy_notice(
         if (
             district is not None
             and info.purpose is not Purpose.LEGAL_COMPLIANCE
-            and info.purpose not in district.authorized_purposes
+            and info.purpose not in district.conditions.authorized_purposes
         ):
             off = f"{district.name} does not allow this use."
         purposes.append(
@@ -274,7 +275,12 @@ def privacy_notice(
     days = (retention.responses_days, retention.activity_days, retention.device_days, retention.audit_days)
     retention_intro = "Standard periods:"
     if district is not None:
-        days = (district.responses_days, district.activity_days, district.device_days, district.audit_days)
+        days = (
+            district.retention.responses_days,
+            district.retention.activity_days,
+            district.retention.device_days,
+            district.retention.audit_days,
+        )
         retention_intro = f"{district.name} keeps information for these periods:"
     return Notice(
         title=title,

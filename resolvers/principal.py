@@ -11,6 +11,7 @@ from typing import Any
 
 from permissions.decide import DistrictConditions
 from permissions.enums import Purpose, Role
+from permissions.notice import DistrictNotice, Retention
 from permissions.principal import Principal, SupportScope
 from resolvers.db import Db
 
@@ -79,6 +80,10 @@ async def load_principal(
     return Standing(principal, home, row["district_ids"])
 
 
+# A row of ``districts`` is read here alone: its policy settings (what the
+# decisions use), its retention periods, and both with its name (the notice).
+
+
 def conditions_from_row(row: Any) -> DistrictConditions:
     return DistrictConditions(
         district_id=str(row["id"]),
@@ -90,6 +95,19 @@ def conditions_from_row(row: Any) -> DistrictConditions:
         accepted_version=row["accepted_policy_version"],
         minimum_group_size=row["minimum_group_size"],
     )
+
+
+def retention_from_row(row: Any) -> Retention:
+    return Retention(
+        responses_days=row["responses_days"],
+        activity_days=row["activity_days"],
+        device_days=row["device_days"],
+        audit_days=row["audit_days"],
+    )
+
+
+def notice_from_row(row: Any) -> DistrictNotice:
+    return DistrictNotice(name=row["name"], conditions=conditions_from_row(row), retention=retention_from_row(row))
 
 
 async def load_conditions(db: Db, district_ids: Sequence[uuid.UUID] | None) -> dict[str, DistrictConditions]:

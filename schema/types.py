@@ -15,21 +15,23 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import asdict
 from typing import Any
 
 import strawberry
 
 from permissions.decide import Decision
-from permissions.enums import DataCategory, DenyReason, Role
+from permissions.enums import DataCategory, DenyReason, Purpose, Role
 from permissions.errors import BadUserInput, Forbidden
+from resolvers.principal import conditions_from_row, retention_from_row
 from resolvers.reads import Row, encode_cursor
 from schema.audit import AuditConnection, access_log
-from schema.base import Info, Node, PageInfo, check_first, field, id_argument
+from schema.base import Context, Info, Node, PageInfo, check_first, field, id_argument
 from schema.classified import classified
 from schema.enums import ActivityKind, PurposeEnum, RoleEnum
 
 
-def directory_decision(ctx: Any) -> Decision:
+def directory_decision(ctx: Context) -> Decision:
     """Whether this request may match students by name: DIRECTORY in every
     district whose rows it reaches (or, reaching none, what its rule says)."""
     keys = [str(d) for d in ctx.reads.visible_district_ids()]
@@ -77,18 +79,15 @@ class DistrictSettings:
 
     @classmethod
     def from_row(cls, row: Row) -> DistrictSettings:
+        conditions, retention = conditions_from_row(row), retention_from_row(row)
         return cls(
-            authorized_purposes=[PurposeEnum(p) for p in row["authorized_purposes"]],
-            collect_usage=row["collect_usage"],
-            collect_device=row["collect_device"],
-            collect_demographics=row["collect_demographics"],
-            direct_record_access=row["direct_record_access"],
-            retention=RetentionSettings(
-                responses_days=row["responses_days"],
-                activity_days=row["activity_days"],
-                device_days=row["device_days"],
-                audit_days=row["audit_days"],
-            ),
+            # In the order of the Purpose enum, as they are stored.
+            authorized_purposes=[PurposeEnum(p.value) for p in Purpose if p in conditions.authorized_purposes],
+            collect_usage=conditions.collect_usage,
+            collect_device=conditions.collect_device,
+            collect_demographics=conditions.collect_demographics,
+            direct_record_access=conditions.direct_record_access,
+            retention=RetentionSettings(**asdict(retention)),
         )
 
 

@@ -27,9 +27,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from permissions.enums import DataCategory, Purpose
-from permissions.notice import DistrictNotice
+from permissions.enums import DataCategory
 from permissions.policy import PolicySet, load_policy_set
+from resolvers.principal import notice_from_row
 from schema.build import build_schema, graphql_schema
 from schema.catalog import category_fields
 from schema.compiled import CompiledReads, Planner
@@ -401,22 +401,8 @@ def create_app(
             return HTMLResponse("<!doctype html><title>Unavailable</title><p>Try again shortly.</p>", 503)
         if row is None:
             return HTMLResponse("<!doctype html><title>Not found</title><p>No such district.</p>", 404)
-        notice = DistrictNotice(
-            name=row["name"],
-            district_id=str(row["id"]),
-            accepted_version=row["accepted_policy_version"],
-            authorized_purposes=frozenset(Purpose(p) for p in row["authorized_purposes"] if p in Purpose.__members__),
-            collect_usage=row["collect_usage"],
-            collect_device=row["collect_device"],
-            collect_demographics=row["collect_demographics"],
-            direct_record_access=row["direct_record_access"],
-            minimum_group_size=row["minimum_group_size"],
-            responses_days=row["responses_days"],
-            activity_days=row["activity_days"],
-            device_days=row["device_days"],
-            audit_days=row["audit_days"],
-        )
-        doc = _policies_today().governing(row["accepted_policy_version"])
+        notice = notice_from_row(row)
+        doc = _policies_today().governing(notice.conditions.accepted_version)
         return privacy_response(request, doc, _category_fields(), notice)
 
     middleware = [

@@ -7,8 +7,9 @@ from html.parser import HTMLParser
 
 import pytest
 
+from permissions.decide import DistrictConditions
 from permissions.enums import DataCategory, Purpose
-from permissions.notice import DistrictNotice
+from permissions.notice import DistrictNotice, Retention
 from permissions.policy import load_policy_set
 from server.notice_page import render_privacy_html
 
@@ -34,18 +35,17 @@ FIELDS = {
 
 DISTRICT = DistrictNotice(
     name='Evil <script>alert("x")</script> & Sons',
-    district_id="d1",
-    accepted_version="2020-04-01",
-    authorized_purposes=frozenset({Purpose.INSTRUCTION, Purpose.STUDENT_LEARNING}),
-    collect_usage=True,
-    collect_device=False,
-    collect_demographics=False,
-    direct_record_access=True,
-    minimum_group_size=17,
-    responses_days=400,
-    activity_days=120,
-    device_days=30,
-    audit_days=3000,
+    conditions=DistrictConditions(
+        district_id="d1",
+        accepted_version="2020-04-01",
+        authorized_purposes=frozenset({Purpose.INSTRUCTION, Purpose.STUDENT_LEARNING}),
+        collect_usage=True,
+        collect_device=False,
+        collect_demographics=False,
+        direct_record_access=True,
+        minimum_group_size=17,
+    ),
+    retention=Retention(responses_days=400, activity_days=120, device_days=30, audit_days=3000),
 )
 
 
