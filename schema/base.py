@@ -19,11 +19,14 @@ if TYPE_CHECKING:
     # Public fields (``policy``, ``policyVersions``) also resolve for requests
     # without a token, whose context is the smaller PublicContext.
     PublicInfo: TypeAlias = strawberry.Info[RequestContext | PublicContext, None]
+    # A signed-in request's context where a helper takes it without the Info around it.
+    Context: TypeAlias = RequestContext
 else:
     # Strawberry reads a resolver's annotations when the schema is built and
     # only needs to see ``strawberry.Info`` there; the context's type is for
     # the type checker, so schema/ does not import server/ at run time.
     Info = PublicInfo = strawberry.Info
+    Context = Any
 
 Resolver = Callable[..., Any]
 

@@ -90,7 +90,7 @@ from permissions.enums import DataCategory, Role
 from resolvers.db import Params
 from resolvers.reads import ACTIVE, PROGRESS
 from resolvers.scope import RowScope
-from schema.base import MAX_PAGE
+from schema.base import MAX_PAGE, Context
 from schema.classified import category_of, refusal
 
 NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
@@ -823,7 +823,7 @@ class Compiled:
 class CompiledReads:
     """Runs a plan for one request: decisions first, then the statement, then the audit notes."""
 
-    def decisions(self, plan: Plan, ctx: Any) -> dict[DataCategory, Decision] | None:
+    def decisions(self, plan: Plan, ctx: Context) -> dict[DataCategory, Decision] | None:
         """The request's decision for each category of the plan (one district: a
         district user's own, which the row scope confines it to), or None."""
         district = ctx.principal.district_id
@@ -834,7 +834,7 @@ class CompiledReads:
         return {category: lookup(key, category) for category in plan.categories}
 
     def note(
-        self, plan: Plan, ctx: Any, reported: list[Any], decisions: dict[DataCategory, Decision]
+        self, plan: Plan, ctx: Context, reported: list[Any], decisions: dict[DataCategory, Decision]
     ) -> list[tuple[GraphQLError, list[str | int]]] | None:
         """Note every classified field of each level for each row the statement
         read there; the denied ones' errors. None (nothing noted) if a row is of
@@ -877,7 +877,7 @@ class CompiledReads:
                         errors.append((refused[id(m)], [*place, m.key]))
         return errors
 
-    async def run(self, plan: Plan, ctx: Any, variables: VariableValues | None) -> Compiled | None:
+    async def run(self, plan: Plan, ctx: Context, variables: VariableValues | None) -> Compiled | None:
         """The response's ``data`` and errors, or None for the resolver path.
         Nothing is noted unless data is returned."""
         decisions = self.decisions(plan, ctx)

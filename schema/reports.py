@@ -63,7 +63,7 @@ from resolvers.reports import (
     Universe,
     run_report,
 )
-from schema.base import Info, id_argument
+from schema.base import Context, Info, id_argument
 from schema.enums import Dimension, SuppressionReason
 from schema.governance import AggregateReport, AggregateRow, GroupValue, ReportInput, ScopeInput
 
@@ -189,7 +189,7 @@ def _refuse(message: str, reason: DenyReason, purpose: Purpose, category: DataCa
     return Forbidden(message, **extensions)
 
 
-def _out_of_scope(ctx: Any, what: str) -> Forbidden:
+def _out_of_scope(ctx: Context, what: str) -> Forbidden:
     return _refuse(
         f"{what} is outside the aggregates this role may read under purpose {ctx.purpose.value}",
         DenyReason.OUT_OF_SCOPE_OPERATION,
@@ -198,7 +198,7 @@ def _out_of_scope(ctx: Any, what: str) -> Forbidden:
 
 
 def _analyst_refusal(
-    ctx: Any, conditions: DistrictConditions, kind: Kind, purpose: Purpose | None = None
+    ctx: Context, conditions: DistrictConditions, kind: Kind, purpose: Purpose | None = None
 ) -> DenyReason | None:
     """Why a district takes no part in an analyst's report under ``purpose``
     (the request's by default), or None."""
@@ -221,7 +221,7 @@ async def _district_of(db: Any, table: str, row_id: uuid.UUID, districts: list[u
     return await db.fetchrow(sql, row_id, districts)
 
 
-async def _plan_internal(ctx: Any, request: Request, kind: Kind) -> Plan:
+async def _plan_internal(ctx: Context, request: Request, kind: Kind) -> Plan:
     principal = ctx.principal
     if principal.role is not Role.ANALYST or principal.district_id is not None:
         raise _out_of_scope(ctx, "This report")
@@ -280,7 +280,7 @@ async def _plan_internal(ctx: Any, request: Request, kind: Kind) -> Plan:
     return Plan(universe, fixed, max(sizes, default=DEFAULT_K), counterparts)
 
 
-async def _plan_district(ctx: Any, request: Request, kind: Kind) -> Plan:
+async def _plan_district(ctx: Context, request: Request, kind: Kind) -> Plan:
     principal = ctx.principal
     aggregates = ctx.rule.aggregates
     home_id = principal.district_id
@@ -354,7 +354,7 @@ async def _plan_district(ctx: Any, request: Request, kind: Kind) -> Plan:
     return Plan(universe, fixed, home.minimum_group_size)
 
 
-async def plan_report(ctx: Any, request: Request, kind: Kind) -> Plan:
+async def plan_report(ctx: Context, request: Request, kind: Kind) -> Plan:
     aggregates = ctx.rule.aggregates
     if aggregates is AggregateScope.NONE:
         raise _out_of_scope(ctx, "An aggregate report")
@@ -382,7 +382,7 @@ def audit_fields(kind: Kind, request: Request | None) -> list[str]:
     return fields
 
 
-def _record(ctx: Any, kind: Kind, request: Request | None, allowed: bool) -> None:
+def _record(ctx: Context, kind: Kind, request: Request | None, allowed: bool) -> None:
     """One audit entry of its own: no subject, no category (no one student's
     data is disclosed), the scope, dimensions and measures as its fields."""
     ctx.audit.record(ctx.home_district_key, None, audit_fields(kind, request), (), allowed)
