@@ -83,6 +83,7 @@ MARK = "pledgeql bench: {students} students, migrations {migrations}"
 PLEDGEQL = "pledgeql"
 UNENFORCED = "pledgeql unenforced"
 POSTGRAPHILE = "PostGraphile 4"
+BASELINE = "pledgeql baseline"  # another commit of pledgeql (--baseline), on the same database
 LIMIT = "limit (asyncpg+orjson)"
 SYSTEMS = ("pledgeql", "unenforced", "limit", "postgraphile")
 
@@ -113,6 +114,7 @@ class Options:
     systems: tuple[str, ...] = SYSTEMS
     limit_calls: int = 200
     rounds: int = 3
+    baseline: str | None = None
 
 
 def parse_options(argv: list[str] | None) -> Options:
@@ -138,6 +140,11 @@ def parse_options(argv: list[str] | None) -> Options:
     )
     parser.add_argument("--work-dir", type=Path, default=BENCH / ".work", help="embedded server, logs (git-ignored)")
     parser.add_argument("--out", type=Path, default=BENCH / "RESULTS.md", help="where the table is written")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="also serve this commit (a git revision with the same migrations) and compare S1, S2 and the corpus",
+    )
     args = parser.parse_args(argv)
     quick = bool(args.quick)
     if args.workers:
@@ -182,6 +189,7 @@ def parse_options(argv: list[str] | None) -> Options:
         systems=systems,
         limit_calls=20 if quick else 200,
         rounds=args.rounds if args.rounds is not None else (1 if quick else 3),
+        baseline=args.baseline,
     )
 
 
@@ -203,11 +211,11 @@ def database_urls(options: Options) -> DatabaseUrls:
     return DatabaseUrls(owner=owner, app=app)
 
 
-def migrations_digest() -> str:
+def migrations_digest(root: Path = ROOT) -> str:
     """A digest of the migration files: a reused database must have been built by
     the same migrations (a reserved migration may change in place while an area is built)."""
     digest = hashlib.sha256()
-    for path in sorted((ROOT / "migrations" / "versions").glob("*.py")):
+    for path in sorted((root / "migrations" / "versions").glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -302,6 +310,7 @@ def serve(
     ready: Callable[[str], bool],
     options: Options,
     started: tuple[str, int] | None = None,
+    cwd: Path = ROOT,
 ) -> Iterator[Server]:
     """Start ``command`` in a session of its own; yield once ``ready(base_url)`` and,
     with ``started=(line, n)``, once its log shows ``line`` n times (every worker
@@ -311,7 +320,7 @@ def serve(
     log_path = logs / (name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "_") + ".log")
     with log_path.open("wb") as output:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
     server = Server(name, process, f"http://127.0.0.1:{port}", log_path)
     began = time.monotonic()
@@ -500,7 +509,7 @@ class Report:
                 if len(measured) < len(rows):
                     spread += f"; {len(rows) - len(measured)} round(s) without a result"
             out.append((median, spread))
-        order = {name: i for i, name in enumerate((PLEDGEQL, UNENFORCED, POSTGRAPHILE, LIMIT))}
+        order = {name: i for i, name in enumerate((PLEDGEQL, BASELINE, UNENFORCED, POSTGRAPHILE, LIMIT))}
         out.sort(key=lambda rs: (order.get(rs[0].system, 9), rs[0].workers, -rs[0].concurrency, rs[0].scenario))
         return out
 
@@ -725,10 +734,41 @@ def pledgeql_server(env: dict[str, str], options: Options) -> Callable[[int], An
     return start
 
 
-def run_pledgeql(report: Report, calls: dict[str, list[Call]], start: Callable[[int], Any]) -> None:
-    """S2-S5 on pledgeql at each worker count (S1 runs side by side with the other systems)."""
+def baseline_server(env: dict[str, str], options: Options, revision: str) -> Callable[[int], Any]:
+    """pledgeql as it was at ``revision``: its files checked out in a worktree of their own
+    (under the work dir), served by this environment's Python against the same database."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", f"{revision}^{{commit}}"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tree = options.work_dir / f"baseline-{commit}"
+    if not (tree / "server").is_dir():
+        subprocess.run(["git", "worktree", "add", "--force", "--detach", str(tree), commit], cwd=ROOT, check=True)
+    ours, theirs = migrations_digest(), migrations_digest(tree)
+    if ours != theirs:
+        raise SystemExit(
+            f"--baseline {revision}: its migrations differ from this checkout's; it needs a database of its own"
+        )
+    baseline_env = dict(env, PYTHONPATH=str(tree))
+
+    def start(workers: int) -> Any:
+        port = free_port()
+        command = uvicorn_command("server.asgi:app", port, workers)
+        name = f"baseline-{commit}-{workers}w"
+        return serve(name, command, baseline_env, port, answers("/readyz"), options, uvicorn_started(workers), tree)
+
+    return start
+
+
+def run_pledgeql(
+    report: Report,
+    calls: dict[str, list[Call]],
+    start: Callable[[int], Any],
+    system: str = PLEDGEQL,
+    only: tuple[str, ...] = ("S2", "S3", "S4", "S5"),
+) -> None:
+    """S2-S5 (or ``only`` these) on pledgeql at each worker count (S1 runs side by side with the other systems)."""
     options = report.options
-    wanted = [s for s in ("S2", "S3", "S4", "S5") if s in options.scenarios]
+    wanted = [s for s in only if s in options.scenarios]
     if not wanted:
         return
     for workers in options.workers:
@@ -739,10 +779,10 @@ def run_pledgeql(report: Report, calls: dict[str, list[Call]], start: Callable[[
                 if status == "ok":
                     available[scenario] = calls[scenario]
                     if scenario in wanted:
-                        measure(report, server, PLEDGEQL, scenario, calls[scenario], workers, options.concurrency)
+                        measure(report, server, system, scenario, calls[scenario], workers, options.concurrency)
                 elif scenario in wanted:
-                    log(f"{PLEDGEQL} {scenario}: {status}")
-                    report.rows.append(Row(PLEDGEQL, scenario, workers, options.concurrency, status=status))
+                    log(f"{system} {scenario}: {status}")
+                    report.rows.append(Row(system, scenario, workers, options.concurrency, status=status))
             mixed = [
                 dataclasses.replace(c, weight=scenarios.MIX[s])
                 for s in scenarios.MIX
@@ -752,14 +792,14 @@ def run_pledgeql(report: Report, calls: dict[str, list[Call]], start: Callable[[
             if "S5" not in wanted:
                 pass
             elif mixed:
-                measure(report, server, PLEDGEQL, "S5", mixed, workers, options.concurrency)
+                measure(report, server, system, "S5", mixed, workers, options.concurrency)
                 missing = [s for s in scenarios.MIX if s not in available]
                 if missing and workers == options.workers[0]:
                     report.notes.append(f"S5 ran without {', '.join(missing)} (not available), reweighted")
             else:
-                report.rows.append(Row(PLEDGEQL, "S5", workers, options.concurrency, status="not available"))
+                report.rows.append(Row(system, "S5", workers, options.concurrency, status="not available"))
             if options.latency_runs and workers == 1 and "S3" in available and "S3" in wanted:
-                measure(report, server, PLEDGEQL, "S3", available["S3"], workers, 1)
+                measure(report, server, system, "S3", available["S3"], workers, 1)
 
 
 @dataclass(frozen=True)
@@ -909,8 +949,10 @@ def run_corpus(
     subjects: scenarios.Subjects,
     ids: corpus.Ids,
     token: Callable[[Any, str], str],
+    start_baseline: Callable[[int], Any] | None = None,
 ) -> None:
-    """Every shared query at one worker, between the two compiled baselines at the start and the end."""
+    """Every shared query at one worker, between the two compiled baselines at the start and the end
+    (and each, with ``start_baseline``, on the baseline commit right after)."""
     options = report.options
 
     def pledgeql_call(op: corpus.Operation) -> Call:
@@ -925,9 +967,11 @@ def run_corpus(
                 graphile = stack.enter_context(start_postgraphile(1))
             except RuntimeError as error:
                 report.notes.append(f"Corpus: PostGraphile did not start: {error}")
+        before = stack.enter_context(start_baseline(1)) if start_baseline is not None else None
+        targets = {PLEDGEQL: server, POSTGRAPHILE: graphile, BASELINE: before}
 
         def one(op: corpus.Operation, phase: str = "", system: str = PLEDGEQL, call: Call | None = None) -> None:
-            target = server if system == PLEDGEQL else graphile
+            target = targets[system]
             if target is None:
                 return
             call = call or pledgeql_call(op)
@@ -949,6 +993,7 @@ def run_corpus(
         one(first[0], system=POSTGRAPHILE, call=postgraphile_call("S1", POSTGRAPHILE_S1, s1_variables))
         for op in corpus.operations(subjects, ids):
             one(op)
+            one(op, system=BASELINE)
             if op.name in corpus.POSTGRAPHILE:
                 variables = corpus.postgraphile_variables(op.name, subjects, ids)
                 one(op, system=POSTGRAPHILE, call=postgraphile_call(op.name, corpus.POSTGRAPHILE[op.name], variables))
@@ -1051,6 +1096,53 @@ def done_when(report: Report, line: tuple[float, float] | None) -> list[str]:
     return out
 
 
+def baseline_section(report: Report) -> list[str]:
+    """This commit against the baseline commit, each figure from the same run."""
+    revision = report.facts["baseline"]
+    out = [
+        f"## Against the baseline ({revision})",
+        "",
+        f"pledgeql at {report.facts.get('code')} and at {revision}, served alike against the same database in "
+        "this run: S1 side by side in interleaved rounds, S2 one after the other, each corpus operation on one "
+        "then the other. Ratio = this commit's req/s / the baseline's (>= 1.0: no slower).",
+        "",
+        "| scenario | workers | conc. | this commit req/s | baseline req/s | ratio |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    ratios: list[float] = []
+
+    def add(label: str, ours: Row | None, theirs: Row | None, workers: int, concurrency: int) -> None:
+        a = ours.result.rps if ours and ours.ok and ours.result else None
+        b = theirs.result.rps if theirs and theirs.ok and theirs.result else None
+        if a is not None and b:
+            ratios.append(a / b)
+        shown = (f"{a:.1f}" if a is not None else "-", f"{b:.1f}" if b is not None else "-")
+        out.append(f"| {label} | {workers} | {concurrency} | {shown[0]} | {shown[1]} | {_ratio(a, b)} |")
+
+    options = report.options
+    for scenario in ("S1", "S2"):
+        for workers in options.workers:
+            for concurrency in sorted({options.concurrency, 1}, reverse=True):
+                ours = report.find(PLEDGEQL, scenario, workers, concurrency)
+                theirs = report.find(BASELINE, scenario, workers, concurrency)
+                if ours or theirs:
+                    add(scenario, ours, theirs, workers, concurrency)
+    by_name: dict[str, dict[str, Row]] = {}
+    for c in report.corpus:
+        if not c.phase:
+            by_name.setdefault(c.operation.name, {})[c.row.system] = c.row
+    for name, rows in by_name.items():
+        if BASELINE in rows:
+            add(f"corpus {name}", rows.get(PLEDGEQL), rows[BASELINE], 1, options.concurrency)
+    if ratios:
+        out += [
+            "",
+            f"Over {len(ratios)} figures: lowest ratio **{min(ratios):.2f}x**, median "
+            f"**{statistics.median(ratios):.2f}x**, highest {max(ratios):.2f}x.",
+        ]
+    return [*out, ""]
+
+
 # -------------------------------------------------------------------- main
 
 
@@ -1102,6 +1194,11 @@ def run(options: Options) -> Report:
     env = server_env(urls, options, secret)
 
     start_pledgeql = pledgeql_server(env, options)
+    start_baseline = None
+    if options.baseline:
+        start_baseline = baseline_server(env, options, options.baseline)
+        report.facts["baseline"] = options.baseline
+        run_pledgeql(report, calls, start_baseline, BASELINE, only=("S2",))
     if "pledgeql" in options.systems:
         run_pledgeql(report, calls, start_pledgeql)
 
@@ -1109,7 +1206,7 @@ def run(options: Options) -> Report:
         if "CORPUS" in options.scenarios and "pledgeql" in options.systems:
             ids = asyncio.run(corpus.prepare_ids(urls.owner, subjects))
             graphile = None if missing else postgraphile_server(urls, env, options)
-            run_corpus(report, start_pledgeql, graphile, subjects, ids, token)
+            run_corpus(report, start_pledgeql, graphile, subjects, ids, token, start_baseline)
 
     if "S1" not in options.scenarios:
         corpus_run(postgraphile_missing() if options.postgraphile else "not run")
@@ -1121,6 +1218,8 @@ def run(options: Options) -> Report:
     side: list[System] = []
     if "pledgeql" in options.systems:
         side.append(System(PLEDGEQL, start_pledgeql, calls["S1"]))
+    if start_baseline is not None:
+        side.append(System(BASELINE, start_baseline, calls["S1"]))
 
     # (c) the same server without permission checks and audit writes.
     def unenforced(workers: int) -> Any:
@@ -1358,6 +1457,8 @@ def markdown(report: Report) -> str:
         ]
     if report.corpus:
         lines += corpus_section(report)
+    if report.facts.get("baseline"):
+        lines += baseline_section(report)
     if report.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in report.notes), ""]
     lines += [
