@@ -629,6 +629,41 @@ def test_a_delta_package_updates_deactivates_tobedeleted_and_skips_older_rows(
     assert _user(db, district, "stu-1")["first_name"] == "Sam"
 
 
+def test_closing_a_class_ends_its_enrollments_takes_its_teachers_off_and_counts_both(
+    db: DatabaseUrls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    district = _new_district(db)
+    d = uuid.UUID(district)
+    files = bulk_files()
+    classes, enrollments = files["classes.csv"], files["enrollments.csv"]
+    assert isinstance(classes, list) and isinstance(enrollments, list)
+    enrollments[6][-1] = ""  # e-s3, in cls-3: open, whatever the day the test runs
+    assert _import(write_package(tmp_path / "bulk", files), district, db, monkeypatch, capsys)[0] == 0
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+
+    # A delta closes cls-1 (one student, one teacher), whatever else the package holds.
+    closing = {"classes.csv": [CLASSES, ["cls-1", "tobedeleted", LATER, *classes[1][3:]]]}
+    status, out, _ = _import(
+        write_package(tmp_path / "close", closing, mode="delta"), district, db, monkeypatch, capsys
+    )
+    assert status == 0, out
+    assert "  classes         created 0, updated 0, unchanged 0, closed (tobedeleted) 1\n" in out
+    assert "  enrollments     ended (class tobedeleted) 1\n" in out
+    assert "  teachers        removed (class tobedeleted) 1\n" in out
+    assert "users" not in out.split("by kind:", 1)[1].split("Problems", 1)[0]
+
+    # A bulk classes.csv without cls-3 closes it the same way, counted under the bulk rule.
+    bulk = {"orgs.csv": files["orgs.csv"], "classes.csv": [c for c in classes if c[0] != "cls-3"]}
+    status, out, _ = _import(write_package(tmp_path / "missing", bulk), district, db, monkeypatch, capsys)
+    assert status == 0, out
+    assert "  classes         created 0, updated 0, unchanged 2, closed (missing from the bulk file) 1\n" in out
+    assert "  enrollments     ended (class missing from the bulk file) 1\n" in out
+    assert "  teachers        removed (class missing from the bulk file) 1\n" in out
+    ended = _fetch(db, "SELECT sourced_id FROM enrollments WHERE district_id = $1 AND end_date = $2", d, yesterday)
+    assert {r["sourced_id"] for r in ended} == {"e-s1", "e-s3"}
+    assert _val(db, "SELECT count(*) FROM class_teachers WHERE district_id = $1", d) == 0
+
+
 # ------------------------------------------------------------- encodings
 
 

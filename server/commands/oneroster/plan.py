@@ -33,6 +33,7 @@ import functools
 import re
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,6 +213,17 @@ class _File:
         self.seen[sid] = rec.line
         return sid
 
+    def rows(self) -> Iterator[tuple[Record, str, str, dt.datetime | None]]:
+        """(record, sourcedId, status, dateLastModified) of each line with a usable sourcedId.
+
+        Status and dateLastModified are read on every line, used or not, so
+        their problems are reported wherever they occur.
+        """
+        for rec in self.file.records:
+            sid = self.sourced_id(rec)
+            if sid is not None:
+                yield rec, sid, self.status(rec), self.modified(rec)
+
     def status(self, rec: Record) -> str:
         raw = rec.values.get("status", "")
         if raw == "active" or (not raw and not self.delta):
@@ -361,6 +373,7 @@ class Planner:
         self.courses: dict[str, list[str]] = {}
         self.closed_classes: set[str] = set()  # tobedeleted in the package
         self.sessions: set[str] = set()
+        self.roles: dict[str, list[tuple[str, str, str, int]]] = {}  # 1.2: see roles_file
 
     def _file(self, name: str) -> _File | None:
         file = self.package.files.get(name)
@@ -384,19 +397,30 @@ class Planner:
             return True
         return False
 
+    @staticmethod
+    def _deactivate(f: _File, rec: Record, existing: Existing | None, into: list[uuid.UUID]) -> None:
+        """A tobedeleted row of a delta file deactivates its record; in a bulk file it counts as missing."""
+        if not f.delta:
+            return
+        if existing is not None:
+            into.append(existing.id)
+        else:
+            f.report(NOTE, rec, "status", "tobedeleted, and never imported: nothing to do")
+
+    def _bulk_rule_applies(self, f: _File, *needed: str) -> bool:
+        """Whether a bulk file deactivates what it does not name: not if a line of it, or of a file
+        it needs, was not imported (the missing record might be that line)."""
+        if f.delta:
+            return False
+        failed = sorted({f.name, *needed} & self.problems.files_with_errors)
+        self.plan.bulk_skipped.extend(failed)
+        return not failed
+
     # ------------------------------------------------------------------ orgs
 
-    def orgs_file(self) -> None:
-        f = self._file("orgs.csv")
-        if f is None:
-            return
+    def orgs_file(self, f: _File) -> None:
         district_orgs: list[tuple[str, int]] = []
-        for rec in f.file.records:
-            sid = f.sourced_id(rec)
-            if sid is None:
-                continue
-            status = f.status(rec)
-            modified = f.modified(rec)
+        for rec, sid, status, modified in f.rows():
             kind = f.enum(rec, "type", spec.ORG_TYPES, required=True)
             name = f.required(rec, "name")
             if kind is None or name is None:
@@ -483,16 +507,8 @@ class Planner:
 
     # -------------------------------------------------- sessions and courses
 
-    def sessions_file(self) -> None:
-        f = self._file("academicSessions.csv")
-        if f is None:
-            return
-        for rec in f.file.records:
-            sid = f.sourced_id(rec)
-            if sid is None:
-                continue
-            f.status(rec)
-            f.modified(rec)
+    def sessions_file(self, f: _File) -> None:
+        for rec, sid, _, _ in f.rows():
             f.enum(rec, "type", ("gradingPeriod", "semester", "schoolYear", "term"), required=False)
             for column in ("startDate", "endDate"):
                 readable, _ = f.date(rec, column)
@@ -500,16 +516,8 @@ class Planner:
                     f.warn(rec, column, "not a date (YYYY-MM-DD); not used", kind=f"{column} unreadable")
             self.sessions.add(sid)
 
-    def courses_file(self) -> None:
-        f = self._file("courses.csv")
-        if f is None:
-            return
-        for rec in f.file.records:
-            sid = f.sourced_id(rec)
-            if sid is None:
-                continue
-            f.status(rec)
-            f.modified(rec)
+    def courses_file(self, f: _File) -> None:
+        for rec, sid, _, _ in f.rows():
             org = f.value(rec, "orgSourcedId")
             if org and org not in self.orgs and org not in self.state.schools:
                 f.warn(rec, "orgSourcedId", f"org {org!r} is not in orgs.csv nor already imported")
@@ -517,17 +525,9 @@ class Planner:
 
     # --------------------------------------------------------------- classes
 
-    def classes_file(self) -> None:
-        f = self._file("classes.csv")
-        if f is None:
-            return
+    def classes_file(self, f: _File) -> None:
         kept: list[str] = []
-        for rec in f.file.records:
-            sid = f.sourced_id(rec)
-            if sid is None:
-                continue
-            status = f.status(rec)
-            modified = f.modified(rec)
+        for rec, sid, status, modified in f.rows():
             title = f.required(rec, "title")
             school_ref = f.required(rec, "schoolSourcedId")
             f.enum(rec, "classType", spec.CLASS_TYPES, required=False)
@@ -550,11 +550,7 @@ class Planner:
                 continue
             existing = self.state.classes.get(sid)
             if status == "tobedeleted":
-                if f.delta:
-                    if existing is not None:
-                        self.plan.classes_closed.append(existing.id)
-                    else:
-                        f.report(NOTE, rec, "status", "tobedeleted, and never imported: nothing to do")
+                self._deactivate(f, rec, existing, self.plan.classes_closed)
                 continue
             if existing is not None and self._stale(f, rec, existing, modified):
                 self.classes[sid] = (existing.id, existing.school_id or school)
@@ -577,27 +573,17 @@ class Planner:
             )
             self.classes[sid] = (class_id, school)
             kept.append(sid)
-        if not f.delta:
-            if f.name in self.problems.files_with_errors:
-                self.plan.bulk_skipped.append(f.name)
-            else:
-                self.plan.bulk_classes = kept
+        if self._bulk_rule_applies(f):
+            self.plan.bulk_classes = kept
 
     # ----------------------------------------------------------------- users
 
-    def _roles(self) -> dict[str, list[tuple[str, str, str, int]]]:
-        """1.2: user sourcedId -> [(roleType, role, org, line)], primary roles first."""
-        f = self._file("roles.csv")
+    def roles_file(self, f: _File) -> None:
+        """1.2 users' roles (the reader drops roles.csv from a 1.1 package), read before users.csv takes
+        each user's role and school from them: user sourcedId -> [(roleType, role, org, line)], primary first."""
         found: dict[str, list[tuple[str, str, str, int]]] = defaultdict(list)
-        if f is None:
-            return found
         roles = tuple(spec.ROLE_SPELLING.get(r, r) for r in spec.USER_ROLES)
-        for rec in f.file.records:
-            sid = f.sourced_id(rec)
-            if sid is None:
-                continue
-            status = f.status(rec)
-            f.modified(rec)
+        for rec, _, status, _ in f.rows():
             user = f.required(rec, "userSourcedId")
             org = f.required(rec, "orgSourcedId")
             role = f.enum(rec, "role", roles, required=True)
@@ -607,15 +593,11 @@ class Planner:
             found[user].append((role_type, role, org, rec.line))
         for entries in found.values():
             entries.sort(key=lambda e: (e[0] != "primary", e[3]))
-        return found
+        self.roles = found
+        if found and "users.csv" not in self.package.files:
+            self.problems.add(WARNING, "roles.csv", None, None, None, "without users.csv; not used")
 
-    def users_file(self) -> None:
-        f = self._file("users.csv")
-        roles_by_user = self._roles() if self.package.version == "1.2" else {}
-        if f is None:
-            if roles_by_user:
-                self.problems.add(WARNING, "roles.csv", None, None, None, "without users.csv; not used")
-            return
+    def users_file(self, f: _File) -> None:
         v12 = self.package.version == "1.2"
         columns = set(f.file.columns)
         present = {
@@ -637,18 +619,13 @@ class Planner:
         kept: list[str] = []
         usernames: dict[str, int] = {}
         self.user_lines.update(f.file.failed)
-        for rec in f.file.records:
-            sid = f.sourced_id(rec)
-            if sid is None:
-                continue
+        for rec, sid, status, modified in f.rows():
             self.user_lines[sid] = rec.line
             if f.value(rec, "password"):
                 passwords.append(rec.line)
-            status = f.status(rec)
-            modified = f.modified(rec)
             role_column = "role"
             if v12:
-                entries = roles_by_user.get(sid, [])
+                entries = self.roles.get(sid, [])
                 if not entries:
                     f.error(rec, "sourcedId", "the user has no role in roles.csv; not imported", kind="no role")
                     continue
@@ -679,11 +656,7 @@ class Planner:
                 continue
             existing = self.state.users.get(sid)
             if status == "tobedeleted":
-                if f.delta:
-                    if existing is not None:
-                        self.plan.users_disabled.append(existing.id)
-                    else:
-                        f.report(NOTE, rec, "status", "tobedeleted, and never imported: nothing to do")
+                self._deactivate(f, rec, existing, self.plan.users_disabled)
                 continue
             if existing is not None and existing.role != role:
                 f.error(
@@ -769,14 +742,8 @@ class Planner:
                 "not read, never stored; remove passwords from the export",
             )
         self._links(f, agents)
-        failed = {f.name} & self.problems.files_with_errors
-        if v12 and "roles.csv" in self.problems.files_with_errors:
-            failed.add("roles.csv")
-        if not f.delta:
-            if failed:
-                self.plan.bulk_skipped.extend(sorted(failed))
-            else:
-                self.plan.bulk_users = kept
+        if self._bulk_rule_applies(f, *(("roles.csv",) if v12 else ())):
+            self.plan.bulk_users = kept
 
     def _user(self, sid: str) -> tuple[uuid.UUID, str, str] | None:
         if sid in self.users:
@@ -828,10 +795,7 @@ class Planner:
 
     # ---------------------------------------------------------- demographics
 
-    def demographics_file(self) -> None:
-        f = self._file("demographics.csv")
-        if f is None:
-            return
+    def demographics_file(self, f: _File) -> None:
         if not self.state.collect_demographics:
             self.problems.add(
                 NOTE,
@@ -843,12 +807,7 @@ class Planner:
                 f"{len(f.file.records)} rows dropped",
             )
             return
-        for rec in f.file.records:
-            sid = f.sourced_id(rec)
-            if sid is None:
-                continue
-            status = f.status(rec)
-            f.modified(rec)
+        for rec, sid, status, _ in f.rows():
             user = self._user(sid)
             if user is None or user[1] != "STUDENT":
                 f.warn(
@@ -870,21 +829,13 @@ class Planner:
 
     # ----------------------------------------------------------- enrollments
 
-    def enrollments_file(self) -> None:
-        f = self._file("enrollments.csv")
-        if f is None:
-            return
+    def enrollments_file(self, f: _File) -> None:
         kept: list[str] = []
         teachers: list[tuple[uuid.UUID, uuid.UUID]] = []
         pairs: dict[tuple[uuid.UUID, uuid.UUID], int] = {}
         package_classes = self.package_class_ids()
         school_cache: dict[str, uuid.UUID | None] = {}
-        for rec in f.file.records:
-            sid = f.sourced_id(rec)
-            if sid is None:
-                continue
-            status = f.status(rec)
-            modified = f.modified(rec)
+        for rec, sid, status, modified in f.rows():
             class_ref = f.required(rec, "classSourcedId")
             user_ref = f.required(rec, "userSourcedId")
             role = f.enum(rec, "role", spec.ENROLLMENT_ROLES, required=True)
@@ -987,12 +938,9 @@ class Planner:
                 continue
             self.plan.enrollments.append(EnrollmentRow(klass[0], user[0], begin, end, sid, modified))
         self.plan.teachers = sorted(set(teachers))
-        if not f.delta:
-            if f.name in self.problems.files_with_errors:
-                self.plan.bulk_skipped.append(f.name)
-            else:
-                self.plan.bulk_enrollments = kept
-                self.plan.bulk_teachers = self.plan.teachers
+        if self._bulk_rule_applies(f):
+            self.plan.bulk_enrollments = kept
+            self.plan.bulk_teachers = self.plan.teachers
 
     def package_class_ids(self) -> set[str]:
         file = self.package.files.get("classes.csv")
@@ -1007,13 +955,21 @@ class Planner:
         return f"class {ref!r} is not in classes.csv nor already imported; the enrollment is not imported"
 
     def run(self) -> Plan:
-        self.orgs_file()
-        self.sessions_file()
-        self.courses_file()
-        self.classes_file()
-        self.users_file()
-        self.demographics_file()
-        self.enrollments_file()
+        # In dependency order: a file's rows name records of the files before it.
+        files = (
+            ("orgs.csv", self.orgs_file),
+            ("academicSessions.csv", self.sessions_file),
+            ("courses.csv", self.courses_file),
+            ("classes.csv", self.classes_file),
+            ("roles.csv", self.roles_file),
+            ("users.csv", self.users_file),
+            ("demographics.csv", self.demographics_file),
+            ("enrollments.csv", self.enrollments_file),
+        )
+        for name, read in files:
+            f = self._file(name)
+            if f is not None:
+                read(f)
         return self.plan
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from server.commands.oneroster.plan import USER_COLUMNS, DistrictState, Existing, Plan
@@ -71,11 +72,92 @@ async def load_state(conn: Any, district_id: uuid.UUID, today: dt.date) -> Distr
     )
 
 
+def _names(columns: str) -> list[str]:
+    return [c.strip().split(" ")[0] for c in columns.split(",")]
+
+
 async def _temp(conn: Any, name: str, columns: str, records: list[tuple[Any, ...]]) -> None:
     await conn.execute(f"CREATE TEMP TABLE {name} ({columns}) ON COMMIT DROP")
     if records:
-        names = [c.strip().split(" ")[0] for c in columns.split(",")]
-        await conn.copy_records_to_table(name, records=records, columns=names)
+        await conn.copy_records_to_table(name, records=records, columns=_names(columns))
+
+
+@dataclass(frozen=True)
+class _Merge:
+    """A roster table merged by id from a temporary table whose last two columns are ``modified`` and ``new``.
+
+    Every other column of the temporary table is inserted; ``compared`` are the
+    ones an import may change, so a row is updated only when one of them differs.
+    """
+
+    table: str
+    columns: str  # the temporary table's, with their types
+    compared: tuple[str, ...]
+    timestamps: bool = False  # the table keeps created_at and updated_at: both are the import's time
+
+    @property
+    def temp(self) -> str:
+        return f"t_{self.table}"
+
+    @property
+    def inserted(self) -> str:
+        return ", ".join(c for c in _names(self.columns) if c not in ("modified", "new"))
+
+
+SCHOOLS = _Merge("schools", "id uuid, sourced_id text, name text, modified timestamptz, new boolean", ("name",))
+CLASSES = _Merge(
+    "classes",
+    "id uuid, school_id uuid, name text, subject text, grade_level text, sourced_id text, "
+    "modified timestamptz, new boolean",
+    ("school_id", "name", "subject", "grade_level"),
+)
+USERS = _Merge(
+    "users",
+    "id uuid, role text, sourced_id text, username text, disabled boolean, school_id uuid, first_name text, "
+    "last_name text, email text, phone text, preferred_name text, grade_level text, student_number text, "
+    "state_id text, modified timestamptz, new boolean",
+    USER_COLUMNS,
+    timestamps=True,
+)
+
+
+async def _merge(
+    conn: Any,
+    merge: _Merge,
+    d: uuid.UUID,
+    now: dt.datetime,
+    records: list[tuple[Any, ...]],
+    compared: tuple[str, ...] | None = None,
+) -> dict[str, int]:
+    """Counts of ``records`` created, updated and unchanged; ``compared`` narrows what is compared and updated."""
+    columns = merge.compared if compared is None else compared
+    # Column names reach the SQL only from the declarations above.
+    if not columns or not set(columns) <= set(merge.compared):
+        raise ValueError(f"{merge.table}: compare a non-empty subset of {', '.join(merge.compared)}")
+    await _temp(conn, merge.temp, merge.columns, records)
+    # The import's time is $2, passed only to the statements of a table that keeps timestamps.
+    touched, stamp_columns, stamp_values = ", updated_at = $2", ", created_at, updated_at", ", $2, $2"
+    args: tuple[Any, ...] = (d, now)
+    if not merge.timestamps:
+        touched, stamp_columns, stamp_values, args = "", "", "", (d,)
+    updated = await conn.execute(
+        f"UPDATE {merge.table} r SET "  # noqa: S608  (names from the declarations)
+        + ", ".join(f"{c} = t.{c}" for c in columns)
+        + f", roster_modified_at = coalesce(t.modified, r.roster_modified_at){touched} FROM {merge.temp} t "
+        "WHERE r.district_id = $1 AND r.id = t.id AND NOT t.new AND ("
+        + ", ".join(f"r.{c}" for c in columns)
+        + ") IS DISTINCT FROM ("
+        + ", ".join(f"t.{c}" for c in columns)
+        + ")",
+        *args,
+    )
+    created = await conn.execute(
+        f"INSERT INTO {merge.table} (district_id, {merge.inserted}, "  # noqa: S608  (names from the declarations)
+        f"roster_modified_at{stamp_columns}) SELECT $1, {merge.inserted}, modified{stamp_values} "
+        f"FROM {merge.temp} WHERE new",
+        *args,
+    )
+    return _merged(len(records), _n(created), _n(updated))
 
 
 async def apply_plan(conn: Any, state: DistrictState, plan: Plan, now: dt.datetime) -> Counts:
@@ -88,84 +170,30 @@ async def apply_plan(conn: Any, state: DistrictState, plan: Plan, now: dt.dateti
             "UPDATE districts SET sourced_id = $2 WHERE id = $1 AND sourced_id IS NULL", d, plan.district_sourced_id
         )
 
-    # ---------------------------------------------------------------- schools
-    await _temp(
+    counts["schools"] = await _merge(
+        conn, SCHOOLS, d, now, [(s.id, s.sourced_id, s.name, s.modified, s.new) for s in plan.schools]
+    )
+    counts["classes"] = await _merge(
         conn,
-        "t_schools",
-        "id uuid, sourced_id text, name text, modified timestamptz, new boolean",
-        [(s.id, s.sourced_id, s.name, s.modified, s.new) for s in plan.schools],
-    )
-    updated = await conn.execute(
-        "UPDATE schools s SET name = t.name, roster_modified_at = coalesce(t.modified, s.roster_modified_at) "
-        "FROM t_schools t WHERE s.district_id = $1 AND s.id = t.id AND NOT t.new AND s.name IS DISTINCT FROM t.name",
+        CLASSES,
         d,
-    )
-    created = await conn.execute(
-        "INSERT INTO schools (district_id, id, name, sourced_id, roster_modified_at) "
-        "SELECT $1, id, name, sourced_id, modified FROM t_schools WHERE new",
-        d,
-    )
-    counts["schools"] = _merged(len(plan.schools), _n(created), _n(updated))
-
-    # ---------------------------------------------------------------- classes
-    await _temp(
-        conn,
-        "t_classes",
-        "id uuid, school_id uuid, name text, subject text, grade_level text, sourced_id text, "
-        "modified timestamptz, new boolean",
+        now,
         [(c.id, c.school_id, c.name, c.subject, c.grade_level, c.sourced_id, c.modified, c.new) for c in plan.classes],
     )
-    updated = await conn.execute(
-        "UPDATE classes c SET school_id = t.school_id, name = t.name, subject = t.subject, "
-        "grade_level = t.grade_level, roster_modified_at = coalesce(t.modified, c.roster_modified_at) FROM t_classes t "
-        "WHERE c.district_id = $1 AND c.id = t.id AND NOT t.new AND (c.school_id, c.name, c.subject, c.grade_level) "
-        "IS DISTINCT FROM (t.school_id, t.name, t.subject, t.grade_level)",
-        d,
-    )
-    created = await conn.execute(
-        "INSERT INTO classes (district_id, id, school_id, name, subject, grade_level, sourced_id, roster_modified_at) "
-        "SELECT $1, id, school_id, name, subject, grade_level, sourced_id, modified FROM t_classes WHERE new",
-        d,
-    )
-    counts["classes"] = _merged(len(plan.classes), _n(created), _n(updated))
-
-    # ------------------------------------------------------------------ users
-    await _temp(
-        conn,
-        "t_users",
-        "id uuid, role text, sourced_id text, username text, disabled boolean, school_id uuid, first_name text, "
-        "last_name text, email text, phone text, preferred_name text, grade_level text, student_number text, "
-        "state_id text, modified timestamptz, new boolean",
-        [(u.id, u.role, u.sourced_id, *(u.values[c] for c in USER_COLUMNS), u.modified, u.new) for u in plan.users],
-    )
-    # Only the columns the package carries: a 1.1 package has no preferred name
-    # to overwrite one with.
-    cols = plan.user_columns
-    if "users.csv" in plan.modes:
-        counts["users"] = _merged(0, 0, 0)
     if plan.users:
-        updated = await conn.execute(
-            "UPDATE users u SET "  # noqa: S608  (column names from the constant USER_COLUMNS)
-            + ", ".join(f"{c} = t.{c}" for c in cols)
-            + ", roster_modified_at = coalesce(t.modified, u.roster_modified_at), updated_at = $2 "
-            "FROM t_users t WHERE u.district_id = $1 AND u.id = t.id AND NOT t.new AND ("
-            + ", ".join(f"u.{c}" for c in cols)
-            + ") IS DISTINCT FROM ("
-            + ", ".join(f"t.{c}" for c in cols)
-            + ")",
+        counts["users"] = await _merge(
+            conn,
+            USERS,
             d,
             now,
+            [(u.id, u.role, u.sourced_id, *(u.values[c] for c in USER_COLUMNS), u.modified, u.new) for u in plan.users],
+            # Only the columns the package carries: a 1.1 package has no preferred
+            # name to overwrite one with.
+            plan.user_columns,
         )
-        created = await conn.execute(
-            "INSERT INTO users (district_id, id, role, sourced_id, "  # noqa: S608  (constant column names)
-            + ", ".join(USER_COLUMNS)
-            + ", roster_modified_at, created_at, updated_at) SELECT $1, id, role, sourced_id, "
-            + ", ".join(USER_COLUMNS)
-            + ", modified, $2, $2 FROM t_users WHERE new",
-            d,
-            now,
-        )
-        counts["users"] = _merged(len(plan.users), _n(created), _n(updated))
+    elif "users.csv" in plan.modes:
+        # Nothing to merge; without users.csv there is no column list to merge with.
+        counts["users"] = _merged(0, 0, 0)
     if plan.users_disabled:
         status = await conn.execute(
             "UPDATE users SET disabled = true, updated_at = $3 WHERE district_id = $1 AND id = ANY($2::uuid[]) "
@@ -266,19 +294,7 @@ async def apply_plan(conn: Any, state: DistrictState, plan: Plan, now: dt.dateti
     if ended:
         counts["enrollments"]["ended (tobedeleted)"] = ended
     if plan.classes_closed:
-        status = await conn.execute(
-            "UPDATE enrollments SET begin_date = least(begin_date, $3), end_date = $3 WHERE district_id = $1 "
-            "AND class_id = ANY($2::uuid[]) AND (end_date IS NULL OR end_date > $3)",
-            d,
-            plan.classes_closed,
-            yesterday,
-        )
-        gone = await conn.execute(
-            "DELETE FROM class_teachers WHERE district_id = $1 AND class_id = ANY($2::uuid[])", d, plan.classes_closed
-        )
-        counts["classes"]["closed (tobedeleted)"] = len(plan.classes_closed)
-        counts["enrollments"]["ended (class tobedeleted)"] = _n(status)
-        counts["teachers"]["removed (class tobedeleted)"] = _n(gone)
+        await _close_classes(conn, d, yesterday, plan.classes_closed, "tobedeleted", counts)
 
     # --------------------------------------------------------------- teachers
     if plan.teachers:
@@ -322,6 +338,25 @@ async def _end_enrollments(
     return _n(status)
 
 
+async def _close_classes(
+    conn: Any, d: uuid.UUID, yesterday: dt.date, classes: list[uuid.UUID], why: str, counts: Counts
+) -> None:
+    """A closed class ends its enrollments yesterday and loses its teachers; the class row stays."""
+    ended = await conn.execute(
+        "UPDATE enrollments SET begin_date = least(begin_date, $3), end_date = $3 WHERE district_id = $1 "
+        "AND class_id = ANY($2::uuid[]) AND (end_date IS NULL OR end_date > $3)",
+        d,
+        classes,
+        yesterday,
+    )
+    gone = await conn.execute(
+        "DELETE FROM class_teachers WHERE district_id = $1 AND class_id = ANY($2::uuid[])", d, classes
+    )
+    counts["classes"][f"closed ({why})"] = len(classes)
+    counts["enrollments"][f"ended (class {why})"] = _n(ended)
+    counts["teachers"][f"removed (class {why})"] = _n(gone)
+
+
 async def _deactivate_missing(
     conn: Any, state: DistrictState, plan: Plan, now: dt.datetime, yesterday: dt.date, counts: Counts
 ) -> None:
@@ -347,19 +382,7 @@ async def _deactivate_missing(
                 plan.bulk_classes,
             )
         ]
-        status = await conn.execute(
-            "UPDATE enrollments SET begin_date = least(begin_date, $3), end_date = $3 WHERE district_id = $1 "
-            "AND class_id = ANY($2::uuid[]) AND (end_date IS NULL OR end_date > $3)",
-            d,
-            closed,
-            yesterday,
-        )
-        gone = await conn.execute(
-            "DELETE FROM class_teachers WHERE district_id = $1 AND class_id = ANY($2::uuid[])", d, closed
-        )
-        counts["classes"][f"closed ({rule})"] = len(closed)
-        counts["enrollments"][f"ended (class {rule})"] = _n(status)
-        counts["teachers"][f"removed (class {rule})"] = _n(gone)
+        await _close_classes(conn, d, yesterday, closed, rule, counts)
     if plan.bulk_enrollments is not None:
         status = await conn.execute(
             "UPDATE enrollments SET begin_date = least(begin_date, $3), end_date = $3 WHERE district_id = $1 "
