@@ -54,18 +54,32 @@ class RowScope:
             return "false"
         return "(" + " OR ".join(parts) + ")"
 
-    def students(self, a: str, p: Params) -> str:
-        """Predicate over a ``users`` alias ``a`` holding students."""
+    def _shared(self, s: Scope, a: str, p: Params) -> str | None:
+        """The scopes that read alike for students, staff and guardians; None for the others."""
         pr = self.principal
-        s = self.students_scope
         if s is Scope.NONE or (pr.district_id is None and s is not Scope.GRANT):
             return "false"
         if s is Scope.DISTRICT:
             return f"{a}.district_id = {p(pr.district_id)}"
-        if s is Scope.SCHOOL:
-            return f"({a}.district_id = {p(pr.district_id)} AND {a}.school_id = ANY({p(list(pr.school_ids))}::uuid[]))"
         if s is Scope.SELF:
             return f"({a}.district_id = {p(pr.district_id)} AND {a}.id = {p(pr.user_id)})"
+        if s is Scope.GRANT:
+            return self._grant(a, p)
+        return None
+
+    def _school(self, a: str, p: Params) -> str:
+        pr = self.principal
+        return f"({a}.district_id = {p(pr.district_id)} AND {a}.school_id = ANY({p(list(pr.school_ids))}::uuid[]))"
+
+    def students(self, a: str, p: Params) -> str:
+        """Predicate over a ``users`` alias ``a`` holding students."""
+        pr = self.principal
+        s = self.students_scope
+        shared = self._shared(s, a, p)
+        if shared is not None:
+            return shared
+        if s is Scope.SCHOOL:
+            return self._school(a, p)
         if s is Scope.CHILDREN:
             return f"({a}.district_id = {p(pr.district_id)} AND {a}.id = ANY({p(list(pr.children_ids))}::uuid[]))"
         if s is Scope.CLASSES:
@@ -75,24 +89,17 @@ class RowScope:
                 f"WHERE e.district_id = {a}.district_id AND e.student_id = {a}.id "
                 f"AND e.class_id = ANY({p(list(pr.class_ids))}::uuid[]) AND " + _ACTIVE.format(today=today) + "))"
             )
-        if s is Scope.GRANT:
-            return self._grant(a, p)
         return "false"
 
     def staff(self, a: str, p: Params) -> str:
         """Predicate over a ``users`` alias ``a`` holding staff."""
         pr = self.principal
         s = self.staff_scope
-        if s is Scope.NONE or (pr.district_id is None and s is not Scope.GRANT):
-            return "false"
-        if s is Scope.DISTRICT:
-            return f"{a}.district_id = {p(pr.district_id)}"
+        shared = self._shared(s, a, p)
+        if shared is not None:
+            return shared
         if s is Scope.SCHOOL:
-            return f"({a}.district_id = {p(pr.district_id)} AND {a}.school_id = ANY({p(list(pr.school_ids))}::uuid[]))"
-        if s is Scope.SELF:
-            return f"({a}.district_id = {p(pr.district_id)} AND {a}.id = {p(pr.user_id)})"
-        if s is Scope.GRANT:
-            return self._grant(a, p)
+            return self._school(a, p)
         d = p(pr.district_id)
         if s is Scope.CLASSES:
             # A teacher's co-teachers and the teacher's own record (whether or
@@ -117,14 +124,9 @@ class RowScope:
         """Predicate over a ``users`` alias ``a`` holding guardians."""
         pr = self.principal
         s = self.guardians_scope
-        if s is Scope.NONE or (pr.district_id is None and s is not Scope.GRANT):
-            return "false"
-        if s is Scope.DISTRICT:
-            return f"{a}.district_id = {p(pr.district_id)}"
-        if s is Scope.SELF:
-            return f"({a}.district_id = {p(pr.district_id)} AND {a}.id = {p(pr.user_id)})"
-        if s is Scope.GRANT:
-            return self._grant(a, p)
+        shared = self._shared(s, a, p)
+        if shared is not None:
+            return shared
         d = p(pr.district_id)
         if s is Scope.CHILDREN:
             # The children's guardians, the caller included (linked or not).
