@@ -8,6 +8,7 @@ import datetime as dt
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from resolvers.db import Db, Params
@@ -63,8 +64,131 @@ def _group(rows: Sequence[Row], key: str) -> dict[Any, list[Row]]:
     return grouped
 
 
+@dataclass(frozen=True)
+class Batched:
+    """A relationship read for a batch of keys in one statement: its SQL (given the
+    request's reads, the parameters and the keys), the column that maps each row back to
+    its key, and whether a key has a list of rows or one row (or none)."""
+
+    sql: Callable[[Reads, Params, list[uuid.UUID]], str]
+    key: str = "id"
+    many: bool = False
+
+
+def _visible(table: str, column: str, order: str = "", many: bool = False) -> Batched:
+    """Rows of a district-owned table whose ``column`` is a key, within the request's districts."""
+
+    def sql(r: Reads, p: Params, ids: list[uuid.UUID]) -> str:
+        return (
+            f"SELECT * FROM {table} WHERE district_id = ANY({p(r.visible_district_ids())}::uuid[]) "
+            f"AND {column} = ANY({p(ids)}::uuid[]){order}"
+        )
+
+    return Batched(sql, column, many)
+
+
+def _districts(r: Reads, p: Params, ids: list[uuid.UUID]) -> str:
+    visible = p(r.visible_district_ids())
+    return f"SELECT * FROM districts WHERE id = ANY({p(ids)}::uuid[]) AND id = ANY({visible}::uuid[])"
+
+
+def _classes_of_students(r: Reads, p: Params, ids: list[uuid.UUID]) -> str:
+    scope = r.scope.students("u", p)
+    t = p(r.scope.today)
+    return (
+        "SELECT e.student_id, c.* FROM enrollments e "
+        "JOIN users u ON u.district_id = e.district_id AND u.id = e.student_id "
+        "JOIN classes c ON c.district_id = e.district_id AND c.id = e.class_id "
+        f"WHERE e.student_id = ANY({p(ids)}::uuid[]) AND {ACTIVE.format(t=t)} AND {scope} "
+        "ORDER BY c.name, c.id"
+    )
+
+
+def _students_of_classes(r: Reads, p: Params, ids: list[uuid.UUID]) -> str:
+    scope = r.scope.students("u", p)
+    t = p(r.scope.today)
+    return (
+        "SELECT e.class_id AS enrolled_class_id, u.* FROM enrollments e "
+        "JOIN users u ON u.district_id = e.district_id AND u.id = e.student_id "
+        f"WHERE e.class_id = ANY({p(ids)}::uuid[]) AND {ACTIVE.format(t=t)} "
+        f"AND u.role = 'STUDENT' AND {scope} ORDER BY u.id"
+    )
+
+
+# Never the answer key or the explanation: they reach clients only as grading feedback.
+ITEM_COLUMNS = "id, assessment_id, position, prompt, choices, skill"
+
+BATCHED: dict[str, Batched] = {
+    "district": Batched(_districts),
+    "classes_of_student": Batched(_classes_of_students, key="student_id", many=True),
+    "students_of_class": Batched(_students_of_classes, key="enrolled_class_id", many=True),
+    "school": _visible("schools", "id"),
+    "schools_of_district": Batched(
+        lambda r, p, ids: (
+            f"SELECT * FROM schools WHERE district_id = ANY({p(ids)}::uuid[]) "
+            f"AND district_id = ANY({p(r.visible_district_ids())}::uuid[]) ORDER BY name, id"
+        ),
+        key="district_id",
+        many=True,
+    ),
+    "class": _visible("classes", "id"),
+    "classes_of_school": _visible("classes", "school_id", " ORDER BY name, id", many=True),
+    "student": Batched(
+        lambda r, p, ids: (
+            f"SELECT u.* FROM users u WHERE u.id = ANY({p(ids)}::uuid[]) AND u.role = 'STUDENT' "
+            f"AND {r.scope.students('u', p)}"
+        )
+    ),
+    "staff": Batched(
+        lambda r, p, ids: (
+            f"SELECT u.* FROM users u WHERE u.id = ANY({p(ids)}::uuid[]) "
+            f"AND u.role = ANY({p(list(STAFF_ROLES))}::text[]) AND {r.scope.staff('u', p)}"
+        )
+    ),
+    "teachers_of_class": Batched(
+        lambda r, p, ids: (
+            "SELECT ct.class_id AS taught_class_id, u.* FROM class_teachers ct "
+            "JOIN users u ON u.district_id = ct.district_id AND u.id = ct.teacher_id "
+            f"WHERE ct.class_id = ANY({p(ids)}::uuid[]) AND {r.scope.staff('u', p)} ORDER BY u.id"
+        ),
+        key="taught_class_id",
+        many=True,
+    ),
+    "guardians_of_student": Batched(
+        lambda r, p, ids: (
+            "SELECT gl.student_id AS child_id, gl.relationship, u.* FROM guardian_links gl "
+            "JOIN users u ON u.district_id = gl.district_id AND u.id = gl.guardian_id "
+            f"WHERE gl.student_id = ANY({p(ids)}::uuid[]) AND {r.scope.guardians('u', p)} ORDER BY u.id"
+        ),
+        key="child_id",
+        many=True,
+    ),
+    "assessment": Batched(lambda r, p, ids: f"SELECT * FROM assessments WHERE id = ANY({p(ids)}::uuid[])"),
+    "items_of_assessment": Batched(
+        lambda r, p, ids: (
+            f"SELECT {ITEM_COLUMNS} FROM items WHERE assessment_id = ANY({p(ids)}::uuid[]) ORDER BY position, id"
+        ),
+        key="assessment_id",
+        many=True,
+    ),
+    "item": Batched(lambda r, p, ids: f"SELECT {ITEM_COLUMNS} FROM items WHERE id = ANY({p(ids)}::uuid[])"),
+    "assignment": _visible("assignments", "id"),
+    "assignments_of_class": _visible("assignments", "class_id", " ORDER BY due_at NULLS LAST, id", many=True),
+    "progress": Batched(
+        lambda r, p, ids: (
+            "SELECT u.id, s.responses_submitted, s.average_score, s.percent_correct, "
+            f"s.assignments_completed, s.mastery FROM users u CROSS JOIN LATERAL ({PROGRESS.format(u='u')}) s "
+            f"WHERE u.id = ANY({p(ids)}::uuid[]) AND u.role = 'STUDENT' AND {r.scope.students('u', p)}"
+        )
+    ),
+}
+
+
 class Reads:
     """Every loader of one request. Created per request; caches per request."""
+
+    db: Db
+    scope: RowScope
 
     def __init__(self, db: Db, scope: RowScope) -> None:
         self.db = db
@@ -78,10 +202,31 @@ class Reads:
             loader = self._loaders[name] = Loader(fn)
         return loader
 
-    async def _by_id(self, sql: str, p: Params, ids: list[uuid.UUID]) -> list[Row | None]:
-        rows = await self.db.fetch(sql, *p.values)
-        found = {row["id"]: row for row in rows}
-        return [found.get(i) for i in ids]
+    def _batched(self, name: str) -> Loader[Any, Any]:
+        """The request's loader of the relationship ``BATCHED[name]``: one statement per batch of keys."""
+        loader = self._loaders.get(name)
+        if loader is not None:
+            return loader
+        batched = BATCHED[name]
+
+        async def fetch(ids: list[uuid.UUID]) -> list[Any]:
+            p = Params()
+            rows = await self.db.fetch(batched.sql(self, p, ids), *p.values)
+            if batched.many:
+                grouped = _group(rows, batched.key)
+                return [grouped.get(i, []) for i in ids]
+            found = {row[batched.key]: row for row in rows}
+            return [found.get(i) for i in ids]
+
+        return self._loader(name, fetch)
+
+    async def _one(self, name: str, key: uuid.UUID) -> Row | None:
+        row: Row | None = await self._batched(name).load(key)
+        return row
+
+    async def _many(self, name: str, key: uuid.UUID) -> list[Row]:
+        rows: list[Row] = await self._batched(name).load(key)
+        return rows
 
     # ------------------------------------------------------------ organisations
 
@@ -89,85 +234,22 @@ class Reads:
         return [d for d in self.districts if isinstance(d, uuid.UUID)]
 
     async def district(self, district_id: uuid.UUID) -> Row | None:
-        row: Row | None = await self._loader("district", self._districts).load(district_id)
-        return row
-
-    async def _districts(self, ids: list[uuid.UUID]) -> list[Row | None]:
-        p = Params()
-        visible = p(self.visible_district_ids())
-        sql = f"SELECT * FROM districts WHERE id = ANY({p(ids)}::uuid[]) AND id = ANY({visible}::uuid[])"
-        return await self._by_id(sql, p, ids)
+        return await self._one("district", district_id)
 
     async def school(self, school_id: uuid.UUID) -> Row | None:
-        row: Row | None = await self._loader("school", self._schools).load(school_id)
-        return row
-
-    async def _schools(self, ids: list[uuid.UUID]) -> list[Row | None]:
-        p = Params()
-        sql = (
-            f"SELECT * FROM schools WHERE district_id = ANY({p(self.visible_district_ids())}::uuid[]) "
-            f"AND id = ANY({p(ids)}::uuid[])"
-        )
-        return await self._by_id(sql, p, ids)
+        return await self._one("school", school_id)
 
     async def schools_of_district(self, district_id: uuid.UUID) -> list[Row]:
-        rows: list[Row] = await self._loader("schools_of_district", self._schools_of_districts).load(district_id)
-        return rows
-
-    async def _schools_of_districts(self, ids: list[uuid.UUID]) -> list[list[Row]]:
-        p = Params()
-        rows = await self.db.fetch(
-            f"SELECT * FROM schools WHERE district_id = ANY({p(ids)}::uuid[]) "
-            f"AND district_id = ANY({p(self.visible_district_ids())}::uuid[]) ORDER BY name, id",
-            *p.values,
-        )
-        grouped = _group(rows, "district_id")
-        return [grouped.get(i, []) for i in ids]
+        return await self._many("schools_of_district", district_id)
 
     async def klass(self, class_id: uuid.UUID) -> Row | None:
-        row: Row | None = await self._loader("class", self._classes).load(class_id)
-        return row
-
-    async def _classes(self, ids: list[uuid.UUID]) -> list[Row | None]:
-        p = Params()
-        sql = (
-            f"SELECT * FROM classes WHERE district_id = ANY({p(self.visible_district_ids())}::uuid[]) "
-            f"AND id = ANY({p(ids)}::uuid[])"
-        )
-        return await self._by_id(sql, p, ids)
+        return await self._one("class", class_id)
 
     async def classes_of_school(self, school_id: uuid.UUID) -> list[Row]:
-        rows: list[Row] = await self._loader("classes_of_school", self._classes_of_schools).load(school_id)
-        return rows
-
-    async def _classes_of_schools(self, ids: list[uuid.UUID]) -> list[list[Row]]:
-        p = Params()
-        rows = await self.db.fetch(
-            f"SELECT * FROM classes WHERE district_id = ANY({p(self.visible_district_ids())}::uuid[]) "
-            f"AND school_id = ANY({p(ids)}::uuid[]) ORDER BY name, id",
-            *p.values,
-        )
-        grouped = _group(rows, "school_id")
-        return [grouped.get(i, []) for i in ids]
+        return await self._many("classes_of_school", school_id)
 
     async def classes_of_student(self, student_id: uuid.UUID) -> list[Row]:
-        rows: list[Row] = await self._loader("classes_of_student", self._classes_of_students).load(student_id)
-        return rows
-
-    async def _classes_of_students(self, ids: list[uuid.UUID]) -> list[list[Row]]:
-        p = Params()
-        scope = self.scope.students("u", p)
-        t = p(self.scope.today)
-        rows = await self.db.fetch(
-            "SELECT e.student_id, c.* FROM enrollments e "
-            "JOIN users u ON u.district_id = e.district_id AND u.id = e.student_id "
-            "JOIN classes c ON c.district_id = e.district_id AND c.id = e.class_id "
-            f"WHERE e.student_id = ANY({p(ids)}::uuid[]) AND {ACTIVE.format(t=t)} AND {scope} "
-            "ORDER BY c.name, c.id",
-            *p.values,
-        )
-        grouped = _group(rows, "student_id")
-        return [grouped.get(i, []) for i in ids]
+        return await self._many("classes_of_student", student_id)
 
     async def classes_of_viewer(self) -> list[Row]:
         """The caller's own classes: a teacher's and a student's (the principal's
@@ -196,34 +278,10 @@ class Reads:
     # ------------------------------------------------------------------ people
 
     async def student(self, student_id: uuid.UUID) -> Row | None:
-        row: Row | None = await self._loader("student", self._students).load(student_id)
-        return row
-
-    async def _students(self, ids: list[uuid.UUID]) -> list[Row | None]:
-        p = Params()
-        sql = (
-            f"SELECT u.* FROM users u WHERE u.id = ANY({p(ids)}::uuid[]) AND u.role = 'STUDENT' "
-            f"AND {self.scope.students('u', p)}"
-        )
-        return await self._by_id(sql, p, ids)
+        return await self._one("student", student_id)
 
     async def students_of_class(self, class_id: uuid.UUID) -> list[Row]:
-        rows: list[Row] = await self._loader("students_of_class", self._students_of_classes).load(class_id)
-        return rows
-
-    async def _students_of_classes(self, ids: list[uuid.UUID]) -> list[list[Row]]:
-        p = Params()
-        scope = self.scope.students("u", p)
-        t = p(self.scope.today)
-        rows = await self.db.fetch(
-            "SELECT e.class_id AS enrolled_class_id, u.* FROM enrollments e "
-            "JOIN users u ON u.district_id = e.district_id AND u.id = e.student_id "
-            f"WHERE e.class_id = ANY({p(ids)}::uuid[]) AND {ACTIVE.format(t=t)} "
-            f"AND u.role = 'STUDENT' AND {scope} ORDER BY u.id",
-            *p.values,
-        )
-        grouped = _group(rows, "enrolled_class_id")
-        return [grouped.get(i, []) for i in ids]
+        return await self._many("students_of_class", class_id)
 
     async def students_page(
         self,
@@ -266,16 +324,7 @@ class Reads:
         return [], int(total)
 
     async def staff(self, staff_id: uuid.UUID) -> Row | None:
-        row: Row | None = await self._loader("staff", self._staff).load(staff_id)
-        return row
-
-    async def _staff(self, ids: list[uuid.UUID]) -> list[Row | None]:
-        p = Params()
-        sql = (
-            f"SELECT u.* FROM users u WHERE u.id = ANY({p(ids)}::uuid[]) "
-            f"AND u.role = ANY({p(list(STAFF_ROLES))}::text[]) AND {self.scope.staff('u', p)}"
-        )
-        return await self._by_id(sql, p, ids)
+        return await self._one("staff", staff_id)
 
     async def self_row(self) -> Row | None:
         """The caller's own row, whatever the purpose: the viewer is never out of scope of itself."""
@@ -287,34 +336,10 @@ class Reads:
         )
 
     async def teachers_of_class(self, class_id: uuid.UUID) -> list[Row]:
-        rows: list[Row] = await self._loader("teachers_of_class", self._teachers_of_classes).load(class_id)
-        return rows
-
-    async def _teachers_of_classes(self, ids: list[uuid.UUID]) -> list[list[Row]]:
-        p = Params()
-        rows = await self.db.fetch(
-            "SELECT ct.class_id AS taught_class_id, u.* FROM class_teachers ct "
-            "JOIN users u ON u.district_id = ct.district_id AND u.id = ct.teacher_id "
-            f"WHERE ct.class_id = ANY({p(ids)}::uuid[]) AND {self.scope.staff('u', p)} ORDER BY u.id",
-            *p.values,
-        )
-        grouped = _group(rows, "taught_class_id")
-        return [grouped.get(i, []) for i in ids]
+        return await self._many("teachers_of_class", class_id)
 
     async def guardians_of_student(self, student_id: uuid.UUID) -> list[Row]:
-        rows: list[Row] = await self._loader("guardians_of_student", self._guardians_of_students).load(student_id)
-        return rows
-
-    async def _guardians_of_students(self, ids: list[uuid.UUID]) -> list[list[Row]]:
-        p = Params()
-        rows = await self.db.fetch(
-            "SELECT gl.student_id AS child_id, gl.relationship, u.* FROM guardian_links gl "
-            "JOIN users u ON u.district_id = gl.district_id AND u.id = gl.guardian_id "
-            f"WHERE gl.student_id = ANY({p(ids)}::uuid[]) AND {self.scope.guardians('u', p)} ORDER BY u.id",
-            *p.values,
-        )
-        grouped = _group(rows, "child_id")
-        return [grouped.get(i, []) for i in ids]
+        return await self._many("guardians_of_student", student_id)
 
     # ----------------------------------------------------------------- content
 
@@ -324,62 +349,19 @@ class Reads:
         return await self.db.fetch("SELECT * FROM assessments WHERE subject = $1 ORDER BY title, id", subject)
 
     async def assessment(self, assessment_id: uuid.UUID) -> Row | None:
-        row: Row | None = await self._loader("assessment", self._assessments).load(assessment_id)
-        return row
-
-    async def _assessments(self, ids: list[uuid.UUID]) -> list[Row | None]:
-        p = Params()
-        return await self._by_id(f"SELECT * FROM assessments WHERE id = ANY({p(ids)}::uuid[])", p, ids)
+        return await self._one("assessment", assessment_id)
 
     async def items_of_assessment(self, assessment_id: uuid.UUID) -> list[Row]:
-        rows: list[Row] = await self._loader("items_of_assessment", self._items_of_assessments).load(assessment_id)
-        return rows
-
-    _ITEM_COLUMNS = "id, assessment_id, position, prompt, choices, skill"
-
-    async def _items_of_assessments(self, ids: list[uuid.UUID]) -> list[list[Row]]:
-        p = Params()
-        rows = await self.db.fetch(
-            f"SELECT {self._ITEM_COLUMNS} FROM items WHERE assessment_id = ANY({p(ids)}::uuid[]) ORDER BY position, id",
-            *p.values,
-        )
-        grouped = _group(rows, "assessment_id")
-        return [grouped.get(i, []) for i in ids]
+        return await self._many("items_of_assessment", assessment_id)
 
     async def item(self, item_id: uuid.UUID) -> Row | None:
-        row: Row | None = await self._loader("item", self._items).load(item_id)
-        return row
-
-    async def _items(self, ids: list[uuid.UUID]) -> list[Row | None]:
-        # Never the answer key or the explanation: they reach clients only as grading feedback.
-        p = Params()
-        return await self._by_id(f"SELECT {self._ITEM_COLUMNS} FROM items WHERE id = ANY({p(ids)}::uuid[])", p, ids)
+        return await self._one("item", item_id)
 
     async def assignment(self, assignment_id: uuid.UUID) -> Row | None:
-        row: Row | None = await self._loader("assignment", self._assignments).load(assignment_id)
-        return row
-
-    async def _assignments(self, ids: list[uuid.UUID]) -> list[Row | None]:
-        p = Params()
-        sql = (
-            f"SELECT * FROM assignments WHERE district_id = ANY({p(self.visible_district_ids())}::uuid[]) "
-            f"AND id = ANY({p(ids)}::uuid[])"
-        )
-        return await self._by_id(sql, p, ids)
+        return await self._one("assignment", assignment_id)
 
     async def assignments_of_class(self, class_id: uuid.UUID) -> list[Row]:
-        rows: list[Row] = await self._loader("assignments_of_class", self._assignments_of_classes).load(class_id)
-        return rows
-
-    async def _assignments_of_classes(self, ids: list[uuid.UUID]) -> list[list[Row]]:
-        p = Params()
-        rows = await self.db.fetch(
-            f"SELECT * FROM assignments WHERE district_id = ANY({p(self.visible_district_ids())}::uuid[]) "
-            f"AND class_id = ANY({p(ids)}::uuid[]) ORDER BY due_at NULLS LAST, id",
-            *p.values,
-        )
-        grouped = _group(rows, "class_id")
-        return [grouped.get(i, []) for i in ids]
+        return await self._many("assignments_of_class", class_id)
 
     # ----------------------------------------------------- the student's data
 
@@ -453,16 +435,4 @@ class Reads:
         return await self._per_student(keys, lateral)
 
     async def progress(self, student_id: uuid.UUID) -> Row | None:
-        row: Row | None = await self._loader("progress", self._progress).load(student_id)
-        return row
-
-    async def _progress(self, ids: list[uuid.UUID]) -> list[Row | None]:
-        p = Params()
-        rows = await self.db.fetch(
-            "SELECT u.id, s.responses_submitted, s.average_score, s.percent_correct, "
-            f"s.assignments_completed, s.mastery FROM users u CROSS JOIN LATERAL ({PROGRESS.format(u='u')}) s "
-            f"WHERE u.id = ANY({p(ids)}::uuid[]) AND u.role = 'STUDENT' AND {self.scope.students('u', p)}",
-            *p.values,
-        )
-        found = {row["id"]: row for row in rows}
-        return [found.get(i) for i in ids]
+        return await self._one("progress", student_id)
