@@ -115,6 +115,7 @@ class Options:
     limit_calls: int = 200
     rounds: int = 3
     baseline: str | None = None
+    operations: tuple[str, ...] = ()
 
 
 def parse_options(argv: list[str] | None) -> Options:
@@ -145,6 +146,7 @@ def parse_options(argv: list[str] | None) -> Options:
         default=None,
         help="also serve this commit (a git revision with the same migrations) and compare S1, S2 and the corpus",
     )
+    parser.add_argument("--operations", default="", help="the corpus's shared queries to run, by name (default all)")
     args = parser.parse_args(argv)
     quick = bool(args.quick)
     if args.workers:
@@ -190,6 +192,7 @@ def parse_options(argv: list[str] | None) -> Options:
         limit_calls=20 if quick else 200,
         rounds=args.rounds if args.rounds is not None else (1 if quick else 3),
         baseline=args.baseline,
+        operations=tuple(x.strip() for x in args.operations.split(",") if x.strip()),
     )
 
 
@@ -992,8 +995,12 @@ def run_corpus(
         s1_variables = {"districtId": str(subjects.district_id), "id": str(subjects.class_id)}
         one(first[0], system=POSTGRAPHILE, call=postgraphile_call("S1", POSTGRAPHILE_S1, s1_variables))
         for op in corpus.operations(subjects, ids):
-            one(op)
-            one(op, system=BASELINE)
+            if options.operations and op.name not in options.operations:
+                continue
+            # Against a baseline, in interleaved rounds as S1's: one run of each is not steady enough.
+            for _ in range(options.rounds if before is not None else 1):
+                one(op)
+                one(op, system=BASELINE)
             if op.name in corpus.POSTGRAPHILE:
                 variables = corpus.postgraphile_variables(op.name, subjects, ids)
                 one(op, system=POSTGRAPHILE, call=postgraphile_call(op.name, corpus.POSTGRAPHILE[op.name], variables))
@@ -1127,13 +1134,20 @@ def baseline_section(report: Report) -> list[str]:
                 theirs = report.find(BASELINE, scenario, workers, concurrency)
                 if ours or theirs:
                     add(scenario, ours, theirs, workers, concurrency)
-    by_name: dict[str, dict[str, Row]] = {}
+    by_name: dict[str, dict[str, list[Row]]] = {}
     for c in report.corpus:
         if not c.phase:
-            by_name.setdefault(c.operation.name, {})[c.row.system] = c.row
+            by_name.setdefault(c.operation.name, {}).setdefault(c.row.system, []).append(c.row)
+
+    def median_round(rows: list[Row] | None) -> Row | None:
+        """The round with the median req/s (the S1 table's rule)."""
+        measured = sorted((r for r in rows or [] if r.ok and r.result), key=lambda r: r.result.rps if r.result else 0)
+        return measured[len(measured) // 2] if measured else None
+
     for name, rows in by_name.items():
         if BASELINE in rows:
-            add(f"corpus {name}", rows.get(PLEDGEQL), rows[BASELINE], 1, options.concurrency)
+            ours, theirs = median_round(rows.get(PLEDGEQL)), median_round(rows[BASELINE])
+            add(f"corpus {name} (median of {len(rows[BASELINE])})", ours, theirs, 1, options.concurrency)
     if ratios:
         out += [
             "",
