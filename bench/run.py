@@ -737,9 +737,9 @@ def pledgeql_server(env: dict[str, str], options: Options) -> Callable[[int], An
     return start
 
 
-def baseline_server(env: dict[str, str], options: Options, revision: str) -> Callable[[int], Any]:
-    """pledgeql as it was at ``revision``: its files checked out in a worktree of their own
-    (under the work dir), served by this environment's Python against the same database."""
+def baseline_tree(options: Options, revision: str) -> tuple[str, Path]:
+    """The short commit of ``revision`` and its files, checked out in a worktree of their own
+    under the work dir; refused if its migrations differ from this checkout's (same database)."""
     commit = subprocess.run(
         ["git", "rev-parse", "--short", f"{revision}^{{commit}}"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -751,6 +751,13 @@ def baseline_server(env: dict[str, str], options: Options, revision: str) -> Cal
         raise SystemExit(
             f"--baseline {revision}: its migrations differ from this checkout's; it needs a database of its own"
         )
+    return commit, tree
+
+
+def baseline_server(env: dict[str, str], options: Options, revision: str) -> Callable[[int], Any]:
+    """pledgeql as it was at ``revision`` (``baseline_tree``), served by this environment's
+    Python against the same database."""
+    commit, tree = baseline_tree(options, revision)
     baseline_env = dict(env, PYTHONPATH=str(tree))
 
     def start(workers: int) -> Any:

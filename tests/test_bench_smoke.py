@@ -73,6 +73,17 @@ async def test_the_harness_runs_end_to_end_and_writes_a_table_with_every_scenari
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=600)
         assert process.returncode == 0, stderr.decode(errors="replace")[-3000:]
         text = out.read_text()
+        # The CPU comparison against a baseline, on the same database: this checkout against itself.
+        compare_out = work / "COMPARE_CPU.md"
+        compare = [str(ROOT / "bench" / "compare_cpu.py"), "--baseline-tree", str(ROOT), "--database", SMOKE_DATABASE]
+        compare += ["--rounds", "1", "--requests", "2", "--warmup", "1", "--seconds", "0.2"]
+        compare += ["--work-dir", str(work), "--out", str(compare_out)]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, *compare, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=600)
+        assert process.returncode == 0, stderr.decode(errors="replace")[-3000:]
+        compared = compare_out.read_text()
     finally:
         shutil.rmtree(work, ignore_errors=True)
         admin = await connect(server.with_database("postgres").owner)
@@ -115,6 +126,12 @@ async def test_the_harness_runs_end_to_end_and_writes_a_table_with_every_scenari
     # The section's list: the paragraph after its heading (later sections have lists of their own).
     done = "\n" + text.split("### Done when (issue 13)")[1].strip().split("\n\n")[0]
     assert done.count("\n- ") == 7 and "Every shared query has speed >= 0.7" in done
+
+    # Every shared query compared (each child refuses an answer that is not HTTP 200), and the mean.
+    compared_rows = {line.split("|")[1].strip() for line in compared.splitlines() if line.startswith("| ")}
+    for _, name, _, _ in shared_queries(operations_folder()):
+        assert name in compared_rows, f"no comparison row for {name}"
+    assert {"S1", "Small", "geometric mean of the ratios"} <= compared_rows
 
 
 def test_the_speed_line_is_fitted_to_the_baselines_and_is_one_on_them() -> None:
