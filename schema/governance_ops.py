@@ -11,6 +11,7 @@ request on: this request keeps the decisions it started with.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -174,12 +175,14 @@ async def _grants(info: Info, rows: list[Row]) -> list[SupportGrant]:
     from schema.governance import SupportGrant
     from schema.types import Staff
 
-    # Issue every granter lookup before awaiting any: one scoped statement.
+    # Every granter looked up together (gather starts them in one turn of the
+    # loop, so the loader batches them): one scoped statement.
     reads = info.context.reads
-    pending = [reads.staff(row["granted_by"]) if row["granted_by"] is not None else None for row in rows]
+    granters = sorted({row["granted_by"] for row in rows if row["granted_by"] is not None})
+    found = dict(zip(granters, await asyncio.gather(*(reads.staff(g) for g in granters)), strict=True))
     grants = []
-    for row, lookup in zip(rows, pending, strict=True):
-        staff_row = await lookup if lookup is not None else None
+    for row in rows:
+        staff_row = found.get(row["granted_by"]) if row["granted_by"] is not None else None
         grants.append(
             SupportGrant(
                 id=strawberry.ID(str(row["id"])),

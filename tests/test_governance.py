@@ -499,3 +499,37 @@ async def test_the_database_refuses_settings_the_api_refuses(owner: Any, northwi
             northwind,
             uuid.uuid4(),
         )
+
+
+async def test_support_grants_look_their_granters_up_in_one_statement(
+    gql: Gql, owner: Any, app: Any, northwind: uuid.UUID
+) -> None:
+    from tests.test_statement_count import counting
+
+    granters = {}
+    for user in (ADMIN, "principal1@northwind.example", "teacher1@northwind.example"):
+        granters[user] = await owner.fetchval("SELECT id FROM users WHERE username = $1", user)
+
+    async def statements_with_granters(users: list[str]) -> int:
+        await owner.execute("DELETE FROM support_grants WHERE ticket LIKE 'T-GRANTER-%'")
+        for number, user in enumerate(users):
+            await owner.execute(
+                "INSERT INTO support_grants (district_id, id, ticket, expires_at, granted_by) "
+                "VALUES ($1, $2, $3, now() + interval '1 day', $4)",
+                northwind,
+                uuid.uuid4(),
+                f"T-GRANTER-{number}",
+                granters[user],
+            )
+        await gql(ADMIN, "REPORTING", LIST)  # a pooled connection open, the principal known
+        async with counting(app) as seen:
+            body = await gql(ADMIN, "REPORTING", LIST)
+        assert "errors" not in body, body
+        listed = body["data"]["supportGrants"]
+        by_ticket = {g["ticket"]: g["grantedBy"] for g in listed if g["ticket"].startswith("T-GRANTER-")}
+        assert by_ticket == {f"T-GRANTER-{n}": {"id": str(granters[u])} for n, u in enumerate(users)}
+        return len(seen)
+
+    one = await statements_with_granters([ADMIN, ADMIN, ADMIN])
+    three = await statements_with_granters([ADMIN, "principal1@northwind.example", "teacher1@northwind.example"])
+    assert three == one

@@ -74,8 +74,8 @@ async def import_package(
     now: dt.datetime | None = None,
     key: bytes | None = None,
 ) -> ImportResult:
-    """``key`` (the audit key) is required unless ``dry_run``: the import's audit entry is chained with it."""
-    """Read, check and write (or, dry, roll back) one package into one district."""
+    """Read, check and write (or, dry, roll back) one package into one district.
+    ``key`` (the audit key) is required unless ``dry_run``: the import's audit entry is chained with it."""
     import time
 
     from server.db import connect
