@@ -21,25 +21,25 @@ Row: TypeAlias = Any
 ACTIVE = "e.begin_date <= {t} AND (e.end_date IS NULL OR e.end_date >= {t})"
 
 # A student's progress, over the student's ``users`` alias {u}: one row, whatever its responses
-# (the compiled reads use it as it is).
+# (the compiled reads use it as it is). The student's responses are read once (``rs``); the
+# averages, the mastery per skill and the completed assignments (answered in, every item of
+# the assessment answered for that assignment) are computed over them.
 PROGRESS = (
-    "SELECT count(*) AS responses_submitted, avg(r.score) AS average_score,"
-    "       100.0 * avg(r.correct::int) AS percent_correct,"
-    "       (SELECT count(*) FROM ("
-    "          SELECT a.id FROM assignments a JOIN items i ON i.assessment_id = a.assessment_id"
-    "          LEFT JOIN responses r2 ON r2.district_id = {u}.district_id AND r2.student_id = {u}.id"
-    "               AND r2.assignment_id = a.id AND r2.item_id = i.id"
-    "          WHERE a.district_id = {u}.district_id AND a.id IN ("
-    "              SELECT DISTINCT r3.assignment_id FROM responses r3"
-    "              WHERE r3.district_id = {u}.district_id AND r3.student_id = {u}.id)"
-    "          GROUP BY a.id HAVING bool_and(r2.id IS NOT NULL)) done) AS assignments_completed,"
+    "WITH rs AS MATERIALIZED (SELECT r.score, r.correct, r.assignment_id, r.item_id FROM responses r"
+    "    WHERE r.district_id = {u}.district_id AND r.student_id = {u}.id)"
+    " SELECT count(*) AS responses_submitted, avg(rs.score) AS average_score,"
+    "       100.0 * avg(rs.correct::int) AS percent_correct,"
+    "       (SELECT count(*) FROM assignments a"
+    "          WHERE a.district_id = {u}.district_id AND a.id IN (SELECT s.assignment_id FROM rs s)"
+    "            AND EXISTS (SELECT 1 FROM items i WHERE i.assessment_id = a.assessment_id)"
+    "            AND NOT EXISTS (SELECT 1 FROM items i WHERE i.assessment_id = a.assessment_id"
+    "                AND NOT EXISTS (SELECT 1 FROM rs s WHERE s.assignment_id = a.id AND s.item_id = i.id))"
+    "       ) AS assignments_completed,"
     "       (SELECT coalesce(jsonb_agg(jsonb_build_object('skill', m.skill, 'level', m.level)"
     "               ORDER BY m.skill), '[]'::jsonb) FROM ("
-    "          SELECT i.skill, avg(r4.score) AS level FROM responses r4"
-    "          JOIN items i ON i.id = r4.item_id"
-    "          WHERE r4.district_id = {u}.district_id AND r4.student_id = {u}.id GROUP BY i.skill) m"
+    "          SELECT i.skill, avg(s.score) AS level FROM rs s JOIN items i ON i.id = s.item_id GROUP BY i.skill) m"
     "       ) AS mastery"
-    " FROM responses r WHERE r.district_id = {u}.district_id AND r.student_id = {u}.id"
+    " FROM rs"
 )
 
 
