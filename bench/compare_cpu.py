@@ -7,12 +7,14 @@
 Throughput over HTTP on a shared two-core machine moves by several percent
 between runs of the same code, more than a refactoring's difference. Here each
 build serves the operations (S1, the small read, the denied S1 and every shared
-query) in a process of its own, through httpx's ASGI transport, one request at
-a time after a warm-up, and that process's CPU time per request is taken (the
-client's share is in both builds' figures alike). The builds alternate for
-``--rounds`` rounds, each round's first build the other one's last; the
-median and the minimum over the rounds are compared. The baseline is checked
-out as ``bench/run.py --baseline`` does (same migrations, same database).
+query; S2's submissions when named, on their own, since they change what the
+reads answer) in a process of its own, through httpx's ASGI transport, one
+request at a time after a warm-up, and that process's CPU time per request is
+taken (the client's share is in both builds' figures alike). The builds
+alternate for ``--rounds`` rounds, each round's first build the other one's
+last; the median and the minimum over the rounds are compared. The baseline is
+checked out as ``bench/run.py --baseline`` does (same migrations, same
+database).
 """
 
 from __future__ import annotations
@@ -36,30 +38,48 @@ DEFAULT_BASELINE = "c6b24fa"
 
 
 class Request:
-    """One operation's request: its headers under a token of its user and purpose, and every
-    (status, size) it was answered with."""
+    """One operation's requests (its calls in turn, each as its user under a token of the
+    operation's purpose), and every (status, size, errors or not) they were answered with.
+    ``errors_expected`` True: an answer without GraphQL errors is refused (the denied S1);
+    False: an answer with errors is refused (S1, the small read, S2); None: either is taken
+    (a shared query may be denied a field by the policy, as MyChildren is), and the table
+    compares the two builds' answers."""
 
     def __init__(self, client: Any, settings: Any, operation: dict[str, Any]) -> None:
         import uuid
 
         from server.auth import mint_token
 
-        token = mint_token(settings, uuid.UUID(operation["user"]), [operation["purpose"]], 3600)
         self.client = client
         self.name: str = operation["name"]
-        self.body: str = operation["body"]
-        self.headers = {
-            "Content-Type": "application/json",
-            "Authorization": f"Bearer {token}",
-            "X-Purpose": operation["purpose"],
-        }
-        self.answers: set[tuple[int, int]] = set()
+        self.errors_expected: bool | None = operation["errors_expected"]
+        purpose = operation["purpose"]
+        self.calls = [
+            (
+                call["body"],
+                {
+                    "Content-Type": "application/json",
+                    "Authorization": f"Bearer {mint_token(settings, uuid.UUID(call['user']), [purpose], 3600)}",
+                    "X-Purpose": purpose,
+                },
+            )
+            for call in operation["calls"]
+        ]
+        self.sent = 0
+        self.answers: set[tuple[int, int, bool]] = set()
 
     async def once(self) -> float:
+        body, headers = self.calls[self.sent % len(self.calls)]
+        self.sent += 1
         started = time.perf_counter()
-        response = await self.client.post("/graphql", content=self.body, headers=self.headers)
+        response = await self.client.post("/graphql", content=body, headers=headers)
         elapsed = time.perf_counter() - started
-        self.answers.add((response.status_code, len(response.content)))
+        # "errors": with its quotes unescaped is the response's own key (no document here
+        # aliases a field "errors"; inside a string value the quotes would be escaped).
+        errors = b'"errors":' in response.content
+        if self.errors_expected is not None and errors != self.errors_expected:
+            raise SystemExit(f"{self.name}: {'no' if self.errors_expected else 'an'} error in the answer")
+        self.answers.add((response.status_code, len(response.content), errors))
         return elapsed
 
 
@@ -108,10 +128,10 @@ async def serve(tree: Path, plan: dict[str, Any], requests: int, warmup: int, se
                 while len(wall) < requests and (len(wall) < 3 or time.perf_counter() < stop):
                     wall.append(await request.once())
                 cpu = (time.process_time() - cpu_started) / len(wall)
-                statuses = sorted({status for status, _ in request.answers})
+                statuses = sorted({status for status, _, _ in request.answers})
                 if statuses != [200]:
                     raise SystemExit(f"{request.name}: answered with HTTP {statuses}")
-                sizes = sorted({size for _, size in request.answers})
+                sizes = sorted({size for _, size, _ in request.answers})
                 line = {
                     "operation": request.name,
                     "cpu_ms": cpu * 1000,
@@ -119,6 +139,7 @@ async def serve(tree: Path, plan: dict[str, Any], requests: int, warmup: int, se
                     "requests": len(wall),
                     "statuses": statuses,
                     "bytes": [sizes[0], sizes[-1]],
+                    "errors": sorted({errors for _, _, errors in request.answers}),
                 }
                 print(json.dumps(line), flush=True)
 
@@ -135,32 +156,40 @@ def prepare_plan(args: argparse.Namespace) -> dict[str, Any]:
     options = Options(database=args.database, work_dir=args.work_dir.resolve())
     urls = database_urls(options)
 
-    async def operations() -> list[Any]:
+    async def operations() -> tuple[Any, list[Any]]:
         subjects = await scenarios.prepare_subjects(urls.owner)
         ids = await corpus.prepare_ids(urls.owner, subjects)
-        return [*corpus.baselines(subjects), corpus.denied(subjects), *corpus.operations(subjects, ids)]
+        return subjects, [*corpus.baselines(subjects), corpus.denied(subjects), *corpus.operations(subjects, ids)]
 
-    chosen = asyncio.run(operations())
-    if args.operations:
-        wanted = [name.strip() for name in args.operations.split(",") if name.strip()]
-        unknown = sorted(set(wanted) - {o.name for o in chosen})
-        if unknown:
-            raise SystemExit(f"unknown operations: {', '.join(unknown)}")
-        chosen = [o for o in chosen if o.name in wanted]
-    return {
-        "owner": urls.owner,
-        "app": urls.app,
-        "data_dir": str(options.work_dir / "server"),
-        "operations": [
-            {
-                "name": o.name,
-                "purpose": o.purpose,
-                "user": str(o.user_id),
-                "body": json.dumps({"query": o.query, "variables": o.variables}),
-            }
-            for o in chosen
-        ],
-    }
+    subjects, chosen = asyncio.run(operations())
+    plan = [
+        {
+            "name": o.name,
+            "purpose": o.purpose,
+            "errors_expected": True if o.name == corpus.DENIED else False if o.name in ("S1", "Small") else None,
+            "calls": [{"user": str(o.user_id), "body": json.dumps({"query": o.query, "variables": o.variables})}],
+        }
+        for o in chosen
+    ]
+    # S2, the student's submitResponse: each call a response of another student, in turn. It
+    # writes, and its responses change the reports' and the submitting students' answers from
+    # one run to the next, so it runs only when named (on its own: --operations S2).
+    submits = scenarios.scenario_requests(subjects)["S2"]
+    plan.insert(
+        2,
+        {
+            "name": "S2",
+            "purpose": submits[0].purpose,
+            "errors_expected": False,
+            "calls": [{"user": str(r.user_id), "body": r.body.decode()} for r in submits],
+        },
+    )
+    wanted = [name.strip() for name in args.operations.split(",") if name.strip()]
+    unknown = sorted(set(wanted) - {o["name"] for o in plan})
+    if unknown:
+        raise SystemExit(f"unknown operations: {', '.join(unknown)}")
+    plan = [o for o in plan if o["name"] in wanted] if wanted else [o for o in plan if o["name"] != "S2"]
+    return {"owner": urls.owner, "app": urls.app, "data_dir": str(options.work_dir / "server"), "operations": plan}
 
 
 def run_child(tree: Path, plan_file: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -189,8 +218,8 @@ def table(rows: dict[str, dict[str, list[dict[str, Any]]]], labels: tuple[str, s
         ours_cpu = [r["cpu_ms"] for r in ours]
         theirs_cpu = [r["cpu_ms"] for r in theirs]
         p50 = statistics.median(r["p50_ms"] for r in ours) / statistics.median(r["p50_ms"] for r in theirs)
-        alike = {(tuple(r["statuses"]), tuple(r["bytes"])) for r in ours} == {
-            (tuple(r["statuses"]), tuple(r["bytes"])) for r in theirs
+        alike = {(tuple(r["statuses"]), tuple(r["bytes"]), tuple(r["errors"])) for r in ours} == {
+            (tuple(r["statuses"]), tuple(r["bytes"]), tuple(r["errors"])) for r in theirs
         }
         medians.append(statistics.median(ours_cpu) / statistics.median(theirs_cpu))
         minimums.append(min(ours_cpu) / min(theirs_cpu))
@@ -261,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=3.0, help="wall-time cap of each operation's warm-up and run")
-    parser.add_argument("--operations", default="", help="comma-separated operation names (default all)")
+    parser.add_argument(
+        "--operations", default="", help="comma-separated operation names (default every read; S2 only when named)"
+    )
     parser.add_argument("--database", default="pledgeql_bench")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "bench" / ".work")
     parser.add_argument("--out", type=Path, default=None)

@@ -84,6 +84,20 @@ async def test_the_harness_runs_end_to_end_and_writes_a_table_with_every_scenari
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=600)
         assert process.returncode == 0, stderr.decode(errors="replace")[-3000:]
         compared = compare_out.read_text()
+        # S2 writes, so it runs only when named.
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *compare,
+            "--operations",
+            "S2",
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=600)
+        assert process.returncode == 0, stderr.decode(errors="replace")[-3000:]
+        compared_s2 = compare_out.read_text()
     finally:
         shutil.rmtree(work, ignore_errors=True)
         admin = await connect(server.with_database("postgres").owner)
@@ -131,7 +145,9 @@ async def test_the_harness_runs_end_to_end_and_writes_a_table_with_every_scenari
     compared_rows = {line.split("|")[1].strip() for line in compared.splitlines() if line.startswith("| ")}
     for _, name, _, _ in shared_queries(operations_folder()):
         assert name in compared_rows, f"no comparison row for {name}"
-    assert {"S1", "Small", "geometric mean of the ratios"} <= compared_rows
+    assert {"S1", "Small", "geometric mean of the ratios"} <= compared_rows and "S2" not in compared_rows
+    rows_s2 = {line.split("|")[1].strip() for line in compared_s2.splitlines() if line.startswith("| ")}
+    assert rows_s2 == {"operation", "S2", "geometric mean of the ratios"}
 
 
 def test_the_speed_line_is_fitted_to_the_baselines_and_is_one_on_them() -> None:
