@@ -148,8 +148,8 @@ async def serve(tree: Path, plan: dict[str, Any], requests: int, warmup: int, se
 
 
 def prepare_plan(args: argparse.Namespace) -> dict[str, Any]:
-    """The bench database's URLs and the operations' request bodies, from this checkout's bench."""
-    sys.path.insert(0, str(ROOT))
+    """The bench database's URLs and the operations' request bodies, from this checkout's bench
+    (``main`` put this checkout first on the path)."""
     from bench import corpus, scenarios
     from bench.run import Options, database_urls
 
