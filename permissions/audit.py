@@ -121,23 +121,26 @@ class AuditCollector:
         if category:
             group[1][category] = None
 
-    def note_fields(
+    def note_rows(
         self,
         district_key: str,
-        subject_id: SubjectId,
-        fields: dict[str, None],
-        categories: dict[str, None],
-        allowed: bool,
+        subjects: list[SubjectId],
+        noted: list[tuple[bool, dict[str, None], dict[str, None]]],
     ) -> None:
-        """Several resolves about one subject at once: ``note`` for each of
-        ``fields`` in order, with ``categories`` theirs (dicts as ordered sets)."""
-        key = (district_key, subject_id, allowed)
-        group = self._groups.get(key)
-        if group is None:
-            group = self._groups[key] = ({}, {})
-        group[0].update(fields)
-        group[1].update(categories)
-        self._last = (district_key, subject_id, allowed, group)
+        """Several resolves at once, as ``note`` would group them: for each of
+        ``subjects`` in order, each of ``noted`` (decision, fields, categories;
+        dicts as ordered sets) in order. The rows of one level of a compiled
+        read, which all resolve the same fields."""
+        groups = self._groups
+        for subject_id in subjects:
+            for allowed, fields, categories in noted:
+                key = (district_key, subject_id, allowed)
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = ({}, {})
+                group[0].update(fields)
+                group[1].update(categories)
+        self._last = (None, None, None, None)
 
     def record(
         self,

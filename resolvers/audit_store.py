@@ -37,21 +37,22 @@ HEADS = (
 )
 LOCK_TIMEOUT = 1.0  # seconds; PLEDGEQL_AUDIT_LOCK_TIMEOUT
 # The records travel as one JSON text (one parameter: an array per column cost
-# asyncpg about 30 us a row to encode); the statement turns names into codes and
-# hex into bytes.
+# asyncpg about 30 us a row to encode); the statement turns hex into bytes, and
+# names into codes where the record does not carry them (KnownCodes).
 RECORDS = """
 WITH r AS (
     SELECT * FROM json_to_recordset($1::text::json) AS x(
         district_id uuid, seq bigint, id uuid, at timestamptz, request_id text, client_request_id text,
         trace_id text, actor_id uuid, actor_role text, purpose text, justification text, operation_name text,
         subjects uuid[], fields text[], categories text[], decision text, break_glass boolean,
-        prev_hash text, hash text)
+        prev_hash text, hash text, field_codes smallint[], category_codes smallint[])
 ){extra}, written AS (
     INSERT INTO audit_records (district_id, seq, id, at, request_id, client_request_id, trace_id, actor_id,
         actor_role, purpose, justification, operation_name, subjects, fields, categories, decision, break_glass,
         prev_hash, hash)
     SELECT district_id, seq, id, at, request_id, client_request_id, trace_id, actor_id, actor_role, purpose,
-        justification, operation_name, subjects, pledgeql_audit_codes(fields), pledgeql_audit_codes(categories),
+        justification, operation_name, subjects, coalesce(field_codes, pledgeql_audit_codes(fields)),
+        coalesce(category_codes, pledgeql_audit_codes(categories)),
         decision, break_glass, decode(prev_hash, 'hex'), decode(hash, 'hex')
     FROM r{where}
 )
@@ -78,9 +79,49 @@ ADVANCE = (
 )
 
 
-def insert_args(rows: list[tuple[Any, ...]]) -> tuple[str]:
-    """INSERT's one parameter: the records (COLUMNS order) as a JSON array of objects."""
-    return (orjson.dumps([dict(zip(COLUMNS, row, strict=True)) for row in rows], default=str).decode(),)
+_FIELDS, _CATEGORIES = COLUMNS.index("fields"), COLUMNS.index("categories")
+
+
+def insert_args(rows: list[tuple[Any, ...]], codes: Mapping[str, int] | None = None) -> tuple[str]:
+    """INSERT's one parameter: the records (COLUMNS order) as a JSON array of
+    objects; with ``codes``, each record whose field and category names all
+    have one carries their codes as well (the statement then skips the lookup)."""
+    records = []
+    for row in rows:
+        record = dict(zip(COLUMNS, row, strict=True))
+        if codes is not None:
+            try:
+                record["field_codes"] = [codes[name] for name in row[_FIELDS]]
+                record["category_codes"] = [codes[name] for name in row[_CATEGORIES]]
+            except KeyError:
+                record.pop("field_codes", None)
+        records.append(record)
+    return (orjson.dumps(records, default=str).decode(),)
+
+
+class KnownCodes:
+    """The codes of the audit's field and category names (``audit_names``), as
+    this worker last read them.
+
+    A name's code never changes once given, so a record whose names all have a
+    known code is written with the codes, and the statement does not look them
+    up (``pledgeql_audit_codes``, two calls a record). A write with a name not
+    known here reads them all again first (one statement, in the request's
+    transaction); a name still unknown then (seen for the first time) is
+    written by name, which gives it its code, and read on the next write that
+    has it."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+
+    async def cover(self, db: Any, rows: list[tuple[Any, ...]]) -> Mapping[str, int]:
+        codes = self.codes
+        if not all(name in codes for row in rows for name in (*row[_FIELDS], *row[_CATEGORIES])):
+            self.codes = codes = {r["name"]: r["code"] for r in await db.fetch(NAMES)}
+        return codes
+
+
+NAMES = "SELECT name, code FROM audit_names"
 
 
 class KnownHeads:
@@ -134,12 +175,18 @@ class KnownHeads:
 
 
 async def write_batch(
-    db: Any, batch: Batch, key: bytes, lock_timeout: float | None = LOCK_TIMEOUT, known: KnownHeads | None = None
+    db: Any,
+    batch: Batch,
+    key: bytes,
+    lock_timeout: float | None = LOCK_TIMEOUT,
+    known: KnownHeads | None = None,
+    codes: KnownCodes | None = None,
 ) -> None:
     """Chain and insert the entries of one or more requests, in order, in
     ``db``'s transaction: one statement onto the heads ``known`` holds, or else
     two (HEADS, then INSERT). A chain lock is waited for at most
-    ``lock_timeout`` seconds (None: as long as it takes)."""
+    ``lock_timeout`` seconds (None: as long as it takes). With ``codes``, the
+    records carry their names' codes where they are known."""
     districts = sorted(uuid.UUID(k) for k in {e.district_key for _, entries, _ in batch for e in entries})
     wait = "0" if lock_timeout is None else f"{max(1, round(lock_timeout * 1000))}ms"
     expected = known.expected(districts) if known is not None else None
@@ -148,7 +195,7 @@ async def write_batch(
         rows = chain_batch(batch, key, heads)
         moved = await db.fetchval(
             ADVANCE,
-            *insert_args(rows),
+            *insert_args(rows, None if codes is None else await codes.cover(db, rows)),
             districts,
             [expected[d][0] for d in districts],
             [expected[d][1] for d in districts],
@@ -162,7 +209,7 @@ async def write_batch(
         known.missed(districts)
     heads = {r["head_district"]: (r["head_seq"], r["head_hash"]) for r in await db.fetch(HEADS, districts, wait)}
     rows = chain_batch(batch, key, heads)
-    await db.execute(INSERT, *insert_args(rows))
+    await db.execute(INSERT, *insert_args(rows, None if codes is None else await codes.cover(db, rows)))
     if known is not None:
         known.wrote(heads, districts, advanced=False)
 

@@ -848,7 +848,7 @@ class CompiledReads:
                 if row[0] != district:
                     return None
             found.append((level, rows))
-        note_fields = ctx.audit.note_fields
+        audit = ctx.audit
         errors: list[tuple[GraphQLError, list[str | int]]] = []
         # One error per denied field, shared by its occurrences: only the path differs.
         refused: dict[int, GraphQLError] = {}
@@ -856,15 +856,20 @@ class CompiledReads:
             # Per width of the level's rows (a progress's mastery levels noted or not):
             # its fields as noted per decision, and its denied members.
             shapes: dict[int, tuple[list[tuple[bool, dict[str, None], dict[str, None]]], list[Member]]] = {}
+            if level.inline is None:
+                # Every row resolves the level's members: noted together, in row order.
+                every = shapes[len(level.members)] = _shape(level.members, decisions)
+                audit.note_rows(district, [_subject(row) for _, row in rows], every[0])
+                if not every[1]:
+                    continue
             for path, row in rows:
-                subject = row[1] if len(row) > 1 else None  # the student's id as PostgreSQL wrote it
                 members = level.members if level.inline is None else level.noted(row)
                 shape = shapes.get(len(members))
                 if shape is None:
                     shape = shapes[len(members)] = _shape(members, decisions)
                 noted, denied = shape
-                for allowed, fields, categories in noted:
-                    note_fields(district, subject, fields, categories, allowed)
+                if level.inline is not None:
+                    audit.note_rows(district, [_subject(row)], noted)
                 if not denied:
                     continue
                 places = [path] if level.under is None else [(*path, level.under.key, i) for i in range(row[2])]
@@ -903,6 +908,11 @@ class CompiledReads:
                 if value is not None:
                     found[key] = round(float(value), digits)
         return Compiled(data, errors)
+
+
+def _subject(row: list[Any]) -> str | None:
+    """A reported row's student: the id as PostgreSQL wrote it, or None (a row of no student)."""
+    return row[1] if len(row) > 1 else None
 
 
 def _shape(

@@ -17,7 +17,7 @@ from typing import Any
 
 from permissions.audit import PendingEntry
 from permissions.audit_chain import Origin
-from resolvers.audit_store import LOCK_TIMEOUT, PARTITIONS, PARTITIONS_AHEAD, KnownHeads, write_batch
+from resolvers.audit_store import LOCK_TIMEOUT, PARTITIONS, PARTITIONS_AHEAD, KnownCodes, KnownHeads, write_batch
 from server.context import RequestContext
 from server.telemetry import current_trace_id
 
@@ -87,6 +87,7 @@ class AuditWriterGroups:
         self.lock_timeout = lock_timeout
         self._groups: dict[str, _Group] = {}
         self.known = KnownHeads()
+        self.codes = KnownCodes()
 
     async def __call__(self, context: RequestContext) -> None:
         entries = context.audit.entries()
@@ -94,7 +95,7 @@ class AuditWriterGroups:
             return
         if not context.read_only:
             own = [(origin_of(context), entries, current_trace_id())]
-            await write_batch(context.db, own, self.key, self.lock_timeout, self.known)
+            await write_batch(context.db, own, self.key, self.lock_timeout, self.known, self.codes)
             return
         group = self._groups.get(context.rls_key)
         if group is None:
@@ -120,6 +121,7 @@ class AuditWriterGroups:
                 self.key,
                 self.lock_timeout,
                 self.known,
+                self.codes,
             )
         except BaseException as error:
             self._release(group, batch, mine, error)

@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from permissions.audit import PendingEntry
-from resolvers.audit_store import ADVANCE, HEADS, INSERT, KnownHeads, write_batch, write_entries
+from resolvers.audit_store import ADVANCE, HEADS, INSERT, NAMES, KnownCodes, KnownHeads, write_batch, write_entries
 from server.commands.audit_cli import verify_chains
 from server.db import connect
 from tests.test_audit_storage import _origin
@@ -34,10 +34,8 @@ ADVANCE_CALL = "SELECT pledgeql_audit_advance($1::uuid[], $2::bigint[], $3::text
 HEAD = "SELECT seq, encode(hash, 'hex') AS hash FROM audit_heads WHERE district_id = $1"
 
 
-def _entries(district: uuid.UUID, count: int) -> list[PendingEntry]:
-    return [
-        PendingEntry(str(district), uuid.uuid4(), True, ("Student.firstName",), ("DIRECTORY",)) for _ in range(count)
-    ]
+def _entries(district: uuid.UUID, count: int, fields: tuple[str, ...] = ("Student.firstName",)) -> list[PendingEntry]:
+    return [PendingEntry(str(district), uuid.uuid4(), True, fields, ("DIRECTORY",)) for _ in range(count)]
 
 
 @pytest_asyncio.fixture
@@ -46,7 +44,15 @@ async def app_conn(db: Any) -> AsyncIterator[Any]:
         yield conn
 
 
-async def _write(conn: Any, district: uuid.UUID, key: bytes, known: KnownHeads, count: int = 3) -> list[str]:
+async def _write(
+    conn: Any,
+    district: uuid.UUID,
+    key: bytes,
+    known: KnownHeads,
+    count: int = 3,
+    codes: KnownCodes | None = None,
+    fields: tuple[str, ...] = ("Student.firstName",),
+) -> list[str]:
     """One request's worth of entries written as the server does, in its own transaction; the statements sent."""
     seen: list[str] = []
 
@@ -58,9 +64,8 @@ async def _write(conn: Any, district: uuid.UUID, key: bytes, known: KnownHeads, 
         await conn.execute("SELECT set_config('pledgeql.district_ids', $1, true)", str(district))
         conn.add_query_logger(log)
         try:
-            await write_batch(
-                conn, [(_origin(dt.datetime.now(dt.UTC)), _entries(district, count), None)], key, 1.0, known
-            )
+            batch = [(_origin(dt.datetime.now(dt.UTC)), _entries(district, count, fields), None)]
+            await write_batch(conn, batch, key, 1.0, known, codes)
         finally:
             conn.remove_query_logger(log)
     return seen
@@ -103,6 +108,43 @@ async def test_the_second_write_of_a_worker_is_one_statement_and_the_chain_verif
     await _verified(owner, key, district, 12)
     head = await owner.fetchrow(HEAD, district)
     assert known.expected([district]) == {district: (12, head["hash"])}
+
+
+async def test_records_carry_the_codes_the_worker_knows_and_a_new_name_is_written_by_name_once(
+    owner: Any, app_conn: Any, settings: Any
+) -> None:
+    key, district, known, codes = settings.audit_key(), uuid.uuid4(), KnownHeads(), KnownCodes()
+    # Nothing known yet: the codes are read once, with the head.
+    assert await _write(app_conn, district, key, known, codes=codes) == [HEADS, NAMES, INSERT]
+    assert "Student.firstName" in codes.codes and "DIRECTORY" in codes.codes
+    assert await _write(app_conn, district, key, known, codes=codes) == [ADVANCE]
+    # A name no record has had: the codes are read again, the name is not among
+    # them, so the record goes by name (which gives it a code); the next write
+    # reads the codes again and finds it.
+    new = f"Student.field{uuid.uuid4().hex}"
+    assert await _write(app_conn, district, key, known, codes=codes, fields=(new, "Student.firstName")) == [
+        NAMES,
+        ADVANCE,
+    ]
+    assert new not in codes.codes
+    assert await _write(app_conn, district, key, known, codes=codes, fields=(new,)) == [NAMES, ADVANCE]
+    assert new in codes.codes
+    assert await _write(app_conn, district, key, known, codes=codes, fields=(new,)) == [ADVANCE]
+    # Every record holds the codes of its own names, however it was written.
+    stored = await owner.fetch(
+        "SELECT pledgeql_audit_names(fields) AS fields, pledgeql_audit_names(categories) AS categories "
+        "FROM audit_records WHERE district_id = $1 ORDER BY seq",
+        district,
+    )
+    assert [(r["fields"], r["categories"]) for r in stored] == [
+        (["Student.firstName"], ["DIRECTORY"]),
+        (["Student.firstName"], ["DIRECTORY"]),
+        ([new, "Student.firstName"], ["DIRECTORY"]),
+        ([new], ["DIRECTORY"]),
+        ([new], ["DIRECTORY"]),
+    ]
+    assert codes.codes[new] == await owner.fetchval("SELECT code FROM audit_names WHERE name = $1", new)
+    await _verified(owner, key, district, 15)
 
 
 async def test_a_head_moved_by_another_writer_is_read_again_and_the_chain_stays_whole(
