@@ -117,7 +117,12 @@ class UnenforcedCompiledReads(CompiledReads):
         return dict.fromkeys(plan.categories, Decision.ALLOW)
 
     def note(
-        self, plan: Plan, ctx: Any, reported: list[Any], decisions: dict[DataCategory, Decision]
+        self,
+        plan: Plan,
+        ctx: Any,
+        reported: list[Any],
+        decisions: dict[DataCategory, Decision],
+        search: bool = False,
     ) -> list[GraphQLError] | None:
         return []
 

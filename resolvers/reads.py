@@ -57,6 +57,29 @@ def decode_cursor(cursor: str | None) -> uuid.UUID | None:
     return uuid.UUID(bytes=raw[3:])
 
 
+def students_matching(
+    scope: RowScope, p: Params, *, school_id: uuid.UUID | None, class_id: uuid.UUID | None, search: str | None
+) -> str:
+    """The scoped students Query.students lists, as a condition over ``users u``:
+    of a school, enrolled in a class today, matching a search on their names."""
+    where = ["u.role = 'STUDENT'", scope.students("u", p)]
+    if school_id is not None:
+        where.append(f"u.school_id = {p(school_id)}")
+    if class_id is not None:
+        t = p(scope.today)
+        where.append(
+            "EXISTS (SELECT 1 FROM enrollments e WHERE e.district_id = u.district_id "
+            f"AND e.student_id = u.id AND e.class_id = {p(class_id)} AND {ACTIVE.format(t=t)})"
+        )
+    if search:
+        pattern = p("%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        where.append(
+            f"(u.first_name ILIKE {pattern} OR u.last_name ILIKE {pattern} "
+            f"OR u.preferred_name ILIKE {pattern} OR u.username ILIKE {pattern})"
+        )
+    return " AND ".join(where)
+
+
 def _group(rows: Sequence[Row], key: str) -> dict[Any, list[Row]]:
     grouped: dict[Any, list[Row]] = defaultdict(list)
     for row in rows:
@@ -294,22 +317,7 @@ class Reads:
     ) -> tuple[list[Row], int]:
         """A keyset page of scoped students and the scoped total."""
         p = Params()
-        where = ["u.role = 'STUDENT'", self.scope.students("u", p)]
-        if school_id is not None:
-            where.append(f"u.school_id = {p(school_id)}")
-        if class_id is not None:
-            t = p(self.scope.today)
-            where.append(
-                "EXISTS (SELECT 1 FROM enrollments e WHERE e.district_id = u.district_id "
-                f"AND e.student_id = u.id AND e.class_id = {p(class_id)} AND {ACTIVE.format(t=t)})"
-            )
-        if search:
-            pattern = p("%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-            where.append(
-                f"(u.first_name ILIKE {pattern} OR u.last_name ILIKE {pattern} "
-                f"OR u.preferred_name ILIKE {pattern} OR u.username ILIKE {pattern})"
-            )
-        cond = " AND ".join(where)
+        cond = students_matching(self.scope, p, school_id=school_id, class_id=class_id, search=search)
         cond_params = len(p.values)
         page_cond = cond + (f" AND u.id > {p(after)}" if after is not None else "")
         limit = p(first + 1)

@@ -11,10 +11,13 @@ PostGraphile and Hasura).
 What it understands:
 
 * roots: ``class(id:)``, ``student(id:)``, ``assignment(id:)``,
-  ``assessments(subject:)`` and ``me`` (one reading root,
-  with any ``__typename`` beside it); the Viewer's ``id``, ``role``,
-  ``purpose``, its own row as ``staff``, ``student`` or ``guardian``, and its
-  ``classes``;
+  ``assessments(subject:)``, ``students(schoolId:, classId:, search:, first:,
+  after:)`` (its ``nodes``, ``totalCount`` and ``pageInfo``: the keyset page of
+  ``resolvers.reads.students_page``, cursors as ``encode_cursor`` writes them,
+  a search's names noted as ``schema.types.note_search`` notes them) and
+  ``me`` (one reading root, with any ``__typename`` beside it); the Viewer's
+  ``id``, ``role``, ``purpose``, its own row as ``staff``, ``student`` or
+  ``guardian``, and its ``classes``;
 * the plain fields of Class, School, Student, Staff, Guardian, Response,
   Assignment, Assessment, Item, StudentProgress and SkillMastery
   (``COLUMNS``), and ``__typename``;
@@ -86,12 +89,13 @@ from graphql import (
 from graphql.execution.values import VariableValues, get_argument_values
 
 from permissions.decide import Decision
-from permissions.enums import DataCategory, Role
+from permissions.enums import DataCategory, Purpose, Role
 from resolvers.db import Params
-from resolvers.reads import ACTIVE, PROGRESS
+from resolvers.reads import ACTIVE, PROGRESS, decode_cursor, students_matching
 from resolvers.scope import RowScope
 from schema.base import MAX_PAGE, Context
 from schema.classified import category_of, refusal
+from schema.types import note_search
 
 NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
 # json_build_object takes at most 100 arguments: 50 keys.
@@ -177,6 +181,40 @@ COLUMNS: dict[str, dict[str, str]] = {
     },
     # Over one element of the progress row's mastery (jsonb).
     "SkillMastery": {"skill": "{a}->>'skill'", "level": "{a}->'level'"},
+    "District": {
+        "id": "{a}.id::text",
+        "name": "{a}.name",
+        "minimumGroupSize": "{a}.minimum_group_size",
+        "acceptedPolicyVersion": "{a}.accepted_policy_version",
+    },
+    # Over the district's row (schema.types.DistrictSettings.from_row): the purposes it
+    # authorizes that are purposes, once each, in the Purpose enum's order.
+    "DistrictSettings": {
+        "authorizedPurposes": (
+            "(SELECT COALESCE(json_agg(e.p ORDER BY e.o), '[]'::json) FROM unnest(ARRAY["
+            + ", ".join(f"'{p.value}'" for p in Purpose)
+            + "]) WITH ORDINALITY e(p, o) WHERE e.p = ANY({a}.authorized_purposes))"
+        ),
+        "collectUsage": "{a}.collect_usage",
+        "collectDevice": "{a}.collect_device",
+        "collectDemographics": "{a}.collect_demographics",
+        "directRecordAccess": "{a}.direct_record_access",
+    },
+    "RetentionSettings": {
+        "responsesDays": "{a}.responses_days",
+        "activityDays": "{a}.activity_days",
+        "deviceDays": "{a}.device_days",
+        "auditDays": "{a}.audit_days",
+    },
+    # Over the page's row (_Builder.connection): its scoped total, and the cursor of its last student
+    # as resolvers.reads.encode_cursor writes it (URL-safe base64 of "id:" and the id's 16 bytes, unpadded).
+    "StudentConnection": {"totalCount": "{a}.total_count"},
+    "PageInfo": {
+        "hasNextPage": "{a}.has_next",
+        "endCursor": (
+            "rtrim(translate(encode('\\x69643a'::bytea || uuid_send({a}.last_id), 'base64'), '+/', '-_'), '=')"
+        ),
+    },
 }
 # Values the resolvers round in Python (``round(float(value), digits)``): the
 # statement returns them exactly (float8 as its shortest exact text) and the
@@ -207,13 +245,26 @@ RELATIONS: dict[str, dict[str, Relation]] = {
         "assessments": Relation(
             "assessments", many=True, order="{a}.subject, {a}.title, {a}.id", arguments=frozenset({"subject"})
         ),
+        "students": Relation("students", arguments=frozenset({"schoolId", "classId", "search", "first", "after"})),
+    },
+    # Query.students's page: its students in id order (keyset pages), and where the page ends.
+    "StudentConnection": {
+        "nodes": Relation("page_nodes", many=True, order="{a}.id"),
+        "pageInfo": Relation("page_info"),
     },
     "Viewer": {
         "staff": Relation("viewer_staff"),
         "student": Relation("viewer_student"),
         "guardian": Relation("viewer_guardian"),
         "classes": Relation("viewer_classes", many=True, order="{a}.name, {a}.id"),
+        "district": Relation("viewer_district"),
     },
+    "District": {
+        "schools": Relation("district_schools", many=True, order="{a}.name, {a}.id"),
+        "settings": Relation("district_settings"),
+    },
+    "DistrictSettings": {"retention": Relation("district_retention")},
+    "School": {"classes": Relation("school_classes", many=True, order="{a}.name, {a}.id")},
     "Class": {
         "school": Relation("school"),
         "teachers": Relation("class_teachers", many=True, order="{a}.id"),
@@ -263,7 +314,11 @@ KEYED = {
     "item": ("items", "id", "item_id", False),
     "assessment": ("assessments", "id", "assessment_id", False),
     "assessment_items": ("items", "assessment_id", "id", False),
+    "district_schools": ("schools", "district_id", "id", True),
+    "school_classes": ("classes", "school_id", "id", True),
 }
+# Roots answered from memory, not read (a parameter of the statement): the policy's versions.
+STATIC_ROOTS = {"Query.policyVersions"}
 
 
 class NotCompiled(Exception):
@@ -283,6 +338,7 @@ class Member:
     field_def: GraphQLField | None = None
     field_node: FieldNode | None = None
     typename: str | None = None
+    static: bool = False  # a root answered from memory (STATIC_ROOTS)
 
 
 @dataclass(frozen=True)
@@ -384,10 +440,13 @@ class _Compilation:
         if query_type is None:
             raise NotCompiled
         members = tuple(self.member(query_type, f) for f in self.fields(query_type, operation.selection_set))
-        reading = [m for m in members if m.typename is None]
+        reading = [m for m in members if m.typename is None and not m.static]
         if len(reading) != 1 or reading[0].child is None or reading[0].relation is None:
             raise NotCompiled
         root = reading[0]
+        if root.relation is not None and root.relation.name == "students":
+            # A search by name needs DIRECTORY (schema.types.directory_decision), selected or not.
+            self.categories.add(DataCategory.DIRECTORY)
         slots, levels = _audit_levels(root)
         return Plan(root, members, frozenset(self.categories), slots, levels, tuple(_rounded(root)))
 
@@ -433,6 +492,10 @@ class _Compilation:
         if category is not None:
             self.categories.add(category)
         name = f"{parent.name}.{field_name}"
+        if name in STATIC_ROOTS:
+            if node.arguments or node.selection_set is not None:
+                raise NotCompiled
+            return Member(key, name, category, static=True)
         column = COLUMNS.get(parent.name, {}).get(field_name)
         if column is not None:
             if node.selection_set is not None or node.arguments:
@@ -525,8 +588,21 @@ class Statement:
     params: list[Any]
     # The result's column 0 is the data, 1 whether the root was found, 2 the
     # slots' rows (a JSON array, one value per slot of the plan, null for a
-    # slot under a denied relationship).
+    # slot under a denied relationship; then, for a search, the page's
+    # students and the total: see CompiledReads.note).
     slots: int
+    search: bool = False
+
+
+@dataclass(frozen=True)
+class _Page:
+    """Query.students's arguments as SQL over ``users u``: the scoped students
+    that match (``matching``), those of this page (``page``), and its size."""
+
+    matching: str
+    page: str
+    first: str
+    search: bool
 
 
 class _Builder:
@@ -546,6 +622,7 @@ class _Builder:
         self.variables = variables
         self.denied = denied
         self.p = Params()
+        self.page: _Page | None = None
         self.aliases = 0
         self.slot_of: dict[int, int] = {}  # id(node) -> its own slot
         self.about_of: dict[int, int] = {}  # id(member) -> the slot of the rows about the owner under it
@@ -588,6 +665,16 @@ class _Builder:
             if pr.district_id is None or pr.role not in VIEWER_ROLES[name]:
                 return f"users {a}", "false"
             return f"users {a}", f"{a}.district_id = {p(pr.district_id)} AND {a}.id = {p(pr.user_id)}"
+        if name == "viewer_district":
+            # reads.district of the caller's own district (Viewer.district); none for platform users.
+            pr = scope.principal
+            if pr.district_id is None:
+                return f"districts {a}", "false"
+            return f"districts {a}", f"{a}.id = {p(pr.district_id)} AND {a}.id = {self.visible()}"
+        if name in ("district_settings", "district_retention"):
+            if scope.principal.role is not Role.DISTRICT_ADMIN:
+                raise NotCompiled  # District.settings is refused, with its error, on the resolver path
+            return f"(SELECT {parent}.*) {a}", "true"
         if name == "viewer_classes":
             # reads.classes_of_viewer
             pr = scope.principal
@@ -613,6 +700,23 @@ class _Builder:
             if not isinstance(subject, str):
                 raise NotCompiled
             return f"assessments {a}", f"{a}.subject = {p(subject)}"
+        if parent is None and name == "students":
+            self.page = page = self.students_page(args)
+            last = "(array_agg(q.id ORDER BY q.id DESC))[1]"
+            found = "json_agg(json_build_array(q.district_id, q.id) ORDER BY q.id)" if page.search else "NULL::json"
+            return (
+                f"(SELECT c.total_count, l.last_id, l.found, EXISTS (SELECT 1 FROM users u WHERE {page.page} "
+                f"AND (l.last_id IS NULL OR u.id > l.last_id)) AS has_next "
+                f"FROM (SELECT count(*) AS total_count FROM users u WHERE {page.matching}) c "
+                f"CROSS JOIN (SELECT {last} AS last_id, {found} AS found FROM (SELECT u.id, u.district_id "
+                f"FROM users u WHERE {page.page} ORDER BY u.id LIMIT {page.first}) q) l) {a}",
+                "true",
+            )
+        if name == "page_nodes" and self.page is not None:
+            page = self.page
+            return f"(SELECT u.* FROM users u WHERE {page.page} ORDER BY u.id LIMIT {page.first}) {a}", "true"
+        if name == "page_info":
+            return f"(SELECT {parent}.has_next, {parent}.last_id) {a}", "true"
         if parent is None:
             try:
                 wanted = uuid.UUID(str(args.get("id")))
@@ -671,6 +775,35 @@ class _Builder:
         if name == "progress":
             return f"({PROGRESS.format(u=parent)}) {a}", "true"
         raise NotCompiled
+
+    def students_page(self, args: dict[str, Any]) -> _Page:
+        """Query.students's page as resolvers.reads.students_page reads it; any
+        argument the resolver would refuse (a search this purpose may not make, a
+        size out of range, a cursor or an id it cannot read) is NotCompiled."""
+        p, scope = self.p, self.scope
+        search = args.get("search")
+        if search is not None:
+            visible = [d for d in scope.district_ids if isinstance(d, uuid.UUID)]
+            if (
+                not isinstance(search, str)
+                or len(search) > 100
+                or DataCategory.DIRECTORY in self.denied
+                or visible != [scope.principal.district_id]
+            ):
+                raise NotCompiled
+        first = args.get("first", 50)
+        first = 50 if first is None else first
+        if not isinstance(first, int) or first < 0 or first > MAX_PAGE:
+            raise NotCompiled
+        try:
+            after = decode_cursor(args.get("after"))
+            school = None if args.get("schoolId") is None else uuid.UUID(str(args["schoolId"]))
+            klass = None if args.get("classId") is None else uuid.UUID(str(args["classId"]))
+        except (ValueError, TypeError):
+            raise NotCompiled from None
+        matching = students_matching(scope, p, school_id=school, class_id=klass, search=search or None)
+        page = matching + (f" AND u.id > {p(after)}" if after is not None else "")
+        return _Page(matching, page, p(first), bool(search))
 
     def obj(self, node: Node, a: str) -> tuple[str, str, dict[int, str]]:
         """An object's JSON over the row alias ``a``, the LATERAL joins of its
@@ -747,8 +880,10 @@ def statement(
     variables: VariableValues | None,
     denied: set[DataCategory] | None = None,
     purpose: str = "",
+    policy_versions: list[str] | None = None,
 ) -> Statement:
-    """The request's one statement; raises NotCompiled when the request must take the resolver path."""
+    """The request's one statement; raises NotCompiled when the request must take the resolver path.
+    ``policy_versions`` answers a ``policyVersions`` root beside the one that reads."""
     b = _Builder(plan, scope, variables, denied or set(), purpose)
     root = plan.root
     if root.child is None:
@@ -764,16 +899,25 @@ def statement(
         slots = {i: f"json_agg({expr} ORDER BY {order})" for i, expr in slots.items()}
         limit = ""
     reported = ", ".join(slots.get(i, "NULL") for i in range(len(plan.slots)))
+    search = b.page is not None and b.page.search
+    if search:
+        reported = ", ".join([*([reported] if reported else []), f"json_build_array({a}.found, {a}.total_count)"])
     parts: list[str] = []
     for member in plan.members:
-        parts += [f"{b.p(member.key)}::text", f"'{member.typename}'::text" if member.typename is not None else "r.data"]
+        if member.static:
+            if policy_versions is None:
+                raise NotCompiled
+            value = f"{b.p(orjson.dumps(policy_versions).decode())}::json"
+        else:
+            value = f"'{member.typename}'::text" if member.typename is not None else "r.data"
+        parts += [f"{b.p(member.key)}::text", value]
     # As text: the pool's connections decode json with the standard library; orjson is quicker.
     sql = (
         f"SELECT json_build_object({', '.join(parts)})::text, r.data IS NOT NULL, r.slots::text "
         f"FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT {inner} AS data, json_build_array({reported}) AS slots "
         f"FROM {tables}{joins} WHERE {where}{limit}) r ON true"
     )
-    return Statement(sql, b.p.values, len(plan.slots))
+    return Statement(sql, b.p.values, len(plan.slots), search)
 
 
 def _rows(value: Any, path: tuple[tuple[str, bool], ...]) -> list[tuple[tuple[str | int, ...], Any]]:
@@ -834,11 +978,18 @@ class CompiledReads:
         return {category: lookup(key, category) for category in plan.categories}
 
     def note(
-        self, plan: Plan, ctx: Context, reported: list[Any], decisions: dict[DataCategory, Decision]
+        self,
+        plan: Plan,
+        ctx: Context,
+        reported: list[Any],
+        decisions: dict[DataCategory, Decision],
+        search: bool = False,
     ) -> list[tuple[GraphQLError, list[str | int]]] | None:
         """Note every classified field of each level for each row the statement
         read there; the denied ones' errors. None (nothing noted) if a row is of
-        another district than the request's decisions."""
+        another district than the request's decisions. A search by name notes
+        its page's names first, as the students root does before its fields
+        complete (``schema.types.note_search``)."""
         district = str(ctx.principal.district_id)
         purpose = ctx.purpose.value
         found: list[tuple[Level, list[tuple[tuple[str | int, ...], Any]]]] = []
@@ -848,6 +999,12 @@ class CompiledReads:
                 if row[0] != district:
                     return None
             found.append((level, rows))
+        if search:
+            matched, total = reported[len(plan.slots)]
+            page = [(row[0], row[1]) for row in matched or ()]
+            if any(key != district for key, _ in page):
+                return None
+            note_search(ctx, page, total)
         audit = ctx.audit
         errors: list[tuple[GraphQLError, list[str | int]]] = []
         # One error per denied field, shared by its occurrences: only the path differs.
@@ -890,13 +1047,14 @@ class CompiledReads:
             return None
         denied = {c for c, d in decisions.items() if d.allowed is not True}
         try:
-            built = statement(plan, ctx.reads.scope, variables, denied, ctx.purpose.value)
+            versions = list(ctx.policies.versions()) if any(m.static for m in plan.members) else None
+            built = statement(plan, ctx.reads.scope, variables, denied, ctx.purpose.value, versions)
         except NotCompiled:
             return None
         row = await ctx.db.fetchrow(built.sql, *built.params)
         if row is None or not row[1]:
             return None  # nothing found: the resolver path says so, with its error
-        errors = self.note(plan, ctx, orjson.loads(row[2]), decisions)
+        errors = self.note(plan, ctx, orjson.loads(row[2]), decisions, built.search)
         if errors is None:
             return None
         if not plan.rounded:

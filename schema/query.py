@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import strawberry
 
-from permissions.enums import DataCategory
 from permissions.errors import BadUserInput, NotFound
 from schema import governance_ops, reports, rights
 from schema.audit import AuditConnection, AuditFilter, audit_log
-from schema.base import Context, Info, PublicInfo, field, id_argument, id_to_look_up
+from schema.base import Info, PublicInfo, field, id_argument, id_to_look_up
 from schema.enums import DataRequestStatus
 from schema.governance import AggregateReport, DataRequest, DeletionCertificate, ReportInput, SupportGrant
 from schema.policy import PolicyDocument
@@ -21,28 +20,10 @@ from schema.types import (
     Student,
     StudentConnection,
     directory_decision,
+    note_search,
     student_connection,
 )
 from schema.viewer import Viewer
-
-SEARCHED_FIELDS = ("Student.firstName", "Student.lastName")
-
-
-def note_search(ctx: Context, connection: StudentConnection) -> None:
-    """A name search reads names (API.md section 3): every student in the page it
-    returns is noted with Student.firstName and Student.lastName, whatever the
-    selection asks for. Matches beyond the page, which ``totalCount`` discloses
-    by number only, are noted once per district without a subject."""
-    directory = DataCategory.DIRECTORY.value
-    for student in connection.nodes:
-        allowed = ctx.decisions.lookup(student.district_key, DataCategory.DIRECTORY).allowed
-        for name in SEARCHED_FIELDS:
-            ctx.audit.note(student.district_key, student.subject_id, name, directory, allowed)
-    if connection.total_count > len(connection.nodes):
-        for key in [str(d) for d in ctx.reads.visible_district_ids()] or [ctx.home_district_key]:
-            allowed = ctx.decisions.lookup(key, DataCategory.DIRECTORY).allowed
-            for name in SEARCHED_FIELDS:
-                ctx.audit.note(key, None, name, directory, allowed)
 
 
 @strawberry.type
@@ -113,7 +94,9 @@ class Query:
             search=search or None,
         )
         if search:
-            note_search(info.context, connection)
+            note_search(
+                info.context, [(s.district_key, s.subject_id) for s in connection.nodes], connection.total_count
+            )
         return connection
 
     @strawberry.field

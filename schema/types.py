@@ -20,6 +20,7 @@ from typing import Any
 
 import strawberry
 
+from permissions.audit import SubjectId
 from permissions.decide import Decision
 from permissions.enums import DataCategory, DenyReason, Purpose, Role
 from permissions.errors import BadUserInput, Forbidden
@@ -44,6 +45,26 @@ def directory_decision(ctx: Context) -> Decision:
         if not decision.allowed:
             return decision
     return Decision.ALLOW
+
+
+SEARCHED_FIELDS = ("Student.firstName", "Student.lastName")
+
+
+def note_search(ctx: Context, page: list[tuple[str, SubjectId]], total: int) -> None:
+    """A name search reads names (API.md section 3): every student in the page it
+    returns (district, id) is noted with Student.firstName and Student.lastName,
+    whatever the selection asks for. Matches beyond the page, which ``totalCount``
+    discloses by number only, are noted once per district without a subject."""
+    directory = DataCategory.DIRECTORY.value
+    for district_key, subject_id in page:
+        allowed = ctx.decisions.lookup(district_key, DataCategory.DIRECTORY).allowed
+        for name in SEARCHED_FIELDS:
+            ctx.audit.note(district_key, subject_id, name, directory, allowed)
+    if total > len(page):
+        for key in [str(d) for d in ctx.reads.visible_district_ids()] or [ctx.home_district_key]:
+            allowed = ctx.decisions.lookup(key, DataCategory.DIRECTORY).allowed
+            for name in SEARCHED_FIELDS:
+                ctx.audit.note(key, None, name, directory, allowed)
 
 
 def row_id(self: Any) -> strawberry.ID:

@@ -155,6 +155,45 @@ ASSIGNMENT = """query Assignment($id: ID!) {
 }"""
 
 
+SEARCH = """query Search($search: String, $first: Int, $after: String, $schoolId: ID, $classId: ID) {
+  students(search: $search, first: $first, after: $after, schoolId: $schoolId, classId: $classId) {
+    __typename
+    totalCount
+    pageInfo { __typename hasNextPage endCursor }
+    nodes {
+      id firstName lastName gradeLevel
+      classes { id name }
+      progress { averageScore mastery { skill level } }
+    }
+  }
+}"""
+PAGE = """query Page($first: Int, $after: String) {
+  students(first: $first, after: $after) {
+    n: totalCount
+    info: pageInfo { end: endCursor more: hasNextPage }
+    nodes { id }
+  }
+}"""
+
+
+DISTRICT = """query District($settings: Boolean!) {
+  versions: policyVersions
+  me {
+    role
+    district {
+      __typename id name minimumGroupSize acceptedPolicyVersion
+      settings @include(if: $settings) { authorizedPurposes collectUsage directRecordAccess retention { auditDays } }
+      schools { id name classes { id name gradeLevel subject } }
+    }
+  }
+  policyVersions
+}"""
+DISTRICT_PLAIN = DISTRICT.replace("@include(if: $settings) ", "").replace("($settings: Boolean!)", "")
+DISTRICT_ONLY = DISTRICT_PLAIN.replace(
+    "settings { authorizedPurposes collectUsage directRecordAccess retention { auditDays } }", ""
+)
+
+
 class Recording(CompiledReads):
     """The production compiled reads, recording whether each request was served by them."""
 
@@ -188,7 +227,9 @@ async def ids(owner: Any, users: dict[str, uuid.UUID]) -> dict[str, Any]:
         users[STUDENT],
     )
     child = await owner.fetchval("SELECT student_id FROM guardian_links WHERE guardian_id = $1", users[GUARDIAN])
+    school = await owner.fetchval("SELECT school_id FROM classes WHERE id = $1", roster)
     return {
+        "school": str(school),
         "roster": str(roster),
         "other": str(other),
         "riverside": str(riverside_class),
@@ -336,6 +377,40 @@ CASES = [
     (GUARDIAN, "PERSONALIZATION", VIEWER, {}, True),
     (SUPPORT, "SUPPORT", VIEWER, {}, False),  # no district of its own: the resolver path
     (ADMIN, "REPORTING", REORDERED, {"id": "roster"}, True),
+    # Query.students: a keyset page, its total and where it ends; a search notes the names it matched.
+    (TEACHER, "INSTRUCTION", SEARCH, {}, True),
+    (TEACHER, "INSTRUCTION", SEARCH, {"search": "a", "first": 2}, True),  # more matches than the page
+    (TEACHER, "INSTRUCTION", SEARCH, {"search": "", "first": 0}, True),
+    (TEACHER, "INSTRUCTION", SEARCH, {"search": "no student is called this"}, True),
+    (TEACHER, "INSTRUCTION", SEARCH, {"search": "%_\\"}, True),  # LIKE's wildcards are matched as text
+    (TEACHER, "INSTRUCTION", SEARCH, {"classId": "roster", "first": 3}, True),
+    (TEACHER, "INSTRUCTION", SEARCH, {"schoolId": "school", "search": "e"}, True),
+    (TEACHER, "INSTRUCTION", SEARCH, {"classId": "riverside"}, True),  # another district's class: no one
+    (TEACHER, "PERSONALIZATION", SEARCH, {}, True),  # names denied: their errors
+    (TEACHER, "PERSONALIZATION", SEARCH, {"search": "a"}, False),  # a search needs DIRECTORY: FORBIDDEN
+    (TEACHER, "INSTRUCTION", SEARCH, {"after": "not-a-cursor"}, False),
+    (TEACHER, "INSTRUCTION", SEARCH, {"first": 501}, False),
+    (TEACHER, "INSTRUCTION", SEARCH, {"classId": "not-an-id"}, False),
+    (TEACHER, "INSTRUCTION", SEARCH, {"search": "x" * 101}, False),
+    (OTHER_TEACHER, "INSTRUCTION", SEARCH, {"search": "a"}, True),
+    (PRINCIPAL, "REPORTING", SEARCH, {"first": 5}, True),
+    (ADMIN, "RECORD_ACCESS", SEARCH, {"search": "a", "first": 3}, True),
+    (STUDENT, "STUDENT_LEARNING", SEARCH, {}, True),
+    (GUARDIAN, "REPORTING", SEARCH, {}, True),
+    (RIVERSIDE_ADMIN, "REPORTING", SEARCH, {"search": "a"}, True),
+    (SUPPORT, "SUPPORT", SEARCH, {}, False),
+    # The caller's district, its schools and their classes; the policy's versions answered beside them.
+    (ADMIN, "REPORTING", DISTRICT_PLAIN, {}, True),
+    (ADMIN, "RECORD_ACCESS", DISTRICT_PLAIN, {}, True),
+    (RIVERSIDE_ADMIN, "REPORTING", DISTRICT_PLAIN, {}, True),
+    (PRINCIPAL, "REPORTING", DISTRICT_PLAIN, {}, False),  # settings are the administrators': FORBIDDEN
+    (PRINCIPAL, "REPORTING", DISTRICT, {"settings": False}, False),  # a directive: not yet compiled
+    (TEACHER, "INSTRUCTION", DISTRICT_PLAIN.replace("settings {", "s: settings {"), {}, False),
+    (SUPPORT, "SUPPORT", DISTRICT_PLAIN, {}, False),  # no district of its own: the resolver path
+    (PRINCIPAL, "REPORTING", DISTRICT_ONLY, {}, True),
+    (TEACHER, "INSTRUCTION", DISTRICT_ONLY, {}, True),
+    (GUARDIAN, "REPORTING", DISTRICT_ONLY, {}, True),
+    (ANALYST, "PRODUCT_ANALYTICS", DISTRICT_ONLY, {}, False),
 ]
 
 
@@ -502,3 +577,34 @@ async def test_a_denied_progress_is_null_with_its_error_and_nothing_below_it_rea
     ]
     fields = [f for e in written if e[2] == "DENY" for f in e[3]]
     assert fields == ["Student.progress", "Student.responses"]
+
+
+@pytest.mark.parametrize(("user", "purpose"), [(TEACHER, "INSTRUCTION"), (ADMIN, "RECORD_ACCESS")])
+async def test_students_pages_follow_their_cursors_to_the_end_on_the_compiled_path(
+    app: Any, client: httpx.AsyncClient, owner: Any, recording: Recording, token_for: Any, user: str, purpose: str
+) -> None:
+    token = token_for(user, ALL_PURPOSES)
+    (status, body), _, served = await both_paths(app, client, owner, recording, token, purpose, PAGE, {"first": 500})
+    assert served and status == 200
+    everyone = [s["id"] for s in body["data"]["students"]["nodes"]]
+    assert len(everyone) == body["data"]["students"]["n"] > 4
+    assert everyone == sorted(everyone)
+    walked: list[str] = []
+    after = None
+    for _ in range(len(everyone)):
+        variables = {"first": 3, "after": after}
+        (status, body), _, served = await both_paths(app, client, owner, recording, token, purpose, PAGE, variables)
+        assert served and status == 200
+        page = body["data"]["students"]
+        walked += [s["id"] for s in page["nodes"]]
+        assert page["n"] == len(everyone)
+        assert page["info"]["more"] is (len(walked) < len(everyone))
+        if not page["info"]["more"]:
+            break
+        after = page["info"]["end"]
+    assert walked == everyone
+    # After the last student: an empty page, with no cursor and nothing more.
+    past = {"first": 3, "after": page["info"]["end"]}
+    (_, body), _, served = await both_paths(app, client, owner, recording, token, purpose, PAGE, past)
+    assert served
+    assert body["data"]["students"] == {"n": len(everyone), "info": {"end": None, "more": False}, "nodes": []}

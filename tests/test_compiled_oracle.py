@@ -452,6 +452,8 @@ COMPILED_NOW: frozenset[str] = frozenset(
         "MyResponses",
         "AssignmentItems",
         "AssessmentCatalog",
+        "StudentSearch",
+        "DistrictOverview",
     }
 )
 PLANNED = [
