@@ -31,10 +31,17 @@ What it understands:
   assessment's ``items``. Each relationship may appear once in a document (no
   aliases of one relationship, no type nested inside itself), so that the
   order in which the resolver path notes its audit is known in advance;
-* fragments (named and inline) on the type they are spread in.
+* fragments (named and inline) on the type they are spread in;
+* ``@include`` and ``@skip`` on fields and fragments, with literals or
+  variables: a plan is made for the values the request gives the variables
+  they read (``condition_variables``), each set of values planned once;
+* aliases, and a plain field asked twice under one key (answered once, where
+  first asked, as graphql-core merges it); ``policyVersions`` beside the root
+  that reads (answered from the policy in memory).
 
-Anything else in a document (another root or field, a directive, a fragment
-on an interface) leaves the document to the resolver path.
+Anything else in a document (another root that reads, another field or
+directive, a fragment on an interface, a relationship asked twice) leaves the
+document to the resolver path.
 
 The policy is enforced exactly as on the resolver path, from the same parts:
 
@@ -72,21 +79,27 @@ from typing import Any
 
 import orjson
 from graphql import (
+    DirectiveNode,
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
     GraphQLField,
+    GraphQLIncludeDirective,
     GraphQLObjectType,
     GraphQLSchema,
+    GraphQLSkipDirective,
     InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
+    VariableNode,
+    Visitor,
     located_error,
+    visit,
 )
-from graphql.execution.values import VariableValues, get_argument_values
+from graphql.execution.values import VariableValues, get_argument_values, get_directive_values
 
 from permissions.decide import Decision
 from permissions.enums import DataCategory, Purpose, Role
@@ -410,16 +423,40 @@ def _unwrap(graphql_type: Any) -> Any:
     return graphql_type
 
 
+CONDITIONS = frozenset({"include", "skip"})
+
+
+def condition_variables(document: DocumentNode) -> tuple[str, ...]:
+    """The variables ``@include`` and ``@skip`` read anywhere in the document, in order, once each.
+    A plan holds for one set of their values (``Planner.plan``)."""
+    names: dict[str, None] = {}
+
+    class Conditions(Visitor):
+        def enter_directive(self, node: DirectiveNode, *_: Any) -> None:
+            if node.name.value in CONDITIONS:
+                for argument in node.arguments or ():
+                    if isinstance(argument.value, VariableNode):
+                        names[argument.value.name.value] = None
+
+    visit(document, Conditions())
+    return tuple(names)
+
+
 class Planner:
-    """Makes a document's plan; the caller keeps it with the parsed document."""
+    """Makes a document's plan; the caller keeps it with the parsed document
+    (one per set of values of its ``condition_variables``)."""
 
     def __init__(self, schema: GraphQLSchema) -> None:
         self.schema = schema
 
-    def plan(self, document: DocumentNode, operation: OperationDefinitionNode) -> Plan | None:
+    def plan(
+        self, document: DocumentNode, operation: OperationDefinitionNode, variables: VariableValues | None = None
+    ) -> Plan | None:
+        """The operation's plan, with ``@include`` and ``@skip`` decided by ``variables``
+        (the request's coerced values; only those of ``condition_variables`` are read)."""
         fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
         try:
-            return _Compilation(self.schema, fragments).compile(operation)
+            return _Compilation(self.schema, fragments, variables).compile(operation)
         except NotCompiled:
             return None
 
@@ -427,11 +464,27 @@ class Planner:
 class _Compilation:
     """One document's planning: its fragments, the relationships already used, the categories read."""
 
-    def __init__(self, schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode]) -> None:
+    def __init__(
+        self, schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode], variables: VariableValues | None
+    ) -> None:
         self.schema = schema
         self.fragments = fragments
+        self.variables = variables
         self.categories: set[DataCategory] = set()
         self.used: set[str] = set()
+
+    def included(self, selection: FieldNode | InlineFragmentNode | FragmentSpreadNode) -> bool:
+        """Whether ``@include`` / ``@skip`` keep the selection, as graphql-core decides it."""
+        if not selection.directives:
+            return True
+        if any(d.name.value not in CONDITIONS for d in selection.directives):
+            raise NotCompiled
+        try:
+            skip = get_directive_values(GraphQLSkipDirective, selection, self.variables)
+            include = get_directive_values(GraphQLIncludeDirective, selection, self.variables)
+        except Exception:
+            raise NotCompiled from None  # a condition graphql-core refuses: its error, on the resolver path
+        return not (skip is not None and skip["if"] is True) and not (include is not None and include["if"] is False)
 
     def compile(self, operation: OperationDefinitionNode) -> Plan:
         if operation.operation is not OperationType.QUERY or operation.directives:
@@ -454,8 +507,10 @@ class _Compilation:
         """The selection's fields, fragments on the parent type flattened; one per response key."""
         out: list[FieldNode] = []
         for selection in selection_set.selections:
-            if selection.directives:
+            if not isinstance(selection, (FieldNode, InlineFragmentNode, FragmentSpreadNode)):
                 raise NotCompiled
+            if not self.included(selection):
+                continue
             if isinstance(selection, FieldNode):
                 out.append(selection)
                 continue
@@ -471,10 +526,17 @@ class _Compilation:
             if condition is not None and condition.name.value != parent.name:
                 raise NotCompiled
             out.extend(self.fields(parent, inner))
-        keys = [(f.alias or f.name).value for f in out]
-        if len(set(keys)) != len(keys) or len(keys) > MAX_KEYS:
-            raise NotCompiled  # merged fields and very wide objects: the resolver path
-        return out
+        kept: dict[str, FieldNode] = {}
+        for f in out:
+            key = (f.alias or f.name).value
+            seen = kept.get(key)
+            if seen is None:
+                kept[key] = f
+            elif not (_leaf(seen) and _leaf(f) and seen.name.value == f.name.value):
+                raise NotCompiled  # merged relationships or arguments: the resolver path
+        if len(kept) > MAX_KEYS:
+            raise NotCompiled  # very wide objects: the resolver path
+        return list(kept.values())  # a leaf asked twice is one key, where first asked
 
     def member(self, parent: GraphQLObjectType, node: FieldNode) -> Member:
         field_name = node.name.value
@@ -519,6 +581,11 @@ class _Compilation:
         if classified and child.type_name not in OWNERS and ABOUT_PARENT.get(child.type_name) != parent.name:
             raise NotCompiled  # classified fields about a subject this plan cannot name
         return Member(key, name, category, relation=relation, child=child, field_def=field_def, field_node=node)
+
+
+def _leaf(node: FieldNode) -> bool:
+    """A field without arguments or a selection: asked twice under one key, it is answered once."""
+    return not node.arguments and node.selection_set is None
 
 
 def _audit_levels(root: Member) -> tuple[tuple[Slot, ...], tuple[Level, ...]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import math
 import time
@@ -17,6 +18,7 @@ from typing import Any
 import sqlalchemy.exc
 import strawberry
 from graphql import GraphQLSchema, OperationDefinitionNode, OperationType, parse
+from graphql.execution.values import VariableValues
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
@@ -32,7 +34,7 @@ from permissions.policy import PolicySet, load_policy_set
 from resolvers.principal import notice_from_row
 from schema.build import build_schema, graphql_schema
 from schema.catalog import category_fields
-from schema.compiled import CompiledReads, Planner
+from schema.compiled import CompiledReads, Planner, condition_variables
 from server.audit_writer import keep_audit_partitions, make_audit_writer
 from server.auth import TokenVerifier
 from server.cors import cors_options
@@ -223,6 +225,11 @@ def load_registry(settings: Settings, schema: GraphQLSchema) -> OperationRegistr
     return None
 
 
+# An operation with more variables in its @include / @skip than this is planned at
+# startup with all of them false and with all true, not with every combination.
+MAX_PLANNED_CONDITIONS = 6
+
+
 def plan_operations(registry: OperationRegistry, planner: Planner, *, strict: bool = True) -> int:
     """Plan every registered query, as production serves it: the number planned.
 
@@ -240,11 +247,22 @@ def plan_operations(registry: OperationRegistry, planner: Planner, *, strict: bo
         )
         if operation.operation is not OperationType.QUERY or root_fields(document, operation) <= UNPLANNED_ROOTS:
             continue
-        try:
-            plan = planner.plan(document, operation)
-        except Exception as error:  # a planner failure names the operation, never a value
-            log.error("Planning %s (%s) failed: %s", registered.name, registered.source, type(error).__name__)
-            plan = None
+        # One plan per set of values of the variables its @include / @skip read: each must plan.
+        conditions = condition_variables(document)
+        if len(conditions) <= MAX_PLANNED_CONDITIONS:
+            assignments = list(itertools.product((False, True), repeat=len(conditions)))
+        else:
+            assignments = [(False,) * len(conditions), (True,) * len(conditions)]
+        plan = None
+        for values in assignments:
+            try:
+                coerced = dict(zip(conditions, values, strict=True))
+                plan = planner.plan(document, operation, VariableValues({}, coerced))
+            except Exception as error:  # a planner failure names the operation, never a value
+                log.error("Planning %s (%s) failed: %s", registered.name, registered.source, type(error).__name__)
+                plan = None
+            if plan is None:
+                break
         if plan is None:
             problems.append(f"{registered.source}: operation {registered.name} cannot be planned as one statement")
         else:

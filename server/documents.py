@@ -33,7 +33,7 @@ from graphql.error import GraphQLSyntaxError
 from graphql.execution.values import VariableValues, get_variable_values
 
 from permissions.errors import RequestError
-from schema.compiled import Plan
+from schema.compiled import Plan, condition_variables
 from server.http_request import GraphQLRequest, MalformedRequest
 from server.limits import (
     Limits,
@@ -63,8 +63,11 @@ class Prepared:
     errors: tuple[GraphQLError, ...]
     digest: str = ""
     variable_sizes: bool = False
-    # Compiled plans by operation name (None: the operation takes the resolver path).
-    plans: dict[str | None, Plan | None] = field(default_factory=dict)
+    # Compiled plans by operation name and the values of the variables its
+    # @include / @skip read (None: the operation takes the resolver path).
+    plans: dict[tuple[str | None, tuple[Any, ...]], Plan | None] = field(default_factory=dict)
+    # Those variables (schema.compiled.condition_variables).
+    conditions: tuple[str, ...] = ()
     # The registry's generation it was allowed under (production): a reload checks it again.
     generation: int = 0
 
@@ -122,7 +125,8 @@ class DocumentCache:
             for d in document.definitions
             if isinstance(d, OperationDefinitionNode)
         )
-        entry = Prepared(document, tuple(errors), digest, variable_sizes, generation=generation)
+        conditions = () if errors else condition_variables(document)
+        entry = Prepared(document, tuple(errors), digest, variable_sizes, generation=generation, conditions=conditions)
         self._entries[query] = entry
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)

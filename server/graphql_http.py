@@ -393,7 +393,7 @@ class GraphQLEndpoint:
 
         context: RequestContext | None = None
         committed = False
-        plan = self._plan(call.prepared, call.operation)
+        plan = self._plan(call.prepared, call.operation, call.variables)
         try:
             connection = self.acquire()
             async with connection as raw:  # in its transaction (server.app.driver_connection)
@@ -461,15 +461,20 @@ class GraphQLEndpoint:
         self.telemetry.record_audit(entries, seconds)
         return seconds
 
-    def _plan(self, prepared: Prepared, operation: OperationDefinitionNode) -> Plan | None:
-        """The operation's compiled plan (made once per document), or None for the resolver path."""
+    def _plan(
+        self, prepared: Prepared, operation: OperationDefinitionNode, variables: VariableValues | None
+    ) -> Plan | None:
+        """The operation's compiled plan (made once per document and values of the variables
+        its @include / @skip read), or None for the resolver path."""
         if self.compiled is None:
             return None
-        name = operation.name.value if operation.name else None
+        coerced = variables.coerced if variables is not None else {}
+        values = tuple(coerced.get(name) for name in prepared.conditions)
+        key = (operation.name.value if operation.name else None, values)
         plans = prepared.plans
-        if name in plans:
-            return plans[name]
-        plan = plans[name] = self.planner.plan(prepared.document, operation)
+        if key in plans:
+            return plans[key]
+        plan = plans[key] = self.planner.plan(prepared.document, operation, variables)
         return plan
 
     async def _compiled(

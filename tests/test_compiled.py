@@ -194,6 +194,23 @@ DISTRICT_ONLY = DISTRICT_PLAIN.replace(
 )
 
 
+CONDITIONAL = """query Conditional($r: Boolean!, $s: Boolean = false, $id: ID!) {
+  class(id: $id) {
+    id
+    teachers @skip(if: true) { id }
+    students {
+      id
+      firstName @include(if: $r)
+      lastName @skip(if: $s)
+      responses(first: 2) @include(if: $r) { answer score }
+      ... on Student @skip(if: $r) { gradeLevel lastName }
+      ...Names @include(if: $s)
+    }
+  }
+}
+fragment Names on Student { preferredName firstName @skip(if: $r) }"""
+
+
 class Recording(CompiledReads):
     """The production compiled reads, recording whether each request was served by them."""
 
@@ -399,12 +416,21 @@ CASES = [
     (GUARDIAN, "REPORTING", SEARCH, {}, True),
     (RIVERSIDE_ADMIN, "REPORTING", SEARCH, {"search": "a"}, True),
     (SUPPORT, "SUPPORT", SEARCH, {}, False),
+    # @include and @skip, with variables (a plan per set of their values) and literals.
+    (TEACHER, "INSTRUCTION", CONDITIONAL, {"id": "roster", "r": True}, True),
+    (TEACHER, "INSTRUCTION", CONDITIONAL, {"id": "roster", "r": False}, True),
+    (TEACHER, "INSTRUCTION", CONDITIONAL, {"id": "roster", "r": True, "s": True}, True),
+    (TEACHER, "INSTRUCTION", CONDITIONAL, {"id": "roster", "r": False, "s": True}, True),
+    (TEACHER, "REPORTING", CONDITIONAL, {"id": "roster", "r": True, "s": True}, True),  # answer denied
+    (TEACHER, "INSTRUCTION", CONDITIONAL, {"id": "roster", "r": True, "s": None}, False),  # null: graphql-core's
     # The caller's district, its schools and their classes; the policy's versions answered beside them.
     (ADMIN, "REPORTING", DISTRICT_PLAIN, {}, True),
     (ADMIN, "RECORD_ACCESS", DISTRICT_PLAIN, {}, True),
     (RIVERSIDE_ADMIN, "REPORTING", DISTRICT_PLAIN, {}, True),
     (PRINCIPAL, "REPORTING", DISTRICT_PLAIN, {}, False),  # settings are the administrators': FORBIDDEN
-    (PRINCIPAL, "REPORTING", DISTRICT, {"settings": False}, False),  # a directive: not yet compiled
+    (PRINCIPAL, "REPORTING", DISTRICT, {"settings": False}, True),  # the settings left out by their directive
+    (PRINCIPAL, "REPORTING", DISTRICT, {"settings": True}, False),
+    (ADMIN, "REPORTING", DISTRICT, {"settings": True}, True),
     (TEACHER, "INSTRUCTION", DISTRICT_PLAIN.replace("settings {", "s: settings {"), {}, False),
     (SUPPORT, "SUPPORT", DISTRICT_PLAIN, {}, False),  # no district of its own: the resolver path
     (PRINCIPAL, "REPORTING", DISTRICT_ONLY, {}, True),

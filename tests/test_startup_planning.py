@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from graphql import DocumentNode, OperationDefinitionNode, parse
+from graphql.execution.values import VariableValues
 
 from bench.scenarios import CLASS_VIEW
 from permissions.policy import load_policy_set
@@ -94,10 +95,12 @@ async def test_a_query_that_cannot_be_planned_stops_production_and_is_named(
 class RefusingPlanner(Planner):
     """The real planner, refusing one operation as it refuses a document it cannot plan."""
 
-    def plan(self, document: DocumentNode, operation: OperationDefinitionNode) -> Plan | None:
+    def plan(
+        self, document: DocumentNode, operation: OperationDefinitionNode, variables: VariableValues | None = None
+    ) -> Plan | None:
         if operation.name is not None and operation.name.value == "ClassView":
             return None
-        return super().plan(document, operation)
+        return super().plan(document, operation, variables)
 
 
 async def test_production_does_not_start_when_the_planner_refuses_a_registered_query(
@@ -112,10 +115,12 @@ async def test_production_does_not_start_when_the_planner_refuses_a_registered_q
 class FailingPlanner(Planner):
     """The real planner, failing on one operation as a planner bug would."""
 
-    def plan(self, document: DocumentNode, operation: OperationDefinitionNode) -> Plan | None:
+    def plan(
+        self, document: DocumentNode, operation: OperationDefinitionNode, variables: VariableValues | None = None
+    ) -> Plan | None:
         if operation.name is not None and operation.name.value == "ClassView":
             raise RuntimeError("a planner bug; secret-value-in-message")
-        return super().plan(document, operation)
+        return super().plan(document, operation, variables)
 
 
 def test_a_planner_failure_stops_the_server_naming_the_operation_never_the_failures_message(
@@ -157,3 +162,41 @@ def test_the_operations_copy_is_the_shared_folder() -> None:
     mine = {p.relative_to(SHARED_OPERATIONS): p.read_text() for p in SHARED_OPERATIONS.rglob("*") if p.is_file()}
     theirs = {p.relative_to(shared): p.read_text() for p in shared.rglob("*") if p.is_file()}
     assert mine == theirs
+
+
+CONDITIONS = (
+    "query Roster($id: ID!, $full: Boolean!, $brief: Boolean = false) { class(id: $id) { name "
+    "students { id firstName @skip(if: $brief) responses(first: 3) @include(if: $full) { answer } } } }\n"
+)
+# With $more true the class's school is asked twice (a relationship under two keys): not planned.
+CONDITION_REFUSED = (
+    "query Twice($id: ID!, $more: Boolean!) { class(id: $id) { school { name } "
+    "other: school @include(if: $more) { id } } }\n"
+)
+
+
+def test_startup_plans_a_query_for_every_value_of_the_variables_its_conditions_read(tmp_path: Path) -> None:
+    schema = graphql_schema(build_schema(load_policy_set(())))
+    seen: list[dict[str, object]] = []
+
+    class Recording(Planner):
+        def plan(
+            self, document: DocumentNode, operation: OperationDefinitionNode, variables: VariableValues | None = None
+        ) -> Plan | None:
+            seen.append(dict(variables.coerced) if variables is not None else {})
+            return super().plan(document, operation, variables)
+
+    registry = OperationRegistry(folder(tmp_path, {"roster.graphql": CONDITIONS}), Checker(schema, Limits(), True))
+    assert plan_operations(registry, Recording(schema)) == 1
+    assert sorted(tuple(sorted(v.items())) for v in seen) == sorted(
+        (("brief", b), ("full", f)) for b in (False, True) for f in (False, True)
+    )
+
+
+def test_a_query_one_of_whose_condition_values_cannot_be_planned_stops_production(tmp_path: Path) -> None:
+    schema = graphql_schema(build_schema(load_policy_set(())))
+    registry = OperationRegistry(
+        folder(tmp_path, {"twice.graphql": CONDITION_REFUSED}), Checker(schema, Limits(), True)
+    )
+    with pytest.raises(SystemExit, match=r"twice\.graphql: operation Twice cannot be planned"):
+        plan_operations(registry, Planner(schema))
