@@ -15,11 +15,14 @@ What it understands:
   after:)`` (its ``nodes``, ``totalCount`` and ``pageInfo``: the keyset page of
   ``resolvers.reads.students_page``, cursors as ``encode_cursor`` writes them,
   a search's names noted as ``schema.types.note_search`` notes them) and
-  ``me`` (one reading root, with any ``__typename`` beside it); the Viewer's
-  ``id``, ``role``, ``purpose``, its own row as ``staff``, ``student`` or
-  ``guardian``, and its ``classes``;
-* the plain fields of Class, School, Student, Staff, Guardian, Response,
-  Assignment, Assessment, Item, StudentProgress and SkillMastery
+  ``me``, any number side by side (each its own LATERAL subquery of the one
+  statement), with ``policyVersions`` (answered from the policy in memory) and
+  ``__typename`` beside them; the Viewer's ``id``, ``role``, ``purpose``, its
+  own row as ``staff``, ``student`` or ``guardian``, its ``classes`` and its
+  ``district`` (with the district's ``schools``, their ``classes``, and for
+  its administrators its ``settings``);
+* the plain fields of Class, School, District, Student, Staff, Guardian,
+  Response, Assignment, Assessment, Item, StudentProgress and SkillMastery
   (``COLUMNS``), and ``__typename``;
 * relationships (``RELATIONS``), any number side by side and nested to any
   depth: a class's ``school``, ``teachers``, ``students`` and
@@ -28,20 +31,22 @@ What it understands:
   averages rounded in Python as the resolvers round them) and
   ``responses(first:, assignmentId:)``; a response's ``item`` and
   ``assignment``; an assignment's ``class`` and ``assessment``; an
-  assessment's ``items``. Each relationship may appear once in a document (no
-  aliases of one relationship, no type nested inside itself), so that the
-  order in which the resolver path notes its audit is known in advance;
+  assessment's ``items``; a school's ``classes``. Each relationship may
+  appear once in a document (no aliases of one relationship, no type nested
+  inside itself), so that the order in which the resolver path notes its
+  audit is known in advance: root after root (the resolver path completes a
+  query's roots one after another, ``server.graphql_http.SerialRoots``), and
+  within a root level by level;
 * fragments (named and inline) on the type they are spread in;
 * ``@include`` and ``@skip`` on fields and fragments, with literals or
   variables: a plan is made for the values the request gives the variables
   they read (``condition_variables``), each set of values planned once;
 * aliases, and a plain field asked twice under one key (answered once, where
-  first asked, as graphql-core merges it); ``policyVersions`` beside the root
-  that reads (answered from the policy in memory).
+  first asked, as graphql-core merges it).
 
-Anything else in a document (another root that reads, another field or
-directive, a fragment on an interface, a relationship asked twice) leaves the
-document to the resolver path.
+Anything else in a document (another root or field, another directive, a
+fragment on an interface, a relationship asked twice) leaves the document to
+the resolver path.
 
 The policy is enforced exactly as on the resolver path, from the same parts:
 
@@ -101,6 +106,7 @@ from graphql import (
 )
 from graphql.execution.values import VariableValues, get_argument_values, get_directive_values
 
+from permissions.audit import SubjectId
 from permissions.decide import Decision
 from permissions.enums import DataCategory, Purpose, Role
 from resolvers.db import Params
@@ -408,13 +414,15 @@ class Level:
 
 @dataclass(frozen=True)
 class Plan:
-    root: Member  # the one root field that reads
-    members: tuple[Member, ...]  # the root's response keys: it and any __typename
+    roots: tuple[Member, ...]  # the root fields that read, in the document's order
+    members: tuple[Member, ...]  # the response's keys: the roots, policyVersions, any __typename
     categories: frozenset[DataCategory]
     slots: tuple[Slot, ...]
     levels: tuple[Level, ...]  # in the order the resolver path notes them
     # Where values are rounded: the path to their objects, their key, the digits.
     rounded: tuple[tuple[tuple[tuple[str, bool], ...], str, int], ...] = ()
+    # Where among the levels a search's names are noted: before the students root's own.
+    search_at: int = 0
 
 
 def _unwrap(graphql_type: Any) -> Any:
@@ -493,15 +501,22 @@ class _Compilation:
         if query_type is None:
             raise NotCompiled
         members = tuple(self.member(query_type, f) for f in self.fields(query_type, operation.selection_set))
-        reading = [m for m in members if m.typename is None and not m.static]
-        if len(reading) != 1 or reading[0].child is None or reading[0].relation is None:
+        roots = tuple(m for m in members if m.typename is None and not m.static)
+        if not roots or any(m.child is None or m.relation is None for m in roots):
             raise NotCompiled
-        root = reading[0]
-        if root.relation is not None and root.relation.name == "students":
-            # A search by name needs DIRECTORY (schema.types.directory_decision), selected or not.
-            self.categories.add(DataCategory.DIRECTORY)
-        slots, levels = _audit_levels(root)
-        return Plan(root, members, frozenset(self.categories), slots, levels, tuple(_rounded(root)))
+        # The resolver path completes one root after another (server.graphql_http.SerialRoots):
+        # each root's levels, breadth first, after the previous root's.
+        slots: list[Slot] = []
+        levels: list[Level] = []
+        search_at = 0
+        for root in roots:
+            if root.relation is not None and root.relation.name == "students":
+                # A search by name needs DIRECTORY (schema.types.directory_decision), selected or not.
+                self.categories.add(DataCategory.DIRECTORY)
+                search_at = len(levels)
+            _audit_levels(root, slots, levels)
+        rounded = tuple(r for root in roots for r in _rounded(root))
+        return Plan(roots, members, frozenset(self.categories), tuple(slots), tuple(levels), rounded, search_at)
 
     def fields(self, parent: GraphQLObjectType, selection_set: SelectionSetNode) -> list[FieldNode]:
         """The selection's fields, fragments on the parent type flattened; one per response key."""
@@ -588,12 +603,11 @@ def _leaf(node: FieldNode) -> bool:
     return not node.arguments and node.selection_set is None
 
 
-def _audit_levels(root: Member) -> tuple[tuple[Slot, ...], tuple[Level, ...]]:
-    """The slots the statement reports, and the levels noted over them, breadth
-    first: the resolver path completes each relationship one await after its
-    parent, level by level, and within a level in the document's order."""
-    slots: list[Slot] = []
-    levels: list[Level] = []
+def _audit_levels(root: Member, slots: list[Slot], levels: list[Level]) -> None:
+    """The slots the statement reports for one root, and the levels noted over
+    them, breadth first (added to ``slots`` and ``levels``): the resolver path
+    completes each relationship one await after its parent, level by level, and
+    within a level in the document's order."""
     many = root.relation is not None and root.relation.many
     queue: list[tuple[Member, tuple[tuple[str, bool], ...], int | None]] = [(root, ((root.key, many),), None)]
     while queue:
@@ -628,7 +642,6 @@ def _audit_levels(root: Member) -> tuple[tuple[Slot, ...], tuple[Level, ...]]:
             if m.child is not None and m.relation is not None:
                 step = (m.key, m.relation.many)
                 queue.append((m, (*path, step), own))
-    return tuple(slots), tuple(levels)
 
 
 def _rounded(
@@ -952,23 +965,36 @@ def statement(
     """The request's one statement; raises NotCompiled when the request must take the resolver path.
     ``policy_versions`` answers a ``policyVersions`` root beside the one that reads."""
     b = _Builder(plan, scope, variables, denied or set(), purpose)
-    root = plan.root
-    if root.child is None:
-        raise NotCompiled
-    a = b.alias()
-    tables, where = b.rows(root, a, None)
-    inner, joins, slots = b.obj(root.child, a)
-    limit = " LIMIT 1"
-    if root.relation is not None and root.relation.many:
-        # A list at the root: its rows aggregated, in the loader's order; always found.
-        order = root.relation.order.format(a=a)
-        inner = f"COALESCE(json_agg({inner} ORDER BY {order}), '[]'::json)"
-        slots = {i: f"json_agg({expr} ORDER BY {order})" for i, expr in slots.items()}
-        limit = ""
-    reported = ", ".join(slots.get(i, "NULL") for i in range(len(plan.slots)))
-    search = b.page is not None and b.page.search
-    if search:
-        reported = ", ".join([*([reported] if reported else []), f"json_build_array({a}.found, {a}.total_count)"])
+    joins: list[str] = []
+    data: dict[int, str] = {}  # id(root) -> its JSON, over its row r<n>
+    found: list[str] = []
+    reported: dict[int, str] = {}  # slot -> its rows, over a root's row
+    search = ""
+    for n, root in enumerate(plan.roots):
+        if root.child is None or root.relation is None:
+            raise NotCompiled
+        a = b.alias()
+        tables, where = b.rows(root, a, None)
+        inner, below, slots = b.obj(root.child, a)
+        limit = " LIMIT 1"
+        if root.relation.many:
+            # A list at the root: its rows aggregated, in the loader's order; always found.
+            order = root.relation.order.format(a=a)
+            inner = f"COALESCE(json_agg({inner} ORDER BY {order}), '[]'::json)"
+            slots = {i: f"json_agg({expr} ORDER BY {order})" for i, expr in slots.items()}
+            limit = ""
+        columns = [f"{inner} AS data", *(f"{expr} AS s{i}" for i, expr in slots.items())]
+        r = f"r{n}"
+        if root.relation.name == "students" and b.page is not None and b.page.search:
+            columns.append(f"json_build_array({a}.found, {a}.total_count) AS search")
+            search = f"{r}.search"
+        joins.append(
+            f" LEFT JOIN LATERAL (SELECT {', '.join(columns)} FROM {tables}{below} WHERE {where}{limit}) {r} ON true"
+        )
+        data[id(root)] = f"{r}.data"
+        found.append(f"{r}.data IS NOT NULL")
+        reported.update({i: f"{r}.s{i}" for i in slots})
+    rows = [reported.get(i, "NULL") for i in range(len(plan.slots))] + ([search] if search else [])
     parts: list[str] = []
     for member in plan.members:
         if member.static:
@@ -976,15 +1002,14 @@ def statement(
                 raise NotCompiled
             value = f"{b.p(orjson.dumps(policy_versions).decode())}::json"
         else:
-            value = f"'{member.typename}'::text" if member.typename is not None else "r.data"
+            value = f"'{member.typename}'::text" if member.typename is not None else data[id(member)]
         parts += [f"{b.p(member.key)}::text", value]
     # As text: the pool's connections decode json with the standard library; orjson is quicker.
     sql = (
-        f"SELECT json_build_object({', '.join(parts)})::text, r.data IS NOT NULL, r.slots::text "
-        f"FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT {inner} AS data, json_build_array({reported}) AS slots "
-        f"FROM {tables}{joins} WHERE {where}{limit}) r ON true"
+        f"SELECT json_build_object({', '.join(parts)})::text, {' AND '.join(found)}, "
+        f"json_build_array({', '.join(rows)})::text FROM (SELECT 1) one{''.join(joins)}"
     )
-    return Statement(sql, b.p.values, len(plan.slots), search)
+    return Statement(sql, b.p.values, len(plan.slots), bool(search))
 
 
 def _rows(value: Any, path: tuple[tuple[str, bool], ...]) -> list[tuple[tuple[str | int, ...], Any]]:
@@ -1066,17 +1091,20 @@ class CompiledReads:
                 if row[0] != district:
                     return None
             found.append((level, rows))
+        page: list[tuple[str, SubjectId]] = []
+        total = 0
         if search:
             matched, total = reported[len(plan.slots)]
             page = [(row[0], row[1]) for row in matched or ()]
             if any(key != district for key, _ in page):
                 return None
-            note_search(ctx, page, total)
         audit = ctx.audit
         errors: list[tuple[GraphQLError, list[str | int]]] = []
         # One error per denied field, shared by its occurrences: only the path differs.
         refused: dict[int, GraphQLError] = {}
-        for level, rows in found:
+        for index, (level, rows) in enumerate(found):
+            if search and index == plan.search_at:
+                note_search(ctx, page, total)
             # Per width of the level's rows (a progress's mastery levels noted or not):
             # its fields as noted per decision, and its denied members.
             shapes: dict[int, tuple[list[tuple[bool, dict[str, None], dict[str, None]]], list[Member]]] = {}
@@ -1104,6 +1132,8 @@ class CompiledReads:
                 for place in places:
                     for m in denied:
                         errors.append((refused[id(m)], [*place, m.key]))
+        if search and plan.search_at >= len(found):
+            note_search(ctx, page, total)  # the students root's fields noted nothing: its search still reads names
         return errors
 
     async def run(self, plan: Plan, ctx: Context, variables: VariableValues | None) -> Compiled | None:

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from graphql import GraphQLSchema, OperationDefinitionNode, OperationType
+from graphql import Executor, GraphQLSchema, OperationDefinitionNode, OperationType
 from graphql import execute as graphql_execute
 from graphql.execution.values import VariableValues
 from starlette.requests import Request
@@ -99,6 +99,17 @@ REFUSAL_MESSAGES = {
     RequestRefusal.JUSTIFICATION_REQUIRED: "LEGAL_COMPLIANCE needs an X-Justification header saying why",
     RequestRefusal.DIRECT_ACCESS_DISABLED: DIRECT_ACCESS_MESSAGE,
 }
+
+
+class SerialRoots(Executor[Any]):
+    """graphql-core's executor, completing a query's root fields one after
+    another, as it does a mutation's. A request's statements share one
+    connection, so its roots never ran side by side; in turn, the order of
+    its audit entries is the order of its roots in the document, whatever
+    each awaits, which the compiled path reproduces (schema.compiled)."""
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        return super().execute_operation(True if serially is None else serially)
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,7 +495,8 @@ class GraphQLEndpoint:
         if plan is None or self.compiled is None:
             return None
         # The plan as a string attribute: spans carry no other non-string values than counts and statuses.
-        with self.telemetry.span(f"resolve Query.{plan.root.name.split('.')[-1]}", {"pledgeql.plan": "compiled"}):
+        roots = [f"resolve {m.name}" for m in plan.members if m.typename is None]
+        with self.telemetry.sibling_spans(roots, {"pledgeql.plan": "compiled"}):
             compiled = await self.compiled.run(plan, context, variables)
         if compiled is None:
             return None
@@ -509,6 +521,7 @@ class GraphQLEndpoint:
             variable_values=gql.variables,
             operation_name=gql.operation_name,
             hide_suggestions=self.production,
+            executor_class=SerialRoots,
         )
         if hasattr(result, "__await__"):
             result = await result

@@ -161,6 +161,29 @@ class Telemetry:
                 span.set_status(Status(StatusCode.ERROR, type(error).__name__))
                 raise
 
+    @contextlib.contextmanager
+    def sibling_spans(self, names: list[str], attributes: Attributes | None = None) -> Iterator[None]:
+        """One span per name, siblings under the current span over the same time:
+        the root fields one compiled statement serves. The first is current (the
+        statement's span is its child)."""
+        if not self.enabled or not names:
+            yield
+            return
+        others = [
+            self.tracer.start_span(n, attributes=attributes, record_exception=False, set_status_on_exception=False)
+            for n in names[1:]
+        ]
+        try:
+            with self.span(names[0], attributes):
+                yield
+        except BaseException as error:
+            for other in others:
+                other.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            raise
+        finally:
+            for other in others:
+                other.end()
+
     def activate(self) -> None:
         """Make this telemetry the one the root-field spans of the current request use."""
         _current.set(self if self.enabled else None)

@@ -211,6 +211,30 @@ CONDITIONAL = """query Conditional($r: Boolean!, $s: Boolean = false, $id: ID!) 
 fragment Names on Student { preferredName firstName @skip(if: $r) }"""
 
 
+MY_CHILDREN = """query MyChildren {
+  me {
+    id
+    guardian { id firstName lastName }
+    classes { id name subject teachers { id firstName lastName } }
+  }
+  students(first: 10) {
+    nodes {
+      id firstName lastName gradeLevel
+      progress { assignmentsCompleted averageScore percentCorrect mastery { skill level } }
+    }
+  }
+}"""
+# Roots side by side, one student read by two of them, a search among them.
+ROOTS = """query Roots($id: ID!, $class: ID!, $search: String) {
+  kind: __typename
+  found: students(first: 4, search: $search) { totalCount nodes { id lastName } }
+  one: student(id: $id) { id firstName responses(first: 2) { answer score } }
+  versions: policyVersions
+  me { role staff { firstName } student { firstName lastName } }
+  class(id: $class) { name students { id firstName gradeLevel } }
+}"""
+
+
 class Recording(CompiledReads):
     """The production compiled reads, recording whether each request was served by them."""
 
@@ -416,6 +440,19 @@ CASES = [
     (GUARDIAN, "REPORTING", SEARCH, {}, True),
     (RIVERSIDE_ADMIN, "REPORTING", SEARCH, {"search": "a"}, True),
     (SUPPORT, "SUPPORT", SEARCH, {}, False),
+    # Several roots that read: each root's entries after the previous one's.
+    (GUARDIAN, "REPORTING", MY_CHILDREN, {}, True),
+    (GUARDIAN, "PERSONALIZATION", MY_CHILDREN, {}, True),
+    (TEACHER, "INSTRUCTION", MY_CHILDREN, {}, True),
+    (TEACHER, "REPORTING", MY_CHILDREN, {}, True),
+    (STUDENT, "STUDENT_LEARNING", MY_CHILDREN, {}, True),
+    (TEACHER, "INSTRUCTION", ROOTS, {"id": "student", "class": "roster"}, True),
+    (TEACHER, "INSTRUCTION", ROOTS, {"id": "student", "class": "roster", "search": "a"}, True),
+    (TEACHER, "REPORTING", ROOTS, {"id": "student", "class": "roster", "search": ""}, True),  # answer denied
+    (TEACHER, "PERSONALIZATION", ROOTS, {"id": "student", "class": "roster", "search": "a"}, False),
+    (ADMIN, "RECORD_ACCESS", ROOTS, {"id": "student", "class": "roster", "search": "e"}, True),
+    (TEACHER, "INSTRUCTION", ROOTS, {"id": "student", "class": "riverside"}, False),  # one root not found
+    (STUDENT, "STUDENT_LEARNING", ROOTS, {"id": "student", "class": "roster"}, True),
     # @include and @skip, with variables (a plan per set of their values) and literals.
     (TEACHER, "INSTRUCTION", CONDITIONAL, {"id": "roster", "r": True}, True),
     (TEACHER, "INSTRUCTION", CONDITIONAL, {"id": "roster", "r": False}, True),

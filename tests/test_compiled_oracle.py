@@ -454,6 +454,7 @@ COMPILED_NOW: frozenset[str] = frozenset(
         "AssessmentCatalog",
         "StudentSearch",
         "DistrictOverview",
+        "MyChildren",
     }
 )
 PLANNED = [
