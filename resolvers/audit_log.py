@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from permissions.audit import entry_id
-from resolvers.db import Db
+from resolvers.db import Db, Params
 
 MAX_SEQ = 2**63 - 1  # the largest seq (bigint); a cursor past it is refused
 
@@ -56,15 +56,12 @@ class AuditFilters:
 
 
 def page_statement(
-    district_id: uuid.UUID, filters: AuditFilters, before_seq: int | None, limit: int
+    district_id: uuid.UUID, filters: AuditFilters, before_seq: int | None, limit: int, p: Params | None = None
 ) -> tuple[str, list[Any]]:
-    """The statement for up to ``limit`` stored rows of each store, newest first."""
-    params: list[Any] = [district_id]
-
-    def bind(value: Any) -> str:
-        params.append(value)
-        return f"${len(params)}"
-
+    """The statement for up to ``limit`` stored rows of each store, newest first
+    (its values bound with ``p`` when given, as part of a larger statement)."""
+    bind = Params() if p is None else p
+    district = bind(district_id)
     shared: list[str] = []
     if filters.actor is not None:
         shared.append(f"actor_id = {bind(filters.actor)}")
@@ -78,13 +75,13 @@ def page_statement(
         shared.append(f"at < {bind(filters.until)}")
     if before_seq is not None:
         shared.append(f"seq < {bind(before_seq)}")
-    records, entries = ["district_id = $1", *shared], ["district_id = $1", *shared]
+    records, entries = [f"district_id = {district}", *shared], [f"district_id = {district}", *shared]
     if filters.subject is not None:
         subject = bind(filters.subject)
         # The student's records by the subjects' index (pledgeql_audit_subject_seqs:
         # row-level security would keep the planner from that index), then by seq.
         below = bind(MAX_SEQ if before_seq is None else before_seq)
-        records.append(f"seq = ANY (ARRAY(SELECT pledgeql_audit_subject_seqs($1, {subject}, {below})))")
+        records.append(f"seq = ANY (ARRAY(SELECT pledgeql_audit_subject_seqs({district}, {subject}, {below})))")
         records.append(f"subjects @> ARRAY[{subject}]::uuid[]")
         entries.append(f"subject_student_id = {subject}")
     n = bind(limit)
@@ -93,7 +90,27 @@ def page_statement(
         f"UNION ALL ({_ENTRIES} WHERE {' AND '.join(entries)} ORDER BY seq DESC LIMIT {n}) "
         f"ORDER BY seq DESC LIMIT {n}"
     )
-    return sql, params
+    return sql, bind.values
+
+
+def logical_statement(
+    district_id: uuid.UUID, filters: AuditFilters, before_seq: int | None, limit: int, p: Params
+) -> str:
+    """``expand`` in SQL, over ``page_statement``: up to ``limit`` logical
+    entries, newest first, each stored row's subjects as entries of their own
+    (``lseq``, ``lid``, ``subject``), bound with ``p``."""
+    stored, _ = page_statement(district_id, filters, before_seq, limit, p)
+    where = []
+    if filters.subject is not None:
+        where.append(f"e.subject = {p(filters.subject)}")
+    if before_seq is not None:
+        where.append(f"s.seq + e.i - 1 < {p(before_seq)}")
+    return (
+        "SELECT s.*, s.seq + e.i - 1 AS lseq, pledgeql_audit_entry_id(s.id, (e.i - 1)::integer) AS lid, "
+        f"e.subject FROM ({stored}) s CROSS JOIN LATERAL unnest(s.subjects) WITH ORDINALITY e(subject, i)"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + f" ORDER BY lseq DESC LIMIT {p(limit)}"
+    )
 
 
 def expand(rows: list[Any], filters: AuditFilters, before_seq: int | None, limit: int) -> list[dict[str, Any]]:

@@ -103,7 +103,7 @@ def decode_seq(cursor: str | None) -> int | None:
         raise BadUserInput("Argument 'after' is not a cursor this server issued", field="after") from None
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
+def as_utc(value: dt.datetime) -> dt.datetime:
     """A filter bound without a zone is read as UTC, like every stored time."""
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
@@ -140,8 +140,8 @@ async def audit_log(info: Info, filter: AuditFilter | None, first: int | None, a
             actor=None if filter.actor_id is None else id_argument(filter.actor_id, "filter.actorId"),
             purpose=None if filter.purpose is None else filter.purpose.value,
             decision=None if filter.decision is None else filter.decision.value,
-            since=None if filter.from_ is None else _utc(filter.from_),
-            until=None if filter.to is None else _utc(filter.to),
+            since=None if filter.from_ is None else as_utc(filter.from_),
+            until=None if filter.to is None else as_utc(filter.to),
         )
     subject = filters.subject
     # Reading the log filtered to one student discloses that student's record

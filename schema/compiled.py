@@ -14,8 +14,12 @@ What it understands:
   ``assessments(subject:)``, ``students(schoolId:, classId:, search:, first:,
   after:)`` (its ``nodes``, ``totalCount`` and ``pageInfo``: the keyset page of
   ``resolvers.reads.students_page``, cursors as ``encode_cursor`` writes them,
-  a search's names noted as ``schema.types.note_search`` notes them) and
-  ``me``, any number side by side (each its own LATERAL subquery of the one
+  a search's names noted as ``schema.types.note_search`` notes them),
+  ``auditLog(filter:, first:, after:)`` (read alone: the district's logical
+  entries of ``resolvers.audit_log.logical_statement``, which expands the
+  stored records as ``expand`` does, its cursors as ``schema.audit.encode_seq``
+  writes them, and the log's own entry noted as ``schema.gate.gate`` notes it)
+  and ``me``, any number side by side (each its own LATERAL subquery of the one
   statement), with ``policyVersions`` (answered from the policy in memory) and
   ``__typename`` beside them; the Viewer's ``id``, ``role``, ``purpose``, its
   own row as ``staff``, ``student`` or ``guardian``, its ``classes`` and its
@@ -107,11 +111,14 @@ from graphql import (
 from graphql.execution.values import VariableValues, get_argument_values, get_directive_values
 
 from permissions.audit import SubjectId
-from permissions.decide import Decision
+from permissions.decide import Decision, decide_operation
 from permissions.enums import DataCategory, Purpose, Role
+from permissions.errors import BadUserInput
+from resolvers.audit_log import AuditFilters, logical_statement
 from resolvers.db import Params
 from resolvers.reads import ACTIVE, PROGRESS, decode_cursor, students_matching
 from resolvers.scope import RowScope
+from schema.audit import as_utc, decode_seq
 from schema.base import MAX_PAGE, Context
 from schema.classified import category_of, refusal
 from schema.types import note_search
@@ -228,11 +235,24 @@ COLUMNS: dict[str, dict[str, str]] = {
     # Over the page's row (_Builder.connection): its scoped total, and the cursor of its last student
     # as resolvers.reads.encode_cursor writes it (URL-safe base64 of "id:" and the id's 16 bytes, unpadded).
     "StudentConnection": {"totalCount": "{a}.total_count"},
-    "PageInfo": {
-        "hasNextPage": "{a}.has_next",
-        "endCursor": (
-            "rtrim(translate(encode('\\x69643a'::bytea || uuid_send({a}.last_id), 'base64'), '+/', '-_'), '=')"
-        ),
+    "PageInfo": {"hasNextPage": "{a}.has_next", "endCursor": "{a}.end_cursor"},
+    # Over a logical entry (resolvers.audit_log.logical_statement), as schema.audit.AuditEntry gives it.
+    "AuditEntry": {
+        "id": "{a}.lid::text",
+        "at": _timestamp("at"),
+        "requestId": "{a}.request_id",
+        "clientRequestId": "{a}.client_request_id",
+        "traceId": "{a}.trace_id",
+        "actorId": "{a}.actor_id::text",
+        "actorRole": "{a}.actor_role",
+        "purpose": "{a}.purpose",
+        "justification": "{a}.justification",
+        "operationName": "{a}.operation_name",
+        "subjectStudentId": "{a}.subject::text",
+        "fields": "to_json({a}.fields)",
+        "categories": "to_json({a}.categories)",
+        "decision": "{a}.decision",
+        "breakGlass": "{a}.break_glass",
     },
 }
 # Values the resolvers round in Python (``round(float(value), digits)``): the
@@ -265,6 +285,12 @@ RELATIONS: dict[str, dict[str, Relation]] = {
             "assessments", many=True, order="{a}.subject, {a}.title, {a}.id", arguments=frozenset({"subject"})
         ),
         "students": Relation("students", arguments=frozenset({"schoolId", "classId", "search", "first", "after"})),
+        "auditLog": Relation("audit_log", arguments=frozenset({"filter", "first", "after"})),
+    },
+    # Query.auditLog's page: the district's logical entries, newest first.
+    "AuditConnection": {
+        "nodes": Relation("audit_nodes", many=True, order="{a}.lseq DESC"),
+        "pageInfo": Relation("audit_page_info"),
     },
     # Query.students's page: its students in id order (keyset pages), and where the page ends.
     "StudentConnection": {
@@ -336,6 +362,12 @@ KEYED = {
     "district_schools": ("schools", "district_id", "id", True),
     "school_classes": ("classes", "school_id", "id", True),
 }
+# The page cursors as the resolvers write them: URL-safe base64, unpadded, of "id:"
+# and the last student's 16 bytes (resolvers.reads.encode_cursor), or of "seq:" and
+# the last entry's seq (schema.audit.encode_seq).
+_B64URL = "rtrim(translate(encode({bytes}, 'base64'), '+/', '-_'), '=')"
+STUDENT_CURSOR = _B64URL.format(bytes="'\\x69643a'::bytea || uuid_send({c})")
+SEQ_CURSOR = _B64URL.format(bytes="convert_to('seq:' || {c}::text, 'UTF8')")
 # Roots answered from memory, not read (a parameter of the statement): the policy's versions.
 STATIC_ROOTS = {"Query.policyVersions"}
 
@@ -504,6 +536,8 @@ class _Compilation:
         roots = tuple(m for m in members if m.typename is None and not m.static)
         if not roots or any(m.child is None or m.relation is None for m in roots):
             raise NotCompiled
+        if len(roots) > 1 and any(m.relation is not None and m.relation.name == "audit_log" for m in roots):
+            raise NotCompiled  # the log's own entry is noted by its root: read alone
         # The resolver path completes one root after another (server.graphql_http.SerialRoots):
         # each root's levels, breadth first, after the previous root's.
         slots: list[Slot] = []
@@ -598,6 +632,11 @@ class _Compilation:
         return Member(key, name, category, relation=relation, child=child, field_def=field_def, field_node=node)
 
 
+def _enum_value(value: Any) -> str | None:
+    """An enum argument as the resolvers read it: its value (graphql-core gives the Python enum)."""
+    return None if value is None else str(getattr(value, "value", value))
+
+
 def _leaf(node: FieldNode) -> bool:
     """A field without arguments or a selection: asked twice under one key, it is answered once."""
     return not node.arguments and node.selection_set is None
@@ -672,6 +711,24 @@ class Statement:
     # students and the total: see CompiledReads.note).
     slots: int
     search: bool = False
+    # Query.auditLog's own entry: the student its filter names (or None); noted before any other.
+    audit_subject: uuid.UUID | None = None
+    audit_log: bool = False
+
+
+@dataclass(frozen=True)
+class _AuditPage:
+    """Query.auditLog's arguments: the district, the filters, where the page
+    starts and its size; ``sql`` its logical entries, up to a limit."""
+
+    district: uuid.UUID
+    filters: AuditFilters
+    before: int | None
+    size: int
+    p: Params
+
+    def sql(self, limit: int) -> str:
+        return logical_statement(self.district, self.filters, self.before, limit, self.p)
 
 
 @dataclass(frozen=True)
@@ -703,6 +760,7 @@ class _Builder:
         self.denied = denied
         self.p = Params()
         self.page: _Page | None = None
+        self.audit: _AuditPage | None = None
         self.aliases = 0
         self.slot_of: dict[int, int] = {}  # id(node) -> its own slot
         self.about_of: dict[int, int] = {}  # id(member) -> the slot of the rows about the owner under it
@@ -796,7 +854,22 @@ class _Builder:
             page = self.page
             return f"(SELECT u.* FROM users u WHERE {page.page} ORDER BY u.id LIMIT {page.first}) {a}", "true"
         if name == "page_info":
-            return f"(SELECT {parent}.has_next, {parent}.last_id) {a}", "true"
+            cursor = STUDENT_CURSOR.format(c=f"{parent}.last_id")
+            return f"(SELECT {parent}.has_next, {cursor} AS end_cursor) {a}", "true"
+        if parent is None and name == "audit_log":
+            self.audit = audit = self.audit_page(args)
+            size = p(audit.size)
+            return (
+                f"(SELECT count(*) > {size} AS has_next, "
+                f"(array_agg(q.lseq ORDER BY q.lseq DESC))[LEAST(count(*), {size})] AS last_seq "
+                f"FROM ({audit.sql(audit.size + 1)}) q) {a}",
+                "true",
+            )
+        if name == "audit_nodes" and self.audit is not None:
+            return f"({self.audit.sql(self.audit.size)}) {a}", "true"
+        if name == "audit_page_info":
+            cursor = SEQ_CURSOR.format(c=f"{parent}.last_seq")
+            return f"(SELECT {parent}.has_next, {cursor} AS end_cursor) {a}", "true"
         if parent is None:
             try:
                 wanted = uuid.UUID(str(args.get("id")))
@@ -855,6 +928,36 @@ class _Builder:
         if name == "progress":
             return f"({PROGRESS.format(u=parent)}) {a}", "true"
         raise NotCompiled
+
+    def audit_page(self, args: dict[str, Any]) -> _AuditPage:
+        """Query.auditLog's page as schema.audit.audit_log reads it; any argument
+        the resolver would refuse is NotCompiled. The caller must be a district's
+        user whose rule has the operation (CompiledReads.run checks it)."""
+        district = self.scope.principal.district_id
+        if district is None:
+            raise NotCompiled
+        first = args.get("first", 100)
+        first = 100 if first is None else first
+        if not isinstance(first, int) or first < 0 or first > MAX_PAGE:
+            raise NotCompiled
+        given = args.get("filter") or {}
+        try:
+            before = decode_seq(args.get("after"))
+            subject, actor = (
+                None if given.get(k) is None else uuid.UUID(str(given[k])) for k in ("subjectStudentId", "actorId")
+            )
+        except (ValueError, TypeError, BadUserInput):
+            raise NotCompiled from None
+        since, until = given.get("from"), given.get("to")
+        filters = AuditFilters(
+            subject=subject,
+            actor=actor,
+            purpose=_enum_value(given.get("purpose")),
+            decision=_enum_value(given.get("decision")),
+            since=None if since is None else as_utc(since),
+            until=None if until is None else as_utc(until),
+        )
+        return _AuditPage(district, filters, before, first, self.p)
 
     def students_page(self, args: dict[str, Any]) -> _Page:
         """Query.students's page as resolvers.reads.students_page reads it; any
@@ -1009,7 +1112,15 @@ def statement(
         f"SELECT json_build_object({', '.join(parts)})::text, {' AND '.join(found)}, "
         f"json_build_array({', '.join(rows)})::text FROM (SELECT 1) one{''.join(joins)}"
     )
-    return Statement(sql, b.p.values, len(plan.slots), bool(search))
+    audit = b.audit
+    return Statement(
+        sql,
+        b.p.values,
+        len(plan.slots),
+        bool(search),
+        None if audit is None else audit.filters.subject,
+        audit is not None,
+    )
 
 
 def _rows(value: Any, path: tuple[tuple[str, bool], ...]) -> list[tuple[tuple[str | int, ...], Any]]:
@@ -1142,6 +1253,11 @@ class CompiledReads:
         decisions = self.decisions(plan, ctx)
         if decisions is None:
             return None
+        if any(r.relation is not None and r.relation.name == "audit_log" for r in plan.roots):
+            # schema.gate.require_operation: the rule must have the operation, or the resolver path refuses it.
+            conditions = ctx.conditions.get(ctx.home_district_key)
+            if not decide_operation(ctx.policies, ctx.principal.role, ctx.purpose, "auditLog", conditions).allowed:
+                return None
         denied = {c for c, d in decisions.items() if d.allowed is not True}
         try:
             versions = list(ctx.policies.versions()) if any(m.static for m in plan.members) else None
@@ -1154,6 +1270,10 @@ class CompiledReads:
         errors = self.note(plan, ctx, orjson.loads(row[2]), decisions, built.search)
         if errors is None:
             return None
+        if built.audit_log:
+            # schema.gate.gate's entry for an allowed read of the log (Needs.RULE_AUDITED): the
+            # only one (an entry has no classified field, and the log is read alone).
+            ctx.audit.note(ctx.home_district_key, built.audit_subject, "Query.auditLog", "", True)
         if not plan.rounded:
             return Compiled(orjson.Fragment(row[0]), errors)
         data = orjson.loads(row[0])

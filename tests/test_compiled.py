@@ -671,3 +671,77 @@ async def test_students_pages_follow_their_cursors_to_the_end_on_the_compiled_pa
     (_, body), _, served = await both_paths(app, client, owner, recording, token, purpose, PAGE, past)
     assert served
     assert body["data"]["students"] == {"n": len(everyone), "info": {"end": None, "more": False}, "nodes": []}
+
+
+AUDIT_LOG = """query Log($filter: AuditFilter, $first: Int, $after: String) {
+  auditLog(filter: $filter, first: $first, after: $after) {
+    __typename
+    nodes {
+      id at requestId clientRequestId traceId actorId actorRole purpose justification
+      operationName subjectStudentId fields categories decision breakGlass
+    }
+    pageInfo { hasNextPage endCursor }
+  }
+}"""
+
+
+@pytest.mark.parametrize(
+    ("user", "purpose", "given", "first", "compiled"),
+    [
+        (ADMIN, "RECORD_ACCESS", {}, None, True),
+        (ADMIN, "RECORD_ACCESS", {}, 7, True),
+        (ADMIN, "RECORD_ACCESS", {}, 0, True),
+        (ADMIN, "RECORD_ACCESS", {"subjectStudentId": "student"}, 10, True),
+        (ADMIN, "RECORD_ACCESS", {"actorId": "teacher"}, 10, True),
+        (ADMIN, "RECORD_ACCESS", {"purpose": "INSTRUCTION", "decision": "DENY"}, 10, True),
+        (ADMIN, "RECORD_ACCESS", {"decision": "ALLOW", "from": "2020-01-01T00:00:00"}, 10, True),
+        (ADMIN, "RECORD_ACCESS", {"subjectStudentId": "not-an-id"}, 10, False),
+        (ADMIN, "RECORD_ACCESS", {}, 501, False),
+        (RIVERSIDE_ADMIN, "RECORD_ACCESS", {}, 5, True),
+        (TEACHER, "INSTRUCTION", {}, 5, False),  # not an operation of the teacher's rule: FORBIDDEN
+        (SUPPORT, "SUPPORT", {}, 5, False),
+    ],
+)
+async def test_the_audit_log_pages_alike_on_the_compiled_path(
+    app: Any,
+    client: httpx.AsyncClient,
+    owner: Any,
+    recording: Recording,
+    token_for: Any,
+    users: dict[str, uuid.UUID],
+    ids: dict[str, Any],
+    user: str,
+    purpose: str,
+    given: dict[str, Any],
+    first: int | None,
+    compiled: bool,
+) -> None:
+    # Each read of the log writes to it: both paths read the log as it was before either ran.
+    until = dt.datetime.now(dt.UTC).isoformat()
+    values = {"student": ids["student"], "teacher": str(users[TEACHER])}
+    log_filter = {"to": until, **{k: values.get(v, v) for k, v in given.items()}}
+    token = token_for(user, ALL_PURPOSES)
+    variables: dict[str, Any] = {"filter": log_filter, "first": first}
+    (status, body), written, served = await both_paths(
+        app, client, owner, recording, token, purpose, AUDIT_LOG, variables
+    )
+    assert served is compiled
+    if not compiled:
+        return
+    assert status == 200 and "errors" not in body
+    page = body["data"]["auditLog"]
+    assert len(page["nodes"]) == (100 if first is None else first) or not page["pageInfo"]["hasNextPage"]
+    # Its own entry: the read of the log, about the student it was filtered to.
+    assert [(e[2], e[3]) for e in written] == [("ALLOW", ["Query.auditLog"])]
+    subject = log_filter.get("subjectStudentId")
+    assert written[0][1] == (None if subject is None else uuid.UUID(subject))
+    if page["pageInfo"]["hasNextPage"] and first:
+        # The next page follows the cursor, alike on both paths.
+        variables["after"] = page["pageInfo"]["endCursor"]
+        (_, following), _, served = await both_paths(
+            app, client, owner, recording, token, purpose, AUDIT_LOG, variables
+        )
+        assert served
+        newest = following["data"]["auditLog"]["nodes"]
+        assert not newest or newest[0]["at"] <= page["nodes"][-1]["at"]
+        assert not {n["id"] for n in newest} & {n["id"] for n in page["nodes"]}

@@ -455,6 +455,7 @@ COMPILED_NOW: frozenset[str] = frozenset(
         "StudentSearch",
         "DistrictOverview",
         "MyChildren",
+        "AuditReview",
     }
 )
 PLANNED = [
