@@ -109,10 +109,11 @@ def as_utc(value: dt.datetime) -> dt.datetime:
 
 
 async def read_audit(
-    info: Info, district_id: uuid.UUID, filters: AuditFilters, first: int | None, after: str | None
+    info: Info, district_id: uuid.UUID, filters: AuditFilters, first: int | None, after: str | None, default: int
 ) -> AuditConnection:
-    """A page of one district's entries, newest first (``resolvers.audit_log``)."""
-    size = check_first(first, default=100)
+    """A page of one district's entries, newest first (``resolvers.audit_log``); ``first``
+    null means the field's own default (``default``)."""
+    size = check_first(first, default=default)
     rows = await audit_page(info.context.db, district_id, filters, decode_seq(after), size + 1)
     page = rows[:size]
     return AuditConnection(
@@ -126,7 +127,7 @@ async def access_log(
 ) -> AuditConnection | None:
     """One student's access log (``Student.accessLog``)."""
     gate(info, "accessLog", Needs.RULE_AUDITED, subject=subject_id, district_key=district_key)
-    return await read_audit(info, uuid.UUID(district_key), AuditFilters(subject=subject_id), first, after)
+    return await read_audit(info, uuid.UUID(district_key), AuditFilters(subject=subject_id), first, after, 50)
 
 
 async def audit_log(info: Info, filter: AuditFilter | None, first: int | None, after: str | None) -> AuditConnection:
@@ -154,4 +155,4 @@ async def audit_log(info: Info, filter: AuditFilter | None, first: int | None, a
             purpose=ctx.purpose.value,
             reason="OUT_OF_SCOPE_OPERATION",
         )
-    return await read_audit(info, district_id, filters, first, after)
+    return await read_audit(info, district_id, filters, first, after, 100)

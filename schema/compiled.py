@@ -18,7 +18,9 @@ What it understands:
   ``auditLog(filter:, first:, after:)`` (read alone: the district's logical
   entries of ``resolvers.audit_log.logical_statement``, which expands the
   stored records as ``expand`` does, its cursors as ``schema.audit.encode_seq``
-  writes them, and the log's own entry noted as ``schema.gate.gate`` notes it)
+  writes them, and the log's own entry noted as ``schema.gate.gate`` notes it;
+  the same for ``accessLog(first:, after:)`` of the ``student(id:)`` root,
+  noted with the student's other relationships)
   and ``me``, any number side by side (each its own LATERAL subquery of the one
   statement), with ``policyVersions`` (answered from the policy in memory) and
   ``__typename`` beside them; the Viewer's ``id``, ``role``, ``purpose``, its
@@ -320,6 +322,7 @@ RELATIONS: dict[str, dict[str, Relation]] = {
         "school": Relation("school"),
         "classes": Relation("student_classes", many=True, order="{a}.name, {a}.id"),
         "progress": Relation("progress", count="jsonb_array_length({a}.mastery)"),
+        "accessLog": Relation("access_log", arguments=frozenset({"first", "after"})),
         "responses": Relation(
             "student_responses",
             many=True,
@@ -368,6 +371,9 @@ KEYED = {
 _B64URL = "rtrim(translate(encode({bytes}, 'base64'), '+/', '-_'), '=')"
 STUDENT_CURSOR = _B64URL.format(bytes="'\\x69643a'::bytea || uuid_send({c})")
 SEQ_CURSOR = _B64URL.format(bytes="convert_to('seq:' || {c}::text, 'UTF8')")
+# Relationships that are operations of the policy (schema.gate.gate with Needs.RULE_AUDITED):
+# the rule must have the operation, and its allowed read is an entry with no category.
+GATED = {"Student.accessLog": "accessLog"}
 # Roots answered from memory, not read (a parameter of the statement): the policy's versions.
 STATIC_ROOTS = {"Query.policyVersions"}
 
@@ -390,6 +396,9 @@ class Member:
     field_node: FieldNode | None = None
     typename: str | None = None
     static: bool = False  # a root answered from memory (STATIC_ROOTS)
+    # An operation of the policy whose allowed read is an entry of its own, with no
+    # category (schema.gate.gate, Needs.RULE_AUDITED): Student.accessLog.
+    gated: bool = False
 
 
 @dataclass(frozen=True)
@@ -404,8 +413,8 @@ class Node:
 
     @functools.cached_property
     def related_noted(self) -> tuple[Member, ...]:
-        """Classified relationships: noted when their resolvers start, after the object completes."""
-        return tuple(m for m in self.members if m.category is not None and m.child is not None)
+        """Classified and gated relationships: noted when their resolvers start, after the object completes."""
+        return tuple(m for m in self.members if (m.category is not None or m.gated) and m.child is not None)
 
 
 @dataclass(frozen=True)
@@ -455,6 +464,8 @@ class Plan:
     rounded: tuple[tuple[tuple[tuple[str, bool], ...], str, int], ...] = ()
     # Where among the levels a search's names are noted: before the students root's own.
     search_at: int = 0
+    # The operations of the policy the document runs (auditLog, accessLog).
+    operations: frozenset[str] = frozenset()
 
 
 def _unwrap(graphql_type: Any) -> Any:
@@ -550,7 +561,12 @@ class _Compilation:
                 search_at = len(levels)
             _audit_levels(root, slots, levels)
         rounded = tuple(r for root in roots for r in _rounded(root))
-        return Plan(roots, members, frozenset(self.categories), tuple(slots), tuple(levels), rounded, search_at)
+        operations = frozenset(GATED[name] for name in self.used if name in GATED)
+        if any(m.relation is not None and m.relation.name == "audit_log" for m in roots):
+            operations |= {"auditLog"}
+        return Plan(
+            roots, members, frozenset(self.categories), tuple(slots), tuple(levels), rounded, search_at, operations
+        )
 
     def fields(self, parent: GraphQLObjectType, selection_set: SelectionSetNode) -> list[FieldNode]:
         """The selection's fields, fragments on the parent type flattened; one per response key."""
@@ -629,7 +645,10 @@ class _Compilation:
         classified = any(m.category is not None for m in child.members)
         if classified and child.type_name not in OWNERS and ABOUT_PARENT.get(child.type_name) != parent.name:
             raise NotCompiled  # classified fields about a subject this plan cannot name
-        return Member(key, name, category, relation=relation, child=child, field_def=field_def, field_node=node)
+        gated = name in GATED
+        return Member(
+            key, name, category, relation=relation, child=child, field_def=field_def, field_node=node, gated=gated
+        )
 
 
 def _enum_value(value: Any) -> str | None:
@@ -761,6 +780,7 @@ class _Builder:
         self.p = Params()
         self.page: _Page | None = None
         self.audit: _AuditPage | None = None
+        self.root_student: tuple[str, uuid.UUID] | None = None  # the student(id:) root's alias and id
         self.aliases = 0
         self.slot_of: dict[int, int] = {}  # id(node) -> its own slot
         self.about_of: dict[int, int] = {}  # id(member) -> the slot of the rows about the owner under it
@@ -865,6 +885,27 @@ class _Builder:
                 f"FROM ({audit.sql(audit.size + 1)}) q) {a}",
                 "true",
             )
+        if name == "access_log":
+            # Student.accessLog of the student(id:) root only: the student is the argument.
+            if self.root_student is None or self.root_student[0] != parent or self.audit is not None:
+                raise NotCompiled
+            district = scope.principal.district_id
+            first = args.get("first", 50)
+            first = 50 if first is None else first
+            if district is None or not isinstance(first, int) or first < 0 or first > MAX_PAGE:
+                raise NotCompiled
+            try:
+                before = decode_seq(args.get("after"))
+            except BadUserInput:
+                raise NotCompiled from None
+            self.audit = audit = _AuditPage(district, AuditFilters(subject=self.root_student[1]), before, first, p)
+            size = p(audit.size)
+            return (
+                f"(SELECT count(*) > {size} AS has_next, "
+                f"(array_agg(q.lseq ORDER BY q.lseq DESC))[LEAST(count(*), {size})] AS last_seq "
+                f"FROM ({audit.sql(audit.size + 1)}) q) {a}",
+                "true",
+            )
         if name == "audit_nodes" and self.audit is not None:
             return f"({self.audit.sql(self.audit.size)}) {a}", "true"
         if name == "audit_page_info":
@@ -878,6 +919,7 @@ class _Builder:
             if name == "class":
                 return f"classes {a}", f"{a}.district_id = {self.visible()} AND {a}.id = {p(wanted)}"
             if name == "student":
+                self.root_student = (a, wanted)
                 return f"users {a}", f"{a}.id = {p(wanted)} AND {a}.role = 'STUDENT' AND {scope.students(a, p)}"
             if name == "assignment":
                 return f"assignments {a}", f"{a}.district_id = {self.visible()} AND {a}.id = {p(wanted)}"
@@ -1112,7 +1154,7 @@ def statement(
         f"SELECT json_build_object({', '.join(parts)})::text, {' AND '.join(found)}, "
         f"json_build_array({', '.join(rows)})::text FROM (SELECT 1) one{''.join(joins)}"
     )
-    audit = b.audit
+    audit = b.audit if any(r.relation is not None and r.relation.name == "audit_log" for r in plan.roots) else None
     return Statement(
         sql,
         b.p.values,
@@ -1253,10 +1295,10 @@ class CompiledReads:
         decisions = self.decisions(plan, ctx)
         if decisions is None:
             return None
-        if any(r.relation is not None and r.relation.name == "audit_log" for r in plan.roots):
-            # schema.gate.require_operation: the rule must have the operation, or the resolver path refuses it.
-            conditions = ctx.conditions.get(ctx.home_district_key)
-            if not decide_operation(ctx.policies, ctx.principal.role, ctx.purpose, "auditLog", conditions).allowed:
+        # schema.gate.require_operation: the rule must have each operation, or the resolver path refuses it.
+        conditions = ctx.conditions.get(ctx.home_district_key)
+        for operation in plan.operations:
+            if not decide_operation(ctx.policies, ctx.principal.role, ctx.purpose, operation, conditions).allowed:
                 return None
         denied = {c for c, d in decisions.items() if d.allowed is not True}
         try:
@@ -1299,6 +1341,8 @@ def _shape(
     denied: list[Member] = []
     for m in members:
         if m.category is None:
+            if m.gated:  # allowed (CompiledReads.run checked the operation), with no category
+                out.setdefault(True, ({}, {}))[0][m.name] = None
             continue
         allowed = decisions[m.category].allowed
         fields, categories = out.setdefault(allowed, ({}, {}))

@@ -745,3 +745,66 @@ async def test_the_audit_log_pages_alike_on_the_compiled_path(
         newest = following["data"]["auditLog"]["nodes"]
         assert not newest or newest[0]["at"] <= page["nodes"][-1]["at"]
         assert not {n["id"] for n in newest} & {n["id"] for n in page["nodes"]}
+
+
+WHO_SAW = """query WhoSaw($id: ID!, $first: Int, $after: String) {
+  student(id: $id) {
+    id
+    firstName
+    accessLog(first: $first, after: $after) {
+      nodes { id at actorRole purpose justification fields categories decision breakGlass subjectStudentId }
+      pageInfo { hasNextPage endCursor }
+    }
+  }
+}"""
+
+
+@pytest.mark.parametrize(
+    ("user", "purpose", "first", "compiled"),
+    [
+        (ADMIN, "RECORD_ACCESS", None, True),
+        (ADMIN, "RECORD_ACCESS", 3, True),
+        (PRINCIPAL, "REPORTING", 3, False),  # accessLog is no operation of REPORTING: FORBIDDEN
+        (ADMIN, "RECORD_ACCESS", 501, False),
+    ],
+)
+async def test_a_student_s_access_log_reads_alike_on_the_compiled_path(
+    app: Any,
+    client: httpx.AsyncClient,
+    owner: Any,
+    recording: Recording,
+    token_for: Any,
+    ids: dict[str, Any],
+    user: str,
+    purpose: str,
+    first: int | None,
+    compiled: bool,
+) -> None:
+    token = token_for(user, ALL_PURPOSES)
+    variables = {"id": ids["student"], "first": first}
+    before = len(recording.served)
+    (status, body), compiled_id = await send(client, token, purpose, WHO_SAW, variables)
+    assert (len(recording.served) > before and recording.served[-1]) is compiled
+    async with resolver_path_only(app):
+        (status_resolved, resolved), resolved_id = await send(client, token, purpose, WHO_SAW, variables)
+    # Each read is an entry of the log it reads: the same entry on both paths.
+    mine, theirs = await entries(owner, compiled_id), await entries(owner, resolved_id)
+    assert mine == theirs and mine
+    assert status == status_resolved
+    if not compiled:
+        assert body == resolved
+        return
+    assert "errors" not in body and "errors" not in resolved
+    older = body["data"]["student"]["accessLog"]["nodes"]
+    newer = resolved["data"]["student"]["accessLog"]["nodes"]
+    # The second read shows the first read's entry first, then the same log.
+    size = 50 if first is None else first
+    assert newer[1:] == older[: size - 1]
+    assert newer[0]["fields"] == list(mine[0][3]) and "Student.accessLog" in newer[0]["fields"]
+    if body["data"]["student"]["accessLog"]["pageInfo"]["hasNextPage"]:
+        # The next page from the compiled cursor: the entries after the first page's last.
+        variables["after"] = body["data"]["student"]["accessLog"]["pageInfo"]["endCursor"]
+        (_, following), _ = await send(client, token, purpose, WHO_SAW, variables)
+        after = following["data"]["student"]["accessLog"]["nodes"]
+        assert not {n["id"] for n in after} & {n["id"] for n in older}
+        assert not after or after[0]["at"] <= older[-1]["at"]

@@ -456,6 +456,7 @@ COMPILED_NOW: frozenset[str] = frozenset(
         "DistrictOverview",
         "MyChildren",
         "AuditReview",
+        "WhoSawMyChild",
     }
 )
 PLANNED = [
