@@ -21,7 +21,10 @@ What it understands:
   writes them, and the log's own entry noted as ``schema.gate.gate`` notes it;
   the same for ``accessLog(first:, after:)`` of the ``student(id:)`` root,
   noted with the student's other relationships)
-  and ``me``, any number side by side (each its own LATERAL subquery of the one
+  ``dataRequests(status:)`` and ``supportGrants`` (each root's own entry noted
+  once its rows are read, as ``schema.rights`` and ``schema.governance_ops``
+  note it; a grant's ``grantedBy`` as ``reads.staff`` finds it) and ``me``,
+  any number side by side (each its own LATERAL subquery of the one
   statement), with ``policyVersions`` (answered from the policy in memory) and
   ``__typename`` beside them; the Viewer's ``id``, ``role``, ``purpose``, its
   own row as ``staff``, ``student`` or ``guardian``, its ``classes`` and its
@@ -119,7 +122,7 @@ from permissions.errors import BadUserInput
 from resolvers.audit_log import AuditFilters, logical_statement
 from resolvers.db import Params
 from resolvers.reads import ACTIVE, PROGRESS, decode_cursor, students_matching
-from resolvers.scope import RowScope
+from resolvers.scope import STAFF_ROLES, RowScope
 from schema.audit import as_utc, decode_seq
 from schema.base import MAX_PAGE, Context
 from schema.classified import category_of, refusal
@@ -236,6 +239,23 @@ COLUMNS: dict[str, dict[str, str]] = {
     },
     # Over the page's row (_Builder.connection): its scoped total, and the cursor of its last student
     # as resolvers.reads.encode_cursor writes it (URL-safe base64 of "id:" and the id's 16 bytes, unpadded).
+    "DataRequest": {
+        "id": "{a}.id::text",
+        "kind": "{a}.kind",
+        "studentId": "{a}.student_id::text",
+        "requestedBy": "{a}.requested_by",
+        "receivedAt": _timestamp("received_at"),
+        "dueAt": _timestamp("due_at"),
+        "status": "{a}.status",
+        "fulfilledAt": _timestamp("fulfilled_at"),
+    },
+    "SupportGrant": {
+        "id": "{a}.id::text",
+        "ticket": "{a}.ticket",
+        "expiresAt": _timestamp("expires_at"),
+        "revokedAt": _timestamp("revoked_at"),
+        "userIds": "COALESCE(to_json({a}.user_ids::text[]), '[]'::json)",
+    },
     "StudentConnection": {"totalCount": "{a}.total_count"},
     "PageInfo": {"hasNextPage": "{a}.has_next", "endCursor": "{a}.end_cursor"},
     # Over a logical entry (resolvers.audit_log.logical_statement), as schema.audit.AuditEntry gives it.
@@ -288,7 +308,12 @@ RELATIONS: dict[str, dict[str, Relation]] = {
         ),
         "students": Relation("students", arguments=frozenset({"schoolId", "classId", "search", "first", "after"})),
         "auditLog": Relation("audit_log", arguments=frozenset({"filter", "first", "after"})),
+        "dataRequests": Relation(
+            "data_requests", many=True, order="{a}.due_at, {a}.received_at, {a}.id", arguments=frozenset({"status"})
+        ),
+        "supportGrants": Relation("support_grants", many=True, order="{a}.created_at DESC, {a}.id"),
     },
+    "SupportGrant": {"grantedBy": Relation("granted_by")},
     # Query.auditLog's page: the district's logical entries, newest first.
     "AuditConnection": {
         "nodes": Relation("audit_nodes", many=True, order="{a}.lseq DESC"),
@@ -339,7 +364,14 @@ RELATIONS: dict[str, dict[str, Relation]] = {
 # The types whose classified fields are about a subject the statement can name:
 # a student (its own row), staff (no subject), a student's responses and
 # progress (the student whose field holds them), a progress's mastery.
-OWNERS = {"Student", "Staff", "Guardian"}
+OWNERS = {"Student", "Staff", "Guardian", "DataRequest"}
+# The column of an owner's row that names the student its entries are about (none: no one).
+SUBJECT = {"Student": "id", "DataRequest": "student_id"}
+SEARCH = ""  # Plan.marks: a search's names
+# Roots that are operations of the policy with an entry of their own once their rows
+# are read (schema.rights.data_requests, schema.governance_ops.support_grants): the
+# operation, and whether it is the district administrators' only.
+ROOT_ENTRIES = {"data_requests": ("dataRequests", False), "support_grants": ("supportGrants", True)}
 ABOUT_PARENT = {"Response": "Student", "StudentProgress": "Student", "SkillMastery": "StudentProgress"}
 
 
@@ -462,10 +494,12 @@ class Plan:
     levels: tuple[Level, ...]  # in the order the resolver path notes them
     # Where values are rounded: the path to their objects, their key, the digits.
     rounded: tuple[tuple[tuple[tuple[str, bool], ...], str, int], ...] = ()
-    # Where among the levels a search's names are noted: before the students root's own.
-    search_at: int = 0
-    # The operations of the policy the document runs (auditLog, accessLog).
+    # The operations of the policy the document runs (auditLog, accessLog, dataRequests, supportGrants).
     operations: frozenset[str] = frozenset()
+    # What a root notes before its own levels, and where among the levels, in the roots'
+    # order: its own entry once its rows are read (its field, about no one), or (SEARCH)
+    # a search's names.
+    marks: tuple[tuple[int, str], ...] = ()
 
 
 def _unwrap(graphql_type: Any) -> Any:
@@ -553,19 +587,31 @@ class _Compilation:
         # each root's levels, breadth first, after the previous root's.
         slots: list[Slot] = []
         levels: list[Level] = []
-        search_at = 0
+        marks: list[tuple[int, str]] = []
+        operations: set[str] = set()
         for root in roots:
+            entry = ROOT_ENTRIES.get(root.relation.name) if root.relation is not None else None
+            if entry is not None:
+                operations.add(entry[0])
+                marks.append((len(levels), root.name))
             if root.relation is not None and root.relation.name == "students":
                 # A search by name needs DIRECTORY (schema.types.directory_decision), selected or not.
                 self.categories.add(DataCategory.DIRECTORY)
-                search_at = len(levels)
+                marks.append((len(levels), SEARCH))
             _audit_levels(root, slots, levels)
         rounded = tuple(r for root in roots for r in _rounded(root))
-        operations = frozenset(GATED[name] for name in self.used if name in GATED)
+        operations |= {GATED[name] for name in self.used if name in GATED}
         if any(m.relation is not None and m.relation.name == "audit_log" for m in roots):
-            operations |= {"auditLog"}
+            operations.add("auditLog")
         return Plan(
-            roots, members, frozenset(self.categories), tuple(slots), tuple(levels), rounded, search_at, operations
+            roots,
+            members,
+            frozenset(self.categories),
+            tuple(slots),
+            tuple(levels),
+            rounded,
+            frozenset(operations),
+            tuple(marks),
         )
 
     def fields(self, parent: GraphQLObjectType, selection_set: SelectionSetNode) -> list[FieldNode]:
@@ -885,6 +931,22 @@ class _Builder:
                 f"FROM ({audit.sql(audit.size + 1)}) q) {a}",
                 "true",
             )
+        if parent is None and name in ROOT_ENTRIES:
+            pr = scope.principal
+            if pr.district_id is None or (ROOT_ENTRIES[name][1] and pr.role is not Role.DISTRICT_ADMIN):
+                raise NotCompiled  # refused, with its entry and error, on the resolver path
+            if name == "support_grants":
+                return f"support_grants {a}", f"{a}.district_id = {p(pr.district_id)}"
+            status = _enum_value(args.get("status"))
+            where = f"{a}.district_id = {p(pr.district_id)}"
+            return f"data_requests {a}", where if status is None else f"{where} AND {a}.status = {p(status)}"
+        if name == "granted_by":
+            # reads.staff: scoped staff
+            return (
+                f"users {a}",
+                f"{a}.id = {parent}.granted_by AND {a}.role = ANY({p(list(STAFF_ROLES))}::text[]) "
+                f"AND {scope.staff(a, p)}",
+            )
         if name == "access_log":
             # Student.accessLog of the student(id:) root only: the student is the argument.
             if self.root_student is None or self.root_student[0] != parent or self.audit is not None:
@@ -1038,7 +1100,7 @@ class _Builder:
         slots: dict[int, str] = {}
         own = self.slot_of.get(id(node))
         if own is not None:
-            subject = f", {a}.id" if node.type_name == "Student" else ""
+            subject = f", {a}.{SUBJECT[node.type_name]}" if node.type_name in SUBJECT else ""
             slots[own] = f"json_build_array({a}.district_id{subject})"
         for m in node.members:
             # Response keys are the client's text (aliases): parameters, never SQL text.
@@ -1256,8 +1318,7 @@ class CompiledReads:
         # One error per denied field, shared by its occurrences: only the path differs.
         refused: dict[int, GraphQLError] = {}
         for index, (level, rows) in enumerate(found):
-            if search and index == plan.search_at:
-                note_search(ctx, page, total)
+            self.before_level(plan, ctx, index, page, total, search)
             # Per width of the level's rows (a progress's mastery levels noted or not):
             # its fields as noted per decision, and its denied members.
             shapes: dict[int, tuple[list[tuple[bool, dict[str, None], dict[str, None]]], list[Member]]] = {}
@@ -1285,9 +1346,22 @@ class CompiledReads:
                 for place in places:
                     for m in denied:
                         errors.append((refused[id(m)], [*place, m.key]))
-        if search and plan.search_at >= len(found):
-            note_search(ctx, page, total)  # the students root's fields noted nothing: its search still reads names
+        # After the last level: what the last roots note, if they have no level of their own.
+        self.before_level(plan, ctx, len(found), page, total, search)
         return errors
+
+    @staticmethod
+    def before_level(
+        plan: Plan, ctx: Context, index: int, page: list[tuple[str, SubjectId]], total: int, search: bool
+    ) -> None:
+        """What the roots note before the level ``index`` (Plan.marks)."""
+        for at, name in plan.marks:
+            if at != index:
+                continue
+            if name != SEARCH:
+                ctx.audit.note(str(ctx.principal.district_id), None, name, "", True)
+            elif search:
+                note_search(ctx, page, total)
 
     async def run(self, plan: Plan, ctx: Context, variables: VariableValues | None) -> Compiled | None:
         """The response's ``data`` and errors, or None for the resolver path.

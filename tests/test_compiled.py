@@ -235,6 +235,15 @@ ROOTS = """query Roots($id: ID!, $class: ID!, $search: String) {
 }"""
 
 
+REQUESTS = """query Requests($status: DataRequestStatus) {
+  dataRequests(status: $status) { __typename id kind studentId requestedBy receivedAt dueAt status fulfilledAt }
+  supportGrants { id ticket expiresAt revokedAt userIds grantedBy { id firstName lastName role } }
+}"""
+ONLY_REQUESTS = """query Requests($status: DataRequestStatus) {
+  dataRequests(status: $status) { id kind studentId receivedAt dueAt status }
+}"""
+
+
 class Recording(CompiledReads):
     """The production compiled reads, recording whether each request was served by them."""
 
@@ -453,6 +462,18 @@ CASES = [
     (ADMIN, "RECORD_ACCESS", ROOTS, {"id": "student", "class": "roster", "search": "e"}, True),
     (TEACHER, "INSTRUCTION", ROOTS, {"id": "student", "class": "riverside"}, False),  # one root not found
     (STUDENT, "STUDENT_LEARNING", ROOTS, {"id": "student", "class": "roster"}, True),
+    # A district's data requests and support grants, each root's own entry noted once its rows are read.
+    (ADMIN, "RECORD_ACCESS", REQUESTS, {"status": "OPEN"}, True),
+    (ADMIN, "RECORD_ACCESS", REQUESTS, {}, True),
+    (ADMIN, "RECORD_ACCESS", REQUESTS, {"status": "FULFILLED"}, True),
+    (ADMIN, "LEGAL_COMPLIANCE", REQUESTS, {}, None),  # as the rule has the operations
+    (ADMIN, "REPORTING", REQUESTS, {}, False),  # not REPORTING's operations: FORBIDDEN
+    (RIVERSIDE_ADMIN, "RECORD_ACCESS", REQUESTS, {}, True),
+    (PRINCIPAL, "RECORD_ACCESS", ONLY_REQUESTS, {}, None),
+    (PRINCIPAL, "RECORD_ACCESS", REQUESTS, {}, False),  # supportGrants is the administrators'
+    (TEACHER, "INSTRUCTION", ONLY_REQUESTS, {}, False),
+    (SUPPORT, "SUPPORT", ONLY_REQUESTS, {}, False),
+    (ADMIN, "RECORD_ACCESS", ONLY_REQUESTS.replace("dataRequests", "me { role } dataRequests"), {}, True),
     # @include and @skip, with variables (a plan per set of their values) and literals.
     (TEACHER, "INSTRUCTION", CONDITIONAL, {"id": "roster", "r": True}, True),
     (TEACHER, "INSTRUCTION", CONDITIONAL, {"id": "roster", "r": False}, True),
@@ -495,6 +516,8 @@ async def test_compiled_equals_resolver_path(
     (status, body), written, served = await both_paths(
         app, client, owner, recording, token_for(user, ALL_PURPOSES), purpose, query, values
     )
+    if compiled is None and query in (REQUESTS, ONLY_REQUESTS):
+        compiled = status == 200 and "errors" not in body  # served compiled exactly when the rule allows it
     if compiled is None:
         compiled = ids["child"] == ids["student"]
     assert served is compiled
@@ -808,3 +831,69 @@ async def test_a_student_s_access_log_reads_alike_on_the_compiled_path(
         after = following["data"]["student"]["accessLog"]["nodes"]
         assert not {n["id"] for n in after} & {n["id"] for n in older}
         assert not after or after[0]["at"] <= older[-1]["at"]
+
+
+async def test_requests_and_grants_with_rows_read_alike_on_the_compiled_path(
+    app: Any,
+    client: httpx.AsyncClient,
+    owner: Any,
+    recording: Recording,
+    token_for: Any,
+    users: dict[str, uuid.UUID],
+    ids: dict[str, Any],
+) -> None:
+    district = await owner.fetchval("SELECT district_id FROM users WHERE id = $1", users[ADMIN])
+    now = dt.datetime.now(dt.UTC)
+    made: list[tuple[str, uuid.UUID]] = []
+    for kind, status, due in (("ACCESS", "OPEN", 3), ("CORRECTION", "OPEN", 1), ("DELETION", "FULFILLED", 2)):
+        made.append(
+            (
+                "data_requests",
+                await owner.fetchval(
+                    "INSERT INTO data_requests (district_id, id, kind, student_id, requested_by, due_at, status) "
+                    "VALUES ($1, $6, $2, $3, 'a parent, by letter', $4, $5) RETURNING id",
+                    district,
+                    kind,
+                    uuid.UUID(ids["student"]),
+                    now + dt.timedelta(days=due),
+                    status,
+                    uuid.uuid4(),
+                ),
+            )
+        )
+    for ticket, granter, users_of in (("T-1", users[ADMIN], []), ("T-2", None, [users[TEACHER]])):
+        made.append(
+            (
+                "support_grants",
+                await owner.fetchval(
+                    "INSERT INTO support_grants (district_id, id, ticket, granted_by, expires_at, user_ids) "
+                    "VALUES ($1, $6, $2, $3, $4, $5) RETURNING id",
+                    district,
+                    ticket,
+                    granter,
+                    now + dt.timedelta(hours=4),
+                    users_of,
+                    uuid.uuid4(),
+                ),
+            )
+        )
+    try:
+        token = token_for(ADMIN, ALL_PURPOSES)
+        for status in ("OPEN", None):
+            variables = {"status": status}
+            (code, body), written, served = await both_paths(
+                app, client, owner, recording, token, "RECORD_ACCESS", REQUESTS, variables
+            )
+            assert served and code == 200 and "errors" not in body
+            requests = body["data"]["dataRequests"]
+            assert len(requests) >= (2 if status else 3)
+            assert [r["dueAt"] for r in requests] == sorted(r["dueAt"] for r in requests)
+            assert {g["ticket"] for g in body["data"]["supportGrants"]} >= {"T-1", "T-2"}
+            # Each root's own entry, about no one, with the granter's name (staff data, about
+            # no one either); the requester of each request is about its student.
+            about = {(e[1], tuple(e[3])) for e in written}
+            assert (None, ("Query.dataRequests", "Query.supportGrants", "Staff.firstName", "Staff.lastName")) in about
+            assert (uuid.UUID(ids["student"]), ("DataRequest.requestedBy",)) in about
+    finally:
+        for table, made_id in made:
+            await owner.execute(f"DELETE FROM {table} WHERE id = $1", made_id)

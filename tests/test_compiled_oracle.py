@@ -438,38 +438,8 @@ def _needs_plan(text: str) -> bool:
     return not root_fields(document, operation) <= UNPLANNED_ROOTS
 
 
-# The shared queries the compiled path serves today; every other one is a strict xfail, so that
-# the marker must go as soon as the compiler serves it.
-COMPILED_NOW: frozenset[str] = frozenset(
-    {
-        "ClassRoster",
-        "ClassResults",
-        "ClassProgress",
-        "StudentDetail",
-        "ChildProgress",
-        "TeacherHome",
-        "StudentHome",
-        "MyResponses",
-        "AssignmentItems",
-        "AssessmentCatalog",
-        "StudentSearch",
-        "DistrictOverview",
-        "MyChildren",
-        "AuditReview",
-        "WhoSawMyChild",
-    }
-)
-PLANNED = [
-    pytest.param(
-        *shared,
-        id=shared[1],
-        marks=()
-        if shared[1] in COMPILED_NOW
-        else pytest.mark.xfail(strict=True, reason="until every read is compiled (issue 13)"),
-    )
-    for shared in SHARED
-    if _needs_plan(shared[3])
-]
+# Every shared query that reads more than the reports or the policy: served compiled.
+PLANNED = [pytest.param(*shared, id=shared[1]) for shared in SHARED if _needs_plan(shared[3])]
 
 
 @pytest.mark.parametrize(("source", "name", "purpose", "text"), PLANNED)
