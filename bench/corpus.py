@@ -103,9 +103,16 @@ async def prepare_ids(owner_url: str, subjects: scenarios.Subjects) -> Ids:
         school = await conn.fetchval(
             "SELECT school_id FROM classes WHERE district_id = $1 AND id = $2", subjects.district_id, subjects.class_id
         )
+        guardian, child = subjects.guardians[0]
+        # A family reads its child's record of disclosures itself (WhoSawMyChild) only where the
+        # district allows direct access (API.md): the child's district allows it for the corpus.
+        await conn.execute(
+            "UPDATE districts SET direct_record_access = true "
+            "WHERE id = (SELECT district_id FROM users WHERE id = $1) AND NOT direct_record_access",
+            child,
+        )
     finally:
         await conn.close()
-    guardian, child = subjects.guardians[0]
     learner = subjects.submissions[0]
     return Ids(
         student, school, learner.student_id, learner.assignment_id, guardian, child, demo_id("platform", "analyst")
