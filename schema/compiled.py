@@ -928,7 +928,7 @@ class _Builder:
             return (
                 f"(SELECT count(*) > {size} AS has_next, "
                 f"(array_agg(q.lseq ORDER BY q.lseq DESC))[LEAST(count(*), {size})] AS last_seq "
-                f"FROM ({audit.sql(audit.size + 1)}) q) {a}",
+                f"FROM audit_page q) {a}",
                 "true",
             )
         if parent is None and name in ROOT_ENTRIES:
@@ -965,11 +965,11 @@ class _Builder:
             return (
                 f"(SELECT count(*) > {size} AS has_next, "
                 f"(array_agg(q.lseq ORDER BY q.lseq DESC))[LEAST(count(*), {size})] AS last_seq "
-                f"FROM ({audit.sql(audit.size + 1)}) q) {a}",
+                f"FROM audit_page q) {a}",
                 "true",
             )
         if name == "audit_nodes" and self.audit is not None:
-            return f"({self.audit.sql(self.audit.size)}) {a}", "true"
+            return f"(SELECT * FROM audit_page ORDER BY lseq DESC LIMIT {p(self.audit.size)}) {a}", "true"
         if name == "audit_page_info":
             cursor = SEQ_CURSOR.format(c=f"{parent}.last_seq")
             return f"(SELECT {parent}.has_next, {cursor} AS end_cursor) {a}", "true"
@@ -1212,8 +1212,11 @@ def statement(
             value = f"'{member.typename}'::text" if member.typename is not None else data[id(member)]
         parts += [f"{b.p(member.key)}::text", value]
     # As text: the pool's connections decode json with the standard library; orjson is quicker.
+    # An audit page is read once, one row past its size (is there a next page?), for its
+    # nodes and its page info both.
+    page = "" if b.audit is None else f"WITH audit_page AS MATERIALIZED ({b.audit.sql(b.audit.size + 1)}) "
     sql = (
-        f"SELECT json_build_object({', '.join(parts)})::text, {' AND '.join(found)}, "
+        f"{page}SELECT json_build_object({', '.join(parts)})::text, {' AND '.join(found)}, "
         f"json_build_array({', '.join(rows)})::text FROM (SELECT 1) one{''.join(joins)}"
     )
     audit = b.audit if any(r.relation is not None and r.relation.name == "audit_log" for r in plan.roots) else None
