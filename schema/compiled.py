@@ -795,6 +795,15 @@ class _AuditPage:
     def sql(self, limit: int) -> str:
         return logical_statement(self.district, self.filters, self.before, limit, self.p)
 
+    def page_row(self, a: str) -> str:
+        """The page's one row, as alias ``a``: whether an entry follows it, and its last entry's seq."""
+        size = self.p(self.size)
+        return (
+            f"(SELECT count(*) > {size} AS has_next, "
+            f"(array_agg(q.lseq ORDER BY q.lseq DESC))[LEAST(count(*), {size})] AS last_seq "
+            f"FROM audit_page q) {a}"
+        )
+
 
 @dataclass(frozen=True)
 class _Page:
@@ -924,13 +933,7 @@ class _Builder:
             return f"(SELECT {parent}.has_next, {cursor} AS end_cursor) {a}", "true"
         if parent is None and name == "audit_log":
             self.audit = audit = self.audit_page(args)
-            size = p(audit.size)
-            return (
-                f"(SELECT count(*) > {size} AS has_next, "
-                f"(array_agg(q.lseq ORDER BY q.lseq DESC))[LEAST(count(*), {size})] AS last_seq "
-                f"FROM audit_page q) {a}",
-                "true",
-            )
+            return audit.page_row(a), "true"
         if parent is None and name in ROOT_ENTRIES:
             pr = scope.principal
             if pr.district_id is None or (ROOT_ENTRIES[name][1] and pr.role is not Role.DISTRICT_ADMIN):
@@ -961,13 +964,7 @@ class _Builder:
             except BadUserInput:
                 raise NotCompiled from None
             self.audit = audit = _AuditPage(district, AuditFilters(subject=self.root_student[1]), before, first, p)
-            size = p(audit.size)
-            return (
-                f"(SELECT count(*) > {size} AS has_next, "
-                f"(array_agg(q.lseq ORDER BY q.lseq DESC))[LEAST(count(*), {size})] AS last_seq "
-                f"FROM audit_page q) {a}",
-                "true",
-            )
+            return audit.page_row(a), "true"
         if name == "audit_nodes" and self.audit is not None:
             return f"(SELECT * FROM audit_page ORDER BY lseq DESC LIMIT {p(self.audit.size)}) {a}", "true"
         if name == "audit_page_info":
