@@ -951,7 +951,7 @@ def probe(server: Server, call: Call, checker: Checker | None = None) -> tuple[i
         problem = "errors " + ",".join(sorted({str(e.get("extensions", {}).get("code")) for e in body["errors"]}))
     if problem is None and status != 200:
         problem = f"HTTP {status}"
-    answered = status == 200 and isinstance(body, dict) and body.get("data") is not None and checker is None
+    answered = status == 200 and isinstance(body, dict) and body.get("data") is not None
     return len(raw), plan.group(1) if plan else None, problem, answered
 
 

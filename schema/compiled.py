@@ -124,7 +124,7 @@ from resolvers.db import Params
 from resolvers.reads import ACTIVE, PROGRESS, decode_cursor, students_matching
 from resolvers.scope import STAFF_ROLES, RowScope
 from schema.audit import as_utc, decode_seq
-from schema.base import MAX_PAGE, Context
+from schema.base import Context, check_first
 from schema.classified import category_of, refusal
 from schema.types import note_search
 
@@ -581,8 +581,6 @@ class _Compilation:
         roots = tuple(m for m in members if m.typename is None and not m.static)
         if not roots or any(m.child is None or m.relation is None for m in roots):
             raise NotCompiled
-        if len(roots) > 1 and any(m.relation is not None and m.relation.name == "audit_log" for m in roots):
-            raise NotCompiled  # the log's own entry is noted by its root: read alone
         # The resolver path completes one root after another (server.graphql_http.SerialRoots):
         # each root's levels, breadth first, after the previous root's.
         slots: list[Slot] = []
@@ -590,6 +588,10 @@ class _Compilation:
         marks: list[tuple[int, str]] = []
         operations: set[str] = set()
         for root in roots:
+            if root.relation is not None and root.relation.name == "audit_log":
+                if len(roots) > 1:
+                    raise NotCompiled  # the log's own entry is noted by its root: read alone
+                operations.add("auditLog")
             entry = ROOT_ENTRIES.get(root.relation.name) if root.relation is not None else None
             if entry is not None:
                 operations.add(entry[0])
@@ -601,8 +603,6 @@ class _Compilation:
             _audit_levels(root, slots, levels)
         rounded = tuple(r for root in roots for r in _rounded(root))
         operations |= {GATED[name] for name in self.used if name in GATED}
-        if any(m.relation is not None and m.relation.name == "audit_log" for m in roots):
-            operations.add("auditLog")
         return Plan(
             roots,
             members,
@@ -697,6 +697,15 @@ class _Compilation:
         )
 
 
+def _page_size(args: dict[str, Any], default: int) -> int:
+    """A ``first`` argument as the resolvers read it (``check_first``: null is the field's
+    default); one they refuse is NotCompiled (their error, on the resolver path)."""
+    try:
+        return check_first(args.get("first"), default=default)
+    except BadUserInput:
+        raise NotCompiled from None
+
+
 def _enum_value(value: Any) -> str | None:
     """An enum argument as the resolvers read it: its value (graphql-core gives the Python enum)."""
     return None if value is None else str(getattr(value, "value", value))
@@ -776,9 +785,8 @@ class Statement:
     # students and the total: see CompiledReads.note).
     slots: int
     search: bool = False
-    # Query.auditLog's own entry: the student its filter names (or None); noted before any other.
+    # Query.auditLog's own entry (Plan.operations has auditLog): the student its filter names, or None.
     audit_subject: uuid.UUID | None = None
-    audit_log: bool = False
 
 
 @dataclass(frozen=True)
@@ -955,9 +963,8 @@ class _Builder:
             if self.root_student is None or self.root_student[0] != parent or self.audit is not None:
                 raise NotCompiled
             district = scope.principal.district_id
-            first = args.get("first", 50)
-            first = 50 if first is None else first
-            if district is None or not isinstance(first, int) or first < 0 or first > MAX_PAGE:
+            first = _page_size(args, 50)
+            if district is None:
                 raise NotCompiled
             try:
                 before = decode_seq(args.get("after"))
@@ -1008,10 +1015,7 @@ class _Builder:
                 f"e.student_id = {parent}.id AND {ACTIVE.format(t=t)} AND {scope.students('u', p)}",
             )
         if name == "student_responses":
-            first = args.get("first")
-            first = 20 if first is None else first
-            if not isinstance(first, int) or first < 0 or first > MAX_PAGE:
-                raise NotCompiled
+            first = _page_size(args, 20)
             extra = ""
             assignment_id = args.get("assignmentId")
             if assignment_id is not None:
@@ -1037,10 +1041,7 @@ class _Builder:
         district = self.scope.principal.district_id
         if district is None:
             raise NotCompiled
-        first = args.get("first", 100)
-        first = 100 if first is None else first
-        if not isinstance(first, int) or first < 0 or first > MAX_PAGE:
-            raise NotCompiled
+        first = _page_size(args, 100)
         given = args.get("filter") or {}
         try:
             before = decode_seq(args.get("after"))
@@ -1075,10 +1076,7 @@ class _Builder:
                 or visible != [scope.principal.district_id]
             ):
                 raise NotCompiled
-        first = args.get("first", 50)
-        first = 50 if first is None else first
-        if not isinstance(first, int) or first < 0 or first > MAX_PAGE:
-            raise NotCompiled
+        first = _page_size(args, 50)
         try:
             after = decode_cursor(args.get("after"))
             school = None if args.get("schoolId") is None else uuid.UUID(str(args["schoolId"]))
@@ -1216,15 +1214,8 @@ def statement(
         f"{page}SELECT json_build_object({', '.join(parts)})::text, {' AND '.join(found)}, "
         f"json_build_array({', '.join(rows)})::text FROM (SELECT 1) one{''.join(joins)}"
     )
-    audit = b.audit if any(r.relation is not None and r.relation.name == "audit_log" for r in plan.roots) else None
-    return Statement(
-        sql,
-        b.p.values,
-        len(plan.slots),
-        bool(search),
-        None if audit is None else audit.filters.subject,
-        audit is not None,
-    )
+    subject = b.audit.filters.subject if b.audit is not None and "auditLog" in plan.operations else None
+    return Statement(sql, b.p.values, len(plan.slots), bool(search), subject)
 
 
 def _rows(value: Any, path: tuple[tuple[str, bool], ...]) -> list[tuple[tuple[str | int, ...], Any]]:
@@ -1386,7 +1377,7 @@ class CompiledReads:
         errors = self.note(plan, ctx, orjson.loads(row[2]), decisions, built.search)
         if errors is None:
             return None
-        if built.audit_log:
+        if "auditLog" in plan.operations:
             # schema.gate.gate's entry for an allowed read of the log (Needs.RULE_AUDITED): the
             # only one (an entry has no classified field, and the log is read alone).
             ctx.audit.note(ctx.home_district_key, built.audit_subject, "Query.auditLog", "", True)
