@@ -11,10 +11,11 @@ stored.
 Each store is read newest first along an index and cut at the page's size
 (a record yields at least one entry, and a subject at most one per record),
 so a page costs the same at ten million entries as at a thousand: the chain
-index for the district's log, the actor index when filtered by actor, the
-subjects' GIN index for one student's record of disclosures (through a function that
-answers for the caller's own districts: under row-level security the planner
-would not use that index).
+index for the district's log, the actor index when filtered by actor, and for one student's record of
+disclosures a function that finds their newest records month by month, by the
+subjects' GIN index or along the chain, whichever is cheap for that student
+(migration 0015; it answers for the caller's own districts: under row-level
+security the planner would not use that index).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from permissions.audit import entry_id
 from resolvers.db import Db, Params
 
 MAX_SEQ = 2**63 - 1  # the largest seq (bigint); a cursor past it is refused
+MAX_SUBJECT_PAGE = 2**31 - 1  # pledgeql_audit_subject_page's limit is an integer; above it, every record
 
 # The logical entry's columns, read from either store; a stored entry is a
 # record of one subject. Names come from their codes (pledgeql_audit_names).
@@ -78,10 +80,16 @@ def page_statement(
     records, entries = [f"district_id = {district}", *shared], [f"district_id = {district}", *shared]
     if filters.subject is not None:
         subject = bind(filters.subject)
-        # The student's records by the subjects' index (pledgeql_audit_subject_seqs:
-        # row-level security would keep the planner from that index), then by seq.
+        # The student's newest records (pledgeql_audit_subject_page, migration 0015:
+        # row-level security would keep the planner from the subjects' index), then by seq.
         below = bind(MAX_SEQ if before_seq is None else before_seq)
-        records.append(f"seq = ANY (ARRAY(SELECT pledgeql_audit_subject_seqs({district}, {subject}, {below})))")
+        # Only the page's newest records, unless the page is narrowed further
+        # (then any of the student's records may be among its entries) or whole.
+        narrowed = (filters.actor, filters.purpose, filters.decision, filters.since, filters.until) != (None,) * 5
+        page = bind(None if narrowed or limit > MAX_SUBJECT_PAGE else limit)
+        records.append(
+            f"seq = ANY (ARRAY(SELECT pledgeql_audit_subject_page({district}, {subject}, {below}, {page}::integer)))"
+        )
         records.append(f"subjects @> ARRAY[{subject}]::uuid[]")
         entries.append(f"subject_student_id = {subject}")
     n = bind(limit)

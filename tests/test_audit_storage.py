@@ -464,7 +464,7 @@ async def test_the_subject_lookup_answers_only_for_the_callers_own_districts(
     await gql(TEACHER_NW, "INSTRUCTION", "query S($id: ID!) { student(id: $id) { firstName } }", {"id": str(student)})
     district = await owner.fetchval("SELECT district_id FROM users WHERE id = $1", student)
     other = await owner.fetchval("SELECT id FROM districts WHERE id <> $1 LIMIT 1", district)
-    lookup = "SELECT count(*) FROM pledgeql_audit_subject_seqs($1, $2, 9223372036854775807)"
+    lookup = "SELECT count(*) FROM pledgeql_audit_subject_page($1, $2, 9223372036854775807, 50)"
     app = await connect(db.app)
     try:
         for setting, district_asked, found in (
@@ -477,3 +477,72 @@ async def test_the_subject_lookup_answers_only_for_the_callers_own_districts(
                 assert (await app.fetchval(lookup, district_asked, student) > 0) is found, setting
     finally:
         await app.close()
+
+
+async def test_a_student_s_newest_records_are_found_month_by_month_as_every_record_sorted_finds_them(
+    owner: Any, settings: Any
+) -> None:
+    """pledgeql_audit_subject_page (migration 0015) against the plain answer:
+    a month with few of the student's records (the subjects' index), one with
+    more than its cap (along the chain), records of an older month written
+    after the newer month's (their ``at`` is a month's, their ``seq`` later),
+    and records waiting in the default partition; every page size and cursor."""
+    key = settings.audit_key()
+    district, student = uuid.uuid4(), uuid.uuid4()
+    others = [uuid.uuid4() for _ in range(3)]
+
+    def about_the_student(count: int) -> list[Any]:
+        # Each entry about the student a record of its own, between entries about others.
+        out = []
+        for i in range(count):
+            out += [pending(district, student), pending(district, others[i % 3], ("Student.lastName",))]
+        return out
+
+    async def write(at: dt.datetime, count: int) -> None:
+        async with owner.transaction():
+            await write_entries(owner, _origin(at), about_the_student(count), key)
+
+    await write(dt.datetime(2016, 10, 15, tzinfo=dt.UTC), 30)
+    await write(dt.datetime(2016, 12, 10, tzinfo=dt.UTC), 2100)
+    await write(dt.datetime(2016, 11, 30, 23, 59, tzinfo=dt.UTC), 5)
+    await write(dt.datetime(2016, 12, 20, tzinfo=dt.UTC), 10)
+
+    plain = (
+        "SELECT seq FROM audit_records WHERE district_id = $1 AND subjects @> ARRAY[$2::uuid] AND seq < $3 "
+        "ORDER BY seq DESC LIMIT $4"
+    )
+    paged = "SELECT s FROM pledgeql_audit_subject_page($1, $2, $3, $4) s"
+    newest = 2**63 - 1
+
+    async def agree() -> int:
+        seqs = [r["seq"] for r in await owner.fetch(plain, district, student, newest, 10**6)]
+        cursors = [newest, *seqs[::97], *seqs[-40:], *seqs[:20]]
+        checked = 0
+        async with owner.transaction():
+            await owner.execute("SELECT set_config('pledgeql.district_ids', $1, true)", str(district))
+            for before in cursors:
+                for limit in (1, 7, 50, 51):
+                    expected = [r["seq"] for r in await owner.fetch(plain, district, student, before, limit)]
+                    got = [r["s"] for r in await owner.fetch(paged, district, student, before, limit)]
+                    assert got == expected, (before, limit)
+                    checked += 1
+            # Without a limit: every record below the cursor.
+            whole = [r["s"] for r in await owner.fetch(paged + " ORDER BY s DESC", district, student, newest, None)]
+            assert whole == seqs
+        return checked
+
+    place = "SELECT DISTINCT tableoid::regclass::text FROM audit_records WHERE district_id = $1"
+    assert {r[0] for r in await owner.fetch(place, district)} == {"audit_records_default"}
+    assert await agree() > 100
+    await owner.fetchval("SELECT pledgeql_audit_partitions(now())")
+    await write(dt.datetime(2032, 1, 5, tzinfo=dt.UTC), 3)  # waits in the default partition
+    assert {r[0] for r in await owner.fetch(place, district)} == {
+        "audit_records_2016_10",
+        "audit_records_2016_11",
+        "audit_records_2016_12",
+        "audit_records_default",
+    }
+    in_december = "SELECT count(*) FROM audit_records_2016_12 WHERE district_id = $1 AND subjects @> ARRAY[$2::uuid]"
+    assert await owner.fetchval(in_december, district, student) > 2000  # more than the month's cap
+    assert await agree() > 100
+    assert (await _report(owner, key, district)).broken is None
