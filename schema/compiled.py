@@ -31,7 +31,9 @@ What it understands:
   ``district`` (with the district's ``schools``, their ``classes``, and for
   its administrators its ``settings``);
 * the plain fields of Class, School, District, Student, Staff, Guardian,
-  Response, Assignment, Assessment, Item, StudentProgress and SkillMastery
+  Response, Assignment, Assessment and Item, read from their one declaration
+  (``schema.columns.column``, ``declared_sql``), those of StudentProgress,
+  SkillMastery and the other types that are not rows of their own
   (``COLUMNS``), and ``__typename``;
 * relationships (``RELATIONS``), any number side by side and nested to any
   depth: a class's ``school``, ``teachers``, ``students`` and
@@ -101,6 +103,8 @@ from graphql import (
     GraphQLError,
     GraphQLField,
     GraphQLIncludeDirective,
+    GraphQLList,
+    GraphQLNonNull,
     GraphQLObjectType,
     GraphQLSchema,
     GraphQLSkipDirective,
@@ -126,6 +130,7 @@ from resolvers.scope import STAFF_ROLES, RowScope
 from schema.audit import as_utc, decode_seq
 from schema.base import Context, check_first
 from schema.classified import category_of, refusal
+from schema.columns import declared
 from schema.types import note_search
 
 NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
@@ -145,63 +150,13 @@ def _timestamp(column: str) -> str:
     return _TIMESTAMP.replace("{c}", "{a}." + column)
 
 
-# Per type: the fields that are one column (an SQL expression over the row's alias ``{a}``).
+# Per type: the fields that are one column or expression over the row's alias
+# ``{a}`` and not declared as columns of their type (``schema.columns``; the
+# compiled plan reads those from their declaration, ``declared_sql``).
 COLUMNS: dict[str, dict[str, str]] = {
-    "Class": {
-        "id": "{a}.id::text",
-        "name": "{a}.name",
-        "subject": "{a}.subject",
-        "gradeLevel": "{a}.grade_level",
-    },
-    "School": {"id": "{a}.id::text", "name": "{a}.name"},
-    "Student": {
-        "id": "{a}.id::text",
-        "firstName": "{a}.first_name",
-        "lastName": "{a}.last_name",
-        "preferredName": "{a}.preferred_name",
-        "username": "{a}.username",
-        "gradeLevel": "{a}.grade_level",
-        "studentNumber": "{a}.student_number",
-        "stateId": "{a}.state_id",
-        "email": "{a}.email",
-        "gender": "{a}.gender",
-        "birthDate": "{a}.birth_date",
-        "ethnicity": "to_json({a}.ethnicity)",
-        "englishLearner": "{a}.english_learner",
-        "specialEducation": "{a}.special_education",
-        "economicallyDisadvantaged": "{a}.economically_disadvantaged",
-        "learningLevel": "{a}.learning_level",
-        "lastActiveAt": _timestamp("last_active_at"),
-    },
     # The caller, as the parameters of the request (see _Builder.rows).
     "Viewer": {"id": "{a}.id", "role": "{a}.role", "purpose": "{a}.purpose"},
-    "Guardian": {
-        "id": "{a}.id::text",
-        "firstName": "{a}.first_name",
-        "lastName": "{a}.last_name",
-        "email": "{a}.email",
-        "phone": "{a}.phone",
-        "relationship": "NULL::text",  # a guardian read as the caller: no link, no relationship
-    },
-    "Staff": {
-        "id": "{a}.id::text",
-        "role": "{a}.role",
-        "firstName": "{a}.first_name",
-        "lastName": "{a}.last_name",
-        "email": "{a}.email",
-    },
-    "Response": {
-        "id": "{a}.id::text",
-        "answer": "{a}.answer",
-        "correct": "{a}.correct",
-        "score": "{a}.score",
-        "feedback": "{a}.feedback",
-        "submittedAt": _timestamp("submitted_at"),
-        "timeSpentSeconds": "{a}.time_spent_seconds",
-    },
-    "Assignment": {"id": "{a}.id::text", "title": "{a}.title", "dueAt": _timestamp("due_at")},
-    "Assessment": {"id": "{a}.id::text", "title": "{a}.title", "subject": "{a}.subject"},
-    "Item": {"id": "{a}.id::text", "prompt": "{a}.prompt", "choices": "to_json({a}.choices)", "skill": "{a}.skill"},
+    "Guardian": {"relationship": "NULL::text"},  # a guardian read as the caller: no link, no relationship
     # Over the progress row (resolvers.reads.PROGRESS); the averages as float8, rounded as
     # the resolvers round them once the statement has run (ROUNDED).
     "StudentProgress": {
@@ -212,12 +167,6 @@ COLUMNS: dict[str, dict[str, str]] = {
     },
     # Over one element of the progress row's mastery (jsonb).
     "SkillMastery": {"skill": "{a}->>'skill'", "level": "{a}->'level'"},
-    "District": {
-        "id": "{a}.id::text",
-        "name": "{a}.name",
-        "minimumGroupSize": "{a}.minimum_group_size",
-        "acceptedPolicyVersion": "{a}.accepted_policy_version",
-    },
     # Over the district's row (schema.types.DistrictSettings.from_row): the purposes it
     # authorizes that are purposes, once each, in the Purpose enum's order.
     "DistrictSettings": {
@@ -237,8 +186,6 @@ COLUMNS: dict[str, dict[str, str]] = {
         "deviceDays": "{a}.device_days",
         "auditDays": "{a}.audit_days",
     },
-    # Over the page's row (_Builder.connection): its scoped total, and the cursor of its last student
-    # as resolvers.reads.encode_cursor writes it (URL-safe base64 of "id:" and the id's 16 bytes, unpadded).
     "DataRequest": {
         "id": "{a}.id::text",
         "kind": "{a}.kind",
@@ -256,6 +203,8 @@ COLUMNS: dict[str, dict[str, str]] = {
         "revokedAt": _timestamp("revoked_at"),
         "userIds": "COALESCE(to_json({a}.user_ids::text[]), '[]'::json)",
     },
+    # Over the page's row (_Builder.connection): its scoped total, and the cursor of its last student
+    # as resolvers.reads.encode_cursor writes it (URL-safe base64 of "id:" and the id's 16 bytes, unpadded).
     "StudentConnection": {"totalCount": "{a}.total_count"},
     "PageInfo": {"hasNextPage": "{a}.has_next", "endCursor": "{a}.end_cursor"},
     # Over a logical entry (resolvers.audit_log.logical_statement), as schema.audit.AuditEntry gives it.
@@ -669,7 +618,7 @@ class _Compilation:
             if node.arguments or node.selection_set is not None:
                 raise NotCompiled
             return Member(key, name, category, static=True)
-        column = COLUMNS.get(parent.name, {}).get(field_name)
+        column = declared_sql(field_def) or COLUMNS.get(parent.name, {}).get(field_name)
         if column is not None:
             if node.selection_set is not None or node.arguments:
                 raise NotCompiled
@@ -695,6 +644,23 @@ class _Compilation:
         return Member(
             key, name, category, relation=relation, child=child, field_def=field_def, field_node=node, gated=gated
         )
+
+
+def declared_sql(field_def: GraphQLField) -> str | None:
+    """The SQL of a field declared as a column (``schema.columns.column``), over
+    the row's alias ``{a}``, as the resolver path would serialize it: ids as
+    text, timestamps as Strawberry writes them, lists as JSON arrays."""
+    found = declared(field_def.extensions.get("strawberry-definition"))
+    if found is None:
+        return None
+    output = field_def.type.of_type if isinstance(field_def.type, GraphQLNonNull) else field_def.type
+    if isinstance(output, GraphQLList):
+        return f"to_json({{a}}.{found.name})"
+    if getattr(output, "name", None) == "ID":
+        return f"{{a}}.{found.name}::text"
+    if getattr(output, "name", None) == "DateTime":
+        return _timestamp(found.name)
+    return f"{{a}}.{found.name}"
 
 
 def _page_size(args: dict[str, Any], default: int) -> int:

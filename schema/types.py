@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import asdict
-from typing import Any
 
 import strawberry
 
@@ -29,6 +28,7 @@ from resolvers.reads import Row, encode_cursor
 from schema.audit import AuditConnection, access_log
 from schema.base import Context, Info, Node, PageInfo, check_first, field, id_argument
 from schema.classified import classified
+from schema.columns import column
 from schema.enums import ActivityKind, PurposeEnum, RoleEnum
 
 
@@ -65,17 +65,6 @@ def note_search(ctx: Context, page: list[tuple[str, SubjectId]], total: int) -> 
             allowed = ctx.decisions.lookup(key, DataCategory.DIRECTORY).allowed
             for name in SEARCHED_FIELDS:
                 ctx.audit.note(key, None, name, directory, allowed)
-
-
-def row_id(self: Any) -> strawberry.ID:
-    """The ``id`` of a type that wraps a database row: the row's id.
-
-    Each such type declares ``id: strawberry.ID = strawberry.field(resolver=row_id)``,
-    which the type checker reads as the interface's ``id`` attribute (not a
-    constructor argument) and the schema build as a method taking only ``self``
-    (a direct resolver, schema/direct.py).
-    """
-    return strawberry.ID(str(self.row["id"]))
 
 
 # ------------------------------------------------------------- organisations
@@ -116,19 +105,15 @@ class DistrictSettings:
 class District(Node):
     row: strawberry.Private[Row]
 
-    id: strawberry.ID = strawberry.field(resolver=row_id)
+    id: strawberry.ID = column("id")
 
-    @strawberry.field
-    def name(self) -> str:
-        return str(self.row["name"])
+    name: str = column("name")
 
-    @field(description="k: aggregate groups with fewer students than this are suppressed.")
-    def minimum_group_size(self) -> int:
-        return int(self.row["minimum_group_size"])
+    minimum_group_size: int = column(
+        "minimum_group_size", description="k: aggregate groups with fewer students than this are suppressed."
+    )
 
-    @strawberry.field
-    def accepted_policy_version(self) -> str:
-        return str(self.row["accepted_policy_version"])
+    accepted_policy_version: str = column("accepted_policy_version")
 
     @strawberry.field
     async def schools(self, info: Info) -> list[School]:
@@ -151,11 +136,9 @@ class District(Node):
 class School(Node):
     row: strawberry.Private[Row]
 
-    id: strawberry.ID = strawberry.field(resolver=row_id)
+    id: strawberry.ID = column("id")
 
-    @strawberry.field
-    def name(self) -> str:
-        return str(self.row["name"])
+    name: str = column("name")
 
     @strawberry.field
     async def district(self, info: Info) -> District:
@@ -176,21 +159,13 @@ class School(Node):
 class Class(Node):
     row: strawberry.Private[Row]
 
-    id: strawberry.ID = strawberry.field(resolver=row_id)
+    id: strawberry.ID = column("id")
 
-    @strawberry.field
-    def name(self) -> str:
-        return str(self.row["name"])
+    name: str = column("name")
 
-    @strawberry.field
-    def subject(self) -> str | None:
-        value = self.row["subject"]
-        return None if value is None else str(value)
+    subject: str | None = column("subject")
 
-    @strawberry.field
-    def grade_level(self) -> str | None:
-        value = self.row["grade_level"]
-        return None if value is None else str(value)
+    grade_level: str | None = column("grade_level")
 
     @strawberry.field
     async def school(self, info: Info) -> School:
@@ -226,26 +201,15 @@ class Staff(Node):
     def of(cls, row: Row) -> Staff:
         return cls(row=row, district_key=str(row["district_id"]), subject_id=None)
 
-    id: strawberry.ID = strawberry.field(resolver=row_id)
+    id: strawberry.ID = column("id")
 
-    @strawberry.field
-    def role(self) -> RoleEnum:
-        return RoleEnum(self.row["role"])
+    role: RoleEnum = column("role", convert=RoleEnum)
 
-    @classified(DataCategory.STAFF)
-    def first_name(self) -> str | None:
-        value: str | None = self.row["first_name"]
-        return value
+    first_name: str | None = column("first_name", DataCategory.STAFF)
 
-    @classified(DataCategory.STAFF)
-    def last_name(self) -> str | None:
-        value: str | None = self.row["last_name"]
-        return value
+    last_name: str | None = column("last_name", DataCategory.STAFF)
 
-    @classified(DataCategory.STAFF)
-    def email(self) -> str | None:
-        value: str | None = self.row["email"]
-        return value
+    email: str | None = column("email", DataCategory.STAFF)
 
 
 @strawberry.type
@@ -258,27 +222,15 @@ class Guardian(Node):
     def of(cls, row: Row, child_id: uuid.UUID | None) -> Guardian:
         return cls(row=row, district_key=str(row["district_id"]), subject_id=child_id)
 
-    id: strawberry.ID = strawberry.field(resolver=row_id)
+    id: strawberry.ID = column("id")
 
-    @classified(DataCategory.CONTACT)
-    def first_name(self) -> str | None:
-        value: str | None = self.row["first_name"]
-        return value
+    first_name: str | None = column("first_name", DataCategory.CONTACT)
 
-    @classified(DataCategory.CONTACT)
-    def last_name(self) -> str | None:
-        value: str | None = self.row["last_name"]
-        return value
+    last_name: str | None = column("last_name", DataCategory.CONTACT)
 
-    @classified(DataCategory.CONTACT)
-    def email(self) -> str | None:
-        value: str | None = self.row["email"]
-        return value
+    email: str | None = column("email", DataCategory.CONTACT)
 
-    @classified(DataCategory.CONTACT)
-    def phone(self) -> str | None:
-        value: str | None = self.row["phone"]
-        return value
+    phone: str | None = column("phone", DataCategory.CONTACT)
 
     @classified(DataCategory.CONTACT)
     def relationship(self) -> str | None:
@@ -349,7 +301,7 @@ class Student(Node):
     def of(cls, row: Row) -> Student:
         return cls(row=row, district_key=str(row["district_id"]), subject_id=row["id"])
 
-    id: strawberry.ID = strawberry.field(resolver=row_id)
+    id: strawberry.ID = column("id")
 
     @strawberry.field
     async def school(self, info: Info) -> School:
@@ -361,80 +313,35 @@ class Student(Node):
         rows = await info.context.reads.classes_of_student(self.row["id"])
         return [Class(row=r) for r in rows]
 
-    @classified(DataCategory.DIRECTORY)
-    def first_name(self) -> str | None:
-        value: str | None = self.row["first_name"]
-        return value
+    first_name: str | None = column("first_name", DataCategory.DIRECTORY)
 
-    @classified(DataCategory.DIRECTORY)
-    def last_name(self) -> str | None:
-        value: str | None = self.row["last_name"]
-        return value
+    last_name: str | None = column("last_name", DataCategory.DIRECTORY)
 
-    @classified(DataCategory.DIRECTORY)
-    def preferred_name(self) -> str | None:
-        value: str | None = self.row["preferred_name"]
-        return value
+    preferred_name: str | None = column("preferred_name", DataCategory.DIRECTORY)
 
-    @classified(DataCategory.DIRECTORY)
-    def username(self) -> str | None:
-        value: str | None = self.row["username"]
-        return value
+    username: str | None = column("username", DataCategory.DIRECTORY)
 
-    @classified(DataCategory.DIRECTORY)
-    def grade_level(self) -> str | None:
-        value: str | None = self.row["grade_level"]
-        return value
+    grade_level: str | None = column("grade_level", DataCategory.DIRECTORY)
 
-    @classified(DataCategory.IDENTIFIER)
-    def student_number(self) -> str | None:
-        value: str | None = self.row["student_number"]
-        return value
+    student_number: str | None = column("student_number", DataCategory.IDENTIFIER)
 
-    @classified(DataCategory.IDENTIFIER)
-    def state_id(self) -> str | None:
-        value: str | None = self.row["state_id"]
-        return value
+    state_id: str | None = column("state_id", DataCategory.IDENTIFIER)
 
-    @classified(DataCategory.IDENTIFIER)
-    def email(self) -> str | None:
-        value: str | None = self.row["email"]
-        return value
+    email: str | None = column("email", DataCategory.IDENTIFIER)
 
-    @classified(DataCategory.DEMOGRAPHIC)
-    def gender(self) -> str | None:
-        value: str | None = self.row["gender"]
-        return value
+    gender: str | None = column("gender", DataCategory.DEMOGRAPHIC)
 
-    @classified(DataCategory.DEMOGRAPHIC)
-    def birth_date(self) -> dt.date | None:
-        value: dt.date | None = self.row["birth_date"]
-        return value
+    birth_date: dt.date | None = column("birth_date", DataCategory.DEMOGRAPHIC)
 
-    @classified(DataCategory.DEMOGRAPHIC)
-    def ethnicity(self) -> list[str] | None:
-        value = self.row["ethnicity"]
-        return None if value is None else list(value)
+    ethnicity: list[str] | None = column("ethnicity", DataCategory.DEMOGRAPHIC, convert=list)
 
-    @classified(DataCategory.DEMOGRAPHIC)
-    def english_learner(self) -> bool | None:
-        value: bool | None = self.row["english_learner"]
-        return value
+    english_learner: bool | None = column("english_learner", DataCategory.DEMOGRAPHIC)
 
-    @classified(DataCategory.DEMOGRAPHIC)
-    def special_education(self) -> bool | None:
-        value: bool | None = self.row["special_education"]
-        return value
+    special_education: bool | None = column("special_education", DataCategory.DEMOGRAPHIC)
 
-    @classified(DataCategory.DEMOGRAPHIC)
-    def economically_disadvantaged(self) -> bool | None:
-        value: bool | None = self.row["economically_disadvantaged"]
-        return value
+    economically_disadvantaged: bool | None = column("economically_disadvantaged", DataCategory.DEMOGRAPHIC)
 
-    @classified(DataCategory.PERFORMANCE)
-    def learning_level(self) -> str | None:
-        value: str | None = self.row["learning_level"]
-        return value
+    learning_level: str | None = column("learning_level", DataCategory.PERFORMANCE)
 
     @classified(DataCategory.PERFORMANCE)
     async def progress(self, info: Info) -> StudentProgress | None:
@@ -454,10 +361,7 @@ class Student(Node):
         rows = await info.context.reads.responses(self.row["id"], first, assignment)
         return [Response.of(r) for r in rows]
 
-    @classified(DataCategory.USAGE)
-    def last_active_at(self) -> dt.datetime | None:
-        value: dt.datetime | None = self.row["last_active_at"]
-        return value
+    last_active_at: dt.datetime | None = column("last_active_at", DataCategory.USAGE)
 
     @classified(DataCategory.USAGE, description="Newest first.")
     async def activity(
@@ -527,34 +431,24 @@ async def student_connection(
 class Item(Node):
     row: strawberry.Private[Row]
 
-    id: strawberry.ID = strawberry.field(resolver=row_id)
+    id: strawberry.ID = column("id")
 
-    @strawberry.field
-    def prompt(self) -> str:
-        return str(self.row["prompt"])
+    prompt: str = column("prompt")
 
-    @strawberry.field
-    def choices(self) -> list[str]:
-        return list(self.row["choices"])
+    choices: list[str] = column("choices", convert=list)
 
-    @strawberry.field
-    def skill(self) -> str:
-        return str(self.row["skill"])
+    skill: str = column("skill")
 
 
 @strawberry.type
 class Assessment(Node):
     row: strawberry.Private[Row]
 
-    id: strawberry.ID = strawberry.field(resolver=row_id)
+    id: strawberry.ID = column("id")
 
-    @strawberry.field
-    def title(self) -> str:
-        return str(self.row["title"])
+    title: str = column("title")
 
-    @strawberry.field
-    def subject(self) -> str:
-        return str(self.row["subject"])
+    subject: str = column("subject")
 
     @strawberry.field
     async def items(self, info: Info) -> list[Item]:
@@ -566,11 +460,9 @@ class Assessment(Node):
 class Assignment(Node):
     row: strawberry.Private[Row]
 
-    id: strawberry.ID = strawberry.field(resolver=row_id)
+    id: strawberry.ID = column("id")
 
-    @strawberry.field
-    def title(self) -> str:
-        return str(self.row["title"])
+    title: str = column("title")
 
     @field(name="class")
     async def class_(self, info: Info) -> Class:
@@ -582,10 +474,7 @@ class Assignment(Node):
         row = await info.context.reads.assessment(self.row["assessment_id"])
         return Assessment(row=row)
 
-    @strawberry.field
-    def due_at(self) -> dt.datetime | None:
-        value: dt.datetime | None = self.row["due_at"]
-        return value
+    due_at: dt.datetime | None = column("due_at")
 
     @strawberry.field
     async def created_by(self, info: Info) -> Staff | None:
@@ -608,7 +497,7 @@ class Response(Node):
     def of(cls, row: Row) -> Response:
         return cls(row=row, district_key=str(row["district_id"]), subject_id=row["student_id"])
 
-    id: strawberry.ID = strawberry.field(resolver=row_id)
+    id: strawberry.ID = column("id")
 
     @strawberry.field
     async def item(self, info: Info) -> Item:
@@ -622,35 +511,17 @@ class Response(Node):
         row = await info.context.reads.assignment(self.row["assignment_id"])
         return None if row is None else Assignment(row=row)
 
-    @classified(DataCategory.WORK)
-    def answer(self) -> str | None:
-        value: str | None = self.row["answer"]
-        return value
+    answer: str | None = column("answer", DataCategory.WORK)
 
-    @classified(DataCategory.PERFORMANCE)
-    def correct(self) -> bool | None:
-        value: bool | None = self.row["correct"]
-        return value
+    correct: bool | None = column("correct", DataCategory.PERFORMANCE)
 
-    @classified(DataCategory.PERFORMANCE)
-    def score(self) -> float | None:
-        value: float | None = self.row["score"]
-        return value
+    score: float | None = column("score", DataCategory.PERFORMANCE)
 
-    @classified(DataCategory.PERFORMANCE)
-    def feedback(self) -> str | None:
-        value: str | None = self.row["feedback"]
-        return value
+    feedback: str | None = column("feedback", DataCategory.PERFORMANCE)
 
-    @classified(DataCategory.PERFORMANCE)
-    def submitted_at(self) -> dt.datetime | None:
-        value: dt.datetime | None = self.row["submitted_at"]
-        return value
+    submitted_at: dt.datetime | None = column("submitted_at", DataCategory.PERFORMANCE)
 
-    @classified(DataCategory.USAGE)
-    def time_spent_seconds(self) -> int | None:
-        value: int | None = self.row["time_spent_seconds"]
-        return value
+    time_spent_seconds: int | None = column("time_spent_seconds", DataCategory.USAGE)
 
 
 @strawberry.type
@@ -663,26 +534,15 @@ class ActivityEvent(Node):
     def of(cls, row: Row) -> ActivityEvent:
         return cls(row=row, district_key=str(row["district_id"]), subject_id=row["student_id"])
 
-    id: strawberry.ID = strawberry.field(resolver=row_id)
+    id: strawberry.ID = column("id")
 
-    @classified(DataCategory.USAGE)
-    def kind(self) -> ActivityKind | None:
-        return ActivityKind(self.row["kind"])
+    kind: ActivityKind | None = column("kind", DataCategory.USAGE, convert=ActivityKind)
 
-    @classified(DataCategory.USAGE)
-    def target(self) -> str | None:
-        value: str | None = self.row["target"]
-        return value
+    target: str | None = column("target", DataCategory.USAGE)
 
-    @classified(DataCategory.USAGE)
-    def occurred_at(self) -> dt.datetime | None:
-        value: dt.datetime | None = self.row["occurred_at"]
-        return value
+    occurred_at: dt.datetime | None = column("occurred_at", DataCategory.USAGE)
 
-    @classified(DataCategory.USAGE)
-    def duration_ms(self) -> int | None:
-        value: int | None = self.row["duration_ms"]
-        return value
+    duration_ms: int | None = column("duration_ms", DataCategory.USAGE)
 
 
 @strawberry.type
@@ -695,39 +555,18 @@ class DeviceSession(Node):
     def of(cls, row: Row) -> DeviceSession:
         return cls(row=row, district_key=str(row["district_id"]), subject_id=row["student_id"])
 
-    id: strawberry.ID = strawberry.field(resolver=row_id)
+    id: strawberry.ID = column("id")
 
-    @classified(DataCategory.DEVICE)
-    def started_at(self) -> dt.datetime | None:
-        value: dt.datetime | None = self.row["started_at"]
-        return value
+    started_at: dt.datetime | None = column("started_at", DataCategory.DEVICE)
 
-    @classified(DataCategory.DEVICE)
-    def ip_address(self) -> str | None:
-        value: str | None = self.row["ip_address"]
-        return value
+    ip_address: str | None = column("ip_address", DataCategory.DEVICE)
 
-    @classified(DataCategory.DEVICE)
-    def user_agent(self) -> str | None:
-        value: str | None = self.row["user_agent"]
-        return value
+    user_agent: str | None = column("user_agent", DataCategory.DEVICE)
 
-    @classified(DataCategory.DEVICE)
-    def browser(self) -> str | None:
-        value: str | None = self.row["browser"]
-        return value
+    browser: str | None = column("browser", DataCategory.DEVICE)
 
-    @classified(DataCategory.DEVICE)
-    def operating_system(self) -> str | None:
-        value: str | None = self.row["operating_system"]
-        return value
+    operating_system: str | None = column("operating_system", DataCategory.DEVICE)
 
-    @classified(DataCategory.DEVICE)
-    def device_type(self) -> str | None:
-        value: str | None = self.row["device_type"]
-        return value
+    device_type: str | None = column("device_type", DataCategory.DEVICE)
 
-    @classified(DataCategory.DEVICE)
-    def referrer(self) -> str | None:
-        value: str | None = self.row["referrer"]
-        return value
+    referrer: str | None = column("referrer", DataCategory.DEVICE)
