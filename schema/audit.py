@@ -19,6 +19,7 @@ import strawberry
 from permissions.errors import BadUserInput, Forbidden
 from resolvers.audit_log import MAX_SEQ, AuditFilters, audit_page
 from schema.base import Info, Node, PageInfo, check_first, id_argument
+from schema.declare import Relation, related
 from schema.enums import DataCategoryEnum, Decision, PurposeEnum, RoleEnum
 from schema.gate import Needs, gate
 
@@ -70,8 +71,9 @@ class AuditEntry(Node):
 
 @strawberry.type
 class AuditConnection:
-    nodes: list[AuditEntry]
-    page_info: PageInfo
+    # The district's logical entries, newest first, and where the page ends.
+    nodes: list[AuditEntry] = related(Relation("audit_nodes", many=True, order="{a}.lseq DESC"))
+    page_info: PageInfo = related(Relation("audit_page_info"))
 
 
 @strawberry.input

@@ -32,10 +32,11 @@ What it understands:
   its administrators its ``settings``);
 * the plain fields of Class, School, District, Student, Staff, Guardian,
   Response, Assignment, Assessment and Item, read from their one declaration
-  (``schema.columns.column``, ``declared_sql``), those of StudentProgress,
+  (``schema.declare.column``, ``declared_sql``), those of StudentProgress,
   SkillMastery and the other types that are not rows of their own
   (``COLUMNS``), and ``__typename``;
-* relationships (``RELATIONS``), any number side by side and nested to any
+* relationships (declared on their fields, ``schema.declare.relationship``;
+  ``_Builder.rows`` finds each one's rows), any number side by side and nested to any
   depth: a class's ``school``, ``teachers``, ``students`` and
   ``assignments``; a student's ``school``, ``classes``, ``progress`` (with
   its ``mastery``: the loader's SQL, ``resolvers.reads.PROGRESS``, its
@@ -130,7 +131,7 @@ from resolvers.scope import STAFF_ROLES, RowScope
 from schema.audit import as_utc, decode_seq
 from schema.base import Context, check_first
 from schema.classified import category_of, refusal
-from schema.columns import declared
+from schema.declare import Relation, declared_column, declared_relation
 from schema.types import note_search
 
 NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
@@ -151,7 +152,7 @@ def _timestamp(column: str) -> str:
 
 
 # Per type: the fields that are one column or expression over the row's alias
-# ``{a}`` and not declared as columns of their type (``schema.columns``; the
+# ``{a}`` and not declared as columns of their type (``schema.declare``; the
 # compiled plan reads those from their declaration, ``declared_sql``).
 COLUMNS: dict[str, dict[str, str]] = {
     # The caller, as the parameters of the request (see _Builder.rows).
@@ -232,84 +233,6 @@ COLUMNS: dict[str, dict[str, str]] = {
 ROUNDED = {"StudentProgress.averageScore": 4, "StudentProgress.percentCorrect": 2, "SkillMastery.level": 4}
 
 
-@dataclass(frozen=True)
-class Relation:
-    """A relationship field: how its rows are found (``_Builder.rows``), whether
-    it is a list, and a list's order over the row's alias (the loader's ORDER BY)."""
-
-    name: str
-    many: bool = False
-    order: str = ""
-    arguments: frozenset[str] = frozenset()
-    # Of a single object about its parent (progress): how many rows of its
-    # own sync list (mastery) the audit notes, over its alias.
-    count: str = ""
-
-
-RELATIONS: dict[str, dict[str, Relation]] = {
-    "Query": {
-        "class": Relation("class", arguments=frozenset({"id"})),
-        "student": Relation("student", arguments=frozenset({"id"})),
-        "me": Relation("me"),
-        "assignment": Relation("assignment", arguments=frozenset({"id"})),
-        "assessments": Relation(
-            "assessments", many=True, order="{a}.subject, {a}.title, {a}.id", arguments=frozenset({"subject"})
-        ),
-        "students": Relation("students", arguments=frozenset({"schoolId", "classId", "search", "first", "after"})),
-        "auditLog": Relation("audit_log", arguments=frozenset({"filter", "first", "after"})),
-        "dataRequests": Relation(
-            "data_requests", many=True, order="{a}.due_at, {a}.received_at, {a}.id", arguments=frozenset({"status"})
-        ),
-        "supportGrants": Relation("support_grants", many=True, order="{a}.created_at DESC, {a}.id"),
-    },
-    "SupportGrant": {"grantedBy": Relation("granted_by")},
-    # Query.auditLog's page: the district's logical entries, newest first.
-    "AuditConnection": {
-        "nodes": Relation("audit_nodes", many=True, order="{a}.lseq DESC"),
-        "pageInfo": Relation("audit_page_info"),
-    },
-    # Query.students's page: its students in id order (keyset pages), and where the page ends.
-    "StudentConnection": {
-        "nodes": Relation("page_nodes", many=True, order="{a}.id"),
-        "pageInfo": Relation("page_info"),
-    },
-    "Viewer": {
-        "staff": Relation("viewer_staff"),
-        "student": Relation("viewer_student"),
-        "guardian": Relation("viewer_guardian"),
-        "classes": Relation("viewer_classes", many=True, order="{a}.name, {a}.id"),
-        "district": Relation("viewer_district"),
-    },
-    "District": {
-        "schools": Relation("district_schools", many=True, order="{a}.name, {a}.id"),
-        "settings": Relation("district_settings"),
-    },
-    "DistrictSettings": {"retention": Relation("district_retention")},
-    "School": {"classes": Relation("school_classes", many=True, order="{a}.name, {a}.id")},
-    "Class": {
-        "school": Relation("school"),
-        "teachers": Relation("class_teachers", many=True, order="{a}.id"),
-        "students": Relation("class_students", many=True, order="{a}.id"),
-        "assignments": Relation("class_assignments", many=True, order="{a}.due_at NULLS LAST, {a}.id"),
-    },
-    "Student": {
-        "school": Relation("school"),
-        "classes": Relation("student_classes", many=True, order="{a}.name, {a}.id"),
-        "progress": Relation("progress", count="jsonb_array_length({a}.mastery)"),
-        "accessLog": Relation("access_log", arguments=frozenset({"first", "after"})),
-        "responses": Relation(
-            "student_responses",
-            many=True,
-            order="{a}.submitted_at DESC, {a}.id DESC",
-            arguments=frozenset({"first", "assignmentId"}),
-        ),
-    },
-    "Response": {"item": Relation("item"), "assignment": Relation("assignment")},
-    "Assignment": {"class": Relation("assignment_class"), "assessment": Relation("assessment")},
-    "Assessment": {"items": Relation("assessment_items", many=True, order="{a}.position, {a}.id")},
-    # Not a join: the progress row's jsonb, completed with its object (see _Builder.obj).
-    "StudentProgress": {"mastery": Relation("mastery", many=True)},
-}
 # The types whose classified fields are about a subject the statement can name:
 # a student (its own row), staff (no subject), a student's responses and
 # progress (the student whose field holds them), a progress's mastery.
@@ -623,7 +546,7 @@ class _Compilation:
             if node.selection_set is not None or node.arguments:
                 raise NotCompiled
             return Member(key, name, category, sql=column, field_node=node)
-        relation = RELATIONS.get(parent.name, {}).get(field_name)
+        relation = declared_relation(field_def.extensions.get("strawberry-definition"))
         child_type = _unwrap(field_def.type)
         if relation is None or node.selection_set is None or not isinstance(child_type, GraphQLObjectType):
             raise NotCompiled
@@ -647,10 +570,10 @@ class _Compilation:
 
 
 def declared_sql(field_def: GraphQLField) -> str | None:
-    """The SQL of a field declared as a column (``schema.columns.column``), over
+    """The SQL of a field declared as a column (``schema.declare.column``), over
     the row's alias ``{a}``, as the resolver path would serialize it: ids as
     text, timestamps as Strawberry writes them, lists as JSON arrays."""
-    found = declared(field_def.extensions.get("strawberry-definition"))
+    found = declared_column(field_def.extensions.get("strawberry-definition"))
     if found is None:
         return None
     output = field_def.type.of_type if isinstance(field_def.type, GraphQLNonNull) else field_def.type

@@ -10,6 +10,7 @@ from strawberry.scalars import JSON
 from permissions.enums import DataCategory
 from schema.base import Node
 from schema.classified import classified
+from schema.declare import Relation, related
 from schema.enums import ActivityKind, DataRequestKind, DataRequestStatus, Dimension, PurposeEnum, SuppressionReason
 from schema.types import Response, Staff
 
@@ -18,7 +19,7 @@ from schema.types import Response, Staff
 class SupportGrant(Node):
     id: strawberry.ID
     ticket: str
-    granted_by: Staff | None
+    granted_by: Staff | None = related(Relation("granted_by"))
     expires_at: dt.datetime
     revoked_at: dt.datetime | None
     user_ids: list[strawberry.ID] = strawberry.field(description="Empty means every user of the district.")

@@ -8,6 +8,7 @@ from permissions.errors import BadUserInput, NotFound
 from schema import governance_ops, reports, rights
 from schema.audit import AuditConnection, AuditFilter, audit_log
 from schema.base import Info, PublicInfo, field, id_argument, id_to_look_up
+from schema.declare import Relation, relationship
 from schema.enums import DataRequestStatus
 from schema.governance import AggregateReport, DataRequest, DeletionCertificate, ReportInput, SupportGrant
 from schema.policy import PolicyDocument
@@ -28,7 +29,7 @@ from schema.viewer import Viewer
 
 @strawberry.type
 class Query:
-    @strawberry.field
+    @relationship(Relation("me"))
     def me(self) -> Viewer:
         return Viewer()
 
@@ -46,21 +47,21 @@ class Query:
             raise NotFound("School not found")
         return School(row=row)
 
-    @field(name="class")
+    @relationship(Relation("class", arguments=frozenset({"id"})), name="class")
     async def class_(self, info: Info, id: strawberry.ID) -> Class | None:
         row = await info.context.reads.klass(id_to_look_up(id, "Class"))
         if row is None:
             raise NotFound("Class not found")
         return Class(row=row)
 
-    @strawberry.field
+    @relationship(Relation("student", arguments=frozenset({"id"})))
     async def student(self, info: Info, id: strawberry.ID) -> Student | None:
         row = await info.context.reads.student(id_to_look_up(id, "Student"))
         if row is None:
             raise NotFound("Student not found")
         return Student.of(row)
 
-    @strawberry.field
+    @relationship(Relation("students", arguments=frozenset({"schoolId", "classId", "search", "first", "after"})))
     async def students(
         self,
         info: Info,
@@ -99,12 +100,14 @@ class Query:
             )
         return connection
 
-    @strawberry.field
+    @relationship(
+        Relation("assessments", many=True, order="{a}.subject, {a}.title, {a}.id", arguments=frozenset({"subject"}))
+    )
     async def assessments(self, info: Info, subject: str | None = None) -> list[Assessment]:
         rows = await info.context.reads.assessments(subject)
         return [Assessment(row=r) for r in rows]
 
-    @strawberry.field
+    @relationship(Relation("assignment", arguments=frozenset({"id"})))
     async def assignment(self, info: Info, id: strawberry.ID) -> Assignment | None:
         row = await info.context.reads.assignment(id_to_look_up(id, "Assignment"))
         if row is None:
@@ -137,13 +140,17 @@ class Query:
     def policy_versions(self, info: PublicInfo) -> list[str]:
         return list(info.context.policies.versions())
 
-    @strawberry.field
+    @relationship(Relation("audit_log", arguments=frozenset({"filter", "first", "after"})))
     async def audit_log(
         self, info: Info, filter: AuditFilter | None = None, first: int | None = 100, after: str | None = None
     ) -> AuditConnection:
         return await audit_log(info, filter, first, after)
 
-    @strawberry.field
+    @relationship(
+        Relation(
+            "data_requests", many=True, order="{a}.due_at, {a}.received_at, {a}.id", arguments=frozenset({"status"})
+        )
+    )
     async def data_requests(self, info: Info, status: DataRequestStatus | None = None) -> list[DataRequest]:
         return await rights.data_requests(info, status)
 
@@ -153,6 +160,6 @@ class Query:
     ) -> list[DeletionCertificate]:
         return await rights.deletion_certificates(info, student_id)
 
-    @strawberry.field
+    @relationship(Relation("support_grants", many=True, order="{a}.created_at DESC, {a}.id"))
     async def support_grants(self, info: Info) -> list[SupportGrant]:
         return await governance_ops.support_grants(info)

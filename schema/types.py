@@ -26,9 +26,9 @@ from permissions.errors import BadUserInput, Forbidden
 from resolvers.principal import conditions_from_row, retention_from_row
 from resolvers.reads import Row, encode_cursor
 from schema.audit import AuditConnection, access_log
-from schema.base import Context, Info, Node, PageInfo, check_first, field, id_argument
+from schema.base import Context, Info, Node, PageInfo, check_first, id_argument
 from schema.classified import classified
-from schema.columns import column
+from schema.declare import Relation, column, related, relationship
 from schema.enums import ActivityKind, PurposeEnum, RoleEnum
 
 
@@ -85,7 +85,7 @@ class DistrictSettings:
     collect_device: bool
     collect_demographics: bool
     direct_record_access: bool
-    retention: RetentionSettings
+    retention: RetentionSettings = related(Relation("district_retention"))
 
     @classmethod
     def from_row(cls, row: Row) -> DistrictSettings:
@@ -115,12 +115,12 @@ class District(Node):
 
     accepted_policy_version: str = column("accepted_policy_version")
 
-    @strawberry.field
+    @relationship(Relation("district_schools", many=True, order="{a}.name, {a}.id"))
     async def schools(self, info: Info) -> list[School]:
         rows = await info.context.reads.schools_of_district(self.row["id"])
         return [School(row=r) for r in rows]
 
-    @field(description="DISTRICT_ADMIN only.")
+    @relationship(Relation("district_settings"), description="DISTRICT_ADMIN only.")
     def settings(self, info: Info) -> DistrictSettings | None:
         if info.context.principal.role is not Role.DISTRICT_ADMIN:
             raise Forbidden(
@@ -145,7 +145,7 @@ class School(Node):
         row = await info.context.reads.district(self.row["district_id"])
         return District(row=row)
 
-    @strawberry.field
+    @relationship(Relation("school_classes", many=True, order="{a}.name, {a}.id"))
     async def classes(self, info: Info) -> list[Class]:
         rows = await info.context.reads.classes_of_school(self.row["id"])
         return [Class(row=r) for r in rows]
@@ -167,22 +167,22 @@ class Class(Node):
 
     grade_level: str | None = column("grade_level")
 
-    @strawberry.field
+    @relationship(Relation("school"))
     async def school(self, info: Info) -> School:
         row = await info.context.reads.school(self.row["school_id"])
         return School(row=row)
 
-    @strawberry.field
+    @relationship(Relation("class_teachers", many=True, order="{a}.id"))
     async def teachers(self, info: Info) -> list[Staff]:
         rows = await info.context.reads.teachers_of_class(self.row["id"])
         return [Staff.of(r) for r in rows]
 
-    @strawberry.field
+    @relationship(Relation("class_students", many=True, order="{a}.id"))
     async def students(self, info: Info) -> list[Student]:
         rows = await info.context.reads.students_of_class(self.row["id"])
         return [Student.of(r) for r in rows]
 
-    @strawberry.field
+    @relationship(Relation("class_assignments", many=True, order="{a}.due_at NULLS LAST, {a}.id"))
     async def assignments(self, info: Info) -> list[Assignment]:
         rows = await info.context.reads.assignments_of_class(self.row["id"])
         return [Assignment(row=r) for r in rows]
@@ -274,7 +274,8 @@ class StudentProgress:
         value = self.row["percent_correct"]
         return None if value is None else round(float(value), 2)
 
-    @classified(DataCategory.PERFORMANCE)
+    # Not a join: the progress row's jsonb, completed with its object (schema.compiled._Builder.obj).
+    @relationship(Relation("mastery", many=True), DataCategory.PERFORMANCE)
     def mastery(self) -> list[SkillMastery] | None:
         import json
 
@@ -303,12 +304,12 @@ class Student(Node):
 
     id: strawberry.ID = column("id")
 
-    @strawberry.field
+    @relationship(Relation("school"))
     async def school(self, info: Info) -> School:
         row = await info.context.reads.school(self.row["school_id"])
         return School(row=row)
 
-    @strawberry.field
+    @relationship(Relation("student_classes", many=True, order="{a}.name, {a}.id"))
     async def classes(self, info: Info) -> list[Class]:
         rows = await info.context.reads.classes_of_student(self.row["id"])
         return [Class(row=r) for r in rows]
@@ -343,14 +344,23 @@ class Student(Node):
 
     learning_level: str | None = column("learning_level", DataCategory.PERFORMANCE)
 
-    @classified(DataCategory.PERFORMANCE)
+    @relationship(Relation("progress", count="jsonb_array_length({a}.mastery)"), DataCategory.PERFORMANCE)
     async def progress(self, info: Info) -> StudentProgress | None:
         row = await info.context.reads.progress(self.row["id"])
         if row is None:
             return None
         return StudentProgress(row=row, district_key=self.district_key, subject_id=self.subject_id)
 
-    @classified(DataCategory.PERFORMANCE, description="Newest first.")
+    @relationship(
+        Relation(
+            "student_responses",
+            many=True,
+            order="{a}.submitted_at DESC, {a}.id DESC",
+            arguments=frozenset({"first", "assignmentId"}),
+        ),
+        DataCategory.PERFORMANCE,
+        description="Newest first.",
+    )
     async def responses(
         self, info: Info, first: int | None = 20, assignment_id: strawberry.ID | None = None
     ) -> list[Response] | None:
@@ -382,15 +392,19 @@ class Student(Node):
         rows = await info.context.reads.guardians_of_student(self.row["id"])
         return [Guardian.of(r, self.subject_id) for r in rows]
 
-    @field(description="Who read or was refused this student's data: the record of disclosures.")
+    @relationship(
+        Relation("access_log", arguments=frozenset({"first", "after"})),
+        description="Who read or was refused this student's data: the record of disclosures.",
+    )
     async def access_log(self, info: Info, first: int | None = 50, after: str | None = None) -> AuditConnection | None:
         return await access_log(info, self.district_key, self.subject_id, first, after)
 
 
 @strawberry.type
 class StudentConnection:
-    nodes: list[Student]
-    page_info: PageInfo
+    # The page's students in id order (keyset pages), and where the page ends.
+    nodes: list[Student] = related(Relation("page_nodes", many=True, order="{a}.id"))
+    page_info: PageInfo = related(Relation("page_info"))
     total_count: int
 
 
@@ -450,7 +464,7 @@ class Assessment(Node):
 
     subject: str = column("subject")
 
-    @strawberry.field
+    @relationship(Relation("assessment_items", many=True, order="{a}.position, {a}.id"))
     async def items(self, info: Info) -> list[Item]:
         rows = await info.context.reads.items_of_assessment(self.row["id"])
         return [Item(row=r) for r in rows]
@@ -464,12 +478,12 @@ class Assignment(Node):
 
     title: str = column("title")
 
-    @field(name="class")
+    @relationship(Relation("assignment_class"), name="class")
     async def class_(self, info: Info) -> Class:
         row = await info.context.reads.klass(self.row["class_id"])
         return Class(row=row)
 
-    @strawberry.field
+    @relationship(Relation("assessment"))
     async def assessment(self, info: Info) -> Assessment:
         row = await info.context.reads.assessment(self.row["assessment_id"])
         return Assessment(row=row)
@@ -499,12 +513,12 @@ class Response(Node):
 
     id: strawberry.ID = column("id")
 
-    @strawberry.field
+    @relationship(Relation("item"))
     async def item(self, info: Info) -> Item:
         row = await info.context.reads.item(self.row["item_id"])
         return Item(row=row)
 
-    @strawberry.field
+    @relationship(Relation("assignment"))
     async def assignment(self, info: Info) -> Assignment | None:
         if self.row["assignment_id"] is None:
             return None
