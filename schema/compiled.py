@@ -10,7 +10,7 @@ PostGraphile and Hasura).
 
 What it understands:
 
-* roots: ``class(id:)``, ``student(id:)``, ``assignment(id:)``,
+* roots: ``district(id:)``, ``school(id:)``, ``class(id:)``, ``student(id:)``, ``assignment(id:)``,
   ``assessments(subject:)``, ``students(schoolId:, classId:, search:, first:,
   after:)`` (its ``nodes``, ``totalCount`` and ``pageInfo``: the keyset page of
   ``resolvers.reads.students_page``, cursors as ``encode_cursor`` writes them,
@@ -41,9 +41,10 @@ What it understands:
   ``assignments``; a student's ``school``, ``classes``, ``progress`` (with
   its ``mastery``: the loader's SQL, ``resolvers.reads.PROGRESS``, its
   averages rounded in Python as the resolvers round them) and
-  ``responses(first:, assignmentId:)``; a response's ``item`` and
-  ``assignment``; an assignment's ``class`` and ``assessment``; an
-  assessment's ``items``; a school's ``classes``. Each relationship may
+  ``responses(first:, assignmentId:)``, ``activity(first:, since:)`` and
+  ``deviceSessions(first:)``; a response's ``item`` and ``assignment``; an
+  assignment's ``class``, ``assessment`` and ``createdBy``; an assessment's
+  ``items``; a school's ``classes`` and ``district``. Each relationship may
   appear once in a document (no aliases of one relationship, no type nested
   inside itself), so that the order in which the resolver path notes its
   audit is known in advance: root after root (the resolver path completes a
@@ -244,7 +245,13 @@ SEARCH = ""  # Plan.marks: a search's names
 # are read (schema.rights.data_requests, schema.governance_ops.support_grants): the
 # operation, and whether it is the district administrators' only.
 ROOT_ENTRIES = {"data_requests": ("dataRequests", False), "support_grants": ("supportGrants", True)}
-ABOUT_PARENT = {"Response": "Student", "StudentProgress": "Student", "SkillMastery": "StudentProgress"}
+ABOUT_PARENT = {
+    "Response": "Student",
+    "ActivityEvent": "Student",
+    "DeviceSession": "Student",
+    "StudentProgress": "Student",
+    "SkillMastery": "StudentProgress",
+}
 
 
 # Viewer.staff, .student and .guardian: the caller's own row, for these roles only.
@@ -840,13 +847,15 @@ class _Builder:
             status = _enum_value(args.get("status"))
             where = f"{a}.district_id = {p(pr.district_id)}"
             return f"data_requests {a}", where if status is None else f"{where} AND {a}.status = {p(status)}"
-        if name == "granted_by":
-            # reads.staff: scoped staff
+        if name in ("granted_by", "created_by"):
+            # reads.staff: scoped staff, by the parent's column of the relationship's name
             return (
                 f"users {a}",
-                f"{a}.id = {parent}.granted_by AND {a}.role = ANY({p(list(STAFF_ROLES))}::text[]) "
-                f"AND {scope.staff(a, p)}",
+                f"{a}.id = {parent}.{name} AND {a}.role = ANY({p(list(STAFF_ROLES))}::text[]) AND {scope.staff(a, p)}",
             )
+        if name == "school_district":
+            # reads.district: the school's district, among the request's
+            return f"districts {a}", f"{a}.id = {parent}.district_id AND {a}.id = {self.visible()}"
         if name == "access_log":
             # Student.accessLog of the student(id:) root only: the student is the argument.
             if self.root_student is None or self.root_student[0] != parent or self.audit is not None:
@@ -878,6 +887,10 @@ class _Builder:
                 return f"users {a}", f"{a}.id = {p(wanted)} AND {a}.role = 'STUDENT' AND {scope.students(a, p)}"
             if name == "assignment":
                 return f"assignments {a}", f"{a}.district_id = {self.visible()} AND {a}.id = {p(wanted)}"
+            if name == "district_by_id":
+                return f"districts {a}", f"{a}.id = {p(wanted)} AND {a}.id = {self.visible()}"
+            if name == "school_by_id":
+                return f"schools {a}", f"{a}.district_id = {self.visible()} AND {a}.id = {p(wanted)}"
             raise NotCompiled
         keyed = KEYED.get(name)
         if keyed is not None:
@@ -917,6 +930,26 @@ class _Builder:
                 f"(SELECT r.* FROM responses r "
                 f"WHERE r.district_id = {parent}.district_id AND r.student_id = {parent}.id{extra} "
                 f"ORDER BY r.submitted_at DESC, r.id DESC LIMIT {p(first)}) {a}",
+                "true",
+            )
+        if name == "student_activity":
+            # reads.activity: newest first, from ``since`` when given
+            first = _page_size(args, 50)
+            since = args.get("since")
+            extra = "" if since is None else f" AND e.occurred_at >= {p(since)}"
+            return (
+                f"(SELECT e.* FROM activity_events e "
+                f"WHERE e.district_id = {parent}.district_id AND e.student_id = {parent}.id{extra} "
+                f"ORDER BY e.occurred_at DESC, e.id DESC LIMIT {p(first)}) {a}",
+                "true",
+            )
+        if name == "student_devices":
+            # reads.device_sessions: newest first
+            first = _page_size(args, 20)
+            return (
+                f"(SELECT d.* FROM device_sessions d "
+                f"WHERE d.district_id = {parent}.district_id AND d.student_id = {parent}.id "
+                f"ORDER BY d.started_at DESC, d.id DESC LIMIT {p(first)}) {a}",
                 "true",
             )
         if name == "progress":

@@ -33,14 +33,14 @@ class Query:
     def me(self) -> Viewer:
         return Viewer()
 
-    @strawberry.field
+    @relationship(Relation("district_by_id", arguments=frozenset({"id"})))
     async def district(self, info: Info, id: strawberry.ID) -> District | None:
         row = await info.context.reads.district(id_to_look_up(id, "District"))
         if row is None:
             raise NotFound("District not found")
         return District(row=row)
 
-    @strawberry.field
+    @relationship(Relation("school_by_id", arguments=frozenset({"id"})))
     async def school(self, info: Info, id: strawberry.ID) -> School | None:
         row = await info.context.reads.school(id_to_look_up(id, "School"))
         if row is None:

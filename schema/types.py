@@ -140,7 +140,7 @@ class School(Node):
 
     name: str = column("name")
 
-    @strawberry.field
+    @relationship(Relation("school_district"))
     async def district(self, info: Info) -> District:
         row = await info.context.reads.district(self.row["district_id"])
         return District(row=row)
@@ -373,7 +373,16 @@ class Student(Node):
 
     last_active_at: dt.datetime | None = column("last_active_at", DataCategory.USAGE)
 
-    @classified(DataCategory.USAGE, description="Newest first.")
+    @relationship(
+        Relation(
+            "student_activity",
+            many=True,
+            order="{a}.occurred_at DESC, {a}.id DESC",
+            arguments=frozenset({"first", "since"}),
+        ),
+        DataCategory.USAGE,
+        description="Newest first.",
+    )
     async def activity(
         self, info: Info, first: int | None = 50, since: dt.datetime | None = None
     ) -> list[ActivityEvent] | None:
@@ -381,7 +390,13 @@ class Student(Node):
         rows = await info.context.reads.activity(self.row["id"], first, since)
         return [ActivityEvent.of(r) for r in rows]
 
-    @classified(DataCategory.DEVICE, description="Newest first.")
+    @relationship(
+        Relation(
+            "student_devices", many=True, order="{a}.started_at DESC, {a}.id DESC", arguments=frozenset({"first"})
+        ),
+        DataCategory.DEVICE,
+        description="Newest first.",
+    )
     async def device_sessions(self, info: Info, first: int | None = 20) -> list[DeviceSession] | None:
         first = check_first(first, default=20)
         rows = await info.context.reads.device_sessions(self.row["id"], first)
@@ -490,7 +505,7 @@ class Assignment(Node):
 
     due_at: dt.datetime | None = column("due_at")
 
-    @strawberry.field
+    @relationship(Relation("created_by"))
     async def created_by(self, info: Info) -> Staff | None:
         if self.row["created_by"] is None:
             return None

@@ -71,6 +71,22 @@ WITH_TEACHERS = """query Mixed($id: ID!) {
   class(id: $id) { name teachers { firstName } students { id firstName } }
 }"""
 
+# A student's clickstream and devices, newest first, with their arguments.
+ACTIVITY = """query Activity($id: ID!, $first: Int, $since: DateTime) {
+  student(id: $id) {
+    id firstName
+    activity(first: $first, since: $since) { id kind target occurredAt durationMs }
+    deviceSessions(first: 2) { id startedAt browser operatingSystem deviceType ipAddress userAgent referrer }
+  }
+}"""
+
+# A district and a school by id; a school's district; an assignment's author.
+BY_ID = """query ById($district: ID!, $school: ID!, $assignment: ID!) {
+  district(id: $district) { id name minimumGroupSize }
+  school(id: $school) { id name district { id name } classes { id name } }
+  assignment(id: $assignment) { id title createdBy { id role firstName lastName email } }
+}"""
+
 NOT_COMPILED = """query Guardians($id: ID!) {
   class(id: $id) { name students { id firstName guardians { firstName } } }
 }"""
@@ -278,7 +294,9 @@ async def ids(owner: Any, users: dict[str, uuid.UUID]) -> dict[str, Any]:
     )
     child = await owner.fetchval("SELECT student_id FROM guardian_links WHERE guardian_id = $1", users[GUARDIAN])
     school = await owner.fetchval("SELECT school_id FROM classes WHERE id = $1", roster)
+    district = await owner.fetchval("SELECT district_id FROM classes WHERE id = $1", roster)
     return {
+        "district": str(district),
         "school": str(school),
         "roster": str(roster),
         "other": str(other),
@@ -495,6 +513,36 @@ CASES = [
     (TEACHER, "INSTRUCTION", DISTRICT_ONLY, {}, True),
     (GUARDIAN, "REPORTING", DISTRICT_ONLY, {}, True),
     (ANALYST, "PRODUCT_ANALYTICS", DISTRICT_ONLY, {}, False),
+    # A student's activity (USAGE) and devices (DEVICE), each purpose's decision, each argument.
+    (TEACHER, "INSTRUCTION", ACTIVITY, {"id": "student"}, True),
+    (TEACHER, "INSTRUCTION", ACTIVITY, {"id": "student", "first": 3}, True),
+    (TEACHER, "INSTRUCTION", ACTIVITY, {"id": "student", "since": "2020-01-01T00:00:00+00:00"}, True),
+    (TEACHER, "INSTRUCTION", ACTIVITY, {"id": "student", "first": 0}, True),
+    (TEACHER, "INSTRUCTION", ACTIVITY, {"id": "student", "first": 501}, False),  # out of range: its error
+    (TEACHER, "REPORTING", ACTIVITY, {"id": "student"}, True),
+    (PRINCIPAL, "REPORTING", ACTIVITY, {"id": "student"}, True),
+    (ADMIN, "RECORD_ACCESS", ACTIVITY, {"id": "student"}, True),
+    (STUDENT, "STUDENT_LEARNING", ACTIVITY, {"id": "student"}, True),
+    (GUARDIAN, "REPORTING", ACTIVITY, {"id": "child"}, True),
+    (OTHER_TEACHER, "INSTRUCTION", ACTIVITY, {"id": "student"}, False),  # out of scope: not found
+    # Roots by id, a school's district, an assignment's author (STAFF).
+    (TEACHER, "INSTRUCTION", BY_ID, {"district": "district", "school": "school", "assignment": "assignment"}, True),
+    (ADMIN, "REPORTING", BY_ID, {"district": "district", "school": "school", "assignment": "assignment"}, True),
+    (
+        STUDENT,
+        "STUDENT_LEARNING",
+        BY_ID,
+        {"district": "district", "school": "school", "assignment": "assignment"},
+        True,
+    ),
+    (
+        RIVERSIDE_ADMIN,
+        "REPORTING",
+        BY_ID,
+        {"district": "district", "school": "school", "assignment": "assignment"},
+        False,
+    ),
+    (TEACHER, "INSTRUCTION", BY_ID, {"district": "nope", "school": "school", "assignment": "assignment"}, False),
 ]
 
 
@@ -941,12 +989,29 @@ def test_every_field_of_a_row_type_is_declared_once_where_the_compiled_path_read
             else:
                 sql = declared_sql(graphql_field) or COLUMNS.get(type_name, {}).get(name)
                 assert sql is not None, f"{type_name}.{name} has no column"
-    assert undeclared == {
-        "School.district",
-        "School.students",
-        "Student.guardians",
-        "Student.activity",
-        "Student.deviceSessions",
-        "Assignment.createdBy",
-    }
+    assert undeclared == {"School.students", "Student.guardians"}
     assert declared_sql(schema.type_map["Student"].fields["lastActiveAt"]) is not None  # type: ignore[union-attr]
+
+
+async def test_a_student_s_activity_and_devices_read_alike_on_the_compiled_path(
+    client: httpx.AsyncClient, app: Any, owner: Any, recording: Recording, token_for: Any, ids: dict[str, Any]
+) -> None:
+    token = token_for(ADMIN, ALL_PURPOSES)  # a district administrator's record access reads both
+    (status, body), written, served = await both_paths(
+        app, client, owner, recording, token, "RECORD_ACCESS", ACTIVITY, {"id": ids["student"]}
+    )
+    assert served and status == 200 and "errors" not in body
+    student = body["data"]["student"]
+    assert student["activity"] and student["deviceSessions"]
+    times = [a["occurredAt"] for a in student["activity"]]
+    assert times == sorted(times, reverse=True)  # newest first
+    # The fields read about the student are its entry's: USAGE and DEVICE among them.
+    (entry,) = [e for e in written if str(e[1]) == ids["student"]]
+    assert {"Student.activity", "ActivityEvent.kind", "DeviceSession.ipAddress"} <= set(entry[3])
+    # From a time on: only what happened since, the same on both paths.
+    since = times[len(times) // 2]
+    (status, later), _, served = await both_paths(
+        app, client, owner, recording, token, "RECORD_ACCESS", ACTIVITY, {"id": ids["student"], "since": since}
+    )
+    assert served and status == 200
+    assert [a["occurredAt"] for a in later["data"]["student"]["activity"]] == [t for t in times if t >= since]
