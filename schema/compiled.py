@@ -41,8 +41,9 @@ What it understands:
   ``assignments``; a student's ``school``, ``classes``, ``progress`` (with
   its ``mastery``: the loader's SQL, ``resolvers.reads.PROGRESS``, its
   averages rounded in Python as the resolvers round them) and
-  ``responses(first:, assignmentId:)``, ``activity(first:, since:)`` and
-  ``deviceSessions(first:)``; a response's ``item`` and ``assignment``; an
+  ``responses(first:, assignmentId:)``, ``activity(first:, since:)``,
+  ``deviceSessions(first:)`` and ``guardians`` (with the link's
+  ``relationship``); a response's ``item`` and ``assignment``; an
   assignment's ``class``, ``assessment`` and ``createdBy``; an assessment's
   ``items``; a school's ``classes`` and ``district``. Each relationship may
   appear once in a document (no aliases of one relationship, no type nested
@@ -158,7 +159,8 @@ def _timestamp(column: str) -> str:
 COLUMNS: dict[str, dict[str, str]] = {
     # The caller, as the parameters of the request (see _Builder.rows).
     "Viewer": {"id": "{a}.id", "role": "{a}.role", "purpose": "{a}.purpose"},
-    "Guardian": {"relationship": "NULL::text"},  # a guardian read as the caller: no link, no relationship
+    # The link's relationship (Student.guardians); none for a guardian read as the caller (Viewer.guardian).
+    "Guardian": {"relationship": "{a}.relationship"},
     # Over the progress row (resolvers.reads.PROGRESS); the averages as float8, rounded as
     # the resolvers round them once the statement has run (ROUNDED).
     "StudentProgress": {
@@ -246,6 +248,7 @@ SEARCH = ""  # Plan.marks: a search's names
 # operation, and whether it is the district administrators' only.
 ROOT_ENTRIES = {"data_requests": ("dataRequests", False), "support_grants": ("supportGrants", True)}
 ABOUT_PARENT = {
+    "Guardian": "Student",  # a student's guardians; a guardian read as the caller is its own owner
     "Response": "Student",
     "ActivityEvent": "Student",
     "DeviceSession": "Student",
@@ -625,14 +628,15 @@ def _audit_levels(root: Member, slots: list[Slot], levels: list[Level]) -> None:
         if node is None:
             continue
         own: int | None = None
-        if node.type_name in OWNERS and (node.plain_noted or node.related_noted):
+        about_parent = ABOUT_PARENT.get(node.type_name) == member.name.partition(".")[0]
+        if node.type_name in OWNERS and not about_parent and (node.plain_noted or node.related_noted):
             own = len(slots)
             slots.append(Slot(path, node))
             if node.plain_noted:
                 levels.append(Level(own, node.plain_noted))
             if node.related_noted:
                 levels.append(Level(own, node.related_noted))
-        elif node.type_name in ABOUT_PARENT and node.type_name != "SkillMastery":
+        elif about_parent and node.type_name != "SkillMastery":
             noted = tuple(m for m in node.members if m.category is not None)
             if noted:
                 if parent_slot is None:
@@ -779,9 +783,10 @@ class _Builder:
         if name in VIEWER_ROLES:
             # The caller's own row, whatever the purpose (reads.self_row), for the roles the field is for.
             pr = scope.principal
+            rows = "(SELECT u.*, NULL::text AS relationship FROM users u)" if name == "viewer_guardian" else "users"
             if pr.district_id is None or pr.role not in VIEWER_ROLES[name]:
-                return f"users {a}", "false"
-            return f"users {a}", f"{a}.district_id = {p(pr.district_id)} AND {a}.id = {p(pr.user_id)}"
+                return f"{rows} {a}", "false"
+            return f"{rows} {a}", f"{a}.district_id = {p(pr.district_id)} AND {a}.id = {p(pr.user_id)}"
         if name == "viewer_district":
             # reads.district of the caller's own district (Viewer.district); none for platform users.
             pr = scope.principal
@@ -852,6 +857,13 @@ class _Builder:
             return (
                 f"users {a}",
                 f"{a}.id = {parent}.{name} AND {a}.role = ANY({p(list(STAFF_ROLES))}::text[]) AND {scope.staff(a, p)}",
+            )
+        if name == "student_guardians":
+            # reads.guardians_of_student: the student's guardians in scope, with the link's relationship
+            return (
+                "(SELECT gl.student_id AS child_id, gl.relationship, u.* FROM guardian_links gl "
+                f"JOIN users u ON u.district_id = gl.district_id AND u.id = gl.guardian_id) {a}",
+                f"{a}.child_id = {parent}.id AND {scope.guardians(a, p)}",
             )
         if name == "school_district":
             # reads.district: the school's district, among the request's

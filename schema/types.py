@@ -402,7 +402,7 @@ class Student(Node):
         rows = await info.context.reads.device_sessions(self.row["id"], first)
         return [DeviceSession.of(r) for r in rows]
 
-    @classified(DataCategory.CONTACT)
+    @relationship(Relation("student_guardians", many=True, order="{a}.id"), DataCategory.CONTACT)
     async def guardians(self, info: Info) -> list[Guardian] | None:
         rows = await info.context.reads.guardians_of_student(self.row["id"])
         return [Guardian.of(r, self.subject_id) for r in rows]

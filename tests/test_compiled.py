@@ -87,8 +87,18 @@ BY_ID = """query ById($district: ID!, $school: ID!, $assignment: ID!) {
   assignment(id: $assignment) { id title createdBy { id role firstName lastName email } }
 }"""
 
-NOT_COMPILED = """query Guardians($id: ID!) {
-  class(id: $id) { name students { id firstName guardians { firstName } } }
+GUARDIANS = """query Guardians($id: ID!) {
+  class(id: $id) { name students { id firstName guardians { id firstName lastName email phone relationship } } }
+}"""
+
+STUDENT_GUARDIANS = """query Contacts($id: ID!) {
+  me { guardian { id firstName relationship } }
+  student(id: $id) { id guardians { id firstName relationship } }
+}"""
+
+# A school's students (a connection) are read field by field.
+NOT_COMPILED = """query SchoolStudents($id: ID!) {
+  school(id: $id) { name students(first: 3) { nodes { id firstName } } }
 }"""
 
 
@@ -381,7 +391,15 @@ CASES = [
     (TEACHER, "INSTRUCTION", ROSTER, {"id": "riverside"}, False),  # another district: not found
     (TEACHER, "INSTRUCTION", ROSTER, {"id": "not-an-id"}, False),
     (TEACHER, "INSTRUCTION", WITH_TEACHERS, {"id": "roster"}, True),
-    (TEACHER, "INSTRUCTION", NOT_COMPILED, {"id": "roster"}, False),
+    (TEACHER, "INSTRUCTION", NOT_COMPILED, {"id": "school"}, False),
+    (TEACHER, "INSTRUCTION", GUARDIANS, {"id": "roster"}, True),
+    (TEACHER, "REPORTING", GUARDIANS, {"id": "roster"}, True),
+    (PRINCIPAL, "REPORTING", GUARDIANS, {"id": "roster"}, True),
+    (ADMIN, "RECORD_ACCESS", GUARDIANS, {"id": "roster"}, True),
+    (STUDENT, "STUDENT_LEARNING", GUARDIANS, {"id": "roster"}, True),
+    (GUARDIAN, "REPORTING", GUARDIANS, {"id": "roster"}, True),
+    (GUARDIAN, "REPORTING", STUDENT_GUARDIANS, {"id": "child"}, True),
+    (ADMIN, "RECORD_ACCESS", STUDENT_GUARDIANS, {"id": "student"}, True),
     (TEACHER, "STUDENT_LEARNING", ROSTER, {"id": "roster"}, False),
     (PRINCIPAL, "INSTRUCTION", ROSTER, {"id": "roster"}, True),
     (ADMIN, "REPORTING", ROSTER, {"id": "roster"}, True),  # WORK is not REPORTING's: errors
@@ -989,7 +1007,7 @@ def test_every_field_of_a_row_type_is_declared_once_where_the_compiled_path_read
             else:
                 sql = declared_sql(graphql_field) or COLUMNS.get(type_name, {}).get(name)
                 assert sql is not None, f"{type_name}.{name} has no column"
-    assert undeclared == {"School.students", "Student.guardians"}
+    assert undeclared == {"School.students"}
     assert declared_sql(schema.type_map["Student"].fields["lastActiveAt"]) is not None  # type: ignore[union-attr]
 
 
