@@ -45,7 +45,8 @@ What it understands:
   ``deviceSessions(first:)`` and ``guardians`` (with the link's
   ``relationship``); a response's ``item`` and ``assignment``; an
   assignment's ``class``, ``assessment`` and ``createdBy``; an assessment's
-  ``items``; a school's ``classes`` and ``district``. Each relationship may
+  ``items``; a school's ``classes``, ``district`` and ``students(first:,
+  after:)`` (the students root's page, of the school). Each relationship may
   appear once in a document (no aliases of one relationship, no type nested
   inside itself), so that the order in which the resolver path notes its
   audit is known in advance: root after root (the resolver path completes a
@@ -822,8 +823,9 @@ class _Builder:
             if not isinstance(subject, str):
                 raise NotCompiled
             return f"assessments {a}", f"{a}.subject = {p(subject)}"
-        if parent is None and name == "students":
-            self.page = page = self.students_page(args)
+        if (parent is None and name == "students") or name == "school_students":
+            # Query.students, or a school's (School.students: the same page, of the parent school)
+            self.page = page = self.students_page(args, None if parent is None else f"{parent}.id")
             last = "(array_agg(q.id ORDER BY q.id DESC))[1]"
             found = "json_agg(json_build_array(q.district_id, q.id) ORDER BY q.id)" if page.search else "NULL::json"
             return (
@@ -995,8 +997,9 @@ class _Builder:
         )
         return _AuditPage(district, filters, before, first, self.p)
 
-    def students_page(self, args: dict[str, Any]) -> _Page:
-        """Query.students's page as resolvers.reads.students_page reads it; any
+    def students_page(self, args: dict[str, Any], school_row: str | None = None) -> _Page:
+        """Query.students's page as resolvers.reads.students_page reads it (of
+        the school whose id is the SQL ``school_row``, for School.students); any
         argument the resolver would refuse (a search this purpose may not make, a
         size out of range, a cursor or an id it cannot read) is NotCompiled."""
         p, scope = self.p, self.scope
@@ -1018,6 +1021,8 @@ class _Builder:
         except (ValueError, TypeError):
             raise NotCompiled from None
         matching = students_matching(scope, p, school_id=school, class_id=klass, search=search or None)
+        if school_row is not None:
+            matching += f" AND u.school_id = {school_row}"
         page = matching + (f" AND u.id > {p(after)}" if after is not None else "")
         return _Page(matching, page, p(first), bool(search))
 

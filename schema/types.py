@@ -150,7 +150,7 @@ class School(Node):
         rows = await info.context.reads.classes_of_school(self.row["id"])
         return [Class(row=r) for r in rows]
 
-    @strawberry.field
+    @relationship(Relation("school_students", arguments=frozenset({"first", "after"})))
     async def students(self, info: Info, first: int | None = 50, after: str | None = None) -> StudentConnection:
         return await student_connection(info, school_id=self.row["id"], first=first, after=after)
 

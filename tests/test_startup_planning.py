@@ -25,7 +25,7 @@ from tests.test_tokens import PRODUCTION_AUDIT_KEY, Keys, make_keys, production
 
 SHARED_OPERATIONS = Path(__file__).with_name("operations")  # the copy of ../shared/operations
 # Roster with its students' guardians: a read today's planner refuses (the resolver path serves it).
-REFUSED = "query SchoolStudents($id: ID!) { school(id: $id) { name students(first: 3) { nodes { firstName } } } }\n"
+REFUSED = "query Twice($id: ID!) { class(id: $id) { a: students { id } b: students { firstName } } }\n"
 MUTATION = "mutation Submit($input: SubmitResponseInput!) { submitResponse(input: $input) { correct } }\n"
 REPORT = (
     "query Performance($districtId: ID!) { performanceReport(input: { scope: { districtId: $districtId }, "
@@ -85,11 +85,11 @@ def _planner_refuses(text: str) -> bool:
 async def test_a_query_that_cannot_be_planned_stops_production_and_is_named(
     settings: Settings, keys: Keys, db: DatabaseUrls, tmp_path: Path
 ) -> None:
-    operations = folder(tmp_path, {"roster.graphql": CLASS_VIEW, "students.graphql": REFUSED})
+    operations = folder(tmp_path, {"roster.graphql": CLASS_VIEW, "twice.graphql": REFUSED})
     with pytest.raises(SystemExit) as stopped:
         await start(strict(settings, keys, operations), db)
     message = str(stopped.value)
-    assert "students.graphql: operation SchoolStudents cannot be planned" in message
+    assert "twice.graphql: operation Twice cannot be planned" in message
     assert "ClassView" not in message  # the planned one is not blamed
 
 
@@ -140,11 +140,11 @@ def test_planning_that_is_not_strict_logs_each_query_left_to_the_resolver_path(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     schema = graphql_schema(build_schema(load_policy_set(())))
-    operations = folder(tmp_path, {"roster.graphql": CLASS_VIEW, "students.graphql": REFUSED})
+    operations = folder(tmp_path, {"roster.graphql": CLASS_VIEW, "twice.graphql": REFUSED})
     registry = OperationRegistry(operations, Checker(schema, Limits(), True))
     with caplog.at_level(logging.WARNING, logger="pledgeql.app"):
         assert plan_operations(registry, Planner(schema), strict=False) == 1
-    assert any("SchoolStudents" in m for m in caplog.messages)
+    assert any("Twice" in m for m in caplog.messages)
 
 
 async def test_production_starts_with_every_shared_operation_planned(
