@@ -742,7 +742,7 @@ class _Builder:
         self.variables = variables
         self.denied = denied
         self.p = Params()
-        self.page: _Page | None = None
+        self.pages: dict[str, _Page] = {}  # a students connection's row alias -> its page
         self.audit: _AuditPage | None = None
         self.root_student: tuple[str, uuid.UUID] | None = None  # the student(id:) root's alias and id
         self.aliases = 0
@@ -825,7 +825,7 @@ class _Builder:
             return f"assessments {a}", f"{a}.subject = {p(subject)}"
         if (parent is None and name == "students") or name == "school_students":
             # Query.students, or a school's (School.students: the same page, of the parent school)
-            self.page = page = self.students_page(args, None if parent is None else f"{parent}.id")
+            self.pages[a] = page = self.students_page(args, None if parent is None else f"{parent}.id")
             last = "(array_agg(q.id ORDER BY q.id DESC))[1]"
             found = "json_agg(json_build_array(q.district_id, q.id) ORDER BY q.id)" if page.search else "NULL::json"
             return (
@@ -836,8 +836,8 @@ class _Builder:
                 f"FROM users u WHERE {page.page} ORDER BY u.id LIMIT {page.first}) q) l) {a}",
                 "true",
             )
-        if name == "page_nodes" and self.page is not None:
-            page = self.page
+        if name == "page_nodes" and parent in self.pages:
+            page = self.pages[parent]
             return f"(SELECT u.* FROM users u WHERE {page.page} ORDER BY u.id LIMIT {page.first}) {a}", "true"
         if name == "page_info":
             cursor = STUDENT_CURSOR.format(c=f"{parent}.last_id")
@@ -1126,7 +1126,7 @@ def statement(
             limit = ""
         columns = [f"{inner} AS data", *(f"{expr} AS s{i}" for i, expr in slots.items())]
         r = f"r{n}"
-        if root.relation.name == "students" and b.page is not None and b.page.search:
+        if root.relation.name == "students" and a in b.pages and b.pages[a].search:
             columns.append(f"json_build_array({a}.found, {a}.total_count) AS search")
             search = f"{r}.search"
         joins.append(

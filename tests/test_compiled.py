@@ -104,6 +104,15 @@ SCHOOL_STUDENTS = """query SchoolStudents($id: ID!, $first: Int, $after: String)
   }
 }"""
 
+# A search whose students' school pages its own students: each connection its own page
+# (a connection's nodes may be asked once in a document: the first only lists them).
+SEARCH_NESTED = """query Nested($search: String) {
+  students(search: $search, first: 3) {
+    totalCount
+    nodes { id firstName school { students(first: 2) { totalCount pageInfo { hasNextPage } } } }
+  }
+}"""
+
 # One relationship asked twice (under two aliases): read field by field.
 NOT_COMPILED = """query Twice($id: ID!) {
   class(id: $id) { a: students { id } b: students { firstName } }
@@ -401,6 +410,9 @@ CASES = [
     (TEACHER, "INSTRUCTION", WITH_TEACHERS, {"id": "roster"}, True),
     (TEACHER, "INSTRUCTION", NOT_COMPILED, {"id": "roster"}, False),
     (TEACHER, "INSTRUCTION", SCHOOL_STUDENTS, {"id": "school"}, True),
+    (TEACHER, "INSTRUCTION", SEARCH_NESTED, {"search": "a"}, True),
+    (ADMIN, "RECORD_ACCESS", SEARCH_NESTED, {"search": "e"}, True),
+    (PRINCIPAL, "REPORTING", SEARCH_NESTED, {}, True),
     (TEACHER, "INSTRUCTION", SCHOOL_STUDENTS, {"id": "school", "first": 2}, True),
     (TEACHER, "INSTRUCTION", SCHOOL_STUDENTS, {"id": "school", "first": 0}, True),
     (TEACHER, "INSTRUCTION", SCHOOL_STUDENTS, {"id": "school", "first": 501}, False),
