@@ -52,7 +52,8 @@ What it understands:
   audit is known in advance: root after root (the resolver path completes a
   query's roots one after another, ``server.graphql_http.SerialRoots``), and
   within a root level by level;
-* fragments (named and inline) on the type they are spread in;
+* fragments (named and inline) on the type they are spread in or on an
+  interface it implements (``... on Node``);
 * ``@include`` and ``@skip`` on fields and fragments, with literals or
   variables: a plan is made for the values the request gives the variables
   they read (``condition_variables``), each set of values planned once;
@@ -60,8 +61,7 @@ What it understands:
   first asked, as graphql-core merges it).
 
 Anything else in a document (another root or field, another directive, a
-fragment on an interface, a relationship asked twice) leaves the document to
-the resolver path.
+relationship asked twice) leaves the document to the resolver path.
 
 The policy is enforced exactly as on the resolver path, from the same parts:
 
@@ -517,7 +517,9 @@ class _Compilation:
                 condition, inner = fragment.type_condition, fragment.selection_set
             else:
                 raise NotCompiled
-            if condition is not None and condition.name.value != parent.name:
+            # On the parent's own type, or on an interface it implements (``... on Node``):
+            # the fragment applies to every object here. Any other condition: the resolver path.
+            if condition is not None and condition.name.value not in _applies_to(parent):
                 raise NotCompiled
             out.extend(self.fields(parent, inner))
         kept: dict[str, FieldNode] = {}
@@ -595,6 +597,11 @@ def declared_sql(field_def: GraphQLField) -> str | None:
     if getattr(output, "name", None) == "DateTime":
         return _timestamp(found.name)
     return f"{{a}}.{found.name}"
+
+
+def _applies_to(parent: GraphQLObjectType) -> set[str]:
+    """The type conditions a fragment may name to apply to every object of ``parent``."""
+    return {parent.name, *(i.name for i in parent.interfaces)}
 
 
 def _page_size(args: dict[str, Any], default: int) -> int:

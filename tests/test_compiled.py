@@ -113,6 +113,16 @@ SEARCH_NESTED = """query Nested($search: String) {
   }
 }"""
 
+# Fragments on the Node interface, inline and named, beside the type's own.
+ON_NODE = """query OnNode($id: ID!) {
+  class(id: $id) {
+    ... on Node { id }
+    students { ...Identified ... on Student { firstName } __typename }
+    assignments { ... on Node { __typename id } title }
+  }
+}
+fragment Identified on Node { id __typename }"""
+
 # One relationship asked twice (under two aliases): read field by field.
 NOT_COMPILED = """query Twice($id: ID!) {
   class(id: $id) { a: students { id } b: students { firstName } }
@@ -411,6 +421,8 @@ CASES = [
     (TEACHER, "INSTRUCTION", NOT_COMPILED, {"id": "roster"}, False),
     (TEACHER, "INSTRUCTION", SCHOOL_STUDENTS, {"id": "school"}, True),
     (TEACHER, "INSTRUCTION", SEARCH_NESTED, {"search": "a"}, True),
+    (TEACHER, "INSTRUCTION", ON_NODE, {"id": "roster"}, True),
+    (ADMIN, "REPORTING", ON_NODE, {"id": "roster"}, True),
     (ADMIN, "RECORD_ACCESS", SEARCH_NESTED, {"search": "e"}, True),
     (PRINCIPAL, "REPORTING", SEARCH_NESTED, {}, True),
     (TEACHER, "INSTRUCTION", SCHOOL_STUDENTS, {"id": "school", "first": 2}, True),
