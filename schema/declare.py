@@ -8,7 +8,8 @@
   on ``Query``, from the request): how the compiled plan finds them
   (``Relation``: its way of finding them, ``schema.compiled._Builder.rows``,
   whether it is a list, a list's order, the arguments it takes). Its resolver
-  stays the method it decorates (the resolver path's loaders).
+  stays the method it decorates (the resolver path's loaders); ``related``
+  declares one whose value its object already holds (a connection's nodes).
 
 The declaration stays on the field (``declared_column``, ``declared_relation``),
 which is where the compiled plan reads it (``schema.compiled``): the SQL that

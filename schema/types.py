@@ -106,7 +106,6 @@ class District(Node):
     row: strawberry.Private[Row]
 
     id: strawberry.ID = column("id")
-
     name: str = column("name")
 
     minimum_group_size: int = column(
@@ -137,7 +136,6 @@ class School(Node):
     row: strawberry.Private[Row]
 
     id: strawberry.ID = column("id")
-
     name: str = column("name")
 
     @relationship(Relation("school_district"))
@@ -160,11 +158,8 @@ class Class(Node):
     row: strawberry.Private[Row]
 
     id: strawberry.ID = column("id")
-
     name: str = column("name")
-
     subject: str | None = column("subject")
-
     grade_level: str | None = column("grade_level")
 
     @relationship(Relation("school"))
@@ -202,13 +197,9 @@ class Staff(Node):
         return cls(row=row, district_key=str(row["district_id"]), subject_id=None)
 
     id: strawberry.ID = column("id")
-
     role: RoleEnum = column("role", convert=RoleEnum)
-
     first_name: str | None = column("first_name", DataCategory.STAFF)
-
     last_name: str | None = column("last_name", DataCategory.STAFF)
-
     email: str | None = column("email", DataCategory.STAFF)
 
 
@@ -223,13 +214,9 @@ class Guardian(Node):
         return cls(row=row, district_key=str(row["district_id"]), subject_id=child_id)
 
     id: strawberry.ID = column("id")
-
     first_name: str | None = column("first_name", DataCategory.CONTACT)
-
     last_name: str | None = column("last_name", DataCategory.CONTACT)
-
     email: str | None = column("email", DataCategory.CONTACT)
-
     phone: str | None = column("phone", DataCategory.CONTACT)
 
     @classified(DataCategory.CONTACT)
@@ -315,33 +302,19 @@ class Student(Node):
         return [Class(row=r) for r in rows]
 
     first_name: str | None = column("first_name", DataCategory.DIRECTORY)
-
     last_name: str | None = column("last_name", DataCategory.DIRECTORY)
-
     preferred_name: str | None = column("preferred_name", DataCategory.DIRECTORY)
-
     username: str | None = column("username", DataCategory.DIRECTORY)
-
     grade_level: str | None = column("grade_level", DataCategory.DIRECTORY)
-
     student_number: str | None = column("student_number", DataCategory.IDENTIFIER)
-
     state_id: str | None = column("state_id", DataCategory.IDENTIFIER)
-
     email: str | None = column("email", DataCategory.IDENTIFIER)
-
     gender: str | None = column("gender", DataCategory.DEMOGRAPHIC)
-
     birth_date: dt.date | None = column("birth_date", DataCategory.DEMOGRAPHIC)
-
     ethnicity: list[str] | None = column("ethnicity", DataCategory.DEMOGRAPHIC, convert=list)
-
     english_learner: bool | None = column("english_learner", DataCategory.DEMOGRAPHIC)
-
     special_education: bool | None = column("special_education", DataCategory.DEMOGRAPHIC)
-
     economically_disadvantaged: bool | None = column("economically_disadvantaged", DataCategory.DEMOGRAPHIC)
-
     learning_level: str | None = column("learning_level", DataCategory.PERFORMANCE)
 
     @relationship(Relation("progress", count="jsonb_array_length({a}.mastery)"), DataCategory.PERFORMANCE)
@@ -461,11 +434,8 @@ class Item(Node):
     row: strawberry.Private[Row]
 
     id: strawberry.ID = column("id")
-
     prompt: str = column("prompt")
-
     choices: list[str] = column("choices", convert=list)
-
     skill: str = column("skill")
 
 
@@ -474,9 +444,7 @@ class Assessment(Node):
     row: strawberry.Private[Row]
 
     id: strawberry.ID = column("id")
-
     title: str = column("title")
-
     subject: str = column("subject")
 
     @relationship(Relation("assessment_items", many=True, order="{a}.position, {a}.id"))
@@ -490,7 +458,6 @@ class Assignment(Node):
     row: strawberry.Private[Row]
 
     id: strawberry.ID = column("id")
-
     title: str = column("title")
 
     @relationship(Relation("assignment_class"), name="class")
@@ -541,15 +508,10 @@ class Response(Node):
         return None if row is None else Assignment(row=row)
 
     answer: str | None = column("answer", DataCategory.WORK)
-
     correct: bool | None = column("correct", DataCategory.PERFORMANCE)
-
     score: float | None = column("score", DataCategory.PERFORMANCE)
-
     feedback: str | None = column("feedback", DataCategory.PERFORMANCE)
-
     submitted_at: dt.datetime | None = column("submitted_at", DataCategory.PERFORMANCE)
-
     time_spent_seconds: int | None = column("time_spent_seconds", DataCategory.USAGE)
 
 
@@ -564,13 +526,9 @@ class ActivityEvent(Node):
         return cls(row=row, district_key=str(row["district_id"]), subject_id=row["student_id"])
 
     id: strawberry.ID = column("id")
-
     kind: ActivityKind | None = column("kind", DataCategory.USAGE, convert=ActivityKind)
-
     target: str | None = column("target", DataCategory.USAGE)
-
     occurred_at: dt.datetime | None = column("occurred_at", DataCategory.USAGE)
-
     duration_ms: int | None = column("duration_ms", DataCategory.USAGE)
 
 
@@ -585,17 +543,10 @@ class DeviceSession(Node):
         return cls(row=row, district_key=str(row["district_id"]), subject_id=row["student_id"])
 
     id: strawberry.ID = column("id")
-
     started_at: dt.datetime | None = column("started_at", DataCategory.DEVICE)
-
     ip_address: str | None = column("ip_address", DataCategory.DEVICE)
-
     user_agent: str | None = column("user_agent", DataCategory.DEVICE)
-
     browser: str | None = column("browser", DataCategory.DEVICE)
-
     operating_system: str | None = column("operating_system", DataCategory.DEVICE)
-
     device_type: str | None = column("device_type", DataCategory.DEVICE)
-
     referrer: str | None = column("referrer", DataCategory.DEVICE)
