@@ -208,7 +208,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "revokedAt": _timestamp("revoked_at"),
         "userIds": "COALESCE(to_json({a}.user_ids::text[]), '[]'::json)",
     },
-    # Over the page's row (_Builder.connection): its scoped total, and the cursor of its last student
+    # Over the page's row (built in _Builder.rows): its scoped total, and the cursor of its last student
     # as resolvers.reads.encode_cursor writes it (URL-safe base64 of "id:" and the id's 16 bytes, unpadded).
     "StudentConnection": {"totalCount": "{a}.total_count"},
     "PageInfo": {"hasNextPage": "{a}.has_next", "endCursor": "{a}.end_cursor"},
