@@ -94,7 +94,7 @@ import functools
 import re
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -368,6 +368,10 @@ class Level:
         return tuple(out)
 
 
+# A level's fields as noted per decision (decision, fields, categories), and its denied members.
+Shape = tuple[list[tuple[bool, dict[str, None], dict[str, None]]], list[Member]]
+
+
 @dataclass(frozen=True)
 class Plan:
     roots: tuple[Member, ...]  # the root fields that read, in the document's order
@@ -383,6 +387,26 @@ class Plan:
     # order: its own entry once its rows are read (its field, about no one), or (SEARCH)
     # a search's names.
     marks: tuple[tuple[int, str], ...] = ()
+    # ``shape``'s answers, kept with the plan (which is made once per document).
+    _shapes: dict[tuple[int, int, frozenset[DataCategory]], Shape] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def shape(
+        self,
+        level: int,
+        members: tuple[Member, ...],
+        decisions: dict[DataCategory, Decision],
+        denied: frozenset[DataCategory],
+    ) -> Shape:
+        """``_shape`` of a level's members (of a width: a progress's mastery levels
+        noted or not) under decisions that deny ``denied``: the same for every
+        request with the same denied categories."""
+        key = (level, len(members), denied)
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shapes[key] = _shape(members, decisions)
+        return shape
 
 
 def _unwrap(graphql_type: Any) -> Any:
@@ -1180,6 +1204,23 @@ def _rows(value: Any, path: tuple[tuple[str, bool], ...]) -> list[tuple[tuple[st
     return [(at, item) for at, item in level if item is not None]
 
 
+def _reported(value: Any, path: tuple[tuple[str, bool], ...]) -> list[Any]:
+    """A slot's reported arrays, in order: ``_rows`` without the response paths,
+    which only a denied field's errors need."""
+    level: list[Any] = [value]
+    for _, many in path:
+        below: list[Any] = []
+        for item in level:
+            if item is None:
+                continue
+            if many:
+                below += item
+            else:
+                below.append(item)
+        level = below
+    return [item for item in level if item is not None]
+
+
 def _objects(value: Any, path: tuple[tuple[str, bool], ...]) -> Iterator[dict[str, Any]]:
     """The response's objects at ``path`` (response keys, and whether each is a list)."""
     if not path:
@@ -1235,11 +1276,10 @@ class CompiledReads:
         its page's names first, as the students root does before its fields
         complete (``schema.types.note_search``)."""
         district = str(ctx.principal.district_id)
-        purpose = ctx.purpose.value
-        found: list[tuple[Level, list[tuple[tuple[str | int, ...], Any]]]] = []
+        found: list[tuple[Level, list[Any]]] = []
         for level in plan.levels:
-            rows = _rows(reported[level.slot], plan.slots[level.slot].path)
-            for _, row in rows:
+            rows = _reported(reported[level.slot], plan.slots[level.slot].path)
+            for row in rows:
                 if row[0] != district:
                     return None
             found.append((level, rows))
@@ -1254,23 +1294,20 @@ class CompiledReads:
         errors: list[tuple[GraphQLError, list[str | int]]] = []
         # One error per denied field, shared by its occurrences: only the path differs.
         refused: dict[int, GraphQLError] = {}
+        denied_categories = frozenset(c for c, d in decisions.items() if d.allowed is not True)
         for index, (level, rows) in enumerate(found):
             self.before_level(plan, ctx, index, page, total, search)
-            # Per width of the level's rows (a progress's mastery levels noted or not):
-            # its fields as noted per decision, and its denied members.
-            shapes: dict[int, tuple[list[tuple[bool, dict[str, None], dict[str, None]]], list[Member]]] = {}
             if level.inline is None:
                 # Every row resolves the level's members: noted together, in row order.
-                every = shapes[len(level.members)] = _shape(level.members, decisions)
-                audit.note_rows(district, [_subject(row) for _, row in rows], every[0])
-                if not every[1]:
+                noted, denied = plan.shape(index, level.members, decisions, denied_categories)
+                audit.note_rows(district, [row[1] if len(row) > 1 else None for row in rows], noted)
+                if not denied:
                     continue
-            for path, row in rows:
+            # The rows' paths in the response: wanted for the denied fields' errors, and
+            # for a level whose width varies by row (a progress's mastery levels noted or not).
+            for path, row in _rows(reported[level.slot], plan.slots[level.slot].path):
                 members = level.members if level.inline is None else level.noted(row)
-                shape = shapes.get(len(members))
-                if shape is None:
-                    shape = shapes[len(members)] = _shape(members, decisions)
-                noted, denied = shape
+                noted, denied = plan.shape(index, members, decisions, denied_categories)
                 if level.inline is not None:
                     audit.note_rows(district, [_subject(row)], noted)
                 if not denied:
@@ -1278,7 +1315,7 @@ class CompiledReads:
                 places = [path] if level.under is None else [(*path, level.under.key, i) for i in range(row[2])]
                 for m in denied:
                     if m.category is not None and id(m) not in refused:
-                        error = refusal(m.category.value, purpose, decisions[m.category])
+                        error = refusal(m.category.value, ctx.purpose.value, decisions[m.category])
                         refused[id(m)] = located_error(error, [m.field_node] if m.field_node else None)
                 for place in places:
                     for m in denied:
@@ -1343,9 +1380,7 @@ def _subject(row: list[Any]) -> str | None:
     return row[1] if len(row) > 1 else None
 
 
-def _shape(
-    members: tuple[Member, ...], decisions: dict[DataCategory, Decision]
-) -> tuple[list[tuple[bool, dict[str, None], dict[str, None]]], list[Member]]:
+def _shape(members: tuple[Member, ...], decisions: dict[DataCategory, Decision]) -> Shape:
     """A level's fields as the collector groups them (per decision, in order of
     first appearance), and its denied members."""
     out: dict[bool, tuple[dict[str, None], dict[str, None]]] = {}
