@@ -31,12 +31,21 @@ from resolvers.db import Db, Params
 MAX_SEQ = 2**63 - 1  # the largest seq (bigint); a cursor past it is refused
 MAX_SUBJECT_PAGE = 2**31 - 1  # pledgeql_audit_subject_page's limit is an integer; above it, every record
 
+# A record's field or category names from their codes, in order, as
+# pledgeql_audit_names (migration 0013) gives them (a code with no name left
+# out), but over one map of every code made once per statement (the
+# uncorrelated subquery is evaluated once): the function, called twice a
+# record, cost a page of fifty records 0.75 ms of its 2 ms.
+_NAMES = (
+    "ARRAY(SELECT x.n FROM (SELECT (SELECT jsonb_object_agg(code, name) FROM audit_names) ->> u.c::text AS n, u.i "
+    "FROM unnest({codes}) WITH ORDINALITY u(c, i)) x WHERE x.n IS NOT NULL ORDER BY x.i)"
+)
 # The logical entry's columns, read from either store; a stored entry is a
-# record of one subject. Names come from their codes (pledgeql_audit_names).
+# record of one subject. Names come from their codes (_NAMES).
 _RECORDS = (
     "SELECT seq, id, at, request_id, client_request_id, trace_id, actor_id, actor_role, purpose, justification, "
-    "operation_name, subjects, pledgeql_audit_names(fields) AS fields, "
-    "pledgeql_audit_names(categories) AS categories, decision, break_glass FROM audit_records"
+    f"operation_name, subjects, {_NAMES.format(codes='fields')} AS fields, "
+    f"{_NAMES.format(codes='categories')} AS categories, decision, break_glass FROM audit_records"
 )
 _ENTRIES = (
     "SELECT seq, id, at, request_id, client_request_id, trace_id, actor_id, actor_role, purpose, justification, "
