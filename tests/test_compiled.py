@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -100,7 +100,11 @@ STUDENT_GUARDIANS = """query Contacts($id: ID!) {
 SCHOOL_STUDENTS = """query SchoolStudents($id: ID!, $first: Int, $after: String) {
   school(id: $id) {
     name
-    students(first: $first, after: $after) { totalCount pageInfo { hasNextPage endCursor } nodes { id firstName } }
+    students(first: $first, after: $after) {
+      n: totalCount
+      info: pageInfo { end: endCursor more: hasNextPage }
+      nodes { id firstName }
+    }
   }
 }"""
 
@@ -772,32 +776,48 @@ async def test_a_denied_progress_is_null_with_its_error_and_nothing_below_it_rea
     assert fields == ["Student.progress", "Student.responses"]
 
 
+async def walked_to_the_end(
+    page: Callable[[int, str | None], Awaitable[dict[str, Any]]],
+) -> tuple[list[str], dict[str, Any]]:
+    """A students connection (``n``, ``info { end more }``, ``nodes { id }``) read whole,
+    then walked three at a time from the start along its cursors: each page counts
+    them all and says whether more follow, and the walk meets every student once,
+    in order. The students' ids, and the last page."""
+    whole = await page(500, None)
+    everyone = [s["id"] for s in whole["nodes"]]
+    assert len(everyone) == whole["n"] > 4
+    assert everyone == sorted(everyone)
+    walked: list[str] = []
+    after = None
+    part = whole
+    for _ in range(len(everyone)):
+        part = await page(3, after)
+        walked += [s["id"] for s in part["nodes"]]
+        assert part["n"] == len(everyone)
+        assert part["info"]["more"] is (len(walked) < len(everyone))
+        if not part["info"]["more"]:
+            break
+        after = part["info"]["end"]
+    assert walked == everyone
+    return everyone, part
+
+
 @pytest.mark.parametrize(("user", "purpose"), [(TEACHER, "INSTRUCTION"), (ADMIN, "RECORD_ACCESS")])
 async def test_students_pages_follow_their_cursors_to_the_end_on_the_compiled_path(
     app: Any, client: httpx.AsyncClient, owner: Any, recording: Recording, token_for: Any, user: str, purpose: str
 ) -> None:
     token = token_for(user, ALL_PURPOSES)
-    (status, body), _, served = await both_paths(app, client, owner, recording, token, purpose, PAGE, {"first": 500})
-    assert served and status == 200
-    everyone = [s["id"] for s in body["data"]["students"]["nodes"]]
-    assert len(everyone) == body["data"]["students"]["n"] > 4
-    assert everyone == sorted(everyone)
-    walked: list[str] = []
-    after = None
-    for _ in range(len(everyone)):
-        variables = {"first": 3, "after": after}
+
+    async def page(first: int, after: str | None) -> dict[str, Any]:
+        variables = {"first": first, "after": after}
         (status, body), _, served = await both_paths(app, client, owner, recording, token, purpose, PAGE, variables)
         assert served and status == 200
-        page = body["data"]["students"]
-        walked += [s["id"] for s in page["nodes"]]
-        assert page["n"] == len(everyone)
-        assert page["info"]["more"] is (len(walked) < len(everyone))
-        if not page["info"]["more"]:
-            break
-        after = page["info"]["end"]
-    assert walked == everyone
+        students: dict[str, Any] = body["data"]["students"]
+        return students
+
+    everyone, last = await walked_to_the_end(page)
     # After the last student: an empty page, with no cursor and nothing more.
-    past = {"first": 3, "after": page["info"]["end"]}
+    past = {"first": 3, "after": last["info"]["end"]}
     (_, body), _, served = await both_paths(app, client, owner, recording, token, purpose, PAGE, past)
     assert served
     assert body["data"]["students"] == {"n": len(everyone), "info": {"end": None, "more": False}, "nodes": []}
@@ -1090,17 +1110,4 @@ async def test_a_school_s_students_page_to_the_end_on_the_compiled_path(
         students: dict[str, Any] = body["data"]["school"]["students"]
         return students
 
-    whole = await page(500, None)
-    everyone = [s["id"] for s in whole["nodes"]]
-    assert len(everyone) == whole["totalCount"] > 4 and everyone == sorted(everyone)
-    walked: list[str] = []
-    after = None
-    while True:
-        part = await page(3, after)
-        walked += [s["id"] for s in part["nodes"]]
-        assert part["totalCount"] == len(everyone)
-        assert part["pageInfo"]["hasNextPage"] is (len(walked) < len(everyone))
-        if not part["pageInfo"]["hasNextPage"]:
-            break
-        after = part["pageInfo"]["endCursor"]
-    assert walked == everyone
+    await walked_to_the_end(page)

@@ -24,7 +24,7 @@ from server.settings import Settings
 from tests.test_tokens import PRODUCTION_AUDIT_KEY, Keys, make_keys, production
 
 SHARED_OPERATIONS = Path(__file__).with_name("operations")  # the copy of ../shared/operations
-# Roster with its students' guardians: a read today's planner refuses (the resolver path serves it).
+# One relationship asked twice (under two aliases): a read today's planner refuses (the resolver path serves it).
 REFUSED = "query Twice($id: ID!) { class(id: $id) { a: students { id } b: students { firstName } } }\n"
 MUTATION = "mutation Submit($input: SubmitResponseInput!) { submitResponse(input: $input) { correct } }\n"
 REPORT = (
