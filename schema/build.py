@@ -20,7 +20,7 @@ from permissions.policy import PolicySet
 from schema.catalog import NON_PERSONAL_FIELDS, PERSONAL_TYPE_NAMES
 from schema.classified import category_of
 from schema.descriptions import keep_descriptions
-from schema.direct import install_direct_resolvers
+from schema.direct import install_direct_resolvers, install_plain_types
 from schema.gate import check_operations
 from schema.mutation import Mutation
 from schema.query import Query
@@ -133,5 +133,6 @@ def build_schema(policies: PolicySet, schema: strawberry.Schema | None = None) -
         # A schema built for a test may hold only some of the operations.
         check_operation_fields(schema)
     install_direct_resolvers(graphql_schema(schema))
+    install_plain_types(graphql_schema(schema))
     keep_descriptions(graphql_schema(schema), {name: c.value for name, c in _fields(schema) if c is not None})
     return schema

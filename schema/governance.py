@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -104,6 +106,9 @@ class AggregateReport:
     rows: list[AggregateRow]
     total: AggregateRow
     suppressed_rows: int
+    # Its completed forms, per shape of selection (schema.direct.PlainCompletion): a
+    # report kept for many requests (resolvers/report_cache.py) is completed once per shape.
+    completions: strawberry.Private[dict[Any, Any]] = dataclasses.field(default_factory=dict)
 
 
 @strawberry.input(description="Exactly one of the fields; allDistricts is for internal roles only.")

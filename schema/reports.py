@@ -437,9 +437,17 @@ async def _report(info: Info, input: ReportInput, kind: Kind) -> AggregateReport
         _record(ctx, kind, request, False)
         raise
     _record(ctx, kind, request, True)
-    report = await run_report(ctx.db, plan.universe, request.group_by, plan.fixed, plan.k, plan.counterparts)
+    report = await ctx.reports.report(
+        ctx.db,
+        plan.universe,
+        request.group_by,
+        plan.fixed,
+        plan.k,
+        plan.counterparts,
+        lambda: run_report(ctx.db, plan.universe, request.group_by, plan.fixed, plan.k, plan.counterparts),
+    )
     labels = await load_labels(ctx.db, request.group_by, report)
-    return to_graphql(kind, request.group_by, report, labels)
+    return ctx.reports.shown(report, labels, lambda: to_graphql(kind, request.group_by, report, labels))
 
 
 # ----------------------------------------------------------------- the labels

@@ -14,6 +14,7 @@ from permissions.policy import PolicySet, Rule
 from permissions.principal import Principal
 from resolvers.db import Db
 from resolvers.reads import Reads
+from resolvers.report_cache import ReportCache
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class RequestContext:
     # Run once the request's transaction has ended: with None once it has
     # committed, with the error otherwise.
     after_commit: list[Callable[[BaseException | None], None]] = field(default_factory=list)
+    # The server's computed reports (kept while what they count is unchanged);
+    # a context made without one keeps its reports to itself.
+    reports: ReportCache = field(default_factory=ReportCache)
 
     @property
     def home_district_key(self) -> str:

@@ -31,9 +31,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from graphql import Executor, GraphQLSchema, OperationDefinitionNode, OperationType
+from graphql import (
+    Executor,
+    GraphQLObjectType,
+    GraphQLResolveInfo,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    OperationType,
+)
 from graphql import execute as graphql_execute
+from graphql.execution.collect_fields import FieldDetailsList
 from graphql.execution.values import VariableValues
+from graphql.pyutils import Path
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -44,8 +53,10 @@ from permissions.errors import RequestError
 from permissions.policy import PolicySet
 from resolvers.principal import load_conditions, load_principal, support_tickets
 from resolvers.reads import Reads
+from resolvers.report_cache import ReportCache
 from resolvers.scope import RowScope
 from schema.compiled import CompiledReads, Plan, Planner
+from schema.direct import PLAIN, Fallback, PlainCompletion
 from server.auth import TokenClaims, TokenVerifier
 from server.context import ClientInfo, PublicContext, RequestContext
 from server.documents import (
@@ -111,6 +122,24 @@ class SerialRoots(Executor[Any]):
     def execute_operation(self, serially: bool | None = None) -> Any:
         return super().execute_operation(True if serially is None else serially)
 
+    def complete_object_value(
+        self,
+        return_type: GraphQLObjectType,
+        field_details_list: FieldDetailsList,
+        info: GraphQLResolveInfo[Any],
+        path: Path,
+        result: Any,
+        position_context: Any,
+    ) -> Any:
+        """A plain type's value in one pass (schema.direct), else graphql-core's completion."""
+        plain = return_type.extensions.get(PLAIN)
+        if plain is not None:
+            try:
+                return PlainCompletion(self.collect_subfields).object(return_type, plain, field_details_list, result)
+            except Fallback:
+                pass
+        return super().complete_object_value(return_type, field_details_list, info, path, result, position_context)
+
 
 @dataclass(frozen=True, slots=True)
 class Call:
@@ -172,6 +201,7 @@ class GraphQLEndpoint:
         self.documents = DocumentCache(schema, limits=self.limits, production=production, registry=registry)
         self.compiled = compiled
         self.planner = Planner(schema)
+        self.reports = ReportCache()
 
     # ------------------------------------------------------------ the request, top-down
 
@@ -387,6 +417,7 @@ class GraphQLEndpoint:
             client=client,
             read_only=read_only,
             rls_key=settable,
+            reports=self.reports,
         )
 
     # ------------------------------------------------------------ execution and audit
