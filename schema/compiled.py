@@ -48,7 +48,9 @@ What it understands:
   ``items``; a school's ``classes``, ``district`` and ``students(first:,
   after:)`` (the students root's page, of the school). Each relationship may
   appear once in a document (no aliases of one relationship, no type nested
-  inside itself), so that the order in which the resolver path notes its
+  inside itself; asked under one key in several places, by two fragments
+  say, it is one relationship whose selection is theirs in turn, as
+  graphql-core merges them), so that the order in which the resolver path notes its
   audit is known in advance: root after root (the resolver path completes a
   query's roots one after another, ``server.graphql_http.SerialRoots``), and
   within a root level by level;
@@ -61,7 +63,7 @@ What it understands:
   first asked, as graphql-core merges it).
 
 Anything else in a document (another root or field, another directive, a
-relationship asked twice) leaves the document to the resolver path.
+relationship asked twice under two keys) leaves the document to the resolver path.
 
 The policy is enforced exactly as on the resolver path, from the same parts:
 
@@ -119,6 +121,7 @@ from graphql import (
     VariableNode,
     Visitor,
     located_error,
+    print_ast,
     visit,
 )
 from graphql.execution.values import VariableValues, get_argument_values, get_directive_values
@@ -309,6 +312,8 @@ class Member:
     child: Node | None = None
     field_def: GraphQLField | None = None
     field_node: FieldNode | None = None
+    # Every node the field was asked at under its key (its errors' locations).
+    field_nodes: tuple[FieldNode, ...] = ()
     typename: str | None = None
     static: bool = False  # a root answered from memory (STATIC_ROOTS)
     # An operation of the policy whose allowed read is an entry of its own, with no
@@ -464,6 +469,8 @@ class _Compilation:
         self.variables = variables
         self.categories: set[DataCategory] = set()
         self.used: set[str] = set()
+        # A field asked under one key more than once: every node it was asked at (``merged``).
+        self.located: dict[int, tuple[FieldNode, ...]] = {}
 
     def included(self, selection: FieldNode | InlineFragmentNode | FragmentSpreadNode) -> bool:
         """Whether ``@include`` / ``@skip`` keep the selection, as graphql-core decides it."""
@@ -546,17 +553,41 @@ class _Compilation:
             if condition is not None and condition.name.value not in _applies_to(parent):
                 raise NotCompiled
             out.extend(self.fields(parent, inner))
-        kept: dict[str, FieldNode] = {}
+        keyed: dict[str, list[FieldNode]] = {}
         for f in out:
-            key = (f.alias or f.name).value
-            seen = kept.get(key)
-            if seen is None:
-                kept[key] = f
-            elif not (_leaf(seen) and _leaf(f) and seen.name.value == f.name.value):
-                raise NotCompiled  # merged relationships or arguments: the resolver path
-        if len(kept) > MAX_KEYS:
+            keyed.setdefault((f.alias or f.name).value, []).append(f)
+        if len(keyed) > MAX_KEYS:
             raise NotCompiled  # very wide objects: the resolver path
-        return list(kept.values())  # a leaf asked twice is one key, where first asked
+        return [nodes[0] if len(nodes) == 1 else self.merged(nodes) for nodes in keyed.values()]
+
+    def merged(self, nodes: list[FieldNode]) -> FieldNode:
+        """The fields asked under one key, as graphql-core executes them: once, at
+        the first's place. A leaf asked twice is that leaf; a relationship asked
+        twice (by two fragments, say) reads once, its selection the selections of
+        each in turn (graphql-core's collect_subfields order). Either way an error
+        of the field is located at every one of them (``located``)."""
+        first = nodes[0]
+        if any(n.name.value != first.name.value for n in nodes):
+            raise NotCompiled  # validation merges only the same field
+        if all(_leaf(n) for n in nodes):
+            kept = first
+        elif (
+            all(n.selection_set is not None for n in nodes)
+            and len({tuple(print_ast(a) for a in n.arguments or ()) for n in nodes}) == 1
+        ):
+            selections = tuple(s for n in nodes if n.selection_set is not None for s in n.selection_set.selections)
+            kept = FieldNode(
+                alias=first.alias,
+                name=first.name,
+                arguments=first.arguments,
+                directives=(),  # each one's @include / @skip decided already (``fields``)
+                selection_set=SelectionSetNode(selections=selections),
+                loc=first.loc,
+            )
+        else:
+            raise NotCompiled
+        self.located[id(kept)] = tuple(nodes)
+        return kept
 
     def member(self, parent: GraphQLObjectType, node: FieldNode) -> Member:
         field_name = node.name.value
@@ -582,7 +613,7 @@ class _Compilation:
         if column is not None:
             if node.selection_set is not None or node.arguments:
                 raise NotCompiled
-            return Member(key, name, category, sql=column, field_node=node)
+            return Member(key, name, category, sql=column, field_node=node, field_nodes=self.nodes_of(node))
         relation = declared_relation(field_def.extensions.get("strawberry-definition"))
         child_type = _unwrap(field_def.type)
         if relation is None or node.selection_set is None or not isinstance(child_type, GraphQLObjectType):
@@ -602,8 +633,20 @@ class _Compilation:
             raise NotCompiled  # classified fields about a subject this plan cannot name
         gated = name in GATED
         return Member(
-            key, name, category, relation=relation, child=child, field_def=field_def, field_node=node, gated=gated
+            key,
+            name,
+            category,
+            relation=relation,
+            child=child,
+            field_def=field_def,
+            field_node=node,
+            field_nodes=self.nodes_of(node),
+            gated=gated,
         )
+
+    def nodes_of(self, node: FieldNode) -> tuple[FieldNode, ...]:
+        """Where the field was asked: at every node merged into ``node``, or at ``node``."""
+        return self.located.get(id(node), (node,))
 
 
 def declared_sql(field_def: GraphQLField) -> str | None:
@@ -1316,7 +1359,7 @@ class CompiledReads:
                 for m in denied:
                     if m.category is not None and id(m) not in refused:
                         error = refusal(m.category.value, ctx.purpose.value, decisions[m.category])
-                        refused[id(m)] = located_error(error, [m.field_node] if m.field_node else None)
+                        refused[id(m)] = located_error(error, list(m.field_nodes) or None)
                 for place in places:
                     for m in denied:
                         errors.append((refused[id(m)], [*place, m.key]))

@@ -132,6 +132,21 @@ NOT_COMPILED = """query Twice($id: ID!) {
   class(id: $id) { a: students { id } b: students { firstName } }
 }"""
 
+# One relationship under one key in two fragments (as colocated client fragments
+# write it), nested merges, a denied field asked in both, @include on one of them:
+# read once, its selection the fragments' in turn, as graphql-core merges them.
+MERGED = """query Merged($id: ID!, $r: Boolean = true) {
+  class(id: $id) {
+    id
+    ...Roster
+    ...Results
+    students @include(if: $r) { lastName responses(first: 2) { id } }
+  }
+}
+fragment Roster on Class { students { id firstName ...Grade responses(first: 2) { answer } } }
+fragment Results on Class { students { firstName responses(first: 2) { answer score } school { name } } }
+fragment Grade on Student { gradeLevel school { id } }"""
+
 
 # Sibling relationships and nesting: the teacher app's results screen, and more.
 CLASS_SCREEN = """query Screen($id: ID!, $assignment: ID) {
@@ -423,6 +438,10 @@ CASES = [
     (TEACHER, "INSTRUCTION", ROSTER, {"id": "not-an-id"}, False),
     (TEACHER, "INSTRUCTION", WITH_TEACHERS, {"id": "roster"}, True),
     (TEACHER, "INSTRUCTION", NOT_COMPILED, {"id": "roster"}, False),
+    (TEACHER, "INSTRUCTION", MERGED, {"id": "roster"}, True),
+    (TEACHER, "INSTRUCTION", MERGED, {"id": "roster", "r": False}, True),
+    (TEACHER, "REPORTING", MERGED, {"id": "roster"}, True),  # answer denied in both fragments: both locations
+    (ADMIN, "RECORD_ACCESS", MERGED, {"id": "roster"}, True),
     (TEACHER, "INSTRUCTION", SCHOOL_STUDENTS, {"id": "school"}, True),
     (TEACHER, "INSTRUCTION", SEARCH_NESTED, {"search": "a"}, True),
     (TEACHER, "INSTRUCTION", ON_NODE, {"id": "roster"}, True),

@@ -271,6 +271,12 @@ async def oracle(
     body, wanted = served.json(), expected.json()
     assert _errors(body) == _errors(wanted)
     written = sorted(map(repr, await entries(owner, served_id)))
+    if _path(served) == "resolvers" and any(code != "FORBIDDEN" for _, code in _errors(body)):
+        # Both answered by the resolver path, and an error (an argument refused in a
+        # non-null field, say) nulled a parent while its siblings were still being read:
+        # which of them were read first, and noted, is the event loop's order, not the
+        # plan's. There is no compiled answer to compare with.
+        return body, wanted, _path(served)
     assert written == sorted(map(repr, await entries(owner, expected_id)))
     return body, wanted, _path(served)
 
