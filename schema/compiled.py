@@ -900,19 +900,26 @@ class _Builder:
         if (parent is None and name == "students") or name == "school_students":
             # Query.students, or a school's (School.students: the same page, of the parent school)
             self.pages[a] = page = self.students_page(args, None if parent is None else f"{parent}.id")
-            last = "(array_agg(q.id ORDER BY q.id DESC))[1]"
-            found = "json_agg(json_build_array(q.district_id, q.id) ORDER BY q.id)" if page.search else "NULL::json"
+            # The page and one more row, read once: the page's ids (its nodes read them
+            # by id), its last, and whether there is a next.
+            in_page = f"q.n <= {page.first}"
+            found = (
+                f"json_agg(json_build_array(q.district_id, q.id) ORDER BY q.id) FILTER (WHERE {in_page})"
+                if page.search
+                else "NULL::json"
+            )
             return (
-                f"(SELECT c.total_count, l.last_id, l.found, EXISTS (SELECT 1 FROM users u WHERE {page.page} "
-                f"AND (l.last_id IS NULL OR u.id > l.last_id)) AS has_next "
+                f"(SELECT c.total_count, l.ids[least(cardinality(l.ids), {page.first})] AS last_id, l.found, "
+                f"l.ids[1:{page.first}] AS ids, coalesce(cardinality(l.ids), 0) > {page.first} AS has_next "
                 f"FROM (SELECT count(*) AS total_count FROM users u WHERE {page.matching}) c "
-                f"CROSS JOIN (SELECT {last} AS last_id, {found} AS found FROM (SELECT u.id, u.district_id "
-                f"FROM users u WHERE {page.page} ORDER BY u.id LIMIT {page.first}) q) l) {a}",
+                f"CROSS JOIN (SELECT array_agg(q.id ORDER BY q.id) AS ids, {found} AS found "
+                f"FROM (SELECT u.id, u.district_id, row_number() OVER (ORDER BY u.id) AS n "
+                f"FROM users u WHERE {page.page} ORDER BY u.id LIMIT {page.first} + 1) q) l) {a}",
                 "true",
             )
         if name == "page_nodes" and parent in self.pages:
-            page = self.pages[parent]
-            return f"(SELECT u.* FROM users u WHERE {page.page} ORDER BY u.id LIMIT {page.first}) {a}", "true"
+            # The page's rows, by the ids its connection read (in scope: they are of its page).
+            return f"(SELECT u.* FROM users u WHERE u.id = ANY ({parent}.ids) ORDER BY u.id) {a}", "true"
         if name == "page_info":
             cursor = STUDENT_CURSOR.format(c=f"{parent}.last_id")
             return f"(SELECT {parent}.has_next, {cursor} AS end_cursor) {a}", "true"
