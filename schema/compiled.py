@@ -46,10 +46,10 @@ What it understands:
   ``relationship``); a response's ``item`` and ``assignment``; an
   assignment's ``class``, ``assessment`` and ``createdBy``; an assessment's
   ``items``; a school's ``classes``, ``district`` and ``students(first:,
-  after:)`` (the students root's page, of the school). Each relationship may
-  appear once in a document (no aliases of one relationship, no type nested
-  inside itself; asked under one key in several places, by two fragments
-  say, it is one relationship whose selection is theirs in turn, as
+  after:)`` (the students root's page, of the school). Each relationship is
+  read under one object only (aliases of it side by side, or of one root, but
+  no type nested inside itself; asked under one key in several places, by two
+  fragments say, it is one relationship whose selection is theirs in turn, as
   graphql-core merges them), so that the order in which the resolver path notes its
   audit is known in advance: root after root (the resolver path completes a
   query's roots one after another, ``server.graphql_http.SerialRoots``), and
@@ -63,7 +63,7 @@ What it understands:
   first asked, as graphql-core merges it).
 
 Anything else in a document (another root or field, another directive, a
-relationship asked twice under two keys) leaves the document to the resolver path.
+relationship read again under another object) leaves the document to the resolver path.
 
 The policy is enforced exactly as on the resolver path, from the same parts:
 
@@ -468,7 +468,10 @@ class _Compilation:
         self.fragments = fragments
         self.variables = variables
         self.categories: set[DataCategory] = set()
-        self.used: set[str] = set()
+        # Each relationship read, and the object (its parent field's node; 0 at the
+        # root) whose selection it is in: a relationship may be read again only there.
+        self.used: dict[str, int] = {}
+        self.context = 0
         # A field asked under one key more than once: every node it was asked at (``merged``).
         self.located: dict[int, tuple[FieldNode, ...]] = {}
 
@@ -620,14 +623,19 @@ class _Compilation:
             raise NotCompiled
         if any(a.name.value not in relation.arguments for a in node.arguments or ()):
             raise NotCompiled
-        if name in self.used:
-            # A relationship read twice (aliases, a type inside itself): the
-            # resolver path's loaders batch them together, in an order this plan
-            # does not reproduce.
+        if self.used.setdefault(name, self.context) != self.context:
+            # A relationship read again under another object (a type inside itself,
+            # the same relationship of two aliased parents): the resolver path's
+            # loaders answer the second from their cache, sooner than its level, in an
+            # order this plan does not reproduce. Under one object (aliases of one
+            # relationship side by side, or of one root) they load together.
             raise NotCompiled
-        self.used.add(name)
-        selected = self.fields(child_type, node.selection_set)
-        child = Node(child_type.name, tuple(self.member(child_type, f) for f in selected))
+        outer, self.context = self.context, id(node)
+        try:
+            selected = self.fields(child_type, node.selection_set)
+            child = Node(child_type.name, tuple(self.member(child_type, f) for f in selected))
+        finally:
+            self.context = outer
         classified = any(m.category is not None for m in child.members)
         if classified and child.type_name not in OWNERS and ABOUT_PARENT.get(child.type_name) != parent.name:
             raise NotCompiled  # classified fields about a subject this plan cannot name

@@ -128,8 +128,21 @@ ON_NODE = """query OnNode($id: ID!) {
 fragment Identified on Node { id __typename }"""
 
 # One relationship asked twice (under two aliases): read field by field.
-NOT_COMPILED = """query Twice($id: ID!) {
-  class(id: $id) { a: students { id } b: students { firstName } }
+# One relationship twice under one object (aliases side by side), and one root twice.
+TWICE = """query Twice($id: ID!) {
+  class(id: $id) { a: students { id } b: students { firstName lastName } }
+}"""
+TWICE_DEEPER = """query TwiceDeeper($id: ID!, $student: ID!) {
+  class(id: $id) {
+    a: students { id firstName }
+    b: students { gradeLevel school { name } }
+  }
+  student(id: $student) { recent: responses(first: 2) { score } older: responses(first: 5) { answer correct } }
+  again: student(id: $student) { firstName classes { id } }
+}"""
+# A relationship read again under another object (a type inside itself): the resolver path.
+NOT_COMPILED = """query Inside($id: ID!) {
+  class(id: $id) { students { id classes { id students { firstName } } } }
 }"""
 
 # One relationship under one key in two fragments (as colocated client fragments
@@ -438,6 +451,10 @@ CASES = [
     (TEACHER, "INSTRUCTION", ROSTER, {"id": "not-an-id"}, False),
     (TEACHER, "INSTRUCTION", WITH_TEACHERS, {"id": "roster"}, True),
     (TEACHER, "INSTRUCTION", NOT_COMPILED, {"id": "roster"}, False),
+    (TEACHER, "INSTRUCTION", TWICE, {"id": "roster"}, True),
+    (TEACHER, "INSTRUCTION", TWICE_DEEPER, {"id": "roster", "student": "student"}, True),
+    (TEACHER, "REPORTING", TWICE_DEEPER, {"id": "roster", "student": "student"}, True),  # answer denied
+    (ADMIN, "RECORD_ACCESS", TWICE_DEEPER, {"id": "roster", "student": "student"}, True),
     (TEACHER, "INSTRUCTION", MERGED, {"id": "roster"}, True),
     (TEACHER, "INSTRUCTION", MERGED, {"id": "roster", "r": False}, True),
     (TEACHER, "REPORTING", MERGED, {"id": "roster"}, True),  # answer denied in both fragments: both locations

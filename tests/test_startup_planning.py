@@ -24,8 +24,9 @@ from server.settings import Settings
 from tests.test_tokens import PRODUCTION_AUDIT_KEY, Keys, make_keys, production
 
 SHARED_OPERATIONS = Path(__file__).with_name("operations")  # the copy of ../shared/operations
-# One relationship asked twice (under two aliases): a read today's planner refuses (the resolver path serves it).
-REFUSED = "query Twice($id: ID!) { class(id: $id) { a: students { id } b: students { firstName } } }\n"
+# A relationship read again under another object (a type inside itself): a read today's
+# planner refuses (the resolver path serves it).
+REFUSED = "query Twice($id: ID!) { class(id: $id) { students { id classes { students { firstName } } } } }\n"
 MUTATION = "mutation Submit($input: SubmitResponseInput!) { submitResponse(input: $input) { correct } }\n"
 REPORT = (
     "query Performance($districtId: ID!) { performanceReport(input: { scope: { districtId: $districtId }, "
@@ -170,10 +171,11 @@ CONDITIONS = (
     "query Roster($id: ID!, $full: Boolean!, $brief: Boolean = false) { class(id: $id) { name "
     "students { id firstName @skip(if: $brief) responses(first: 3) @include(if: $full) { answer } } } }\n"
 )
-# With $more true the class's school is asked twice (a relationship under two keys): not planned.
+# With $more true a class's students are read again under each student's classes (a type
+# inside itself): not planned.
 CONDITION_REFUSED = (
-    "query Twice($id: ID!, $more: Boolean!) { class(id: $id) { school { name } "
-    "other: school @include(if: $more) { id } } }\n"
+    "query Twice($id: ID!, $more: Boolean!) { class(id: $id) { students { id "
+    "classes @include(if: $more) { students { id } } } } }\n"
 )
 
 
