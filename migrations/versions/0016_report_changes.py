@@ -71,11 +71,13 @@ _FUNCTIONS = {
         shards=SHARDS, districts="SELECT district_id FROM old_rows UNION SELECT district_id FROM new_rows"
     ),
     "pledgeql_report_changed_platform": _BUMP.format(shards=SHARDS, districts=f"VALUES ('{PLATFORM}'::uuid)"),
+    # Row-level (users' report attributes): the row's district, before and after.
+    "pledgeql_report_changed_row": _BUMP.format(
+        shards=SHARDS, districts="SELECT OLD.district_id UNION SELECT NEW.district_id"
+    ),
 }
-_ROW_FUNCTION = "pledgeql_report_changed_row"
-_ROW_BODY = _BUMP.format(shards=SHARDS, districts="SELECT OLD.district_id UNION SELECT NEW.district_id").removesuffix(
-    ";"
-)
+NEW_ROWS = "REFERENCING NEW TABLE AS new_rows"
+OLD_ROWS = "REFERENCING OLD TABLE AS old_rows"
 
 
 def _trigger(name: str, table: str, event: str, function: str, transition: str = "") -> None:
@@ -96,38 +98,24 @@ def upgrade() -> None:
             f"SET search_path = public, pg_temp AS $$ BEGIN {body} RETURN NULL; END $$"
         )
         op.execute(f"REVOKE ALL ON FUNCTION {name}() FROM PUBLIC")
-    op.execute(
-        f"CREATE FUNCTION {_ROW_FUNCTION}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
-        f"SET search_path = public, pg_temp AS $$ BEGIN {_ROW_BODY}; RETURN NULL; END $$"
-    )
-    op.execute(f"REVOKE ALL ON FUNCTION {_ROW_FUNCTION}() FROM PUBLIC")
 
+    for table in (*DISTRICT_SOURCES, "users"):
+        _trigger("report_changed_insert", table, "INSERT", "pledgeql_report_changed_new", NEW_ROWS)
+        _trigger("report_changed_delete", table, "DELETE", "pledgeql_report_changed_old", OLD_ROWS)
     for table in DISTRICT_SOURCES:
-        _trigger(
-            "report_changed_insert", table, "INSERT", "pledgeql_report_changed_new", "REFERENCING NEW TABLE AS new_rows"
-        )
-        _trigger(
-            "report_changed_delete", table, "DELETE", "pledgeql_report_changed_old", "REFERENCING OLD TABLE AS old_rows"
-        )
         _trigger(
             "report_changed_update",
             table,
             "UPDATE",
             "pledgeql_report_changed_both",
-            "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
+            f"{OLD_ROWS} NEW TABLE AS new_rows",
         )
-    for table in ("users",):
-        _trigger(
-            "report_changed_insert", table, "INSERT", "pledgeql_report_changed_new", "REFERENCING NEW TABLE AS new_rows"
-        )
-        _trigger(
-            "report_changed_delete", table, "DELETE", "pledgeql_report_changed_old", "REFERENCING OLD TABLE AS old_rows"
-        )
-        changed = " OR ".join(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in USER_COLUMNS)
-        op.execute(
-            f"CREATE TRIGGER report_changed_update AFTER UPDATE OF {', '.join(USER_COLUMNS)} ON users "
-            f"FOR EACH ROW WHEN ({changed}) EXECUTE FUNCTION {_ROW_FUNCTION}()"
-        )
+    # A student's report attributes only, and only when one of them changes value.
+    changed = " OR ".join(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in USER_COLUMNS)
+    op.execute(
+        f"CREATE TRIGGER report_changed_update AFTER UPDATE OF {', '.join(USER_COLUMNS)} ON users "
+        f"FOR EACH ROW WHEN ({changed}) EXECUTE FUNCTION pledgeql_report_changed_row()"
+    )
     for table in PLATFORM_SOURCES:
         _trigger("report_changed", table, "INSERT OR UPDATE OR DELETE", "pledgeql_report_changed_platform")
     for table in (*DISTRICT_SOURCES, "users", *PLATFORM_SOURCES):
@@ -149,6 +137,6 @@ def downgrade() -> None:
         for name in ("report_changed", "report_changed_insert", "report_changed_delete", "report_changed_update"):
             op.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
         op.execute(f"DROP TRIGGER IF EXISTS report_changed_truncate ON {table}")
-    for name in (*_FUNCTIONS, _ROW_FUNCTION):
+    for name in _FUNCTIONS:
         op.execute(f"DROP FUNCTION IF EXISTS {name}()")
     op.execute("DROP TABLE IF EXISTS report_changes")
