@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from resolvers.db import Db
-from resolvers.reports import Kind, Report, Universe
+from resolvers.reports import Kind, Report, Universe, run_report
 
 ENTRIES = 128
 
@@ -53,24 +53,25 @@ Inputs = tuple[Universe, tuple[str, ...], tuple[tuple[str, str], ...], int, tupl
 
 
 class ReportCache:
+    """One server's computed reports (the module's docstring says when one is given again)."""
+
     def __init__(self, entries: int = ENTRIES) -> None:
         self._size = entries
         self._kept: OrderedDict[Inputs, tuple[int, Report]] = OrderedDict()
         self._running: dict[tuple[Inputs, int], asyncio.Future[Report | None]] = {}
         self._shown: OrderedDict[int, tuple[Report, Any, Any]] = OrderedDict()
-        self.computed = 0  # reports computed rather than given again (tests, bench)
+        self.computed = 0  # reports computed rather than given again (the tests read it)
 
     async def report(
         self,
         db: Db,
         universe: Universe,
         group_by: Sequence[str],
-        fixed: Mapping[str, str],
+        fixed: dict[str, str],
         k: int,
         counterparts: Sequence[Universe],
-        compute: Callable[[], Awaitable[Report]],
     ) -> Report:
-        """The report of these inputs: kept, being computed, or computed now by ``compute``."""
+        """``run_report`` of these inputs: kept, being computed, or computed now."""
         inputs: Inputs = (universe, tuple(group_by), tuple(sorted(fixed.items())), k, tuple(counterparts))
         districts = sorted({d for u in (universe, *counterparts) for d in u.district_ids})
         generation = int(await db.fetchval(GENERATION, districts, SOURCES[universe.kind]))
@@ -83,7 +84,9 @@ class ReportCache:
             shared = await asyncio.shield(running)
             if shared is not None:
                 return shared
-        return await self._compute(inputs, generation, compute)
+        return await self._compute(
+            inputs, generation, lambda: run_report(db, universe, group_by, fixed, k, counterparts)
+        )
 
     async def _compute(self, inputs: Inputs, generation: int, compute: Callable[[], Awaitable[Report]]) -> Report:
         at = (inputs, generation)
