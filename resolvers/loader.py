@@ -1,9 +1,14 @@
 """A small DataLoader: every ``load`` issued in one tick of the event loop
 becomes one call of the batch function (one SQL statement).
 
-A key's value is one future, shared by every resolver that asks for it; each
-gets it through a shield, so that a resolver cancelled while it waits (graphql-core
-cancels a failed field's siblings) does not cancel it for the others."""
+A key's value is one future, shared by every resolver that asks for it while it
+is on its way; each gets it through a shield, so that a resolver cancelled while
+it waits (graphql-core cancels a failed field's siblings) does not cancel it for
+the others. A key asked again once its value has arrived (a type inside itself:
+a class's students, then each student's classes, then their students) is read
+again in the next batch, like any other key of that level, rather than answered
+at once: so every level completes in the order it was asked, breadth first,
+which is the order the compiled reads note their audit in (schema/compiled.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ class Loader(Generic[K, V]):
 
     def load(self, key: K) -> asyncio.Future[V]:
         future = self._cache.get(key)
-        if future is None:
+        if future is None or future.done():
             future = self._loop.create_future()
             self._cache[key] = future
             if not self._batch:

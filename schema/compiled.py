@@ -46,11 +46,12 @@ What it understands:
   ``relationship``); a response's ``item`` and ``assignment``; an
   assignment's ``class``, ``assessment`` and ``createdBy``; an assessment's
   ``items``; a school's ``classes``, ``district`` and ``students(first:,
-  after:)`` (the students root's page, of the school). Each relationship is
-  read under one object only (aliases of it side by side, or of one root, but
-  no type nested inside itself; asked under one key in several places, by two
+  after:)`` (the students root's page, of the school). A relationship may be
+  read again anywhere: under aliases, under another object, a type inside
+  itself (the resolver path's loaders read a key asked again in its level's
+  batch, resolvers/loader.py); asked under one key in several places, by two
   fragments say, it is one relationship whose selection is theirs in turn, as
-  graphql-core merges them), so that the order in which the resolver path notes its
+  graphql-core merges them. So the order in which the resolver path notes its
   audit is known in advance: root after root (the resolver path completes a
   query's roots one after another, ``server.graphql_http.SerialRoots``), and
   within a root level by level;
@@ -62,8 +63,8 @@ What it understands:
 * aliases, and a plain field asked twice under one key (answered once, where
   first asked, as graphql-core merges it).
 
-Anything else in a document (another root or field, another directive, a
-relationship read again under another object) leaves the document to the resolver path.
+Anything else in a document (another root or field, another directive) leaves
+the document to the resolver path.
 
 The policy is enforced exactly as on the resolver path, from the same parts:
 
@@ -468,10 +469,7 @@ class _Compilation:
         self.fragments = fragments
         self.variables = variables
         self.categories: set[DataCategory] = set()
-        # Each relationship read, and the object (its parent field's node; 0 at the
-        # root) whose selection it is in: a relationship may be read again only there.
-        self.used: dict[str, int] = {}
-        self.context = 0
+        self.used: set[str] = set()  # the relationships read (for the operations they gate)
         # A field asked under one key more than once: every node it was asked at (``merged``).
         self.located: dict[int, tuple[FieldNode, ...]] = {}
 
@@ -623,19 +621,9 @@ class _Compilation:
             raise NotCompiled
         if any(a.name.value not in relation.arguments for a in node.arguments or ()):
             raise NotCompiled
-        if self.used.setdefault(name, self.context) != self.context:
-            # A relationship read again under another object (a type inside itself,
-            # the same relationship of two aliased parents): the resolver path's
-            # loaders answer the second from their cache, sooner than its level, in an
-            # order this plan does not reproduce. Under one object (aliases of one
-            # relationship side by side, or of one root) they load together.
-            raise NotCompiled
-        outer, self.context = self.context, id(node)
-        try:
-            selected = self.fields(child_type, node.selection_set)
-            child = Node(child_type.name, tuple(self.member(child_type, f) for f in selected))
-        finally:
-            self.context = outer
+        self.used.add(name)
+        selected = self.fields(child_type, node.selection_set)
+        child = Node(child_type.name, tuple(self.member(child_type, f) for f in selected))
         classified = any(m.category is not None for m in child.members)
         if classified and child.type_name not in OWNERS and ABOUT_PARENT.get(child.type_name) != parent.name:
             raise NotCompiled  # classified fields about a subject this plan cannot name

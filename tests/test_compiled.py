@@ -140,10 +140,19 @@ TWICE_DEEPER = """query TwiceDeeper($id: ID!, $student: ID!) {
   student(id: $student) { recent: responses(first: 2) { score } older: responses(first: 5) { answer correct } }
   again: student(id: $student) { firstName classes { id } }
 }"""
-# A relationship read again under another object (a type inside itself): the resolver path.
-NOT_COMPILED = """query Inside($id: ID!) {
+# Types inside themselves: a class's students, their classes, and those classes' students
+# (the loaders read a key again in its level's batch, so the levels complete breadth first);
+# a student's classes listed before the responses, which the cached answer used to outrun.
+NESTED = """query Nested($id: ID!) {
+  class(id: $id) {
+    students { lastName classes { name students { firstName gradeLevel } } responses(first: 2) { answer } }
+  }
+}"""
+INSIDE = """query Inside($id: ID!) {
   class(id: $id) { students { id classes { id students { firstName } } } }
 }"""
+# A read beside the policy document (a root the compiled reads do not answer): the resolver path.
+NOT_COMPILED = """query Beside($id: ID!) { class(id: $id) { id students { firstName } } policy { version } }"""
 
 # One relationship under one key in two fragments (as colocated client fragments
 # write it), nested merges, a denied field asked in both, @include on one of them:
@@ -451,6 +460,12 @@ CASES = [
     (TEACHER, "INSTRUCTION", ROSTER, {"id": "not-an-id"}, False),
     (TEACHER, "INSTRUCTION", WITH_TEACHERS, {"id": "roster"}, True),
     (TEACHER, "INSTRUCTION", NOT_COMPILED, {"id": "roster"}, False),
+    (TEACHER, "INSTRUCTION", INSIDE, {"id": "roster"}, True),
+    (ADMIN, "RECORD_ACCESS", INSIDE, {"id": "roster"}, True),
+    (TEACHER, "REPORTING", INSIDE, {"id": "roster"}, True),
+    (TEACHER, "INSTRUCTION", NESTED, {"id": "roster"}, True),
+    (TEACHER, "REPORTING", NESTED, {"id": "roster"}, True),
+    (ADMIN, "RECORD_ACCESS", NESTED, {"id": "roster"}, True),
     (TEACHER, "INSTRUCTION", TWICE, {"id": "roster"}, True),
     (TEACHER, "INSTRUCTION", TWICE_DEEPER, {"id": "roster", "student": "student"}, True),
     (TEACHER, "REPORTING", TWICE_DEEPER, {"id": "roster", "student": "student"}, True),  # answer denied

@@ -9,7 +9,7 @@ import pytest
 from resolvers.loader import Loader
 
 
-async def test_loads_in_one_tick_are_one_batch_and_a_key_is_asked_once() -> None:
+async def test_loads_in_one_tick_are_one_batch_a_key_once_and_again_in_a_later_batch() -> None:
     batches: list[list[int]] = []
 
     async def double(keys: list[int]) -> list[int]:
@@ -18,8 +18,11 @@ async def test_loads_in_one_tick_are_one_batch_and_a_key_is_asked_once() -> None
 
     loader: Loader[int, int] = Loader(double)
     assert list(await asyncio.gather(loader.load(1), loader.load(2), loader.load(1))) == [2, 4, 2]
-    assert await loader.load(2) == 4
     assert batches == [[1, 2]]
+    # Asked again once its value has arrived: read again with the next batch, in its turn
+    # (a type inside itself completes breadth first, as the compiled reads note it).
+    assert list(await asyncio.gather(loader.load(3), loader.load(2))) == [6, 4]
+    assert batches == [[1, 2], [3, 2]]
 
 
 async def test_a_waiter_cancelled_does_not_cancel_the_value_for_the_others() -> None:

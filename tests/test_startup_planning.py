@@ -24,9 +24,9 @@ from server.settings import Settings
 from tests.test_tokens import PRODUCTION_AUDIT_KEY, Keys, make_keys, production
 
 SHARED_OPERATIONS = Path(__file__).with_name("operations")  # the copy of ../shared/operations
-# A relationship read again under another object (a type inside itself): a read today's
-# planner refuses (the resolver path serves it).
-REFUSED = "query Twice($id: ID!) { class(id: $id) { students { id classes { students { firstName } } } } }\n"
+# A read beside the policy document (a root the compiled reads do not answer): a read
+# today's planner refuses (the resolver path serves it).
+REFUSED = "query Twice($id: ID!) { class(id: $id) { id } policy { version } }\n"
 MUTATION = "mutation Submit($input: SubmitResponseInput!) { submitResponse(input: $input) { correct } }\n"
 REPORT = (
     "query Performance($districtId: ID!) { performanceReport(input: { scope: { districtId: $districtId }, "
@@ -171,11 +171,10 @@ CONDITIONS = (
     "query Roster($id: ID!, $full: Boolean!, $brief: Boolean = false) { class(id: $id) { name "
     "students { id firstName @skip(if: $brief) responses(first: 3) @include(if: $full) { answer } } } }\n"
 )
-# With $more true a class's students are read again under each student's classes (a type
-# inside itself): not planned.
+# With $more true the policy document is read beside the class (a root the compiled reads
+# do not answer): not planned.
 CONDITION_REFUSED = (
-    "query Twice($id: ID!, $more: Boolean!) { class(id: $id) { students { id "
-    "classes @include(if: $more) { students { id } } } } }\n"
+    "query Twice($id: ID!, $more: Boolean!) { class(id: $id) { name } policy @include(if: $more) { version } }\n"
 )
 
 
