@@ -571,22 +571,24 @@ class _Compilation:
         if any(n.name.value != first.name.value for n in nodes):
             raise NotCompiled  # validation merges only the same field
         if all(_leaf(n) for n in nodes):
-            kept = first
+            selection_set = None
         elif (
             all(n.selection_set is not None for n in nodes)
             and len({tuple(print_ast(a) for a in n.arguments or ()) for n in nodes}) == 1
         ):
             selections = tuple(s for n in nodes if n.selection_set is not None for s in n.selection_set.selections)
-            kept = FieldNode(
-                alias=first.alias,
-                name=first.name,
-                arguments=first.arguments,
-                directives=(),  # each one's @include / @skip decided already (``fields``)
-                selection_set=SelectionSetNode(selections=selections),
-                loc=first.loc,
-            )
+            selection_set = SelectionSetNode(selections=selections)
         else:
             raise NotCompiled
+        # A node of its own (a fragment's nodes are shared by every place it is spread).
+        kept = FieldNode(
+            alias=first.alias,
+            name=first.name,
+            arguments=first.arguments,
+            directives=(),  # each one's @include / @skip decided already (``fields``)
+            selection_set=selection_set,
+            loc=first.loc,
+        )
         self.located[id(kept)] = tuple(nodes)
         return kept
 

@@ -154,6 +154,14 @@ INSIDE = """query Inside($id: ID!) {
 # A read beside the policy document (a root the compiled reads do not answer): the resolver path.
 NOT_COMPILED = """query Beside($id: ID!) { class(id: $id) { id students { firstName } } policy { version } }"""
 
+# A fragment spread in two places, its denied field merged with another in one of them:
+# each place's error is located where that place asked it.
+SHARED_FRAGMENT = """query Shared($id: ID!, $student: ID!) {
+  class(id: $id) { students { responses(first: 1) { ...Work answer } } }
+  student(id: $student) { responses(first: 1) { ...Work } }
+}
+fragment Work on Response { answer score }"""
+
 # One relationship under one key in two fragments (as colocated client fragments
 # write it), nested merges, a denied field asked in both, @include on one of them:
 # read once, its selection the fragments' in turn, as graphql-core merges them.
@@ -460,6 +468,8 @@ CASES = [
     (TEACHER, "INSTRUCTION", ROSTER, {"id": "not-an-id"}, False),
     (TEACHER, "INSTRUCTION", WITH_TEACHERS, {"id": "roster"}, True),
     (TEACHER, "INSTRUCTION", NOT_COMPILED, {"id": "roster"}, False),
+    (TEACHER, "REPORTING", SHARED_FRAGMENT, {"id": "roster", "student": "student"}, True),
+    (TEACHER, "INSTRUCTION", SHARED_FRAGMENT, {"id": "roster", "student": "student"}, True),
     (TEACHER, "INSTRUCTION", INSIDE, {"id": "roster"}, True),
     (ADMIN, "RECORD_ACCESS", INSIDE, {"id": "roster"}, True),
     (TEACHER, "REPORTING", INSIDE, {"id": "roster"}, True),
