@@ -103,11 +103,8 @@ class ReportCache:
                 del self._running[at]
                 future.set_result(outcome)
         kept = self._kept.get(inputs)
-        if self._size > 0 and (kept is None or kept[0] <= generation):
-            self._kept[inputs] = (generation, report)
-            self._kept.move_to_end(inputs)
-            while len(self._kept) > self._size:
-                self._kept.popitem(last=False)
+        if kept is None or kept[0] <= generation:
+            self._keep(self._kept, inputs, (generation, report))
         return report
 
     def shown(self, report: Report, labels: Any, convert: Callable[[], T]) -> T:
@@ -118,9 +115,15 @@ class ReportCache:
             shown: T = held[2]
             return shown
         made = convert()
-        if self._size > 0:
-            self._shown[id(report)] = (report, labels, made)  # the report held: its id is not reused
-            self._shown.move_to_end(id(report))
-            while len(self._shown) > self._size:
-                self._shown.popitem(last=False)
+        self._keep(self._shown, id(report), (report, labels, made))  # the report held: its id is not reused
         return made
+
+    def _keep(self, store: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+        """``store[key] = value`` as its most recently used, the least recently used
+        dropped beyond the cache's size (none kept at size 0)."""
+        if self._size <= 0:
+            return
+        store[key] = value
+        store.move_to_end(key)
+        while len(store) > self._size:
+            store.popitem(last=False)

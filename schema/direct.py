@@ -45,6 +45,7 @@ from graphql import (
     GraphQLSchema,
     GraphQLString,
     Undefined,
+    get_named_type,
     is_leaf_type,
 )
 from graphql.execution.collect_fields import CollectedFields, FieldDetailsList
@@ -137,12 +138,6 @@ def _plain_field(graphql_field: Any) -> str | None:
     return name
 
 
-def _named(graphql_type: Any) -> Any:
-    while isinstance(graphql_type, GraphQLNonNull | GraphQLList):
-        graphql_type = graphql_type.of_type
-    return graphql_type
-
-
 def install_plain_types(schema: GraphQLSchema) -> list[str]:
     """Mark every plain type of ``schema`` (see the module's docstring); return their names."""
     candidates: dict[str, tuple[GraphQLObjectType, Plain]] = {}
@@ -162,7 +157,7 @@ def install_plain_types(schema: GraphQLSchema) -> list[str]:
         changed = False
         for name, (graphql_type, _) in list(candidates.items()):
             for f in graphql_type.fields.values():
-                inner = _named(f.type)
+                inner = get_named_type(f.type)
                 if not is_leaf_type(inner) and inner.name not in candidates:
                     del candidates[name]
                     changed = True

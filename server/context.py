@@ -40,6 +40,8 @@ class RequestContext:
     db: Db
     request_id: str
     now: dt.datetime
+    # The server's computed reports (kept while what they count is unchanged).
+    reports: ReportCache
     justification: str | None = None
     # Per district, overriding ``justification`` on that district's entries:
     # SUPPORT's grants' tickets in the district concerned.
@@ -57,9 +59,6 @@ class RequestContext:
     # Run once the request's transaction has ended: with None once it has
     # committed, with the error otherwise.
     after_commit: list[Callable[[BaseException | None], None]] = field(default_factory=list)
-    # The server's computed reports (kept while what they count is unchanged);
-    # a context made without one keeps its reports to itself.
-    reports: ReportCache = field(default_factory=ReportCache)
 
     @property
     def home_district_key(self) -> str:
