@@ -1269,21 +1269,45 @@ def _reported(value: Any, path: tuple[tuple[str, bool], ...]) -> list[Any]:
     return [item for item in level if item is not None]
 
 
-def _objects(value: Any, path: tuple[tuple[str, bool], ...]) -> Iterator[dict[str, Any]]:
-    """The response's objects at ``path`` (response keys, and whether each is a list)."""
-    if not path:
-        if isinstance(value, dict):
-            yield value
-        return
-    if not isinstance(value, dict):
-        return
-    (key, many), rest = path[0], path[1:]
-    inner = value.get(key)
-    if many:
-        for item in inner or ():
-            yield from _objects(item, rest)
-    else:
-        yield from _objects(inner, rest)
+@dataclass(frozen=True)
+class _Rounding:
+    """Where a response's values are rounded, as a tree: the keys rounded in an
+    object here (with their digits), and the objects below it (response key,
+    whether a list) that hold more."""
+
+    keys: tuple[tuple[str, int], ...]
+    below: tuple[tuple[str, bool, _Rounding], ...]
+
+    def apply(self, value: Any) -> None:
+        """Round the values of ``value`` (a response's object, or null) in place, in one walk."""
+        if not isinstance(value, dict):
+            return
+        for key, digits in self.keys:
+            found = value.get(key)
+            if found is not None:
+                value[key] = round(float(found), digits)
+        for key, many, node in self.below:
+            inner = value.get(key)
+            if many:
+                for item in inner or ():
+                    node.apply(item)
+            else:
+                node.apply(inner)
+
+
+@functools.lru_cache(maxsize=256)
+def _rounding(rounded: tuple[tuple[tuple[tuple[str, bool], ...], str, int], ...], depth: int = 0) -> _Rounding:
+    """Plan.rounded (each object's path, its key, the digits) as a tree, from ``depth`` along the paths."""
+    keys = tuple((key, digits) for path, key, digits in rounded if len(path) == depth)
+    steps: dict[tuple[str, bool], None] = {}
+    for path, _, _ in rounded:
+        if len(path) > depth:
+            steps.setdefault(path[depth], None)
+    below = tuple(
+        (key, many, _rounding(tuple(r for r in rounded if len(r[0]) > depth and r[0][depth] == (key, many)), depth + 1))
+        for key, many in steps
+    )
+    return _Rounding(keys, below)
 
 
 @dataclass
@@ -1415,11 +1439,7 @@ class CompiledReads:
         if not plan.rounded:
             return Compiled(orjson.Fragment(row[0]), errors)
         data = orjson.loads(row[0])
-        for path, key, digits in plan.rounded:
-            for found in _objects(data, path):
-                value = found.get(key)
-                if value is not None:
-                    found[key] = round(float(value), digits)
+        _rounding(plan.rounded).apply(data)
         return Compiled(data, errors)
 
 

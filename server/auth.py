@@ -27,6 +27,9 @@ log = logging.getLogger("pledgeql.auth")
 ASYMMETRIC = ("RS256", "ES256")
 LEEWAY_SECONDS = 30
 MAX_TOKEN_BYTES = 8192
+# Tokens a worker keeps as verified (TokenVerifier.verify): a client sends the
+# same token with every request until it expires.
+VERIFIED_TOKENS = 1024
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,12 @@ class TokenVerifier:
     ``iss`` and ``aud`` required and checked. Each key verifies with its own
     algorithm only, so neither ``alg: none`` nor an HS256 token made with a
     public key as its secret gets through.
+
+    A token that verified is kept, with its claims, for its next requests
+    (``VERIFIED_TOKENS`` per worker, the oldest dropped first): the signature
+    and the claims that held then still hold, except ``exp``, which is checked
+    again on each use as PyJWT checks it. Reading the keys again forgets them
+    all, so a token is never kept past the key that verified it.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -115,6 +124,7 @@ class TokenVerifier:
         self._jwks_mtime = 0.0
         self._by_kid: dict[str, VerificationKey] = {}
         self._default: VerificationKey | None = None
+        self._verified: dict[str, TokenClaims] = {}
         if settings.jwks_file or settings.jwt_public_key_file:
             self.algorithms = list(ASYMMETRIC)
             if settings.jwks_file:
@@ -138,6 +148,7 @@ class TokenVerifier:
         path = Path(self._jwks_file)
         self._jwks_mtime = path.stat().st_mtime if path.exists() else 0.0
         self._by_kid = load_jwks(self._jwks_file)
+        self._verified.clear()
 
     def _reload_if_changed(self) -> None:
         if self._jwks_file is None:
@@ -184,6 +195,12 @@ class TokenVerifier:
         if scheme.lower() != "bearer" or not token.strip():
             raise _unauthenticated("Send the token as 'Authorization: Bearer <token>'")
         token = token.strip()
+        kept = self._verified.get(token)
+        if kept is not None:
+            # PyJWT's test: the expiry, in whole seconds, later than now less the leeway.
+            if kept.expires_at is not None and int(kept.expires_at) > time.time() - LEEWAY_SECONDS:
+                return kept
+            del self._verified[token]
         key = self._key_for(token)
         required = ["exp", "sub"] + (["iss"] if self.issuer else []) + (["aud"] if self.audience else [])
         try:
@@ -208,11 +225,15 @@ class TokenVerifier:
         if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
             raise _unauthenticated()
         expires = claims.get("exp")
-        return TokenClaims(
+        verified = TokenClaims(
             user_id=user_id,
             purposes=frozenset(raw),
             expires_at=float(expires) if isinstance(expires, int | float) else None,
         )
+        if len(self._verified) >= VERIFIED_TOKENS:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = verified
+        return verified
 
 
 def mint_token(settings: Settings, user_id: uuid.UUID, purposes: list[str], ttl_seconds: int = 3600) -> str:

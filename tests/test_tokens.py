@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -383,3 +384,80 @@ def test_a_jwks_keeps_each_key_to_its_one_algorithm_and_leaves_out_the_rest(tmp_
     )
     keys = load_jwks(str(path))
     assert {kid: key.algorithm for kid, key in keys.items()} == {"rsa": "RS256", "ec": "ES256"}
+
+
+def at_time(monkeypatch: pytest.MonkeyPatch, now: float) -> None:
+    """The clock as the verifier and PyJWT read it, set to ``now``."""
+
+    class Clock(dt.datetime):
+        @classmethod
+        def now(cls, tz: dt.tzinfo | None = None) -> Clock:
+            return cls.fromtimestamp(now, tz)
+
+    monkeypatch.setattr(time, "time", lambda: now)
+    monkeypatch.setattr(jwt.api_jwt, "datetime", Clock)
+
+
+def test_a_verified_token_is_kept_until_it_expires(
+    settings: Settings, keys: Keys, users: dict[str, uuid.UUID], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check = verifier(settings, keys)
+    expires = int(time.time()) + 120
+    token = "Bearer " + sign(keys.rsa_private, claims_for(users[TEACHER], exp=expires))
+    first = check.verify(token)
+    decoded: list[str] = []
+    original = jwt.decode
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        decoded.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting)
+    assert check.verify(token) is first
+    assert decoded == []  # the kept claims, not a second verification
+    # Within the leeway after its expiry it is still accepted, as PyJWT accepts it ...
+    at_time(monkeypatch, expires + LEEWAY_SECONDS - 1)
+    assert check.verify(token) is first
+    # ... and refused once past it, kept or not.
+    at_time(monkeypatch, expires + LEEWAY_SECONDS + 1)
+    with pytest.raises(RequestError) as refusal:
+        check.verify(token)
+    assert refusal.value.code == "UNAUTHENTICATED"
+    assert len(decoded) == 1  # verified again, and refused by PyJWT's own check
+    with pytest.raises(RequestError):
+        check.verify(token)
+
+
+def test_a_token_that_fails_is_not_kept_and_a_kept_one_vouches_for_no_other(
+    settings: Settings, keys: Keys, users: dict[str, uuid.UUID]
+) -> None:
+    check = verifier(settings, keys)
+    claims = claims_for(users[TEACHER])
+    good = sign(keys.rsa_private, claims)
+    forged = sign(keys.stranger, claims)
+    assert check.verify("Bearer " + good).user_id == users[TEACHER]
+    for _ in range(2):
+        with pytest.raises(RequestError):
+            check.verify("Bearer " + forged)
+    # The same claims and header with the kept token's signature altered by one character.
+    head, payload, signature = good.split(".")
+    altered = ".".join((head, payload, ("A" if signature[0] != "A" else "B") + signature[1:]))
+    with pytest.raises(RequestError):
+        check.verify("Bearer " + altered)
+
+
+def test_reading_the_keys_again_forgets_the_kept_tokens(
+    settings: Settings, keys: Keys, users: dict[str, uuid.UUID], tmp_path: Path
+) -> None:
+    jwks = tmp_path / "jwks.json"
+    write_jwks(jwks, [public_jwk(keys.rsa_private, "k1", "RS256")])
+    check = verifier(settings, keys, jwks_file=str(jwks))
+    old = "Bearer " + sign(keys.rsa_private, claims_for(users[TEACHER]), kid="k1")
+    assert check.verify(old).user_id == users[TEACHER]
+    # k1 is retired and k2 published; a token under k2 makes the server read the file again.
+    write_jwks(jwks, [public_jwk(keys.rsa_next, "k2", "RS256")])
+    new = "Bearer " + sign(keys.rsa_next, claims_for(users[TEACHER]), kid="k2")
+    assert check.verify(new).user_id == users[TEACHER]
+    with pytest.raises(RequestError) as refusal:
+        check.verify(old)
+    assert refusal.value.code == "UNAUTHENTICATED"
