@@ -188,6 +188,12 @@ class PlainCompletion:
         self.collect = collect
         self.selections: dict[tuple[str, int], _Selection] = {}
 
+    def close(self) -> None:
+        """Let go of the selections: their completers refer back to this object,
+        and the cycle would keep them, with the executor's fields, until the
+        garbage collector found it."""
+        self.selections.clear()
+
     def object(self, graphql_type: GraphQLObjectType, plain: Plain, details: FieldDetailsList, value: Any) -> Any:
         if not isinstance(value, plain.origin):
             raise Fallback

@@ -94,7 +94,13 @@ def unavailable(error: Exception) -> RequestError | None:
 
 def end_transaction(after_commit: list[Callable[[BaseException | None], None]], committed: bool) -> None:
     """Tell the queries whose audit entries a transaction wrote (its ``after_commit``
-    callbacks, server.audit_writer's group commit) whether it committed."""
+    callbacks, server.audit_writer's group commit) whether it committed, once.
+
+    The list is emptied first: a leader's callback holds its own request's
+    context, whose list holds the callback, and that cycle would keep every
+    request's objects until the garbage collector found it."""
     outcome = None if committed else TransactionEnded()
-    for callback in after_commit:
+    callbacks = after_commit[:]
+    after_commit.clear()
+    for callback in callbacks:
         callback(outcome)

@@ -121,7 +121,25 @@ class SerialRoots(Executor[Any]):
     values of plain types (schema.direct) are completed in one pass."""
 
     def execute_operation(self, serially: bool | None = None) -> Any:
-        return super().execute_operation(True if serially is None else serially)
+        result = super().execute_operation(True if serially is None else serially)
+        if not self.is_awaitable(result):
+            self._let_go()
+            return result
+
+        async def then_let_go() -> Any:
+            try:
+                return await result
+            finally:
+                self._let_go()
+
+        return then_let_go()
+
+    def _let_go(self) -> None:
+        """Once the operation's result is built: drop graphql-core's helpers, bound
+        methods of this executor, so that the executor, the request's context
+        and all they hold are freed as soon as the request lets go of them
+        rather than when the garbage collector finds the cycle."""
+        del self.async_helpers
 
     def complete_object_value(
         self,
@@ -135,10 +153,13 @@ class SerialRoots(Executor[Any]):
         """A plain type's value in one pass (schema.direct), else graphql-core's completion."""
         plain = return_type.extensions.get(PLAIN)
         if plain is not None:
+            completion = PlainCompletion(self.collect_subfields)
             try:
-                return PlainCompletion(self.collect_subfields).object(return_type, plain, field_details_list, result)
+                return completion.object(return_type, plain, field_details_list, result)
             except Fallback:
                 pass
+            finally:
+                completion.close()
         return super().complete_object_value(return_type, field_details_list, info, path, result, position_context)
 
 

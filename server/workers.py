@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -118,6 +119,10 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
+            # What start-up built (the schema, the plans, the pools) lives as long as the
+            # worker: the garbage collector's full passes need not walk it again.
+            gc.collect()
+            gc.freeze()
             log.info(READY, os.getpid(), loop_name(), http_name(self.config))
             if self.ready is not None:
                 with contextlib.suppress(OSError):
