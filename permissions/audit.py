@@ -132,9 +132,10 @@ class AuditCollector:
         """Several resolves at once, as ``note`` would group them: for each of
         ``subjects`` in order, each of ``noted`` (decision, fields, categories;
         dicts as ordered sets) in order. The rows of one level of a compiled
-        read, which all resolve the same fields."""
+        read, which all resolve the same fields; a subject's later rows (a
+        student's responses after the first) add nothing, and are skipped."""
         groups = self._groups
-        for subject_id in subjects:
+        for subject_id in dict.fromkeys(subjects):
             for allowed, fields, categories in noted:
                 key = (district_key, subject_id, allowed)
                 group = groups.get(key)
