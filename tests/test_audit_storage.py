@@ -10,6 +10,7 @@ and the chain continues from them. Retention drops a month's partition whole.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from typing import Any
 
@@ -546,3 +547,61 @@ async def test_a_student_s_newest_records_are_found_month_by_month_as_every_reco
     assert await owner.fetchval(in_december, district, student) > 2000  # more than the month's cap
     assert await agree() > 100
     assert (await _report(owner, key, district)).broken is None
+
+
+async def test_a_student_read_in_a_burst_long_ago_in_the_month_is_found_without_walking_the_month_since(
+    owner: Any, settings: Any
+) -> None:
+    """More than CAP records about the student early in a month, then a long
+    stretch about others only: the page is the plain answer's, and finding it
+    reads far fewer pages than the stretch holds (migration 0017: the walk along
+    the chain stops after WALK records and the subjects' index answers)."""
+    key = settings.audit_key()
+    district, student = uuid.uuid4(), uuid.uuid4()
+    others = [uuid.uuid4() for _ in range(3)]
+    at = dt.datetime(2015, 3, 2, tzinfo=dt.UTC)
+    burst: list[Any] = []
+    for i in range(2100):
+        burst += [pending(district, student), pending(district, others[i % 3], ("Student.lastName",))]
+    # Consecutive entries about others that differ in their fields: a record each.
+    stretch = [
+        pending(district, others[i % 3], ("Student.lastName",) if i % 2 else ("Student.firstName",))
+        for i in range(80_000)
+    ]
+    async with owner.transaction():
+        await write_entries(owner, _origin(at), burst, key)
+        await write_entries(owner, _origin(at + dt.timedelta(days=9)), stretch, key)
+    await owner.fetchval("SELECT pledgeql_audit_partitions(now())")
+    await owner.execute("ANALYZE audit_records_2015_03")  # planned as a month that has been analyzed
+    plain = (
+        "SELECT seq FROM audit_records WHERE district_id = $1 AND subjects @> ARRAY[$2::uuid] AND seq < $3 "
+        "ORDER BY seq DESC LIMIT $4"
+    )
+    newest = 2**63 - 1
+    async with owner.transaction():
+        await owner.execute("SELECT set_config('pledgeql.district_ids', $1, true)", str(district))
+        for before, limit in ((newest, 50), (newest, 1), (newest, 2001)):
+            expected = [r["seq"] for r in await owner.fetch(plain, district, student, before, limit)]
+            got = [
+                r["s"]
+                for r in await owner.fetch(
+                    "SELECT s FROM pledgeql_audit_subject_page($1, $2, $3, $4) s", district, student, before, limit
+                )
+            ]
+            assert got == expected and len(got) == limit, (before, limit)
+        plan = await owner.fetch(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM pledgeql_audit_subject_page($1, $2, $3, 50)",
+            district,
+            student,
+            newest,
+        )
+    node = json.loads(plan[0][0])[0]["Plan"]
+    read = node["Shared Hit Blocks"] + node["Shared Read Blocks"]
+    stretch_pages = await owner.fetchval(
+        "SELECT count(DISTINCT (ctid::text::point)[0]) FROM audit_records_2015_03 WHERE district_id = $1 AND at > $2",
+        district,
+        at,
+    )
+    # Walking the chain back to the burst, or sorting the month, reads every page of the stretch at least.
+    assert stretch_pages > 3000
+    assert read < stretch_pages / 2, (read, stretch_pages)
