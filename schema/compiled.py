@@ -121,6 +121,7 @@ from graphql import (
     SelectionSetNode,
     VariableNode,
     Visitor,
+    get_named_type,
     located_error,
     print_ast,
     visit,
@@ -415,12 +416,6 @@ class Plan:
         return shape
 
 
-def _unwrap(graphql_type: Any) -> Any:
-    while hasattr(graphql_type, "of_type"):
-        graphql_type = graphql_type.of_type
-    return graphql_type
-
-
 CONDITIONS = frozenset({"include", "skip"})
 
 
@@ -618,7 +613,7 @@ class _Compilation:
                 raise NotCompiled
             return Member(key, name, category, sql=column, field_node=node, field_nodes=self.nodes_of(node))
         relation = declared_relation(field_def.extensions.get("strawberry-definition"))
-        child_type = _unwrap(field_def.type)
+        child_type = get_named_type(field_def.type)
         if relation is None or node.selection_set is None or not isinstance(child_type, GraphQLObjectType):
             raise NotCompiled
         if any(a.name.value not in relation.arguments for a in node.arguments or ()):
