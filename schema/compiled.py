@@ -1367,8 +1367,7 @@ class CompiledReads:
             if level.inline is None:
                 # Every row resolves the level's members: noted together, in row order.
                 noted, denied = plan.shape(index, level.members, decisions, denied_categories)
-                # Each row's student (_subject, written out: a level can hold a class's 600 responses).
-                audit.note_rows(district, [row[1] if len(row) > 1 else None for row in rows], noted)
+                audit.note_rows(district, [_subject(row) for row in rows], noted)
                 if not denied:
                     continue
             # The rows' paths in the response: wanted for the denied fields' errors, and

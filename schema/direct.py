@@ -176,7 +176,8 @@ class PlainCompletion:
     executor's ``collect_subfields`` (memoized per request) and takes the same
     field groups graphql-core's ``complete_object_value`` takes. Each selection
     is turned once into a list of (response key, attribute, completer); the
-    rows of a list share theirs.
+    rows of a list share theirs. The completers hold their selections, not
+    this object, so nothing here is left in a reference cycle.
 
     A value whose class keeps a ``completions`` dict (a report kept for many
     requests: resolvers/report_cache.py) keeps its completed form there, per
@@ -186,31 +187,9 @@ class PlainCompletion:
 
     def __init__(self, collect: Callable[[GraphQLObjectType, FieldDetailsList], CollectedFields]) -> None:
         self.collect = collect
-        self.selections: dict[tuple[str, int], _Selection] = {}
-
-    def close(self) -> None:
-        """Let go of the selections: their completers refer back to this object,
-        and the cycle would keep them, with the executor's fields, until the
-        garbage collector found it."""
-        self.selections.clear()
 
     def object(self, graphql_type: GraphQLObjectType, plain: Plain, details: FieldDetailsList, value: Any) -> Any:
-        if not isinstance(value, plain.origin):
-            raise Fallback
-        selection = self.selections.get((graphql_type.name, id(details)))
-        if selection is None:
-            selection = self._selection(graphql_type, plain, details)
-        kept = getattr(value, COMPLETIONS, None) if plain.keeps else None
-        if kept is not None:
-            done = kept.get(selection.shape)
-            if done is not None:
-                return done
-        out: dict[str, Any] = {}
-        for key, attribute, complete in selection.entries:
-            out[key] = graphql_type.name if attribute is None else complete(getattr(value, attribute))
-        if kept is not None and len(kept) < KEPT_SHAPES:
-            kept[selection.shape] = out
-        return out
+        return _completed(graphql_type.name, plain, self._selection(graphql_type, plain, details), value)
 
     def _selection(self, graphql_type: GraphQLObjectType, plain: Plain, details: FieldDetailsList) -> _Selection:
         grouped, deferred, forbidden = self.collect(graphql_type, details)
@@ -227,8 +206,7 @@ class PlainCompletion:
                 complete, inner = self._completer(graphql_type.fields[name].type, group)
                 entries.append((key, plain.attributes[name], complete))
                 shape.append((key, name, inner))
-        selection = self.selections[(graphql_type.name, id(details))] = _Selection(entries, (graphql_type.name, *shape))
-        return selection
+        return _Selection(entries, (graphql_type.name, *shape))
 
     def _completer(self, graphql_type: Any, details: FieldDetailsList) -> tuple[Completer, Any]:
         """A field's completer, and the shape of what it gives."""
@@ -248,10 +226,26 @@ class PlainCompletion:
         if isinstance(graphql_type, GraphQLObjectType):
             plain: Plain = graphql_type.extensions[PLAIN]
             selection = self._selection(graphql_type, plain, details)
-            return (
-                lambda value: None if value is None else self.object(graphql_type, plain, details, value)
-            ), selection.shape
+            name = graphql_type.name
+            return (lambda value: None if value is None else _completed(name, plain, selection, value)), selection.shape
         return _leaf(graphql_type), graphql_type.name
+
+
+def _completed(type_name: str, plain: Plain, selection: _Selection, value: Any) -> Any:
+    """A plain object's value completed for ``selection`` (or its kept completed form)."""
+    if not isinstance(value, plain.origin):
+        raise Fallback
+    kept = getattr(value, COMPLETIONS, None) if plain.keeps else None
+    if kept is not None:
+        done = kept.get(selection.shape)
+        if done is not None:
+            return done
+    out: dict[str, Any] = {}
+    for key, attribute, complete in selection.entries:
+        out[key] = type_name if attribute is None else complete(getattr(value, attribute))
+    if kept is not None and len(kept) < KEPT_SHAPES:
+        kept[selection.shape] = out
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,13 +153,10 @@ class SerialRoots(Executor[Any]):
         """A plain type's value in one pass (schema.direct), else graphql-core's completion."""
         plain = return_type.extensions.get(PLAIN)
         if plain is not None:
-            completion = PlainCompletion(self.collect_subfields)
             try:
-                return completion.object(return_type, plain, field_details_list, result)
+                return PlainCompletion(self.collect_subfields).object(return_type, plain, field_details_list, result)
             except Fallback:
                 pass
-            finally:
-                completion.close()
         return super().complete_object_value(return_type, field_details_list, info, path, result, position_context)
 
 
