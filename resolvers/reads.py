@@ -21,25 +21,12 @@ Row: TypeAlias = Any
 ACTIVE = "e.begin_date <= {t} AND (e.end_date IS NULL OR e.end_date >= {t})"
 
 # A student's progress, over the student's ``users`` alias {u}: one row, whatever its responses
-# (the compiled reads use it as it is). The student's responses are read once (``rs``); the
-# averages, the mastery per skill and the completed assignments (answered in, every item of
-# the assessment answered for that assignment) are computed over them.
+# (the compiled reads use it as it is). Kept in ``student_progress`` by triggers on the rows it is
+# computed from (migration 0018, which has its SQL); a student with no responses has no row there.
 PROGRESS = (
-    "WITH rs AS MATERIALIZED (SELECT r.score, r.correct, r.assignment_id, r.item_id FROM responses r"
-    "    WHERE r.district_id = {u}.district_id AND r.student_id = {u}.id)"
-    " SELECT count(*) AS responses_submitted, avg(rs.score) AS average_score,"
-    "       100.0 * avg(rs.correct::int) AS percent_correct,"
-    "       (SELECT count(*) FROM assignments a"
-    "          WHERE a.district_id = {u}.district_id AND a.id IN (SELECT s.assignment_id FROM rs s)"
-    "            AND EXISTS (SELECT 1 FROM items i WHERE i.assessment_id = a.assessment_id)"
-    "            AND NOT EXISTS (SELECT 1 FROM items i WHERE i.assessment_id = a.assessment_id"
-    "                AND NOT EXISTS (SELECT 1 FROM rs s WHERE s.assignment_id = a.id AND s.item_id = i.id))"
-    "       ) AS assignments_completed,"
-    "       (SELECT coalesce(jsonb_agg(jsonb_build_object('skill', m.skill, 'level', m.level)"
-    "               ORDER BY m.skill), '[]'::jsonb) FROM ("
-    "          SELECT i.skill, avg(s.score) AS level FROM rs s JOIN items i ON i.id = s.item_id GROUP BY i.skill) m"
-    "       ) AS mastery"
-    " FROM rs"
+    "SELECT coalesce(p.responses_submitted, 0) AS responses_submitted, p.average_score, p.percent_correct,"
+    " coalesce(p.assignments_completed, 0) AS assignments_completed, coalesce(p.mastery, '[]'::jsonb) AS mastery"
+    " FROM (SELECT 1) one LEFT JOIN student_progress p ON p.district_id = {u}.district_id AND p.student_id = {u}.id"
 )
 
 

@@ -35,6 +35,9 @@ KEPT_ON_DELETION = frozenset({"audit_entries", "deletion_certificates"})
 # district's record that a request was made and answered.
 SCRUBBED_ON_DELETION = {"data_requests": {"requested_by": "(removed with the student's record)"}}
 REQUEST_DUE_DAYS = 45
+# Tables kept from another by triggers (migrations 0008, 0018): deleted before it, so that a
+# deletion counts their rows itself instead of the triggers removing them on the way.
+DERIVED_FROM = {"report_student_totals": "responses", "student_progress": "responses"}
 
 CATALOG = """
 SELECT c.relname AS table_name, a.attname AS column_name
@@ -275,7 +278,7 @@ async def delete_record(db: Db, district_id: uuid.UUID, student_id: uuid.UUID, n
             "SELECT guardian_id FROM guardian_links WHERE district_id = $1 AND student_id = $2", district_id, student_id
         )
     ]
-    for table, column in await student_tables(db):
+    for table, column in sorted(await student_tables(db), key=lambda found: found[0] not in DERIVED_FROM):
         if table in KEPT_ON_DELETION:
             continue
         where = f"WHERE district_id = $1 AND {quote_ident(column)} = $2"
@@ -773,6 +776,7 @@ def build_document(
         "data_requests",
         "audit_entries",
         "deletion_certificates",
+        "student_progress",  # the performance section's progress
     }
     doc["otherRecords"] = {
         table: [row_dict(r, ("district_id",)) for r in rows] for table, rows in t.items() if table not in known_tables
@@ -839,8 +843,8 @@ def _progress(row: Row) -> dict[str, Any]:
     return {
         "assignmentsCompleted": int(row["assignments_completed"] or 0),
         "responsesSubmitted": int(row["responses_submitted"] or 0),
-        "averageScore": None if row["average_score"] is None else round(float(row["average_score"]), 4),
-        "percentCorrect": None if row["percent_correct"] is None else round(float(row["percent_correct"]), 2),
+        "averageScore": row["average_score"],  # rounded where it is kept (migration 0018)
+        "percentCorrect": row["percent_correct"],
         "mastery": plain(mastery),
     }
 

@@ -39,8 +39,8 @@ What it understands:
   ``_Builder.rows`` finds each one's rows), any number side by side and nested to any
   depth: a class's ``school``, ``teachers``, ``students`` and
   ``assignments``; a student's ``school``, ``classes``, ``progress`` (with
-  its ``mastery``: the loader's SQL, ``resolvers.reads.PROGRESS``, its
-  averages rounded in Python as the resolvers round them) and
+  its ``mastery``: the loader's SQL, ``resolvers.reads.PROGRESS``, a read
+  of the row migration 0018 keeps) and
   ``responses(first:, assignmentId:)``, ``activity(first:, since:)``,
   ``deviceSessions(first:)`` and ``guardians`` (with the link's
   ``relationship``); a response's ``item`` and ``assignment``; an
@@ -96,7 +96,6 @@ from __future__ import annotations
 import functools
 import re
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,13 +166,12 @@ COLUMNS: dict[str, dict[str, str]] = {
     "Viewer": {"id": "{a}.id", "role": "{a}.role", "purpose": "{a}.purpose"},
     # The link's relationship (Student.guardians); none for a guardian read as the caller (Viewer.guardian).
     "Guardian": {"relationship": "{a}.relationship"},
-    # Over the progress row (resolvers.reads.PROGRESS); the averages as float8, rounded as
-    # the resolvers round them once the statement has run (ROUNDED).
+    # Over the progress row (resolvers.reads.PROGRESS), its averages rounded where it is kept.
     "StudentProgress": {
         "assignmentsCompleted": "{a}.assignments_completed",
         "responsesSubmitted": "{a}.responses_submitted",
         "averageScore": "{a}.average_score",
-        "percentCorrect": "{a}.percent_correct::float8",
+        "percentCorrect": "{a}.percent_correct",
     },
     # Over one element of the progress row's mastery (jsonb).
     "SkillMastery": {"skill": "{a}->>'skill'", "level": "{a}->'level'"},
@@ -236,10 +234,6 @@ COLUMNS: dict[str, dict[str, str]] = {
         "breakGlass": "{a}.break_glass",
     },
 }
-# Values the resolvers round in Python (``round(float(value), digits)``): the
-# statement returns them exactly (float8 as its shortest exact text) and the
-# plan rounds them the same way.
-ROUNDED = {"StudentProgress.averageScore": 4, "StudentProgress.percentCorrect": 2, "SkillMastery.level": 4}
 
 
 # The types whose classified fields are about a subject the statement can name:
@@ -366,6 +360,13 @@ class Level:
     def noted(self, row: list[Any]) -> tuple[Member, ...]:
         if self.inline is None or len(row) < 3 or not row[2]:
             return self.members
+        return self.widened
+
+    @functools.cached_property
+    def widened(self) -> tuple[Member, ...]:
+        """The members with the inline ones after the one named."""
+        if self.inline is None:
+            return self.members
         after, members = self.inline
         out: list[Member] = []
         for m in self.members:
@@ -386,8 +387,6 @@ class Plan:
     categories: frozenset[DataCategory]
     slots: tuple[Slot, ...]
     levels: tuple[Level, ...]  # in the order the resolver path notes them
-    # Where values are rounded: the path to their objects, their key, the digits.
-    rounded: tuple[tuple[tuple[tuple[str, bool], ...], str, int], ...] = ()
     # The operations of the policy the document runs (auditLog, accessLog, dataRequests, supportGrants).
     operations: frozenset[str] = frozenset()
     # What a root notes before its own levels, and where among the levels, in the roots'
@@ -511,7 +510,6 @@ class _Compilation:
                 self.categories.add(DataCategory.DIRECTORY)
                 marks.append((len(levels), SEARCH))
             _audit_levels(root, slots, levels)
-        rounded = tuple(r for root in roots for r in _rounded(root))
         operations |= {GATED[name] for name in self.used if name in GATED}
         return Plan(
             roots,
@@ -519,7 +517,6 @@ class _Compilation:
             frozenset(self.categories),
             tuple(slots),
             tuple(levels),
-            rounded,
             frozenset(operations),
             tuple(marks),
         )
@@ -723,21 +720,6 @@ def _audit_levels(root: Member, slots: list[Slot], levels: list[Level]) -> None:
             if m.child is not None and m.relation is not None:
                 step = (m.key, m.relation.many)
                 queue.append((m, (*path, step), own))
-
-
-def _rounded(
-    member: Member, path: tuple[tuple[str, bool], ...] = ()
-) -> Iterator[tuple[tuple[tuple[str, bool], ...], str, int]]:
-    """Where the plan's rounded values are: each object's path, the value's key, the digits."""
-    node = member.child
-    if node is None or member.relation is None:
-        return
-    here = (*path, (member.key, member.relation.many))
-    for m in node.members:
-        digits = ROUNDED.get(m.name)
-        if digits is not None:
-            yield here, m.key, digits
-        yield from _rounded(m, here)
 
 
 # ------------------------------------------------------------------ statement
@@ -1264,47 +1246,6 @@ def _reported(value: Any, path: tuple[tuple[str, bool], ...]) -> list[Any]:
     return [item for item in level if item is not None]
 
 
-@dataclass(frozen=True)
-class _Rounding:
-    """Where a response's values are rounded, as a tree: the keys rounded in an
-    object here (with their digits), and the objects below it (response key,
-    whether a list) that hold more."""
-
-    keys: tuple[tuple[str, int], ...]
-    below: tuple[tuple[str, bool, _Rounding], ...]
-
-    def apply(self, value: Any) -> None:
-        """Round the values of ``value`` (a response's object, or null) in place, in one walk."""
-        if not isinstance(value, dict):
-            return
-        for key, digits in self.keys:
-            found = value.get(key)
-            if found is not None:
-                value[key] = round(float(found), digits)
-        for key, many, node in self.below:
-            inner = value.get(key)
-            if many:
-                for item in inner or ():
-                    node.apply(item)
-            else:
-                node.apply(inner)
-
-
-@functools.lru_cache(maxsize=256)
-def _rounding(rounded: tuple[tuple[tuple[tuple[str, bool], ...], str, int], ...], depth: int = 0) -> _Rounding:
-    """Plan.rounded (each object's path, its key, the digits) as a tree, from ``depth`` along the paths."""
-    keys = tuple((key, digits) for path, key, digits in rounded if len(path) == depth)
-    steps: dict[tuple[str, bool], None] = {}
-    for path, _, _ in rounded:
-        if len(path) > depth:
-            steps.setdefault(path[depth], None)
-    below = tuple(
-        (key, many, _rounding(tuple(r for r in rounded if len(r[0]) > depth and r[0][depth] == (key, many)), depth + 1))
-        for key, many in steps
-    )
-    return _Rounding(keys, below)
-
-
 @dataclass
 class Compiled:
     """A compiled request's answer: its ``data`` (JSON, passed through as
@@ -1368,15 +1309,27 @@ class CompiledReads:
                 # Every row resolves the level's members: noted together, in row order.
                 noted, denied = plan.shape(index, level.members, decisions, denied_categories)
                 audit.note_rows(district, [_subject(row) for row in rows], noted)
-                if not denied:
-                    continue
+            else:
+                # Each row's width (its mastery levels or none): a run of rows of one width noted together.
+                denied = []
+                run: list[SubjectId] = []
+                run_noted: list[tuple[bool, dict[str, None], dict[str, None]]] = []
+                for row in rows:
+                    noted, row_denied = plan.shape(index, level.noted(row), decisions, denied_categories)
+                    if noted is not run_noted and run:
+                        audit.note_rows(district, run, run_noted)
+                        run = []
+                    run_noted = noted
+                    run.append(_subject(row))
+                    denied = denied or row_denied
+                if run:
+                    audit.note_rows(district, run, run_noted)
+            if not denied:
+                continue
             # The rows' paths in the response: wanted for the denied fields' errors, and
             # for a level whose width varies by row (a progress's mastery levels noted or not).
             for path, row in _rows(reported[level.slot], plan.slots[level.slot].path):
-                members = level.members if level.inline is None else level.noted(row)
-                noted, denied = plan.shape(index, members, decisions, denied_categories)
-                if level.inline is not None:
-                    audit.note_rows(district, [_subject(row)], noted)
+                noted, denied = plan.shape(index, level.noted(row), decisions, denied_categories)
                 if not denied:
                     continue
                 places = [path] if level.under is None else [(*path, level.under.key, i) for i in range(row[2])]
@@ -1431,11 +1384,7 @@ class CompiledReads:
             # schema.gate.gate's entry for an allowed read of the log (Needs.RULE_AUDITED): the
             # only one (an entry has no classified field, and the log is read alone).
             ctx.audit.note(ctx.home_district_key, built.audit_subject, "Query.auditLog", "", True)
-        if not plan.rounded:
-            return Compiled(orjson.Fragment(row[0]), errors)
-        data = orjson.loads(row[0])
-        _rounding(plan.rounded).apply(data)
-        return Compiled(data, errors)
+        return Compiled(orjson.Fragment(row[0]), errors)
 
 
 def _subject(row: list[Any]) -> str | None:

@@ -253,13 +253,13 @@ class StudentProgress:
 
     @classified(DataCategory.PERFORMANCE)
     def average_score(self) -> float | None:
-        value = self.row["average_score"]
-        return None if value is None else round(float(value), 4)
+        value: float | None = self.row["average_score"]  # rounded where it is kept (migration 0018)
+        return value
 
     @classified(DataCategory.PERFORMANCE)
     def percent_correct(self) -> float | None:
-        value = self.row["percent_correct"]
-        return None if value is None else round(float(value), 2)
+        value: float | None = self.row["percent_correct"]
+        return value
 
     # Not a join: the progress row's jsonb, completed with its object (schema.compiled._Builder.obj).
     @relationship(Relation("mastery", many=True), DataCategory.PERFORMANCE)
@@ -273,7 +273,7 @@ class StudentProgress:
                 skill=m["skill"],
                 district_key=self.district_key,
                 subject_id=self.subject_id,
-                level_value=None if m["level"] is None else round(float(m["level"]), 4),
+                level_value=m["level"],
             )
             for m in items
         ]

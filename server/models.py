@@ -417,6 +417,26 @@ class ReportStudentTotal(Base):
     correct: Mapped[int] = mapped_column(BigInteger)
 
 
+class StudentProgress(Base):
+    """A student's progress (schema.graphql StudentProgress) over their
+    responses, computed again by statement-level triggers on responses, items
+    and assignments whenever what it counts changes (migration 0018). A student
+    with no responses has no row."""
+
+    __tablename__ = "student_progress"
+    __table_args__ = (
+        ForeignKeyConstraint(["district_id", "student_id"], ["users.district_id", "users.id"], ondelete="CASCADE"),
+    )
+
+    district_id: Mapped[uuid.UUID] = _district_pk()
+    student_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    responses_submitted: Mapped[int] = mapped_column(BigInteger)
+    average_score: Mapped[float | None] = mapped_column(Float)
+    percent_correct: Mapped[float | None] = mapped_column(Float)
+    assignments_completed: Mapped[int] = mapped_column(BigInteger)
+    mastery: Mapped[list[dict[str, object]]] = mapped_column(JSONB)
+
+
 class SupportGrant(Base):
     __tablename__ = "support_grants"
     __table_args__ = (

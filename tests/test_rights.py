@@ -142,6 +142,8 @@ def _text_forms(value: Any) -> list[str]:
         return [value.isoformat()]
     if isinstance(value, list | tuple):
         return [form for v in value for form in _text_forms(v)]
+    if isinstance(value, dict):
+        return _text_forms(list(value.values()))
     if isinstance(value, float):
         return [json.dumps(value)]
     if isinstance(value, str) and value[:1] in "{[":

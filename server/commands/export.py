@@ -64,6 +64,7 @@ FILE_TYPES = {
     "device_sessions": "DeviceSession",
     "data_requests": "DataRequest",
     "guardian_links": "Guardian",
+    "student_progress": "StudentProgress",
 }
 # Stored columns the API does not show, or shows under another name.
 COLUMN_CATEGORIES = {
@@ -218,6 +219,11 @@ TABLE_MEANINGS = {
     ("report_student_totals", "responses"): "How many answers the student has submitted (kept for reports).",
     ("report_student_totals", "score_sum"): "The sum of the scores of those answers (kept for reports).",
     ("report_student_totals", "correct"): "How many of those answers were correct (kept for reports).",
+    ("student_progress", "responses_submitted"): "How many answers the student has submitted.",
+    ("student_progress", "average_score"): "The average score of those answers.",
+    ("student_progress", "percent_correct"): "The percentage of them that were correct.",
+    ("student_progress", "assignments_completed"): "How many assignments the student answered every item of.",
+    ("student_progress", "mastery"): "The average score per skill.",
 }
 
 CATALOG = """
@@ -444,7 +450,7 @@ async def delete_district(
     conn: Any, district_id: uuid.UUID, exported: dict[str, int], reason: str, now: dt.datetime
 ) -> dict[str, Any]:
     """Delete the district's data, as exported, and store the certificate; return its canonical body."""
-    from resolvers.rights import certificate_body, certificate_digest, insert_certificate
+    from resolvers.rights import DERIVED_FROM, certificate_body, certificate_digest, insert_certificate
 
     async with conn.transaction():
         await conn.execute("SET LOCAL lock_timeout = '10s'")
@@ -461,7 +467,7 @@ async def delete_district(
                     f"{table} changed after the export ({exported.get(table, 0)} rows exported, {current} now); "
                     "stop the district's traffic, export again, then delete"
                 )
-        edges = [(r["child"], r["parent"]) for r in await conn.fetch(FOREIGN_KEYS)]
+        edges = [(r["child"], r["parent"]) for r in await conn.fetch(FOREIGN_KEYS)] + list(DERIVED_FROM.items())
         counts: dict[str, int] = {}
         for table in _delete_order(tables, edges):
             status = await conn.execute(
