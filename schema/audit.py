@@ -19,32 +19,39 @@ import strawberry
 from permissions.errors import BadUserInput, Forbidden
 from resolvers.audit_log import MAX_SEQ, AuditFilters, audit_page
 from schema.base import Info, Node, PageInfo, check_first, id_argument
-from schema.declare import Relation, related
+from schema.declare import Relation, reads, related, timestamp
 from schema.enums import DataCategoryEnum, Decision, PurposeEnum, RoleEnum
 from schema.gate import Needs, gate
 
 
 @strawberry.type
 class AuditEntry(Node):
-    id: strawberry.ID
-    at: dt.datetime
+    # Each over a logical entry (resolvers.audit_log.logical_statement), as from_row gives it.
+    id: strawberry.ID = strawberry.field(metadata=reads("{a}.lid::text"))
+    at: dt.datetime = strawberry.field(metadata=reads(timestamp("at")))
     request_id: str = strawberry.field(
-        description="The server's own id for the request: unique, never taken from the client."
+        description="The server's own id for the request: unique, never taken from the client.",
+        metadata=reads("{a}.request_id"),
     )
-    client_request_id: str | None = strawberry.field(description="The X-Request-Id the client sent, if any, as sent.")
-    trace_id: str | None
-    actor_id: strawberry.ID
-    actor_role: RoleEnum
-    purpose: PurposeEnum
-    justification: str | None
-    operation_name: str | None
+    client_request_id: str | None = strawberry.field(
+        description="The X-Request-Id the client sent, if any, as sent.", metadata=reads("{a}.client_request_id")
+    )
+    trace_id: str | None = strawberry.field(metadata=reads("{a}.trace_id"))
+    actor_id: strawberry.ID = strawberry.field(metadata=reads("{a}.actor_id::text"))
+    actor_role: RoleEnum = strawberry.field(metadata=reads("{a}.actor_role"))
+    purpose: PurposeEnum = strawberry.field(metadata=reads("{a}.purpose"))
+    justification: str | None = strawberry.field(metadata=reads("{a}.justification"))
+    operation_name: str | None = strawberry.field(metadata=reads("{a}.operation_name"))
     subject_student_id: strawberry.ID | None = strawberry.field(
-        description="Null for entries about no single student (aggregates, staff data)."
+        description="Null for entries about no single student (aggregates, staff data).",
+        metadata=reads("{a}.subject::text"),
     )
-    fields: list[str] = strawberry.field(description="Type.field names, e.g. Student.firstName.")
-    categories: list[DataCategoryEnum]
-    decision: Decision
-    break_glass: bool
+    fields: list[str] = strawberry.field(
+        description="Type.field names, e.g. Student.firstName.", metadata=reads("to_json({a}.fields)")
+    )
+    categories: list[DataCategoryEnum] = strawberry.field(metadata=reads("to_json({a}.categories)"))
+    decision: Decision = strawberry.field(metadata=reads("{a}.decision"))
+    break_glass: bool = strawberry.field(metadata=reads("{a}.break_glass"))
 
     @classmethod
     def from_row(cls, row: Any) -> AuditEntry:

@@ -10,6 +10,7 @@ import strawberry
 from strawberry.types.field import StrawberryField
 
 from permissions.errors import BadUserInput, NotFound
+from schema.expressions import reads
 
 if TYPE_CHECKING:
     from server.context import PublicContext, RequestContext
@@ -51,8 +52,10 @@ def id_to_look_up(value: Any, kind: str) -> uuid.UUID:
 MAX_PAGE = 500
 
 
-def field(*, name: str | None = None, description: str | None = None) -> Callable[[Resolver], StrawberryField]:
-    """``@strawberry.field(name=..., description=...)`` for a resolver method.
+def field(
+    *, name: str | None = None, description: str | None = None, metadata: dict[str, Any] | None = None
+) -> Callable[[Resolver], StrawberryField]:
+    """``@strawberry.field(name=..., description=..., metadata=...)`` for a resolver method.
 
     Called with options only, ``strawberry.field`` is typed as returning Any
     (strawberry-graphql issue 1929), which leaves the method it decorates
@@ -60,7 +63,7 @@ def field(*, name: str | None = None, description: str | None = None) -> Callabl
     """
 
     def wrap(resolver: Resolver) -> StrawberryField:
-        return strawberry.field(resolver, name=name, description=description)
+        return strawberry.field(resolver, name=name, description=description, metadata=metadata)
 
     return wrap
 
@@ -81,8 +84,10 @@ class Node:
 
 @strawberry.type
 class PageInfo:
-    has_next_page: bool
-    end_cursor: str | None
+    # Over the page's row (schema.compiled._Builder.rows): the cursor of its last student as
+    # resolvers.reads.encode_cursor writes it.
+    has_next_page: bool = strawberry.field(metadata=reads("{a}.has_next"))
+    end_cursor: str | None = strawberry.field(metadata=reads("{a}.end_cursor"))
 
 
 def check_first(first: int | None, name: str = "first", maximum: int = MAX_PAGE, default: int = 50) -> int:

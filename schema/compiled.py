@@ -33,8 +33,8 @@ What it understands:
 * the plain fields of Class, School, District, Student, Staff, Guardian,
   Response, Assignment, Assessment and Item, read from their one declaration
   (``schema.declare.column``, ``declared_sql``), those of StudentProgress,
-  SkillMastery and the other types that are not rows of their own
-  (``COLUMNS``), and ``__typename``;
+  SkillMastery and the other types that are not rows of their own from the
+  SQL declared on the field (``schema.declare.reads``), and ``__typename``;
 * relationships (declared on their fields, ``schema.declare.relationship``;
   ``_Builder.rows`` finds each one's rows), any number side by side and nested to any
   depth: a class's ``school``, ``teachers``, ``students`` and
@@ -129,7 +129,7 @@ from graphql.execution.values import VariableValues, get_argument_values, get_di
 
 from permissions.audit import SubjectId
 from permissions.decide import Decision, decide_operation
-from permissions.enums import DataCategory, Purpose, Role
+from permissions.enums import DataCategory, Role
 from permissions.errors import BadUserInput
 from resolvers.audit_log import AuditFilters, logical_statement
 from resolvers.db import Params
@@ -138,103 +138,12 @@ from resolvers.scope import STAFF_ROLES, RowScope
 from schema.audit import as_utc, decode_seq
 from schema.base import Context, check_first
 from schema.classified import category_of, refusal
-from schema.declare import Relation, declared_column, declared_relation
+from schema.declare import Relation, declared_column, declared_expression, declared_relation, timestamp
 from schema.types import note_search
 
 NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
 # json_build_object takes at most 100 arguments: 50 keys.
 MAX_KEYS = 50
-
-# A timestamptz as Python's isoformat() gives it for a UTC datetime (what the
-# DateTime scalar serializes): microseconds only when there are any.
-_TIMESTAMP = (
-    "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
-    "CASE WHEN extract(microseconds FROM {c})::bigint % 1000000 = 0 THEN '' "
-    "ELSE to_char({c} AT TIME ZONE 'UTC', '.US') END || '+00:00'"
-)
-
-
-def _timestamp(column: str) -> str:
-    return _TIMESTAMP.replace("{c}", "{a}." + column)
-
-
-# Per type: the fields that are one column or expression over the row's alias
-# ``{a}`` and not declared as columns of their type (``schema.declare``; the
-# compiled plan reads those from their declaration, ``declared_sql``).
-COLUMNS: dict[str, dict[str, str]] = {
-    # The caller, as the parameters of the request (see _Builder.rows).
-    "Viewer": {"id": "{a}.id", "role": "{a}.role", "purpose": "{a}.purpose"},
-    # The link's relationship (Student.guardians); none for a guardian read as the caller (Viewer.guardian).
-    "Guardian": {"relationship": "{a}.relationship"},
-    # Over the progress row (resolvers.reads.PROGRESS), its averages rounded where it is kept.
-    "StudentProgress": {
-        "assignmentsCompleted": "{a}.assignments_completed",
-        "responsesSubmitted": "{a}.responses_submitted",
-        "averageScore": "{a}.average_score",
-        "percentCorrect": "{a}.percent_correct",
-    },
-    # Over one element of the progress row's mastery (jsonb).
-    "SkillMastery": {"skill": "{a}->>'skill'", "level": "{a}->'level'"},
-    # Over the district's row (schema.types.DistrictSettings.from_row): the purposes it
-    # authorizes that are purposes, once each, in the Purpose enum's order.
-    "DistrictSettings": {
-        "authorizedPurposes": (
-            "(SELECT COALESCE(json_agg(e.p ORDER BY e.o), '[]'::json) FROM unnest(ARRAY["
-            + ", ".join(f"'{p.value}'" for p in Purpose)
-            + "]) WITH ORDINALITY e(p, o) WHERE e.p = ANY({a}.authorized_purposes))"
-        ),
-        "collectUsage": "{a}.collect_usage",
-        "collectDevice": "{a}.collect_device",
-        "collectDemographics": "{a}.collect_demographics",
-        "directRecordAccess": "{a}.direct_record_access",
-    },
-    "RetentionSettings": {
-        "responsesDays": "{a}.responses_days",
-        "activityDays": "{a}.activity_days",
-        "deviceDays": "{a}.device_days",
-        "auditDays": "{a}.audit_days",
-    },
-    "DataRequest": {
-        "id": "{a}.id::text",
-        "kind": "{a}.kind",
-        "studentId": "{a}.student_id::text",
-        "requestedBy": "{a}.requested_by",
-        "receivedAt": _timestamp("received_at"),
-        "dueAt": _timestamp("due_at"),
-        "status": "{a}.status",
-        "fulfilledAt": _timestamp("fulfilled_at"),
-    },
-    "SupportGrant": {
-        "id": "{a}.id::text",
-        "ticket": "{a}.ticket",
-        "expiresAt": _timestamp("expires_at"),
-        "revokedAt": _timestamp("revoked_at"),
-        "userIds": "COALESCE(to_json({a}.user_ids::text[]), '[]'::json)",
-    },
-    # Over the page's row (built in _Builder.rows): its scoped total, and the cursor of its last student
-    # as resolvers.reads.encode_cursor writes it (URL-safe base64 of "id:" and the id's 16 bytes, unpadded).
-    "StudentConnection": {"totalCount": "{a}.total_count"},
-    "PageInfo": {"hasNextPage": "{a}.has_next", "endCursor": "{a}.end_cursor"},
-    # Over a logical entry (resolvers.audit_log.logical_statement), as schema.audit.AuditEntry gives it.
-    "AuditEntry": {
-        "id": "{a}.lid::text",
-        "at": _timestamp("at"),
-        "requestId": "{a}.request_id",
-        "clientRequestId": "{a}.client_request_id",
-        "traceId": "{a}.trace_id",
-        "actorId": "{a}.actor_id::text",
-        "actorRole": "{a}.actor_role",
-        "purpose": "{a}.purpose",
-        "justification": "{a}.justification",
-        "operationName": "{a}.operation_name",
-        "subjectStudentId": "{a}.subject::text",
-        "fields": "to_json({a}.fields)",
-        "categories": "to_json({a}.categories)",
-        "decision": "{a}.decision",
-        "breakGlass": "{a}.break_glass",
-    },
-}
-
 
 # The types whose classified fields are about a subject the statement can name:
 # a student (its own row), staff (no subject), a student's responses and
@@ -604,7 +513,7 @@ class _Compilation:
             if node.arguments or node.selection_set is not None:
                 raise NotCompiled
             return Member(key, name, category, static=True)
-        column = declared_sql(field_def) or COLUMNS.get(parent.name, {}).get(field_name)
+        column = declared_sql(field_def)
         if column is not None:
             if node.selection_set is not None or node.arguments:
                 raise NotCompiled
@@ -643,7 +552,11 @@ def declared_sql(field_def: GraphQLField) -> str | None:
     """The SQL of a field declared as a column (``schema.declare.column``), over
     the row's alias ``{a}``, as the resolver path would serialize it: ids as
     text, timestamps as Strawberry writes them, lists as JSON arrays."""
-    found = declared_column(field_def.extensions.get("strawberry-definition"))
+    definition = field_def.extensions.get("strawberry-definition")
+    expression = declared_expression(definition)
+    if expression is not None:
+        return expression.sql
+    found = declared_column(definition)
     if found is None:
         return None
     output = field_def.type.of_type if isinstance(field_def.type, GraphQLNonNull) else field_def.type
@@ -652,7 +565,7 @@ def declared_sql(field_def: GraphQLField) -> str | None:
     if getattr(output, "name", None) == "ID":
         return f"{{a}}.{found.name}::text"
     if getattr(output, "name", None) == "DateTime":
-        return _timestamp(found.name)
+        return timestamp(found.name)
     return f"{{a}}.{found.name}"
 
 

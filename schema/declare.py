@@ -4,6 +4,10 @@
   Strawberry field: its resolver reads the row's column (through ``convert``
   when given), and a category makes it classified, so its permission class
   decides and notes it as for any classified field.
+* ``reads``: the metadata of a field that is not one column of a row (a
+  computed value, the caller, a page's total): the SQL expression, over its
+  object's alias ``{a}``, that the compiled plan reads for it (``Expression``),
+  beside the resolver or attribute the resolver path answers with.
 * ``relationship``: a field whose value is rows found from its parent's (or,
   on ``Query``, from the request): how the compiled plan finds them
   (``Relation``: its way of finding them, ``schema.compiled._Builder.rows``,
@@ -11,7 +15,7 @@
   stays the method it decorates (the resolver path's loaders); ``related``
   declares one whose value its object already holds (a connection's nodes).
 
-The declaration stays on the field (``declared_column``, ``declared_relation``),
+The declaration stays on the field (``declared_column``, ``declared_expression``, ``declared_relation``),
 which is where the compiled plan reads it (``schema.compiled``): the SQL that
 reads a column follows from the column and the field's GraphQL type, so a
 field is not declared a second time for the compiler. Categories reach the
@@ -29,7 +33,22 @@ import strawberry
 
 from permissions.enums import DataCategory
 from schema.classified import classified
+from schema.expressions import Expression, declared_expression, reads, timestamp
 
+# reads, timestamp and what they declare (schema.expressions) are declarations too.
+__all__ = [
+    "Column",
+    "Expression",
+    "Relation",
+    "column",
+    "declared_column",
+    "declared_expression",
+    "declared_relation",
+    "reads",
+    "related",
+    "relationship",
+    "timestamp",
+]
 _COLUMN, _RELATION = "pledgeql.column", "pledgeql.relation"
 Resolver = Callable[..., Any]
 

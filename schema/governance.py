@@ -12,35 +12,38 @@ from strawberry.scalars import JSON
 from permissions.enums import DataCategory
 from schema.base import Node
 from schema.classified import classified
-from schema.declare import Relation, related
+from schema.declare import Relation, reads, related, timestamp
 from schema.enums import ActivityKind, DataRequestKind, DataRequestStatus, Dimension, PurposeEnum, SuppressionReason
 from schema.types import Response, Staff
 
 
 @strawberry.type
 class SupportGrant(Node):
-    id: strawberry.ID
-    ticket: str
+    id: strawberry.ID = strawberry.field(metadata=reads("{a}.id::text"))
+    ticket: str = strawberry.field(metadata=reads("{a}.ticket"))
     granted_by: Staff | None = related(Relation("granted_by"))
-    expires_at: dt.datetime
-    revoked_at: dt.datetime | None
-    user_ids: list[strawberry.ID] = strawberry.field(description="Empty means every user of the district.")
+    expires_at: dt.datetime = strawberry.field(metadata=reads(timestamp("expires_at")))
+    revoked_at: dt.datetime | None = strawberry.field(metadata=reads(timestamp("revoked_at")))
+    user_ids: list[strawberry.ID] = strawberry.field(
+        description="Empty means every user of the district.",
+        metadata=reads("COALESCE(to_json({a}.user_ids::text[]), '[]'::json)"),
+    )
 
 
 @strawberry.type
 class DataRequest(Node):
-    id: strawberry.ID
-    kind: DataRequestKind
-    student_id: strawberry.ID
-    received_at: dt.datetime
-    due_at: dt.datetime
-    status: DataRequestStatus
-    fulfilled_at: dt.datetime | None
+    id: strawberry.ID = strawberry.field(metadata=reads("{a}.id::text"))
+    kind: DataRequestKind = strawberry.field(metadata=reads("{a}.kind"))
+    student_id: strawberry.ID = strawberry.field(metadata=reads("{a}.student_id::text"))
+    received_at: dt.datetime = strawberry.field(metadata=reads(timestamp("received_at")))
+    due_at: dt.datetime = strawberry.field(metadata=reads(timestamp("due_at")))
+    status: DataRequestStatus = strawberry.field(metadata=reads("{a}.status"))
+    fulfilled_at: dt.datetime | None = strawberry.field(metadata=reads(timestamp("fulfilled_at")))
     district_key: strawberry.Private[str]
     subject_id: strawberry.Private[object]
     requested_by_value: strawberry.Private[str]
 
-    @classified(DataCategory.CONTACT)
+    @classified(DataCategory.CONTACT, metadata=reads("{a}.requested_by"))
     def requested_by(self) -> str:
         return self.requested_by_value
 

@@ -28,7 +28,7 @@ from resolvers.reads import Row, encode_cursor
 from schema.audit import AuditConnection, access_log
 from schema.base import Context, Info, Node, PageInfo, check_first, id_argument
 from schema.classified import classified
-from schema.declare import Relation, column, related, relationship
+from schema.declare import Relation, column, reads, related, relationship
 from schema.enums import ActivityKind, PurposeEnum, RoleEnum
 
 
@@ -72,19 +72,29 @@ def note_search(ctx: Context, page: list[tuple[str, SubjectId]], total: int) -> 
 
 @strawberry.type
 class RetentionSettings:
-    responses_days: int
-    activity_days: int
-    device_days: int
-    audit_days: int
+    responses_days: int = strawberry.field(metadata=reads("{a}.responses_days"))
+    activity_days: int = strawberry.field(metadata=reads("{a}.activity_days"))
+    device_days: int = strawberry.field(metadata=reads("{a}.device_days"))
+    audit_days: int = strawberry.field(metadata=reads("{a}.audit_days"))
+
+
+# The Purpose enum's own values, never input.
+_AUTHORIZED_PURPOSES = (
+    "(SELECT COALESCE(json_agg(e.p ORDER BY e.o), '[]'::json) FROM unnest(ARRAY["  # noqa: S608
+    + ", ".join(f"'{p.value}'" for p in Purpose)
+    + "]) WITH ORDINALITY e(p, o) WHERE e.p = ANY({a}.authorized_purposes))"
+)
 
 
 @strawberry.type
 class DistrictSettings:
-    authorized_purposes: list[PurposeEnum]
-    collect_usage: bool
-    collect_device: bool
-    collect_demographics: bool
-    direct_record_access: bool
+    # Over the district's row: the purposes it authorizes that are purposes, once each, in
+    # the Purpose enum's order (as from_row gives them).
+    authorized_purposes: list[PurposeEnum] = strawberry.field(metadata=reads(_AUTHORIZED_PURPOSES))
+    collect_usage: bool = strawberry.field(metadata=reads("{a}.collect_usage"))
+    collect_device: bool = strawberry.field(metadata=reads("{a}.collect_device"))
+    collect_demographics: bool = strawberry.field(metadata=reads("{a}.collect_demographics"))
+    direct_record_access: bool = strawberry.field(metadata=reads("{a}.direct_record_access"))
     retention: RetentionSettings = related(Relation("district_retention"))
 
     @classmethod
@@ -219,7 +229,8 @@ class Guardian(Node):
     email: str | None = column("email", DataCategory.CONTACT)
     phone: str | None = column("phone", DataCategory.CONTACT)
 
-    @classified(DataCategory.CONTACT)
+    # The link's (Student.guardians); none for a guardian read as the caller (Viewer.guardian).
+    @classified(DataCategory.CONTACT, metadata=reads("{a}.relationship"))
     def relationship(self) -> str | None:
         value: str | None = self.row.get("relationship")
         return value
@@ -227,12 +238,13 @@ class Guardian(Node):
 
 @strawberry.type
 class SkillMastery:
-    skill: str
+    # Over one element of the progress row's mastery (jsonb).
+    skill: str = strawberry.field(metadata=reads("{a}->>'skill'"))
     district_key: strawberry.Private[str]
     subject_id: strawberry.Private[uuid.UUID]
     level_value: strawberry.Private[float | None]
 
-    @classified(DataCategory.PERFORMANCE)
+    @classified(DataCategory.PERFORMANCE, metadata=reads("{a}->'level'"))
     def level(self) -> float | None:
         return self.level_value
 
@@ -243,23 +255,11 @@ class StudentProgress:
     district_key: strawberry.Private[str]
     subject_id: strawberry.Private[uuid.UUID]
 
-    @classified(DataCategory.PERFORMANCE)
-    def assignments_completed(self) -> int | None:
-        return int(self.row["assignments_completed"] or 0)
-
-    @classified(DataCategory.PERFORMANCE)
-    def responses_submitted(self) -> int | None:
-        return int(self.row["responses_submitted"] or 0)
-
-    @classified(DataCategory.PERFORMANCE)
-    def average_score(self) -> float | None:
-        value: float | None = self.row["average_score"]  # rounded where it is kept (migration 0018)
-        return value
-
-    @classified(DataCategory.PERFORMANCE)
-    def percent_correct(self) -> float | None:
-        value: float | None = self.row["percent_correct"]
-        return value
+    # The progress row (resolvers.reads.PROGRESS), its averages rounded where it is kept (migration 0018).
+    assignments_completed: int | None = column("assignments_completed", DataCategory.PERFORMANCE)
+    responses_submitted: int | None = column("responses_submitted", DataCategory.PERFORMANCE)
+    average_score: float | None = column("average_score", DataCategory.PERFORMANCE)
+    percent_correct: float | None = column("percent_correct", DataCategory.PERFORMANCE)
 
     # Not a join: the progress row's jsonb, completed with its object (schema.compiled._Builder.obj).
     @relationship(Relation("mastery", many=True), DataCategory.PERFORMANCE)
@@ -393,7 +393,7 @@ class StudentConnection:
     # The page's students in id order (keyset pages), and where the page ends.
     nodes: list[Student] = related(Relation("page_nodes", many=True, order="{a}.id"))
     page_info: PageInfo = related(Relation("page_info"))
-    total_count: int
+    total_count: int = strawberry.field(metadata=reads("{a}.total_count"))  # the page row's scoped total
 
 
 async def student_connection(

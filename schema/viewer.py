@@ -7,22 +7,23 @@ import strawberry
 from permissions.decide import allowed_purposes
 from permissions.enums import Role
 from schema.base import Info, field
-from schema.declare import Relation, relationship
+from schema.declare import Relation, reads, relationship
 from schema.enums import PurposeEnum, RoleEnum
 from schema.types import Class, District, Guardian, Staff, Student
 
 
 @strawberry.type
 class Viewer:
-    @strawberry.field
+    # The caller, as the parameters of the request (schema.compiled._Builder.rows).
+    @field(metadata=reads("{a}.id"))
     def id(self, info: Info) -> strawberry.ID:
         return strawberry.ID(str(info.context.principal.user_id))
 
-    @strawberry.field
+    @field(metadata=reads("{a}.role"))
     def role(self, info: Info) -> RoleEnum:
         return info.context.principal.role
 
-    @strawberry.field
+    @field(metadata=reads("{a}.purpose"))
     def purpose(self, info: Info) -> PurposeEnum:
         return info.context.purpose
 
