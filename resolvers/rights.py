@@ -525,6 +525,8 @@ SECTION_CATEGORIES = {
     "device": "DEVICE",
     "guardians": "CONTACT",
 }
+# Tables shown under otherRecords whose rows are data of a category: withheld with it.
+OTHER_CATEGORIES = {"report_student_totals": "PERFORMANCE"}
 _HANDLED_USER_COLUMNS = {
     "district_id",
     "id",
@@ -784,6 +786,9 @@ def build_document(
     for section, category in SECTION_CATEGORIES.items():
         if category in withheld:
             doc[section] = {"withheld": True, "category": category, "reason": withheld[category]}
+    for table, category in OTHER_CATEGORIES.items():
+        if category in withheld and table in doc["otherRecords"]:
+            doc["otherRecords"][table] = {"withheld": True, "category": category, "reason": withheld[category]}
     held = {table: len(rows) for table, rows in t.items()}
     held["users"] = 1
     held["support_grants"] = len(record.support_grants)

@@ -627,3 +627,32 @@ def test_the_audit_chains_still_verify_after_deletions(
     out = capsys.readouterr()
     assert status == 0, out.err
     assert "OK district" in out.out and "FAILED" not in out.out + out.err
+
+
+def test_a_withheld_category_is_withheld_from_the_other_records_too() -> None:
+    """The report totals (answers, score sums) are performance data: an export that
+    withholds PERFORMANCE withholds them under otherRecords as well as the section."""
+    from resolvers.rights import StudentRecord, build_document
+
+    student = {
+        "district_id": uuid.uuid4(),
+        "id": uuid.uuid4(),
+        "school_id": None,
+        "role": "STUDENT",
+        "learning_level": None,
+        "last_active_at": None,
+    }
+    totals = {"district_id": student["district_id"], "student_id": student["id"], "responses": 3, "score_sum": 2}
+    record = StudentRecord(student, {"report_student_totals": [totals]}, None, {}, {}, {}, {}, [])
+    district = {"id": student["district_id"], "name": "A district"}
+    at = dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
+    shown = build_document(record, district, None, at, {})
+    assert shown["otherRecords"]["report_student_totals"][0]["scoreSum"] == 2
+    withheld = build_document(record, district, None, at, {"PERFORMANCE": "PURPOSE_NOT_ALLOWED_FOR_CATEGORY"})
+    assert withheld["performance"]["withheld"] is True
+    assert withheld["otherRecords"]["report_student_totals"] == {
+        "withheld": True,
+        "category": "PERFORMANCE",
+        "reason": "PURPOSE_NOT_ALLOWED_FOR_CATEGORY",
+    }
+    assert "scoreSum" not in json.dumps(withheld)
