@@ -1239,10 +1239,9 @@ class CompiledReads:
                     audit.note_rows(district, run, run_noted)
             if not denied:
                 continue
-            # The rows' paths in the response: wanted for the denied fields' errors, and
-            # for a level whose width varies by row (a progress's mastery levels noted or not).
+            # The rows' paths in the response, for the denied fields' errors.
             for path, row in _rows(reported[level.slot], plan.slots[level.slot].path):
-                noted, denied = plan.shape(index, level.noted(row), decisions, denied_categories)
+                _, denied = plan.shape(index, level.noted(row), decisions, denied_categories)
                 if not denied:
                     continue
                 places = [path] if level.under is None else [(*path, level.under.key, i) for i in range(row[2])]
