@@ -16,8 +16,9 @@ first time is added in the transaction that uses it.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -183,8 +184,9 @@ async def write_batch(
     codes: KnownCodes | None = None,
 ) -> None:
     """Chain and insert the entries of one or more requests, in order, in
-    ``db``'s transaction: one statement onto the heads ``known`` holds, or else
-    two (HEADS, then INSERT). A chain lock is waited for at most
+    ``db``'s transaction (without one, a compiled query's, the one statement
+    commits itself and the two get a transaction of their own): one statement
+    onto the heads ``known`` holds, or else two (HEADS, then INSERT). A chain lock is waited for at most
     ``lock_timeout`` seconds (None: as long as it takes). With ``codes``, the
     records carry their names' codes where they are known."""
     districts = sorted(uuid.UUID(k) for k in {e.district_key for _, entries, _ in batch for e in entries})
@@ -207,11 +209,29 @@ async def write_batch(
             known.wrote(heads, districts, advanced=True)
             return
         known.missed(districts)
-    heads = {r["head_district"]: (r["head_seq"], r["head_hash"]) for r in await db.fetch(HEADS, districts, wait)}
-    rows = chain_batch(batch, key, heads)
-    await db.execute(INSERT, *insert_args(rows, None if codes is None else await codes.cover(db, rows)))
+    async with in_transaction(db):
+        heads = {r["head_district"]: (r["head_seq"], r["head_hash"]) for r in await db.fetch(HEADS, districts, wait)}
+        rows = chain_batch(batch, key, heads)
+        await db.execute(INSERT, *insert_args(rows, None if codes is None else await codes.cover(db, rows)))
     if known is not None:
         known.wrote(heads, districts, advanced=False)
+
+
+@contextlib.asynccontextmanager
+async def in_transaction(db: Any) -> AsyncIterator[None]:
+    """The block in ``db``'s transaction, or (a compiled query runs without one) in a
+    transaction of its own: HEADS's chain locks must be held until INSERT commits."""
+    if db.is_in_transaction():
+        yield
+        return
+    await db.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        if not db.is_closed():
+            await db.execute("ROLLBACK")
+        raise
+    await db.execute("COMMIT")
 
 
 async def write_entries(

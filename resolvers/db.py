@@ -1,5 +1,6 @@
-"""The request's database handle: one connection, one transaction, one
-statement at a time (asyncpg runs one query per connection)."""
+"""The request's database handle: one connection (in one transaction, but for
+a compiled query, server.graphql_http), one statement at a time (asyncpg runs
+one query per connection)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,12 @@ class Db:
         reach its connection afterwards."""
         async with self._lock:
             self._closed = True
+
+    def is_in_transaction(self) -> bool:
+        return bool(self._conn.is_in_transaction())
+
+    def is_closed(self) -> bool:
+        return bool(self._conn.is_closed())
 
     def _check(self) -> None:
         if self._closed:

@@ -22,14 +22,23 @@ from resolvers.db import Db
 # afterwards.
 PRINCIPAL = (
     "SELECT p.*, d AS home, set_config('pledgeql.district_ids', "
-    "coalesce(p.district_id::text, $3), true) AS district_ids{generic} "
+    "coalesce(p.district_id::text, $3), {local}) AS district_ids{generic} "
     "FROM pledgeql_principal($1, $2) p LEFT JOIN districts d ON d.id = p.district_id"
 )
-# With generic_plans: the rest of the transaction uses each prepared
-# statement's generic plan instead of planning it again for its values.
+# With generic_plans: the rest of the request uses each prepared statement's
+# generic plan instead of planning it again for its values. The settings last
+# for the transaction, or (a request without one, ``session``) for the
+# connection's session, until the next checkout sets or resets them
+# (server.app.driver_connection).
 _STATEMENTS = {
-    False: PRINCIPAL.format(generic=""),
-    True: PRINCIPAL.format(generic=", set_config('plan_cache_mode', 'force_generic_plan', true)"),
+    (generic, session): PRINCIPAL.format(
+        local="false" if session else "true",
+        generic=f", set_config('plan_cache_mode', 'force_generic_plan', {'false' if session else 'true'})"
+        if generic
+        else "",
+    )
+    for generic in (False, True)
+    for session in (False, True)
 }
 
 
@@ -51,9 +60,10 @@ async def load_principal(
     nil: uuid.UUID,
     *,
     generic_plans: bool = False,
+    session: bool = False,
 ) -> Standing | None:
     """The caller's standing, or None for an unknown or disabled user."""
-    row = await db.fetchrow(_STATEMENTS[generic_plans], user_id, now, str(nil))
+    row = await db.fetchrow(_STATEMENTS[generic_plans, session], user_id, now, str(nil))
     if row is None or row["disabled"]:
         return None
     grants_raw = row["grants"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import logging
 import math
@@ -79,13 +80,17 @@ class AppState:
 # Every connection the pool held before then is pinged at its next checkout.
 _SUSPECT: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 PING_TIMEOUT = 2.0
+# A transaction begins with the settings a request without one (a compiled query,
+# server.graphql_http) leaves on its session reset, in the same round trip: no
+# statement of this one runs under a previous request's row-level security.
+BEGIN = "BEGIN; RESET pledgeql.district_ids; RESET plan_cache_mode"
 
 
 def _mark_suspect(engine: AsyncEngine) -> None:
     _SUSPECT[engine.sync_engine] = time.monotonic()
 
 
-async def _checkout(engine: AsyncEngine, begin: bool) -> tuple[AsyncConnection, Any, Any]:
+async def _checkout(engine: AsyncEngine, begin: bool) -> tuple[AsyncConnection, Any, bool]:
     """A pooled connection known to be alive (and its transaction begun, with ``begin``).
 
     A connection whose socket asyncpg saw close is discarded without a round
@@ -115,10 +120,9 @@ async def _checkout(engine: AsyncEngine, begin: bool) -> tuple[AsyncConnection, 
                     if checked < _SUSPECT.get(engine.sync_engine, -math.inf):
                         await driver.execute("SELECT 1", timeout=PING_TIMEOUT)
                         raw.info["pledgeql_checked"] = time.monotonic()
-                    transaction = driver.transaction() if begin else None
-                    if transaction is not None:
-                        await transaction.start()
-                    return connection, driver, transaction
+                    if begin:
+                        await driver.execute(BEGIN)
+                    return connection, driver, begin
                 except Exception as error:
                     if not (is_connection_error(error) or driver.is_closed()):
                         raise
@@ -148,11 +152,11 @@ async def driver_connection(engine: AsyncEngine, *, transaction: bool = False) -
         try:
             yield driver
         except BaseException:
-            if begun is not None:
-                await begun.rollback()
+            if begun and not driver.is_closed():
+                await driver.execute("ROLLBACK")
             raise
-        if begun is not None:
-            await begun.commit()
+        if begun:
+            await driver.execute("COMMIT")
     except BaseException as error:
         if is_connection_error(error) or driver.is_closed():
             _mark_suspect(engine)
@@ -324,7 +328,7 @@ def create_app(
             schema=graphql_schema(schema),
             policies=policies,
             verifier=verifier,
-            acquire=lambda: driver_connection(engine, transaction=True),
+            acquire=functools.partial(driver_connection, engine, transaction=True),
             production=settings.is_production,
             audit_writer=make_audit_writer(settings.audit_key(), settings.audit_lock_timeout),
             trusted_proxy_header=settings.trusted_proxy_header,

@@ -2,7 +2,8 @@
 that fails a district's requests at once while its chain lock is stuck.
 
 The records are chained in ``permissions.audit_chain`` and written by
-``resolvers.audit_store``, in the request's own transaction, before the
+``resolvers.audit_store``, in the request's own transaction (a compiled
+query's: its write statement, which commits itself), before the
 response leaves.
 """
 
@@ -111,7 +112,7 @@ class AuditWriterGroups:
                 raise
             if role is WRITTEN:
                 return
-        # Lead: write everything waiting, in this request's transaction.
+        # Lead: write everything waiting, in this request's transaction (or its one statement).
         group.busy = True
         batch, group.queue = group.queue, []
         try:

@@ -13,8 +13,9 @@ trusting first, each step's pieces in its own module:
    mutations refused); its variables (page sizes from variables measured);
 4. admission: the purpose, the caller read from the database, then the
    request-level policy refusals (``permissions/admission.py``, pure);
-5. execution inside one transaction whose settings carry the request's
-   districts for row-level security: the compiled plan, or the resolvers;
+5. execution under settings that carry the request's districts for
+   row-level security: the compiled plan (each statement its own, no
+   transaction) or the resolvers (one transaction);
 6. the audit, written before the response leaves (``server/failures.py``
    says what a failure is answered with);
 7. the reply (``server/replies.py``): the status, the errors' format, the
@@ -189,7 +190,7 @@ class GraphQLEndpoint:
         schema: GraphQLSchema,
         policies: PolicySet,
         verifier: TokenVerifier,
-        acquire: Callable[[], Any],
+        acquire: Callable[..., Any],
         production: bool,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         audit_writer: Callable[[RequestContext], Awaitable[None]],
@@ -377,6 +378,7 @@ class GraphQLEndpoint:
         client: ClientInfo,
         read_only: bool,
         generic_plans: bool = False,
+        session: bool = False,
         client_request_id: str | None = None,
     ) -> RequestContext:
         """The caller read from the database and admitted under ``purpose``: the context its reads run in.
@@ -387,7 +389,7 @@ class GraphQLEndpoint:
         event of a subscription (server/subscriptions.py)."""
         token_purposes = frozenset(Purpose(p) for p in claims.purposes if p in Purpose.__members__)
         standing = await load_principal(
-            db, claims.user_id, token_purposes, now, NIL_DISTRICT, generic_plans=generic_plans
+            db, claims.user_id, token_purposes, now, NIL_DISTRICT, generic_plans=generic_plans, session=session
         )
         if standing is None:
             raise RequestError("UNAUTHENTICATED", "Sign in again: this account is unknown or disabled")
@@ -415,7 +417,7 @@ class GraphQLEndpoint:
         )
         settable = ",".join(map(str, admission.rls_districts))
         if settable != standing.district_ids:  # set with the principal for district users
-            await db.execute("SELECT set_config('pledgeql.district_ids', $1, true)", settable)
+            await db.execute("SELECT set_config('pledgeql.district_ids', $1, $2)", settable, not session)
         # SUPPORT's justification is its grants' tickets in each district, never client text.
         tickets = await support_tickets(db, now) if principal.role is Role.SUPPORT else {}
         return RequestContext(
@@ -442,7 +444,16 @@ class GraphQLEndpoint:
     # ------------------------------------------------------------ execution and audit
 
     async def _authenticated(self, call: Call, claims: TokenClaims) -> Reply:
-        """Admit, execute and audit in one transaction; the reply is returned only once that has committed.
+        """Admit, execute and audit; the reply is returned only once the audit entries have committed.
+
+        A mutation, and a query the resolvers serve, run in one transaction.
+        A compiled query runs without one: its principal, its statement and
+        its audit write are each a statement of their own, and the write's
+        commit is its own (two round trips fewer: no BEGIN, no COMMIT). Each
+        statement under read committed had its own snapshot already, and the
+        row-level security setting the principal's statement makes lasts for
+        the session until the next checkout sets or resets it
+        (``server.app.BEGIN``).
 
         Fail closed: if the audit entries cannot be written, nothing is
         returned (AUDIT_UNAVAILABLE); if the database cannot be reached,
@@ -451,48 +462,59 @@ class GraphQLEndpoint:
         purpose = self.parse_purpose(purpose_header(call.request))
         justification = justification_header(call.request, purpose)
         now = self.clock()
-
-        context: RequestContext | None = None
-        committed = False
         plan = self._plan(call.prepared, call.operation, call.variables)
-        try:
-            connection = self.acquire()
-            async with connection as raw:  # in its transaction (server.app.driver_connection)
-                db = self.telemetry.database(raw)
-                try:
-                    # A compiled statement is planned once, generically, not again for each
-                    # request's values (which cost as much as running it).
-                    context = await self.admit(
-                        db,
-                        claims,
-                        purpose,
-                        justification,
-                        now,
-                        request_id=call.request_id,
-                        client_request_id=call.client_request_id,
-                        operation_name=call.operation_name,
-                        client=call.client,
-                        read_only=call.operation.operation is OperationType.QUERY,
-                        generic_plans=plan is not None,
-                    )
-                    reply = await self._execute(call, plan, context)
-                    reply.sql_seconds = db.seconds
-                    reply.audit_seconds = await self._write_audit(context)
-                finally:
-                    # Nothing touches this connection once it goes back to the pool, not even a
-                    # resolver task still running after its field was cancelled (a DataLoader batch):
-                    # wait for the statement in flight, then refuse every later one.
-                    await db.close()
-            committed = True
-            return reply
-        except Exception as error:
-            refusal = unavailable(error)
-            if refusal is None:
-                raise
-            raise refusal from None
-        finally:
-            if context is not None:
-                end_transaction(context.after_commit, committed)
+        read_only = call.operation.operation is OperationType.QUERY
+        autocommit = plan is not None and read_only
+        for attempt in (1, 2):
+            context: RequestContext | None = None
+            committed = False
+            try:
+                connection = self.acquire(transaction=not autocommit)
+                async with connection as raw:  # server.app.driver_connection
+                    db = self.telemetry.database(raw)
+                    try:
+                        try:
+                            # A compiled statement is planned once, generically, not again for each
+                            # request's values (which cost as much as running it).
+                            context = await self.admit(
+                                db,
+                                claims,
+                                purpose,
+                                justification,
+                                now,
+                                request_id=call.request_id,
+                                client_request_id=call.client_request_id,
+                                operation_name=call.operation_name,
+                                client=call.client,
+                                read_only=read_only,
+                                generic_plans=plan is not None,
+                                session=autocommit,
+                            )
+                        except Exception as error:
+                            if autocommit and attempt == 1 and _first_statement_lost(error, db):
+                                raise _Retry from error
+                            raise
+                        reply = await self._execute(call, plan, context)
+                        reply.sql_seconds = db.seconds
+                        reply.audit_seconds = await self._write_audit(context)
+                    finally:
+                        # Nothing touches this connection once it goes back to the pool, not even a
+                        # resolver task still running after its field was cancelled (a DataLoader batch):
+                        # wait for the statement in flight, then refuse every later one.
+                        await db.close()
+                committed = True
+                return reply
+            except _Retry:
+                continue  # the dead connection is discarded and the pool suspect (driver_connection)
+            except Exception as error:
+                refusal = unavailable(error)
+                if refusal is None:
+                    raise
+                raise refusal from None
+            finally:
+                if context is not None:
+                    end_transaction(context.after_commit, committed)
+        raise RequestError("DATABASE_UNAVAILABLE", UNAVAILABLE_MESSAGE)
 
     async def _execute(self, call: Call, plan: Plan | None, context: RequestContext) -> Reply:
         """The reply from the compiled plan, else from the resolvers, marked with the path that served it."""
@@ -587,3 +609,14 @@ class GraphQLEndpoint:
             codes = {e.get("extensions", {}).get("code") for e in body.get("errors", [])}
             status = 400 if codes <= {"BAD_USER_INPUT"} else 200
         return Reply(body, status)
+
+
+class _Retry(Exception):
+    """A compiled query's first statement found its connection dead: served again on another."""
+
+
+def _first_statement_lost(error: Exception, db: Any) -> bool:
+    """Whether ``error`` is the loss of the connection at the request's first statement, before
+    anything ran: what a failed BEGIN is for a request in a transaction (retried on another
+    connection, ``server.app._checkout``). A timeout is not retried: the database is there but slow."""
+    return db.statements == 1 and is_connection_error(error) and not isinstance(error, asyncio.TimeoutError)
