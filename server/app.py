@@ -167,11 +167,20 @@ async def driver_connection(engine: AsyncEngine, *, transaction: bool = False) -
 
 
 def create_serving_engine(url: str, settings: Settings) -> AsyncEngine:
-    """The app role's pool, with timeouts short enough that an outage fails fast."""
+    """The app role's pool, with timeouts short enough that an outage fails fast.
+
+    It keeps every connection it opens, up to ``PLEDGEQL_POOL_SIZE`` per worker:
+    none "overflows". An overflow connection is closed as soon as it is given
+    back while the pool is full, so under a steady load above the kept size a
+    new connection was opened and closed every few requests, each costing
+    PostgreSQL a backend's start and each statement's preparation again
+    (a student's detail at 16 connections: 4.3 ms of PostgreSQL CPU per
+    request with 10 kept and 10 of overflow, 1.3 to 1.5 ms with 20 kept).
+    """
     return create_async_engine(
         sqlalchemy_url(url),
         pool_size=settings.pool_size,
-        max_overflow=settings.pool_size,
+        max_overflow=0,
         pool_pre_ping=settings.db_pool_pre_ping,
         pool_recycle=1800,
         pool_timeout=settings.db_pool_timeout,

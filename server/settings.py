@@ -52,7 +52,7 @@ class _Environment(BaseSettings):
     max_body_bytes: int = 256 * 1024
     rate_limit_per_minute: int = 600
     rate_limit_burst: int = 120
-    pool_size: int = 10
+    pool_size: int = 20
     default_list_size: int = 20
     operations_dir: Path | None = None
     db_connect_timeout: PositiveFloat = 3.0
@@ -116,7 +116,7 @@ class Settings:
     max_body_bytes: int = 256 * 1024
     rate_limit_per_minute: int = 600
     rate_limit_burst: int = 120
-    pool_size: int = 10
+    pool_size: int = 20
     # Hardening (issue 8): the cost model's size of a list without `first`, the
     # production allow-list folder, and how fast a database outage is noticed.
     default_list_size: int = 20

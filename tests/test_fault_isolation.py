@@ -41,10 +41,10 @@ RIVERSIDE_TEACHER = "teacher1@riverside.example"
 
 @pytest.fixture(scope="module")
 def settings(base_settings: Settings) -> Settings:
-    # A small pool: 2 connections and 2 of overflow, which 16 waiting requests would hold for
-    # as long as they waited if nothing bounded the wait.
+    # A small pool: 4 connections, which 16 waiting requests would hold for as long as they
+    # waited if nothing bounded the wait.
     return dataclasses.replace(
-        base_settings, policy_dirs=(TEST_POLICIES,), pool_size=2, db_pool_timeout=3.0, audit_lock_timeout=0.5
+        base_settings, policy_dirs=(TEST_POLICIES,), pool_size=4, db_pool_timeout=3.0, audit_lock_timeout=0.5
     )
 
 
@@ -120,7 +120,7 @@ async def _terminate_app_connections(owner: Any) -> int:
 
 @pytest_asyncio.fixture(scope="module")
 async def big_pool_client(settings: Settings, db: DatabaseUrls) -> AsyncIterator[httpx.AsyncClient]:
-    application = create_app(dataclasses.replace(settings, pool_size=10, audit_lock_timeout=5.0), db)
+    application = create_app(dataclasses.replace(settings, pool_size=20, audit_lock_timeout=5.0), db)
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://pledgeql.test") as http:
