@@ -161,6 +161,10 @@ async def driver_connection(engine: AsyncEngine, *, transaction: bool = False) -
         if is_connection_error(error) or driver.is_closed():
             _mark_suspect(engine)
             await connection.invalidate()
+        elif driver.is_in_transaction():
+            # Its ROLLBACK failed (a statement still in flight when the request was cancelled): a
+            # connection with a transaction open may hold a chain lock, and never goes back to the pool.
+            await connection.invalidate()
         raise
     finally:
         await connection.close()

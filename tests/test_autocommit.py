@@ -218,3 +218,32 @@ async def test_a_pooled_connection_found_dead_at_a_compiled_querys_first_stateme
             response = await post(client, settings, users[TEACHER], ROSTER, id=str(class_id))
         assert response.status_code == 200 and "errors" not in response.json(), (round_, response.text)
         assert seen[-1].transaction is False
+
+
+async def test_a_connection_left_in_a_transaction_by_a_failure_never_goes_back_to_the_pool(
+    served: tuple[Any, httpx.AsyncClient], owner: Any
+) -> None:
+    app, _ = served
+    engine = app.state.pledgeql.engine
+
+    class Failed(Exception):
+        pass
+
+    # A failure while a transaction of the request's own is open (a write's ROLLBACK that could not run).
+    try:
+        async with driver_connection(engine) as connection:
+            left = connection.get_server_pid()
+            await connection.execute("BEGIN")
+            raise Failed
+    except Failed:
+        pass
+    for _ in range(50):  # its backend ends once the connection is closed
+        if not await owner.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", left):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the connection left in a transaction is still open")
+    for _ in range(4):
+        async with driver_connection(engine) as connection:
+            assert connection.get_server_pid() != left
+            assert not connection.is_in_transaction()
