@@ -13,7 +13,6 @@ statement is replaced, as a failed BEGIN is.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime as dt
 import uuid
@@ -32,19 +31,12 @@ from server.db import DatabaseUrls
 from server.settings import Settings
 from tests.conftest import ALL_PURPOSES
 from tests.test_audit_storage import _origin
+from tests.test_statement_count import watching
 
 TEACHER = "teacher1@northwind.example"
 ROSTER = "query Roster($id: ID!) { class(id: $id) { id name students { id firstName lastName } } }"
 # Viewer.allowedPurposes has no compiled reading: the resolvers serve it, in a transaction.
 UNCOMPILED = "{ me { id allowedPurposes } }"
-
-
-@dataclasses.dataclass
-class Checkout:
-    transaction: bool
-    in_transaction: bool
-    pid: int
-    statements: list[str]
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -55,38 +47,6 @@ async def served(settings: Settings, db: DatabaseUrls) -> AsyncIterator[tuple[An
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://pledgeql.test") as http:
             yield application, http
-
-
-@contextlib.asynccontextmanager
-async def watching(app: Any) -> AsyncIterator[list[Checkout]]:
-    """Each request's checkout: whether it asked for a transaction, whether one was open when the
-    request got the connection, the backend's pid and the statements the request sent."""
-    endpoint = app.state.pledgeql.endpoint
-    original = endpoint.acquire
-    seen: list[Checkout] = []
-
-    @contextlib.asynccontextmanager
-    async def acquire(transaction: bool = True) -> AsyncIterator[Any]:
-        async with original(transaction=transaction) as connection:
-            checkout = Checkout(transaction, connection.is_in_transaction(), connection.get_server_pid(), [])
-            seen.append(checkout)
-
-            def log(record: Any) -> None:
-                if "pg_catalog" not in record.query and "set_config('jit'" not in record.query:
-                    checkout.statements.append(record.query)
-
-            connection.add_query_logger(log)
-            try:
-                yield connection
-            finally:
-                connection.remove_query_logger(log)
-
-    endpoint.acquire = acquire
-    try:
-        yield seen
-    finally:
-        await asyncio.sleep(0)  # asyncpg calls a query logger soon after its statement
-        endpoint.acquire = original
 
 
 async def post(client: httpx.AsyncClient, settings: Settings, user: uuid.UUID, query: str, **variables: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -57,22 +58,35 @@ async def make_class(owner: Any, teacher: str, size: int) -> uuid.UUID:
     return class_id
 
 
+@dataclasses.dataclass
+class Checkout:
+    """One request's connection: whether it asked for a transaction, whether one was open when
+    the request got it, the backend's pid and the statements the request sent."""
+
+    transaction: bool
+    in_transaction: bool
+    pid: int
+    statements: list[str]
+
+
 @contextlib.asynccontextmanager
-async def counting(app: Any) -> AsyncIterator[list[str]]:
-    """Count the statements each request sends, by logging every query of its connection."""
+async def watching(app: Any) -> AsyncIterator[list[Checkout]]:
+    """Each request's checkout, with every query its connection sent (a query logger)."""
     endpoint = app.state.pledgeql.endpoint
     original = endpoint.acquire
-    seen: list[str] = []
+    seen: list[Checkout] = []
 
     @contextlib.asynccontextmanager
     async def acquire(transaction: bool = True) -> AsyncIterator[Any]:
         async with original(transaction=transaction) as connection:
+            checkout = Checkout(transaction, connection.is_in_transaction(), connection.get_server_pid(), [])
+            seen.append(checkout)
 
             def log(record: Any) -> None:
                 # asyncpg's own type introspection (with JIT off while it runs) happens once
                 # per connection and statement type: not ours.
                 if "pg_catalog" not in record.query and "set_config('jit'" not in record.query:
-                    seen.append(record.query)
+                    checkout.statements.append(record.query)
 
             connection.add_query_logger(log)
             try:
@@ -87,6 +101,18 @@ async def counting(app: Any) -> AsyncIterator[list[str]]:
         # asyncpg calls a query logger soon after its statement, not during it: let the last one's run.
         await asyncio.sleep(0)
         endpoint.acquire = original
+
+
+@contextlib.asynccontextmanager
+async def counting(app: Any) -> AsyncIterator[list[str]]:
+    """The statements the requests sent, in order (filled in when the block ends)."""
+    statements: list[str] = []
+    checkouts: list[Checkout] = []
+    try:
+        async with watching(app) as checkouts:
+            yield statements
+    finally:  # once watching has let the last query logger run
+        statements.extend(query for checkout in checkouts for query in checkout.statements)
 
 
 async def test_roster_statement_count_does_not_grow_with_class_size(gql: Gql, owner: Any, app: Any) -> None:
