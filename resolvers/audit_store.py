@@ -184,11 +184,12 @@ async def write_batch(
     codes: KnownCodes | None = None,
 ) -> None:
     """Chain and insert the entries of one or more requests, in order, in
-    ``db``'s transaction (without one, a compiled query's, the one statement
-    commits itself and the two get a transaction of their own): one statement
-    onto the heads ``known`` holds, or else two (HEADS, then INSERT). A chain lock is waited for at most
-    ``lock_timeout`` seconds (None: as long as it takes). With ``codes``, the
-    records carry their names' codes where they are known."""
+    ``db``'s transaction: one statement onto the heads ``known`` holds, or else
+    two (HEADS, then INSERT). Without a transaction (a compiled query's), the
+    one statement commits itself and the two get a transaction of their own.
+    A chain lock is waited for at most ``lock_timeout`` seconds (None: as long
+    as it takes). With ``codes``, the records carry their names' codes where
+    they are known."""
     districts = sorted(uuid.UUID(k) for k in {e.district_key for _, entries, _ in batch for e in entries})
     wait = "0" if lock_timeout is None else f"{max(1, round(lock_timeout * 1000))}ms"
     expected = known.expected(districts) if known is not None else None
