@@ -86,7 +86,7 @@ async def test_a_compiled_query_has_no_transaction_and_its_entries_have_committe
     subjects = await owner.fetch("SELECT subject_student_id FROM audit_entries WHERE request_id = $1", request_id)
     assert sorted(str(r["subject_student_id"]) for r in subjects) == sorted(s["id"] for s in students)
 
-    # The resolvers' path and a mutation keep their transaction.
+    # A query the resolvers serve keeps its transaction.
     async with watching(app) as seen:
         response = await post(client, settings, users[TEACHER], UNCOMPILED)
     assert response.status_code == 200 and response.json()["data"]["me"]["allowedPurposes"], response.text
