@@ -605,3 +605,61 @@ async def test_a_student_read_in_a_burst_long_ago_in_the_month_is_found_without_
     # Walking the chain back to the burst, or sorting the month, reads every page of the stretch at least.
     assert stretch_pages > 3000
     assert read < stretch_pages / 2, (read, stretch_pages)
+
+
+async def test_a_student_read_often_lately_is_paged_from_the_district_s_newest_records(
+    owner: Any, settings: Any
+) -> None:
+    """More than CAP records about the student in a month, the newest among the
+    district's last few hundred: the page is the plain answer's and comes from
+    those records alone (migration 0019), without asking the month's subjects'
+    index; a page not among them is asked of the months, as before."""
+    key = settings.audit_key()
+    district, student, seldom = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    others = [uuid.uuid4() for _ in range(3)]
+    at = dt.datetime(2014, 5, 6, tzinfo=dt.UTC)
+    entries: list[Any] = [pending(district, seldom, ("Student.lastName",))]
+    for i in range(2100):
+        entries += [pending(district, student), pending(district, others[i % 3], ("Student.lastName",))]
+    async with owner.transaction():
+        await write_entries(owner, _origin(at), entries, key)
+    await owner.fetchval("SELECT pledgeql_audit_partitions(now())")
+    in_may = "SELECT count(*) FROM audit_records_2014_05 WHERE district_id = $1 AND subjects @> ARRAY[$2::uuid]"
+    assert await owner.fetchval(in_may, district, student) > 2000  # more than the month's cap
+    plain = (
+        "SELECT seq FROM audit_records WHERE district_id = $1 AND subjects @> ARRAY[$2::uuid] AND seq < $3 "
+        "ORDER BY seq DESC LIMIT $4"
+    )
+    months = (
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions "
+        "WHERE funcname = 'pledgeql_audit_subject_months'"
+    )
+    newest = 2**63 - 1
+    async with owner.transaction():
+        await owner.execute("SET LOCAL track_functions = 'pl'")
+        await owner.execute("SELECT set_config('pledgeql.district_ids', $1, true)", str(district))
+        asked = 0
+        for subject, before, limit, from_recent in (
+            (student, newest, 50, True),
+            (student, newest, 1, True),
+            (student, newest, 251, False),  # the newest 500 hold 250 of theirs
+            (seldom, newest, 50, False),
+            (student, None, 50, True),  # a later page: the newest 500 below its cursor (set below)
+        ):
+            if before is None:
+                oldest = await owner.fetchval(
+                    "SELECT min(seq) FROM (SELECT seq FROM audit_records WHERE district_id = $1 "
+                    "ORDER BY seq DESC LIMIT 600) x",
+                    district,
+                )
+                before = oldest
+            expected = [r["seq"] for r in await owner.fetch(plain, district, subject, before, limit)]
+            got = [
+                r["s"]
+                for r in await owner.fetch(
+                    "SELECT s FROM pledgeql_audit_subject_page($1, $2, $3, $4) s", district, subject, before, limit
+                )
+            ]
+            assert got == expected and expected, (subject == student, before, limit)
+            asked += 0 if from_recent else 1
+            assert await owner.fetchval(months) == asked, (subject == student, before, limit)
