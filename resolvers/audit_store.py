@@ -16,15 +16,15 @@ first time is added in the transaction that uses it.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from permissions.audit import PendingEntry
 from permissions.audit_chain import COLUMNS, Batch, Origin, chain_batch
+from resolvers.db import in_transaction
 
 # The chain locks are waited for at most the lock_timeout set first, in the same
 # statement (the function's argument depends on it, so it is set before any
@@ -185,7 +185,7 @@ async def write_batch(
 ) -> None:
     """Chain and insert the entries of one or more requests, in order, in
     ``db``'s transaction: one statement onto the heads ``known`` holds, or else
-    two (HEADS, then INSERT). Without a transaction (a compiled query's), the
+    two (HEADS, then INSERT). Without a transaction (a query's), the
     one statement commits itself and the two get a transaction of their own.
     A chain lock is waited for at most ``lock_timeout`` seconds (None: as long
     as it takes). With ``codes``, the records carry their names' codes where
@@ -210,29 +210,13 @@ async def write_batch(
             known.wrote(heads, districts, advanced=True)
             return
         known.missed(districts)
+    # HEADS's chain locks must be held until INSERT commits.
     async with in_transaction(db):
         heads = {r["head_district"]: (r["head_seq"], r["head_hash"]) for r in await db.fetch(HEADS, districts, wait)}
         rows = chain_batch(batch, key, heads)
         await db.execute(INSERT, *insert_args(rows, None if codes is None else await codes.cover(db, rows)))
     if known is not None:
         known.wrote(heads, districts, advanced=False)
-
-
-@contextlib.asynccontextmanager
-async def in_transaction(db: Any) -> AsyncIterator[None]:
-    """The block in ``db``'s transaction, or (a compiled query runs without one) in a
-    transaction of its own: HEADS's chain locks must be held until INSERT commits."""
-    if db.is_in_transaction():
-        yield
-        return
-    await db.execute("BEGIN")
-    try:
-        yield
-    except BaseException:
-        if not db.is_closed():
-            await db.execute("ROLLBACK")
-        raise
-    await db.execute("COMMIT")
 
 
 async def write_entries(

@@ -1,11 +1,13 @@
-"""The request's database handle: one connection (in one transaction, but for
-a compiled query, server.graphql_http), one statement at a time (asyncpg runs
-one query per connection)."""
+"""The request's database handle: one connection (in one transaction for a
+mutation; a query's statements each in their own, server.graphql_http), one
+statement at a time (asyncpg runs one query per connection)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -108,3 +110,21 @@ class Db:
                 await self._conn.copy_records_to_table(table, records=records, columns=columns)
             finally:
                 self.seconds += time.perf_counter() - started
+
+
+@contextlib.asynccontextmanager
+async def in_transaction(db: Any) -> AsyncIterator[None]:
+    """The block in ``db``'s transaction, or (a query runs without one) in a
+    transaction of its own: for statements that must hold a lock from one to
+    the next, or share a transaction-local setting."""
+    if db.is_in_transaction():
+        yield
+        return
+    await db.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        if not db.is_closed():
+            await db.execute("ROLLBACK")
+        raise
+    await db.execute("COMMIT")

@@ -19,22 +19,29 @@ from resolvers.db import Db
 # a district user's request runs under (its district alone), in one round
 # trip. Internal users (no district) start under the nil district, where their
 # entries about no district are chained; their other districts are set
-# afterwards.
+# afterwards. An internal analyst's request takes every district's settings
+# (each decides whether it takes part), in the same round trip.
 PRINCIPAL = (
     "SELECT p.*, d AS home, set_config('pledgeql.district_ids', "
-    "coalesce(p.district_id::text, $3), {local}) AS district_ids{generic} "
+    "coalesce(p.district_id::text, $3), {local}) AS district_ids{generic}, "
+    "CASE WHEN p.district_id IS NULL AND p.role <> 'SUPPORT' "
+    "THEN ARRAY(SELECT x FROM districts x ORDER BY x.id) END AS every_district "
     "FROM pledgeql_principal($1, $2) p LEFT JOIN districts d ON d.id = p.district_id"
 )
 # With generic_plans: the rest of the request uses each prepared statement's
 # generic plan instead of planning it again for its values. The settings last
 # for the transaction, or (a request without one, ``session``) for the
 # connection's session, until the next checkout sets or resets them
-# (server.app.driver_connection).
+# (server.app.driver_connection): so a request without a transaction and
+# without generic plans sets PostgreSQL's default ('auto') back, which a
+# previous request on the connection may have changed.
 _STATEMENTS = {
     (generic, session): PRINCIPAL.format(
         local="false" if session else "true",
         generic=f", set_config('plan_cache_mode', 'force_generic_plan', {'false' if session else 'true'})"
         if generic
+        else ", set_config('plan_cache_mode', 'auto', false)"
+        if session
         else "",
     )
     for generic in (False, True)
@@ -50,6 +57,8 @@ class Standing:
     principal: Principal
     home: DistrictConditions | None
     district_ids: str
+    # An internal analyst's: every district's settings (None for anyone else).
+    every_district: dict[str, DistrictConditions] | None = None
 
 
 async def load_principal(
@@ -87,7 +96,9 @@ async def load_principal(
         token_purposes=token_purposes,
     )
     home = conditions_from_row(row["home"]) if row["home"] is not None else None
-    return Standing(principal, home, row["district_ids"])
+    every = row["every_district"]
+    every_district = None if every is None else {str(d["id"]): conditions_from_row(d) for d in every}
+    return Standing(principal, home, row["district_ids"], every_district)
 
 
 # A row of ``districts`` is read here alone: its policy settings (what the

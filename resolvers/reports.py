@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from resolvers.db import Db, Params
+from resolvers.db import Db, Params, in_transaction
 from resolvers.suppression import Count, Key, Overlaps, Reason, View, positions, suppress_jointly
 
 
@@ -528,8 +528,22 @@ async def run_report(
     analyst's other purpose: schema/reports.py): suppression is decided
     jointly over all of them (suppression.py, ``suppress_jointly``).
     """
-    # Grouping sets with DISTINCT counts sort: let them sort in memory.
-    await db.execute("SELECT set_config('work_mem', $1, true)", WORK_MEM)
+    # Grouping sets with DISTINCT counts sort: let them sort in memory, for the
+    # report's statements alone (a query's other statements run without a transaction).
+    async with in_transaction(db):
+        await db.execute("SELECT set_config('work_mem', $1, true)", WORK_MEM)
+        return await _computed(db, universe, group_by, fixed, k, counterparts)
+
+
+async def _computed(
+    db: Db,
+    universe: Universe,
+    group_by: Sequence[str],
+    fixed: dict[str, str],
+    k: int,
+    counterparts: Sequence[Universe],
+) -> Report:
+    """``run_report``'s report, under its settings."""
     windowed = universe.start is not None or universe.end is not None
     if windowed:
         universe = Universe(

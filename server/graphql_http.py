@@ -400,8 +400,8 @@ class GraphQLEndpoint:
             conditions = await load_conditions(db, list(principal.granted_district_ids))
         else:
             # Internal analysts read aggregates across districts: every
-            # district's settings decide whether it takes part.
-            conditions = await load_conditions(db, None)
+            # district's settings (read with the principal) decide whether it takes part.
+            conditions = standing.every_district or {}
         # No version applies before its effective date: decide with today's.
         policies = self.policies.in_effect(now.date())
         admission = admit(policies, principal, purpose, token_purposes, justification, conditions)
@@ -446,14 +446,15 @@ class GraphQLEndpoint:
     async def _authenticated(self, call: Call, claims: TokenClaims) -> Reply:
         """Admit, execute and audit; the reply is returned only once the audit entries have committed.
 
-        A mutation, and a query the resolvers serve, run in one transaction.
-        A compiled query runs without one: its principal, its statement and
-        its audit write are each a statement of their own, and the write's
-        commit is its own (two round trips fewer: no BEGIN, no COMMIT). Each
-        statement under read committed had its own snapshot already, and the
-        row-level security setting the principal's statement makes lasts for
-        the session until the next checkout sets or resets it
-        (``server.app.BEGIN``).
+        A mutation runs in one transaction. A query runs without one: its
+        principal, its statements and its audit write are each a statement of
+        their own, and the write's commit is its own (two round trips fewer:
+        no BEGIN, no COMMIT). Each statement under read committed had its own
+        snapshot already, and the row-level security setting the principal's
+        statement makes lasts for the session until the next checkout sets or
+        resets it (``server.app.BEGIN``). Statements that need a transaction
+        (a report's, which share its ``work_mem``; the audit's HEADS and
+        INSERT) open their own (``resolvers.db.in_transaction``).
 
         Fail closed: if the audit entries cannot be written, nothing is
         returned (AUDIT_UNAVAILABLE); if the database cannot be reached,
@@ -463,8 +464,7 @@ class GraphQLEndpoint:
         justification = justification_header(call.request, purpose)
         now = self.clock()
         plan = self._plan(call.prepared, call.operation, call.variables)
-        read_only = call.operation.operation is OperationType.QUERY
-        autocommit = plan is not None and read_only
+        read_only = autocommit = call.operation.operation is OperationType.QUERY
         for attempt in (1, 2):
             context: RequestContext | None = None
             committed = False

@@ -1,12 +1,14 @@
-"""A compiled query runs without a transaction (server.graphql_http, ``_authenticated``).
+"""A query runs without a transaction (server.graphql_http, ``_authenticated``).
 
-Its principal, its statement and its audit write are statements of their own,
+Its principal, its statements and its audit write are statements of their own,
 and the write commits itself: no BEGIN, no COMMIT. What that asks of the rest
 is checked here: the audit entries have committed when the answer arrives; the
 settings the query leaves on its connection's session (its row-level security
-districts, generic plans) are gone before a transaction's first statement; a
+districts, generic plans) are gone before a transaction's first statement, and
+a query without generic plans does not run under a previous query's; a
 chain head this worker does not know is read and written in a transaction of
-the write's own; and a pooled connection found dead at the query's first
+the write's own, and a report's statements in one of the report's own, under
+its ``work_mem``; and a pooled connection found dead at the query's first
 statement is replaced, as a failed BEGIN is.
 """
 
@@ -31,12 +33,16 @@ from server.db import DatabaseUrls
 from server.settings import Settings
 from tests.conftest import ALL_PURPOSES
 from tests.test_audit_storage import _origin
+from tests.test_report_cache import ADMIN, GENERATION
+from tests.test_reports import PERFORMANCE
 from tests.test_statement_count import watching
 
 TEACHER = "teacher1@northwind.example"
 ROSTER = "query Roster($id: ID!) { class(id: $id) { id name students { id firstName lastName } } }"
-# Viewer.allowedPurposes has no compiled reading: the resolvers serve it, in a transaction.
+# Viewer.allowedPurposes has no compiled reading: the resolvers serve it.
 UNCOMPILED = "{ me { id allowedPurposes } }"
+# Any mutation takes a transaction, whatever its resolver then decides.
+MUTATION = "mutation { recordActivity(events: []) { accepted } }"
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -86,10 +92,18 @@ async def test_a_compiled_query_has_no_transaction_and_its_entries_have_committe
     subjects = await owner.fetch("SELECT subject_student_id FROM audit_entries WHERE request_id = $1", request_id)
     assert sorted(str(r["subject_student_id"]) for r in subjects) == sorted(s["id"] for s in students)
 
-    # A query the resolvers serve keeps its transaction.
+    # A query the resolvers serve has none either.
     async with watching(app) as seen:
         response = await post(client, settings, users[TEACHER], UNCOMPILED)
     assert response.status_code == 200 and response.json()["data"]["me"]["allowedPurposes"], response.text
+    (checkout,) = seen
+    assert checkout.transaction is False and checkout.in_transaction is False
+    assert not any(s.strip().upper() in ("BEGIN", "COMMIT") for s in checkout.statements)
+
+    # A mutation keeps its transaction: its change commits with its entries.
+    async with watching(app) as seen:
+        response = await post(client, settings, users[TEACHER], MUTATION)
+    assert response.status_code == 200, response.text
     (checkout,) = seen
     assert checkout.transaction is True and checkout.in_transaction is True
 
@@ -207,3 +221,44 @@ async def test_a_connection_left_in_a_transaction_by_a_failure_never_goes_back_t
         async with driver_connection(engine) as connection:
             assert connection.get_server_pid() != left
             assert not connection.is_in_transaction()
+
+
+async def test_a_report_runs_in_a_transaction_of_its_own_and_leaves_neither_its_work_mem_nor_generic_plans(
+    served: tuple[Any, httpx.AsyncClient], settings: Settings, owner: Any, users: dict[str, uuid.UUID]
+) -> None:
+    app, client = served
+    engine = app.state.pledgeql.engine
+    class_id = await teachers_class(owner, users[TEACHER])
+    for _ in range(4):  # every pooled connection's session left with generic plans
+        response = await post(client, settings, users[TEACHER], ROSTER, id=str(class_id))
+        assert response.status_code == 200, response.text
+    admin = users[ADMIN]
+    district = await owner.fetchval("SELECT district_id FROM users WHERE id = $1", admin)
+    headers = {"Authorization": f"Bearer {mint_token(settings, admin, ALL_PURPOSES)}", "X-Purpose": "REPORTING"}
+    variables = {"input": {"scope": {"districtId": str(district)}, "groupBy": ["SUBJECT", "GRADE_LEVEL"]}}
+    computed = app.state.pledgeql.endpoint.reports.computed
+    async with watching(app) as seen:
+        response = await client.post("/graphql", json={"query": PERFORMANCE, "variables": variables}, headers=headers)
+    assert response.status_code == 200 and "errors" not in response.json(), response.text
+    assert app.state.pledgeql.endpoint.reports.computed == computed + 1  # computed, not given again
+    (checkout,) = seen
+    assert checkout.transaction is False and checkout.in_transaction is False
+    statements = [s.strip() for s in checkout.statements]
+    # The report's statements, and only they, between a BEGIN and a COMMIT of its own.
+    assert statements.count("BEGIN") == 1 and statements.count("COMMIT") == 1, statements
+    begin, commit = statements.index("BEGIN"), statements.index("COMMIT")
+    assert "work_mem" in statements[begin + 1] and begin + 2 < commit, statements
+    assert statements.index(GENERATION) < begin and statements[-1] == ADVANCE.strip()
+    # What the report's connection holds afterwards: the default work_mem and plans.
+    defaults = await owner.fetchrow("SELECT current_setting('work_mem') AS memory")
+    after: dict[int, Any] = {}
+    for _ in range(4):
+        async with driver_connection(engine) as connection:
+            row = await connection.fetchrow(
+                "SELECT pg_backend_pid() AS pid, current_setting('work_mem') AS memory, "
+                "current_setting('plan_cache_mode') AS plans"
+            )
+            after[row["pid"]] = row
+    assert checkout.pid in after
+    assert after[checkout.pid]["memory"] == defaults["memory"] != "64MB"
+    assert after[checkout.pid]["plans"] == "auto"
