@@ -91,6 +91,30 @@ class RowScope:
             )
         return "false"
 
+    def students_of_class(self, a: str, klass: str, p: Params) -> str:
+        """``students`` over a ``users`` alias ``a`` holding the students enrolled
+        today in the class whose id is the SQL ``klass`` (by an enrollment the
+        caller joins). Under CLASSES, a class of the caller's own answers for
+        all of them, in the caller's district, without looking for another
+        enrollment: the one joined is already in one of its classes."""
+        pr = self.principal
+        if self.students_scope is not Scope.CLASSES or pr.district_id is None:
+            return self.students(a, p)
+        mine = f"{klass} = ANY({p(list(pr.class_ids))}::uuid[])"
+        return f"(({a}.district_id = {p(pr.district_id)} AND {mine}) OR {self.students(a, p)})"
+
+    def staff_of_class(self, a: str, klass: str, p: Params) -> str:
+        """``staff`` over a ``users`` alias ``a`` holding the teachers of the class
+        whose id is the SQL ``klass`` (by a ``class_teachers`` row the caller
+        joins on ``a``'s district). Under CLASSES, a class of the caller's own
+        answers for all of them, in the caller's district: the row joined is
+        the one the scope looks for."""
+        pr = self.principal
+        if self.staff_scope is not Scope.CLASSES or pr.district_id is None:
+            return self.staff(a, p)
+        mine = f"{klass} = ANY({p(list(pr.class_ids))}::uuid[])"
+        return f"(({a}.district_id = {p(pr.district_id)} AND {mine}) OR {self.staff(a, p)})"
+
     def staff(self, a: str, p: Params) -> str:
         """Predicate over a ``users`` alias ``a`` holding staff."""
         pr = self.principal

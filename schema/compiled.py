@@ -885,12 +885,12 @@ class _Builder:
             return (
                 f"enrollments e JOIN users {a} ON {a}.district_id = e.district_id AND {a}.id = e.student_id",
                 f"e.district_id = {parent}.district_id AND e.class_id = {parent}.id AND {ACTIVE.format(t=t)} "
-                f"AND {a}.role = 'STUDENT' AND {scope.students(a, p)}",
+                f"AND {a}.role = 'STUDENT' AND {scope.students_of_class(a, f'{parent}.id', p)}",
             )
         if name == "class_teachers":
             return (
                 f"class_teachers ct JOIN users {a} ON {a}.district_id = ct.district_id AND {a}.id = ct.teacher_id",
-                f"ct.class_id = {parent}.id AND {scope.staff(a, p)}",
+                f"ct.class_id = {parent}.id AND {scope.staff_of_class(a, f'{parent}.id', p)}",
             )
         if name == "student_classes":
             t = p(scope.today)

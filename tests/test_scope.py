@@ -179,7 +179,8 @@ async def test_teacher_filters_by_another_class_or_school_keep_only_the_teachers
         "INSTRUCTION",
         "query($c: ID!, $s: ID!) { byClass: students(classId: $c) { totalCount nodes { id } } "
         "bySchool: students(schoolId: $s) { totalCount nodes { id } } "
-        "class(id: $c) { id students { id } } school(id: $s) { id students { totalCount nodes { id } } } }",
+        "class(id: $c) { id students { id } teachers { id } } "
+        "school(id: $s) { id students { totalCount nodes { id } } } }",
         {"c": str(ids["student2_class"]), "s": str(ids["other_school"])},
     )
     assert "errors" not in body, body
@@ -190,6 +191,50 @@ async def test_teacher_filters_by_another_class_or_school_keep_only_the_teachers
     # Classes and schools carry no personal data and are visible in the district; their students are not.
     assert {n["id"] for n in data["class"]["students"]} == want
     assert data["bySchool"] == {"totalCount": len(in_school & mine), "nodes": []} == data["school"]["students"]
+    # Its teachers: only those who also teach one of the teacher's classes (the teacher's own class
+    # answers for its students and teachers at once: schema/compiled.py, RowScope.students_of_class).
+    co_teachers = await expected(
+        owner,
+        "SELECT ct.teacher_id FROM class_teachers ct WHERE ct.class_id IN "
+        "(SELECT class_id FROM class_teachers WHERE teacher_id = $1)",
+        ids["teacher"],
+    )
+    its_teachers = await expected(
+        owner, "SELECT teacher_id FROM class_teachers WHERE class_id = $1", ids["student2_class"]
+    )
+    assert str(ids["teacher"]) not in its_teachers
+    assert {n["id"] for n in data["class"]["teachers"]} == its_teachers & co_teachers
+    # A class of the district taught by someone who teaches none of the teacher's classes.
+    stranger_class = await owner.fetchval(
+        "SELECT ct.class_id FROM class_teachers ct JOIN users u ON u.id = $1 AND u.district_id = ct.district_id "
+        "WHERE ct.teacher_id <> ALL($2::uuid[]) ORDER BY ct.class_id LIMIT 1",
+        ids["teacher"],
+        [uuid.UUID(t) for t in co_teachers],
+    )
+    strangers = await expected(owner, "SELECT teacher_id FROM class_teachers WHERE class_id = $1", stranger_class)
+    assert strangers - co_teachers
+    body = await gql(
+        TEACHER, "INSTRUCTION", "query($c: ID!) { class(id: $c) { teachers { id } } }", {"c": str(stranger_class)}
+    )
+    assert {n["id"] for n in body["data"]["class"]["teachers"]} == strangers & co_teachers
+
+    # One of the teacher's own classes: every student enrolled today and every teacher.
+    own_class = await owner.fetchval(
+        "SELECT class_id FROM class_teachers WHERE teacher_id = $1 ORDER BY class_id LIMIT 1", ids["teacher"]
+    )
+    body = await gql(
+        TEACHER,
+        "INSTRUCTION",
+        "query($c: ID!) { class(id: $c) { students { id } teachers { id } } }",
+        {"c": str(own_class)},
+    )
+    assert "errors" not in body, body
+    enrolled = await expected(
+        owner, f"SELECT e.student_id FROM enrollments e WHERE e.class_id = $1 AND {ACTIVE}", own_class
+    )
+    teaching = await expected(owner, "SELECT teacher_id FROM class_teachers WHERE class_id = $1", own_class)
+    assert enrolled and {n["id"] for n in body["data"]["class"]["students"]} == enrolled
+    assert {n["id"] for n in body["data"]["class"]["teachers"]} == teaching
 
 
 # ----------------------------------------------------------- administrators
