@@ -96,6 +96,7 @@ from __future__ import annotations
 import functools
 import re
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1170,8 +1171,61 @@ class Compiled:
     errors: list[tuple[GraphQLError, list[str | int]]]
 
 
+def _frozen(value: Any) -> Any:
+    """A variable's coerced value as part of a key: its objects and lists as tuples."""
+    if isinstance(value, dict):
+        return tuple(sorted((name, _frozen(inner)) for name, inner in value.items()))
+    if isinstance(value, list):
+        return tuple(_frozen(inner) for inner in value)
+    return value
+
+
 class CompiledReads:
-    """Runs a plan for one request: decisions first, then the statement, then the audit notes."""
+    """Runs a plan for one request: decisions first, then the statement, then the audit notes.
+
+    ``statement`` is a function of its inputs alone (the plan, the row scope
+    with its principal and day, the variables' values, the denied categories,
+    the purpose, the policy versions): the statements last built are kept
+    (``STATEMENTS``), and a request with the same inputs as one of them (a
+    screen loaded again) runs it without building it again. The key holds
+    every input, so a principal whose classes changed, a new day or another
+    variable value builds its own."""
+
+    STATEMENTS = 512
+
+    def __init__(self) -> None:
+        self._statements: OrderedDict[tuple[Any, ...], tuple[Plan, Statement]] = OrderedDict()
+
+    def forget_statements(self) -> None:
+        self._statements.clear()
+
+    def statement(
+        self,
+        plan: Plan,
+        scope: RowScope,
+        variables: VariableValues | None,
+        denied: set[DataCategory],
+        purpose: str,
+        policy_versions: list[str] | None,
+    ) -> Statement:
+        """``statement`` of these inputs: kept, or built now (and kept)."""
+        coerced = None if variables is None else _frozen(variables.coerced)
+        versions = None if policy_versions is None else tuple(policy_versions)
+        # The plan by identity: the entry holds it, so its id is not another's while kept.
+        key = (id(plan), scope, coerced, frozenset(denied), purpose, versions)
+        try:
+            kept = self._statements.get(key)
+        except TypeError:  # a value that cannot be a key: built each time
+            return statement(plan, scope, variables, denied, purpose, policy_versions)
+        if kept is not None and kept[0] is plan:
+            self._statements.move_to_end(key)
+            return kept[1]
+        built = statement(plan, scope, variables, denied, purpose, policy_versions)
+        self._statements[key] = (plan, built)
+        self._statements.move_to_end(key)
+        while len(self._statements) > self.STATEMENTS:
+            self._statements.popitem(last=False)
+        return built
 
     def decisions(self, plan: Plan, ctx: Context) -> dict[DataCategory, Decision] | None:
         """The request's decision for each category of the plan (one district: a
@@ -1283,7 +1337,7 @@ class CompiledReads:
         denied = {c for c, d in decisions.items() if d.allowed is not True}
         try:
             versions = list(ctx.policies.versions()) if any(m.static for m in plan.members) else None
-            built = statement(plan, ctx.reads.scope, variables, denied, ctx.purpose.value, versions)
+            built = self.statement(plan, ctx.reads.scope, variables, denied, ctx.purpose.value, versions)
         except NotCompiled:
             return None
         row = await ctx.db.fetchrow(built.sql, *built.params)

@@ -350,6 +350,7 @@ class Recording(CompiledReads):
     """The production compiled reads, recording whether each request was served by them."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.served: list[bool] = []
 
     async def run(self, plan: Plan, ctx: Any, variables: Any) -> Any:
@@ -1182,3 +1183,73 @@ async def test_a_school_s_students_page_to_the_end_on_the_compiled_path(
         return students
 
     await walked_to_the_end(page)
+
+
+async def test_a_statement_is_built_once_for_the_same_inputs_and_again_when_any_of_them_changes(
+    app: Any,
+    client: httpx.AsyncClient,
+    owner: Any,
+    recording: Recording,
+    token_for: Any,
+    ids: dict[str, Any],
+    users: dict[str, uuid.UUID],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CompiledReads keeps the statements it built: the same request again runs
+    the kept one; another variable value, purpose or principal builds its own,
+    and a teacher taken off a class reads it as a class that is not theirs at once."""
+    import schema.compiled as compiled
+
+    built: list[Any] = []
+    build = compiled.statement
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        built.append(args[1])
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(compiled, "statement", counted)
+    recording.forget_statements()  # earlier tests' requests kept theirs
+    token = token_for(TEACHER, ALL_PURPOSES)
+
+    async def roster(purpose: str = "INSTRUCTION", klass: str = ids["roster"]) -> list[str]:
+        (status, body), _ = await send(client, token, purpose, ROSTER, {"id": klass})
+        assert status == 200 and body["data"]["class"] is not None, body
+        return [s["id"] for s in body["data"]["class"]["students"]]
+
+    first = await roster()
+    assert first and len(built) == 1
+    assert await roster() == first and len(built) == 1  # kept
+    await roster("REPORTING")  # another purpose (answer denied): its own
+    await roster(klass=ids["other"])  # another class: its own
+    assert len(built) == 3
+    assert await roster() == first and len(built) == 3
+    # The teacher taken off the roster's class: its principal (its classes) is another.
+    teacher, klass = users[TEACHER], uuid.UUID(ids["roster"])
+    taken = await owner.fetch(
+        "DELETE FROM class_teachers WHERE teacher_id = $1 AND class_id = $2 RETURNING *", teacher, klass
+    )
+    assert taken
+    try:
+        shared = {
+            str(r[0])
+            for r in await owner.fetch(
+                "SELECT DISTINCT e.student_id FROM enrollments e JOIN class_teachers ct "
+                "ON ct.district_id = e.district_id AND ct.class_id = e.class_id "
+                "WHERE ct.teacher_id = $1 AND e.student_id = ANY($2::uuid[])",
+                teacher,
+                [uuid.UUID(s) for s in first],
+            )
+        }
+        assert set(first) - shared  # some of its students are in none of the teacher's other classes
+        after = await roster()
+        assert len(built) == 4 and klass not in built[-1].principal.class_ids
+        assert set(after) == shared
+    finally:
+        for row in taken:
+            columns = list(row.keys())
+            await owner.execute(
+                f"INSERT INTO class_teachers ({', '.join(columns)}) "
+                f"VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))})",
+                *row.values(),
+            )
+    assert await roster() == first and len(built) == 4  # the first principal's statement, kept
