@@ -27,6 +27,7 @@ the errors.
 from __future__ import annotations
 
 import enum
+import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -261,11 +262,13 @@ def _as_is(value: Any) -> Any:
     return value
 
 
+@functools.cache
 def _leaf(graphql_type: Any) -> Completer:
     """A leaf's completion: the value itself where graphql-core would give it
     unchanged (a str for String and ID, a bool for Boolean, a 32-bit int for
     Int, a finite float for Float), an enum member's name as Strawberry's
-    enum type gives it, else the type's own coercion."""
+    enum type gives it, else the type's own coercion. Made once per type (by
+    identity: a schema's types live as long as it), not per request."""
     native = next((python for scalar, python in _NATIVE if graphql_type is scalar), None)
     coerce = graphql_type.coerce_output_value
 
