@@ -894,11 +894,13 @@ class _Builder:
                 f"ct.class_id = {parent}.id AND {scope.staff_of_class(a, f'{parent}.id', p)}",
             )
         if name == "student_classes":
+            # reads.classes_of_student: the enrollments' student is the parent row (a users row)
+            # itself, so its scope is asked of the parent, once for all of its classes.
             t = p(scope.today)
             return (
-                "enrollments e JOIN users u ON u.district_id = e.district_id AND u.id = e.student_id "
-                f"JOIN classes {a} ON {a}.district_id = e.district_id AND {a}.id = e.class_id",
-                f"e.student_id = {parent}.id AND {ACTIVE.format(t=t)} AND {scope.students('u', p)}",
+                f"enrollments e JOIN classes {a} ON {a}.district_id = e.district_id AND {a}.id = e.class_id",
+                f"e.district_id = {parent}.district_id AND e.student_id = {parent}.id AND {ACTIVE.format(t=t)} "
+                f"AND {scope.students(parent, p)}",
             )
         if name == "student_responses":
             first = _page_size(args, 20)
