@@ -464,12 +464,13 @@ class GraphQLEndpoint:
         justification = justification_header(call.request, purpose)
         now = self.clock()
         plan = self._plan(call.prepared, call.operation, call.variables)
-        read_only = autocommit = call.operation.operation is OperationType.QUERY
+        # A query runs without a transaction, a mutation in one.
+        read_only = call.operation.operation is OperationType.QUERY
         for attempt in (1, 2):
             context: RequestContext | None = None
             committed = False
             try:
-                connection = self.acquire(transaction=not autocommit)
+                connection = self.acquire(transaction=not read_only)
                 async with connection as raw:  # server.app.driver_connection
                     db = self.telemetry.database(raw)
                     try:
@@ -488,10 +489,10 @@ class GraphQLEndpoint:
                                 client=call.client,
                                 read_only=read_only,
                                 generic_plans=plan is not None,
-                                session=autocommit,
+                                session=read_only,
                             )
                         except Exception as error:
-                            if autocommit and attempt == 1 and _first_statement_lost(error, db):
+                            if read_only and attempt == 1 and _first_statement_lost(error, db):
                                 raise _Retry from error
                             raise
                         reply = await self._execute(call, plan, context)
