@@ -38,6 +38,12 @@ class RowScope:
             return p.granted_district_ids
         return ()
 
+    @property
+    def few_students(self) -> bool:
+        """Whether the students in scope are the caller's own few (its classes',
+        its children, itself): few enough to read all of them in one pass."""
+        return self.students_scope in (Scope.CLASSES, Scope.CHILDREN, Scope.SELF, Scope.NONE)
+
     def _grant(self, a: str, p: Params) -> str:
         """Users of districts with a whole-district grant, and the users a narrowed
         grant names, each in the district of the grant that names them."""

@@ -680,12 +680,52 @@ class _AuditPage:
 @dataclass(frozen=True)
 class _Page:
     """Query.students's arguments as SQL over ``users u``: the scoped students
-    that match (``matching``), those of this page (``page``), and its size."""
+    that match (``matching``), those of them after the cursor (``after``), its
+    size, and whether the caller's students are few (``RowScope.few_students``)."""
 
     matching: str
-    page: str
+    after: str
     first: str
     search: bool
+    few: bool
+
+    def row(self, a: str) -> str:
+        """The connection's row: the total, the page's ids (its nodes read them by
+        id), its last id, whether there is a next, and (a search) the page's
+        students as the audit notes them."""
+        first = self.first
+        if self.few:
+            # A caller's own students, read once: counted, and the page's ids and one
+            # more (whether there is a next) taken from them in order.
+            found = (
+                "(SELECT json_agg(json_build_array(z.d, z.i) ORDER BY z.o) "
+                f"FROM unnest(m.dids, m.ids[1:{first}]) WITH ORDINALITY z(d, i, o))"
+                if self.search
+                else "NULL::json"
+            )
+            return (
+                f"(SELECT m.total_count, m.ids[least(cardinality(m.ids), {first})] AS last_id, {found} AS found, "
+                f"m.ids[1:{first}] AS ids, coalesce(cardinality(m.ids), 0) > {first} AS has_next "
+                "FROM (SELECT count(*) AS total_count, "
+                f"(array_agg(u.id ORDER BY u.id) FILTER (WHERE {self.after}))[1:{first} + 1] AS ids, "
+                f"(array_agg(u.district_id ORDER BY u.id) FILTER (WHERE {self.after}))[1:{first}] AS dids "
+                f"FROM users u WHERE {self.matching}) m) {a}"
+            )
+        # Many (a district's, a school's): counted, and the page read by its own ordered scan.
+        in_page = f"q.n <= {first}"
+        found = (
+            f"json_agg(json_build_array(q.district_id, q.id) ORDER BY q.id) FILTER (WHERE {in_page})"
+            if self.search
+            else "NULL::json"
+        )
+        return (
+            f"(SELECT c.total_count, l.ids[least(cardinality(l.ids), {first})] AS last_id, l.found, "
+            f"l.ids[1:{first}] AS ids, coalesce(cardinality(l.ids), 0) > {first} AS has_next "
+            f"FROM (SELECT count(*) AS total_count FROM users u WHERE {self.matching}) c "
+            f"CROSS JOIN (SELECT array_agg(q.id ORDER BY q.id) AS ids, {found} AS found "
+            f"FROM (SELECT u.id, u.district_id, row_number() OVER (ORDER BY u.id) AS n "
+            f"FROM users u WHERE {self.matching} AND {self.after} ORDER BY u.id LIMIT {first} + 1) q) l) {a}"
+        )
 
 
 class _Builder:
@@ -789,23 +829,7 @@ class _Builder:
         if (parent is None and name == "students") or name == "school_students":
             # Query.students, or a school's (School.students: the same page, of the parent school)
             self.pages[a] = page = self.students_page(args, None if parent is None else f"{parent}.id")
-            # The page and one more row, read once: the page's ids (its nodes read them
-            # by id), its last, and whether there is a next.
-            in_page = f"q.n <= {page.first}"
-            found = (
-                f"json_agg(json_build_array(q.district_id, q.id) ORDER BY q.id) FILTER (WHERE {in_page})"
-                if page.search
-                else "NULL::json"
-            )
-            return (
-                f"(SELECT c.total_count, l.ids[least(cardinality(l.ids), {page.first})] AS last_id, l.found, "
-                f"l.ids[1:{page.first}] AS ids, coalesce(cardinality(l.ids), 0) > {page.first} AS has_next "
-                f"FROM (SELECT count(*) AS total_count FROM users u WHERE {page.matching}) c "
-                f"CROSS JOIN (SELECT array_agg(q.id ORDER BY q.id) AS ids, {found} AS found "
-                f"FROM (SELECT u.id, u.district_id, row_number() OVER (ORDER BY u.id) AS n "
-                f"FROM users u WHERE {page.page} ORDER BY u.id LIMIT {page.first} + 1) q) l) {a}",
-                "true",
-            )
+            return page.row(a), "true"
         if name == "page_nodes" and parent in self.pages:
             # The page's rows, by the ids its connection read (in scope: they are of its page).
             return f"(SELECT u.* FROM users u WHERE u.id = ANY ({parent}.ids) ORDER BY u.id) {a}", "true"
@@ -995,8 +1019,8 @@ class _Builder:
         matching = students_matching(scope, p, school_id=school, class_id=klass, search=search or None)
         if school_row is not None:
             matching += f" AND u.school_id = {school_row}"
-        page = matching + (f" AND u.id > {p(after)}" if after is not None else "")
-        return _Page(matching, page, p(first), bool(search))
+        after_cursor = "true" if after is None else f"u.id > {p(after)}"
+        return _Page(matching, after_cursor, p(first), bool(search), scope.few_students)
 
     def obj(self, node: Node, a: str) -> tuple[str, str, dict[int, str]]:
         """An object's JSON over the row alias ``a``, the LATERAL joins of its
