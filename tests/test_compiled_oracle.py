@@ -47,6 +47,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bench.corpus import shared_queries
+from resolvers.reads import encode_cursor
 from server.app import UNPLANNED_ROOTS
 from server.documents import root_fields
 from tests.conftest import ALL_PURPOSES, justified
@@ -223,6 +224,8 @@ class Document:
             return draw(st.booleans())
         if named.name == "DateTime":
             return draw(st.sampled_from(DATES))
+        if name == "after":
+            return draw(st.sampled_from(self.pools["after"]))
         return draw(st.sampled_from(STRINGS.get(name, ["x"])))
 
 
@@ -329,6 +332,10 @@ async def pools(owner: Any, users: dict[str, uuid.UUID]) -> dict[str, list[str]]
         "assignment": pool(assignment and assignment["id"], elsewhere and elsewhere["id"]),
         "assessment": pool(assignment and assignment["assessment_id"], elsewhere and elsewhere["assessment_id"]),
         "user": pool(teacher, student),
+        # Students' cursors as pages hand them out: within the teacher's own students, of
+        # another district's student, and before every id.
+        "after": [encode_cursor(uuid.UUID(str(s))) for s in (student, child, other["student"]) if s is not None]
+        + [encode_cursor(uuid.UUID(int=0)), *STRINGS["after"]],
     }
 
 
