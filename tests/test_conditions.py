@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
+from permissions.admission import NIL_DISTRICT
 from permissions.admission import rls_districts as admission_districts
 from permissions.decide import DecisionTable, Relationship, is_purpose_authorized
 from permissions.enums import DataCategory, DenyReason, Purpose, Role
-from permissions.principal import Principal
 from resolvers.db import Db
-from resolvers.principal import load_conditions
+from resolvers.principal import load_conditions, load_principal
 from tests.conftest import Gql, error_codes
 
 ADMIN = "admin@northwind.example"
@@ -215,11 +215,14 @@ async def test_a_district_that_withdraws_both_analyst_purposes_leaves_the_analys
     stays in it under both, to be counted for the joint suppression of the
     two purposes' reports (schema/reports.py); no report of the withdrawn
     purpose counts it (tests/attacks/test_reports.py)."""
-    analyst = Principal(user_id=users["analyst@pledgeql.example"], role=Role.ANALYST, district_id=None)
 
     async def rls_districts(purpose: Purpose) -> set[uuid.UUID]:
-        conditions = await load_conditions(Db(owner), None)
-        return set(admission_districts(analyst, purpose, conditions))
+        # Every district's settings, as the analyst's principal statement reads them for the server.
+        standing = await load_principal(
+            Db(owner), users["analyst@pledgeql.example"], frozenset(Purpose), dt.datetime.now(dt.UTC), NIL_DISTRICT
+        )
+        assert standing is not None and standing.every_district is not None
+        return set(admission_districts(standing.principal, purpose, standing.every_district))
 
     assert await rls_districts(Purpose.PRODUCT_ANALYTICS) >= {northwind, riverside}
     withdrawn = ("PRODUCT_ANALYTICS", "REPORTING")
