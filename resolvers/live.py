@@ -56,18 +56,3 @@ async def session_event(db: Db, district_id: uuid.UUID, event_id: uuid.UUID, stu
         list(SESSION_KINDS),
     )
     return row
-
-
-async def class_has_child(
-    db: Db, district_id: uuid.UUID, class_id: uuid.UUID, children: tuple[uuid.UUID, ...], today: dt.date
-) -> bool:
-    """Whether one of a guardian's children is actively enrolled in the class."""
-    found = await db.fetchval(
-        "SELECT 1 FROM enrollments e WHERE e.district_id = $1 AND e.class_id = $2 "
-        "AND e.student_id = ANY($3::uuid[]) AND " + _ACTIVE.format(t="$4") + " LIMIT 1",
-        district_id,
-        class_id,
-        list(children),
-        today,
-    )
-    return found is not None

@@ -10,8 +10,9 @@ notification to the subscriptions of the classes it names.
 A subscription is admitted like a request (token, purpose, the caller read
 from the database, the request-level policy checks, through
 ``GraphQLEndpoint.admit``) and must reach the class it names as reading the
-class would: another district's class, or one outside the caller's scope,
-answers NOT_FOUND exactly like a class that does not exist. Then, for each
+class does (POLICY.md section 3): another district's class answers NOT_FOUND
+exactly like a class that does not exist, and the events it hears are those
+of the class's students within the caller's row scope. Then, for each
 event, in a transaction of its own: the caller is admitted again (so its
 standing is never older than the event), the class checked again, the
 student and the event read back under the caller's row scope, the selection
@@ -51,7 +52,7 @@ from graphql import DocumentNode, FieldNode, GraphQLError, OperationDefinitionNo
 from graphql import execute as graphql_execute
 from graphql.execution.values import VariableValues, get_argument_values
 
-from permissions.enums import DenyReason, Purpose, Role, Scope
+from permissions.enums import DenyReason, Purpose
 from permissions.errors import RequestError
 from resolvers import live
 from resolvers.db import Db
@@ -568,37 +569,22 @@ class LiveSubscription:
         self._next_check = time.monotonic() + self.service.limits.recheck_seconds
 
     async def check_class(self, context: RequestContext, *, read: bool = True) -> uuid.UUID:
-        """The class's district when the caller reaches the class as reading it would; else NOT_FOUND.
+        """The class's district when the caller may read the class as ``class(id:)`` reads it (a
+        class of the request's districts: a class carries no personal data); else NOT_FOUND.
+        Whose events the subscription hears is the row scope's (``read_event``): a teacher
+        subscribed to a colleague's class hears about its students who are theirs too, as
+        reading that class lists them.
 
         At an event (``read=False``) the class's row read at the last check is
-        used again (a class does not change district or school); whether the
-        caller, just read again, still reaches it is decided anew."""
+        used again (a class does not change district); whether the caller, just
+        admitted again, still reaches its district is decided anew (a support
+        grant revoked)."""
         row = self._class_row if not read and self._class_row is not None else await context.reads.klass(self.class_id)
-        if row is None or not await self._covers(context, row):
+        if row is None or row["district_id"] not in context.reads.visible_district_ids():
             raise RequestError("NOT_FOUND", "Class not found")
         self._class_row = row
         district: uuid.UUID = row["district_id"]
         return district
-
-    async def _covers(self, context: RequestContext, row: Row) -> bool:
-        """Whether the class's students are within the caller's student scope under this purpose."""
-        principal = context.principal
-        scope = context.rule.student_scope
-        if scope is Scope.CLASSES:
-            return row["id"] in principal.class_ids
-        if scope is Scope.SELF:
-            return principal.role is Role.STUDENT and row["id"] in principal.class_ids
-        if scope is Scope.SCHOOL:
-            return row["school_id"] in principal.school_ids
-        if scope is Scope.DISTRICT:
-            return bool(row["district_id"] == principal.district_id)
-        if scope is Scope.GRANT:
-            return row["district_id"] in principal.granted_district_ids
-        if scope is Scope.CHILDREN:
-            return await live.class_has_child(
-                context.db, row["district_id"], row["id"], principal.children_ids, context.now.date()
-            )
-        return False
 
     async def deliver(self, event: LiveEvent) -> None:
         """Read the event back under the caller's decisions, audit it, then send it; or end."""
