@@ -49,6 +49,22 @@ students counted more than once:
    cannot be computed (its partition has a hidden cell) may not be the only
    one of its line, nor the only one hidden below a parent that cannot.
 
+No combination of the cells may isolate fewer than k students either
+(POLICY.md section 5, "more generally"), and two more combinations can:
+
+7. A shown cell and a shown cell it lies within (the same values, fewer
+   dimensions: a row and the total, a cell and its row) differ by the
+   students of the outer one who are not in the inner one. Where a student
+   has one value of each dimension those are the inner cell's siblings, which
+   rules 1 to 3 protect; where a student can fall in several groups (a class
+   of 23 of whom 21 practised one assessment) they are a group of their own,
+   so a difference of 0 < students < k hides the inner cell (and then, by
+   rule 2, another).
+8. The hidden cells of a partition whose children split their parent exactly
+   (a dimension each student has one value of) add up to the shown parent
+   less its shown cells: hidden cells of fewer than k students together hide
+   the next-smallest shown cell, until they hold at least k.
+
 What this protects: the cells of one report's lattice (every table of its
 dimensions, the total included, which the same report without a dimension
 gives), the overlap groups of its multi-valued dimensions, and their sums.
@@ -127,9 +143,8 @@ def suppress(
     hidden: dict[int, dict[Key, Reason]] = {}
     unknown: dict[int, set[tuple[int, Key]]] = {}
     for mask in levels_of(n):
-        cells = tables.get(mask, {})
         hidden[mask], unknown[mask] = _suppress_level(
-            mask, n, cells, (overlaps or {}).get(mask, {}), hidden, unknown, k, (forced or {}).get(mask, {})
+            mask, n, tables, (overlaps or {}).get(mask, {}), hidden, unknown, k, (forced or {}).get(mask, {})
         )
     return hidden
 
@@ -189,7 +204,7 @@ def suppress_jointly(views: list[View], n: int, k: int) -> dict[int, dict[Key, R
 def _suppress_level(
     mask: int,
     n: int,
-    cells: Mapping[Key, Count],
+    tables: Mapping[int, Mapping[Key, Count]],
     overlaps: Mapping[int, Mapping[Key, int]],
     hidden: Mapping[int, Mapping[Key, Reason]],
     unknown: Mapping[int, set[tuple[int, Key]]],
@@ -198,26 +213,47 @@ def _suppress_level(
 ) -> tuple[dict[Key, Reason], set[tuple[int, Key]]]:
     """The hidden cells of the table ``mask``, and its overlap groups that a
     caller cannot compute (those whose partition has a hidden cell)."""
+    cells = tables.get(mask, {})
     out: dict[Key, Reason] = {key: Reason.COMPLEMENTARY for key in forced if key in cells}
     out.update({key: Reason.SMALL_GROUP for key, c in cells.items() if 0 < c.students < k})
     if mask == 0 or not cells:
         return out, set()
+    dims = positions(mask, n)
+    # Rule 7: a shown cell and a shown cell it lies within (any table of fewer of
+    # its dimensions) differ by the students of the one who are not in the other:
+    # a group of its own, protected like any other.
+    for key, count in cells.items():
+        if key in out:
+            continue
+        for sub in range(mask):
+            if sub & ~mask:
+                continue
+            within = tuple(key[i] for i, d in enumerate(dims) if sub >> d & 1)
+            outer = tables.get(sub, {}).get(within)
+            if outer is not None and within not in hidden.get(sub, {}) and 0 < outer.students - count.students < k:
+                out[key] = Reason.COMPLEMENTARY
+                break
 
     # Partitions of cells: (is the parent hidden?, the children, smallest
     # first, and the overlap group of a multi-valued dimension's partition).
     # They are built and worked through in one fixed order, so the same table
     # always suppresses the same way.
     ordered = sorted(cells, key=lambda key: (cells[key].students, _values(key)))
-    dims = positions(mask, n)
     parent_flags: list[bool] = []
     children_of: list[list[Key]] = []
     overlap_of: list[tuple[int, Key] | None] = []
+    # The parent's students where its children split them exactly (a dimension
+    # each student has one value of), else None: rule 8's partitions.
+    exact_of: list[int | None] = []
+    total = tables.get(0, {}).get(())
     if len(dims) > 1:
         parent_flags.append(() in hidden.get(0, {}))
         children_of.append(ordered)
         overlap_of.append(None)
+        exact_of.append(None if total is None or any(d in overlaps for d in dims) else total.students)
     for drop, d in enumerate(dims):
-        parent_hidden = hidden.get(mask & ~(1 << d), {})
+        below = mask & ~(1 << d)
+        parent_hidden = hidden.get(below, {})
         groups: dict[Key, list[Key]] = {}
         for key in ordered:
             groups.setdefault(key[:drop] + key[drop + 1 :], []).append(key)
@@ -226,6 +262,8 @@ def _suppress_level(
             parent_flags.append(parent in parent_hidden)
             children_of.append(groups[parent])
             overlap_of.append((d, parent) if multi else None)
+            whole = tables.get(below, {}).get(parent)
+            exact_of.append(None if multi or whole is None else whole.students)
 
     # Overlap groups: one per partition along a multi-valued dimension, sized
     # by the students counted more than once. Along every other dimension e
@@ -292,6 +330,15 @@ def _suppress_level(
                         queued.add(cell_partitions + line)
                         pending.append(cell_partitions + line)
 
+    def hidden_together(index: int) -> bool:
+        """Rule 8: the hidden cells of an exact partition, together, are its
+        shown parent less its shown cells; fewer than k students is a small group."""
+        whole = exact_of[index]
+        if whole is None:
+            return False
+        together = whole - sum(cells[key].students for key in children_of[index] if key not in out)
+        return 0 < together < k
+
     def first_shown_child(index: int) -> Key:
         children = children_of[index]
         at = first_shown[index]
@@ -311,11 +358,11 @@ def _suppress_level(
             # of the partition's cells with it, so that neither it nor any
             # cell follows from the others.
             small_overlap = group is not None and 0 < size[group] < k
-            if n_hidden == len(children) or not (
-                n_hidden == 1 or (n_hidden == 0 and (parent_flags[index] or small_overlap))
-            ):
+            if n_hidden == len(children):
                 continue
-            hide(first_shown_child(index))
+            alone = n_hidden == 1 or (n_hidden == 0 and (parent_flags[index] or small_overlap))
+            if alone or (n_hidden > 1 and not parent_flags[index] and hidden_together(index)):
+                hide(first_shown_child(index))
         else:
             line = index - cell_partitions
             members = groups_of[line]

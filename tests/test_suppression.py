@@ -29,7 +29,8 @@ def people(counts: dict[tuple[str, ...], int]) -> list[tuple[int, tuple[str, ...
     """One record per student, ``counts[values]`` students with those values."""
     out: list[tuple[int, tuple[str, ...]]] = []
     for values, count in counts.items():
-        out.extend((len(out) + i, values) for i in range(count))
+        first = len(out)  # each student once: the ids continue from the last group's
+        out.extend((first + i, values) for i in range(count))
     return out
 
 
@@ -97,6 +98,8 @@ def test_a_hidden_group_is_never_the_sum_of_shown_subgroups() -> None:
     # exactly one hidden cell, yet south's two large cells would add back up
     # to south, and total - north - south gives east. So south's cells go too,
     # and then north's, which now share their columns with one hidden cell.
+    # Columns 6 and 7 (east's, 2 students each) are 4 students together, the
+    # total less columns 4 and 5: column 4 is hidden beside them.
     cells = {
         ("east", "6"): 2,
         ("east", "7"): 2,
@@ -107,7 +110,7 @@ def test_a_hidden_group_is_never_the_sum_of_shown_subgroups() -> None:
     }
     hidden = suppress(lattice(people(cells), 2), 2, 5)
     assert hidden[1] == {("east",): S, ("south",): C}
-    assert hidden[2] == {("6",): S, ("7",): S}
+    assert hidden[2] == {("6",): S, ("7",): S, ("4",): C}
     assert hidden[3] == {
         ("east", "6"): S,
         ("east", "7"): S,
@@ -116,6 +119,42 @@ def test_a_hidden_group_is_never_the_sum_of_shown_subgroups() -> None:
         ("north", "4"): C,
         ("north", "5"): C,
     }
+
+
+def test_hidden_groups_hold_at_least_k_students_together() -> None:
+    # south and east are small, and 4 students together: the total less north
+    # and west. So west is hidden too.
+    assert one_way({"north": 30, "west": 20, "south": 2, "east": 2}, k=5) == {"south": S, "east": S, "west": C}
+    assert one_way({"north": 30, "west": 20, "south": 3, "east": 2}, k=5) == {"south": S, "east": S}
+
+
+def test_a_group_of_a_multi_valued_dimension_a_few_short_of_the_total_is_hidden() -> None:
+    # 23 students, 21 of whom practised both assessments and 2 only A: every
+    # group is large, but the total less B is the 2 who never practised B.
+    records = [(s, ("A",)) for s in range(23)] + [(s, ("B",)) for s in range(21)]
+    tables = lattice(records, 1)
+    assert tables[0][()].students == 23 and tables[1][("B",)].students == 21
+    hidden = suppress(tables, 1, 10, {1: {0: {(): 21}}})
+    assert hidden[1] == {("B",): C, ("A",): C}
+    # Everyone practised both: nobody is isolated, nothing is hidden.
+    both = lattice([(s, (v,)) for s in range(23) for v in "AB"], 1)
+    assert suppress(both, 1, 10, {1: {0: {(): 23}}}) == {0: {}, 1: {}}
+
+
+def _check_differences(tables: dict[int, dict[Key, Count]], hidden: dict[int, dict[Key, Reason]], n: int) -> None:
+    """No shown cell is fewer than k students short of a shown cell it lies within (k = 4)."""
+    for mask in range(1, 1 << n):
+        dims = positions(mask, n)
+        for key, count in tables[mask].items():
+            if key in hidden[mask]:
+                continue
+            for sub in range(mask):
+                if sub & ~mask:
+                    continue
+                within = tuple(key[i] for i, d in enumerate(dims) if sub >> d & 1)
+                if within in tables[sub] and within not in hidden[sub]:
+                    difference = tables[sub][within].students - count.students
+                    assert difference == 0 or difference >= 4, (mask, key, sub, within, difference)
 
 
 def test_hiding_a_cell_repeats_until_no_partition_has_exactly_one_hidden() -> None:
@@ -203,6 +242,13 @@ def test_the_order_of_the_cells_does_not_change_what_is_hidden(records: list) ->
     tables = lattice(records, 2)
     reversed_tables = {m: dict(reversed(list(t.items()))) for m, t in tables.items()}
     assert suppress(tables, 2, 4) == suppress(reversed_tables, 2, 4)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_records(2))
+def test_no_shown_cell_is_a_few_students_short_of_a_shown_cell_it_lies_within(records: list) -> None:
+    tables = lattice(records, 2)
+    _check_differences(tables, suppress(tables, 2, 4), 2)
 
 
 def test_subtracting_the_shown_groups_from_the_total_never_isolates_one_hidden_group() -> None:
