@@ -26,8 +26,11 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    StringValueNode,
+    Visitor,
     specified_rules,
     validate,
+    visit,
 )
 from graphql.error import GraphQLSyntaxError
 from graphql.execution.values import VariableValues, get_variable_values
@@ -112,6 +115,8 @@ class DocumentCache:
             raise RequestError("BAD_USER_INPUT", f"The query does not parse: {error.message}") from None
         except GraphQLError as error:
             raise RequestError("QUERY_TOO_COMPLEX", error.message, **_limit_extensions(error)) from None
+        if "\\u" in query and _holds_nul(document):
+            raise RequestError("BAD_USER_INPUT", NUL_MESSAGE)
         digest = canonical_hash(document)
         if self.registry is not None and not self.registry.allows(query, document):
             # Not cached: unregistered documents must not push registered ones out.
@@ -149,11 +154,50 @@ class DocumentCache:
         )
         if isinstance(coerced, list):
             return [variable_error(e, self.production) for e in coerced]
+        for definition in operation.variable_definitions:
+            name = definition.variable.name.value
+            if _nul_in(coerced.coerced.get(name)):
+                error = GraphQLError(
+                    f"Variable '${name}': {NUL_MESSAGE}", definition, extensions={"code": "BAD_USER_INPUT"}
+                )
+                return [variable_error(error, self.production)]
         if prepared.variable_sizes:
             measure = measure_operation(self.schema, prepared.document, operation, self.limits, coerced.coerced)
             for violation in violations(measure, self.limits):
                 raise RequestError("QUERY_TOO_COMPLEX", violation.message, **_limit_extensions(violation))
         return coerced
+
+
+# PostgreSQL's text cannot hold U+0000: a string with it is refused as input, never sent to the database.
+NUL_MESSAGE = "a string may not contain the character U+0000 (NUL)"
+
+
+def _nul_in(value: Any) -> bool:
+    """Whether a coerced input value holds a string with U+0000 anywhere within it."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_nul_in(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_nul_in(v) for v in value)
+    return False
+
+
+class _NulFinder(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found = False
+
+    def enter_string_value(self, node: StringValueNode, *_: Any) -> None:
+        if "\x00" in node.value:
+            self.found = True
+
+
+def _holds_nul(document: DocumentNode) -> bool:
+    """Whether a string literal of the document holds U+0000 (an escape: the parser refuses the raw character)."""
+    finder = _NulFinder()
+    visit(document, finder)
+    return finder.found
 
 
 def _limit_extensions(source: GraphQLError | Violation) -> dict[str, Any]:
