@@ -32,8 +32,12 @@ from server.ratelimit import retry_after_header
 log = logging.getLogger("pledgeql.http")
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
-# Codes whose status every client gets, beside the transport codes.
-ALWAYS_STATUS = TRANSPORT_CODES | {"QUERY_TOO_COMPLEX", "OPERATION_NOT_ALLOWED"}
+# Codes whose status every client gets, beside the transport codes: the abuse limits, the
+# allow-list, and the header errors (API.md: "Header errors answer 400 whatever the Accept
+# header"), a missing or unknown X-Purpose and LEGAL_COMPLIANCE without X-Justification
+# among them, as well as the header rules' own refusals (``HeaderError``).
+HEADER_CODES = frozenset({"PURPOSE_REQUIRED", "PURPOSE_UNKNOWN", "JUSTIFICATION_REQUIRED"})
+ALWAYS_STATUS = TRANSPORT_CODES | HEADER_CODES | {"QUERY_TOO_COMPLEX", "OPERATION_NOT_ALLOWED"}
 
 
 @dataclass

@@ -156,12 +156,22 @@ async def test_legal_compliance_without_justification_is_refused(client: httpx.A
     assert status == 200 and body["data"]["me"]["role"] == "DISTRICT_ADMIN"
 
 
-async def test_application_json_clients_get_200_for_graphql_level_refusals_but_401_for_tokens(
+async def test_application_json_clients_get_200_for_graphql_level_refusals_but_400_for_headers_and_401_for_tokens(
     client: httpx.AsyncClient, token_for: Any
 ) -> None:
     token = token_for("teacher1@northwind.example")
-    status, body = await post(client, {"Authorization": f"Bearer {token}"}, accept="application/json")
-    assert status == 200 and error_codes(body) == ["PURPOSE_REQUIRED"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    # Header errors answer 400 whatever the Accept header (API.md section 1).
+    status, body = await post(client, bearer, accept="application/json")
+    assert status == 400 and error_codes(body) == ["PURPOSE_REQUIRED"]
+    status, body = await post(client, {**bearer, "X-Purpose": "FUN"}, accept="application/json")
+    assert status == 400 and error_codes(body) == ["PURPOSE_UNKNOWN"]
+    admin = {"Authorization": f"Bearer {token_for('admin@northwind.example')}", "X-Purpose": "LEGAL_COMPLIANCE"}
+    status, body = await post(client, admin, accept="application/json")
+    assert status == 400 and error_codes(body) == ["JUSTIFICATION_REQUIRED"]
+    # The policy's refusal of a purpose the role does not have is GraphQL-level: 200.
+    status, body = await post(client, {**bearer, "X-Purpose": "LEGAL_COMPLIANCE"}, accept="application/json")
+    assert status == 200 and error_codes(body) == ["PURPOSE_NOT_ALLOWED"]
     status, body = await post(client, {"X-Purpose": "INSTRUCTION"}, accept="application/json")
     assert status == 401 and error_codes(body) == ["UNAUTHENTICATED"]
 
