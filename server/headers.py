@@ -57,7 +57,11 @@ def client_request_id(request: Request) -> str | None:
 
 def purpose_header(request: Request) -> str | None:
     """X-Purpose as sent: exactly one value (twice, or a list in one header, is refused)."""
-    raw = single_header(request, "x-purpose", "X-Purpose")
+    return one_purpose(single_header(request, "x-purpose", "X-Purpose"))
+
+
+def one_purpose(raw: str | None) -> str | None:
+    """An X-Purpose value (a header, or a subscription's connection_init payload): a list is refused."""
     if raw is not None and "," in raw:
         raise HeaderError("X-Purpose takes exactly one purpose, not a list")
     return raw

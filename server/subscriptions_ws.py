@@ -27,6 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDiscon
 
 from permissions.errors import RequestError
 from server.context import ClientInfo
+from server.headers import HeaderError, one_purpose
 from server.http_request import GraphQLRequest, MalformedRequest
 from server.subscriptions import Caller, LiveService, LiveSubscription, OperationErrors, error_payload
 
@@ -44,11 +45,13 @@ class Closed(Exception):
 
 
 def _header(payload: dict[str, Any], name: str) -> str | None:
-    """A header from connection_init's payload, its name in any case."""
-    for key, value in payload.items():
-        if isinstance(key, str) and key.lower() == name and isinstance(value, str):
-            return value
-    return None
+    """A header from connection_init's payload, its name in any case: sent once,
+    as a string (under two spellings of its name, or as a list, it is refused
+    as a header sent twice is)."""
+    values = [value for key, value in payload.items() if isinstance(key, str) and key.lower() == name]
+    if len(values) > 1 or (values and isinstance(values[0], list)):
+        raise HeaderError(f"{name.title()} may be sent once, with one value")
+    return values[0] if values and isinstance(values[0], str) else None
 
 
 def _client(websocket: WebSocket) -> ClientInfo:
@@ -120,7 +123,7 @@ class Connection:
         try:
             caller = self.service.caller(
                 _header(payload, "authorization"),
-                _header(payload, "x-purpose"),
+                one_purpose(_header(payload, "x-purpose")),
                 _header(payload, "x-justification"),
                 client,
             )

@@ -735,3 +735,24 @@ async def test_two_x_purpose_headers_on_an_sse_subscription_are_bad_user_input(
         refused = await http.post(f"http://{address}/graphql", content=body, headers=headers)
     assert refused.status_code == 400
     assert refused.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+@pytest.mark.parametrize(
+    "purposes",
+    [
+        {"X-Purpose": "INSTRUCTION,REPORTING"},
+        {"X-Purpose": "INSTRUCTION, REPORTING"},
+        {"X-Purpose": "INSTRUCTION", "x-purpose": "REPORTING"},
+        {"X-Purpose": ["INSTRUCTION"]},
+    ],
+)
+async def test_a_list_or_two_x_purposes_in_connection_init_are_bad_user_input_as_over_http(
+    address: str, token_for: Callable[..., str], purposes: dict[str, Any]
+) -> None:
+    init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token_for(TEACHER)}", **purposes}}
+    async with connect(f"ws://{address}/graphql", subprotocols=[SUBPROTOCOL]) as ws:  # type: ignore[list-item]
+        await ws.send(orjson.dumps(init).decode())
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+        assert closed.value.rcvd.reason.startswith("BAD_USER_INPUT:"), closed.value.rcvd.reason
