@@ -46,7 +46,12 @@ def single_header(request: Request, name: str, label: str) -> str | None:
 
 def client_request_id(request: Request) -> str | None:
     """The client's X-Request-Id (kept in the audit as clientRequestId), or None; empty counts as absent."""
-    raw = single_header(request, "x-request-id", "X-Request-Id")
+    return checked_client_request_id(single_header(request, "x-request-id", "X-Request-Id"))
+
+
+def checked_client_request_id(raw: str | None) -> str | None:
+    """A client's request id as sent (an HTTP header, or a subscription's connection_init
+    payload), checked against the header's rules; None when absent or empty."""
     if not raw:
         return None
     text = header_text(raw)

@@ -259,6 +259,9 @@ class Caller:
     purpose: Purpose
     justification: str | None
     client: ClientInfo
+    # The client's X-Request-Id (SSE: the request's header; WebSocket: connection_init's
+    # payload), kept as clientRequestId on every event's audit entries.
+    client_request_id: str | None = None
 
 
 class LiveService:
@@ -283,7 +286,12 @@ class LiveService:
                 await db.close()
 
     def caller(
-        self, authorization: str | None, purpose: str | None, justification: str | None, client: ClientInfo
+        self,
+        authorization: str | None,
+        purpose: str | None,
+        justification: str | None,
+        client: ClientInfo,
+        client_request_id: str | None = None,
     ) -> Caller:
         """The token verified (and the caller's rate limit charged) and the purpose parsed, as for any request."""
         if authorization is None:
@@ -296,7 +304,7 @@ class LiveService:
             raise
         self.endpoint._limit(f"sub:{claims.user_id}")
         declared = self.endpoint.parse_purpose(purpose)
-        return Caller(claims, declared, checked_justification(justification, declared), client)
+        return Caller(claims, declared, checked_justification(justification, declared), client, client_request_id)
 
     def charge(self, caller: Caller) -> None:
         """One more request against the caller's rate limit (each subscribe on a WebSocket is one)."""
@@ -312,6 +320,7 @@ class LiveService:
             caller.justification,
             self.endpoint.clock(),
             request_id=request_id,
+            client_request_id=caller.client_request_id,
             operation_name=operation_name,
             client=caller.client,
             read_only=True,

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from permissions.errors import STATUS, RequestError
-from server.headers import purpose_header, single_header
+from server.headers import client_request_id, purpose_header, single_header
 from server.http_request import RateLimited, request_id_of
 from server.ratelimit import retry_after_header
 from server.subscriptions import LiveService, OperationErrors, error_payload
@@ -59,6 +59,7 @@ async def serve_sse(service: LiveService, request: Request) -> Response:
             purpose_header(request),
             single_header(request, "x-justification", "X-Justification"),
             client,
+            client_request_id(request),
         )
         subscription = await service.start(caller, gql, deliver)
     except OperationErrors as errors:

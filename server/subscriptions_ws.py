@@ -27,7 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDiscon
 
 from permissions.errors import RequestError
 from server.context import ClientInfo
-from server.headers import HeaderError, one_purpose
+from server.headers import HeaderError, checked_client_request_id, one_purpose
 from server.http_request import GraphQLRequest, MalformedRequest
 from server.subscriptions import Caller, LiveService, LiveSubscription, OperationErrors, error_payload
 
@@ -126,6 +126,7 @@ class Connection:
                 one_purpose(_header(payload, "x-purpose")),
                 _header(payload, "x-justification"),
                 client,
+                checked_client_request_id(_header(payload, "x-request-id")),
             )
             await self.service.check_connection(caller)
         except RequestError as error:

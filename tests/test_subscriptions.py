@@ -756,3 +756,46 @@ async def test_a_list_or_two_x_purposes_in_connection_init_are_bad_user_input_as
             await ws.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
         assert closed.value.rcvd.reason.startswith("BAD_USER_INPUT:"), closed.value.rcvd.reason
+
+
+async def test_a_subscriptions_client_request_id_follows_the_header_rules_and_reaches_every_events_entries(
+    address: str, token_for: Callable[..., str], gql: Gql, facts: Facts, owner: Any
+) -> None:
+    url = f"http://{address}/graphql"
+    body = {"query": LIVE, "variables": {"classId": str(facts.klass)}}
+    sent = {"Accept": "text/event-stream", "Authorization": f"Bearer {token_for(TEACHER)}", "X-Purpose": "INSTRUCTION"}
+    async with httpx.AsyncClient(timeout=15) as http:
+        for bad in ("r" * 129, "a\tb"):
+            refused = await http.post(url, json=body, headers={**sent, "X-Request-Id": bad})
+            assert refused.status_code == 400
+            assert refused.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+        over_sse = f"sse-{uuid.uuid4().hex[:12]}"
+        async with http.stream("POST", url, json=body, headers={**sent, "X-Request-Id": over_sse}) as stream:
+            assert stream.status_code == 200
+            await asyncio.sleep(0.5)
+            await submit(gql, facts)
+            async with asyncio.timeout(15):
+                async for line in stream.aiter_lines():
+                    if line.startswith("data: "):
+                        break
+    # Over WebSocket the id travels in connection_init's payload, under the same rules.
+    init = {"type": "connection_init", "payload": {"Authorization": sent["Authorization"], "X-Purpose": "INSTRUCTION"}}
+    async with connect(f"ws://{address}/graphql", subprotocols=[SUBPROTOCOL]) as ws:  # type: ignore[list-item]
+        init["payload"]["X-Request-Id"] = "r" * 129
+        await ws.send(orjson.dumps(init).decode())
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.reason.startswith("BAD_USER_INPUT:")
+    over_ws = f"ws-{uuid.uuid4().hex[:12]}"
+    async with connect(f"ws://{address}/graphql", subprotocols=[SUBPROTOCOL]) as ws:  # type: ignore[list-item]
+        init["payload"]["X-Request-Id"] = over_ws
+        await ws.send(orjson.dumps(init).decode())
+        assert (await receive(ws))["type"] == "connection_ack"
+        await subscribed(ws, "w", LIVE, facts.klass)
+        await submit(gql, facts)
+        assert (await receive(ws))["type"] == "next"
+    for client_id in (over_sse, over_ws):
+        rows = await owner.fetch(
+            "SELECT operation_name, request_id FROM audit_entries WHERE client_request_id = $1", client_id
+        )
+        assert rows and all(r["operation_name"] == "LiveClass" for r in rows), (client_id, rows)
