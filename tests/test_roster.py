@@ -699,14 +699,17 @@ def test_a_malformed_line_is_reported_with_file_line_and_column_and_the_rest_is_
     # Line 4 (stu-1): one value too many.
     lines[3] = lines[3] + ",extra"
     files["users.csv"] = "\r\n".join(lines)
-    status, out, _ = _import(write_package(tmp_path / "bad", files), district, db, monkeypatch, capsys)
+    status, out, err = _import(write_package(tmp_path / "bad", files), district, db, monkeypatch, capsys)
     assert status == 1, out
-    assert "error   users.csv line 5, column 9: malformed CSV" in out
-    assert "error   users.csv line 4, column 19:" in out and "19 values where the header has 18 columns" in out
+    # The errors go to stderr (API.md section 4), with what to do; the report stays on stdout.
+    assert "error   users.csv line 5, column 9: malformed CSV" in err and "malformed CSV" not in out
+    assert "error   users.csv line 4, column 19:" in err and "19 values where the header has 18 columns" in err
+    assert "lines not imported (the errors above); fix them in the package and import it again" in err
+    assert "Problems: " in out
     assert _user(db, district, "stu-1") is None and _user(db, district, "stu-2") is None
     assert _user(db, district, "tch-1") is not None and _user(db, district, "stu-3") is not None
     # Their enrollments name users that were not imported: reported, not imported.
-    assert "enrollments.csv line 4, column 6 (userSourcedId): the user on line 4 of users.csv was not imported" in out
+    assert "enrollments.csv line 4, column 6 (userSourcedId): the user on line 4 of users.csv was not imported" in err
     assert "Not deactivated: users.csv had lines that were not imported" in out
 
 
@@ -721,12 +724,12 @@ def test_a_row_that_breaks_a_rule_names_its_column(
     enrollments.append(["e-x2", "", "", "cls-1", "sch-1", "tch-2", "student", "", "", ""])
     enrollments.append(["e-x3", "", "", "cls-3", "sch-2", "stu-1", "student", "", "2025-13-01", ""])
     enrollments.append(["e-s2", "", "", "cls-3", "sch-2", "stu-2", "student", "", "", ""])
-    status, out, _ = _import(write_package(tmp_path / "rules", files), district, db, monkeypatch, capsys)
+    status, _, err = _import(write_package(tmp_path / "rules", files), district, db, monkeypatch, capsys)
     assert status == 1
-    assert "enrollments.csv line 9, column 4 (classSourcedId): class 'cls-9' is not in classes.csv" in out
-    assert "enrollments.csv line 10, column 7 (role): a student enrollment of a teacher" in out
-    assert "enrollments.csv line 11, column 9 (beginDate): not a date" in out
-    assert "enrollments.csv line 12, column 1 (sourcedId): the same sourcedId as line 6" in out
+    assert "enrollments.csv line 9, column 4 (classSourcedId): class 'cls-9' is not in classes.csv" in err
+    assert "enrollments.csv line 10, column 7 (role): a student enrollment of a teacher" in err
+    assert "enrollments.csv line 11, column 9 (beginDate): not a date" in err
+    assert "enrollments.csv line 12, column 1 (sourcedId): the same sourcedId as line 6" in err
     assert _val(db, "SELECT count(*) FROM enrollments WHERE district_id = $1", uuid.UUID(district)) == 4
 
 

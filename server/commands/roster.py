@@ -125,7 +125,8 @@ async def import_package(
     return result
 
 
-def print_result(result: ImportResult, out: TextIO) -> None:
+def print_result(result: ImportResult, out: TextIO, err: TextIO | None = None) -> None:
+    """The import's report on ``out``; its errors (lines not imported) on ``err`` when given."""
     package = result.package
     if package is not None:
         print(
@@ -178,7 +179,7 @@ def print_result(result: ImportResult, out: TextIO) -> None:
         file=out,
     )
     for line in problems.lines():
-        print(f"  {line}", file=out)
+        print(f"  {line}", file=err if err is not None and line.startswith(ERROR) else out)
     print(f"Took {result.seconds:.1f}s.", file=out)
 
 
@@ -213,7 +214,14 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
             )
             return 2
         raise
-    print_result(result, sys.stdout)
+    print_result(result, sys.stdout, sys.stderr)
     if result.refused is not None:
         print(f"pledgeql roster import: refused: {result.refused.describe()}", file=sys.stderr)
+    elif result.problems.errors:
+        errors = result.problems.errors
+        print(
+            f"pledgeql roster import: {errors} line{'s' if errors != 1 else ''} not imported (the errors above); "
+            "fix them in the package and import it again",
+            file=sys.stderr,
+        )
     return result.status
