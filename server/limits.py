@@ -205,7 +205,10 @@ class Measurer:
         try:
             self.measure.cost = self._selections(operation.selection_set, root, 1, ())
         except _Budget:
+            # More fields than the cost limit to walk (fragments spread many times over): its
+            # cost is past the limit, and how far past is not worth the walk.
             self.measure.cost = self.limits.max_cost + 1
+            self.measure.stopped = True
         return self.measure
 
     def _fields(
@@ -255,8 +258,6 @@ class Measurer:
             if node.selection_set is not None:
                 below = self._selections(node.selection_set, get_named_type(definition.type), depth + 1, seen)
             total += size * (1 + below)
-            if total > self.limits.max_cost:
-                raise _Budget
         return total
 
     def _size(self, node: FieldNode, definition: Any, owner: GraphQLNamedType) -> int:

@@ -14,10 +14,12 @@ import httpx
 import orjson
 import pytest
 import pytest_asyncio
+from graphql import OperationDefinitionNode, parse
 
 from server.app import create_app
 from server.db import DatabaseUrls
 from server.graphql_http import GraphQLEndpoint
+from server.limits import Limits, measure_operation, violations
 from server.ratelimit import RateLimiter
 from server.settings import Settings
 from tests.conftest import error_codes
@@ -131,12 +133,32 @@ async def test_page_sizes_multiply_into_the_cost(client: httpx.AsyncClient, toke
     assert status == 400 and error_codes(body) == ["QUERY_TOO_COMPLEX"]
     assert "the limit (cost) is 50000" in body["errors"][0]["message"]
     extensions = body["errors"][0]["extensions"]
-    assert extensions["limit"] == "cost" and extensions["maximum"] == 50_000 and extensions["measured"] > 50_000
-    assert str(extensions["measured"]) in body["errors"][0]["message"]
+    # The document's whole cost (API.md: "the document's measure"), not where counting stopped:
+    # 500 x (1 + nodes 1 x (1 + 500 x (1 + 2))).
+    assert extensions["limit"] == "cost" and extensions["maximum"] == 50_000 and extensions["measured"] == 751_000
+    assert "costs 751000 " in body["errors"][0]["message"]
     status, body = await send(
         client, token_for(TEACHER), {"query": "{ students(first: 50) { nodes { responses(first: 20) { id } } } }"}
     )
     assert status == 200, body
+
+
+def test_a_document_with_more_fields_to_walk_than_the_cost_limit_is_measured_as_at_least_past_it(app: Any) -> None:
+    schema = app.state.pledgeql.endpoint.schema
+    fields = " ".join(f"v{i}: policyVersions {{ version }}" for i in range(6))
+    document = parse("query { " + fields + " }")
+    operation = document.definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
+    limits = Limits(max_cost=10)
+    measure = measure_operation(schema, document, operation, limits)
+    assert measure.stopped and measure.cost == 11
+    (violation,) = [v for v in violations(measure, limits) if v.limit == "cost"]
+    assert "costs at least 11 " in violation.message
+    # Within the walk's budget the whole cost is counted, however far past the limit.
+    paged = parse("query { students(first: 1000) { totalCount } }")
+    assert isinstance(paged.definitions[0], OperationDefinitionNode)
+    whole = measure_operation(schema, paged, paged.definitions[0], limits)
+    assert not whole.stopped and whole.cost == 2000
 
 
 async def test_page_sizes_from_variables_are_measured_with_each_requests_values(
