@@ -117,6 +117,8 @@ async def submit_response(info: Info, input: SubmitResponseInput) -> SubmitRespo
         raise BadUserInput("input.answer must not be blank", field="input.answer")
     if len(answer) > MAX_ANSWER_CHARS:
         raise BadUserInput(f"input.answer must be at most {MAX_ANSWER_CHARS} characters", field="input.answer")
+    if "\x00" in answer:  # PostgreSQL's text cannot hold it; any other character is the student's answer
+        raise BadUserInput("input.answer may not contain the character U+0000 (NUL)", field="input.answer")
     time_spent = input.time_spent_seconds
     if time_spent is not None and not 0 <= time_spent <= MAX_TIME_SPENT_SECONDS:
         raise BadUserInput(

@@ -25,6 +25,7 @@ from graphql import (
     GraphQLSchema,
     InlineFragmentNode,
     OperationDefinitionNode,
+    OperationType,
     SelectionSetNode,
     StringValueNode,
     Visitor,
@@ -154,7 +155,9 @@ class DocumentCache:
         )
         if isinstance(coerced, list):
             return [variable_error(e, self.production) for e in coerced]
-        for definition in operation.variable_definitions:
+        # A mutation validates its own inputs, naming the field, and audits the refused attempt.
+        checked = () if operation.operation is OperationType.MUTATION else operation.variable_definitions
+        for definition in checked:
             name = definition.variable.name.value
             if _nul_in(coerced.coerced.get(name)):
                 error = GraphQLError(

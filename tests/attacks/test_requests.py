@@ -357,30 +357,51 @@ async def test_duplicate_x_purpose_headers_or_a_list_in_one_are_bad_user_input(
 
 
 NUL_CASES = [
-    # (purpose, query, variables): a NUL in a variable, in a literal, deep in an input object
-    ("INSTRUCTION", "query($s: String) { students(search: $s) { totalCount } }", {"s": "a\u0000b"}),
-    ("INSTRUCTION", "query($s: String) { assessments(subject: $s) { id } }", {"s": "\u0000"}),
-    ("INSTRUCTION", '{ assessments(subject: "Math\\u0000") { id } }', None),
-    ("STUDENT_LEARNING", "mutation($i: SubmitResponseInput!) { submitResponse(input: $i) { response { id } } }", "i"),
+    # (query, variables): a NUL in a variable, deep in an input object, in a literal's escape
+    ("query($s: String) { students(search: $s) { totalCount } }", {"s": "a\u0000b"}),
+    ("query($s: String) { assessments(subject: $s) { id } }", {"s": "\u0000"}),
+    ("query($f: AuditFilter) { auditLog(filter: $f) { nodes { id } } }", {"f": {"subjectStudentId": "x\u0000"}}),
+    ('{ assessments(subject: "Math\\u0000") { id } }', None),
 ]
 
 
-@pytest.mark.parametrize(("purpose", "query", "variables"), NUL_CASES)
+@pytest.mark.parametrize(("query", "variables"), NUL_CASES)
 async def test_a_string_holding_nul_is_bad_user_input_never_an_internal_error(
-    send: Any, owner: Any, purpose: str, query: str, variables: Any
+    send: Any, owner: Any, query: str, variables: Any
 ) -> None:
     """PostgreSQL's text cannot hold U+0000: such a string is refused as input, before anything runs."""
-    user = STUDENT if purpose == "STUDENT_LEARNING" else TEACHER
-    if variables == "i":
-        item = await owner.fetchval("SELECT id FROM items WHERE practice ORDER BY id LIMIT 1")
-        variables = {"i": {"itemId": str(item), "answer": "B\u0000"}}
     for accept in (GRAPHQL_RESPONSE, "application/json"):
-        response = await send(user, purpose, query, variables, accept=accept)
+        response = await send(ADMIN, "RECORD_ACCESS", query, variables, accept=accept)
         assert response.status_code in (200, 400), response.text
         body = response.json()
         assert error_codes(body) == ["BAD_USER_INPUT"], body
         assert body.get("data") is None and "U+0000" in body["errors"][0]["message"]
         assert await entries_of(owner, response) == []
+
+
+@pytest.mark.parametrize(
+    ("user", "purpose", "mutation", "field"),
+    [
+        (STUDENT, "STUDENT_LEARNING", "submitResponse", "input.answer"),
+        (ADMIN, "RECORD_ACCESS", "openSupportGrant", "input.ticket"),
+    ],
+)
+async def test_a_mutation_given_nul_refuses_it_by_field_and_audits_the_attempt(
+    send: Any, owner: Any, user: str, purpose: str, mutation: str, field: str
+) -> None:
+    if mutation == "submitResponse":
+        item = await owner.fetchval("SELECT id FROM items WHERE practice ORDER BY id LIMIT 1")
+        query = "mutation($i: SubmitResponseInput!) { submitResponse(input: $i) { response { id } } }"
+        variables = {"i": {"itemId": str(item), "answer": "B\u0000"}}
+    else:
+        query = "mutation($i: SupportGrantInput!) { openSupportGrant(input: $i) { id } }"
+        expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+        variables = {"i": {"ticket": "T-1\u0000", "expiresAt": expires}}
+    response = await send(user, purpose, query, variables)
+    body = response.json()
+    assert error_codes(body) == ["BAD_USER_INPUT"], body
+    assert body["errors"][0]["extensions"]["field"] == field
+    assert [e["decision"] for e in await entries_of(owner, response)] == ["DENY"]
 
 
 # ----------------------------------------------------------------- item 14b
