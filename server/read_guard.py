@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -33,6 +34,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger("pledgeql.http")
 
 TIMEOUT_RESPONSE = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+# What a request the HTTP parser refuses gets (a control character in a header's value, a
+# malformed request line): the API's error shape, BAD_USER_INPUT, rather than uvicorn's plain text.
+MALFORMED_BODY = (
+    b'{"errors":[{"message":"The request is not valid HTTP/1.1: a header holds a control character '
+    b'(U+0000 to U+001F, U+007F) or the request line or a header is malformed",'
+    b'"extensions":{"code":"BAD_USER_INPUT"}}]}'
+)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -121,6 +129,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         self._reading_headers = False
         super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """The parser refused the request before the app saw it: 400 BAD_USER_INPUT as JSON, with
+        a request id of the server's own as every response has, then the connection closes."""
+        self._disarm()
+        head = [
+            b"HTTP/1.1 400 Bad Request\r\n",
+            *(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers),
+            b"content-type: application/json\r\n",
+            b"x-request-id: " + uuid.uuid4().hex.encode("ascii") + b"\r\n",
+            b"content-length: " + str(len(MALFORMED_BODY)).encode("ascii") + b"\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + MALFORMED_BODY)
+        self.transport.close()
 
 
 def guarded_protocol(header_timeout: float, body_timeout: float, max_connections: int) -> type[HttpToolsProtocol]:

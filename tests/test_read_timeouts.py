@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest_asyncio
 import uvicorn
 
@@ -154,3 +155,23 @@ def test_the_settings_give_the_documented_defaults_and_read_the_environment(monk
     assert GuardedHttpToolsProtocol.header_timeout == 2.5
     assert GuardedHttpToolsProtocol.body_timeout == 7.0
     assert GuardedHttpToolsProtocol.max_connections == 50
+
+
+async def test_a_header_with_a_control_character_is_bad_user_input_as_json_with_a_request_id(port: int) -> None:
+    """The HTTP parser refuses it before the app sees it; the answer still has the API's error shape."""
+    for header in (b"X-Request-Id: a\x01b", b"X-Purpose: INSTRUCTION\x7f", b"X-Justification: a\x00b"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /graphql HTTP/1.1\r\nHost: pledgeql.test\r\nContent-Type: application/json\r\n"
+            + header
+            + b"\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        await writer.drain()
+        received, _ = await _until_closed(reader, 5)
+        writer.close()
+        head, _, body = received.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+        assert lines[0] == "HTTP/1.1 400 Bad Request", received
+        assert headers["content-type"] == "application/json" and len(headers["x-request-id"]) == 32
+        assert orjson.loads(body)["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT"}
