@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import PositiveFloat, SecretStr, ValidationError, field_validator
+from pydantic import PositiveFloat, PositiveInt, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_FILE = ".env"
@@ -45,15 +45,16 @@ class _Environment(BaseSettings):
     cors_extra_headers: str = ""
     graphiql_token: SecretStr | None = None
     audit_key: SecretStr | None = None
-    max_depth: int = 12
-    max_aliases: int = 30
-    max_tokens: int = 5000
-    max_cost: int = 50_000
-    max_body_bytes: int = 256 * 1024
-    rate_limit_per_minute: int = 600
-    rate_limit_burst: int = 120
-    pool_size: int = 20
-    default_list_size: int = 20
+    # Limits and sizes: each at least 1 (0 or less would refuse every request or none).
+    max_depth: PositiveInt = 12
+    max_aliases: PositiveInt = 30
+    max_tokens: PositiveInt = 5000
+    max_cost: PositiveInt = 50_000
+    max_body_bytes: PositiveInt = 256 * 1024
+    rate_limit_per_minute: PositiveInt = 600
+    rate_limit_burst: PositiveInt = 120
+    pool_size: PositiveInt = 20
+    default_list_size: PositiveInt = 20
     operations_dir: Path | None = None
     db_connect_timeout: PositiveFloat = 3.0
     db_command_timeout: PositiveFloat = 30.0
@@ -62,7 +63,7 @@ class _Environment(BaseSettings):
     audit_lock_timeout: PositiveFloat = 1.0
     header_timeout: PositiveFloat = 10.0
     body_timeout: PositiveFloat = 30.0
-    max_connections: int = 1000
+    max_connections: PositiveInt = 1000
     policy_dirs: str = ""
     server_timing: bool | None = None
 

@@ -53,6 +53,11 @@ def test_an_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> N
         ("PLEDGEQL_MAX_DEPTH", "deep-secret-value"),
         ("PLEDGEQL_ENV", "staging-secret-value"),
         ("PLEDGEQL_DB_POOL_PRE_PING", "perhaps-secret-value"),
+        # A limit or size of 0 or less would refuse every request (or none): stopped at the start.
+        ("PLEDGEQL_MAX_BODY_BYTES", "-5"),
+        ("PLEDGEQL_MAX_DEPTH", "-1"),
+        ("PLEDGEQL_RATE_LIMIT_BURST", "-3"),
+        ("PLEDGEQL_MAX_CONNECTIONS", "-10"),
     ],
 )
 def test_a_bad_value_stops_the_start_naming_the_variable_and_never_echoing_the_value(
@@ -64,6 +69,15 @@ def test_a_bad_value_stops_the_start_naming_the_variable_and_never_echoing_the_v
     message = str(stopped.value)
     assert name in message
     assert value not in message
+
+
+@pytest.mark.parametrize(
+    "name", ["PLEDGEQL_MAX_COST", "PLEDGEQL_RATE_LIMIT_PER_MINUTE", "PLEDGEQL_POOL_SIZE", "PLEDGEQL_MAX_TOKENS"]
+)
+def test_a_limit_of_zero_stops_the_start_naming_the_variable(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(name, "0")
+    with pytest.raises(SystemExit, match=f"{name}: Input should be greater than 0"):
+        Settings.from_env()
 
 
 def test_the_mode_is_read_whatever_its_case(monkeypatch: pytest.MonkeyPatch) -> None:
