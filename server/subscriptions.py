@@ -103,12 +103,13 @@ class LiveLimits:
             raw = values.get(f"PLEDGEQL_LIVE_{name}", "").strip()
             if not raw:
                 return default
+            # Which variable and why, never its value (as every other configuration error).
             try:
                 value = float(raw)
             except ValueError:
-                raise SystemExit(f"PLEDGEQL_LIVE_{name} must be a number, got {raw!r}") from None
-            if value <= 0:
-                raise SystemExit(f"PLEDGEQL_LIVE_{name} must be positive, got {raw!r}")
+                raise SystemExit(f"Invalid configuration: PLEDGEQL_LIVE_{name} must be a number") from None
+            if not value > 0 or value == float("inf"):
+                raise SystemExit(f"Invalid configuration: PLEDGEQL_LIVE_{name} must be a positive number")
             return value
 
         return cls(

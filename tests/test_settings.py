@@ -113,3 +113,14 @@ def test_the_audit_key_is_read_through_settings_and_secrets_stay_out_of_its_repr
     assert settings.audit_key() == b"audit-key-kept-out-of-reprs"
     assert settings.development_jwt_secret() == "jwt-secret-kept-out-of-reprs"
     assert "kept-out-of-reprs" not in repr(settings)
+
+
+@pytest.mark.parametrize("value", ["abc-secret", "-17.5", "0", "nan", "inf"])
+def test_a_bad_live_limit_stops_the_start_naming_the_variable_and_never_echoing_the_value(value: str) -> None:
+    from server.subscriptions import LiveLimits
+
+    with pytest.raises(SystemExit) as stopped:
+        LiveLimits.from_env({"PLEDGEQL_LIVE_QUEUE": value})
+    message = str(stopped.value)
+    assert message.startswith("Invalid configuration: PLEDGEQL_LIVE_QUEUE must be a")
+    assert value not in message.removeprefix("Invalid configuration: PLEDGEQL_LIVE_QUEUE")
