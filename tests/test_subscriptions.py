@@ -274,16 +274,23 @@ async def test_under_reporting_the_same_event_arrives_with_answer_forbidden(
     assert forbidden[("classActivity", "kind")]["category"] == "USAGE"
 
 
+async def heard_only(ws: ClientConnection, sid: str, gql: Gql, facts: Facts, unheard: str, heard: str) -> Any:
+    """``unheard`` submits and nothing comes; ``heard`` submits and its event comes: the event."""
+    await submit(gql, facts, unheard)
+    await no_message(ws)
+    await submit(gql, facts, heard)
+    message = await receive(ws)
+    assert message["type"] == "next" and message["id"] == sid, message
+    return message["payload"]["data"]["classActivity"]
+
+
 async def test_a_student_of_another_class_produces_no_event(
     socket_for: Callable[..., Any], gql: Gql, facts: Facts
 ) -> None:
     ws = await socket_for(TEACHER, "INSTRUCTION")
     await subscribed(ws, "o", LIVE, facts.klass)
-    await submit(gql, facts, STUDENT2)
-    await no_message(ws)
-    await submit(gql, facts, STUDENT)
-    message = await receive(ws)
-    assert message["payload"]["data"]["classActivity"]["student"]["id"] == str(facts.student)
+    event = await heard_only(ws, "o", gql, facts, STUDENT2, STUDENT)
+    assert event["student"]["id"] == str(facts.student)
 
 
 async def test_another_districts_class_fails_exactly_like_a_missing_one(
@@ -323,12 +330,8 @@ async def test_a_colleague_s_class_is_subscribed_as_it_is_read_and_heard_only_ab
     assert shared in users, "the demo data has a student of the class who is one of the teacher's too"
     ws = await socket_for(TEACHER, "INSTRUCTION")
     await subscribed(ws, "c", LIVE, facts.other_class)
-    await submit(gql, facts, STUDENT2)
-    await no_message(ws)
-    await submit(gql, facts, shared)
-    message = await receive(ws)
-    assert message["type"] == "next" and message["id"] == "c", message
-    assert message["payload"]["data"]["classActivity"]["student"]["id"] == str(users[shared])
+    event = await heard_only(ws, "c", gql, facts, STUDENT2, shared)
+    assert event["student"]["id"] == str(users[shared])
 
 
 async def test_a_teacher_taken_off_the_class_stops_hearing_about_its_students(
@@ -406,10 +409,7 @@ async def test_a_guardian_watching_the_class_hears_only_about_their_own_child(
     assert classmate in users
     ws = await socket_for("guardian1@northwind.example", "REPORTING")
     await subscribed(ws, "k", LIVE, facts.klass)
-    await submit(gql, facts, classmate)
-    await no_message(ws)
-    await submit(gql, facts, STUDENT)
-    event = (await receive(ws))["payload"]["data"]["classActivity"]
+    event = await heard_only(ws, "k", gql, facts, classmate, STUDENT)
     assert event["student"]["id"] == str(facts.student) and event["student"]["firstName"]
 
 
