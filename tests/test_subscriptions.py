@@ -696,19 +696,25 @@ async def test_the_real_client_is_refused_another_districts_class_like_a_missing
     assert answers[0]["error"][0]["extensions"]["code"] == "NOT_FOUND"
 
 
+async def init_refused(address: str, payload: dict[str, Any]) -> str:
+    """A connection_init with this payload is refused: closed 4403; the close reason."""
+    init = {"type": "connection_init", "payload": payload}
+    async with connect(f"ws://{address}/graphql", subprotocols=[SUBPROTOCOL]) as ws:  # type: ignore[list-item]
+        await ws.send(orjson.dumps(init).decode())
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403, closed.value
+    return closed.value.rcvd.reason
+
+
 async def test_a_justification_outside_legal_compliance_is_refused_at_subscribe_as_the_header_is_over_http(
     address: str, token_for: Callable[..., str], facts: Facts
 ) -> None:
     """A teacher cannot put "Court order" on a live view's audit entries through connection_init or SSE headers."""
     payload = {"Authorization": f"Bearer {token_for(TEACHER)}", "X-Purpose": "INSTRUCTION"}
     for text in ("Court order", "x" * 501):
-        init = {"type": "connection_init", "payload": {**payload, "X-Justification": text}}
-        async with connect(f"ws://{address}/graphql", subprotocols=[SUBPROTOCOL]) as ws:  # type: ignore[list-item]
-            await ws.send(orjson.dumps(init).decode())
-            with pytest.raises(ConnectionClosed) as closed:
-                await ws.recv()
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
-            assert closed.value.rcvd.reason.startswith("BAD_USER_INPUT:"), closed.value.rcvd.reason
+        reason = await init_refused(address, {**payload, "X-Justification": text})
+        assert reason.startswith("BAD_USER_INPUT:"), reason
     body = {"query": LIVE, "variables": {"classId": str(facts.klass)}}
     async with httpx.AsyncClient(timeout=15) as http:
         refused = await http.post(
@@ -749,13 +755,8 @@ async def test_two_x_purpose_headers_on_an_sse_subscription_are_bad_user_input(
 async def test_a_list_or_two_x_purposes_in_connection_init_are_bad_user_input_as_over_http(
     address: str, token_for: Callable[..., str], purposes: dict[str, Any]
 ) -> None:
-    init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token_for(TEACHER)}", **purposes}}
-    async with connect(f"ws://{address}/graphql", subprotocols=[SUBPROTOCOL]) as ws:  # type: ignore[list-item]
-        await ws.send(orjson.dumps(init).decode())
-        with pytest.raises(ConnectionClosed) as closed:
-            await ws.recv()
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
-        assert closed.value.rcvd.reason.startswith("BAD_USER_INPUT:"), closed.value.rcvd.reason
+    reason = await init_refused(address, {"Authorization": f"Bearer {token_for(TEACHER)}", **purposes})
+    assert reason.startswith("BAD_USER_INPUT:"), reason
 
 
 async def test_a_subscriptions_client_request_id_follows_the_header_rules_and_reaches_every_events_entries(
@@ -780,12 +781,8 @@ async def test_a_subscriptions_client_request_id_follows_the_header_rules_and_re
                         break
     # Over WebSocket the id travels in connection_init's payload, under the same rules.
     init = {"type": "connection_init", "payload": {"Authorization": sent["Authorization"], "X-Purpose": "INSTRUCTION"}}
-    async with connect(f"ws://{address}/graphql", subprotocols=[SUBPROTOCOL]) as ws:  # type: ignore[list-item]
-        init["payload"]["X-Request-Id"] = "r" * 129
-        await ws.send(orjson.dumps(init).decode())
-        with pytest.raises(ConnectionClosed) as closed:
-            await ws.recv()
-        assert closed.value.rcvd is not None and closed.value.rcvd.reason.startswith("BAD_USER_INPUT:")
+    reason = await init_refused(address, {**init["payload"], "X-Request-Id": "r" * 129})
+    assert reason.startswith("BAD_USER_INPUT:"), reason
     over_ws = f"ws-{uuid.uuid4().hex[:12]}"
     async with connect(f"ws://{address}/graphql", subprotocols=[SUBPROTOCOL]) as ws:  # type: ignore[list-item]
         init["payload"]["X-Request-Id"] = over_ws
