@@ -401,6 +401,10 @@ async def test_verify_of_one_district_prints_only_that_district(
     assert code == 0 and out.count("OK district") == 1 and str(districts["riverside"]) in out
     code, _, err = await verify(verify_settings, capsys, "not-a-district")
     assert code == 2 and "--district must be a district id" in err
+    # An id of no district and no chain is an error, not "OK, 0 entries".
+    unknown = uuid.uuid4()
+    code, out, err = await verify(verify_settings, capsys, str(unknown))
+    assert code == 2 and f"no district {unknown} and no audit chain of it" in err and "OK" not in out
 
 
 async def test_verify_refuses_to_run_without_the_audit_key(

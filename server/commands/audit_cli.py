@@ -183,6 +183,14 @@ def write_heads(path: Path, database: str, heads: dict[uuid.UUID, tuple[int, str
     os.replace(partial, path)
 
 
+# A district to verify: one of those DISTRICTS finds (a district, or a chain of one: the nil
+# district's holds the entries about no district).
+KNOWN_DISTRICT = (
+    "SELECT EXISTS (SELECT 1 FROM audit_heads WHERE district_id = $1) "
+    "OR EXISTS (SELECT 1 FROM audit_anchors WHERE district_id = $1) OR EXISTS (SELECT 1 FROM districts WHERE id = $1)"
+)
+
+
 async def run_verify(
     url: str, key: bytes, district_id: uuid.UUID | None, out: TextIO, err: TextIO, heads_file: Path | None = None
 ) -> int:
@@ -193,6 +201,13 @@ async def run_verify(
             known = read_heads(heads_file, database) if heads_file else {}
         except HeadsFileError as error:
             print(f"pledgeql audit verify: {error}", file=err)
+            return 2
+        if district_id is not None and not await conn.fetchval(KNOWN_DISTRICT, district_id):
+            print(
+                f"pledgeql audit verify: no district {district_id} and no audit chain of it; "
+                "leave out --district to verify every chain",
+                file=err,
+            )
             return 2
         reports = await verify_chains(conn, key, district_id, known, err)
     finally:
