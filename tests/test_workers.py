@@ -63,8 +63,16 @@ class Serving:
 
 
 @contextlib.contextmanager
-def serve(db: DatabaseUrls | None, tmp_path: Path, workers: int, **extra_env: str) -> Iterator[Serving]:
-    """``pledgeql serve`` on the test database, or (``db`` None) on an embedded PostgreSQL of its own."""
+def serve(
+    db: DatabaseUrls | None,
+    tmp_path: Path,
+    workers: int,
+    *,
+    command: tuple[str, ...] = ("server.commands.cli", "serve"),
+    **extra_env: str,
+) -> Iterator[Serving]:
+    """``pledgeql serve`` on the test database, or (``db`` None) on an embedded PostgreSQL of its own
+    (``command``: another module run with ``--workers`` and ``--port``, the workers' own)."""
     port = _free_port()
     log = tmp_path / "serve.log"
     env = {
@@ -77,7 +85,7 @@ def serve(db: DatabaseUrls | None, tmp_path: Path, workers: int, **extra_env: st
         env |= {"PLEDGEQL_DATABASE_URL": db.owner, "PLEDGEQL_APP_DATABASE_URL": db.app}
     with log.open("wb") as output:
         process = subprocess.Popen(  # noqa: S603 (our own console entry point)
-            [sys.executable, "-m", "server.commands.cli", "serve", "--workers", str(workers), "--port", str(port)],
+            [sys.executable, "-m", *command, "--workers", str(workers), "--port", str(port)],
             stdout=output,
             stderr=subprocess.STDOUT,
             env=env,
@@ -272,11 +280,33 @@ def test_a_worker_killed_with_sigkill_is_replaced_on_its_socket_while_the_other_
         assert _gone_within(serving.process.pid, 5) == []
 
 
+def test_a_configuration_mistake_stops_serve_once_before_any_worker_starts(db: DatabaseUrls, tmp_path: Path) -> None:
+    # Production without its token key: said once, by serve, before any worker is started.
+    with serve(db, tmp_path, workers=2, PLEDGEQL_ENV="production", PLEDGEQL_AUDIT_KEY="k" * 48) as serving:
+        try:
+            status = serving.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"serve did not stop:\n{serving.output()}") from None
+        output = serving.output()
+        assert status != 0
+        assert output.count("PLEDGEQL_JWT_PUBLIC_KEY_FILE") == 1, output
+        assert "serving at" not in output and "starting a replacement" not in output
+        assert _gone_within(serving.process.pid, 5) == []
+
+
 def test_workers_that_keep_dying_are_a_crash_loop_that_stops_serve_with_a_message_saying_so(
     db: DatabaseUrls, tmp_path: Path
 ) -> None:
-    # Production without a folder of registered operations: every worker refuses to start.
-    with serve(db, tmp_path, workers=2, PLEDGEQL_ENV="production", PLEDGEQL_AUDIT_KEY="k" * 48) as serving:
+    # Production without its token key, served by the workers' own module (which, unlike
+    # serve, does not build the app first): every worker refuses to start.
+    with serve(
+        db,
+        tmp_path,
+        workers=2,
+        command=("server.workers", "server.asgi:app"),
+        PLEDGEQL_ENV="production",
+        PLEDGEQL_AUDIT_KEY="k" * 48,
+    ) as serving:
         try:
             status = serving.process.wait(timeout=120)
         except subprocess.TimeoutExpired:

@@ -148,6 +148,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     settings.audit_key()
     if not settings.is_production:
         settings.development_jwt_secret()
+    # Every worker builds its app from this configuration (server/asgi.py): built once here
+    # first, a mistake in it (CORS, the operations folder, PLEDGEQL_LIVE_*, keys) stops the
+    # start with its message said once, not once per worker start until the crash-loop guard.
+    from server.app import create_app
+    from server.telemetry import Telemetry
+
+    create_app(settings, telemetry=Telemetry())
     url = f"http://{args.host}:{args.port}/graphql"
     print(f"pledgeql serving at {url}  (privacy notice: http://{args.host}:{args.port}/privacy)")
     if demo_user and not settings.is_production:
