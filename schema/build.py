@@ -9,11 +9,15 @@ Build-time guarantees:
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import functools
 from collections.abc import Iterable
 
 import strawberry
 from graphql import GraphQLSchema
+from strawberry.exceptions import StrawberryInputCoercionError
+from strawberry.schema.types.base_scalars import DateTimeDefinition
 
 from permissions.enums import DataCategory, Purpose
 from permissions.policy import PolicySet
@@ -31,9 +35,35 @@ class SchemaPolicyError(RuntimeError):
     """The schema and the policy disagree; the message says what to declare."""
 
 
+_STRAWBERRY_DATETIME = DateTimeDefinition.parse_value
+
+
+def _stored_datetime(value: object) -> object:
+    """A DateTime as Strawberry parses it (ISO 8601, its refusals included), refused too
+    when it has no instant PostgreSQL can hold: one whose UTC time falls outside years 1
+    to 9999 (9999-12-31T20:00:00-05:00 is year 10000 in UTC) answered INTERNAL."""
+    if _STRAWBERRY_DATETIME is None:
+        raise RuntimeError("Strawberry's DateTime scalar has no parser")
+    parsed = _STRAWBERRY_DATETIME(value)
+    if isinstance(parsed, dt.datetime) and parsed.tzinfo is not None:
+        try:
+            parsed.astimezone(dt.UTC)
+        except OverflowError:
+            raise StrawberryInputCoercionError(
+                f'Value cannot represent a DateTime: "{value}". It is outside years 1 to 9999 once in UTC.'
+            ) from None
+    return parsed
+
+
+# Strawberry's own DateTime scalar (name, description, output), with that parser.
+DATETIME = dataclasses.replace(DateTimeDefinition, parse_value=_stored_datetime)
+
+
 @functools.cache
 def _graphql_schema() -> strawberry.Schema:
-    return strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription)
+    return strawberry.Schema(
+        query=Query, mutation=Mutation, subscription=Subscription, scalar_overrides={dt.datetime: DATETIME}
+    )
 
 
 def graphql_schema(schema: strawberry.Schema) -> GraphQLSchema:

@@ -379,6 +379,25 @@ async def test_a_string_holding_nul_is_bad_user_input_never_an_internal_error(
         assert await entries_of(owner, response) == []
 
 
+@pytest.mark.parametrize("at", ["9999-12-31T20:00:00-05:00", "0001-01-01T00:30:00+01:00"])
+async def test_a_datetime_outside_years_1_to_9999_in_utc_is_bad_user_input_never_an_internal_error(
+    send: Any, at: str
+) -> None:
+    """Valid ISO 8601, but no instant PostgreSQL (or Python) can hold once in UTC."""
+    query = "query($f: AuditFilter) { auditLog(filter: $f) { nodes { id } } }"
+    for variables in ({"f": {"from": at}}, {"f": {"to": at}}):
+        response = await send(ADMIN, "RECORD_ACCESS", query, variables)
+        assert response.status_code == 400, response.text
+        assert error_codes(response.json()) == ["BAD_USER_INPUT"]
+        assert "outside years 1 to 9999 once in UTC" in response.json()["errors"][0]["message"]
+    literal = await send(
+        TEACHER,
+        "INSTRUCTION",
+        f'{{ me {{ role }} s: student(id: "{uuid.uuid4()}") {{ activity(since: "{at}") {{ id }} }} }}',
+    )
+    assert literal.status_code == 400 and error_codes(literal.json()) == ["BAD_USER_INPUT"], literal.text
+
+
 @pytest.mark.parametrize(
     ("user", "purpose", "mutation", "field"),
     [
