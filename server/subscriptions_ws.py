@@ -99,8 +99,13 @@ class Connection:
             await asyncio.gather(keepalive, *self.tasks.values(), return_exceptions=True)
 
     async def _receive(self) -> dict[str, Any]:
-        text = await self.websocket.receive_text()
+        received = await self.websocket.receive()
+        if received["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(received.get("code", 1000), received.get("reason"))
         self.last_heard = time.monotonic()
+        text = received.get("text")
+        if not isinstance(text, str):  # a binary frame: the protocol's messages are JSON text
+            raise Closed(4400, "Invalid message received: messages are JSON text, not binary")
         if len(text) > MAX_MESSAGE_BYTES:
             raise Closed(4400, f"Messages are at most {MAX_MESSAGE_BYTES} bytes")
         try:

@@ -515,6 +515,16 @@ async def test_the_websocket_protocol_refuses_what_graphql_transport_ws_refuses(
         with pytest.raises(ConnectionClosed) as closed:
             await ws.recv()  # no connection_init within the (here 1 s) timeout
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408
+    # A binary frame, before connection_init or after the ack: the protocol's messages are JSON text.
+    for acknowledged in (False, True):
+        async with connect(url, subprotocols=[SUBPROTOCOL]) as ws:  # type: ignore[list-item]
+            if acknowledged:
+                await ws.send(init_message(token_for(TEACHER), "INSTRUCTION"))
+                assert (await receive(ws))["type"] == "connection_ack"
+            await ws.send(b"\x00")
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400, closed.value
 
 
 async def test_queries_oversized_documents_and_too_many_subscriptions_are_refused_per_subscription(
