@@ -34,6 +34,9 @@ MAX_GRANT_DAYS = 30
 MAX_TICKET_LENGTH = 200
 MAX_GRANT_USERS = 1000
 RETENTION_FIELDS = ("responses_days", "activity_days", "device_days", "audit_days")
+# A retention period is a number of days the data is kept: at most 100 years (more
+# would keep it for good, and no date that far back exists for the retention run).
+MAX_RETENTION_DAYS = 36_525
 
 
 def _camel(name: str) -> str:
@@ -85,9 +88,11 @@ def _settings_changes(input: DistrictSettingsInput) -> dict[str, Any]:
     for name in RETENTION_FIELDS:
         value = getattr(input, name)
         if value is not None:
-            if value <= 0:
+            if not 0 < value <= MAX_RETENTION_DAYS:
                 field = f"input.{_camel(name)}"
-                raise BadUserInput(f"{field} must be a positive number of days", field=field)
+                raise BadUserInput(
+                    f"{field} must be a number of days from 1 to {MAX_RETENTION_DAYS} (100 years)", field=field
+                )
             changes[name] = value
     return changes
 

@@ -195,6 +195,9 @@ async def test_an_empty_settings_input_changes_nothing_and_returns_the_settings(
         ({"activityDays": -1}, "input.activityDays"),
         ({"deviceDays": 0}, "input.deviceDays"),
         ({"auditDays": -365}, "input.auditDays"),
+        # Over 100 years: no retention run could compute how far back that is.
+        ({"auditDays": 36_526}, "input.auditDays"),
+        ({"responsesDays": 2_147_483_647}, "input.responsesDays"),
         ({"authorizedPurposes": ["INSTRUCTION", "REPORTING"]}, "input.authorizedPurposes"),
         ({"authorizedPurposes": []}, "input.authorizedPurposes"),
         # A valid change beside an invalid one is not stored either.

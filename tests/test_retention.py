@@ -239,3 +239,26 @@ def test_audit_verify_passes_after_retention(
     status, out, err = _cli(["audit", "verify"], db, settings.data_dir, monkeypatch, capsys)
     assert status == 0, err
     assert "retention anchor" in out
+
+
+async def test_a_period_further_back_than_any_date_keeps_everything_rather_than_failing_the_run(
+    owner: Any, db: DatabaseUrls
+) -> None:
+    """The API takes at most 100 years; a longer period stored before (or by hand) removes nothing."""
+    riverside = await owner.fetchval("SELECT id FROM districts WHERE name = $1", RIVERSIDE)
+    kept = await owner.fetchrow("SELECT audit_days, responses_days FROM districts WHERE id = $1", riverside)
+    await owner.execute(
+        "UPDATE districts SET audit_days = 2147483647, responses_days = 2147483647 WHERE id = $1", riverside
+    )
+    try:
+        now = dt.datetime.now(dt.UTC)
+        dry = await run_retention(db.owner, now=now, dry_run=True, key=None, default_audit_days=2557)
+        counts = dry.counts()
+        assert counts[(riverside, "audit_entries")] == 0 and counts[(riverside, "responses")] == 0
+    finally:
+        await owner.execute(
+            "UPDATE districts SET audit_days = $2, responses_days = $3 WHERE id = $1",
+            riverside,
+            kept["audit_days"],
+            kept["responses_days"],
+        )

@@ -137,6 +137,15 @@ async def _delete_old(
             return total
 
 
+def _cutoff(now: dt.datetime, days: int) -> dt.datetime:
+    """What is older than this goes: ``days`` before ``now``, or the earliest time there
+    is when that is further back (a period the API no longer accepts, kept from before)."""
+    try:
+        return now - dt.timedelta(days=days)
+    except OverflowError:
+        return dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
 async def _count_old(conn: Any, table: str, column: str, district_id: uuid.UUID, before: dt.datetime) -> int:
     sql = f"SELECT count(*) FROM {table} WHERE district_id = $1 AND {column} < $2"  # noqa: S608
     return int(await conn.fetchval(sql, district_id, before))
@@ -205,14 +214,14 @@ async def run_retention(
             for table, column, setting in TABLES:
                 if setting not in days:
                     continue
-                before = now - dt.timedelta(days=days[setting])
+                before = _cutoff(now, days[setting])
                 rows = (
                     await _count_old(conn, table, column, district_id, before)
                     if dry_run
                     else await _delete_old(conn, table, column, district_id, before, batch)
                 )
                 result.tables.append(TableResult(table, days[setting], before, rows))
-            before = now - dt.timedelta(days=days["audit_days"])
+            before = _cutoff(now, days["audit_days"])
             if dry_run:
                 rows = await _count_audit(conn, district_id, before)
             else:
