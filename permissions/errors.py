@@ -81,5 +81,11 @@ class BadUserInput(FieldError):
     code = "BAD_USER_INPUT"
 
 
+def is_printable(text: str) -> bool:
+    """API.md's "printable": no control character (U+0000 to U+001F and U+007F). The rule of
+    its client headers, and of the text a caller gives that the audit records."""
+    return not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+
+
 class NotAvailable(FieldError):
     code = "NOT_IMPLEMENTED"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import strawberry
 
 from permissions.enums import Purpose
-from permissions.errors import BadUserInput, NotFound
+from permissions.errors import BadUserInput, NotFound, is_printable
 from resolvers import governance as sql
 from resolvers.reads import Row
 from schema.base import Info, id_to_look_up
@@ -209,7 +209,7 @@ async def open_support_grant(info: Info, input: SupportGrantInput) -> SupportGra
         raise BadUserInput("input.ticket is required: name the support ticket the grant is for", field="input.ticket")
     if len(ticket) > MAX_TICKET_LENGTH:
         raise BadUserInput(f"input.ticket is longer than {MAX_TICKET_LENGTH} characters", field="input.ticket")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in ticket):  # it becomes the audit's justification
+    if not is_printable(ticket):  # it becomes the audit's justification
         raise BadUserInput("input.ticket must be printable: no control characters", field="input.ticket")
     expires_at = _grant_expiry(input.expires_at, ctx.now)
     user_ids = _grant_user_ids(input.user_ids)

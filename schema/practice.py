@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from permissions.enums import DataCategory, Role
-from permissions.errors import BadUserInput, Forbidden, NotFound
+from permissions.errors import BadUserInput, Forbidden, NotFound, is_printable
 from resolvers import practice as sql
 from schema.base import Info, id_argument
 from schema.gate import Needs, gate
@@ -72,8 +72,7 @@ def _printable_header(value: str | None, name: str, limit: int) -> str | None:
     if value is None:
         return None
     value = value.strip()
-    # API.md's "printable": no control characters (U+0000 to U+001F and U+007F).
-    if not value or len(value) > limit or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+    if not value or len(value) > limit or not is_printable(value):
         raise BadUserInput(f"The {name} header must be 1 to {limit} printable characters", field=name)
     return value
 

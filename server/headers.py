@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from permissions.enums import Purpose
-from permissions.errors import RequestError
+from permissions.errors import RequestError, is_printable
 
 MAX_JUSTIFICATION = 500
 MAX_CLIENT_REQUEST_ID = 128
@@ -21,10 +21,6 @@ class HeaderError(RequestError):
 
     def __init__(self, message: str) -> None:
         super().__init__("BAD_USER_INPUT", message)
-
-
-def is_printable(text: str) -> bool:
-    return not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
 
 
 def header_text(raw: str) -> str:

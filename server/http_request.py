@@ -8,7 +8,6 @@ document or the database.
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,13 +15,11 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from permissions.errors import RequestError
+from permissions.errors import RequestError, is_printable
 from server.context import ClientInfo
 
 # The methods /graphql serves; any other (HEAD included) is refused and runs nothing.
 METHODS = ("GET", "POST")
-# API.md: "printable" means no control characters (U+0000 to U+001F and U+007F).
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_CLIENT_HEADER = 128
 
 
@@ -148,7 +145,7 @@ def client_header(request: Request, name: str) -> str | None:
     value = values[0].strip() if values else ""
     if not value:
         return None
-    if len(value) > MAX_CLIENT_HEADER or CONTROL.search(value):
+    if len(value) > MAX_CLIENT_HEADER or not is_printable(value):
         raise MalformedRequest(f"The {name} header must be at most {MAX_CLIENT_HEADER} printable characters")
     return value
 
