@@ -161,7 +161,7 @@ class Measure:
 
 
 class _Budget(Exception):
-    """The walk stopped: the document expands past the cost limit."""
+    """The walk stopped: the document has more fields to walk than the cost limit."""
 
 
 @functools.lru_cache(maxsize=8)

@@ -50,6 +50,16 @@ class Serving:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def failed(self, what: str, timeout: float = 120) -> str:
+        """The output, once the server has exited non-zero within ``timeout`` (else ``what`` went wrong)."""
+        try:
+            status = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{what}:\n{self.output()}") from None
+        output = self.output()
+        assert status != 0, output
+        return output
+
     def wait_until_listening(self, workers: int, timeout: float = 60) -> list[int]:
         """The workers' pids, once each of them has logged that it listens."""
         deadline = time.monotonic() + timeout
@@ -283,12 +293,7 @@ def test_a_worker_killed_with_sigkill_is_replaced_on_its_socket_while_the_other_
 def test_a_configuration_mistake_stops_serve_once_before_any_worker_starts(db: DatabaseUrls, tmp_path: Path) -> None:
     # Production without its token key: said once, by serve, before any worker is started.
     with serve(db, tmp_path, workers=2, PLEDGEQL_ENV="production", PLEDGEQL_AUDIT_KEY="k" * 48) as serving:
-        try:
-            status = serving.process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"serve did not stop:\n{serving.output()}") from None
-        output = serving.output()
-        assert status != 0
+        output = serving.failed("serve did not stop")
         assert output.count("PLEDGEQL_JWT_PUBLIC_KEY_FILE") == 1, output
         assert "serving at" not in output and "starting a replacement" not in output
         assert _gone_within(serving.process.pid, 5) == []
@@ -307,12 +312,7 @@ def test_workers_that_keep_dying_are_a_crash_loop_that_stops_serve_with_a_messag
         PLEDGEQL_ENV="production",
         PLEDGEQL_AUDIT_KEY="k" * 48,
     ) as serving:
-        try:
-            status = serving.process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"serve kept restarting workers that cannot start:\n{serving.output()}") from None
-        output = serving.output()
-        assert status != 0
+        output = serving.failed("serve kept restarting workers that cannot start")
         assert "5 worker deaths within 60 s is a crash loop, so the server stops" in output
         assert "PLEDGEQL_JWT_PUBLIC_KEY_FILE" in output  # the workers' own reason is in the log
         assert output.count("starting a replacement") == 4
