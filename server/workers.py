@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import errno
 import gc
 import logging
 import multiprocessing
@@ -160,6 +161,13 @@ def _run(
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0 if server.started else STARTUP_FAILURE
+
+
+def cannot_listen(host: str, port: int, error: OSError) -> str:
+    said = f"Cannot listen on {host}:{port}: {error.strerror or error}"
+    if error.errno == errno.EADDRINUSE:
+        return f"{said} (another server listens there: stop it, or choose another port with --port)"
+    return said
 
 
 def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -461,7 +469,24 @@ def _kill(process: BaseProcess, number: int) -> None:
             os.kill(process.pid, number)
 
 
-def serve(app: str, *, host: str, port: int, workers: int = 1, preload: Sequence[str] = (), **options: Any) -> int:
+def listen(host: str, port: int, workers: int) -> list[socket.socket] | None:
+    """The workers' sockets, bound (port 0: a free port, the same for each),
+    where ``serve`` gives each worker a socket of its own; None elsewhere (the
+    server binds as it starts). Raises OSError when the address is taken: a
+    caller that binds first can say so before it says where it serves."""
+    return _bind_each(host, port, workers) if spreads_connections() else None
+
+
+def serve(
+    app: str,
+    *,
+    host: str,
+    port: int,
+    workers: int = 1,
+    preload: Sequence[str] = (),
+    sockets: list[socket.socket] | None = None,
+    **options: Any,
+) -> int:
     """Serve ``app`` (an import string) until SIGINT or SIGTERM; the exit status.
 
     On Linux every worker is a process of its own with its own socket, under a
@@ -469,7 +494,8 @@ def serve(app: str, *, host: str, port: int, workers: int = 1, preload: Sequence
     on SIGHUP (elsewhere: one worker in this process, or uvicorn's shared
     socket). Each worker imports ``app``, and so builds its own app from the
     environment; ``preload`` names modules to import once, before any worker
-    starts. ``options`` are uvicorn.Config's.
+    starts. ``sockets`` are ``listen``'s, when the caller bound them already.
+    ``options`` are uvicorn.Config's.
     """
     config = uvicorn.Config(app, host=host, port=port, **options)  # also sets up logging
     if not spreads_connections():
@@ -478,11 +504,12 @@ def serve(app: str, *, host: str, port: int, workers: int = 1, preload: Sequence
         log.warning("No SO_REUSEPORT balancing here: the %d workers share one socket (uvicorn's own mode)", workers)
         uvicorn.run(app, host=host, port=port, workers=workers, **options)
         return 0
-    try:
-        sockets = _bind_each(host, port, workers)
-    except OSError as error:
-        log.error("Cannot listen on %s:%d: %s", host, port, error.strerror or error)
-        return STARTUP_FAILURE
+    if sockets is None:
+        try:
+            sockets = _bind_each(host, port, workers)
+        except OSError as error:
+            log.error(cannot_listen(host, port, error))
+            return STARTUP_FAILURE
     bound = sockets[0].getsockname()
     log.info(
         "Listening on http://%s:%d with %d worker(s), each on a socket of its own (SO_REUSEPORT) "

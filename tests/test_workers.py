@@ -79,11 +79,13 @@ def serve(
     workers: int,
     *,
     command: tuple[str, ...] = ("server.commands.cli", "serve"),
+    port: int | None = None,
     **extra_env: str,
 ) -> Iterator[Serving]:
     """``pledgeql serve`` on the test database, or (``db`` None) on an embedded PostgreSQL of its own
-    (``command``: another module run with ``--workers`` and ``--port``, the workers' own)."""
-    port = _free_port()
+    (``command``: another module run with ``--workers`` and ``--port``, the workers' own), on ``port``
+    or a free one."""
+    port = _free_port() if port is None else port
     log = tmp_path / "serve.log"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PLEDGEQL_")},
@@ -297,6 +299,36 @@ def test_a_configuration_mistake_stops_serve_once_before_any_worker_starts(db: D
         assert output.count("PLEDGEQL_JWT_PUBLIC_KEY_FILE") == 1, output
         assert "serving at" not in output and "starting a replacement" not in output
         assert _gone_within(serving.process.pid, 5) == []
+
+
+def test_a_port_in_use_stops_serve_with_what_to_do_before_it_says_where_it_serves(
+    db: DatabaseUrls, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with serve(db, tmp_path, workers=2, port=taken.getsockname()[1]) as serving:
+            output = serving.failed("serve did not stop")
+    assert "Address already in use" in output and "--port" in output, output
+    assert "serving at" not in output and "A token for" not in output, output
+    assert _gone_within(serving.process.pid, 5) == []
+
+
+def test_serve_on_port_0_says_the_port_it_listens_on(db: DatabaseUrls, tmp_path: Path) -> None:
+    with serve(db, tmp_path, workers=2, port=0) as serving:
+        serving.wait_until_listening(2)
+        said = re.search(r"serving at http://127\.0\.0\.1:(\d+)/graphql", serving.output())
+        assert said is not None, serving.output()
+        port = int(said.group(1))
+        assert port != 0
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            connection.request("GET", "/privacy")
+            assert connection.getresponse().status == 200
+        finally:
+            connection.close()
+        serving.process.send_signal(signal.SIGTERM)
+        assert serving.process.wait(timeout=30) == 0
 
 
 def test_workers_that_keep_dying_are_a_crash_loop_that_stops_serve_with_a_message_saying_so(

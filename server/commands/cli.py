@@ -7,6 +7,7 @@ import asyncio
 import importlib
 import logging
 import os
+import socket
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -155,8 +156,18 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from server.telemetry import Telemetry
 
     create_app(settings, telemetry=Telemetry())
-    url = f"http://{args.host}:{args.port}/graphql"
-    print(f"pledgeql serving at {url}  (privacy notice: http://{args.host}:{args.port}/privacy)")
+    from server.workers import cannot_listen, listen
+
+    # Bound before the banner: a port in use is said instead of an address that is not this server's.
+    try:
+        sockets = listen(args.host, args.port, args.workers)
+    except OSError as error:
+        if watch is not None:
+            watch.stop()
+        return _fail(cannot_listen(args.host, args.port, error))
+    port = sockets[0].getsockname()[1] if sockets else args.port
+    url = f"http://{args.host}:{port}/graphql"
+    print(f"pledgeql serving at {url}  (privacy notice: http://{args.host}:{port}/privacy)")
     if demo_user and not settings.is_production:
         from server.auth import mint_token
 
@@ -177,13 +188,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     # its app from the same environment (server/asgi.py), finding the same
     # database (the embedded one this process started, or the configured URL).
     try:
-        return _serve(args)
+        return _serve(args, sockets)
     finally:
         if watch is not None:
             watch.stop()
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, sockets: list[socket.socket] | None) -> int:
     from server.read_guard import GuardedHttpToolsProtocol
     from server.workers import serve
 
@@ -192,6 +203,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        sockets=sockets,
         # Imported once by the fork server: a replacement worker starts in a fraction of a second.
         preload=("server.app",),
         # uvicorn's httptools protocol with header and body read timeouts and a connection cap.
