@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import PositiveFloat, PositiveInt, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -149,42 +149,22 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         env = _environment()
-        return cls(
-            env=env.env,
-            data_dir=env.data_dir,
-            database_url=env.database_url,
-            app_database_url=env.app_database_url,
-            jwt_secret=_secret(env.jwt_secret),
-            jwt_public_key_file=env.jwt_public_key_file,
-            jwks_file=env.jwks_file,
-            jwt_issuer=env.jwt_issuer,
-            jwt_audience=env.jwt_audience,
-            trusted_proxy_header=env.trusted_proxy_header,
-            cors_origins=_listed(env.cors_origins),
-            cors_extra_headers=_listed(env.cors_extra_headers),
-            graphiql_token=_secret(env.graphiql_token),
-            audit_secret=_secret(env.audit_key),
-            max_depth=env.max_depth,
-            max_aliases=env.max_aliases,
-            max_tokens=env.max_tokens,
-            max_cost=env.max_cost,
-            max_body_bytes=env.max_body_bytes,
-            rate_limit_per_minute=env.rate_limit_per_minute,
-            rate_limit_burst=env.rate_limit_burst,
-            pool_size=env.pool_size,
-            default_list_size=env.default_list_size,
-            operations_dir=env.operations_dir,
-            db_connect_timeout=env.db_connect_timeout,
-            db_command_timeout=env.db_command_timeout,
-            db_pool_timeout=env.db_pool_timeout,
-            db_pool_pre_ping=env.db_pool_pre_ping,
-            audit_lock_timeout=env.audit_lock_timeout,
-            header_timeout=env.header_timeout,
-            body_timeout=env.body_timeout,
-            max_connections=env.max_connections,
-            policy_dirs=tuple(Path(d) for d in _listed(env.policy_dirs, ":")),
-            server_timing=env.server_timing,
-        )
+        # A variable whose setting has its name and its value as parsed is copied as it is;
+        # the others are converted here (secrets unwrapped, lists split).
+        converted: dict[str, Any] = {
+            "jwt_secret": _secret(env.jwt_secret),
+            "graphiql_token": _secret(env.graphiql_token),
+            "audit_secret": _secret(env.audit_key),
+            "cors_origins": _listed(env.cors_origins),
+            "cors_extra_headers": _listed(env.cors_extra_headers),
+            "policy_dirs": tuple(Path(d) for d in _listed(env.policy_dirs, ":")),
+        }
+        copied = {
+            name: getattr(env, name)
+            for name in _Environment.model_fields
+            if name not in converted and name in _SETTING_NAMES
+        }
+        return cls(**copied, **converted)
 
     def configured_audit_key(self) -> str | None:
         """PLEDGEQL_AUDIT_KEY (or the key a test configured), or None."""
@@ -238,3 +218,6 @@ class Settings:
         if self.jwt_secret:
             return self.jwt_secret
         return self._secret_file("jwt_secret")
+
+
+_SETTING_NAMES = frozenset(f.name for f in fields(Settings))

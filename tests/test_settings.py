@@ -36,6 +36,20 @@ def test_without_variables_every_setting_is_its_documented_default() -> None:
     assert Settings.from_env() == Settings()
 
 
+def test_every_variable_reaches_the_settings_it_configures(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A variable read but never handed on would be a setting that silently does nothing.
+    from server.settings import _Environment
+
+    samples = {int: "7", float: "0.5", bool: "true", Path: "/elsewhere", str: "value"}
+    for name, declared in _Environment.model_fields.items():
+        types = (declared.annotation, *getattr(declared.annotation, "__args__", ()))
+        kind = next((k for k in samples if k in types), None)
+        value = "production" if name == "env" else samples[kind] if kind else "s" * 40
+        monkeypatch.setenv(f"PLEDGEQL_{name.upper()}", value)
+        assert Settings.from_env() != Settings(), name
+        monkeypatch.delenv(f"PLEDGEQL_{name.upper()}")
+
+
 def test_an_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLEDGEQL_DATABASE_URL", "")
     monkeypatch.setenv("PLEDGEQL_MAX_DEPTH", "")
