@@ -147,7 +147,7 @@ class EventRow:
 async def stored_events(db: Db, district_id: uuid.UUID, student_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> list[Row]:
     """Events of the student already stored under these ids (a retried batch)."""
     return await db.fetch(
-        "SELECT id, kind, target, occurred_at, duration_ms FROM activity_events "
+        "SELECT id, kind, target, occurred_at, duration_ms, session_key FROM activity_events "
         "WHERE district_id = $1 AND student_id = $2 AND id = ANY($3::uuid[])",
         district_id,
         student_id,

@@ -94,9 +94,17 @@ def _payload(row: Any) -> SubmitResponsePayload:
     return SubmitResponsePayload(response=Response.of(row), correct=bool(row["correct"]), feedback=row["feedback"])
 
 
-def _replay(row: Any, item_id: uuid.UUID, assignment_id: uuid.UUID | None, answer: str) -> SubmitResponsePayload:
-    """A retry of a stored submission: the stored response, provided it is the same submission."""
-    if row["item_id"] != item_id or row["assignment_id"] != assignment_id or row["answer"] != answer:
+def _replay(
+    row: Any, item_id: uuid.UUID, assignment_id: uuid.UUID | None, answer: str, time_spent: int | None
+) -> SubmitResponsePayload:
+    """A retry of a stored submission: the stored response, provided it is the same submission
+    (``time_spent`` as it would have been stored)."""
+    if (row["item_id"], row["assignment_id"], row["answer"], row["time_spent_seconds"]) != (
+        item_id,
+        assignment_id,
+        answer,
+        time_spent,
+    ):
         raise BadUserInput(
             "This Idempotency-Key was already used for a different submission; send a new key with a new answer",
             field="Idempotency-Key",
@@ -140,6 +148,8 @@ async def submit_response(info: Info, input: SubmitResponseInput) -> SubmitRespo
         )
 
     collect_usage, _ = _collects(info, district_id)
+    # Time on task is usage data: not kept where the district does not collect it.
+    kept_time = time_spent if collect_usage else None
     # With a key, the insert does nothing when the key was used before (by an
     # earlier try or a concurrent one): then the stored response answers.
     row = await sql.insert_response(
@@ -148,8 +158,7 @@ async def submit_response(info: Info, input: SubmitResponseInput) -> SubmitRespo
         student_id=student_id,
         target=target,
         answer=answer,
-        # Time on task is usage data: not kept where the district does not collect it.
-        time_spent_seconds=time_spent if collect_usage else None,
+        time_spent_seconds=kept_time,
         submitted_at=ctx.now,
         idempotency_key=key,
         touch_last_active=collect_usage,
@@ -157,7 +166,7 @@ async def submit_response(info: Info, input: SubmitResponseInput) -> SubmitRespo
     if row is None and key is not None:
         stored = await sql.response_by_key(ctx.db, district_id, student_id, key)
         if stored is not None:
-            payload = _replay(stored, item_id, assignment_id, answer)
+            payload = _replay(stored, item_id, assignment_id, answer, kept_time)
             ctx.audit.note(str(district_id), student_id, "Mutation.submitResponse", "", True)
             return payload
     if row is None:
@@ -198,20 +207,24 @@ def event_ids(student_id: uuid.UUID, key: str | None, count: int) -> list[uuid.U
     return [uuid.uuid5(EVENT_NAMESPACE, f"{student_id}|{key}|{i}") for i in range(count)]
 
 
-def _check_retried_batch(stored: list[Any], ids: list[uuid.UUID], rows: list[sql.EventRow]) -> None:
+def _check_retried_batch(stored: list[Any], probed: list[uuid.UUID], rows: list[sql.EventRow], session: str) -> None:
+    """A batch sent again under a key already used must be that batch: the same events, no
+    more and no fewer, in the same session. ``probed`` are the key's ids for one event more
+    than this batch has; ``stored``, the events stored under any of them."""
+    if not stored:
+        return
     by_id = {row["id"]: row for row in stored}
-    for event_id, row in zip(ids, rows, strict=True):
-        earlier = by_id.get(event_id)
-        if earlier is not None and (
-            earlier["kind"],
-            earlier["target"],
-            earlier["occurred_at"],
-            earlier["duration_ms"],
-        ) != (row.kind, row.target, row.occurred_at, row.duration_ms):
-            raise BadUserInput(
-                "This Idempotency-Key was already used for a different batch; send a new key with new events",
-                field="Idempotency-Key",
-            )
+    same = len(by_id) == len(rows) and all(
+        (earlier := by_id.get(event_id)) is not None
+        and (earlier["kind"], earlier["target"], earlier["occurred_at"], earlier["duration_ms"], earlier["session_key"])
+        == (row.kind, row.target, row.occurred_at, row.duration_ms, session)
+        for event_id, row in zip(probed, rows, strict=False)
+    )
+    if not same:
+        raise BadUserInput(
+            "This Idempotency-Key was already used for a different batch; send a new key with new events",
+            field="Idempotency-Key",
+        )
 
 
 def session_key(student_id: uuid.UUID, client_session: str | None, user_agent: str | None, day: dt.date) -> str:
@@ -277,9 +290,10 @@ async def record_activity(info: Info, events: list[ActivityEventInput]) -> Recor
     collect_usage, collect_device = _collects(info, district_id)
     key = _printable_header(ctx.client.idempotency_key, "Idempotency-Key", MAX_KEY_CHARS)
     ids = event_ids(student_id, key, len(rows))
-    if key is not None and collect_usage and rows:
-        stored = await sql.stored_events(ctx.db, district_id, student_id, ids)
-        _check_retried_batch(stored, ids, rows)
+    if key is not None and collect_usage:
+        probed = event_ids(student_id, key, len(rows) + 1)
+        stored = await sql.stored_events(ctx.db, district_id, student_id, probed)
+        _check_retried_batch(stored, probed, rows, session)
     # Everything is computed before the first write: a failure after it would not roll back.
     device = device_from_request(ctx.client.ip_address, ctx.client.user_agent, ctx.client.referrer)
     started = min([r.occurred_at for r in rows if r.occurred_at <= ctx.now], default=ctx.now)

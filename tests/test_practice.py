@@ -476,6 +476,9 @@ async def test_a_retry_with_the_same_idempotency_key_stores_one_response(gql: Gq
     third = await gql(STUDENT, "STUDENT_LEARNING", SUBMIT, changed, headers=key)
     assert bad_input_field(third) == "Idempotency-Key"
     assert await owner.fetchval("SELECT count(*) FROM responses WHERE answer = 'second thoughts'") == 0
+    # So is the same answer with another time on task.
+    timed = {"input": {**submitted["input"], "timeSpentSeconds": 6}}
+    assert bad_input_field(await gql(STUDENT, "STUDENT_LEARNING", SUBMIT, timed, headers=key)) == "Idempotency-Key"
 
 
 async def test_concurrent_retries_with_one_idempotency_key_store_one_response(gql: Gql, owner: Any, demo: Demo) -> None:
@@ -620,9 +623,18 @@ async def test_a_retried_batch_with_the_same_idempotency_key_is_stored_once(gql:
         body = await gql(STUDENT, "STUDENT_LEARNING", RECORD, batch, headers=headers)
         assert body["data"]["recordActivity"] == {"accepted": 2, "droppedReason": None}, body
     assert (await counts(owner))["activity"] == before["activity"] + 2
-    changed = {"events": [event(target="/retry/1"), event(kind="CLICK", target="/retry/other")]}
-    body = await gql(STUDENT, "STUDENT_LEARNING", RECORD, changed, headers=headers)
-    assert bad_input_field(body) == "Idempotency-Key"
+    first, second = batch["events"]
+    # The same key with different content is a client bug, not a retry: another event, one more
+    # or one fewer, none at all, or the same events in another session.
+    for changed, session in (
+        ([first, event(kind="CLICK", target="/retry/other")], headers),
+        ([first, second, event(target="/retry/3")], headers),
+        ([first], headers),
+        ([], headers),
+        ([first, second], {**headers, "X-Session-Id": f"s-{uuid.uuid4()}"}),
+    ):
+        body = await gql(STUDENT, "STUDENT_LEARNING", RECORD, {"events": changed}, headers=session)
+        assert bad_input_field(body) == "Idempotency-Key", (changed, body)
     assert (await counts(owner))["activity"] == before["activity"] + 2
 
 
