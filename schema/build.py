@@ -50,7 +50,7 @@ def _stored_datetime(value: object) -> object:
             parsed.astimezone(dt.UTC)
         except OverflowError:
             raise StrawberryInputCoercionError(
-                f'Value cannot represent a DateTime: "{value}". It is outside years 1 to 9999 once in UTC.'
+                "Value cannot represent a DateTime: it is outside years 1 to 9999 once in UTC."
             ) from None
     return parsed
 

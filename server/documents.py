@@ -28,6 +28,7 @@ from graphql import (
     OperationType,
     SelectionSetNode,
     StringValueNode,
+    ValuesOfCorrectTypeRule,
     Visitor,
     specified_rules,
     validate,
@@ -39,6 +40,7 @@ from graphql.execution.values import VariableValues, get_variable_values
 from permissions.errors import RequestError
 from schema.compiled import Plan, condition_variables
 from server.http_request import GraphQLRequest, MalformedRequest
+from server.input_errors import ValueFreeLiterals, variable_error
 from server.limits import (
     Limits,
     Violation,
@@ -52,7 +54,7 @@ from server.limits import (
     violations,
 )
 from server.operations import OperationRegistry
-from server.replies import variable_error
+from server.replies import format_error
 
 # The root fields a request without a token may select.
 PUBLIC_ROOTS = frozenset({"policy", "policyVersions", "__typename", "__schema", "__type"})
@@ -101,7 +103,9 @@ class DocumentCache:
         self.registry = registry if production else None
         self.limit_rules: tuple[type[ASTValidationRule], ...] = (limits_rule(self.limits),)
         extra = (introspection_off_rule(),) if production else ()
-        self.rules: tuple[type[ASTValidationRule], ...] = (*specified_rules, *extra)
+        # Every rule of the specification, with literals of the wrong type said without the literal.
+        specified = tuple(ValueFreeLiterals if r is ValuesOfCorrectTypeRule else r for r in specified_rules)
+        self.rules: tuple[type[ASTValidationRule], ...] = (*specified, *extra)
         self._entries: OrderedDict[str, Prepared] = OrderedDict()
 
     def get(self, query: str) -> Prepared:
@@ -154,7 +158,7 @@ class DocumentCache:
             hide_suggestions=self.production,
         )
         if isinstance(coerced, list):
-            return [variable_error(e, self.production) for e in coerced]
+            return [format_error(variable_error(e, self.schema), self.production) for e in coerced]
         # A mutation validates its own inputs, naming the field, and audits the refused attempt.
         checked = () if operation.operation is OperationType.MUTATION else operation.variable_definitions
         for definition in checked:
@@ -163,7 +167,7 @@ class DocumentCache:
                 error = GraphQLError(
                     f"Variable '${name}': {NUL_MESSAGE}", definition, extensions={"code": "BAD_USER_INPUT"}
                 )
-                return [variable_error(error, self.production)]
+                return [format_error(error, self.production)]
         if prepared.variable_sizes:
             measure = measure_operation(self.schema, prepared.document, operation, self.limits, coerced.coerced)
             for violation in violations(measure, self.limits):

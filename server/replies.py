@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from graphql import FieldNode, GraphQLError, VariableDefinitionNode, print_ast
+from graphql import FieldNode, GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -97,21 +97,6 @@ def at_path(formatted: dict[str, Any], path: list[str | int]) -> dict[str, Any]:
     out["path"] = path
     out["extensions"] = formatted["extensions"]
     return out
-
-
-def variable_error(error: GraphQLError, mask: bool) -> dict[str, Any]:
-    """A variable coercion error; in production it names the variable and the type
-    it expects, never the value that was sent."""
-    node = error.nodes[0] if mask and error.nodes else None
-    if not isinstance(node, VariableDefinitionNode):
-        return format_error(error, mask)
-    masked = GraphQLError(
-        f"Variable '${node.variable.name.value}' got an invalid value; expected a value of type "
-        f"'{print_ast(node.type)}'",
-        nodes=error.nodes,
-        extensions=error.extensions,
-    )
-    return format_error(masked, mask)
 
 
 def error_reply(request: Request, error: RequestError) -> Reply:

@@ -237,6 +237,68 @@ async def test_variables_are_checked_against_their_types(
     assert body.get("data") is None
 
 
+CORRECT = "mutation Fix($i: CorrectStudentInput!) { correctStudentRecord(input: $i) { id } }"
+SUBMIT = "mutation Submit($i: SubmitResponseInput!) { submitResponse(input: $i) { correct } }"
+
+
+@pytest.mark.parametrize(
+    ("query", "variables", "said"),
+    [
+        # A birth date that is not a date, with a name in it: the path and the type, not the value.
+        (
+            CORRECT,
+            {"i": {"studentId": str(uuid.uuid4()), "birthDate": "born 2014-03-02 Beatrix Oakhaven"}},
+            "Variable '$i' has an invalid value at .birthDate: Expected a value of type 'Date'.",
+        ),
+        # An answer sent as an object.
+        (
+            SUBMIT,
+            {"i": {"itemId": str(uuid.uuid4()), "answer": {"text": "Beatrix Oakhaven's answer"}}},
+            "Variable '$i' has an invalid value at .answer: Expected a value of type 'String!'.",
+        ),
+        # In a list: the index and the field.
+        (
+            "mutation Record($e: [ActivityEventInput!]!) { recordActivity(events: $e) { accepted } }",
+            {"e": [{"kind": "VIEW", "occurredAt": "2026-12-01T10:00:00Z"}, {"kind": "VIEW", "occurredAt": "Beatrix"}]},
+            "Variable '$e' has an invalid value at [1].occurredAt: Expected a value of type 'DateTime!'.",
+        ),
+        # A required field missing: graphql-core's words, up to where they would print the object.
+        (
+            SUBMIT,
+            {"i": {"answer": "Beatrix Oakhaven's answer"}},
+            "Variable '$i' has an invalid value: Expected value of type 'SubmitResponseInput' to include "
+            "required field 'itemId'.",
+        ),
+        # A list where an object belongs.
+        (
+            CORRECT,
+            {"i": ["Beatrix Oakhaven", "beatrix@example.org"]},
+            "Variable '$i' has an invalid value: Expected value of type 'CorrectStudentInput' to be an object.",
+        ),
+        # Literals in the document: the type expected where the literal stands.
+        (
+            'mutation { correctStudentRecord(input: {studentId: "x", birthDate: "Beatrix Oakhaven"}) { id } }',
+            None,
+            "Expected a value of type 'Date'.",
+        ),
+        (
+            'query { students(first: "Beatrix Oakhaven") { totalCount } }',
+            None,
+            "Expected a value of type 'Int'.",
+        ),
+    ],
+)
+async def test_errors_about_input_values_never_repeat_the_value(
+    client: httpx.AsyncClient, token_for: Callable[..., str], query: str, variables: Any, said: str
+) -> None:
+    # API.md: "Messages never contain personal data", in development as in production.
+    request = {"query": query, "variables": variables}
+    status, body = await send(client, token_for(ADMIN), request, purpose="RECORD_ACCESS")
+    assert status == 400 and set(error_codes(body)) == {"BAD_USER_INPUT"}, body
+    assert [e["message"] for e in body["errors"]] == [said]
+    assert "Beatrix" not in str(body)
+
+
 async def test_a_page_size_over_the_maximum_is_bad_user_input_not_a_500(
     client: httpx.AsyncClient, token_for: Callable[..., str]
 ) -> None:
