@@ -600,7 +600,10 @@ async def _computed(
         # table of its lattice; the slice's own total is counted without it.
         total_cell = (await _measured(db, universe, level_f, fixed)).get(fixed_key)
     students = total_cell.students if total_cell is not None else 0
-    total = _shown((), total_cell, reason(level_f, fixed_key, students), universe.kind)
+    # POLICY section 5: "The total row is itself suppressed when it is below k", an empty one too
+    # (the joint suppression treats no students as no group: nothing in it to protect).
+    total_reason = Reason.SMALL_GROUP if students < k else reason(level_f, fixed_key, students)
+    total = _shown((), total_cell, total_reason, universe.kind)
 
     rows: list[Shown] = []
     if group_by:

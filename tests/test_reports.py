@@ -601,6 +601,15 @@ async def test_a_time_window_cannot_be_subtracted_from_all_time(ask: Ask, world:
     assert first_week["total"]["suppressionReason"] == "COMPLEMENTARY"
 
 
+async def test_a_total_of_no_students_is_below_k_and_suppressed(ask: Ask, world: World) -> None:
+    # POLICY section 5: "The total row is itself suppressed when it is below k"; 0 is below k.
+    scope = {"districtId": str(world["Alder"])}
+    empty = await report(ask, "AdminA", scope, ["SCHOOL"], **{"from": "2030-01-07T00:00:00Z"})
+    assert empty["rows"] == []
+    assert empty["total"]["suppressed"] is True and empty["total"]["suppressionReason"] == "SMALL_GROUP"
+    assert_all_measures_null(empty["total"])
+
+
 async def test_a_schools_total_cannot_be_subtracted_from_the_districts(ask: Ask, world: World) -> None:
     # District 35 - S1 20 - S2 would be S3; S2's own report hides its total.
     s1 = await report(ask, "P1", {"schoolId": str(world["S1"])})
