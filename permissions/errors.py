@@ -77,6 +77,24 @@ class Forbidden(FieldError):
     code = "FORBIDDEN"
 
 
+# A FORBIDDEN's sentence by its reason: what stands in the way differs, and so does what the caller
+# can do about it (ask under another purpose, ask the district, wait for a grant).
+_REFUSALS = {
+    "PURPOSE_NOT_ALLOWED_FOR_CATEGORY": "The policy does not allow {what} for purpose {purpose}",
+    "PURPOSE_NOT_AUTHORIZED_BY_DISTRICT": "The district has not authorized purpose {purpose} for {what}",
+    "POLICY_VERSION_NOT_ACCEPTED": "{what} for purpose {purpose} needs a policy version the district has not accepted",
+    "NOT_COLLECTED": "The district does not collect {what}",
+    "NO_SUPPORT_GRANT": "{what} is open to support only under the district's active support grant",
+    "OUT_OF_SCOPE_OPERATION": "{what} is not part of purpose {purpose} for this role",
+}
+
+
+def refusal_message(what: str, purpose: str, reason: str) -> str:
+    """The message of a FORBIDDEN about ``what`` ("DIRECTORY data", "Operation exportStudentRecord")."""
+    sentence = _REFUSALS.get(reason, _REFUSALS["PURPOSE_NOT_ALLOWED_FOR_CATEGORY"]).format(what=what, purpose=purpose)
+    return sentence[0].upper() + sentence[1:]
+
+
 class BadUserInput(FieldError):
     code = "BAD_USER_INPUT"
 

@@ -17,7 +17,7 @@ from strawberry.types.field import StrawberryField
 
 from permissions.decide import Decision
 from permissions.enums import DataCategory
-from permissions.errors import Forbidden
+from permissions.errors import Forbidden, refusal_message
 from schema.base import Info, Resolver
 from schema.enums import DataCategoryEnum
 
@@ -98,11 +98,9 @@ class ClassifiedPermission(BasePermission):
 
 def refusal(category: str, purpose: str, decision: Decision) -> Forbidden:
     """The FORBIDDEN error of a classified field its request's decision denies."""
+    reason = decision.reason.value if decision.reason is not None else "PURPOSE_NOT_ALLOWED_FOR_CATEGORY"
     return Forbidden(
-        f"The policy does not allow {category} data for purpose {purpose}",
-        category=category,
-        purpose=purpose,
-        reason=decision.reason.value if decision.reason is not None else "PURPOSE_NOT_ALLOWED_FOR_CATEGORY",
+        refusal_message(f"{category} data", purpose, reason), category=category, purpose=purpose, reason=reason
     )
 
 

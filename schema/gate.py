@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 from permissions.enums import Role
-from permissions.errors import Forbidden
+from permissions.errors import Forbidden, refusal_message
 from permissions.policy import KNOWN_OPERATIONS
 from schema.base import Info
 
@@ -51,11 +51,12 @@ def require_operation(info: Info, operation: str) -> None:
     conditions = ctx.conditions.get(ctx.home_district_key)
     decision = decide_operation(ctx.policies, ctx.principal.role, ctx.purpose, operation, conditions)
     if not decision.allowed:
+        reason = decision.reason.value if decision.reason else "OUT_OF_SCOPE_OPERATION"
         raise Forbidden(
-            f"Operation {operation} is not part of purpose {ctx.purpose.value} for this role",
+            refusal_message(f"operation {operation}", ctx.purpose.value, reason),
             operation=operation,
             purpose=ctx.purpose.value,
-            reason=decision.reason.value if decision.reason else "OUT_OF_SCOPE_OPERATION",
+            reason=reason,
         )
 
 

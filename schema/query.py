@@ -71,18 +71,20 @@ class Query:
         first: int | None = 50,
         after: str | None = None,
     ) -> StudentConnection:
-        from permissions.errors import Forbidden
+        from permissions.errors import Forbidden, refusal_message
 
         if search is not None:
             # Matching on names reveals names: searching needs DIRECTORY.
             ctx = info.context
             decision = directory_decision(ctx)
             if not decision.allowed:
+                reason = decision.reason.value if decision.reason else "PURPOSE_NOT_ALLOWED_FOR_CATEGORY"
                 raise Forbidden(
-                    "Searching by name needs DIRECTORY data, which this purpose does not allow",
+                    "Searching by name reads DIRECTORY data. "
+                    + refusal_message("DIRECTORY data", ctx.purpose.value, reason),
                     category="DIRECTORY",
                     purpose=ctx.purpose.value,
-                    reason=decision.reason.value if decision.reason else "PURPOSE_NOT_ALLOWED_FOR_CATEGORY",
+                    reason=reason,
                 )
             if len(search) > 100:
                 raise BadUserInput("Argument 'search' is longer than 100 characters", field="search")

@@ -52,7 +52,7 @@ from typing import Any
 
 from permissions.decide import DistrictConditions, is_collected, is_purpose_authorized
 from permissions.enums import AggregateScope, DataCategory, DenyReason, Purpose, Role
-from permissions.errors import BadUserInput, Forbidden
+from permissions.errors import BadUserInput, Forbidden, refusal_message
 from resolvers.reports import (
     DEMOGRAPHIC_DIMENSIONS,
     DIMENSIONS,
@@ -336,7 +336,8 @@ async def _plan_district(ctx: Context, request: Request, kind: Kind) -> Plan:
         if not decision.allowed:
             reason = decision.reason or DenyReason.PURPOSE_NOT_ALLOWED_FOR_CATEGORY
             raise _refuse(
-                f"A report of {category.value} data is not allowed for purpose {ctx.purpose.value}",
+                f"This report reads {category.value} data. "
+                + refusal_message(f"{category.value} data", ctx.purpose.value, reason.value),
                 reason,
                 ctx.purpose,
                 category,

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 import strawberry
 
 from permissions.enums import DataCategory, DenyReason
-from permissions.errors import BadUserInput, FieldError, Forbidden, NotFound
+from permissions.errors import BadUserInput, FieldError, NotFound
 from resolvers import rights as sql
 from resolvers.reads import Row
 from schema.base import Info, id_argument, id_to_look_up
+from schema.classified import refusal
 from schema.enums import DataRequestKind, DataRequestStatus
 from schema.gate import Needs, field_name, gate
 
@@ -282,12 +283,7 @@ async def correct_student_record(info: Info, input: CorrectStudentInput) -> Stud
             subject = await _subject_if_reachable(info, input.student_id)
             for refused in categories:
                 ctx.audit.note(key, subject, field_name(info), refused, False)
-            raise Forbidden(
-                f"The policy does not allow {category} data for purpose {ctx.purpose.value}",
-                category=category,
-                purpose=ctx.purpose.value,
-                reason=decision.reason.value if decision.reason else "PURPOSE_NOT_ALLOWED_FOR_CATEGORY",
-            )
+            raise refusal(category, ctx.purpose.value, decision)
     student = await _student(info, district_id, input.student_id)
     with _audited_refusal(info, key, student["id"], categories):
         request_id = await _open_request(info, district_id, input.data_request_id, "CORRECTION", student["id"])

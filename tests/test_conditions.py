@@ -101,6 +101,11 @@ async def test_a_purpose_the_district_switches_off_is_refused_on_its_data(
             "firstName": ("DIRECTORY", "REPORTING", "PURPOSE_NOT_AUTHORIZED_BY_DISTRICT"),
             "studentNumber": ("IDENTIFIER", "REPORTING", "PURPOSE_NOT_AUTHORIZED_BY_DISTRICT"),
         }
+        # The message says what stands in the way: the district, not the policy.
+        assert {e["message"] for e in off["errors"]} == {
+            "The district has not authorized purpose REPORTING for DIRECTORY data",
+            "The district has not authorized purpose REPORTING for IDENTIFIER data",
+        }
         # Another purpose of the same district, and the same purpose in another district, still work.
         other_purpose = await read_student(gql, TEACHER, "INSTRUCTION", student, "firstName")
         assert other_purpose["data"]["student"]["firstName"] and "errors" not in other_purpose
@@ -145,6 +150,7 @@ async def test_a_kind_of_data_the_district_does_not_collect_resolves_to_null_not
         assert off["data"]["student"]["firstName"], "other categories are untouched"
         assert all(off["data"]["student"][n] is None for n in names)
         assert refusals(off) == {n: (category, purpose, "NOT_COLLECTED") for n in names}
+        assert {e["message"] for e in off["errors"]} == {f"The district does not collect {category} data"}
 
 
 # ------------------------------------------------- 3. direct record access
