@@ -124,6 +124,14 @@ def test_every_rule_is_a_row_of_who_sees_what(page: str) -> None:
         assert escape(rule.scope_text) in page
 
 
+def test_the_support_rule_names_the_condition_no_support_grant(page: str) -> None:
+    # POLICY 4.5: "NO_SUPPORT_GRANT names that condition in the policy document and the notice".
+    support = next(rule for rule in DOC.rules if rule.role.value == "SUPPORT")
+    assert "NO_SUPPORT_GRANT" in support.scope_text
+    row = page.split('id="rule-SUPPORT-SUPPORT"', 1)[1].split("</tr>", 1)[0]
+    assert "NO_SUPPORT_GRANT" in row, row
+
+
 def test_the_notice_has_summary_never_retention_and_rights(page: str) -> None:
     assert escape(DOC.summary) in page
     assert "We never sell student information." in page
