@@ -27,7 +27,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route, WebSocketRoute, request_response
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from permissions.enums import DataCategory
@@ -84,6 +85,17 @@ PING_TIMEOUT = 2.0
 # server.graphql_http) leaves on its session reset, in the same round trip: no
 # statement of this one runs under a previous request's row-level security.
 BEGIN = "BEGIN; RESET pledgeql.district_ids; RESET plan_cache_mode"
+
+
+class _EveryMethod:
+    """An ASGI app that Starlette's Route hands every method (a function endpoint gets the
+    methods listed, and Starlette answers the others itself, in plain text and without a code)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 def _mark_suspect(engine: AsyncEngine) -> None:
@@ -449,8 +461,8 @@ def create_app(
         middleware=middleware,
         routes=[
             # Every method reaches the endpoint, which serves GET and POST and answers
-            # any other (HEAD included) 405 without running anything.
-            Route("/graphql", graphql, methods=["GET", "POST", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+            # any other (HEAD, TRACE, PROPFIND included) 405 without running anything.
+            Route("/graphql", _EveryMethod(request_response(graphql))),
             WebSocketRoute("/graphql", graphql_ws),
             *(() if settings.is_production else (Route(f"{PREFIX}{{name}}", graphiql_asset),)),
             Route("/healthz", healthz),

@@ -290,7 +290,7 @@ async def test_a_client_request_id_of_128_printable_characters_is_kept_as_sent(s
 SETTINGS_MUTATION = "mutation { updateDistrictSettings(input: {minimumGroupSize: 29}) { minimumGroupSize } }"
 
 
-@pytest.mark.parametrize("method", ["HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"])
+@pytest.mark.parametrize("method", ["HEAD", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "PROPFIND", "CONNECT"])
 async def test_a_head_or_other_request_with_a_json_body_runs_no_mutation(
     client: httpx.AsyncClient, token_for: Callable[..., str], owner: Any, method: str
 ) -> None:
