@@ -75,7 +75,7 @@ from server.failures import (
     is_connection_error,
     unavailable,
 )
-from server.headers import client_request_id, justification_header, purpose_header
+from server.headers import authorization_header, client_request_id, justification_header, purpose_header
 from server.http_request import (
     GraphQLRequest,
     RateLimited,
@@ -309,9 +309,12 @@ class GraphQLEndpoint:
         A caller is keyed by the token's subject once verified, and by its
         address without a token or with one that fails verification.
         """
-        # An empty header counts as absent (GraphiQL starts with one).
-        authorization = request.headers.get("authorization", "").strip() or None
         by_address = f"ip:{client.ip_address or 'unknown'}"
+        try:
+            authorization = authorization_header(request)
+        except RequestError:
+            self._limit(by_address)
+            raise
         if authorization is None:
             self._limit(by_address)
             return None

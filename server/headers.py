@@ -40,6 +40,15 @@ def single_header(request: Request, name: str, label: str) -> str | None:
     return values[0] if values else None
 
 
+def authorization_header(request: Request) -> str | None:
+    """The bearer credentials, or None (an empty header counts as absent: GraphiQL starts with one).
+    Two Authorization headers are two credentials, and the server takes neither: UNAUTHENTICATED."""
+    values = [v.strip() for v in request.headers.getlist("authorization") if v.strip()]
+    if len(values) > 1:
+        raise RequestError("UNAUTHENTICATED", "Send one Authorization header; this request has more than one")
+    return values[0] if values else None
+
+
 def client_request_id(request: Request) -> str | None:
     """The client's X-Request-Id (kept in the audit as clientRequestId), or None; empty counts as absent."""
     return checked_client_request_id(single_header(request, "x-request-id", "X-Request-Id"))

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from permissions.errors import STATUS, RequestError
-from server.headers import client_request_id, purpose_header, single_header
+from server.headers import authorization_header, client_request_id, purpose_header, single_header
 from server.http_request import RateLimited, request_id_of
 from server.ratelimit import retry_after_header
 from server.subscriptions import LiveService, OperationErrors, error_payload
@@ -55,13 +55,13 @@ async def serve_sse(service: LiveService, request: Request) -> Response:
         gql = await endpoint.read_request(request)
         client = endpoint.client_info(request)
         caller = service.caller(
-            request.headers.get("authorization"),
+            authorization_header(request),
             purpose_header(request),
             single_header(request, "x-justification", "X-Justification"),
             client,
             client_request_id(request),
         )
-        subscription = await service.start(caller, gql, deliver)
+        subscription = await service.start(caller, gql, deliver, request_id)
     except OperationErrors as errors:
         return Response(
             orjson.dumps({"errors": errors.errors}),

@@ -50,6 +50,23 @@ async def test_a_malformed_authorization_header_is_unauthenticated(client: httpx
     await expect(client, {"Authorization": value, "X-Purpose": "INSTRUCTION"}, "UNAUTHENTICATED", 401)
 
 
+async def test_two_authorization_headers_are_unauthenticated_whichever_comes_first(
+    client: httpx.AsyncClient, settings: Settings, users: dict[str, uuid.UUID]
+) -> None:
+    teacher = signed(settings, fresh_claims(users["teacher1@northwind.example"]))
+    admin = signed(settings, fresh_claims(users["admin@northwind.example"]))
+    for first, second in ((teacher, admin), (admin, teacher), (teacher, teacher)):
+        headers = [
+            ("Authorization", f"Bearer {first}"),
+            ("Authorization", f"Bearer {second}"),
+            ("X-Purpose", "INSTRUCTION"),
+            ("Accept", GRAPHQL_RESPONSE),
+        ]
+        response = await client.post("/graphql", json={"query": QUERY}, headers=headers)
+        assert response.status_code == 401 and error_codes(response.json()) == ["UNAUTHENTICATED"], response.text
+        assert "data" not in response.json() or response.json()["data"] is None
+
+
 async def test_an_expired_token_is_unauthenticated(
     client: httpx.AsyncClient, settings: Settings, users: dict[str, uuid.UUID]
 ) -> None:
