@@ -352,8 +352,12 @@ class LiveService:
                 raise
             raise RequestError("DATABASE_UNAVAILABLE", UNAVAILABLE_MESSAGE) from None
 
-    async def start(self, caller: Caller, gql: GraphQLRequest, send: Send) -> LiveSubscription:
+    async def start(
+        self, caller: Caller, gql: GraphQLRequest, send: Send, request_id: str | None = None
+    ) -> LiveSubscription:
         """Validate, admit and register one subscription; it delivers once ``run`` is awaited.
+        Its events are audited as requests ``<request_id>.<n>`` (the SSE response's X-Request-Id;
+        a WebSocket's subscriptions, many to a connection, each get an id of their own).
 
         Raises RequestError (a refusal) or OperationErrors (validation)."""
         if self.closing:
@@ -379,7 +383,9 @@ class LiveService:
                 value=self.limits.per_user,
             )
         operation_name = gql.operation_name or (operation.name.value if operation.name else None)
-        subscription = LiveSubscription(self, caller, gql, prepared.document, operation_name, class_id, send)
+        subscription = LiveSubscription(
+            self, caller, gql, prepared.document, operation_name, class_id, send, request_id or uuid.uuid4().hex
+        )
 
         async def admitted() -> uuid.UUID:
             async with self.transaction() as db:
@@ -482,6 +488,7 @@ class LiveSubscription:
         operation_name: str | None,
         class_id: uuid.UUID,
         send: Send,
+        request_id: str,
     ) -> None:
         self.service = service
         self.caller = caller
@@ -491,7 +498,7 @@ class LiveSubscription:
         self.class_id = class_id
         self.district_id = uuid.UUID(int=0)
         self.send = send
-        self.id = uuid.uuid4().hex
+        self.id = request_id
         self.sequence = 0
         self.delivered = 0
         self._events: collections.deque[LiveEvent] = collections.deque()

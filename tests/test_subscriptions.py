@@ -783,6 +783,7 @@ async def test_a_subscriptions_client_request_id_follows_the_header_rules_and_re
         over_sse = f"sse-{uuid.uuid4().hex[:12]}"
         async with http.stream("POST", url, json=body, headers={**sent, "X-Request-Id": over_sse}) as stream:
             assert stream.status_code == 200
+            server_id = stream.headers["x-request-id"]
             await asyncio.sleep(0.5)
             await submit(gql, facts)
             async with asyncio.timeout(15):
@@ -806,3 +807,6 @@ async def test_a_subscriptions_client_request_id_follows_the_header_rules_and_re
             "SELECT operation_name, request_id FROM audit_entries WHERE client_request_id = $1", client_id
         )
         assert rows and all(r["operation_name"] == "LiveClass" for r in rows), (client_id, rows)
+    # The SSE response's X-Request-Id is the audit's requestId of its events, each numbered after it.
+    rows = await owner.fetch("SELECT request_id FROM audit_entries WHERE client_request_id = $1", over_sse)
+    assert {r["request_id"].rsplit(".", 1)[0] for r in rows} == {server_id}, (server_id, rows)
