@@ -286,6 +286,16 @@ def test_operations_check_fails_clearly_for_a_broken_operation(
     assert "1 problem(s)" in captured.err and captured.out == ""
 
 
+def test_operations_check_of_a_path_that_is_not_a_folder_says_so_and_names_no_operation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for missing in (tmp_path / "nowhere", OPERATIONS / "teacher-app" / "class.graphql"):
+        assert cli_main(["operations", "check", str(missing)]) == 2
+        captured = capsys.readouterr()
+        assert f"{missing} is not a folder" in captured.err and captured.out == ""
+        assert "named above" not in captured.err
+
+
 # ------------------------------------------------------------------ over HTTP
 
 

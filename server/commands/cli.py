@@ -14,6 +14,9 @@ from collections.abc import Callable, Sequence
 
 from server.settings import Settings
 
+# A development token lives at most a year.
+MAX_TOKEN_TTL = 365 * 24 * 3600
+
 
 def _fail(message: str) -> int:
     print(f"pledgeql: {message}", file=sys.stderr)
@@ -78,6 +81,8 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
 
     if settings.is_production:
         return _fail("token minting is off in production; tokens come from your identity provider")
+    if not 1 <= args.ttl <= MAX_TOKEN_TTL:
+        return _fail(f"--ttl takes the token's lifetime in seconds, 1 to {MAX_TOKEN_TTL:,} (a year)")
     purposes = [p.strip() for p in args.purposes.split(",") if p.strip()]
     unknown = [p for p in purposes if p not in Purpose.__members__]
     if unknown:

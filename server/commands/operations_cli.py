@@ -16,6 +16,9 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
     from server.operations import Checker, OperationsError, describe, load_folder
 
     folder = Path(args.dir)
+    if not folder.is_dir():
+        print(f"pledgeql: {folder} is not a folder; give the folder of operations the clients ship", file=sys.stderr)
+        return 2
     schema = graphql_schema(build_schema(load_policy_set(settings.policy_dirs)))
     # Production's rules: the registry is what production serves.
     checker = Checker(schema, Limits.from_settings(settings), production=True)
@@ -26,7 +29,7 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
             print(f"pledgeql: {problem}", file=sys.stderr)
         print(
             f"pledgeql: {len(error.problems)} problem(s) in {folder}: the server would refuse to start "
-            "(or to reload) with this folder; fix each operation named above",
+            "(or to reload) with this folder; fix each problem above",
             file=sys.stderr,
         )
         return 1

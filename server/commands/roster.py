@@ -139,7 +139,9 @@ def print_result(result: ImportResult, out: TextIO, err: TextIO | None = None) -
         if package.unused:
             print(f"Not used by pledgeql: {', '.join(package.unused)}", file=out)
     if result.refused is not None:
-        print(f"Refused, nothing was imported: {result.refused.describe()}", file=out)
+        # An error: the command says it on stderr (``command``); a report without ``err`` says it here.
+        if err is None:
+            print(f"Refused, nothing was imported: {result.refused.describe()}", file=out)
     elif result.plan is not None:
         done = "would be" if result.dry_run else "were"
         print(
@@ -216,7 +218,7 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
         raise
     print_result(result, sys.stdout, sys.stderr)
     if result.refused is not None:
-        print(f"pledgeql roster import: refused: {result.refused.describe()}", file=sys.stderr)
+        print(f"pledgeql roster import: refused, nothing was imported: {result.refused.describe()}", file=sys.stderr)
     elif result.problems.errors:
         errors = result.problems.errors
         print(
