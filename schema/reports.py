@@ -36,10 +36,11 @@ are all slices of the same tables). A window (from inclusive, to exclusive)
 is widened to whole UTC weeks, Monday to Monday, so that it is a set of WEEK
 cells (see resolvers/reports.py for what that protects). groupBy takes at
 most five distinct dimensions. ``suppressedRows`` counts the hidden rows, not
-the total. Each report is audited as one entry with no subject and no
-category (it discloses no one student's data), whose fields name the
-operation's scope, dimensions and measures; a refused report is audited the
-same way as a DENY entry.
+the total. Each report is audited as one entry with no subject (it discloses
+no one student's data), whose fields name the operation's scope, dimensions
+and measures, and whose categories are the ones its measures and dimensions
+are counted from (PERFORMANCE or USAGE, and DEMOGRAPHIC for a demographic
+dimension); a refused report is audited the same way as a DENY entry.
 """
 
 from __future__ import annotations
@@ -328,10 +329,7 @@ async def _plan_district(ctx: Context, request: Request, kind: Kind) -> Plan:
     else:
         raise _out_of_scope(ctx, "This report")
 
-    needed = [_CATEGORY[kind]]
-    if any(d in DEMOGRAPHIC_DIMENSIONS for d in request.group_by):
-        needed.append(DataCategory.DEMOGRAPHIC)
-    for category in needed:
+    for category in report_categories(kind, request):
         decision = ctx.decisions.lookup(str(home_id), category)
         if not decision.allowed:
             reason = decision.reason or DenyReason.PURPOSE_NOT_ALLOWED_FOR_CATEGORY
@@ -382,10 +380,20 @@ def audit_fields(kind: Kind, request: Request | None) -> list[str]:
     return fields
 
 
+def report_categories(kind: Kind, request: Request | None) -> list[DataCategory]:
+    """The categories a report is counted from: its measures' and, grouped by a demographic
+    dimension, DEMOGRAPHIC. The caller's rule must allow each (``plan``)."""
+    categories = [_CATEGORY[kind]]
+    if request is not None and any(d in DEMOGRAPHIC_DIMENSIONS for d in request.group_by):
+        categories.append(DataCategory.DEMOGRAPHIC)
+    return categories
+
+
 def _record(ctx: Context, kind: Kind, request: Request | None, allowed: bool) -> None:
-    """One audit entry of its own: no subject, no category (no one student's
-    data is disclosed), the scope, dimensions and measures as its fields."""
-    ctx.audit.record(ctx.home_district_key, None, audit_fields(kind, request), (), allowed)
+    """One audit entry of its own: no subject (no one student's data is disclosed), the scope,
+    dimensions and measures as its fields, the categories they are counted from as its categories."""
+    categories = [c.value for c in report_categories(kind, request)]
+    ctx.audit.record(ctx.home_district_key, None, audit_fields(kind, request), categories, allowed)
 
 
 def _row(kind: Kind, group_by: tuple[str, ...], shown: Shown, labels: Labels | None = None) -> AggregateRow:

@@ -774,7 +774,8 @@ async def test_each_report_is_one_audit_entry_with_no_subject(ask: Ask, world: W
     entry = entries[0]
     assert entry["subject_student_id"] is None and entry["decision"] == "ALLOW"
     assert entry["district_id"] == world["Alder"]
-    assert list(entry["categories"]) == []
+    # Its categories are what it is counted from: the measures', and DEMOGRAPHIC for GENDER.
+    assert list(entry["categories"]) == ["PERFORMANCE", "DEMOGRAPHIC"]
     assert set(entry["fields"]) >= {
         "performanceReport.scope.DISTRICT",
         "performanceReport.groupBy.SCHOOL",
@@ -796,8 +797,10 @@ async def test_each_report_is_one_audit_entry_with_no_subject(ask: Ask, world: W
     await ask(
         "Analyst", "REPORTING", PERFORMANCE, {"input": {"scope": {"allDistricts": True}}}, X_Request_Id=analyst_id
     )
-    analyst = await owner.fetch("SELECT district_id FROM audit_entries WHERE client_request_id = $1", analyst_id)
-    assert [r["district_id"] for r in analyst] == [uuid.UUID(int=0)]
+    analyst = await owner.fetch(
+        "SELECT district_id, categories FROM audit_entries WHERE client_request_id = $1", analyst_id
+    )
+    assert [(r["district_id"], list(r["categories"])) for r in analyst] == [(uuid.UUID(int=0), ["PERFORMANCE"])]
 
 
 # ----------------------------------------------------- the kept totals
