@@ -67,6 +67,7 @@ def gate(
     *,
     subject: uuid.UUID | None = None,
     district_key: str | None = None,
+    note_refusal: bool = True,
 ) -> Any:
     """Let the caller run ``operation`` or raise FORBIDDEN, auditing a refusal
     (and, for ``RULE_AUDITED``, the allowed attempt) under ``district_key``
@@ -90,7 +91,8 @@ def gate(
                 reason="OUT_OF_SCOPE_OPERATION",
             )
     except Forbidden:
-        ctx.audit.note(key, subject, field_name(info), "", False)
+        if note_refusal:  # else the caller notes it (schema.rights, once it knows the subject)
+            ctx.audit.note(key, subject, field_name(info), "", False)
         raise
     if needs is Needs.RULE_AUDITED:
         ctx.audit.note(key, subject, field_name(info), "", True)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import strawberry
 
 from permissions.enums import DataCategory, DenyReason
-from permissions.errors import BadUserInput, FieldError, NotFound
+from permissions.errors import BadUserInput, FieldError, Forbidden, NotFound
 from resolvers import rights as sql
 from resolvers.reads import Row
 from schema.base import Info, id_argument, id_to_look_up
@@ -58,6 +58,21 @@ RECORD_CATEGORIES = tuple(c for c in DataCategory if c is not DataCategory.STAFF
 def _district(info: Info, operation: str) -> uuid.UUID:
     """The caller's district, once the gate lets the caller run ``operation``."""
     district_id: uuid.UUID = gate(info, operation, Needs.DISTRICT_USER)
+    return district_id
+
+
+async def _district_about(info: Info, operation: str, raw_id: Any) -> uuid.UUID:
+    """``_district`` for an operation on one student: a refusal's DENY entry is about the
+    student named, when the caller's scope reaches them (read once the refusal is decided, for
+    the entry alone: the answer is the same either way), so that it shows in their accessLog."""
+    try:
+        district_id: uuid.UUID = gate(info, operation, Needs.DISTRICT_USER, note_refusal=False)
+    except Forbidden:
+        ctx = info.context
+        reachable = ctx.principal.district_id is not None
+        subject = await _subject_if_reachable(info, raw_id) if reachable else None
+        ctx.audit.note(ctx.home_district_key, subject, field_name(info), "", False)
+        raise
     return district_id
 
 
@@ -129,7 +144,7 @@ def _data_request(row: Row) -> DataRequest:
 
 async def open_data_request(info: Info, input: DataRequestInput) -> DataRequest:
     ctx = info.context
-    district_id = _district(info, "openDataRequest")
+    district_id = await _district_about(info, "openDataRequest", input.student_id)
     requested_by = _text(input.requested_by, "input.requestedBy", MAX_REQUESTED_BY)
     student = await _student(info, district_id, input.student_id)
     row = await sql.insert_data_request(
@@ -155,7 +170,7 @@ async def export_student_record(
     from schema.governance import StudentExport
 
     ctx = info.context
-    district_id = _district(info, "exportStudentRecord")
+    district_id = await _district_about(info, "exportStudentRecord", student_id)
     student = await _student(info, district_id, student_id)
     key = str(district_id)
     with _audited_refusal(info, key, student["id"], ()):
@@ -266,7 +281,7 @@ async def correct_student_record(info: Info, input: CorrectStudentInput) -> Stud
     from schema.types import Student
 
     ctx = info.context
-    district_id = _district(info, "correctStudentRecord")
+    district_id = await _district_about(info, "correctStudentRecord", input.student_id)
     key = str(district_id)
     given = _correction_input(input, ctx.now.date())
     statement = None
@@ -339,7 +354,7 @@ async def delete_student_record(
     info: Info, student_id: strawberry.ID, reason: str, data_request_id: strawberry.ID | None
 ) -> DeletionCertificate:
     ctx = info.context
-    district_id = _district(info, "deleteStudentRecord")
+    district_id = await _district_about(info, "deleteStudentRecord", student_id)
     why = str(_text(reason, "reason", MAX_REASON))
     student = await _student(info, district_id, student_id)
     with _audited_refusal(info, str(district_id), student["id"], ()):
@@ -389,7 +404,7 @@ async def set_analytics_opt_out(info: Info, student_id: strawberry.ID, opt_out: 
     from schema.governance import Consent
 
     ctx = info.context
-    district_id = _district(info, "setAnalyticsOptOut")
+    district_id = await _district_about(info, "setAnalyticsOptOut", student_id)
     student = await _student(info, district_id, student_id)
     row = await sql.set_consent(ctx.db, district_id, student["id"], bool(opt_out), ctx.principal.user_id, ctx.now)
     ctx.audit.note(str(district_id), student["id"], field_name(info), "", True)

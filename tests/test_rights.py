@@ -421,6 +421,31 @@ async def test_correction_is_refused_to_other_roles_and_districts(gql: Gql, user
     assert error_codes(await gql(RIVERSIDE_ADMIN, "RECORD_ACCESS", CORRECT, variables)) == ["NOT_FOUND"]
 
 
+async def test_a_refused_operation_on_a_student_is_a_deny_entry_about_them_when_the_caller_reaches_them(
+    gql: Gql, users: dict[str, uuid.UUID], owner: Any
+) -> None:
+    # The teacher reaches student1 (their class) but may not correct or export records: the DENY
+    # entries are about student1, so they show in student1's accessLog. A student of another
+    # district is not reached: its entry names no one.
+    async def denied(query: str, variables: dict[str, Any]) -> list[tuple[str, uuid.UUID | None]]:
+        request_id = uuid.uuid4().hex
+        body = await gql(TEACHER, "INSTRUCTION", query, variables, headers={"X-Request-Id": request_id})
+        assert error_codes(body) == ["FORBIDDEN"], body
+        rows = await owner.fetch(
+            "SELECT decision, subject_student_id FROM audit_entries WHERE client_request_id = $1", request_id
+        )
+        return [(r["decision"], r["subject_student_id"]) for r in rows]
+
+    reached, elsewhere = _sid(users, 1), _sid(users, 1, "riverside")
+    assert await denied(CORRECT, {"input": {"studentId": reached, "firstName": "Nope"}}) == [
+        ("DENY", uuid.UUID(reached))
+    ]
+    assert await denied(EXPORT, {"student": reached}) == [("DENY", uuid.UUID(reached))]
+    assert await denied(OPT_OUT, {"student": reached, "optOut": True}) == [("DENY", uuid.UUID(reached))]
+    assert await denied(CORRECT, {"input": {"studentId": elsewhere, "firstName": "Nope"}}) == [("DENY", None)]
+    assert await denied(EXPORT, {"student": "not-an-id"}) == [("DENY", None)]
+
+
 # ------------------------------------------------------------------ consent
 
 
