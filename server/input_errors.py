@@ -29,6 +29,12 @@ _NAME = r"[_A-Za-z][_0-9A-Za-z]*"
 # graphql-core's coercion error of a variable: "Variable '$v' has invalid value at .a[0].b: <about the value>".
 _VARIABLE = re.compile(rf"^Variable '\$({_NAME})' has invalid value((?: at (?:\.{_NAME}|\[\d+\])+)?): ")
 _STEP = re.compile(rf"\.({_NAME})|\[(\d+)\]")
+# graphql-core's other errors about a variable, which name no value: kept as they are.
+_VARIABLE_VALUE_FREE = re.compile(
+    rf"^Variable '\${_NAME}' (?:of required type '[^']+' was not provided"
+    r"|of non-null type '[^']+' must not be null"
+    r"|expected value of type '[^']+' which cannot be used as an input type)\.$"
+)
 # What graphql-core says about an input that names no value of it, kept as it is.
 _VALUE_FREE = (
     re.compile(r"^Expected a value of non-null type '[^']+' to be provided\."),
@@ -74,12 +80,15 @@ def _type_at(root: Any, steps: list[str | int]) -> Any:
 
 def variable_error(error: GraphQLError, schema: GraphQLSchema) -> GraphQLError:
     """A variable coercion error whose message names the variable, the path in its value and the
-    type expected there, never the value; other errors about variables (missing, null, NUL) as they are."""
-    node = error.nodes[0] if error.nodes else None
-    matched = _VARIABLE.match(error.message)
-    if matched is None or not isinstance(node, VariableDefinitionNode):
+    type expected there, never the value; graphql-core's errors that name no value (a variable
+    missing, null, of a type that is no input) as they are; any other, the type expected."""
+    if _VARIABLE_VALUE_FREE.match(error.message):
         return error
-    name, path = matched.groups()
+    node = error.nodes[0] if error.nodes else None
+    if not isinstance(node, VariableDefinitionNode):
+        return GraphQLError("A variable has an invalid value.", nodes=error.nodes, extensions=error.extensions)
+    matched = _VARIABLE.match(error.message)
+    name, path = matched.groups() if matched else (node.variable.name.value, "")
     steps = [field or int(index) for field, index in _STEP.findall(path)]
     expected = _type_at(type_from_ast(schema, node.type), steps)
     inner = error.original_error.message if isinstance(error.original_error, GraphQLError) else ""

@@ -299,6 +299,23 @@ async def test_errors_about_input_values_never_repeat_the_value(
     assert "Beatrix" not in str(body)
 
 
+def test_a_variable_error_of_a_form_not_known_to_name_no_value_is_said_without_its_words(app: Any) -> None:
+    from graphql import GraphQLError, parse
+
+    from server.input_errors import variable_error
+
+    schema = app.state.pledgeql.endpoint.documents.schema
+    operation = parse("query Q($search: String) { me { role } }").definitions[0]
+    assert isinstance(operation, OperationDefinitionNode) and operation.variable_definitions
+    definition = operation.variable_definitions[0]
+    unknown = GraphQLError("Variable '$search' got invalid value 'Beatrix Oakhaven'; whatever.", definition)
+    assert variable_error(unknown, schema).message == (
+        "Variable '$search' has an invalid value: Expected a value of type 'String'."
+    )
+    missing = GraphQLError("Variable '$search' of required type 'String!' was not provided.", definition)
+    assert variable_error(missing, schema).message == missing.message
+
+
 async def test_a_page_size_over_the_maximum_is_bad_user_input_not_a_500(
     client: httpx.AsyncClient, token_for: Callable[..., str]
 ) -> None:
