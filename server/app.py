@@ -218,7 +218,7 @@ class RequestIdMiddleware:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         request_id = uuid.uuid4().hex
@@ -230,6 +230,9 @@ class RequestIdMiddleware:
                 if "x-request-id" not in headers:
                     headers["x-request-id"] = request_id
                 headers.setdefault("x-content-type-options", "nosniff")
+            elif message["type"] == "websocket.accept":
+                # The handshake's response: its subscriptions' audit requestIds begin with it.
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
             await send(message)
 
         await self.app(scope, receive, send_with_id)

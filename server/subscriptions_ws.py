@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from typing import Any
 
 import orjson
@@ -69,6 +70,10 @@ class Connection:
         self.websocket = websocket
         self.caller: Caller | None = None
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        # The handshake's X-Request-Id (server.app.RequestIdMiddleware): the n-th subscription's
+        # events are audited as requests <id>-<n>.<event>.
+        self.request_id: str = websocket.scope.get("state", {}).get("request_id") or uuid.uuid4().hex
+        self.subscribed = 0
         self.last_heard = time.monotonic()
         self._send_lock = asyncio.Lock()
 
@@ -185,7 +190,9 @@ class Connection:
             async def deliver(body: dict[str, Any]) -> None:
                 await self.send({"type": "next", "id": sid, "payload": body})
 
-            subscription: LiveSubscription = await self.service.start(self.caller, gql, deliver)
+            self.subscribed += 1
+            request_id = f"{self.request_id}-{self.subscribed}"
+            subscription: LiveSubscription = await self.service.start(self.caller, gql, deliver, request_id)
             ended = await subscription.run()
         except OperationErrors as errors:
             await self._finish(sid, {"type": "error", "id": sid, "payload": errors.errors})

@@ -796,6 +796,7 @@ async def test_a_subscriptions_client_request_id_follows_the_header_rules_and_re
     assert reason.startswith("BAD_USER_INPUT:"), reason
     over_ws = f"ws-{uuid.uuid4().hex[:12]}"
     async with connect(f"ws://{address}/graphql", subprotocols=[SUBPROTOCOL]) as ws:  # type: ignore[list-item]
+        handshake_id = ws.response.headers["x-request-id"] if ws.response else None
         init["payload"]["X-Request-Id"] = over_ws
         await ws.send(orjson.dumps(init).decode())
         assert (await receive(ws))["type"] == "connection_ack"
@@ -810,3 +811,6 @@ async def test_a_subscriptions_client_request_id_follows_the_header_rules_and_re
     # The SSE response's X-Request-Id is the audit's requestId of its events, each numbered after it.
     rows = await owner.fetch("SELECT request_id FROM audit_entries WHERE client_request_id = $1", over_sse)
     assert {r["request_id"].rsplit(".", 1)[0] for r in rows} == {server_id}, (server_id, rows)
+    # The WebSocket handshake's X-Request-Id begins the audit's requestId of each subscription on it.
+    rows = await owner.fetch("SELECT request_id FROM audit_entries WHERE client_request_id = $1", over_ws)
+    assert {r["request_id"].rsplit(".", 1)[0] for r in rows} == {f"{handshake_id}-1"}, (handshake_id, rows)
