@@ -36,6 +36,7 @@ from graphql import (
 )
 from graphql.error import GraphQLSyntaxError
 from graphql.execution.values import VariableValues, get_variable_values
+from graphql.validation.validate import ValidationAbortedError
 
 from permissions.errors import RequestError
 from schema.compiled import Plan, condition_variables
@@ -129,7 +130,10 @@ class DocumentCache:
         generation = self.registry.generation if self.registry is not None else 0
         errors = validate(self.schema, document, self.limit_rules, hide_suggestions=self.production)
         if not errors:
-            errors = validate(self.schema, document, self.rules, hide_suggestions=self.production)
+            errors = [
+                _over_validation_work(e) if _work_ran_out(e) else e
+                for e in validate(self.schema, document, self.rules, hide_suggestions=self.production)
+            ]
         variable_sizes = not errors and any(
             sized_by_variables(self.schema, document, d)
             for d in document.definitions
@@ -205,6 +209,22 @@ def _holds_nul(document: DocumentNode) -> bool:
     finder = _NulFinder()
     visit(document, finder)
     return finder.found
+
+
+def _work_ran_out(error: GraphQLError) -> bool:
+    """graphql-core stopped validating: the work its rules may spend on one document (comparing
+    fields of one name in a selection, walking shared fragments) ran out, the document was not
+    found invalid. Too many errors stop it too, and say so in other words."""
+    return isinstance(error, ValidationAbortedError) and error.message == "Validation aborted."
+
+
+def _over_validation_work(error: GraphQLError) -> GraphQLError:
+    return GraphQLError(
+        "The document takes more work to validate than the server spends on one (many fields of one "
+        "name in a selection, or fragments spread very widely): select each field once, or split it",
+        nodes=error.nodes,
+        extensions={"code": "QUERY_TOO_COMPLEX", "limit": "validationWork"},
+    )
 
 
 def _limit_extensions(source: GraphQLError | Violation) -> dict[str, Any]:

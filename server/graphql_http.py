@@ -361,9 +361,10 @@ class GraphQLEndpoint:
 
     @staticmethod
     def parse_purpose(raw: str | None) -> Purpose:
-        if raw is None or not raw.strip():
+        # Only HTTP's own whitespace (space, tab) around the value: a no-break space is part of it.
+        value = raw.strip(" \t") if raw is not None else ""
+        if not value:
             raise RequestError("PURPOSE_REQUIRED", "Declare why the data is used in the X-Purpose header")
-        value = raw.strip()
         if value not in Purpose.__members__:
             raise RequestError("PURPOSE_UNKNOWN", "X-Purpose must be exactly one Purpose value of the schema")
         return Purpose(value)

@@ -142,6 +142,17 @@ async def test_a_purpose_outside_the_enum_is_purpose_unknown(
     await expect(client, {"Authorization": f"Bearer {token}", "X-Purpose": purpose}, "PURPOSE_UNKNOWN", 400)
 
 
+@pytest.mark.parametrize("purpose", [b"INSTRUCTION\xa0", b"\x85INSTRUCTION", b"INSTRUCTION\xc2\xa0"])
+async def test_a_purpose_with_other_than_http_whitespace_around_it_is_purpose_unknown(
+    client: httpx.AsyncClient, token_for: Any, purpose: bytes
+) -> None:
+    # HTTP trims spaces and tabs around a value; a no-break space or NEL is part of it.
+    token = token_for("teacher1@northwind.example")
+    headers = {"Authorization": f"Bearer {token}", "X-Purpose": purpose, "Accept": GRAPHQL_RESPONSE}
+    response = await client.post("/graphql", json={"query": QUERY}, headers=headers)
+    assert response.status_code == 400 and error_codes(response.json()) == ["PURPOSE_UNKNOWN"], response.text
+
+
 async def test_a_purpose_the_role_does_not_have_is_not_allowed(client: httpx.AsyncClient, token_for: Any) -> None:
     token = token_for("teacher1@northwind.example")
     await expect(

@@ -316,6 +316,18 @@ def test_a_variable_error_of_a_form_not_known_to_name_no_value_is_said_without_i
     assert variable_error(missing, schema).message == missing.message
 
 
+async def test_a_document_over_the_work_validation_may_take_is_too_complex_not_bad_input(
+    client: httpx.AsyncClient, token_for: Callable[..., str]
+) -> None:
+    # One field 800 times is within depth, aliases and tokens; graphql-core stops comparing its
+    # occurrences before it is done: the document is too much work, not invalid.
+    status, body = await send(client, token_for(TEACHER), {"query": "{ me { " + "id " * 800 + "} }"})
+    assert status == 400 and error_codes(body) == ["QUERY_TOO_COMPLEX"], body
+    assert body["errors"][0]["extensions"]["limit"] == "validationWork"
+    status, body = await send(client, token_for(TEACHER), {"query": "{ me { " + "id " * 100 + "} }"})
+    assert status == 200 and "errors" not in body, body
+
+
 async def test_a_page_size_over_the_maximum_is_bad_user_input_not_a_500(
     client: httpx.AsyncClient, token_for: Callable[..., str]
 ) -> None:
