@@ -556,7 +556,8 @@ async def _computed(
         )
     dims = canonical([*fixed, *group_by])
     level_f = canonical(list(fixed))
-    lattice_dims = canonical([*dims, "WEEK"]) if windowed else dims
+    several_districts = len(universe.district_ids) > 1
+    lattice_dims = canonical([*dims, *ancestors(dims, several_districts), *(["WEEK"] if windowed else [])])
     all_time = _all_time(universe)
     lattice = await load_lattice(db, all_time, lattice_dims)
     views = [View(lattice.counts(), await load_overlaps(db, all_time, lattice_dims))]
@@ -578,7 +579,34 @@ async def _computed(
             hidden_weeks[mask] = lines
         return hidden_weeks[mask]
 
+    widened: dict[tuple[str, ...], tuple[tuple[str, ...], dict[Key, Key]]] = {}
+
+    def same_cell(level: tuple[str, ...], key: Key) -> tuple[tuple[str, ...], Key] | None:
+        """The cell of the table with ``level``'s ancestors added that is this very cell (a
+        school's row is its district's school's row), when exactly one is: its flags hold too."""
+        if level not in widened:
+            wider = canonical([*level, *ancestors(level, several_districts)])
+            at = [wider.index(d) for d in level]
+            by_key: dict[Key, Key] = {}
+            twice: set[Key] = set()
+            for ext in lattice.tables[_mask(lattice_dims, wider)] if wider != level else ():
+                short = tuple(ext[i] for i in at)
+                if short in by_key:
+                    twice.add(short)  # a row of several wider cells (no class: many schools) is their parent
+                else:
+                    by_key[short] = ext
+            widened[level] = (wider, {short: ext for short, ext in by_key.items() if short not in twice})
+        wider, same = widened[level]
+        return (wider, same[key]) if key in same else None
+
     def reason(level: tuple[str, ...], key: Key, students: int) -> Reason | None:
+        own = flagged(level, key, students)
+        if own is not None:
+            return own
+        same = same_cell(level, key)
+        return None if same is None else flagged(*same, students)
+
+    def flagged(level: tuple[str, ...], key: Key, students: int) -> Reason | None:
         if 0 < students < k:
             return Reason.SMALL_GROUP
         mask = _mask(lattice_dims, level)
@@ -618,6 +646,19 @@ async def _computed(
             rows.append(_shown(shown_key, cell, reason(dims, key, cell.students), universe.kind))
         rows.sort(key=lambda r: _sort_key(r.key))
     return Report(k=k, rows=rows, total=total, start=universe.start, end=universe.end)
+
+
+def ancestors(dims: Sequence[str], several_districts: bool) -> list[str]:
+    """The dimensions ``dims`` determine by the roster's structure: a class is in one school, a
+    school in one district. Suppression is decided with them in the lattice, so that a school's
+    cells are protected among their district's as well (an analyst's DISTRICT x ENGLISH_LEARNER
+    less SCHOOL x ENGLISH_LEARNER would otherwise give one school's hidden cell back)."""
+    added = []
+    if "CLASS" in dims:
+        added.append("SCHOOL")
+    if several_districts and ("SCHOOL" in dims or "CLASS" in dims):
+        added.append("DISTRICT")
+    return [d for d in added if d not in dims]
 
 
 def _all_time(universe: Universe) -> Universe:

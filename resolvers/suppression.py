@@ -74,7 +74,16 @@ additive ones. It does not model a report under another caller's universe
 (another scope or k): those are other lattices, suppressed on their own.
 The one exception is the analyst's, who can ask the same report under two
 purposes whose districts may differ: ``suppress_jointly`` decides one hidden
-set for both universes and their differences.
+set for both universes and their differences. The roster's structure links
+lattices: a class is in one school, a school in one district, so a school's
+row is also a cell of the school-by-district table. resolvers/reports.py
+adds those ancestors to the lattice and reads a row's flags from both.
+
+What it does not protect (known): dimensions nested by the data alone (a
+grade taught in one school only: SCHOOL x X less GRADE_LEVEL x X can give a
+grade's hidden cell back), hidden cells of one partition that another
+partition's hidden cells contain and that differencing the two recovers,
+and the students counted in two weeks of a window.
 """
 
 from __future__ import annotations
