@@ -71,7 +71,8 @@ def cors_options(settings: Settings) -> dict[str, Any]:
         "allow_origin_regex": pattern,
         "allow_methods": ["GET", "POST"],
         "allow_headers": allowed_headers(settings.cors_extra_headers),
-        "expose_headers": list(EXPOSED_HEADERS),
+        # Closed (no origin listed), no CORS header at all: nothing to expose to a page of any origin.
+        "expose_headers": list(EXPOSED_HEADERS) if exact or pattern else [],
         "allow_credentials": False,
         "max_age": 600,
     }
