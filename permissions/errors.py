@@ -90,7 +90,7 @@ _REFUSALS = {
 
 
 def refusal_message(what: str, purpose: str, reason: str) -> str:
-    """The message of a FORBIDDEN about ``what`` ("DIRECTORY data", "Operation exportStudentRecord")."""
+    """The message of a FORBIDDEN about ``what`` ("DIRECTORY data", "operation exportStudentRecord")."""
     sentence = _REFUSALS.get(reason, _REFUSALS["PURPOSE_NOT_ALLOWED_FOR_CATEGORY"]).format(what=what, purpose=purpose)
     return sentence[0].upper() + sentence[1:]
 
