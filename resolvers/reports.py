@@ -561,8 +561,10 @@ async def _computed(
     all_time = _all_time(universe)
     lattice = await load_lattice(db, all_time, lattice_dims)
     views = [View(lattice.counts(), await load_overlaps(db, all_time, lattice_dims))]
+    lattices = [lattice]
     for other in map(_all_time, counterparts):
         other_lattice = await load_lattice(db, other, lattice_dims)
+        lattices.append(other_lattice)
         views.append(View(other_lattice.counts(), await load_overlaps(db, other, lattice_dims)))
     hidden = suppress_jointly(views, len(lattice_dims), k)
     window = _Window(universe.start, universe.end)
@@ -583,18 +585,20 @@ async def _computed(
 
     def same_cell(level: tuple[str, ...], key: Key) -> tuple[tuple[str, ...], Key] | None:
         """The cell of the table with ``level``'s ancestors added that is this very cell (a
-        school's row is its district's school's row), when exactly one is: its flags hold too."""
+        school's row is its district's school's row), when exactly one is in every universe
+        decided together (so that their reports hide alike): its flags hold too."""
         if level not in widened:
             wider = canonical([*level, *ancestors(level, several_districts)])
             at = [wider.index(d) for d in level]
             by_key: dict[Key, Key] = {}
             twice: set[Key] = set()
-            for ext in lattice.tables[_mask(lattice_dims, wider)] if wider != level else ():
-                short = tuple(ext[i] for i in at)
-                if short in by_key:
-                    twice.add(short)  # a row of several wider cells (no class: many schools) is their parent
-                else:
-                    by_key[short] = ext
+            for table in (each.tables[_mask(lattice_dims, wider)] for each in lattices) if wider != level else ():
+                for ext in table:
+                    short = tuple(ext[i] for i in at)
+                    if short not in by_key:
+                        by_key[short] = ext
+                    elif by_key[short] != ext:
+                        twice.add(short)  # a row of several wider cells (no class: many schools) is their parent
             widened[level] = (wider, {short: ext for short, ext in by_key.items() if short not in twice})
         wider, same = widened[level]
         return (wider, same[key]) if key in same else None
