@@ -291,7 +291,7 @@ async def _plan_district(ctx: Context, request: Request, kind: Kind) -> Plan:
         raise _out_of_scope(ctx, "This report")
     if not is_purpose_authorized(ctx.purpose, home):
         raise _refuse(
-            f"Your district has not authorized purpose {ctx.purpose.value} for its data",
+            refusal_message("its data", ctx.purpose.value, DenyReason.PURPOSE_NOT_AUTHORIZED_BY_DISTRICT.value),
             DenyReason.PURPOSE_NOT_AUTHORIZED_BY_DISTRICT,
             ctx.purpose,
         )

@@ -53,7 +53,7 @@ from graphql import execute as graphql_execute
 from graphql.execution.values import VariableValues, get_argument_values
 
 from permissions.enums import DenyReason, Purpose
-from permissions.errors import RequestError
+from permissions.errors import RequestError, refusal_message
 from resolvers import live
 from resolvers.db import Db
 from resolvers.reads import Row
@@ -328,11 +328,12 @@ class LiveService:
         )
         home = context.conditions.get(context.home_district_key)
         if home is not None and caller.purpose not in home.authorized_purposes:
+            reason = DenyReason.PURPOSE_NOT_AUTHORIZED_BY_DISTRICT.value
             raise RequestError(
                 "FORBIDDEN",
-                f"The district does not authorize purpose {caller.purpose.value}",
+                refusal_message("its data", caller.purpose.value, reason),
                 purpose=caller.purpose.value,
-                reason=DenyReason.PURPOSE_NOT_AUTHORIZED_BY_DISTRICT.value,
+                reason=reason,
             )
         return context
 
