@@ -51,6 +51,11 @@ class Db:
     def is_in_transaction(self) -> bool:
         return bool(self._conn.is_in_transaction())
 
+    @property
+    def connection(self) -> asyncpg.Connection:
+        """The driver's connection (what its session carries is kept against it)."""
+        return self._conn
+
     def is_closed(self) -> bool:
         return bool(self._conn.is_closed())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,9 @@ from permissions.enums import Purpose, Role
 from permissions.notice import DistrictNotice, Retention
 from permissions.principal import Principal, SupportScope
 from resolvers.db import Db
+
+# What a standing was read at (migration 0020): a compiled read returns it from its own snapshot.
+GENERATION = "(SELECT n FROM principal_generation)"
 
 # The caller, its home district's settings, and the row-level security setting
 # a district user's request runs under (its district alone), in one round
@@ -25,7 +29,8 @@ PRINCIPAL = (
     "SELECT p.*, d AS home, set_config('pledgeql.district_ids', "
     "coalesce(p.district_id::text, $3), {local}) AS district_ids{generic}, "
     "CASE WHEN p.district_id IS NULL AND p.role <> 'SUPPORT' "
-    "THEN ARRAY(SELECT x FROM districts x ORDER BY x.id) END AS every_district "
+    "THEN ARRAY(SELECT x FROM districts x ORDER BY x.id) END AS every_district, "
+    f"{GENERATION} AS generation "
     "FROM pledgeql_principal($1, $2) p LEFT JOIN districts d ON d.id = p.district_id"
 )
 # With generic_plans: the rest of the request uses each prepared statement's
@@ -59,6 +64,8 @@ class Standing:
     district_ids: str
     # An internal analyst's: every district's settings (None for anyone else).
     every_district: dict[str, DistrictConditions] | None = None
+    # The principal's generation it was read at (migration 0020).
+    generation: int = 0
 
 
 async def load_principal(
@@ -98,7 +105,67 @@ async def load_principal(
     home = conditions_from_row(row["home"]) if row["home"] is not None else None
     every = row["every_district"]
     every_district = None if every is None else {str(d["id"]): conditions_from_row(d) for d in every}
-    return Standing(principal, home, row["district_ids"], every_district)
+    return Standing(principal, home, row["district_ids"], every_district, row["generation"])
+
+
+class StaleStanding(Exception):
+    """A kept standing that a request could not confirm: served again with the standing read anew."""
+
+
+# The row-level security setting and plan mode a connection's session carries, as
+# ``Standings.settle`` last set them (a hint: each compiled read confirms the setting).
+_SESSION: weakref.WeakKeyDictionary[Any, tuple[str, bool]] = weakref.WeakKeyDictionary()
+_SETTLE = (
+    "SELECT set_config('pledgeql.district_ids', $1, false), "
+    "set_config('plan_cache_mode', CASE WHEN $2 THEN 'force_generic_plan' ELSE 'auto' END, false)"
+)
+
+
+def session_unknown(connection: Any) -> None:
+    """Forget what a connection's session carries (a transaction's BEGIN resets it)."""
+    _SESSION.pop(connection, None)
+
+
+def session_set(connection: Any, district_ids: str, generic_plans: bool) -> None:
+    _SESSION[connection] = (district_ids, generic_plans)
+
+
+class Standings:
+    """The standings a worker read lately, kept per caller, token purposes and day.
+
+    A kept standing serves a query's compiled read without the principal's
+    statement: the read returns the generation and the row-level security
+    setting from its own snapshot, and the request stands only if they are
+    the standing's (``check``); else it raises ``StaleStanding`` and the
+    request is served again with a standing read anew. A student's classes
+    change with the day (enrollment dates), so the day is part of the key.
+    SUPPORT's standing (grants that expire by the minute) is never kept.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._kept: dict[tuple[uuid.UUID, frozenset[Purpose], dt.date], Standing] = {}
+
+    def get(self, user_id: uuid.UUID, token_purposes: frozenset[Purpose], day: dt.date) -> Standing | None:
+        return self._kept.get((user_id, token_purposes, day))
+
+    def keep(self, token_purposes: frozenset[Purpose], day: dt.date, standing: Standing) -> None:
+        if standing.principal.role is Role.SUPPORT:
+            return
+        if len(self._kept) >= self.capacity:
+            self._kept.pop(next(iter(self._kept)))
+        self._kept[standing.principal.user_id, token_purposes, day] = standing
+
+    def forget(self, user_id: uuid.UUID, token_purposes: frozenset[Purpose], day: dt.date) -> None:
+        self._kept.pop((user_id, token_purposes, day), None)
+
+    @staticmethod
+    async def settle(db: Db, district_ids: str, generic_plans: bool) -> None:
+        """The session's setting and plan mode made these, unless it carries them already."""
+        connection = db.connection
+        if _SESSION.get(connection) != (district_ids, generic_plans):
+            await db.execute(_SETTLE, district_ids, generic_plans)
+            session_set(connection, district_ids, generic_plans)
 
 
 # A row of ``districts`` is read here alone: its policy settings (what the

@@ -33,7 +33,7 @@ from starlette.websockets import WebSocket
 
 from permissions.enums import DataCategory
 from permissions.policy import PolicySet, load_policy_set
-from resolvers.principal import notice_from_row
+from resolvers.principal import notice_from_row, session_unknown
 from schema.build import build_schema, graphql_schema
 from schema.catalog import category_fields
 from schema.compiled import CompiledReads, Planner, condition_variables
@@ -133,6 +133,7 @@ async def _checkout(engine: AsyncEngine, begin: bool) -> tuple[AsyncConnection, 
                         await driver.execute("SELECT 1", timeout=PING_TIMEOUT)
                         raw.info["pledgeql_checked"] = time.monotonic()
                     if begin:
+                        session_unknown(driver)  # BEGIN resets the session's setting
                         await driver.execute(BEGIN)
                     return connection, driver, begin
                 except Exception as error:
@@ -201,7 +202,8 @@ def create_serving_engine(url: str, settings: Settings) -> AsyncEngine:
         pool_recycle=1800,
         pool_timeout=settings.db_pool_timeout,
         connect_args={
-            "server_settings": {"application_name": "pledgeql", "jit": "off"},
+            # Dates are UTC dates in the database as in the server (a request's day, an enrollment's).
+            "server_settings": {"application_name": "pledgeql", "jit": "off", "timezone": "UTC"},
             "timeout": settings.db_connect_timeout,
             "command_timeout": settings.db_command_timeout,
         },

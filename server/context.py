@@ -56,6 +56,10 @@ class RequestContext:
     read_only: bool = False
     # The districts its transaction may touch (the row-level security setting).
     rls_key: str = ""
+    # With a kept standing: the principal's generation and the row-level
+    # security setting its compiled statement must return, or the request is
+    # served again (resolvers.principal.Standings). None once confirmed.
+    confirm: tuple[int, str] | None = None
     # Run once the request's transaction has ended: with None once it has
     # committed, with the error otherwise.
     after_commit: list[Callable[[BaseException | None], None]] = field(default_factory=list)

@@ -52,7 +52,14 @@ from permissions.decide import DecisionTable
 from permissions.enums import Purpose, RequestRefusal, Role
 from permissions.errors import RequestError
 from permissions.policy import PolicySet
-from resolvers.principal import load_conditions, load_principal, support_tickets
+from resolvers.principal import (
+    StaleStanding,
+    Standings,
+    load_conditions,
+    load_principal,
+    session_set,
+    support_tickets,
+)
 from resolvers.reads import Reads
 from resolvers.report_cache import ReportCache
 from resolvers.scope import RowScope
@@ -222,6 +229,7 @@ class GraphQLEndpoint:
         self.compiled = compiled
         self.planner = Planner(schema)
         self.reports = ReportCache()
+        self.standings = Standings()
 
     # ------------------------------------------------------------ the request, top-down
 
@@ -384,19 +392,35 @@ class GraphQLEndpoint:
         generic_plans: bool = False,
         session: bool = False,
         client_request_id: str | None = None,
+        keep: bool = False,
+        use_kept: bool = False,
     ) -> RequestContext:
         """The caller read from the database and admitted under ``purpose``: the context its reads run in.
 
         Raises the refusal (UNAUTHENTICATED for an unknown or disabled user,
         PURPOSE_NOT_ALLOWED, JUSTIFICATION_REQUIRED, DIRECT_ACCESS_DISABLED).
         Every transport admits through here: a request over HTTP, and each
-        event of a subscription (server/subscriptions.py)."""
+        event of a subscription (server/subscriptions.py).
+
+        With ``keep``, the standing read is kept (``resolvers.principal.Standings``).
+        With ``use_kept`` (a query's compiled read, which confirms it), the
+        caller's standing may be the one kept: the context then carries what
+        its statement must confirm (``RequestContext.confirm``), and a refusal
+        from it raises ``StaleStanding`` (decided again on a standing read anew)."""
         token_purposes = frozenset(Purpose(p) for p in claims.purposes if p in Purpose.__members__)
-        standing = await load_principal(
-            db, claims.user_id, token_purposes, now, NIL_DISTRICT, generic_plans=generic_plans, session=session
-        )
+        day = now.date()
+        standing = self.standings.get(claims.user_id, token_purposes, day) if use_kept else None
+        provisional = standing is not None
         if standing is None:
-            raise RequestError("UNAUTHENTICATED", "Sign in again: this account is unknown or disabled")
+            standing = await load_principal(
+                db, claims.user_id, token_purposes, now, NIL_DISTRICT, generic_plans=generic_plans, session=session
+            )
+            if standing is None:
+                raise RequestError("UNAUTHENTICATED", "Sign in again: this account is unknown or disabled")
+            if session:
+                session_set(db.connection, standing.district_ids, generic_plans)
+            if keep:
+                self.standings.keep(token_purposes, day, standing)
         principal = standing.principal
         if principal.district_id is not None:
             conditions = {str(principal.district_id): standing.home} if standing.home else {}
@@ -410,6 +434,8 @@ class GraphQLEndpoint:
         policies = self.policies.in_effect(now.date())
         admission = admit(policies, principal, purpose, token_purposes, justification, conditions)
         if isinstance(admission, RequestRefusal):
+            if provisional:
+                raise StaleStanding
             raise RequestError(admission.value, REFUSAL_MESSAGES[admission])
         rule = admission.rule
         scope = RowScope(
@@ -420,8 +446,12 @@ class GraphQLEndpoint:
             today=now.date(),
         )
         settable = ",".join(map(str, admission.rls_districts))
-        if settable != standing.district_ids:  # set with the principal for district users
+        if provisional:
+            await self.standings.settle(db, settable, generic_plans)
+        elif settable != standing.district_ids:  # set with the principal for district users
             await db.execute("SELECT set_config('pledgeql.district_ids', $1, $2)", settable, not session)
+            if session:
+                session_set(db.connection, settable, generic_plans)
         # SUPPORT's justification is its grants' tickets in each district, never client text.
         tickets = await support_tickets(db, now) if principal.role is Role.SUPPORT else {}
         return RequestContext(
@@ -443,6 +473,7 @@ class GraphQLEndpoint:
             read_only=read_only,
             rls_key=settable,
             reports=self.reports,
+            confirm=(standing.generation, settable) if provisional else None,
         )
 
     # ------------------------------------------------------------ execution and audit
@@ -470,7 +501,10 @@ class GraphQLEndpoint:
         plan = self._plan(call.prepared, call.operation, call.variables)
         # A query runs without a transaction, a mutation in one.
         read_only = call.operation.operation is OperationType.QUERY
-        for attempt in (1, 2):
+        # A query's compiled read may use the standing kept for its caller, which its statement confirms.
+        keep = use_kept = read_only and plan is not None
+        retried = False
+        for _ in range(3):
             context: RequestContext | None = None
             committed = False
             try:
@@ -494,12 +528,16 @@ class GraphQLEndpoint:
                                 read_only=read_only,
                                 generic_plans=plan is not None,
                                 session=read_only,
+                                keep=keep,
+                                use_kept=use_kept,
                             )
+                            # With a kept standing, the compiled statement may be the first.
+                            reply = await self._execute(call, plan, context)
                         except Exception as error:
-                            if read_only and attempt == 1 and _first_statement_lost(error, db):
+                            if read_only and not retried and _first_statement_lost(error, db):
+                                retried = True
                                 raise _Retry from error
                             raise
-                        reply = await self._execute(call, plan, context)
                         reply.sql_seconds = db.seconds
                         reply.audit_seconds = await self._write_audit(context)
                     finally:
@@ -511,6 +549,9 @@ class GraphQLEndpoint:
                 return reply
             except _Retry:
                 continue  # the dead connection is discarded and the pool suspect (driver_connection)
+            except StaleStanding:
+                use_kept = False  # served again, on a standing read anew (and kept)
+                continue
             except Exception as error:
                 refusal = unavailable(error)
                 if refusal is None:
@@ -525,6 +566,8 @@ class GraphQLEndpoint:
         """The reply from the compiled plan, else from the resolvers, marked with the path that served it."""
         reply = await self._compiled(plan, call.variables, context)
         if reply is None:
+            if context.confirm is not None:
+                raise StaleStanding  # the resolver path never runs on a standing its statement did not confirm
             reply = await self._run(call.request, call.prepared, call.gql, context)
             reply.served = "resolvers"
         else:

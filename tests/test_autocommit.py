@@ -81,10 +81,12 @@ async def test_a_compiled_query_has_no_transaction_and_its_entries_have_committe
     assert students
     (checkout,) = seen
     assert checkout.transaction is False and checkout.in_transaction is False
-    # The principal, the statement and the audit write (the names' codes are read once per
-    # worker, KnownCodes); no BEGIN or COMMIT among them.
+    # The statement and the audit write (the names' codes are read once per worker, KnownCodes;
+    # the principal's standing is the one kept from the request before, tests/test_kept_standing.py);
+    # no BEGIN or COMMIT among them.
     statements = [s for s in checkout.statements if s != NAMES]
-    assert len(statements) == 3, checkout.statements
+    assert len(statements) == 2, checkout.statements
+    assert statements[0].startswith("SELECT json_build_object(")
     assert statements[-1] == ADVANCE
     assert not any(s.strip().upper() in ("BEGIN", "COMMIT") for s in checkout.statements)
     # Committed before the answer: another connection reads one entry per student at once.
