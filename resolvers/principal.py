@@ -16,8 +16,11 @@ from permissions.notice import DistrictNotice, Retention
 from permissions.principal import Principal, SupportScope
 from resolvers.db import Db
 
-# What a standing was read at (migration 0020): a compiled read returns it from its own snapshot.
+# What a standing was read at (migration 0020).
 GENERATION = "(SELECT n FROM principal_generation)"
+# The columns a statement returns, from its own snapshot, for a kept standing to be confirmed
+# (``confirm``): the principal's generation and the session's row-level security setting.
+CONFIRMING = f"{GENERATION}, current_setting('pledgeql.district_ids', true)"
 
 # The caller, its home district's settings, and the row-level security setting
 # a district user's request runs under (its district alone), in one round
@@ -112,10 +115,17 @@ class StaleStanding(Exception):
     """A kept standing that a request could not confirm: served again with the standing read anew."""
 
 
+def confirm(expected: tuple[int, str] | None, generation: int, setting: str | None) -> None:
+    """Raise StaleStanding unless a statement's ``CONFIRMING`` columns are those the kept standing
+    was read with (nothing to confirm: ``expected`` is None)."""
+    if expected is not None and (generation, setting) != expected:
+        raise StaleStanding
+
+
 # The row-level security setting and plan mode a connection's session carries, as
 # ``Standings.settle`` last set them (a hint: each compiled read confirms the setting).
 _SESSION: weakref.WeakKeyDictionary[Any, tuple[str, bool]] = weakref.WeakKeyDictionary()
-_SETTLE = (
+SETTLE = (
     "SELECT set_config('pledgeql.district_ids', $1, false), "
     "set_config('plan_cache_mode', CASE WHEN $2 THEN 'force_generic_plan' ELSE 'auto' END, false)"
 )
@@ -164,7 +174,7 @@ class Standings:
         """The session's setting and plan mode made these, unless it carries them already."""
         connection = db.connection
         if _SESSION.get(connection) != (district_ids, generic_plans):
-            await db.execute(_SETTLE, district_ids, generic_plans)
+            await db.execute(SETTLE, district_ids, generic_plans)
             session_set(connection, district_ids, generic_plans)
 
 

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from resolvers.db import Db
+from resolvers.principal import CONFIRMING, confirm
 from resolvers.reports import Kind, Report, Universe, run_report
 
 ENTRIES = 128
@@ -46,7 +47,8 @@ SOURCES: dict[Kind, list[str]] = {
     Kind.PERFORMANCE: ["responses", "users", "consents", "assignments", "items", "assessments"],
     Kind.USAGE: ["activity_events", "users", "consents", "enrollments"],
 }
-GENERATION = "SELECT pledgeql_report_generation($1::uuid[], $2::text[])"
+# With the columns that confirm a kept standing (resolvers.principal.confirm).
+GENERATION = f"SELECT pledgeql_report_generation($1::uuid[], $2::text[]), {CONFIRMING}"
 
 T = TypeVar("T")
 Inputs = tuple[Universe, tuple[str, ...], tuple[tuple[str, str], ...], int, tuple[Universe, ...]]
@@ -70,11 +72,18 @@ class ReportCache:
         fixed: dict[str, str],
         k: int,
         counterparts: Sequence[Universe],
+        standing: tuple[int, str] | None = None,
     ) -> Report:
-        """``run_report`` of these inputs: kept, being computed, or computed now."""
+        """``run_report`` of these inputs: kept, being computed, or computed now. With ``standing``
+        (a kept standing's, ``RequestContext.confirm``), raises StaleStanding unless the statement
+        that reads the counters confirms it."""
         inputs: Inputs = (universe, tuple(group_by), tuple(sorted(fixed.items())), k, tuple(counterparts))
         districts = sorted({d for u in (universe, *counterparts) for d in u.district_ids})
-        generation = int(await db.fetchval(GENERATION, districts, SOURCES[universe.kind]))
+        row = await db.fetchrow(GENERATION, districts, SOURCES[universe.kind])
+        if row is None:
+            raise RuntimeError("The report counters' statement returned no row")
+        confirm(standing, row[1], row[2])
+        generation = int(row[0])
         kept = self._kept.get(inputs)
         if kept is not None and kept[0] == generation:
             self._kept.move_to_end(inputs)

@@ -134,7 +134,7 @@ from permissions.enums import DataCategory, Role
 from permissions.errors import BadUserInput
 from resolvers.audit_log import AuditFilters, logical_statement
 from resolvers.db import Params
-from resolvers.principal import GENERATION, StaleStanding
+from resolvers.principal import CONFIRMING, confirm
 from resolvers.reads import ACTIVE, PROGRESS, decode_cursor, students_matching
 from resolvers.scope import STAFF_ROLES, RowScope
 from schema.audit import as_utc, decode_seq
@@ -1148,7 +1148,7 @@ def statement(
     page = "" if b.audit is None else f"WITH audit_page AS MATERIALIZED ({b.audit.sql(b.audit.size + 1)}) "
     sql = (
         f"{page}SELECT json_build_object({', '.join(parts)})::text, {' AND '.join(found)}, "
-        f"json_build_array({', '.join(rows)})::text, {GENERATION}, current_setting('pledgeql.district_ids', true) "
+        f"json_build_array({', '.join(rows)})::text, {CONFIRMING} "
         f"FROM (SELECT 1) one{''.join(joins)}"
     )
     subject = b.audit.filters.subject if b.audit is not None and "auditLog" in plan.operations else None
@@ -1371,8 +1371,7 @@ class CompiledReads:
         row = await ctx.db.fetchrow(built.sql, *built.params)
         if ctx.confirm is not None:
             # A kept standing stands only if its generation and setting are the statement's own.
-            if row is None or (row[3], row[4]) != ctx.confirm:
-                raise StaleStanding
+            confirm(ctx.confirm, *(row[3:5] if row is not None else (0, None)))
             ctx.confirm = None
         if row is None or not row[1]:
             return None  # nothing found: the resolver path says so, with its error

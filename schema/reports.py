@@ -446,7 +446,10 @@ async def _report(info: Info, input: ReportInput, kind: Kind) -> AggregateReport
         raise
     _record(ctx, kind, request, True)
     # run_report's answer, kept while nothing it counts changes (resolvers/report_cache.py).
-    report = await ctx.reports.report(ctx.db, plan.universe, request.group_by, plan.fixed, plan.k, plan.counterparts)
+    report = await ctx.reports.report(
+        ctx.db, plan.universe, request.group_by, plan.fixed, plan.k, plan.counterparts, ctx.confirm
+    )
+    ctx.confirm = None
     labels = await load_labels(ctx.db, request.group_by, report)
     return ctx.reports.shown(report, labels, lambda: to_graphql(kind, request.group_by, report, labels))
 

@@ -501,8 +501,10 @@ class GraphQLEndpoint:
         plan = self._plan(call.prepared, call.operation, call.variables)
         # A query runs without a transaction, a mutation in one.
         read_only = call.operation.operation is OperationType.QUERY
-        # A query's compiled read may use the standing kept for its caller, which its statement confirms.
-        keep = use_kept = read_only and plan is not None
+        # A query's compiled read, or its reports, may use the standing kept for its caller, which
+        # the statement it reads with (the reports': the one that reads their counters) confirms.
+        roots = root_fields(call.prepared.document, call.operation)
+        keep = use_kept = read_only and (plan is not None or (roots <= _REPORTS and bool(roots - {"__typename"})))
         retried = False
         for _ in range(3):
             context: RequestContext | None = None
@@ -566,8 +568,8 @@ class GraphQLEndpoint:
         """The reply from the compiled plan, else from the resolvers, marked with the path that served it."""
         reply = await self._compiled(plan, call.variables, context)
         if reply is None:
-            if context.confirm is not None:
-                raise StaleStanding  # the resolver path never runs on a standing its statement did not confirm
+            if context.confirm is not None and plan is not None:
+                raise StaleStanding  # the resolver path runs on a standing confirmed, or on none kept
             reply = await self._run(call.request, call.prepared, call.gql, context)
             reply.served = "resolvers"
         else:
@@ -645,6 +647,8 @@ class GraphQLEndpoint:
         )
         if hasattr(result, "__await__"):
             result = await result
+        if getattr(context, "confirm", None) is not None:
+            raise StaleStanding  # a kept standing none of its statements confirmed: nothing of it leaves
         body: dict[str, Any] = {}
         if result.errors:
             if any(is_connection_error(e.original_error) for e in result.errors):
@@ -657,6 +661,10 @@ class GraphQLEndpoint:
             codes = {e.get("extensions", {}).get("code") for e in body.get("errors", [])}
             status = 400 if codes <= {"BAD_USER_INPUT"} else 200
         return Reply(body, status)
+
+
+# The reports: the statement that reads their counters confirms a kept standing.
+_REPORTS = frozenset({"performanceReport", "usageReport", "__typename"})
 
 
 class _Retry(Exception):

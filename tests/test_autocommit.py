@@ -26,6 +26,7 @@ import pytest_asyncio
 
 from permissions.audit import PendingEntry
 from resolvers.audit_store import ADVANCE, HEADS, INSERT, NAMES, write_entries
+from resolvers.principal import SETTLE
 from server.app import create_app, driver_connection
 from server.auth import mint_token
 from server.commands.audit_cli import verify_chains
@@ -82,9 +83,10 @@ async def test_a_compiled_query_has_no_transaction_and_its_entries_have_committe
     (checkout,) = seen
     assert checkout.transaction is False and checkout.in_transaction is False
     # The statement and the audit write (the names' codes are read once per worker, KnownCodes;
-    # the principal's standing is the one kept from the request before, tests/test_kept_standing.py);
+    # the principal's standing is the one kept from the request before, tests/test_kept_standing.py,
+    # and its setting is sent when the request before left this connection another);
     # no BEGIN or COMMIT among them.
-    statements = [s for s in checkout.statements if s != NAMES]
+    statements = [s for s in checkout.statements if s not in (NAMES, SETTLE)]
     assert len(statements) == 2, checkout.statements
     assert statements[0].startswith("SELECT json_build_object(")
     assert statements[-1] == ADVANCE

@@ -19,6 +19,7 @@ import pytest
 
 from resolvers.principal import Standings
 from tests.conftest import Gql, clock_at, error_codes
+from tests.test_reports import PERFORMANCE
 from tests.test_statement_count import counting
 
 TEACHER = "teacher1@northwind.example"
@@ -192,3 +193,43 @@ async def test_a_students_classes_are_those_of_the_day_served(
         assert sorted([c["id"] for c in after["data"]["me"]["classes"]]) == sorted([*classes, str(later)])
     finally:
         await owner.execute("DELETE FROM enrollments WHERE class_id = $1 AND student_id = $2", later, ids["student"])
+
+
+ADMIN = "admin@northwind.example"
+
+
+def by_school(ids: dict[str, Any]) -> dict[str, Any]:
+    return {"input": {"scope": {"districtId": str(ids["northwind"])}, "groupBy": ["SCHOOL"]}}
+
+
+async def test_a_report_uses_the_kept_standing_and_a_changed_minimum_group_size_at_once(
+    gql: Gql, app: Any, owner: Any, ids: dict[str, Any]
+) -> None:
+    first = await gql(ADMIN, "REPORTING", PERFORMANCE, by_school(ids))
+    assert "errors" not in first, first
+    async with counting(app) as statements:
+        again = await gql(ADMIN, "REPORTING", PERFORMANCE, by_school(ids))
+    assert again == first
+    assert principal_reads(statements) == 0, statements
+    k = first["data"]["performanceReport"]["minimumGroupSize"]
+    await owner.execute("UPDATE districts SET minimum_group_size = $2 WHERE id = $1", ids["northwind"], k + 5)
+    try:
+        async with counting(app) as statements:
+            changed = await gql(ADMIN, "REPORTING", PERFORMANCE, by_school(ids))
+        assert changed["data"]["performanceReport"]["minimumGroupSize"] == k + 5, changed
+        assert principal_reads(statements) == 1
+    finally:
+        await owner.execute("UPDATE districts SET minimum_group_size = $2 WHERE id = $1", ids["northwind"], k)
+    assert await gql(ADMIN, "REPORTING", PERFORMANCE, by_school(ids)) == first
+
+
+async def test_a_report_for_a_disabled_account_is_refused_at_its_next_request(
+    gql: Gql, owner: Any, ids: dict[str, Any]
+) -> None:
+    assert "errors" not in await gql(ADMIN, "REPORTING", PERFORMANCE, by_school(ids))
+    await owner.execute("UPDATE users SET disabled = true WHERE username = $1", ADMIN)
+    try:
+        refused = await gql(ADMIN, "REPORTING", PERFORMANCE, by_school(ids))
+        assert error_codes(refused) == ["UNAUTHENTICATED"] and refused.get("data") is None, refused
+    finally:
+        await owner.execute("UPDATE users SET disabled = false WHERE username = $1", ADMIN)

@@ -25,7 +25,10 @@ SUBMIT = """
 mutation Submit($input: SubmitResponseInput!) { submitResponse(input: $input) { correct } }"""
 RECORD = """
 mutation Record($events: [ActivityEventInput!]!) { recordActivity(events: $events) { accepted droppedReason } }"""
-GENERATION = "SELECT pledgeql_report_generation($1::uuid[], $2::text[])"
+GENERATION = (
+    "SELECT pledgeql_report_generation($1::uuid[], $2::text[]), (SELECT n FROM principal_generation), "
+    "current_setting('pledgeql.district_ids', true)"
+)
 PERFORMANCE_SOURCES = ["responses", "users", "consents", "assignments", "items", "assessments"]
 USAGE_SOURCES = ["activity_events", "users", "consents", "enrollments"]
 
