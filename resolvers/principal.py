@@ -123,7 +123,7 @@ def confirm(expected: tuple[int, str] | None, generation: int, setting: str | No
 
 
 # The row-level security setting and plan mode a connection's session carries, as
-# ``Standings.settle`` last set them (a hint: each compiled read confirms the setting).
+# this worker last set them (a hint: the statement that confirms a kept standing confirms the setting).
 _SESSION: weakref.WeakKeyDictionary[Any, tuple[str, bool]] = weakref.WeakKeyDictionary()
 SETTLE = (
     "SELECT set_config('pledgeql.district_ids', $1, false), "
@@ -143,11 +143,12 @@ def session_set(connection: Any, district_ids: str, generic_plans: bool) -> None
 class Standings:
     """The standings a worker read lately, kept per caller, token purposes and day.
 
-    A kept standing serves a query's compiled read without the principal's
-    statement: the read returns the generation and the row-level security
-    setting from its own snapshot, and the request stands only if they are
-    the standing's (``check``); else it raises ``StaleStanding`` and the
-    request is served again with a standing read anew. A student's classes
+    A kept standing serves a query's compiled read, or its reports, without
+    the principal's statement: the statement it reads with returns the
+    generation and the row-level security setting from its own snapshot
+    (``CONFIRMING``), and the request stands only if they are the standing's
+    (``confirm``); else ``StaleStanding`` is raised and the request is served
+    again with a standing read anew. A student's classes
     change with the day (enrollment dates), so the day is part of the key.
     SUPPORT's standing (grants that expire by the minute) is never kept.
     """
@@ -165,9 +166,6 @@ class Standings:
         if len(self._kept) >= self.capacity:
             self._kept.pop(next(iter(self._kept)))
         self._kept[standing.principal.user_id, token_purposes, day] = standing
-
-    def forget(self, user_id: uuid.UUID, token_purposes: frozenset[Purpose], day: dt.date) -> None:
-        self._kept.pop((user_id, token_purposes, day), None)
 
     @staticmethod
     async def settle(db: Db, district_ids: str, generic_plans: bool) -> None:

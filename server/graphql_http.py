@@ -403,8 +403,8 @@ class GraphQLEndpoint:
         event of a subscription (server/subscriptions.py).
 
         With ``keep``, the standing read is kept (``resolvers.principal.Standings``).
-        With ``use_kept`` (a query's compiled read, which confirms it), the
-        caller's standing may be the one kept: the context then carries what
+        With ``use_kept`` (a query's compiled read, or its reports, whose
+        statement confirms it), the caller's standing may be the one kept: the context then carries what
         its statement must confirm (``RequestContext.confirm``), and a refusal
         from it raises ``StaleStanding`` (decided again on a standing read anew)."""
         token_purposes = frozenset(Purpose(p) for p in claims.purposes if p in Purpose.__members__)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
@@ -29,6 +29,13 @@ CLASS = "query($id: ID!) { class(id: $id) { id name students { id firstName } } 
 
 def principal_reads(statements: list[str]) -> int:
     return sum("pledgeql_principal(" in q for q in statements)
+
+
+async def watched(app: Any, request: Awaitable[dict[str, Any]]) -> tuple[dict[str, Any], int]:
+    """A request's body, and how many times it read the principal."""
+    async with counting(app) as statements:
+        body = await request
+    return body, principal_reads(statements)
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +65,7 @@ async def fresh(app: Any, gql: Gql, class_id: Any) -> dict[str, Any]:
 async def test_a_callers_next_read_uses_the_kept_standing(gql: Gql, app: Any, ids: dict[str, Any]) -> None:
     first = await read_class(gql, ids["class"])
     assert "errors" not in first and first["data"]["class"]["students"], first
-    async with counting(app) as statements:
-        again = await read_class(gql, ids["class"])
-    assert again == first
-    assert principal_reads(statements) == 0, statements
+    assert await watched(app, read_class(gql, ids["class"])) == (first, 0)
 
 
 async def test_a_teacher_removed_from_a_class_loses_it_at_the_next_request_and_regains_it(
@@ -76,11 +80,10 @@ async def test_a_teacher_removed_from_a_class_loses_it_at_the_next_request_and_r
         ids["teacher"],
     )
     try:
-        async with counting(app) as statements:
-            gone = await read_class(gql, ids["class"])
+        gone, reads = await watched(app, read_class(gql, ids["class"]))
         # Still a class of their school, but none of its students is theirs now.
         assert "errors" not in gone and gone["data"]["class"]["students"] == [], gone
-        assert principal_reads(statements) == 1  # the kept standing did not stand: read anew
+        assert reads == 1  # the kept standing did not stand: read anew
         assert await fresh(app, gql, ids["class"]) == gone
     finally:
         await owner.execute(
@@ -156,10 +159,8 @@ async def test_a_connection_whose_setting_is_not_the_kept_one_is_served_anew(
     kept = await read_class(gql, ids["class"])
     assert "errors" not in kept
     value = str(ids["riverside"]) if setting == "other" else f"{ids['northwind']},{ids['riverside']}"
-    async with sessions_set_to(app, value), counting(app) as statements:
-        served = await read_class(gql, ids["class"])
-    assert served == kept
-    assert principal_reads(statements) == 1, statements
+    async with sessions_set_to(app, value):
+        assert await watched(app, read_class(gql, ids["class"])) == (kept, 1)
 
 
 async def test_a_students_classes_are_those_of_the_day_served(
@@ -207,17 +208,13 @@ async def test_a_report_uses_the_kept_standing_and_a_changed_minimum_group_size_
 ) -> None:
     first = await gql(ADMIN, "REPORTING", PERFORMANCE, by_school(ids))
     assert "errors" not in first, first
-    async with counting(app) as statements:
-        again = await gql(ADMIN, "REPORTING", PERFORMANCE, by_school(ids))
-    assert again == first
-    assert principal_reads(statements) == 0, statements
+    assert await watched(app, gql(ADMIN, "REPORTING", PERFORMANCE, by_school(ids))) == (first, 0)
     k = first["data"]["performanceReport"]["minimumGroupSize"]
     await owner.execute("UPDATE districts SET minimum_group_size = $2 WHERE id = $1", ids["northwind"], k + 5)
     try:
-        async with counting(app) as statements:
-            changed = await gql(ADMIN, "REPORTING", PERFORMANCE, by_school(ids))
+        changed, reads = await watched(app, gql(ADMIN, "REPORTING", PERFORMANCE, by_school(ids)))
         assert changed["data"]["performanceReport"]["minimumGroupSize"] == k + 5, changed
-        assert principal_reads(statements) == 1
+        assert reads == 1
     finally:
         await owner.execute("UPDATE districts SET minimum_group_size = $2 WHERE id = $1", ids["northwind"], k)
     assert await gql(ADMIN, "REPORTING", PERFORMANCE, by_school(ids)) == first
