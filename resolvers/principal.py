@@ -67,8 +67,8 @@ class Standing:
     district_ids: str
     # An internal analyst's: every district's settings (None for anyone else).
     every_district: dict[str, DistrictConditions] | None = None
-    # The principal's generation it was read at (migration 0020).
-    generation: int = 0
+    # The principal's generation it was read at (migration 0020; None: no counter to confirm it by).
+    generation: int | None = None
 
 
 async def load_principal(
@@ -115,10 +115,10 @@ class StaleStanding(Exception):
     """A kept standing that a request could not confirm: served again with the standing read anew."""
 
 
-def confirm(expected: tuple[int, str] | None, generation: int, setting: str | None) -> None:
+def confirm(expected: tuple[int, str] | None, generation: int | None, setting: str | None) -> None:
     """Raise StaleStanding unless a statement's ``CONFIRMING`` columns are those the kept standing
     was read with (nothing to confirm: ``expected`` is None)."""
-    if expected is not None and (generation, setting) != expected:
+    if expected is not None and (generation is None or (generation, setting) != expected):
         raise StaleStanding
 
 
@@ -161,11 +161,17 @@ class Standings:
         return self._kept.get((user_id, token_purposes, day))
 
     def keep(self, token_purposes: frozenset[Purpose], day: dt.date, standing: Standing) -> None:
-        if standing.principal.role is Role.SUPPORT:
+        key = (standing.principal.user_id, token_purposes, day)
+        if standing.principal.role is Role.SUPPORT or standing.generation is None:
+            self._kept.pop(key, None)
             return
         if len(self._kept) >= self.capacity:
             self._kept.pop(next(iter(self._kept)))
-        self._kept[standing.principal.user_id, token_purposes, day] = standing
+        self._kept[key] = standing
+
+    def forget(self, user_id: uuid.UUID, token_purposes: frozenset[Purpose], day: dt.date) -> None:
+        """No standing kept for the caller (an account now unknown or disabled)."""
+        self._kept.pop((user_id, token_purposes, day), None)
 
     @staticmethod
     async def settle(db: Db, district_ids: str, generic_plans: bool) -> None:

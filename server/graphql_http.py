@@ -408,7 +408,7 @@ class GraphQLEndpoint:
         its statement must confirm (``RequestContext.confirm``), and a refusal
         from it raises ``StaleStanding`` (decided again on a standing read anew)."""
         token_purposes = frozenset(Purpose(p) for p in claims.purposes if p in Purpose.__members__)
-        day = now.date()
+        day = (now.astimezone(dt.UTC) if now.tzinfo is not None else now).date()
         standing = self.standings.get(claims.user_id, token_purposes, day) if use_kept else None
         provisional = standing is not None
         if standing is None:
@@ -416,6 +416,8 @@ class GraphQLEndpoint:
                 db, claims.user_id, token_purposes, now, NIL_DISTRICT, generic_plans=generic_plans, session=session
             )
             if standing is None:
+                if keep:
+                    self.standings.forget(claims.user_id, token_purposes, day)
                 raise RequestError("UNAUTHENTICATED", "Sign in again: this account is unknown or disabled")
             if session:
                 session_set(db.connection, standing.district_ids, generic_plans)
@@ -446,7 +448,11 @@ class GraphQLEndpoint:
             today=now.date(),
         )
         settable = ",".join(map(str, admission.rls_districts))
+        confirming: tuple[int, str] | None = None
         if provisional:
+            if standing.generation is None:  # never kept without one (Standings.keep)
+                raise StaleStanding
+            confirming = (standing.generation, settable)
             await self.standings.settle(db, settable, generic_plans)
         elif settable != standing.district_ids:  # set with the principal for district users
             await db.execute("SELECT set_config('pledgeql.district_ids', $1, $2)", settable, not session)
@@ -473,7 +479,7 @@ class GraphQLEndpoint:
             read_only=read_only,
             rls_key=settable,
             reports=self.reports,
-            confirm=(standing.generation, settable) if provisional else None,
+            confirm=confirming,
         )
 
     # ------------------------------------------------------------ execution and audit
@@ -647,13 +653,13 @@ class GraphQLEndpoint:
         )
         if hasattr(result, "__await__"):
             result = await result
+        if result.errors and any(is_connection_error(e.original_error) for e in result.errors):
+            # A statement failed because the database went away: no partial data.
+            raise RequestError("DATABASE_UNAVAILABLE", UNAVAILABLE_MESSAGE)
         if getattr(context, "confirm", None) is not None:
             raise StaleStanding  # a kept standing none of its statements confirmed: nothing of it leaves
         body: dict[str, Any] = {}
         if result.errors:
-            if any(is_connection_error(e.original_error) for e in result.errors):
-                # A statement failed because the database went away: no partial data.
-                raise RequestError("DATABASE_UNAVAILABLE", UNAVAILABLE_MESSAGE)
             body["errors"] = [format_error(e, self.production) for e in result.errors]
         body["data"] = result.data
         status = 200

@@ -10,6 +10,7 @@ effect at their very next request, in either direction.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from resolvers.principal import Standings
+from server.db import connect
 from tests.conftest import Gql, clock_at, error_codes
 from tests.test_reports import PERFORMANCE
 from tests.test_statement_count import counting
@@ -96,13 +98,19 @@ async def test_a_teacher_removed_from_a_class_loses_it_at_the_next_request_and_r
     assert await read_class(gql, ids["class"]) == kept
 
 
-async def test_a_disabled_account_is_refused_at_its_next_request(gql: Gql, owner: Any, ids: dict[str, Any]) -> None:
+async def test_a_disabled_account_is_refused_at_its_next_request(
+    gql: Gql, app: Any, owner: Any, ids: dict[str, Any]
+) -> None:
     assert "errors" not in await read_class(gql, ids["class"])
     await owner.execute("UPDATE users SET disabled = true WHERE id = $1", ids["teacher"])
     try:
         refused = await read_class(gql, ids["class"])
         assert error_codes(refused) == ["UNAUTHENTICATED"]
         assert refused.get("data") is None
+        # The standing kept for the account is dropped: its next request reads nothing but the principal.
+        async with counting(app) as statements:
+            assert await read_class(gql, ids["class"]) == refused
+        assert not any(q.startswith("SELECT json_build_object(") for q in statements), statements
     finally:
         await owner.execute("UPDATE users SET disabled = false WHERE id = $1", ids["teacher"])
     assert "errors" not in await read_class(gql, ids["class"])
@@ -230,3 +238,30 @@ async def test_a_report_for_a_disabled_account_is_refused_at_its_next_request(
         assert error_codes(refused) == ["UNAUTHENTICATED"] and refused.get("data") is None, refused
     finally:
         await owner.execute("UPDATE users SET disabled = false WHERE username = $1", ADMIN)
+
+
+UPDATE = "mutation($input: DistrictSettingsInput!) { updateDistrictSettings(input: $input) { collectDevice } }"
+
+
+async def test_a_watched_write_in_one_district_holds_another_districts_only_while_it_commits(
+    gql: Gql, db: Any, ids: dict[str, Any]
+) -> None:
+    """The generation moves at commit: a long transaction changing one district's roster does not make
+    another district's settings change wait for it."""
+    other = await connect(db.owner)
+    try:
+        async with other.transaction():
+            await other.execute("UPDATE enrollments SET end_date = end_date WHERE district_id = $1", ids["riverside"])
+            changed = await asyncio.wait_for(gql(ADMIN, "REPORTING", UPDATE, {"input": {"minimumGroupSize": 7}}), 10)
+            assert changed.get("data") == {"updateDistrictSettings": {"collectDevice": True}}, changed
+            raise _RolledBack
+    except _RolledBack:
+        pass
+    finally:
+        await other.close()
+    restored = await gql(ADMIN, "REPORTING", UPDATE, {"input": {"minimumGroupSize": 10}})
+    assert "errors" not in restored, restored
+
+
+class _RolledBack(Exception):
+    pass

@@ -10,13 +10,16 @@ So a kept standing is never older than the statement that uses it.
 
 The counter is a row, not a sequence: a transaction's move is seen by
 others only once it commits, with the change it counts, in the same
-snapshot. Statement-level triggers move it once per statement on
-``users`` (its identity, role, district, school and disabled flag; not
-``last_active_at``, which each submission moves), ``platform_users``,
-``class_teachers``, ``enrollments``, ``guardian_links``, ``support_grants``
-and ``districts`` (whose settings the standing carries). Writers of those
-tables wait on the row for each other's commit; they are administrative
-changes, not the serving path.
+snapshot. It moves at the commit of a transaction that changed what the
+principal reads: deferred row triggers (``pledgeql_principal_moved``, once
+per transaction, however many rows) on ``users`` (its identity, role,
+district, school and disabled flag; not ``last_active_at``, which each
+submission moves), ``platform_users``, ``class_teachers``, ``enrollments``,
+``guardian_links``, ``support_grants`` and ``districts`` (whose settings the
+standing carries), and a statement trigger on TRUNCATE of each. So writers
+of those tables in different districts wait on the row only for each
+other's commit, not for each other's whole transaction (a roster import
+of one district does not hold a grant's revocation in another).
 
 Revision ID: 0020
 Revises: 0019
@@ -48,7 +51,8 @@ def upgrade() -> None:
     op.execute(
         "CREATE TABLE principal_generation ("
         " only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),"
-        " n bigint NOT NULL)"
+        " n bigint NOT NULL,"
+        " moved_by xid8)"
     )
     op.execute("INSERT INTO principal_generation (only_row, n) VALUES (true, 1)")
     op.execute(f"GRANT SELECT ON principal_generation TO {APP_ROLE}")
@@ -58,7 +62,9 @@ def upgrade() -> None:
         LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
         AS $$
         BEGIN
-            UPDATE principal_generation SET n = n + 1;
+            -- Once per transaction: its later rows find the row moved by it already.
+            UPDATE principal_generation SET n = n + 1, moved_by = pg_current_xact_id()
+            WHERE moved_by IS DISTINCT FROM pg_current_xact_id();
             RETURN NULL;
         END
         $$
@@ -68,8 +74,8 @@ def upgrade() -> None:
     for table, columns in WATCHED.items():
         update = "UPDATE" if columns is None else f"UPDATE OF {columns}"
         op.execute(
-            f"CREATE TRIGGER principal_moved AFTER INSERT OR DELETE OR {update} ON {table} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION pledgeql_principal_moved()"
+            f"CREATE CONSTRAINT TRIGGER principal_moved AFTER INSERT OR DELETE OR {update} ON {table} "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pledgeql_principal_moved()"
         )
         op.execute(
             f"CREATE TRIGGER principal_truncated AFTER TRUNCATE ON {table} "
