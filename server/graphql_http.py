@@ -509,8 +509,7 @@ class GraphQLEndpoint:
         read_only = call.operation.operation is OperationType.QUERY
         # A query's compiled read, or its reports, may use the standing kept for its caller, which
         # the statement it reads with (the reports': the one that reads their counters) confirms.
-        roots = root_fields(call.prepared.document, call.operation)
-        keep = use_kept = read_only and (plan is not None or (roots <= _REPORTS and bool(roots - {"__typename"})))
+        keep = use_kept = read_only and (plan is not None or _reports_only(call))
         retried = False
         for _ in range(3):
             context: RequestContext | None = None
@@ -671,6 +670,12 @@ class GraphQLEndpoint:
 
 # The reports: the statement that reads their counters confirms a kept standing.
 _REPORTS = frozenset({"performanceReport", "usageReport", "__typename"})
+
+
+def _reports_only(call: Call) -> bool:
+    """Whether the operation selects reports and nothing else (``__typename`` aside)."""
+    roots = root_fields(call.prepared.document, call.operation)
+    return roots <= _REPORTS and bool(roots - {"__typename"})
 
 
 class _Retry(Exception):
