@@ -83,7 +83,11 @@ async def load_principal(
 ) -> Standing | None:
     """The caller's standing, or None for an unknown or disabled user."""
     row = await db.fetchrow(_STATEMENTS[generic_plans, session], user_id, now, str(nil))
-    if row is None or row["disabled"]:
+    if row is None:
+        return None
+    if session:  # the statement set the session's setting and plan mode (Standings.settle's hint)
+        session_set(db.connection, row["district_ids"], generic_plans)
+    if row["disabled"]:
         return None
     grants_raw = row["grants"]
     grants_data: list[dict[str, Any]] = json.loads(grants_raw) if isinstance(grants_raw, str) else grants_raw or []

@@ -419,8 +419,6 @@ class GraphQLEndpoint:
                 if keep:
                     self.standings.forget(claims.user_id, token_purposes, day)
                 raise RequestError("UNAUTHENTICATED", "Sign in again: this account is unknown or disabled")
-            if session:
-                session_set(db.connection, standing.district_ids, generic_plans)
             if keep:
                 self.standings.keep(token_purposes, day, standing)
         principal = standing.principal
