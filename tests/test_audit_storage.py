@@ -270,6 +270,40 @@ async def test_a_record_outside_every_partition_waits_in_the_default_one_and_mov
     assert (await _report(owner, key, district)).broken is None
 
 
+SUBJECTS_INDEX_PARTS = """
+SELECT i.inhrelid::regclass::text AS part, c.reloptions FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'ix_audit_records_subjects'::regclass
+"""
+
+
+async def test_every_month_s_subjects_index_takes_records_into_its_pending_list_and_finds_them_there(
+    owner: Any, settings: Any
+) -> None:
+    key = settings.audit_key()
+    district, student = uuid.uuid4(), uuid.uuid4()
+    # A month made here, as the server and retention make them, is set like those the migration set.
+    far = dt.datetime(2032, 2, 3, tzinfo=dt.UTC)
+    async with owner.transaction():
+        await write_entries(owner, _origin(far), [pending(district, uuid.uuid4())], key)
+    assert await owner.fetchval("SELECT pledgeql_audit_partitions(now())") >= 1
+    parts = {r["part"]: r["reloptions"] for r in await owner.fetch(SUBJECTS_INDEX_PARTS)}
+    assert "audit_records_2032_02_subjects_idx" in parts and "audit_records_default_subjects_idx" in parts
+    for options in parts.values():
+        assert set(options) == {"fastupdate=on", "gin_pending_list_limit=512"}
+
+    now = dt.datetime.now(dt.UTC)
+    async with owner.transaction():
+        await write_entries(owner, _origin(now), [pending(district, student), pending(district, uuid.uuid4())], key)
+    found = "SELECT seq FROM audit_records WHERE subjects @> ARRAY[$1::uuid] AND district_id = $2"
+    async with owner.transaction():
+        await owner.execute("SET LOCAL enable_seqscan = off")
+        assert [r["seq"] for r in await owner.fetch(found, student, district)] == [2]
+        # The record waited in the pending list; merged into the trees, it is found the same.
+        merged = await owner.fetchval(f"SELECT gin_clean_pending_list('audit_records_{now:%Y_%m}_subjects_idx')")
+        assert merged >= 1
+        assert [r["seq"] for r in await owner.fetch(found, student, district)] == [2]
+
+
 async def test_retention_drops_a_month_s_partition_whole_and_the_chain_still_verifies(
     owner: Any, settings: Any
 ) -> None:
