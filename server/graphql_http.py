@@ -251,7 +251,11 @@ class GraphQLEndpoint:
         with_purpose(request, reply)
         if self.server_timing:
             reply.headers["server-timing"] = server_timing(reply, time.perf_counter() - started)
-        return respond(request, reply, request_id)
+        try:
+            return respond(request, reply, request_id)
+        except Exception as error:  # a body that cannot be written: masked like any other failure
+            log.error("Unexpected error writing a response: %s", type(error).__name__)
+            return respond(request, error_reply(request, RequestError("INTERNAL", "Internal error")), request_id)
 
     async def _handle(self, request: Request, request_id: str) -> Reply:
         """Transport, identity, document, operation and variables checked in turn; then the operation served."""

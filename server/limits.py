@@ -66,6 +66,8 @@ DATABASE_CAPS: dict[str, int] = {
 }
 INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
 PAGE_ARGUMENT = "first"
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # GraphQL's Int
+MEASURE_BOUND = 2**53 - 1  # the largest integer every JSON client reads exactly
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,9 @@ class Violation:
     message: str
 
     def extensions(self) -> dict[str, Any]:
-        return {"code": TOO_COMPLEX, "limit": self.limit, "maximum": self.maximum, "measured": self.measured}
+        # A measure past what a JSON number holds exactly (nested pages multiply) is reported as that bound.
+        measured = min(self.measured, MEASURE_BOUND)
+        return {"code": TOO_COMPLEX, "limit": self.limit, "maximum": self.maximum, "measured": measured}
 
 
 def too_complex(violation: Violation, nodes: Any = None) -> GraphQLError:
@@ -276,6 +280,8 @@ class Measurer:
                         value = self.variable_defaults.get(name)
                 elif isinstance(given.value, IntValueNode):
                     value = int(given.value.value)
+                    if not INT_MIN <= value <= INT_MAX:
+                        value = None  # not an Int: validation says so (BAD_USER_INPUT), not the cost
             if value is None:
                 value = argument.default_value
             return max(value, 0) if isinstance(value, int) else self.limits.default_list_size

@@ -336,6 +336,43 @@ async def test_a_page_size_over_the_maximum_is_bad_user_input_not_a_500(
     assert set(error_codes(body)) <= {"BAD_USER_INPUT", "QUERY_TOO_COMPLEX"} and error_codes(body)
 
 
+@pytest.mark.parametrize("first", ["2147483648", "9223372036854775808", "99999999999999999999", "-2147483649"])
+async def test_a_page_size_literal_that_is_not_an_int_is_bad_user_input_not_a_cost_or_a_500(
+    client: httpx.AsyncClient, token_for: Callable[..., str], first: str
+) -> None:
+    query = f"{{ students(first: {first}) {{ totalCount }} }}"
+    status, body = await send(client, token_for(ADMIN), {"query": query}, purpose="REPORTING")
+    assert status == 400 and error_codes(body) == ["BAD_USER_INPUT"], body
+    assert body["errors"][0]["message"] == "Expected a value of type 'Int'."  # never the value itself
+
+
+async def test_a_cost_past_what_json_numbers_hold_is_reported_at_that_bound(
+    client: httpx.AsyncClient, token_for: Callable[..., str]
+) -> None:
+    page = 2**31 - 1
+    query = f"{{ students(first: {page}) {{ nodes {{ responses(first: {page}) {{ id }} }} }} }}"
+    status, body = await send(client, token_for(TEACHER), {"query": query})
+    assert status == 400 and error_codes(body) == ["QUERY_TOO_COMPLEX"], body
+    assert body["errors"][0]["extensions"]["measured"] == 2**53 - 1
+
+
+async def test_a_reply_that_cannot_be_written_is_a_masked_internal_error_with_the_request_id(
+    app: Any, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server.replies import Reply
+
+    async def unwritable(request: Any, request_id: str) -> Reply:
+        return Reply({"data": {"n": 2**70}}, 200)  # past what JSON's encoder writes
+
+    monkeypatch.setattr(app.state.pledgeql.endpoint, "_handle", unwritable)
+    response = await client.post(
+        "/graphql", content=b'{"query": "{ __typename }"}', headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 500
+    assert response.json() == {"errors": [{"message": "Internal error", "extensions": {"code": "INTERNAL"}}]}
+    assert len(response.headers["x-request-id"]) == 32
+
+
 def test_the_limit_rules_are_built_once_and_a_document_is_measured_once(app: Any) -> None:
     endpoint: GraphQLEndpoint = app.state.pledgeql.endpoint
     rules_before = (endpoint.documents.limit_rules, endpoint.documents.rules)
