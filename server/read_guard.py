@@ -33,7 +33,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("pledgeql.http")
 
-TIMEOUT_RESPONSE = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+# What a client whose request line and headers did not arrive in time gets.
+TIMEOUT_BODY = (
+    b'{"errors":[{"message":"The request line and headers did not arrive in time",'
+    b'"extensions":{"code":"BAD_USER_INPUT"}}]}'
+)
 # What a request the HTTP parser refuses gets (a control character in a header's value, a
 # malformed request line): the API's error shape, BAD_USER_INPUT, rather than uvicorn's plain text.
 MALFORMED_BODY = (
@@ -85,8 +89,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._reading_headers and (self.cycle is None or self.cycle.response_complete):
             # Nothing has reached the app: say why before closing.
-            self.transport.write(TIMEOUT_RESPONSE)
-            self.transport.close()
+            self._answer_and_close(b"408 Request Timeout", TIMEOUT_BODY)
         else:
             # The app has the request and waits for its body: closing tells it the client is gone.
             self.transport.abort()
@@ -134,15 +137,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """The parser refused the request before the app saw it: 400 BAD_USER_INPUT as JSON, with
         a request id of the server's own as every response has, then the connection closes."""
         self._disarm()
+        self._answer_and_close(b"400 Bad Request", MALFORMED_BODY)
+
+    def _answer_and_close(self, status: bytes, body: bytes) -> None:
+        """An answer the app never saw: the API's error shape, with a request id of the server's own
+        as every response has; then the connection closes."""
         head = [
-            b"HTTP/1.1 400 Bad Request\r\n",
+            b"HTTP/1.1 " + status + b"\r\n",
             *(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers),
             b"content-type: application/json\r\n",
             b"x-request-id: " + uuid.uuid4().hex.encode("ascii") + b"\r\n",
-            b"content-length: " + str(len(MALFORMED_BODY)).encode("ascii") + b"\r\n",
+            b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
             b"connection: close\r\n\r\n",
         ]
-        self.transport.write(b"".join(head) + MALFORMED_BODY)
+        self.transport.write(b"".join(head) + body)
         self.transport.close()
 
 

@@ -8,6 +8,7 @@ cap is closed at once; ordinary requests are served meanwhile.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -73,6 +74,10 @@ async def test_a_silent_connection_gets_408_and_is_closed_after_the_header_timeo
     writer.close()
     assert received.startswith(b"HTTP/1.1 408 ")
     assert took >= HEADER_TIMEOUT * 0.8
+    # Like every response: the server's request id, and the error with its code.
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert re.search(rb"\r\nx-request-id: [0-9a-f]{32}\r\n", head)
+    assert orjson.loads(body)["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
 
 async def test_slowloris_headers_sent_a_byte_at_a_time_are_cut_off_by_the_header_timeout(port: int) -> None:
