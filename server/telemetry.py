@@ -34,7 +34,7 @@ from typing import Any
 
 from graphql import GraphQLField, GraphQLSchema, default_field_resolver
 from opentelemetry import metrics, trace
-from opentelemetry.context import Context
+from opentelemetry.context import Context, attach, detach
 from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -353,7 +353,14 @@ class TelemetryMiddleware:
         # A browser's or a gateway's trace continues here (W3C traceparent and
         # tracestate, or what OTEL_PROPAGATORS names); a malformed header is
         # ignored and the request starts a trace of its own.
-        parent = extract(_HeaderCarrier(scope)) if self.telemetry.enabled else None
+        parent = None
+        joined = None
+        if self.telemetry.enabled:
+            parent = extract(_HeaderCarrier(scope))
+        elif any(name == b"traceparent" for name, _ in scope.get("headers", ())):
+            # No spans are made here, but the request is still part of the caller's trace:
+            # its audit entries carry that trace's id (``current_trace_id``).
+            joined = attach(extract(_HeaderCarrier(scope)))
         try:
             with self.telemetry.span(
                 f"{method} {route}",
@@ -367,4 +374,6 @@ class TelemetryMiddleware:
                     if status >= 500:
                         span.set_status(Status(StatusCode.ERROR, str(status)))
         finally:
+            if joined is not None:
+                detach(joined)
             self.telemetry.record_request(route, method, status, time.perf_counter() - started)

@@ -352,3 +352,36 @@ async def test_an_app_without_telemetry_records_nothing_though_the_root_fields_a
     )
     assert response.status_code == 200
     assert exporter.get_finished_spans() == ()
+
+
+@pytest.mark.parametrize("traceparent", ["well-formed", "malformed", None])
+async def test_without_telemetry_a_request_stays_in_its_callers_trace_and_its_audit_says_which(
+    client: httpx.AsyncClient,
+    exporter: InMemorySpanExporter,
+    settings: Settings,
+    users: dict[str, uuid.UUID],
+    owner: Any,
+    traceparent: str | None,
+) -> None:
+    exporter.clear()
+    trace_id = uuid.uuid4().hex
+    headers = {
+        "Authorization": f"Bearer {mint_token(settings, users[ADMIN], ALL_PURPOSES)}",
+        "X-Purpose": "REPORTING",
+        "X-Request-Id": "untraced-" + uuid.uuid4().hex,
+    }
+    if traceparent is not None:
+        span_id = uuid.uuid4().hex[:16] if traceparent == "well-formed" else "zz"
+        headers["traceparent"] = f"00-{trace_id}-{span_id}-01"
+    response = await client.post(
+        "/graphql", json={"query": "{ students(first: 2) { nodes { firstName } } }"}, headers=headers
+    )
+    assert response.status_code == 200 and "errors" not in response.json()
+    stored = {
+        r["trace_id"]
+        for r in await owner.fetch(
+            "SELECT trace_id FROM audit_entries WHERE client_request_id = $1", headers["X-Request-Id"]
+        )
+    }
+    assert stored == ({trace_id} if traceparent == "well-formed" else {None})
+    assert exporter.get_finished_spans() == ()  # still no span made or exported
