@@ -84,7 +84,9 @@ async def serve_sse(service: LiveService, request: Request) -> Response:
             )
         # The request was admitted but the class is not the caller's to watch: a result, as graphql-sse sends one.
         refusal = _next({"errors": error_payload(error)}) + COMPLETE
-        return Response(refusal, media_type="text/event-stream", headers={"x-request-id": request_id})
+        return Response(
+            refusal, media_type="text/event-stream", headers={"x-request-id": request_id, "cache-control": "no-store"}
+        )
 
     async def produce() -> None:
         try:

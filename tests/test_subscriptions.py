@@ -570,6 +570,11 @@ async def test_graphql_sse_delivers_the_event_and_refuses_a_request_without_a_to
             "Authorization": f"Bearer {token_for(TEACHER)}",
             "X-Purpose": "INSTRUCTION",
         }
+        # A class not the caller's to watch: the stream's one result says so, and is not kept either.
+        unknown = {"query": LIVE, "variables": {"classId": str(uuid.uuid4())}}
+        refused = await http.post(url, json=unknown, headers=headers)
+        assert refused.status_code == 200 and refused.headers["cache-control"] == "no-store"
+        assert '"code":"NOT_FOUND"' in refused.text and "event: complete" in refused.text
         async with http.stream("POST", url, json=body, headers=headers) as stream:
             assert stream.status_code == 200
             assert stream.headers["content-type"].startswith("text/event-stream")
