@@ -62,6 +62,12 @@ CRASH_LIMIT = 5
 CRASH_WINDOW = 60.0
 # How long a stopping worker keeps its open connections for their next request (see _Server.shutdown).
 DRAIN_SECONDS = 1.0
+# The collector's young generation is examined every 10,000 allocations rather than
+# every 700: a request allocates thousands of short-lived containers, nearly all freed
+# by their counts, and the default examined the live ones of 16 requests in flight
+# over and over. A teacher's roster at 16 connections: 0.79 ms of worker CPU per
+# request against 0.84 (medians of 6 alternated runs of 8 s).
+GC_THRESHOLDS = (10_000, 20, 20)
 
 
 def spreads_connections() -> bool:
@@ -124,6 +130,7 @@ class _Server(uvicorn.Server):
             # worker: the garbage collector's full passes need not walk it again.
             gc.collect()
             gc.freeze()
+            gc.set_threshold(*GC_THRESHOLDS)
             log.info(READY, os.getpid(), loop_name(), http_name(self.config))
             if self.ready is not None:
                 with contextlib.suppress(OSError):
