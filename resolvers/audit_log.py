@@ -70,7 +70,8 @@ def page_statement(
     district_id: uuid.UUID, filters: AuditFilters, before_seq: int | None, limit: int, p: Params | None = None
 ) -> tuple[str, list[Any]]:
     """The statement for up to ``limit`` stored rows of each store, newest first
-    (its values bound with ``p`` when given, as part of a larger statement)."""
+    (its values bound with ``p`` when given, as part of a larger statement);
+    one more past a cursor of one student's entries."""
     bind = Params() if p is None else p
     district = bind(district_id)
     shared: list[str] = []
@@ -87,6 +88,10 @@ def page_statement(
     if before_seq is not None:
         shared.append(f"seq < {bind(before_seq)}")
     records, entries = [f"district_id = {district}", *shared], [f"district_id = {district}", *shared]
+    if filters.subject is not None and before_seq is not None:
+        # The cursor is an entry about the student; the record holding it starts at or below
+        # it, so it is read again (its entry then left out): one record more keeps a page full.
+        limit += 1
     if filters.subject is not None:
         subject = bind(filters.subject)
         # The student's newest records (pledgeql_audit_subject_page, migration 0015:

@@ -137,6 +137,50 @@ async def test_audit_log_pages_read_back_exactly_what_the_view_holds(
         )
 
 
+@pytest.mark.parametrize("size", [1, 2])
+@pytest.mark.parametrize("log", ["auditLog", "accessLog"])
+async def test_one_student_s_log_pages_through_every_entry_when_the_student_is_not_first_in_the_records(
+    gql: Any, owner: Any, users: dict[str, uuid.UUID], log: str, size: int
+) -> None:
+    district = await owner.fetchval("SELECT id FROM districts WHERE name LIKE 'Northwind%'")
+    class_id = await owner.fetchval(
+        "SELECT c.id FROM classes c JOIN class_teachers t ON t.class_id = c.id WHERE t.teacher_id = $1 LIMIT 1",
+        users[TEACHER_NW],
+    )
+    for _ in range(5):  # records of the whole roster: this student's entry is the last of each
+        body = await gql(TEACHER_NW, "INSTRUCTION", ROSTER, {"id": str(class_id)})
+        last = body["data"]["class"]["students"][-1]["id"]
+    expected = await owner.fetch(
+        "SELECT id FROM audit_entries WHERE district_id = $1 AND subject_student_id = $2 ORDER BY seq DESC",
+        district,
+        uuid.UUID(last),
+    )
+    assert len(expected) >= 5
+    page = "nodes { id } pageInfo { hasNextPage endCursor }"
+    if log == "auditLog":
+        query = (
+            f"query L($after: String, $student: ID!) {{ auditLog(first: {size}, after: $after, "
+            f"filter: {{subjectStudentId: $student}}) {{ {page} }} }}"
+        )
+    else:
+        query = (
+            f"query L($after: String, $student: ID!) {{ student(id: $student) {{ "
+            f"accessLog(first: {size}, after: $after) {{ {page} }} }} }}"
+        )
+    seen: list[str] = []
+    after = None
+    while True:
+        body = await gql(NORTHWIND_ADMIN, "RECORD_ACCESS", query, {"after": after, "student": last})
+        assert "errors" not in body, body
+        connection = body["data"]["auditLog"] if log == "auditLog" else body["data"]["student"]["accessLog"]
+        seen += [n["id"] for n in connection["nodes"]]
+        if not connection["pageInfo"]["hasNextPage"]:
+            break
+        after = connection["pageInfo"]["endCursor"]
+    # Reading a student's log writes an entry about them, newer than every cursor.
+    assert seen == [str(e["id"]) for e in expected]
+
+
 async def test_access_log_lists_exactly_the_view_s_entries_about_the_student(
     gql: Any, owner: Any, users: dict[str, uuid.UUID]
 ) -> None:
