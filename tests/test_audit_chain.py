@@ -361,7 +361,7 @@ async def test_a_rewrite_of_the_chain_without_the_key_fails_verify(
     assert (await verify(verify_settings, capsys))[0] == 0
 
 
-async def test_removing_the_newest_entries_is_detected_against_a_heads_file_kept_outside_the_database(
+async def test_removing_the_newest_entries_is_detected_against_the_recorded_head_and_a_heads_file(
     verify_settings: Settings,
     capsys: pytest.CaptureFixture[str],
     owner: Any,
@@ -375,9 +375,23 @@ async def test_removing_the_newest_entries_is_detected_against_a_heads_file_kept
     last = await owner.fetchval("SELECT max(seq) FROM audit_records WHERE district_id = $1", district)
     assert f'"{district}"' in heads.read_text() and f'"seq": {last}' in heads.read_text()
     newest = await entry(owner, district, last)
+    recorded = await owner.fetchrow("SELECT seq, hash FROM audit_heads WHERE district_id = $1", district)
+    assert recorded["seq"] == last
     await owner.execute("DELETE FROM audit_records WHERE district_id = $1 AND seq = $2", district, last)
     try:
-        # The keyed chain alone cannot tell: the shorter chain is a valid chain.
+        # The head the writers recorded is still the removed entry's: verify says so, file or not.
+        code, _, err = await verify(verify_settings, capsys)
+        assert code == 1
+        assert f"district {district}: entry seq {last}: deleted: the chain's recorded head is seq {last}" in err
+        # Moved back as well, to the entry now last: the keyed chain alone cannot tell.
+        before = await owner.fetchrow(
+            "SELECT seq + cardinality(subjects) - 1 AS seq, hash FROM audit_records WHERE district_id = $1 "
+            "ORDER BY seq DESC LIMIT 1",
+            district,
+        )
+        await owner.execute(
+            "UPDATE audit_heads SET seq = $2, hash = $3 WHERE district_id = $1", district, before["seq"], before["hash"]
+        )
         assert (await verify(verify_settings, capsys))[0] == 0
         code, _, err = await verify(verify_settings, capsys, heads=heads)
         assert code == 1
@@ -387,11 +401,21 @@ async def test_removing_the_newest_entries_is_detected_against_a_heads_file_kept
         assert f'"seq": {last}' in heads.read_text()  # a failed run does not move the recorded heads
     finally:
         await reinsert(owner, newest)
+        await owner.execute(
+            "UPDATE audit_heads SET seq = $2, hash = $3 WHERE district_id = $1",
+            district,
+            recorded["seq"],
+            recorded["hash"],
+        )
     assert (await verify(verify_settings, capsys, heads=heads))[0] == 0
     other = tmp_path / "other.json"
     other.write_text('{"database": "another", "heads": {}}')
     code, _, err = await verify(verify_settings, capsys, heads=other)
     assert code == 2 and "use one heads file per database" in err
+    (tmp_path / "a-file").write_text("")
+    code, out, err = await verify(verify_settings, capsys, heads=tmp_path / "a-file" / "heads.json")
+    assert code == 2 and "OK district" in out and "the heads file" in err and "cannot be written" in err
+    assert "cannot reach the database" not in err
 
 
 async def test_verify_of_one_district_prints_only_that_district(

@@ -18,7 +18,9 @@ so memory stays bounded whatever the chain's length, and a line on stderr
 reports progress every million entries.
 
 The newest entries of a chain are the one thing a keyed chain cannot vouch
-for by itself: removing them leaves a shorter chain that verifies. With
+for by itself: removing them leaves a shorter chain that verifies. The head
+its writers record (``audit_heads``, moved with the records) catches their
+removal, unless it was moved back too. With
 ``--heads FILE`` (kept outside the database, e.g. on the host that runs
 verify from cron) each run checks that every chain still reaches the head the
 previous run recorded, with the same hash, and records the new heads.
@@ -62,6 +64,8 @@ SELECT greatest(
     (SELECT max(seq) FROM audit_entries_v1 WHERE district_id = $1),
     (SELECT seq + cardinality(subjects) - 1 FROM audit_records WHERE district_id = $1 ORDER BY seq DESC LIMIT 1))
 """
+# The head the writers recorded, in the transaction that wrote the chain's newest records.
+RECORDED_HEAD = "SELECT seq FROM audit_heads WHERE district_id = $1"
 # A progress line (on stderr) every this many entries of one chain.
 PROGRESS_EVERY = 1_000_000
 
@@ -117,6 +121,8 @@ async def verify_district(
                 break
         broken = verifier.finish()
     head_seq, head_hash = verifier.head
+    if broken is None:
+        broken = _short_of(district_id, head_seq, anchor, await conn.fetchval(RECORDED_HEAD, district_id))
     return ChainReport(
         district_id=district_id,
         entries=verifier.count,
@@ -125,6 +131,20 @@ async def verify_district(
         head_hash=head_hash,
         anchor_seq=anchor.seq if anchor else None,
         broken=broken,
+    )
+
+
+def _short_of(district_id: uuid.UUID, end: int, anchor: Anchor | None, recorded: int | None) -> ChainBreak | None:
+    """A chain that ends before the head its writers recorded (``audit_heads``) lost its newest
+    entries. Whoever removes them and moves that head back as well is caught by ``--heads``."""
+    if recorded is None or recorded <= end or (anchor is not None and anchor.seq >= recorded):
+        return None
+    return ChainBreak(
+        district_id,
+        recorded,
+        None,
+        "deleted",
+        f"the chain's recorded head is seq {recorded}; it now ends at seq {end}: its newest entries were removed",
     )
 
 
@@ -227,7 +247,15 @@ async def run_verify(
         )
         return 1
     if heads_file is not None:
-        write_heads(heads_file, database, {**known, **{r.district_id: (r.head_seq, r.head_hash) for r in reports}})
+        try:
+            write_heads(heads_file, database, {**known, **{r.district_id: (r.head_seq, r.head_hash) for r in reports}})
+        except OSError as error:
+            print(
+                f"pledgeql audit verify: every chain verified, but the heads file {heads_file} cannot be written "
+                f"({error.strerror}); choose a path you can write",
+                file=err,
+            )
+            return 2
     return 0
 
 
