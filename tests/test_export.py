@@ -140,6 +140,12 @@ def test_an_export_is_refused_into_a_folder_that_is_not_empty_or_for_an_unknown_
     assert sorted(p.name for p in full.iterdir()) == ["keep.txt"]
     status, _, err = _export(db, str(uuid.uuid4()), tmp_path / "nobody", monkeypatch, capsys)
     assert status == 2 and "no district has that id" in err
+    assert not (tmp_path / "nobody").exists()  # made for the export, and taken away with it
+    # A folder that cannot be made: said plainly, never a traceback.
+    (tmp_path / "a-file").write_text("")
+    status, _, err = _export(db, district, tmp_path / "a-file" / "out", monkeypatch, capsys)
+    assert status == 2 and "cannot create" in err and "choose a folder you can write" in err
+    assert "Traceback" not in err
 
 
 async def test_deletion_refuses_when_the_data_changed_after_the_export(db: DatabaseUrls, owner: Any) -> None:

@@ -569,7 +569,14 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         print(f"pledgeql export: {out} exists and is not an empty folder; choose a new or empty one", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(
+            f"pledgeql export: cannot create {out} ({error.strerror}); choose a folder you can write", file=sys.stderr
+        )
+        return 2
     try:
         url = server_urls(settings).owner
         asyncio.run(
@@ -583,6 +590,8 @@ def command(settings: Settings, args: argparse.Namespace) -> int:
             )
         )
     except LookupError as error:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # made for this export, which exported nothing
         print(f"pledgeql export: {error}; nothing was exported", file=sys.stderr)
         return 2
     except RuntimeError as error:
