@@ -37,7 +37,7 @@ from resolvers.principal import notice_from_row, session_unknown
 from schema.build import build_schema, graphql_schema
 from schema.catalog import category_fields
 from schema.compiled import CompiledReads, Planner, condition_variables
-from server.audit_writer import keep_audit_partitions, make_audit_writer
+from server.audit_writer import AuditWriterGroups, StuckChainGuard, keep_audit_partitions
 from server.auth import TokenVerifier
 from server.cors import cors_options
 from server.db import DatabaseUrls, server_urls, sqlalchemy_url
@@ -354,13 +354,16 @@ def create_app(
         engine = create_serving_engine(database.app, settings)
         state.engine = engine
 
+        # One writer for every audit write of the worker (each chain's head known once).
+        audit = AuditWriterGroups(settings.audit_key(), settings.audit_lock_timeout)
         state.endpoint = GraphQLEndpoint(
             schema=graphql_schema(schema),
             policies=policies,
             verifier=verifier,
             acquire=functools.partial(driver_connection, engine, transaction=True),
             production=settings.is_production,
-            audit_writer=make_audit_writer(settings.audit_key(), settings.audit_lock_timeout),
+            audit_writer=StuckChainGuard(audit),
+            refusal_writer=audit.write_own,
             trusted_proxy_header=settings.trusted_proxy_header,
             limits=Limits.from_settings(settings),
             registry=registry,

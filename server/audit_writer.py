@@ -95,8 +95,7 @@ class AuditWriterGroups:
         if not entries:
             return
         if not context.read_only:
-            own = [(origin_of(context), entries, current_trace_id())]
-            await write_batch(context.db, own, self.key, self.lock_timeout, self.known, self.codes)
+            await self.write_own(context.db, origin_of(context), entries)
             return
         group = self._groups.get(context.rls_key)
         if group is None:
@@ -128,6 +127,12 @@ class AuditWriterGroups:
             self._release(group, batch, mine, error)
             raise
         context.after_commit.append(lambda error: self._release(group, batch, mine, error))
+
+    async def write_own(self, db: Any, origin: Origin, entries: list[PendingEntry]) -> None:
+        """Entries written in ``db``'s own transaction, which commits them (a mutation's, or a
+        mutation refused before it ran: ``GraphQLEndpoint.admit``)."""
+        batch = [(origin, entries, current_trace_id())]
+        await write_batch(db, batch, self.key, self.lock_timeout, self.known, self.codes)
 
     @classmethod
     def _release(cls, group: _Group, batch: list[_Waiting], leader: _Waiting, error: BaseException | None) -> None:

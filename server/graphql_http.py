@@ -48,10 +48,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from permissions.admission import NIL_DISTRICT, admit
+from permissions.audit import PendingEntry
+from permissions.audit_chain import Origin
 from permissions.decide import DecisionTable
 from permissions.enums import Purpose, RequestRefusal, Role
 from permissions.errors import RequestError
 from permissions.policy import PolicySet
+from permissions.principal import Principal
 from resolvers.principal import (
     StaleStanding,
     Standings,
@@ -201,6 +204,7 @@ class GraphQLEndpoint:
         production: bool,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         audit_writer: Callable[[RequestContext], Awaitable[None]],
+        refusal_writer: Callable[[Any, Origin, list[PendingEntry]], Awaitable[None]] | None = None,
         trusted_proxy_header: str | None = None,
         limits: Limits | None = None,
         registry: OperationRegistry | None = None,
@@ -219,6 +223,8 @@ class GraphQLEndpoint:
         self.production = production
         self.clock = clock
         self.audit_writer = audit_writer
+        # Writes the DENY entry of a mutation refused at admission, in its own transaction.
+        self.refusal_writer = refusal_writer
         self.limits = limits or Limits()
         self.registry = registry
         self.persisted = PersistedOperations(registry, production)
@@ -440,7 +446,10 @@ class GraphQLEndpoint:
         if isinstance(admission, RequestRefusal):
             if provisional:
                 raise StaleStanding
-            raise RequestError(admission.value, REFUSAL_MESSAGES[admission])
+            refusal = RequestError(admission.value, REFUSAL_MESSAGES[admission])
+            if not read_only:
+                raise _RefusedMutation(refusal, principal)  # attempted: audited, then refused
+            raise refusal
         rule = admission.rule
         scope = RowScope(
             principal=principal,
@@ -518,6 +527,7 @@ class GraphQLEndpoint:
             committed = False
             try:
                 connection = self.acquire(transaction=not read_only)
+                refused: RequestError | None = None
                 async with connection as raw:  # server.app.driver_connection
                     db = self.telemetry.database(raw)
                     try:
@@ -542,19 +552,26 @@ class GraphQLEndpoint:
                             )
                             # With a kept standing, the compiled statement may be the first.
                             reply = await self._execute(call, plan, context)
+                        except _RefusedMutation as attempt:
+                            # Its DENY entry commits with this transaction; then the refusal is answered.
+                            refused = attempt.refusal
+                            await self._write_refusal(db, call, attempt.principal, purpose, justification, now)
                         except Exception as error:
                             if read_only and not retried and _first_statement_lost(error, db):
                                 retried = True
                                 raise _Retry from error
                             raise
-                        reply.sql_seconds = db.seconds
-                        reply.audit_seconds = await self._write_audit(context)
+                        else:
+                            reply.sql_seconds = db.seconds
+                            reply.audit_seconds = await self._write_audit(context)
                     finally:
                         # Nothing touches this connection once it goes back to the pool, not even a
                         # resolver task still running after its field was cancelled (a DataLoader batch):
                         # wait for the statement in flight, then refuse every later one.
                         await db.close()
                 committed = True
+                if refused is not None:
+                    raise refused
                 return reply
             except _Retry:
                 continue  # the dead connection is discarded and the pool suspect (driver_connection)
@@ -600,6 +617,41 @@ class GraphQLEndpoint:
         seconds = asyncio.get_running_loop().time() - started
         self.telemetry.record_audit(entries, seconds)
         return seconds
+
+    async def _write_refusal(
+        self,
+        db: Any,
+        call: Call,
+        principal: Principal,
+        purpose: Purpose,
+        justification: str | None,
+        now: dt.datetime,
+    ) -> None:
+        """A mutation refused at admission is an attempt all the same (API.md section 3): one
+        DENY entry naming its root fields, about no student, in the caller's district's chain
+        (the nil district's for internal users). Written or nothing is answered (AUDIT_UNAVAILABLE)."""
+        if self.refusal_writer is None:
+            return
+        district = principal.district_id if principal.district_id is not None else NIL_DISTRICT
+        roots = root_fields(call.prepared.document, call.operation)
+        fields = tuple(sorted(f"Mutation.{name}" for name in roots if not name.startswith(("__", "..."))))
+        origin = Origin(
+            at=now.astimezone(dt.UTC) if now.tzinfo is not None else now.replace(tzinfo=dt.UTC),
+            request_id=call.request_id,
+            client_request_id=call.client_request_id,
+            actor_id=principal.user_id,
+            actor_role=principal.role.value,
+            purpose=purpose.value,
+            # SUPPORT's justification is only ever its grants' tickets, which a refusal does not read.
+            justification=None if principal.role is Role.SUPPORT else justification,
+            operation_name=call.operation_name,
+            break_glass=False,
+        )
+        try:
+            await self.refusal_writer(db, origin, [PendingEntry(str(district), None, False, fields, ())])
+        except Exception as error:
+            log.error("Audit write failed: %s", type(error).__name__)
+            raise AuditUnavailable from None
 
     def _plan(
         self, prepared: Prepared, operation: OperationDefinitionNode, variables: VariableValues | None
@@ -678,6 +730,15 @@ def _reports_only(call: Call) -> bool:
     """Whether the operation selects reports and nothing else (``__typename`` aside)."""
     roots = root_fields(call.prepared.document, call.operation)
     return roots <= _REPORTS and bool(roots - {"__typename"})
+
+
+class _RefusedMutation(Exception):
+    """A mutation its caller may not run under the declared purpose (``admit``): audited, then refused."""
+
+    def __init__(self, refusal: RequestError, principal: Principal) -> None:
+        super().__init__(refusal.code)
+        self.refusal = refusal
+        self.principal = principal
 
 
 class _Retry(Exception):

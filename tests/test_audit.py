@@ -576,3 +576,36 @@ async def test_audit_write_failure_returns_audit_unavailable_with_no_personal_da
     assert body["_status"] == 200 and "errors" not in body
     assert {s["firstName"] for s in body["data"]["class"]["students"]} <= names
     await check_entries_match(owner, body, request_id)
+
+
+@pytest.mark.parametrize(
+    ("username", "purpose", "code", "status"),
+    [
+        (TEACHER, "RECORD_ACCESS", "PURPOSE_NOT_ALLOWED", 403),  # not a purpose of the role
+        (NORTHWIND_ADMIN, "LEGAL_COMPLIANCE", "JUSTIFICATION_REQUIRED", 400),  # no X-Justification
+        (GUARDIAN, "RECORD_ACCESS", "DIRECT_ACCESS_DISABLED", 403),  # the district keeps it off
+    ],
+)
+async def test_a_mutation_refused_before_it_runs_is_an_attempt_with_its_deny_entry(
+    request_as: Any, owner: Any, users: dict[str, uuid.UUID], username: str, purpose: str, code: str, status: int
+) -> None:
+    mutation = (
+        "mutation Attempt($id: ID!) { setAnalyticsOptOut(studentId: $id, optOut: true) { analyticsOptOut } "
+        "... on Mutation { again: setAnalyticsOptOut(studentId: $id, optOut: false) { analyticsOptOut } } }"
+    )
+    before = await owner.fetchval("SELECT count(*) FROM consents")
+    body, request_id = await request_as(username, purpose, mutation, {"id": str(users[STUDENT])})
+    assert body["_status"] == status and error_codes(body) == [code], body
+    assert await owner.fetchval("SELECT count(*) FROM consents") == before  # nothing ran
+    rows = await owner.fetch("SELECT * FROM audit_entries WHERE request_id = $1", request_id)
+    assert len(rows) == 1
+    (entry,) = rows
+    district, role = await owner.fetchrow("SELECT district_id, role FROM users WHERE id = $1", users[username])
+    assert (entry["district_id"], entry["subject_student_id"], entry["decision"]) == (district, None, "DENY")
+    assert (list(entry["fields"]), list(entry["categories"])) == (["Mutation.setAnalyticsOptOut"], [])
+    assert (entry["actor_id"], entry["actor_role"]) == (users[username], role)
+    assert (entry["purpose"], entry["operation_name"], entry["break_glass"]) == (purpose, "Attempt", False)
+    # A query refused the same way reads nothing and writes nothing.
+    body, request_id = await request_as(username, purpose, "{ me { id } }")
+    assert error_codes(body) == [code]
+    assert await owner.fetchval("SELECT count(*) FROM audit_entries WHERE request_id = $1", request_id) == 0
