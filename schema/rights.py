@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import unicodedata
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -87,7 +88,10 @@ async def _student(info: Info, district_id: uuid.UUID, raw_id: Any) -> Row:
     return row
 
 
-def _text(value: str, field: str, maximum: int, *, required: bool = True) -> str | None:
+def _text(value: str, field: str, maximum: int, *, required: bool = True, one_line: bool = False) -> str | None:
+    """``value`` trimmed, checked: not empty (when ``required``), at most ``maximum``
+    characters, no control character (a line break or tab only where the text may
+    run over lines: not in a name, with ``one_line``)."""
     cleaned = value.strip()
     if not cleaned:
         if required:
@@ -95,7 +99,8 @@ def _text(value: str, field: str, maximum: int, *, required: bool = True) -> str
         return None
     if len(cleaned) > maximum:
         raise BadUserInput(f"{field} is longer than {maximum} characters", field=field)
-    if any(ord(ch) < 32 and ch not in "\n\t" for ch in cleaned):
+    allowed = "" if one_line else "\n\t\u2028\u2029"
+    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") and ch not in allowed for ch in cleaned):
         raise BadUserInput(f"{field} contains control characters", field=field)
     return cleaned
 
@@ -209,7 +214,7 @@ def _correction_input(input: CorrectStudentInput, today: dt.date) -> dict[str, A
     for name in ("firstName", "lastName", "preferredName"):
         value = getattr(input, _snake(name))
         if value is not None:
-            given[name] = _text(value, f"input.{name}", MAX_NAME, required=name != "preferredName")
+            given[name] = _text(value, f"input.{name}", MAX_NAME, required=name != "preferredName", one_line=True)
     if input.grade_level is not None:
         grade = input.grade_level.strip().upper()
         if grade.isdigit():

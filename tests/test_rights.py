@@ -394,6 +394,9 @@ async def test_correction_changes_fields_keeps_previous_values_and_discloses_the
         ({"preferredName": "Valid", "gender": "robot"}, "input.gender"),
         ({"preferredName": "Valid", "birthDate": "2999-01-01"}, "input.birthDate"),
         ({"preferredName": "Valid", "firstName": "Same\u0000Name"}, "input.firstName"),
+        ({"preferredName": "Valid", "lastName": "Two\nLines"}, "input.lastName"),  # a name is one line
+        ({"preferredName": "Tab\tbed"}, "input.preferredName"),
+        ({"preferredName": "Valid", "firstName": "Del\u007fete"}, "input.firstName"),
         ({"preferredName": "Valid", "statementOfDisagreement": "x" * 5001}, "input.statementOfDisagreement"),
         ({}, "input"),
         ({"statementOfDisagreement": "   "}, "input"),
