@@ -733,6 +733,28 @@ def test_a_row_that_breaks_a_rule_names_its_column(
     assert _val(db, "SELECT count(*) FROM enrollments WHERE district_id = $1", uuid.UUID(district)) == 4
 
 
+def test_a_name_that_is_not_one_line_of_at_most_100_characters_is_refused_and_never_quoted(
+    db: DatabaseUrls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    district = _new_district(db)
+    files = bulk_files()
+    users = files["users.csv"]
+    assert isinstance(users, list)
+    given, family = USERS_11.index("givenName"), USERS_11.index("familyName")
+    rows = {row[0]: row for row in users}
+    rows["stu-2"][given] = "Sky\u0007"  # a control character
+    rows["stu-3"][family] = "T" * 101
+    rows["stu-1"][given] = "Mahsa\u200cNur"  # a joiner is part of a name, not a control
+    status, _, err = _import(write_package(tmp_path / "names", files), district, db, monkeypatch, capsys)
+    assert status == 1
+    line = {row[0]: number for number, row in enumerate(users, start=1)}
+    assert f"users.csv line {line['stu-2']}, column {given + 1} (givenName): not one line of at most 100" in err
+    assert f"users.csv line {line['stu-3']}, column {family + 1} (familyName): not one line of at most 100" in err
+    assert "Sky" not in err and "T" * 101 not in err
+    assert _user(db, district, "stu-2") is None and _user(db, district, "stu-3") is None
+    assert _user(db, district, "stu-1")["first_name"] == "Mahsa\u200cNur"
+
+
 def test_a_header_without_a_required_column_is_refused_and_nothing_is_written(
     db: DatabaseUrls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:

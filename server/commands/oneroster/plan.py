@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
+import unicodedata
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -160,6 +161,15 @@ def _lower_map(allowed: tuple[str, ...]) -> dict[str, str]:
     return {a.lower(): a for a in allowed}
 
 
+# A name is one line of at most this many characters, as a correction takes it (schema.rights.MAX_NAME).
+MAX_NAME = 100
+
+
+def is_one_line(value: str) -> bool:
+    """No control character and no line or paragraph separator (any letter, mark or joiner of any script)."""
+    return not any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value)
+
+
 def normalize_grade(raw: str) -> str:
     value = raw.strip()
     if value.isdigit():
@@ -201,6 +211,19 @@ class _File:
             self.error(rec, column, "required and empty; the line is not imported", kind="required and empty")
             return None
         return value
+
+    def person_name(self, rec: Record, column: str, required: bool = True) -> str | None:
+        """A name: one line of at most MAX_NAME characters. A required one that is not refuses
+        the line; an optional one is left out, with a warning (the value is never quoted)."""
+        value = self.required(rec, column) if required else self.value(rec, column)
+        if not value or (len(value) <= MAX_NAME and is_one_line(value)):
+            return value or None
+        problem = f"not one line of at most {MAX_NAME} characters (a control character or line break, or too long)"
+        if required:
+            self.error(rec, column, f"{problem}; the line is not imported", kind="name")
+        else:
+            self.warn(rec, column, f"{problem}; left out", kind="name")
+        return None
 
     def sourced_id(self, rec: Record) -> str | None:
         sid = self.required(rec, "sourcedId")
@@ -674,8 +697,8 @@ class Planner:
             if not username:
                 f.error(rec, "username", "required and empty; the line is not imported", kind="required and empty")
                 continue
-            first = f.required(rec, "givenName")
-            last = f.required(rec, "familyName")
+            first = f.person_name(rec, "givenName")
+            last = f.person_name(rec, "familyName")
             if first is None or last is None:
                 continue
             enabled = f.boolean(rec, "enabledUser")
@@ -720,7 +743,7 @@ class Planner:
                 "last_name": last,
                 "email": f.value(rec, "email") or None,
                 "phone": f.value(rec, "phone") or f.value(rec, "sms") or None,
-                "preferred_name": f.value(rec, "preferredGivenName") or None,
+                "preferred_name": f.person_name(rec, "preferredGivenName", required=False),
                 "grade_level": (",".join(grades) or None) if role == "STUDENT" else None,
                 "student_number": (f.value(rec, "identifier") or None) if role == "STUDENT" else None,
                 "state_id": _state_id(f, rec) if role == "STUDENT" else None,
