@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute, request_response
@@ -39,7 +38,7 @@ from schema.catalog import category_fields
 from schema.compiled import CompiledReads, Planner, condition_variables
 from server.audit_writer import AuditWriterGroups, StuckChainGuard, keep_audit_partitions
 from server.auth import TokenVerifier
-from server.cors import cors_options
+from server.cors import ApiCORSMiddleware, cors_options
 from server.db import DatabaseUrls, server_urls, sqlalchemy_url
 from server.documents import root_fields
 from server.failures import is_connection_error
@@ -463,7 +462,7 @@ def create_app(
     middleware = [
         Middleware(TelemetryMiddleware, telemetry=telemetry),
         Middleware(RequestIdMiddleware),
-        Middleware(CORSMiddleware, **cors),
+        Middleware(ApiCORSMiddleware, **cors),
     ]
     app = Starlette(
         middleware=middleware,

@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse, Response
+
 from server.settings import Settings
 
 ALLOWED_HEADERS = (
@@ -76,3 +80,22 @@ def cors_options(settings: Settings) -> dict[str, Any]:
         "allow_credentials": False,
         "max_age": 600,
     }
+
+
+class ApiCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered as every error is (API.md section 2):
+    JSON with its code, 400, rather than plain text. What it refuses is Starlette's to decide."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        # Starlette's text names what was refused (origin, method, headers), never a value.
+        refused = bytes(response.body).decode("utf-8", "replace")
+        headers = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
+        body = {
+            "errors": [
+                {"message": f"The CORS preflight was refused: {refused}", "extensions": {"code": "BAD_USER_INPUT"}}
+            ]
+        }
+        return JSONResponse(body, 400, headers=headers)

@@ -188,6 +188,8 @@ async def test_cors_is_closed_by_default(client: httpx.AsyncClient) -> None:
     )
     assert preflight.status_code == 400
     assert "access-control-allow-origin" not in preflight.headers
+    # Refused as every error is: its code, and the server's request id.
+    assert error_codes(preflight.json()) == ["BAD_USER_INPUT"] and len(preflight.headers["x-request-id"]) == 32
     simple = await client.post("/graphql", json={"query": "{ policyVersions }"}, headers={"Origin": ORIGIN})
     assert not [name for name in simple.headers if name.startswith("access-control-")], simple.headers
 
@@ -225,6 +227,8 @@ async def test_an_unlisted_origin_is_refused(cors_client: httpx.AsyncClient) -> 
     )
     assert preflight.status_code == 400
     assert "access-control-allow-origin" not in preflight.headers
+    assert error_codes(preflight.json()) == ["BAD_USER_INPUT"]
+    assert "origin" in preflight.json()["errors"][0]["message"]
     response = await cors_client.post(
         "/graphql", json={"query": "{ policyVersions }"}, headers={"Origin": "https://evil.example"}
     )
