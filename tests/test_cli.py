@@ -64,6 +64,7 @@ def test_pledgeql_token_prints_a_verifiable_token_and_nothing_else(
     [
         (["token", "--username", "nobody@nowhere.example", "--purposes", "INSTRUCTION"], "no user named"),
         (["token", "--username", "teacher1@northwind.example", "--purposes", "ADVERTISING"], "unknown purposes"),
+        (["token", "--username", "teacher1@northwind.example", "--purposes", " , "], "at least one purpose"),
         (["token", "--user-id", "not-a-uuid", "--purposes", "INSTRUCTION"], "--user-id must be a UUID"),
         (["token", "--username", "teacher1@northwind.example", "--purposes", "INSTRUCTION", "--ttl", "-5"], "--ttl"),
         (["token", "--username", "teacher1@northwind.example", "--purposes", "INSTRUCTION", "--ttl", "0"], "--ttl"),

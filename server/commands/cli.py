@@ -87,6 +87,9 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     unknown = [p for p in purposes if p not in Purpose.__members__]
     if unknown:
         return _fail(f"unknown purposes {', '.join(unknown)}; choose from {', '.join(Purpose.__members__)}")
+    if not purposes:
+        # A token with none could declare no purpose: every request it made would be refused.
+        return _fail(f"--purposes needs at least one purpose; choose from {', '.join(Purpose.__members__)}")
     if args.user_id:
         try:
             user_id = uuid.UUID(args.user_id)
