@@ -104,6 +104,17 @@ async def data_request_for_update(db: Db, district_id: uuid.UUID, request_id: uu
     return row
 
 
+async def fulfil_open_deletions(db: Db, district_id: uuid.UUID, student_id: uuid.UUID, now: dt.datetime) -> None:
+    """Every open DELETION request about the student: the deletion under way answers them all."""
+    await db.execute(
+        "UPDATE data_requests SET status = 'FULFILLED', fulfilled_at = $3 "
+        "WHERE district_id = $1 AND student_id = $2 AND kind = 'DELETION' AND status = 'OPEN'",
+        district_id,
+        student_id,
+        now,
+    )
+
+
 async def fulfil_data_request(db: Db, district_id: uuid.UUID, request_id: uuid.UUID, now: dt.datetime) -> None:
     await db.execute(
         "UPDATE data_requests SET status = 'FULFILLED', fulfilled_at = $3 WHERE district_id = $1 AND id = $2",

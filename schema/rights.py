@@ -364,10 +364,9 @@ async def delete_student_record(
     student = await _student(info, district_id, student_id)
     with _audited_refusal(info, str(district_id), student["id"], ()):
         request_id = await _open_request(info, district_id, data_request_id, "DELETION", student["id"])
-    if request_id is not None:
-        # Fulfilled before the record goes, so that the request's row (kept,
-        # without who made it) says so.
-        await sql.fulfil_data_request(ctx.db, district_id, request_id, ctx.now)
+    # The named request, and any other open request to delete the same record, are
+    # fulfilled before the record goes, so that their rows (kept, without who made them) say so.
+    await sql.fulfil_open_deletions(ctx.db, district_id, student["id"], ctx.now)
     counts = await sql.delete_record(ctx.db, district_id, student["id"], ctx.now)
     body = sql.certificate_body(
         certificate_id=uuid.uuid4(),

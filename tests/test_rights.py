@@ -528,6 +528,7 @@ async def test_deletion_removes_every_row_about_the_student_and_certifies_it(
     assert audit_before > 0 and held["responses"] >= 10
 
     request = (await _open(gql, student, "DELETION"))["data"]["openDataRequest"]
+    await _open(gql, student, "DELETION")  # asked twice: the one deletion answers both
     body = await gql(ADMIN, "REPORTING", DELETE, {"student": student, "reason": "x", "request": request["id"]})
     assert error_codes(body) == ["FORBIDDEN"]
     body = await gql(ADMIN, "RECORD_ACCESS", DELETE, {"student": student, "reason": " ", "request": request["id"]})
@@ -545,7 +546,11 @@ async def test_deletion_removes_every_row_about_the_student_and_certifies_it(
     for table in ("responses", "activity_events", "device_sessions", "enrollments", "guardian_links", "tutoring_notes"):
         assert counts[table] == held[table], table
     assert counts["users"] == 1 and counts["guardians"] == len(orphans)
-    assert counts["data_requests"] == held["data_requests"] + 1
+    assert counts["data_requests"] == held["data_requests"] + 2
+    statuses = await owner.fetch(
+        "SELECT status, fulfilled_at FROM data_requests WHERE student_id = $1 AND kind = 'DELETION'", sid
+    )
+    assert len(statuses) == 2 and all(r["status"] == "FULFILLED" and r["fulfilled_at"] for r in statuses)
     assert "audit_entries" not in counts and "deletion_certificates" not in counts
 
     # The digest is sha256 over the certificate's canonical JSON, recomputable by anyone.
