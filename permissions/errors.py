@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 # code -> HTTP status when the client accepts application/graphql-response+json
@@ -103,6 +104,16 @@ def is_printable(text: str) -> bool:
     """API.md's "printable": no control character (U+0000 to U+001F and U+007F). The rule of
     its client headers, and of the text a caller gives that the audit records."""
     return not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+
+
+# A person's name (a correction's, a roster's): one line of at most this many characters.
+MAX_NAME = 100
+
+
+def is_plain_text(text: str, breaks: str = "") -> bool:
+    """No control character (C0 or C1) and no line or paragraph separator, but those in
+    ``breaks`` (where a text may run over lines). Letters, marks and joiners of any script pass."""
+    return not any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") and ch not in breaks for ch in text)
 
 
 class NotAvailable(FieldError):

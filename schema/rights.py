@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import unicodedata
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import strawberry
 
 from permissions.enums import DataCategory, DenyReason
-from permissions.errors import BadUserInput, FieldError, Forbidden, NotFound
+from permissions.errors import MAX_NAME, BadUserInput, FieldError, Forbidden, NotFound, is_plain_text
 from resolvers import rights as sql
 from resolvers.reads import Row
 from schema.base import Info, id_argument, id_to_look_up
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
     from schema.types import Student
 
 MAX_REQUESTED_BY = 200
-MAX_NAME = 100
 MAX_REASON = 1000
 MAX_STATEMENT = 5000
 # Grades as the platform stores them: OneRoster's codes, numbers without a leading zero.
@@ -99,8 +97,7 @@ def _text(value: str, field: str, maximum: int, *, required: bool = True, one_li
         return None
     if len(cleaned) > maximum:
         raise BadUserInput(f"{field} is longer than {maximum} characters", field=field)
-    allowed = "" if one_line else "\n\t\u2028\u2029"
-    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") and ch not in allowed for ch in cleaned):
+    if not is_plain_text(cleaned, "" if one_line else "\n\t\u2028\u2029"):
         raise BadUserInput(f"{field} contains control characters", field=field)
     return cleaned
 

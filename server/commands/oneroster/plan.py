@@ -31,13 +31,13 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-import unicodedata
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from permissions.errors import MAX_NAME, is_plain_text
 from server.commands.oneroster import spec
 from server.commands.oneroster.problems import ERROR, NOTE, WARNING, Problem, Problems, Refused
 from server.commands.oneroster.reader import CsvFile, Package, Record
@@ -161,15 +161,6 @@ def _lower_map(allowed: tuple[str, ...]) -> dict[str, str]:
     return {a.lower(): a for a in allowed}
 
 
-# A name is one line of at most this many characters, as a correction takes it (schema.rights.MAX_NAME).
-MAX_NAME = 100
-
-
-def is_one_line(value: str) -> bool:
-    """No control character and no line or paragraph separator (any letter, mark or joiner of any script)."""
-    return not any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value)
-
-
 def normalize_grade(raw: str) -> str:
     value = raw.strip()
     if value.isdigit():
@@ -216,7 +207,7 @@ class _File:
         """A name: one line of at most MAX_NAME characters. A required one that is not refuses
         the line; an optional one is left out, with a warning (the value is never quoted)."""
         value = self.required(rec, column) if required else self.value(rec, column)
-        if not value or (len(value) <= MAX_NAME and is_one_line(value)):
+        if not value or (len(value) <= MAX_NAME and is_plain_text(value)):
             return value or None
         problem = f"not one line of at most {MAX_NAME} characters (a control character or line break, or too long)"
         if required:
