@@ -45,6 +45,11 @@ def new_ids(count: int) -> list[str]:
     return out
 
 
+def in_utc(at: dt.datetime) -> dt.datetime:
+    """A request's time in UTC, as an Origin holds it (a time without a zone is read as UTC)."""
+    return at.astimezone(dt.UTC) if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
+
+
 @dataclass(frozen=True)
 class Origin:
     """What every entry of one request (or one operator command) shares: when,

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from permissions.audit import PendingEntry
-from permissions.audit_chain import Origin
+from permissions.audit_chain import Origin, in_utc
 from resolvers.audit_store import LOCK_TIMEOUT, PARTITIONS, PARTITIONS_AHEAD, KnownCodes, KnownHeads, write_batch
 from server.context import RequestContext
 from server.telemetry import current_trace_id
@@ -28,9 +27,8 @@ PARTITIONS_EVERY = 6 * 3600.0  # seconds between checks that the partitions ahea
 
 
 def origin_of(context: RequestContext) -> Origin:
-    at = context.now.astimezone(dt.UTC) if context.now.tzinfo is not None else context.now.replace(tzinfo=dt.UTC)
     return Origin(
-        at=at,
+        at=in_utc(context.now),
         request_id=context.request_id,
         client_request_id=context.client_request_id,
         actor_id=context.principal.user_id,

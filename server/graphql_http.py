@@ -49,7 +49,7 @@ from starlette.responses import Response
 
 from permissions.admission import NIL_DISTRICT, admit
 from permissions.audit import PendingEntry
-from permissions.audit_chain import Origin
+from permissions.audit_chain import Origin, in_utc
 from permissions.decide import DecisionTable
 from permissions.enums import Purpose, RequestRefusal, Role
 from permissions.errors import RequestError
@@ -418,7 +418,7 @@ class GraphQLEndpoint:
         its statement must confirm (``RequestContext.confirm``), and a refusal
         from it raises ``StaleStanding`` (decided again on a standing read anew)."""
         token_purposes = frozenset(Purpose(p) for p in claims.purposes if p in Purpose.__members__)
-        day = (now.astimezone(dt.UTC) if now.tzinfo is not None else now).date()
+        day = in_utc(now).date()
         standing = self.standings.get(claims.user_id, token_purposes, day) if use_kept else None
         provisional = standing is not None
         if standing is None:
@@ -636,7 +636,7 @@ class GraphQLEndpoint:
         roots = root_fields(call.prepared.document, call.operation)
         fields = tuple(sorted(f"Mutation.{name}" for name in roots if not name.startswith(("__", "..."))))
         origin = Origin(
-            at=now.astimezone(dt.UTC) if now.tzinfo is not None else now.replace(tzinfo=dt.UTC),
+            at=in_utc(now),
             request_id=call.request_id,
             client_request_id=call.client_request_id,
             actor_id=principal.user_id,
