@@ -21,6 +21,7 @@ from strawberry.schema.types.base_scalars import DateTimeDefinition
 
 from permissions.enums import DataCategory, Purpose
 from permissions.policy import PolicySet
+from schema import reports
 from schema.catalog import NON_PERSONAL_FIELDS, PERSONAL_TYPE_NAMES
 from schema.classified import category_of
 from schema.descriptions import keep_descriptions
@@ -153,6 +154,16 @@ def check_operation_fields(schema: strawberry.Schema) -> None:
         )
 
 
+def install_report_resolvers(schema: GraphQLSchema) -> None:
+    """The reports' roots resolved directly (schema.reports.direct_resolvers), where the schema has them."""
+    if schema.query_type is None:
+        return
+    for name, resolve in reports.direct_resolvers().items():
+        field = schema.query_type.fields.get(name)
+        if field is not None:
+            field.resolve = resolve
+
+
 def build_schema(policies: PolicySet, schema: strawberry.Schema | None = None) -> strawberry.Schema:
     """The served schema (or ``schema``), once it passes the build-time checks."""
     served = schema is None
@@ -163,6 +174,7 @@ def build_schema(policies: PolicySet, schema: strawberry.Schema | None = None) -
         # A schema built for a test may hold only some of the operations.
         check_operation_fields(schema)
     install_direct_resolvers(graphql_schema(schema))
+    install_report_resolvers(graphql_schema(schema))
     install_plain_types(graphql_schema(schema))
     keep_descriptions(graphql_schema(schema), {name: c.value for name, c in _fields(schema) if c is not None})
     return schema

@@ -186,11 +186,26 @@ class PlainCompletion:
     the completed form depends on), and gives it again to the next request
     that selects it the same way."""
 
-    def __init__(self, collect: Callable[[GraphQLObjectType, FieldDetailsList], CollectedFields]) -> None:
+    def __init__(
+        self,
+        collect: Callable[[GraphQLObjectType, FieldDetailsList], CollectedFields],
+        made: dict[Any, Any] | None = None,
+    ) -> None:
         self.collect = collect
+        self.made = made
 
     def object(self, graphql_type: GraphQLObjectType, plain: Plain, details: FieldDetailsList, value: Any) -> Any:
-        return _completed(graphql_type.name, plain, self._selection(graphql_type, plain, details), value)
+        """``value`` completed for the selection ``details`` make. With ``made`` (a document's
+        own, for one set of values of the variables its @include / @skip read: its
+        ``server.documents.Prepared.selections``), each selection is made once per document,
+        not once per request: its fields' nodes, which it is keyed by, live as long as that."""
+        if self.made is None:
+            return _completed(graphql_type.name, plain, self._selection(graphql_type, plain, details), value)
+        key = (graphql_type.name, *(id(d.node) for d in details))
+        selection = self.made.get(key)
+        if selection is None:
+            selection = self.made[key] = self._selection(graphql_type, plain, details)
+        return _completed(graphql_type.name, plain, selection, value)
 
     def _selection(self, graphql_type: GraphQLObjectType, plain: Plain, details: FieldDetailsList) -> _Selection:
         grouped, deferred, forbidden = self.collect(graphql_type, details)

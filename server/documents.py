@@ -75,6 +75,8 @@ class Prepared:
     plans: dict[tuple[str | None, tuple[Any, ...]], Plan | None] = field(default_factory=dict)
     # Those variables (schema.compiled.condition_variables).
     conditions: tuple[str, ...] = ()
+    # The selections of plain types made for it, by the same keys (schema.direct.PlainCompletion).
+    selections: dict[tuple[str | None, tuple[Any, ...]], dict[Any, Any]] = field(default_factory=dict)
     # The registry's generation it was allowed under (production): a reload checks it again.
     generation: int = 0
 

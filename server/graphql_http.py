@@ -29,6 +29,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +124,10 @@ REFUSAL_MESSAGES = {
 }
 
 
+# The selections of plain types made for the document being executed (``GraphQLEndpoint._run``).
+_SELECTIONS: ContextVar[dict[Any, Any] | None] = ContextVar("pledgeql_plain_selections", default=None)
+
+
 class SerialRoots(Executor[Any]):
     """graphql-core's executor, completing a query's root fields one after
     another, as it does a mutation's. A request's statements share one
@@ -165,7 +170,8 @@ class SerialRoots(Executor[Any]):
         plain = return_type.extensions.get(PLAIN)
         if plain is not None:
             try:
-                return PlainCompletion(self.collect_subfields).object(return_type, plain, field_details_list, result)
+                completion = PlainCompletion(self.collect_subfields, _SELECTIONS.get())
+                return completion.object(return_type, plain, field_details_list, result)
             except Fallback:
                 pass
         return super().complete_object_value(return_type, field_details_list, info, path, result, position_context)
@@ -594,7 +600,8 @@ class GraphQLEndpoint:
         if reply is None:
             if context.confirm is not None and plan is not None:
                 raise StaleStanding  # the resolver path runs on a standing confirmed, or on none kept
-            reply = await self._run(call.request, call.prepared, call.gql, context)
+            made = call.prepared.selections.setdefault(_plan_key(call.prepared, call.operation, call.variables), {})
+            reply = await self._run(call.request, call.prepared, call.gql, context, made)
             reply.served = "resolvers"
         else:
             reply.served = "compiled"
@@ -660,9 +667,7 @@ class GraphQLEndpoint:
         its @include / @skip read), or None for the resolver path."""
         if self.compiled is None:
             return None
-        coerced = variables.coerced if variables is not None else {}
-        values = tuple(coerced.get(name) for name in prepared.conditions)
-        key = (operation.name.value if operation.name else None, values)
+        key = _plan_key(prepared, operation, variables)
         plans = prepared.plans
         if key in plans:
             return plans[key]
@@ -694,18 +699,31 @@ class GraphQLEndpoint:
             return Reply({"errors": errors, "data": compiled.data}, 200)
         return Reply({"data": compiled.data}, 200)
 
-    async def _run(self, request: Request, prepared: Prepared, gql: GraphQLRequest, context: Any) -> Reply:
-        result = graphql_execute(
-            self.schema,
-            prepared.document,
-            context_value=context,
-            variable_values=gql.variables,
-            operation_name=gql.operation_name,
-            hide_suggestions=self.production,
-            executor_class=SerialRoots,
-        )
-        if hasattr(result, "__await__"):
-            result = await result
+    async def _run(
+        self,
+        request: Request,
+        prepared: Prepared,
+        gql: GraphQLRequest,
+        context: Any,
+        selections: dict[Any, Any] | None = None,
+    ) -> Reply:
+        """The reply from graphql-core's execution; with ``selections`` (the document's own, for
+        these values of its conditions' variables), its plain types' selections are made once."""
+        made = _SELECTIONS.set(selections)
+        try:
+            result = graphql_execute(
+                self.schema,
+                prepared.document,
+                context_value=context,
+                variable_values=gql.variables,
+                operation_name=gql.operation_name,
+                hide_suggestions=self.production,
+                executor_class=SerialRoots,
+            )
+            if hasattr(result, "__await__"):
+                result = await result
+        finally:
+            _SELECTIONS.reset(made)
         if result.errors and any(is_connection_error(e.original_error) for e in result.errors):
             # A statement failed because the database went away: no partial data.
             raise RequestError("DATABASE_UNAVAILABLE", UNAVAILABLE_MESSAGE)
@@ -720,6 +738,15 @@ class GraphQLEndpoint:
             codes = {e.get("extensions", {}).get("code") for e in body.get("errors", [])}
             status = 400 if codes <= {"BAD_USER_INPUT"} else 200
         return Reply(body, status)
+
+
+def _plan_key(
+    prepared: Prepared, operation: OperationDefinitionNode, variables: VariableValues | None
+) -> tuple[str | None, tuple[Any, ...]]:
+    """An operation's key among its document's plans: its name, and the values of the
+    variables the document's @include / @skip read."""
+    coerced = variables.coerced if variables is not None else {}
+    return (operation.name.value if operation.name else None, tuple(coerced.get(n) for n in prepared.conditions))
 
 
 # The reports: the statement that reads their counters confirms a kept standing.

@@ -25,6 +25,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -888,3 +889,39 @@ async def test_all_time_reports_from_the_kept_totals_equal_the_responses_themsel
             raw = await report(ask, f"Admin{district[0]}", scope, group_by, **{"from": "2000-01-03T00:00:00Z"})
             assert kept["total"] == raw["total"]
             assert kept["rows"] == raw["rows"]
+
+
+REPORT_INPUTS = [
+    {"scope": {"districtId": "d1"}},
+    {"scope": {"schoolId": "s1", "classId": None}, "groupBy": ["CLASS", "ECONOMICALLY_DISADVANTAGED"]},
+    {"scope": {"allDistricts": True}, "groupBy": ["SUBJECT", "SKILL"], "assessmentId": "a1"},
+    {"scope": {"classId": "c1"}, "groupBy": [], "from": "2026-09-01T00:00:00Z", "to": "2026-09-30T12:00:00+02:00"},
+    {"scope": {"districtId": "d1", "schoolId": "s1", "allDistricts": False}, "groupBy": ["WEEK", "WEEK"]},
+]
+
+
+@pytest.mark.parametrize("given", REPORT_INPUTS)
+@pytest.mark.parametrize("root", ["performanceReport", "usageReport"])
+def test_the_served_report_resolvers_read_their_input_as_strawberry_converts_it(
+    given: dict[str, Any], root: str
+) -> None:
+    from graphql import parse
+    from graphql.execution.values import get_argument_values, get_variable_values
+    from strawberry.types.arguments import convert_arguments
+
+    from permissions.policy import load_policy_set
+    from schema.build import build_schema, graphql_schema
+    from schema.reports import report_input
+
+    schema = build_schema(load_policy_set([Path(__file__).parent / "policies"]))
+    document = parse(f"query($input: ReportInput!) {{ {root}(input: $input) {{ minimumGroupSize }} }}")
+    operation = document.definitions[0]
+    variables = get_variable_values(graphql_schema(schema), operation.variable_definitions, {"input": given})  # type: ignore[attr-defined]
+    assert not isinstance(variables, list), variables
+    field = graphql_schema(schema).query_type.fields[root]  # type: ignore[union-attr]
+    raw = get_argument_values(field, operation.selection_set.selections[0], variables)  # type: ignore[attr-defined]
+    definition = field.extensions["strawberry-definition"]
+    strawberrys = convert_arguments(raw, definition.arguments, schema.schema_converter.scalar_registry, schema.config)
+    assert report_input(raw["input"]) == strawberrys["input"]
+    # And the served schema's field is resolved by it, not by Strawberry's wrapper.
+    assert field.resolve.__qualname__.startswith("direct_resolvers.")
