@@ -15,7 +15,7 @@ from graphql import Executor, execute, parse
 
 from permissions.policy import load_policy_set
 from schema.build import build_schema
-from schema.direct import PLAIN, install_plain_types
+from schema.direct import PLAIN, PlainCompletion, install_plain_types
 from server.graphql_http import SerialRoots
 from tests.conftest import Gql
 
@@ -217,3 +217,33 @@ async def test_a_report_asked_with_two_shapes_gives_each_its_own(gql: Gql, owner
     }
     assert set(narrow["data"]["r"]["rows"][0]) == {"students", "meanScore", "g"}
     assert len(wide["data"]["performanceReport"]["rows"]) == len(narrow["data"]["r"]["rows"])
+
+
+async def test_a_documents_selections_are_made_once_not_for_every_request(
+    gql: Gql, owner: Any, users: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    district = await owner.fetchval("SELECT district_id FROM users WHERE id = $1", users["admin@northwind.example"])
+    made: list[str] = []
+    selection = PlainCompletion._selection
+
+    def counted(self: PlainCompletion, graphql_type: Any, plain: Any, details: Any) -> Any:
+        made.append(graphql_type.name)
+        return selection(self, graphql_type, plain, details)
+
+    monkeypatch.setattr(PlainCompletion, "_selection", counted)
+
+    document = REPORTS[1].replace("r:", "once:")  # a text no other test has sent: its selections not yet made
+
+    async def ask(no: bool) -> dict[str, Any]:
+        body = await gql("admin@northwind.example", "REPORTING", document, {"d": str(district), "no": no})
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    first = await ask(True)
+    once = len(made)
+    assert made[0] == "AggregateReport" and once > 1  # the report's, and its rows' within it
+    assert await ask(True) == first and len(made) == once
+    # Another value of a variable its @include / @skip read: another selection, made once too.
+    other = await ask(False)
+    assert other != first and len(made) == 2 * once
+    assert await ask(False) == other and await ask(True) == first and len(made) == 2 * once
