@@ -749,6 +749,9 @@ class _Builder:
         self.pages: dict[str, _Page] = {}  # a students connection's row alias -> its page
         self.audit: _AuditPage | None = None
         self.root_student: tuple[str, uuid.UUID] | None = None  # the student(id:) root's alias and id
+        # The aliases of student rows read under the caller's student scope (RowScope.students)
+        # in this statement: a relationship of theirs that asks it of them again need not.
+        self.student_scoped: set[str] = set()
         self.aliases = 0
         self.slot_of: dict[int, int] = {}  # id(node) -> its own slot
         self.about_of: dict[int, int] = {}  # id(member) -> the slot of the rows about the owner under it
@@ -832,7 +835,9 @@ class _Builder:
             self.pages[a] = page = self.students_page(args, None if parent is None else f"{parent}.id")
             return page.row(a), "true"
         if name == "page_nodes" and parent in self.pages:
-            # The page's rows, by the ids its connection read (in scope: they are of its page).
+            # The page's rows, by the ids its connection read (in scope: they are of its page,
+            # whose students match RowScope.students: resolvers.reads.students_matching).
+            self.student_scoped.add(a)
             return f"(SELECT u.* FROM users u WHERE u.id = ANY ({parent}.ids) ORDER BY u.id) {a}", "true"
         if name == "page_info":
             cursor = STUDENT_CURSOR.format(c=f"{parent}.last_id")
@@ -893,6 +898,7 @@ class _Builder:
                 return f"classes {a}", f"{a}.district_id = {self.visible()} AND {a}.id = {p(wanted)}"
             if name == "student":
                 self.root_student = (a, wanted)
+                self.student_scoped.add(a)
                 return f"users {a}", f"{a}.id = {p(wanted)} AND {a}.role = 'STUDENT' AND {scope.students(a, p)}"
             if name == "assignment":
                 return f"assignments {a}", f"{a}.district_id = {self.visible()} AND {a}.id = {p(wanted)}"
@@ -920,12 +926,14 @@ class _Builder:
             )
         if name == "student_classes":
             # reads.classes_of_student: the enrollments' student is the parent row (a users row)
-            # itself, so its scope is asked of the parent, once for all of its classes.
+            # itself, so its scope is asked of the parent, once for all of its classes; not again
+            # of a parent this statement read under that very scope.
             t = p(scope.today)
+            in_scope = "" if parent in self.student_scoped else f" AND {scope.students(parent, p)}"
             return (
                 f"enrollments e JOIN classes {a} ON {a}.district_id = e.district_id AND {a}.id = e.class_id",
-                f"e.district_id = {parent}.district_id AND e.student_id = {parent}.id AND {ACTIVE.format(t=t)} "
-                f"AND {scope.students(parent, p)}",
+                f"e.district_id = {parent}.district_id AND e.student_id = {parent}.id AND {ACTIVE.format(t=t)}"
+                + in_scope,
             )
         if name == "student_responses":
             first = _page_size(args, 20)

@@ -14,6 +14,7 @@ import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -1253,3 +1254,43 @@ async def test_a_statement_is_built_once_for_the_same_inputs_and_again_when_any_
                 *row.values(),
             )
     assert await roster() == first and len(built) == 4  # the first principal's statement, kept
+
+
+# ------------------------------------------------------------------ the student scope, asked once
+
+SCOPED_READS = {
+    # A page of students (matched under the student scope), and their classes.
+    "page": ("query { students(first: 25) { nodes { id classes { id } } } }", 1),
+    # One student (read under the student scope), and theirs.
+    "student": ('query { student(id: "00000000-0000-4000-8000-000000000002") { id classes { id } } }', 1),
+    # A class's students are read under the scope of a class's students, not this one: their
+    # classes still ask it of each of them.
+    "class": ('query { class(id: "00000000-0000-4000-8000-0000000000c1") { students { id classes { id } } } }', 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCOPED_READS))
+def test_a_students_classes_ask_the_student_scope_only_of_a_student_not_read_under_it(name: str) -> None:
+    from graphql import OperationDefinitionNode, parse
+
+    from permissions.enums import Role, Scope
+    from permissions.policy import load_policy_set
+    from permissions.principal import Principal
+    from resolvers.scope import RowScope
+    from schema.build import build_schema, graphql_schema
+    from schema.compiled import Planner, statement
+
+    document, asked = SCOPED_READS[name]
+    schema = graphql_schema(build_schema(load_policy_set([Path(__file__).parent / "policies"])))
+    parsed = parse(document)
+    operation = parsed.definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
+    plan = Planner(schema).plan(parsed, operation)
+    assert plan is not None
+    district, klass = uuid.UUID(int=0xD1), uuid.UUID("00000000-0000-4000-8000-0000000000c1")
+    teacher = Principal(uuid.UUID(int=1), Role.TEACHER, district, school_id=uuid.UUID(int=0xA1), class_ids=(klass,))
+    scope = RowScope(teacher, Scope.CLASSES, Scope.CLASSES, Scope.NONE, dt.date(2026, 3, 1))
+    sql = statement(plan, scope, None, purpose="INSTRUCTION").sql
+    # RowScope.students under CLASSES: enrolled today in one of the caller's classes.
+    predicate = "EXISTS (SELECT 1 FROM enrollments e WHERE e.district_id = "
+    assert sql.count(predicate) == asked, sql
