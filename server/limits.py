@@ -160,7 +160,7 @@ class Measure:
     cost: int = 0
     visits: int = 0
     sized_by_variables: bool = False
-    # The walk stopped at the limit: the cost is a lower bound.
+    # The walk stopped at the visits' bound: the cost and the depth are lower bounds.
     stopped: bool = False
 
 
@@ -184,7 +184,8 @@ def list_bounds(schema: GraphQLSchema) -> dict[str, int]:
 
 
 class Measurer:
-    """Walks one operation with its fragments expanded, stopping once past the limits."""
+    """Walks one operation with its fragments expanded, stopping once it has visited more fields
+    than the cost limit allows."""
 
     def __init__(
         self,
@@ -237,9 +238,9 @@ class Measurer:
         self, selection_set: SelectionSetNode, parent: GraphQLNamedType, depth: int, seen: tuple[str, ...]
     ) -> int:
         measure = self.measure
+        # The whole document is walked, past the depth limit too, so that the depth and cost it
+        # reports are its own (QUERY_TOO_COMPLEX's measure): the walk is bounded by the visits.
         measure.depth = max(measure.depth, depth)
-        if depth > self.limits.max_depth:
-            return 0  # reported; no need to go deeper
         total = 0
         for node, owner in self._fields(selection_set, parent, seen):
             measure.visits += 1
@@ -319,13 +320,14 @@ def measure_operation(
 
 def violations(measure: Measure, limits: Limits) -> list[Violation]:
     found = []
+    at_least = "at least " if measure.stopped else ""
     if measure.depth > limits.max_depth:
         found.append(
             Violation(
                 "depth",
                 limits.max_depth,
                 measure.depth,
-                f"The query is nested {measure.depth} levels deep; the limit (depth) is {limits.max_depth}",
+                f"The query is nested {at_least}{measure.depth} levels deep; the limit (depth) is {limits.max_depth}",
             )
         )
     if measure.aliases > limits.max_aliases:
@@ -338,7 +340,6 @@ def violations(measure: Measure, limits: Limits) -> list[Violation]:
             )
         )
     if measure.cost > limits.max_cost:
-        at_least = "at least " if measure.stopped else ""
         found.append(
             Violation(
                 "cost",

@@ -62,6 +62,27 @@ async def test_a_query_fifty_levels_deep_is_too_complex_for_every_client(
     assert "data" not in body
 
 
+async def test_a_query_past_the_depth_limit_is_measured_whole(
+    client: httpx.AsyncClient, token_for: Callable[..., str], app: Any
+) -> None:
+    # API.md: QUERY_TOO_COMPLEX names "the document's measure", not where counting could stop.
+    measured = {}
+    for depth in (38, 41):
+        status, body = await send(client, token_for(TEACHER), {"query": nested(depth)})
+        assert status == 400 and error_codes(body) == ["QUERY_TOO_COMPLEX"], body
+        extensions = body["errors"][0]["extensions"]
+        assert extensions["limit"] == "depth" and extensions["maximum"] == 12
+        measured[depth] = extensions["measured"]
+        assert f"nested {measured[depth]} levels deep" in body["errors"][0]["message"]
+    # student { (school { students { nodes { ... } } }) x 12 or 13 id }: 2 + 3 levels each.
+    assert measured == {38: 2 + 3 * 12, 41: 2 + 3 * 13}
+    # The cost counts the levels past the limit as well.
+    schema = app.state.pledgeql.endpoint.schema
+    limits = Limits(max_cost=10**9)
+    costs = [measure_operation(schema, d, d.definitions[0], limits).cost for d in map(parse, map(nested, (38, 41)))]
+    assert costs[1] > costs[0]
+
+
 async def test_a_query_within_the_depth_limit_runs(client: httpx.AsyncClient, token_for: Callable[..., str]) -> None:
     status, body = await send(client, token_for(TEACHER), {"query": nested(10)})
     assert status == 200, body
