@@ -144,8 +144,8 @@ from schema.declare import Relation, declared_column, declared_expression, decla
 from schema.types import note_search
 
 NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
-# json_build_object takes at most 100 arguments: 50 keys.
-MAX_KEYS = 50
+# A PostgreSQL function takes at most 100 arguments: json_build_object 50 keys.
+MAX_ARGUMENTS = 100
 
 # The types whose classified fields are about a subject the statement can name:
 # a student (its own row), staff (no subject), a student's responses and
@@ -460,8 +460,6 @@ class _Compilation:
         keyed: dict[str, list[FieldNode]] = {}
         for f in out:
             keyed.setdefault((f.alias or f.name).value, []).append(f)
-        if len(keyed) > MAX_KEYS:
-            raise NotCompiled  # very wide objects: the resolver path
         return [nodes[0] if len(nodes) == 1 else self.merged(nodes) for nodes in keyed.values()]
 
     def merged(self, nodes: list[FieldNode]) -> FieldNode:
@@ -1079,7 +1077,7 @@ class _Builder:
                     )
             else:
                 raise NotCompiled
-        return "json_build_object(" + ", ".join(parts) + ")", "".join(joins), slots
+        return _json("json_build_object", parts), "".join(joins), slots
 
     def related(self, member: Member, parent: str) -> tuple[str, list[int]]:
         """A relationship of the parent row as a subquery: its JSON (``items``, an
@@ -1155,12 +1153,32 @@ def statement(
     # nodes and its page info both.
     page = "" if b.audit is None else f"WITH audit_page AS MATERIALIZED ({b.audit.sql(b.audit.size + 1)}) "
     sql = (
-        f"{page}SELECT json_build_object({', '.join(parts)})::text, {' AND '.join(found)}, "
-        f"json_build_array({', '.join(rows)})::text, {CONFIRMING} "
+        f"{page}SELECT {_json('json_build_object', parts)}::text, {' AND '.join(found)}, "
+        f"{_json('json_build_array', rows)}::text, {CONFIRMING} "
         f"FROM (SELECT 1) one{''.join(joins)}"
     )
     subject = b.audit.filters.subject if b.audit is not None and "auditLog" in plan.operations else None
     return Statement(sql, b.p.values, len(plan.slots), bool(search), subject)
+
+
+def _json(function: str, arguments: list[str]) -> str:
+    """``function(arguments)``, json_build_object or json_build_array. Past the 100 arguments a
+    function takes, one call per 100 (an object's keys with their values), their JSON texts
+    spliced into one, in order: ``{"a" : 1}`` and ``{"b" : 2}`` make ``{"a" : 1, "b" : 2}``."""
+    if len(arguments) <= MAX_ARGUMENTS:
+        return f"{function}({', '.join(arguments)})"
+    texts = [
+        f"{function}({', '.join(arguments[i : i + MAX_ARGUMENTS])})::text"
+        for i in range(0, len(arguments), MAX_ARGUMENTS)
+    ]
+    last = len(texts) - 1
+    # Each text without its closing bracket but the last, without its opening one but the first.
+    cut = [
+        f"left({t}, -1)" if i == 0 else f"substr({t}, 2)" if i == last else f"substr(left({t}, -1), 2)"
+        for i, t in enumerate(texts)
+    ]
+    spliced = " || ', ' || ".join(cut)
+    return f"({spliced})::json"
 
 
 def _rows(value: Any, path: tuple[tuple[str, bool], ...]) -> list[tuple[tuple[str | int, ...], Any]]:

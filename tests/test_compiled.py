@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from graphql import parse
 
 from bench.scenarios import CLASS_VIEW as ROSTER  # the benchmark's S1, exactly
 from schema.compiled import CompiledReads, Plan
@@ -1294,3 +1295,88 @@ def test_a_students_classes_ask_the_student_scope_only_of_a_student_not_read_und
     # RowScope.students under CLASSES: enrolled today in one of the caller's classes.
     predicate = "EXISTS (SELECT 1 FROM enrollments e WHERE e.district_id = "
     assert sql.count(predicate) == asked, sql
+
+
+_LEAVES = [
+    "id",
+    "firstName",
+    "lastName",
+    "preferredName",
+    "username",
+    "gradeLevel",
+    "studentNumber",
+    "stateId",
+    "email",
+    "gender",
+    "birthDate",
+    "ethnicity",
+    "englishLearner",
+    "specialEducation",
+    "economicallyDisadvantaged",
+    "learningLevel",
+    "lastActiveAt",
+]
+# A student of 52 keys: 17 fields, __typename, 4 relationships and 30 aliases of the fields.
+VERY_WIDE = (
+    "query VeryWide($id: ID!) { class(id: $id) { students { __typename "
+    + " ".join(_LEAVES)
+    + " school { name } classes { id } responses(first: 2) { id score } progress { averageScore } "
+    + " ".join(f"k{i}: {_LEAVES[i % len(_LEAVES)]}" for i in range(30))
+    + " } } }"
+)
+# Twenty students side by side, each with six lists of rows the statement reports:
+# 120, past a function's 100 arguments.
+MANY_LISTS = (
+    "query ManyLists($id: ID!) { "
+    + " ".join(f"s{i}: student(id: $id) {{ ...Lists }}" for i in range(20))
+    + " } fragment Lists on Student { firstName responses(first: 1) { score } guardians { firstName } "
+    "progress { averageScore } school { students(first: 1) { nodes { firstName } } } "
+    "classes { students { firstName } } }"
+)
+
+
+@pytest.mark.parametrize(
+    ("query", "variable", "user", "purpose"),
+    [(VERY_WIDE, "roster", TEACHER, "INSTRUCTION"), (MANY_LISTS, "student", ADMIN, "RECORD_ACCESS")],
+)
+async def test_objects_and_reported_rows_past_a_function_s_100_arguments_are_compiled(
+    app: Any,
+    client: httpx.AsyncClient,
+    owner: Any,
+    recording: Recording,
+    token_for: Any,
+    ids: dict[str, Any],
+    query: str,
+    variable: str,
+    user: str,
+    purpose: str,
+) -> None:
+    """json_build_object and json_build_array take at most 100 arguments: a wider object, or
+    more reported rows, is built in parts spliced in order, and still served compiled."""
+    document = parse(query)
+    plan = app.state.pledgeql.endpoint.planner.plan(document, document.definitions[0])
+    assert plan is not None
+    widest = max(len(n.members) for n in _nodes(plan))
+    assert widest > 50 or len(plan.slots) > 100, (widest, len(plan.slots))
+    (status, body), written, served = await both_paths(
+        app, client, owner, recording, token_for(user, ALL_PURPOSES), purpose, query, {"id": ids[variable]}
+    )
+    assert served is True and status == 200 and body["data"] is not None, body
+    assert written, "the rows read are audited"
+    if query is VERY_WIDE:
+        students = body["data"]["class"]["students"]
+        assert students and all(len(s) == 52 for s in students)
+        assert list(students[0])[:3] == ["__typename", "id", "firstName"] and list(students[0])[-1] == "k29"
+    else:
+        assert len(body["data"]) == 20 and all(s["firstName"] for s in body["data"].values())
+
+
+def _nodes(plan: Plan) -> list[Any]:
+    """Every object node of the plan, its roots' and theirs below."""
+    found = []
+    queue = [m.child for m in plan.members if m.child is not None]
+    while queue:
+        node = queue.pop()
+        found.append(node)
+        queue += [m.child for m in node.members if m.child is not None]
+    return found
