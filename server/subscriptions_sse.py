@@ -3,11 +3,17 @@
 What the ``graphql-sse`` client does by default: one ``POST /graphql`` per
 subscription with ``Accept: text/event-stream`` and the usual JSON body,
 ``Authorization`` and ``X-Purpose`` as request headers, checked as for any
-request. A refusal before the stream starts is an ordinary GraphQL-over-HTTP
-error response (JSON, with its status); after that, each event is ``event:
-next`` with the execution result as data, and the stream ends with ``event:
-complete`` (after a ``next`` carrying the errors when the subscription ended
-with one). A comment line keeps an idle stream open through proxies.
+request. A refusal of the request itself (its headers, its token, its purpose,
+a rate limit, an unavailable database) is an ordinary GraphQL-over-HTTP error
+response (JSON, with its status). What is wrong with the document (it does not
+validate, is too complex or not allowed, its variables do not coerce) and a
+class that is not the caller's to watch are answered in an accepted stream, as
+the protocol requires of every step before execution: a ``next`` carrying the
+errors, then ``complete``. Otherwise each event is ``event: next`` with the
+execution result as data, and the stream ends with ``event: complete`` (after
+a ``next`` carrying the errors when the subscription ended with one). Every
+result carries the declared purpose in ``extensions.purpose``. A comment line
+keeps an idle stream open through proxies.
 """
 
 from __future__ import annotations
@@ -26,13 +32,14 @@ from permissions.errors import STATUS, RequestError
 from server.headers import authorization_header, client_request_id, purpose_header, single_header
 from server.http_request import RateLimited, request_id_of
 from server.ratelimit import retry_after_header
-from server.subscriptions import LiveService, OperationErrors, error_payload
+from server.subscriptions import Caller, LiveService, OperationErrors, error_payload
 
 log = logging.getLogger("pledgeql.live.sse")
 
 COMPLETE = b"event: complete\ndata:\n\n"
-# Refusals of the subscription itself, once the request is admitted: sent in the stream, as a result.
-IN_STREAM = frozenset({"NOT_FOUND", "FORBIDDEN"})
+# Refusals of the document and of the subscription itself, once the request's headers and token
+# passed: sent in the stream, as a result (graphql-sse: validation errors MUST be ``next`` events).
+IN_STREAM = frozenset({"NOT_FOUND", "FORBIDDEN", "BAD_USER_INPUT", "QUERY_TOO_COMPLEX", "OPERATION_NOT_ALLOWED"})
 
 
 def wants_event_stream(request: Request) -> bool:
@@ -43,6 +50,16 @@ def _next(body: dict[str, Any]) -> bytes:
     return b"event: next\ndata: " + orjson.dumps(body) + b"\n\n"
 
 
+def _refused_in_stream(errors: list[dict[str, Any]], caller: Caller, request_id: str) -> Response:
+    """The errors as the stream's one result, then its end."""
+    body = {"errors": errors, "extensions": {"purpose": caller.purpose.value}}
+    return Response(
+        _next(body) + COMPLETE,
+        media_type="text/event-stream",
+        headers={"x-request-id": request_id, "cache-control": "no-store"},
+    )
+
+
 async def serve_sse(service: LiveService, request: Request) -> Response:
     endpoint = service.endpoint
     request_id = request_id_of(request)
@@ -51,6 +68,7 @@ async def serve_sse(service: LiveService, request: Request) -> Response:
     async def deliver(body: dict[str, Any]) -> None:
         await outbox.put(body)  # waits while the client reads slowly
 
+    caller: Caller | None = None
     try:
         gql = await endpoint.read_request(request)
         client = endpoint.client_info(request)
@@ -63,30 +81,26 @@ async def serve_sse(service: LiveService, request: Request) -> Response:
         )
         subscription = await service.start(caller, gql, deliver, request_id)
     except OperationErrors as errors:
-        return Response(
-            orjson.dumps({"errors": errors.errors}),
-            status_code=400,
-            media_type="application/json",
-            headers={"x-request-id": request_id, "cache-control": "no-store"},
-        )
+        if caller is None:  # raised by start only, once the caller is known
+            raise
+        return _refused_in_stream(errors.errors, caller, request_id)
     except RequestError as error:
-        if error.code not in IN_STREAM:
-            # The status API.md gives the code, whatever the Accept header: an event-stream client
-            # (which accepts no JSON type at all) must not read a refusal as a 200.
-            headers = {"x-request-id": request_id, "cache-control": "no-store"}
-            if isinstance(error, RateLimited):
-                headers["retry-after"] = retry_after_header(error.retry_after)
-            return Response(
-                orjson.dumps(error.body()),
-                status_code=STATUS.get(error.code, 400),
-                media_type="application/json",
-                headers=headers,
-            )
-        # The request was admitted but the class is not the caller's to watch: a result, as graphql-sse sends one.
-        refusal = _next({"errors": error_payload(error)}) + COMPLETE
+        if caller is not None and error.code in IN_STREAM:
+            # The request passed its headers and token: the document or the class is refused, as a result.
+            return _refused_in_stream(error_payload(error), caller, request_id)
+        # The status API.md gives the code, whatever the Accept header: an event-stream client
+        # (which accepts no JSON type at all) must not read a refusal as a 200.
+        headers = {"x-request-id": request_id, "cache-control": "no-store"}
+        if isinstance(error, RateLimited):
+            headers["retry-after"] = retry_after_header(error.retry_after)
         return Response(
-            refusal, media_type="text/event-stream", headers={"x-request-id": request_id, "cache-control": "no-store"}
+            orjson.dumps(error.body()),
+            status_code=STATUS.get(error.code, 400),
+            media_type="application/json",
+            headers=headers,
         )
+
+    purpose = caller.purpose.value
 
     async def produce() -> None:
         try:
@@ -110,7 +124,7 @@ async def serve_sse(service: LiveService, request: Request) -> Response:
                     continue
                 ended = item["ended"]
                 if ended is not None:
-                    yield _next({"errors": error_payload(ended)})
+                    yield _next({"errors": error_payload(ended), "extensions": {"purpose": purpose}})
                 elif service.closing:
                     return  # no complete: the client reconnects and subscribes again
                 yield COMPLETE

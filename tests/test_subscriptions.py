@@ -711,6 +711,24 @@ async def test_the_real_client_is_refused_another_districts_class_like_a_missing
     assert answers[0]["error"][0]["extensions"]["code"] == "NOT_FOUND"
 
 
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+async def test_the_real_client_reads_why_a_document_does_not_validate(
+    node_client: Callable[..., Any], token_for: Callable[..., str], facts: Facts, transport: str
+) -> None:
+    """graphql-sse: "Validation steps that run before execution ... MUST report errors through an
+    accepted SSE connection"; a 400 would reach the client as a bare status, its message lost."""
+    wrong = "subscription Live($classId: ID!) { classActivity(classId: $classId) { nope } }"
+    client = await node_client(transport, token_for(TEACHER), "INSTRUCTION", facts.klass, wrong)
+    assert await client.line() == {"ready": True}
+    message = await client.line()
+    if transport == "sse":  # the errors as the stream's one result (then complete)
+        assert message["next"]["extensions"] == {"purpose": "INSTRUCTION"}, message
+        message = {"error": message["next"]["errors"]}
+    errors = message["error"]
+    assert [e["extensions"]["code"] for e in errors] == ["BAD_USER_INPUT"], message
+    assert "Cannot query field 'nope' on type 'ClassActivity'" in errors[0]["message"]
+
+
 async def init_refused(address: str, payload: dict[str, Any]) -> str:
     """A connection_init with this payload is refused: closed 4403; the close reason."""
     init = {"type": "connection_init", "payload": payload}

@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -59,19 +60,25 @@ async def test_production_refuses_an_unregistered_subscription_and_admits_the_re
     headers = {"Authorization": f"Bearer {token}", "X-Purpose": "INSTRUCTION", "Accept": "text/event-stream"}
     variables = {"classId": str(uuid.uuid4())}
 
+    # Unregistered: refused inside an accepted stream, as graphql-sse requires of every step before execution.
     refused = await prod_client.post("/graphql", json={"query": UNREGISTERED, "variables": variables}, headers=headers)
-    assert refused.status_code == 400
-    assert refused.json()["errors"][0]["extensions"]["code"] == "OPERATION_NOT_ALLOWED"
+    assert in_stream(refused)["errors"][0]["extensions"]["code"] == "OPERATION_NOT_ALLOWED"
 
     # Registered: admitted, and then refused for the class (which does not exist) inside the stream.
     admitted = await prod_client.post("/graphql", json={"query": LIVE, "variables": variables}, headers=headers)
-    assert admitted.status_code == 200
-    assert admitted.headers["content-type"].startswith("text/event-stream")
-    events = admitted.text.split("\n\n")
-    assert events[0].startswith("event: next\ndata: ")
-    errors = orjson.loads(events[0].split("data: ", 1)[1])["errors"]
-    assert errors[0]["extensions"]["code"] == "NOT_FOUND"
-    assert events[1] == "event: complete\ndata:"
+    result = in_stream(admitted)
+    assert result["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    assert result["extensions"] == {"purpose": "INSTRUCTION"}
+
+
+def in_stream(response: httpx.Response) -> dict[str, Any]:
+    """The one result of a stream refused before its first event: a next, then complete."""
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = response.text.split("\n\n")
+    assert events[0].startswith("event: next\ndata: ") and events[1] == "event: complete\ndata:", events
+    result: dict[str, Any] = orjson.loads(events[0].split("data: ", 1)[1])
+    return result
 
 
 async def test_production_never_echoes_a_submitted_variable_value_in_a_subscriptions_coercion_error(
