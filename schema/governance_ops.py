@@ -5,7 +5,8 @@ For DISTRICT_ADMIN under any of its purposes (the policy document's
 OUT_OF_SCOPE_OPERATION and nothing is written. Input is validated completely
 before the first write, each write runs in the request's transaction, and the
 audit notes the operation (no subject, no category: no student's personal
-data is read or written here). New settings and terms govern from the next
+data is read or written here; a settings update also names each setting it
+sets, ``DistrictSettingsInput.<field>``, never its value). New settings and terms govern from the next
 request on: this request keeps the decisions it started with.
 """
 
@@ -106,6 +107,9 @@ async def update_district_settings(info: Info, input: DistrictSettingsInput) -> 
     if row is None:
         raise _missing_district()
     _noted(info, district_id)
+    # What changed (API.md section 3): each setting the input sets, by its input field's name.
+    for name in changes:
+        info.context.audit.note(str(district_id), None, f"DistrictSettingsInput.{_camel(name)}", "", True)
     return DistrictSettings.from_row(row)
 
 

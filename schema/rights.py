@@ -328,6 +328,12 @@ async def correct_student_record(info: Info, input: CorrectStudentInput) -> Stud
     written = sorted({sql.CORRECTABLE[name][1] for name in corrected})
     for category in written or [""]:
         ctx.audit.note(key, student["id"], field_name(info), category, True)
+    # What changed (API.md section 3), never the new values: each corrected field by its input
+    # field's name (a payload's Student fields, read, are named Student.<field> beside them).
+    for name in corrected:
+        ctx.audit.note(key, student["id"], f"CorrectStudentInput.{name}", sql.CORRECTABLE[name][1], True)
+    if statement is not None:
+        ctx.audit.note(key, student["id"], "CorrectStudentInput.statementOfDisagreement", "", True)
     return Student.of(row)
 
 

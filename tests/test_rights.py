@@ -382,6 +382,10 @@ async def test_correction_changes_fields_keeps_previous_values_and_discloses_the
     )
     assert set(entry["categories"]) >= {"DIRECTORY", "DEMOGRAPHIC"}
     assert "Corrected" not in json.dumps([str(v) for v in dict(entry).values()])
+    # What changed (API.md section 3): each corrected field and the statement, by name; not an unchanged one.
+    changed = {f"CorrectStudentInput.{name}" for name in new} | {"CorrectStudentInput.statementOfDisagreement"}
+    assert "CorrectStudentInput.firstName" in changed and changed <= set(entry["fields"])
+    assert "CorrectStudentInput.lastName" not in entry["fields"]
 
 
 @pytest.mark.parametrize(
