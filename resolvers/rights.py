@@ -104,11 +104,15 @@ async def data_request_for_update(db: Db, district_id: uuid.UUID, request_id: uu
     return row
 
 
-async def fulfil_open_deletions(db: Db, district_id: uuid.UUID, student_id: uuid.UUID, now: dt.datetime) -> None:
-    """Every open DELETION request about the student: the deletion under way answers them all."""
+async def close_open_requests(db: Db, district_id: uuid.UUID, student_id: uuid.UUID, now: dt.datetime) -> None:
+    """Every open request about the student, closed by the deletion under way: a DELETION is
+    fulfilled by it; an ACCESS or CORRECTION request can no longer be carried out (nothing is
+    left to export or correct), so it is REJECTED, never left open about a record that is gone."""
     await db.execute(
-        "UPDATE data_requests SET status = 'FULFILLED', fulfilled_at = $3 "
-        "WHERE district_id = $1 AND student_id = $2 AND kind = 'DELETION' AND status = 'OPEN'",
+        "UPDATE data_requests SET "
+        "status = CASE WHEN kind = 'DELETION' THEN 'FULFILLED' ELSE 'REJECTED' END, "
+        "fulfilled_at = CASE WHEN kind = 'DELETION' THEN $3::timestamptz END "
+        "WHERE district_id = $1 AND student_id = $2 AND status = 'OPEN'",
         district_id,
         student_id,
         now,

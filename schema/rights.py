@@ -367,9 +367,10 @@ async def delete_student_record(
     student = await _student(info, district_id, student_id)
     with _audited_refusal(info, str(district_id), student["id"], ()):
         request_id = await _open_request(info, district_id, data_request_id, "DELETION", student["id"])
-    # The named request, and any other open request to delete the same record, are
-    # fulfilled before the record goes, so that their rows (kept, without who made them) say so.
-    await sql.fulfil_open_deletions(ctx.db, district_id, student["id"], ctx.now)
+    # The named request, and any other open request about the same record, are closed before
+    # the record goes, so that their rows (kept, without who made them) say so: a deletion
+    # fulfilled, an access or correction request rejected (nothing is left to export or correct).
+    await sql.close_open_requests(ctx.db, district_id, student["id"], ctx.now)
     counts = await sql.delete_record(ctx.db, district_id, student["id"], ctx.now)
     body = sql.certificate_body(
         certificate_id=uuid.uuid4(),

@@ -533,6 +533,8 @@ async def test_deletion_removes_every_row_about_the_student_and_certifies_it(
 
     request = (await _open(gql, student, "DELETION"))["data"]["openDataRequest"]
     await _open(gql, student, "DELETION")  # asked twice: the one deletion answers both
+    # Open requests of other kinds cannot be carried out once the record is gone: closed too.
+    unanswerable = [(await _open(gql, student, kind))["data"]["openDataRequest"] for kind in ("ACCESS", "CORRECTION")]
     body = await gql(ADMIN, "REPORTING", DELETE, {"student": student, "reason": "x", "request": request["id"]})
     assert error_codes(body) == ["FORBIDDEN"]
     body = await gql(ADMIN, "RECORD_ACCESS", DELETE, {"student": student, "reason": " ", "request": request["id"]})
@@ -550,11 +552,19 @@ async def test_deletion_removes_every_row_about_the_student_and_certifies_it(
     for table in ("responses", "activity_events", "device_sessions", "enrollments", "guardian_links", "tutoring_notes"):
         assert counts[table] == held[table], table
     assert counts["users"] == 1 and counts["guardians"] == len(orphans)
-    assert counts["data_requests"] == held["data_requests"] + 2
+    assert counts["data_requests"] == held["data_requests"] + 4
     statuses = await owner.fetch(
         "SELECT status, fulfilled_at FROM data_requests WHERE student_id = $1 AND kind = 'DELETION'", sid
     )
     assert len(statuses) == 2 and all(r["status"] == "FULFILLED" and r["fulfilled_at"] for r in statuses)
+    closed = await owner.fetch(
+        "SELECT status, fulfilled_at FROM data_requests WHERE id = ANY($1::uuid[])",
+        [uuid.UUID(r["id"]) for r in unanswerable],
+    )
+    assert [(r["status"], r["fulfilled_at"]) for r in closed] == [("REJECTED", None)] * 2
+    assert (
+        await owner.fetchval("SELECT count(*) FROM data_requests WHERE student_id = $1 AND status = 'OPEN'", sid) == 0
+    )
     assert "audit_entries" not in counts and "deletion_certificates" not in counts
 
     # The digest is sha256 over the certificate's canonical JSON, recomputable by anyone.
