@@ -284,6 +284,13 @@ async def record_activity(info: Info, events: list[ActivityEventInput]) -> Recor
 
     if len(events) > MAX_EVENTS:
         raise BadUserInput(f"Send at most {MAX_EVENTS} events per call (this call has {len(events)})", field="events")
+    # The limit is the request's: aliased calls in one document do not multiply it.
+    sent = ctx.activity_events + len(events)
+    if sent > MAX_EVENTS:
+        raise BadUserInput(
+            f"Send at most {MAX_EVENTS} events per request (its recordActivity calls have {sent})", field="events"
+        )
+    ctx.activity_events = sent
     rows = [_event(i, e, ctx.now) for i, e in enumerate(events)]
     client_session = _printable_header(ctx.client.session_id, "X-Session-Id", 128)
     session = session_key(student_id, client_session, ctx.client.user_agent, ctx.now.date())

@@ -60,6 +60,9 @@ class RequestContext:
     # security setting its compiled statement must return, or the request is
     # served again (resolvers.principal.Standings). None once confirmed.
     confirm: tuple[int, str] | None = None
+    # The events this request's recordActivity calls were sent so far: at most
+    # schema.practice.MAX_EVENTS a request, however many aliases share it.
+    activity_events: int = 0
     # Run once the request's transaction has ended: with None once it has
     # committed, with the error otherwise.
     after_commit: list[Callable[[BaseException | None], None]] = field(default_factory=list)

@@ -654,6 +654,14 @@ async def test_five_hundred_events_are_accepted_and_five_hundred_and_one_are_ref
     body = await gql(STUDENT, "STUDENT_LEARNING", RECORD, {"events": [event() for _ in range(501)]})
     assert bad_input_field(body) == "events"
     assert await counts(owner) == before
+    # The limit is the request's: aliases do not multiply it (30 of them would store 15,000 rows).
+    aliased = (
+        "mutation Twice($events: [ActivityEventInput!]!) { "
+        "a: recordActivity(events: $events) { accepted } b: recordActivity(events: $events) { accepted } }"
+    )
+    body = await gql(STUDENT, "STUDENT_LEARNING", aliased, {"events": [event() for _ in range(300)]})
+    assert bad_input_field(body) == "events" and "per request" in body["errors"][0]["message"], body
+    assert (await counts(owner))["activity"] - before["activity"] <= 300
 
 
 @pytest.mark.parametrize(
