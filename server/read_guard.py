@@ -13,8 +13,15 @@ slot for as long as it likes. This protocol adds three limits:
 * the body must arrive within ``body_timeout`` seconds of the headers; else
   the connection is closed (the app sees the client disconnect, and answers
   nothing);
-* a worker holds at most ``max_connections`` open connections: one more is
-  closed as soon as it is accepted.
+* the request line and headers may take at most ``max_header_bytes``
+  (64 KiB): more, and the client gets ``431 Request Header Fields Too Large``
+  and the connection is closed (nothing else bounds what the parser keeps of
+  them until the timeout);
+* a worker holds at most ``max_connections`` open connections. At the cap, a
+  new connection takes the place of the oldest one still waiting for its
+  request line and headers (closed: a slowloris client holding every slot
+  locks no one else out); when every connection has a request under way, the
+  new one is closed as soon as it is accepted.
 
 The limits come from the settings (``PLEDGEQL_HEADER_TIMEOUT``,
 ``PLEDGEQL_BODY_TIMEOUT``, ``PLEDGEQL_MAX_CONNECTIONS``) the first time a
@@ -38,6 +45,11 @@ TIMEOUT_BODY = (
     b'{"errors":[{"message":"The request line and headers did not arrive in time",'
     b'"extensions":{"code":"BAD_USER_INPUT"}}]}'
 )
+# What a client whose request line and headers passed ``max_header_bytes`` gets.
+TOO_LARGE_BODY = (
+    b'{"errors":[{"message":"The request line and headers are too large: send a long document '
+    b'with POST, in the body","extensions":{"code":"BAD_USER_INPUT"}}]}'
+)
 # What a request the HTTP parser refuses gets (a control character in a header's value, a
 # malformed request line): the API's error shape, BAD_USER_INPUT, rather than uvicorn's plain text.
 MALFORMED_BODY = (
@@ -53,6 +65,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout: ClassVar[float | None] = None  # None: read from the settings on first use
     body_timeout: ClassVar[float] = 30.0
     max_connections: ClassVar[int] = 1000
+    max_header_bytes: ClassVar[int] = 64 * 1024
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -61,6 +74,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cls.configure_from_settings()
         self._read_timer: asyncio.TimerHandle | None = None
         self._reading_headers = False
+        self._header_bytes = 0
 
     @classmethod
     def configure_from_settings(cls) -> None:
@@ -77,14 +91,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         self._reading_headers = headers
         self._read_timer = self.loop.call_later(seconds, self._timed_out)
+        if headers:
+            self._header_bytes = 0
+            _waiting(self.server_state)[id(self)] = self  # the newest to wait for its headers
 
     def _disarm(self) -> None:
+        _waiting(self.server_state).pop(id(self), None)
         if self._read_timer is not None:
             self._read_timer.cancel()
             self._read_timer = None
 
     def _timed_out(self) -> None:
         self._read_timer = None
+        _waiting(self.server_state).pop(id(self), None)
         if self.transport.is_closing():
             return
         if self._reading_headers and (self.cycle is None or self.cycle.response_complete):
@@ -94,10 +113,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # The app has the request and waits for its body: closing tells it the client is gone.
             self.transport.abort()
 
+    def _make_room(self) -> bool:
+        """At the cap: close the oldest connection still waiting for its request line and headers,
+        whose place the new one takes. False when every connection has a request under way."""
+        waiting = _waiting(self.server_state)
+        while waiting:
+            oldest = waiting.pop(next(iter(waiting)))
+            oldest._disarm()
+            if oldest.transport is not None and not oldest.transport.is_closing():
+                oldest.transport.abort()
+                return True
+        return False
+
     # ------------------------------------------------------------ protocol hooks
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if len(self.connections) >= type(self).max_connections:
+        if len(self.connections) >= type(self).max_connections and not self._make_room():
             transport.abort()
             return
         super().connection_made(transport)
@@ -108,6 +139,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport is None:  # refused in connection_made: uvicorn never saw it
             return
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        reading = self._reading_headers
+        super().data_received(data)
+        if not (reading and self._reading_headers):
+            return  # not reading a request line and headers, or done with them in this chunk
+        self._header_bytes += len(data)
+        if self._header_bytes > type(self).max_header_bytes and not self.transport.is_closing():
+            self._disarm()
+            if self.cycle is None or self.cycle.response_complete:
+                self._answer_and_close(b"431 Request Header Fields Too Large", TOO_LARGE_BODY)
+            else:  # a response of the previous request is still being written: only close
+                self.transport.abort()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -154,11 +198,27 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def guarded_protocol(header_timeout: float, body_timeout: float, max_connections: int) -> type[HttpToolsProtocol]:
+def _waiting(server_state: Any) -> dict[int, GuardedHttpToolsProtocol]:
+    """A server's connections waiting for a request line and headers, oldest first."""
+    waiting: dict[int, GuardedHttpToolsProtocol] | None = getattr(server_state, "pledgeql_waiting", None)
+    if waiting is None:
+        waiting = {}
+        server_state.pledgeql_waiting = waiting
+    return waiting
+
+
+def guarded_protocol(
+    header_timeout: float, body_timeout: float, max_connections: int, max_header_bytes: int = 64 * 1024
+) -> type[HttpToolsProtocol]:
     """A protocol class with these limits rather than the settings' (module level classes only pickle,
     so this serves in-process servers: tests)."""
     return type(
         "GuardedHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
-        {"header_timeout": header_timeout, "body_timeout": body_timeout, "max_connections": max_connections},
+        {
+            "header_timeout": header_timeout,
+            "body_timeout": body_timeout,
+            "max_connections": max_connections,
+            "max_header_bytes": max_header_bytes,
+        },
     )

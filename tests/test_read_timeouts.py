@@ -8,6 +8,7 @@ cap is closed at once; ordinary requests are served meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import time
@@ -115,22 +116,73 @@ async def test_a_body_that_never_ends_is_closed_after_the_body_timeout_without_a
     assert took >= BODY_TIMEOUT * 0.8
 
 
-async def test_connections_over_the_cap_are_closed_at_once_while_ordinary_requests_are_served(port: int) -> None:
+async def test_at_the_cap_a_new_connection_takes_the_place_of_the_oldest_one_still_waiting_for_headers(
+    port: int,
+) -> None:
+    """A client holding every slot with connections that never send their headers (slowloris)
+    locks no one else out: each new connection closes the oldest of them and is served."""
     held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(MAX_CONNECTIONS)]
     try:
         await asyncio.sleep(0.1)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            for _ in range(3):
+                assert (await client.get("/healthz")).status_code == 200
+        # The oldest held connections were closed to make room, the newest are still open.
+        closed, _ = await _until_closed(held[0][0], 1.0)
+        assert closed == b""
+        assert not held[-1][1].is_closing() and not held[-1][0].at_eof()
+    finally:
+        for _, w in held:
+            w.close()
+
+
+async def test_at_the_cap_with_every_connection_in_a_request_a_new_one_is_closed_at_once(port: int) -> None:
+    """Connections whose requests are under way (headers read, a body awaited) are not taken over."""
+    busy = []
+    for _ in range(MAX_CONNECTIONS):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /graphql HTTP/1.1\r\nHost: pledgeql.test\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
+        await writer.drain()
+        busy.append((reader, writer))
+    try:
+        await asyncio.sleep(0.2)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         received, took = await _until_closed(reader, 1.0)
         writer.close()
         assert received == b"" and took < 1.0
     finally:
-        for _, w in held:
+        for _, w in busy:
             w.close()
-    # The held ones gone, requests are served again; and a kept-alive connection serves several.
+    # The busy ones gone, requests are served again; and a kept-alive connection serves several.
     await asyncio.sleep(0.2)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
         for _ in range(3):
             assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_headers_past_64_kib_get_431_as_json_and_the_connection_is_closed(port: int) -> None:
+    """Nothing else bounds what the parser keeps of headers that never end until the header timeout."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: pledgeql.test\r\nAuthorization: Bearer ")
+    for _ in range(20):  # 20 x 8 KiB of a header that never ends
+        if writer.is_closing():
+            break
+        writer.write(b"a" * 8192)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+    received, _ = await _until_closed(reader, HEADER_TIMEOUT / 2)
+    writer.close()
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 "), received[:200]
+    assert re.search(rb"\r\nx-request-id: [0-9a-f]{32}\r\n", head)
+    assert orjson.loads(body)["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT"}
+    # Headers under the limit are served as always, also on a kept-alive connection.
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+        for _ in range(2):
+            assert (await client.get("/healthz", headers={"X-Padding": "a" * 32_000})).status_code == 200
 
 
 async def test_ordinary_requests_are_served_while_slow_connections_wait_for_their_timeouts(port: int) -> None:
