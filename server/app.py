@@ -231,6 +231,12 @@ class RequestIdMiddleware:
                 if "x-request-id" not in headers:
                     headers["x-request-id"] = request_id
                 headers.setdefault("x-content-type-options", "nosniff")
+                if headers.get("content-type", "").startswith("text/html"):
+                    # No page of the server (the notice, GraphiQL) is meant to be framed by another
+                    # site, nor to tell another where its reader came from.
+                    headers.setdefault("x-frame-options", "DENY")
+                    headers.setdefault("content-security-policy", "frame-ancestors 'none'")
+                    headers.setdefault("referrer-policy", "no-referrer")
             elif message["type"] == "websocket.accept":
                 # The handshake's response: its subscriptions' audit requestIds begin with it.
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
@@ -479,5 +485,7 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+    # /graphql/ is not /graphql: no redirect that would echo the request's Host header back.
+    app.router.redirect_slashes = False
     app.state.pledgeql = state
     return app

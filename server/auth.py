@@ -215,6 +215,9 @@ class TokenVerifier:
             )
         except jwt.PyJWTError:
             raise _unauthenticated() from None
+        # RFC 7519: a NumericDate is a JSON number; PyJWT also reads a string of digits.
+        if any(not _is_number(claims[name]) for name in ("exp", "nbf", "iat") if name in claims):
+            raise _unauthenticated()
         try:
             user_id = uuid.UUID(str(claims["sub"]))
         except ValueError:
@@ -234,6 +237,10 @@ class TokenVerifier:
             del self._verified[next(iter(self._verified))]
         self._verified[token] = verified
         return verified
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def mint_token(settings: Settings, user_id: uuid.UUID, purposes: list[str], ttl_seconds: int = 3600) -> str:

@@ -57,7 +57,8 @@ def graphiql_page(token: str | None) -> HTMLResponse:
     }
     # JSON inside a script element: "<" escaped so that no value can close it.
     embedded = json.dumps(settings).replace("<", "\\u003c")
-    return HTMLResponse(PAGE.format(prefix=PREFIX, settings=embedded))
+    # The page may hold a development token: never kept by a browser's or a proxy's cache.
+    return HTMLResponse(PAGE.format(prefix=PREFIX, settings=embedded), headers={"cache-control": "no-store"})
 
 
 def graphiql_asset(request: Request) -> Response:

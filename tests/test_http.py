@@ -145,6 +145,24 @@ async def test_every_response_carries_the_servers_own_request_id_never_the_clien
         assert response.headers["x-content-type-options"] == "nosniff"
 
 
+async def test_html_pages_are_not_framed_by_other_sites_and_send_no_referrer(
+    client: httpx.AsyncClient, token_for: Callable[..., str]
+) -> None:
+    for path, accept in (("/privacy", "text/html"), ("/graphql", "text/html")):
+        page = await client.get(path, headers={"Accept": accept})
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), path
+        assert page.headers["x-frame-options"] == "DENY"
+        assert page.headers["content-security-policy"] == "frame-ancestors 'none'"
+        assert page.headers["referrer-policy"] == "no-referrer"
+    api = await client.post("/graphql", json={"query": "{ me { role } }"}, headers=auth(token_for(TEACHER)))
+    assert "x-frame-options" not in api.headers  # JSON is not framed: nothing added to every answer
+
+
+async def test_a_trailing_slash_is_not_found_never_a_redirect_echoing_the_host(client: httpx.AsyncClient) -> None:
+    response = await client.get("/graphql/", headers={"Host": "evil.example"})
+    assert response.status_code == 404 and "location" not in response.headers
+
+
 async def test_the_request_id_is_the_one_the_audit_stores_and_the_clients_is_its_client_request_id(
     client: httpx.AsyncClient, token_for: Callable[..., str], owner: Any
 ) -> None:
@@ -170,6 +188,7 @@ async def test_graphql_responses_are_not_cached(client: httpx.AsyncClient, token
 async def test_graphiql_is_served_in_development_only_to_browsers(client: httpx.AsyncClient) -> None:
     page = await client.get("/graphql", headers={"Accept": "text/html"})
     assert page.status_code == 200 and "GraphiQL" in page.text
+    assert page.headers["cache-control"] == "no-store"  # it may hold a development token
     api = await client.get("/graphql", headers={"Accept": "application/json"})
     assert api.status_code == 400 and error_codes(api.json()) == ["BAD_USER_INPUT"]
 

@@ -225,6 +225,18 @@ async def test_a_token_without_expiry_is_refused(
     await refused(prod_client, sign(keys.rsa_private, claims))
 
 
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+async def test_a_time_claim_that_is_not_a_json_number_is_refused(
+    prod_client: httpx.AsyncClient, keys: Keys, users: dict[str, uuid.UUID], claim: str
+) -> None:
+    """RFC 7519: a NumericDate is a JSON number; PyJWT alone reads a string of digits as one."""
+    claims = claims_for(users[TEACHER])
+    status, body = await call(prod_client, sign(keys.rsa_private, claims))
+    assert status == 200, body  # the same token with numbers: accepted
+    await refused(prod_client, sign(keys.rsa_private, {**claims, claim: str(claims[claim])}))
+    await refused(prod_client, sign(keys.rsa_private, {**claims, claim: True}))
+
+
 @pytest.mark.parametrize("issuer", ["https://evil.example", "", None])
 async def test_a_token_from_another_or_no_issuer_is_refused(
     prod_client: httpx.AsyncClient, keys: Keys, users: dict[str, uuid.UUID], issuer: str | None
