@@ -48,6 +48,7 @@ from graphql import (
 )
 from graphql.error import GraphQLSyntaxError
 from graphql.language import Lexer, Source, Token, TokenKind
+from graphql.language import parser as graphql_parser
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from server.settings import Settings
@@ -130,10 +131,22 @@ def count_tokens(query: str, cap: int) -> tuple[int, int]:
 
 
 def parse_limited(query: str, limits: Limits) -> DocumentNode:
-    """Parse with the token limit; a document over a parser limit is too complex, not malformed."""
+    """Parse with the token limit; a document over a parser limit (tokens, comments, nesting) is too
+    complex, not malformed."""
     try:
         return parse(query, max_lexical_tokens=limits.max_tokens, max_comments=limits.max_tokens, no_location=False)
     except GraphQLSyntaxError as error:
+        if error.message.endswith("nested too deeply. Parsing aborted."):
+            # Past the parser's own nesting limit: too deep, however few its tokens.
+            deeper = getattr(graphql_parser, "MAX_NESTING_DEPTH", limits.max_depth) + 1
+            raise too_complex(
+                Violation(
+                    "depth",
+                    limits.max_depth,
+                    deeper,
+                    f"The query is nested at least {deeper} levels deep; the limit (depth) is {limits.max_depth}",
+                )
+            ) from None
         if error.message.endswith("Parsing aborted."):
             cap = 4 * limits.max_tokens + 1
             tokens, comments = count_tokens(query, cap)

@@ -83,6 +83,17 @@ async def test_a_query_past_the_depth_limit_is_measured_whole(
     assert costs[1] > costs[0]
 
 
+async def test_a_query_nested_past_the_parsers_own_limit_is_too_deep_not_too_many_tokens(
+    client: httpx.AsyncClient, token_for: Callable[..., str]
+) -> None:
+    # About 260 levels in some 800 tokens: the parser stops at its nesting limit (200 levels).
+    status, body = await send(client, token_for(TEACHER), {"query": nested(260)})
+    assert status == 400 and error_codes(body) == ["QUERY_TOO_COMPLEX"], body
+    extensions = body["errors"][0]["extensions"]
+    assert extensions["limit"] == "depth" and extensions["maximum"] == 12 and extensions["measured"] > 200
+    assert body["errors"][0]["message"].startswith(f"The query is nested at least {extensions['measured']} levels")
+
+
 async def test_a_query_within_the_depth_limit_runs(client: httpx.AsyncClient, token_for: Callable[..., str]) -> None:
     status, body = await send(client, token_for(TEACHER), {"query": nested(10)})
     assert status == 200, body
