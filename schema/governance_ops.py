@@ -6,8 +6,9 @@ OUT_OF_SCOPE_OPERATION and nothing is written. Input is validated completely
 before the first write, each write runs in the request's transaction, and the
 audit notes the operation (no subject, no category: no student's personal
 data is read or written here; a settings update also names each setting it
-sets, ``DistrictSettingsInput.<field>``, never its value). New settings and terms govern from the next
-request on: this request keeps the decisions it started with.
+sets, ``DistrictSettingsInput.<field>``, never its value). New settings and
+terms govern from the next request on: this request keeps the decisions it
+started with.
 """
 
 from __future__ import annotations

@@ -227,12 +227,8 @@ class TokenVerifier:
             raw = [p for p in raw.replace(",", " ").split() if p]
         if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
             raise _unauthenticated()
-        expires = claims.get("exp")
-        verified = TokenClaims(
-            user_id=user_id,
-            purposes=frozenset(raw),
-            expires_at=float(expires) if isinstance(expires, int | float) else None,
-        )
+        # ``exp`` is required, and a number (checked above).
+        verified = TokenClaims(user_id=user_id, purposes=frozenset(raw), expires_at=float(claims["exp"]))
         if len(self._verified) >= VERIFIED_TOKENS:
             del self._verified[next(iter(self._verified))]
         self._verified[token] = verified

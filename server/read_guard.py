@@ -45,6 +45,8 @@ TIMEOUT_BODY = (
     b'{"errors":[{"message":"The request line and headers did not arrive in time",'
     b'"extensions":{"code":"BAD_USER_INPUT"}}]}'
 )
+# The most a request line and headers may take.
+MAX_HEADER_BYTES = 64 * 1024
 # What a client whose request line and headers passed ``max_header_bytes`` gets.
 TOO_LARGE_BODY = (
     b'{"errors":[{"message":"The request line and headers are too large: send a long document '
@@ -65,7 +67,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout: ClassVar[float | None] = None  # None: read from the settings on first use
     body_timeout: ClassVar[float] = 30.0
     max_connections: ClassVar[int] = 1000
-    max_header_bytes: ClassVar[int] = 64 * 1024
+    max_header_bytes: ClassVar[int] = MAX_HEADER_BYTES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -103,7 +105,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _timed_out(self) -> None:
         self._read_timer = None
-        _waiting(self.server_state).pop(id(self), None)
         if self.transport.is_closing():
             return
         if self._reading_headers and (self.cycle is None or self.cycle.response_complete):
@@ -207,18 +208,11 @@ def _waiting(server_state: Any) -> dict[int, GuardedHttpToolsProtocol]:
     return waiting
 
 
-def guarded_protocol(
-    header_timeout: float, body_timeout: float, max_connections: int, max_header_bytes: int = 64 * 1024
-) -> type[HttpToolsProtocol]:
+def guarded_protocol(header_timeout: float, body_timeout: float, max_connections: int) -> type[HttpToolsProtocol]:
     """A protocol class with these limits rather than the settings' (module level classes only pickle,
     so this serves in-process servers: tests)."""
     return type(
         "GuardedHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
-        {
-            "header_timeout": header_timeout,
-            "body_timeout": body_timeout,
-            "max_connections": max_connections,
-            "max_header_bytes": max_header_bytes,
-        },
+        {"header_timeout": header_timeout, "body_timeout": body_timeout, "max_connections": max_connections},
     )
