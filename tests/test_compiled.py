@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from graphql import GraphQLSchema, get_named_type, is_leaf_type, parse
+from graphql import GraphQLSchema, OperationDefinitionNode, get_named_type, is_leaf_type, parse
 
 from bench.scenarios import CLASS_VIEW as ROSTER  # the benchmark's S1, exactly
 from schema.compiled import CompiledReads, Plan
@@ -1272,8 +1272,6 @@ SCOPED_READS = {
 
 @pytest.mark.parametrize("name", sorted(SCOPED_READS))
 def test_a_students_classes_ask_the_student_scope_only_of_a_student_not_read_under_it(name: str) -> None:
-    from graphql import OperationDefinitionNode, parse
-
     from permissions.enums import Role, Scope
     from permissions.policy import load_policy_set
     from permissions.principal import Principal
